@@ -1,0 +1,47 @@
+"""Shared fixtures. No test touches the network: the Hub is replaced by a temporary cache in its exact layout."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# Offline before anything imports huggingface_hub (it reads the variable at import), and for our loader too.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "assets" / "examples"
+
+
+@pytest.fixture
+def hf_cache(tmp_path, monkeypatch):
+    """An empty Hub cache in a temporary folder, used by every Hub call in the test (offline)."""
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from vtdemo import hub
+
+    hub.clear_cache()
+    yield cache
+    hub.clear_cache()
+
+
+@pytest.fixture(scope="session")
+def photos():
+    """The example photos as RGB PIL images, by stem name (chelsea, coffee, astronaut, rocket)."""
+    from PIL import Image
+
+    out = {}
+    for path in sorted(EXAMPLES.iterdir()):
+        if path.suffix.lower() in {".png", ".jpg", ".jpeg"}:
+            out[path.stem] = Image.open(path).convert("RGB")
+    return out

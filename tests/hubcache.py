@@ -1,0 +1,66 @@
+"""Write tiny checkpoints in the exact on-disk layout of the Hugging Face Hub cache.
+
+`hf_hub_download(repo, file, revision=...)` with `HF_HUB_OFFLINE=1` resolves
+`$HF_HUB_CACHE/models--ORG--NAME/refs/REVISION` (a 40-hex commit id, no trailing newline) and then reads
+`snapshots/COMMIT/FILE`. Tests write exactly that, so our loader runs the same code path a real download
+leaves behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from safetensors.torch import save_file
+
+
+def repo_dir(cache: Path, repo_id: str) -> Path:
+    return Path(cache) / ("models--" + repo_id.replace("/", "--"))
+
+
+def write_repo(
+    cache: Path,
+    repo_id: str,
+    files: Mapping[str, bytes | str | dict],
+    revision: str = "main",
+) -> Path:
+    """Place `files` (name -> bytes, text, or a dict written as JSON) as one commit of `repo_id` under `revision`.
+
+    Returns the snapshot folder. A second call with another revision adds a second snapshot and ref.
+    """
+    commit = hashlib.sha1(f"{repo_id}@{revision}".encode()).hexdigest()
+    root = repo_dir(cache, repo_id)
+    snap = root / "snapshots" / commit
+    snap.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        path = snap / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, dict):
+            content = json.dumps(content, indent=2)
+        if isinstance(content, str):
+            content = content.encode()
+        path.write_bytes(content)
+    (root / "refs").mkdir(parents=True, exist_ok=True)
+    (root / "refs" / revision).write_text(commit)
+    return snap
+
+
+def safetensors_bytes(state_dict: Mapping[str, torch.Tensor], tmp: Path) -> bytes:
+    """Serialise a state dict the way `save_pretrained` / timm's hub push do (contiguous, shared storage split)."""
+    path = Path(tmp) / "_tmp.safetensors"
+    save_file({k: v.detach().contiguous().clone() for k, v in state_dict.items()}, str(path), metadata={"format": "pt"})
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def torch_bin_bytes(state_dict: Mapping[str, torch.Tensor], tmp: Path) -> bytes:
+    """Serialise a state dict as a `pytorch_model.bin` (a plain `torch.save` of tensors)."""
+    path = Path(tmp) / "_tmp.bin"
+    torch.save({k: v.detach().clone() for k, v in state_dict.items()}, str(path))
+    data = path.read_bytes()
+    path.unlink()
+    return data

@@ -1,0 +1,142 @@
+"""Command line: `python -m vtdemo {classify,detect,bench} ...`.
+
+    python -m vtdemo classify [--model MODEL] [--top-k K] [--json] IMAGE [IMAGE ...]
+    python -m vtdemo detect [--model MODEL] [--threshold T] [--json] [--save DIR] IMAGE [IMAGE ...]
+    python -m vtdemo bench [--runs N] [--only vit,swin,detr]
+
+MODEL is a Hugging Face repo id, `repo@revision`, or a local folder with the same files. Errors are one line on
+stderr (no traceback) and a non-zero exit status; an image that fails does not stop the others. With `--json`, stdout
+is one JSON list with one object per image in argument order (an image that failed has an "error" field instead of
+results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .errors import ImageError, VtdemoError
+
+EXIT_IMAGE = 1  # at least one image failed
+EXIT_MODEL = 2  # the model could not be loaded: nothing was processed
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .hub import DEFAULT_DETR, DEFAULT_VIT
+
+    p = argparse.ArgumentParser(prog="python -m vtdemo", description="See what vision transformers see.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress (model loading, timings)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("classify", help="top-k ImageNet classes with a ViT/DeiT or Swin model")
+    c.add_argument("--model", default=DEFAULT_VIT, help=f"repo id, repo@revision or folder (default {DEFAULT_VIT})")
+    c.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
+    c.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    c.add_argument("images", nargs="+", metavar="IMAGE")
+
+    d = sub.add_parser("detect", help="objects with DETR")
+    d.add_argument("--model", default=DEFAULT_DETR, help=f"repo id, repo@revision or folder (default {DEFAULT_DETR})")
+    d.add_argument("--threshold", type=float, default=0.7, help="minimum score, 0..1 (default 0.7; 0 = all queries)")
+    d.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    d.add_argument("--save", type=Path, metavar="DIR", help="write each annotated image into DIR")
+    d.add_argument("images", nargs="+", metavar="IMAGE")
+
+    b = sub.add_parser("bench", help="time our models against timm / transformers on the same weights")
+    b.add_argument("--runs", type=int, default=10, help="timed runs per model (median reported)")
+    b.add_argument("--only", default="vit,swin,detr", help="comma-separated subset of vit,swin,detr")
+    b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    return p
+
+
+def _classify_rows(result: Any) -> list[str]:
+    lines = [f"{result.image}  ({result.model})"]
+    for rank, p in enumerate(result.predictions, 1):
+        lines.append(f"  {rank:>2}. {p.score:7.2%}  {p.label}  [{p.index}]")
+    return lines
+
+
+def _detect_rows(result: Any, threshold: float) -> list[str]:
+    w, h = result.size
+    lines = [f"{result.image}  {w}x{h}  ({result.model}): {len(result.detections)} detections "
+             f"with score >= {threshold:g}"]
+    for det in result.detections:
+        box = ", ".join(f"{v:7.1f}" for v in det.box)
+        lines.append(f"  {det.score:6.3f}  {det.label:<16} [{box}]")
+    return lines
+
+
+def _run_images(images: Sequence[str], work: Callable[[str], Any], as_json: bool,
+                rows: Callable[[Any], list[str]], model: str) -> int:
+    """Process each image; print results (table or one JSON list); errors go to stderr, one line each."""
+    status = 0
+    out: list[dict[str, Any]] = []
+    for image in images:
+        try:
+            result = work(image)
+        except ImageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = EXIT_IMAGE
+            out.append({"image": image, "model": model, "error": str(exc)})
+            continue
+        if as_json:
+            out.append(result.to_dict())
+        else:
+            print("\n".join(rows(result)))
+    if as_json:
+        json.dump(out, sys.stdout, indent=2)
+        print()
+    return status
+
+
+def _save_annotated(result: Any, directory: Path) -> Path:
+    from . import render
+    from .images import load_image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    image = load_image(result.image)
+    drawn = render.draw_boxes(image, [d.box for d in result.detections],
+                              [f"{d.label} {d.score:.2f}" for d in result.detections],
+                              [d.label_id for d in result.detections])
+    target = directory / (Path(result.image).stem + ".detections.png")
+    drawn.save(target)
+    return target
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        if args.command == "bench":
+            from .bench import run_bench
+
+            return run_bench(runs=args.runs, only=args.only.split(","), threads=args.threads)
+
+        from . import hub, pipeline
+
+        loaded = hub.load(args.model)
+        if args.command == "classify":
+            if args.top_k < 1:
+                raise VtdemoError("--top-k must be at least 1")
+            return _run_images(args.images, lambda im: pipeline.classify(im, loaded, top_k=args.top_k),
+                               args.json, _classify_rows, loaded.id)
+        if not 0.0 <= args.threshold <= 1.0:
+            raise VtdemoError("--threshold must be between 0 and 1")
+
+        def work(image: str) -> Any:
+            result = pipeline.detect(image, loaded, threshold=args.threshold)
+            if args.save is not None:
+                saved = _save_annotated(result, args.save)
+                logging.getLogger("vtdemo.cli").info("wrote %s", saved)
+            return result
+
+        return _run_images(args.images, work, args.json, lambda r: _detect_rows(r, args.threshold), loaded.id)
+    except VtdemoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_MODEL
+    except KeyboardInterrupt:
+        return 130

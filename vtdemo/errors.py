@@ -1,0 +1,28 @@
+"""Error types of vtdemo.
+
+Every failure a user can cause or meet (a bad image, a model that cannot be fetched, a checkpoint that does not fit
+its architecture) is raised as a subclass of :class:`VtdemoError` whose message is one readable line that says what
+went wrong and what to do. The CLI prints that line; the app shows it. Anything else escaping is a bug.
+"""
+
+from __future__ import annotations
+
+
+class VtdemoError(Exception):
+    """Base class: the message is meant for the user, one line, no traceback needed."""
+
+
+class ImageError(VtdemoError):
+    """An input image cannot be read or used (missing, not an image, truncated, too large, unsupported)."""
+
+
+class ModelUnavailableError(VtdemoError):
+    """The weights or config of a model cannot be fetched (offline, unknown repo, missing file)."""
+
+
+class UnsupportedModelError(VtdemoError):
+    """The repo or folder holds a model of an architecture vtdemo does not implement."""
+
+
+class CheckpointError(VtdemoError):
+    """The weights exist but cannot be used: corrupt file, or keys / shapes that disagree with the config."""

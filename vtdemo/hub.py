@@ -1,0 +1,298 @@
+"""Model id -> files -> config -> our architecture -> converted weights -> strict load. Cached.
+
+A model id is a Hugging Face repo id (`timm/vit_base_patch16_224.augreg2_in21k_ft_in1k`), optionally with a revision
+(`facebook/detr-resnet-50@no_timm`), or a local folder holding the same files. Files come through
+`huggingface_hub.hf_hub_download`, so the Hub cache, `HF_HUB_OFFLINE=1`, `HF_HUB_CACHE` and tokens behave as users
+expect. Supported formats (REFERENCE.md §1):
+
+- timm: `config.json` with `architecture` (vit_*, deit_*, swin_*) + `pretrained_cfg`; weights already in our names.
+- transformers: `config.json` with `model_type` vit / deit / swin / detr, plus `preprocessor_config.json`.
+
+Weights: `model.safetensors` first, else `pytorch_model.bin` read with `torch.load(weights_only=True)`; nothing else is
+ever unpickled and no remote code runs. Every failure is a `VtdemoError` that names the repo or file and what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import labels as label_names
+from . import preprocess
+from .device import pick_device
+from .errors import CheckpointError, ModelUnavailableError, UnsupportedModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_VIT = "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k"
+DEFAULT_SWIN = "timm/swin_tiny_patch4_window7_224.ms_in1k"
+DEFAULT_DETR = "facebook/detr-resnet-50"
+
+#: Suggested choices for the app's model pickers (any other repo id of a supported format works too).
+KNOWN_MODELS = {
+    "vit": [DEFAULT_VIT, "timm/vit_base_patch16_224.augreg_in21k_ft_in1k", "timm/deit_small_patch16_224.fb_in1k",
+            "timm/deit_base_patch16_224.fb_in1k", "google/vit-base-patch16-224", "facebook/deit-base-patch16-224"],
+    "swin": [DEFAULT_SWIN, "timm/swin_small_patch4_window7_224.ms_in1k",
+             "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k", "microsoft/swin-tiny-patch4-window7-224"],
+    "detr": [DEFAULT_DETR, "facebook/detr-resnet-101", "facebook/detr-resnet-50@no_timm"],
+}
+
+SUPPORTED = ("timm vit_*/deit_*/swin_* repos and transformers ViT, DeiT, Swin and DETR (ResNet-50/101) repos")
+FIX_OFFLINE = ("connect once to download it, set HF_HUB_OFFLINE=1 with a filled cache (HF_HUB_CACHE), "
+               "or pass a local folder with its config.json and weights")
+
+_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_CACHE_SIZE = int(os.environ.get("VTDEMO_MODEL_CACHE", "6"))
+
+
+@dataclass
+class LoadedModel:
+    """A ready model: weights loaded, `.eval()`, on `device`, with the preprocessing and labels of its source."""
+
+    id: str
+    family: str  # "vit" | "swin" | "detr"
+    format: str  # "timm" | "transformers"
+    model: nn.Module
+    config: Any
+    labels: tuple[str, ...]
+    preprocess: preprocess.PreprocessConfig
+    device: torch.device
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model comes from: a Hub repo at a revision, or a local folder."""
+
+    text: str
+    repo: str | None = None
+    revision: str | None = None
+    folder: Path | None = None
+
+
+def parse_model_id(model: str) -> ModelRef:
+    """'org/name', 'org/name@revision' or a folder path -> ModelRef."""
+    text = str(model).strip()
+    if not text:
+        raise ModelUnavailableError("no model given: pass a Hugging Face repo id (org/name[@revision]) or a folder")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return ModelRef(text=text, folder=path.resolve())
+    repo, _, revision = text.partition("@")
+    if not _REPO_RE.match(repo) or ".." in repo or (os.sep in text and path.exists()):
+        raise ModelUnavailableError(f"'{text}' is neither a folder nor a Hugging Face repo id (org/name[@revision])")
+    if looks_like_path(text):
+        raise ModelUnavailableError(f"{text}: no such folder")
+    return ModelRef(text=text, repo=repo, revision=revision or None)
+
+
+def looks_like_path(text: str) -> bool:
+    return text.startswith((".", "/", "~")) or text.count("/") > 1
+
+
+def _hub_error_message(ref: ModelRef, filename: str, exc: Exception) -> str:
+    name = type(exc).__name__
+    where = f"{ref.repo}" + (f"@{ref.revision}" if ref.revision else "")
+    if name == "GatedRepoError":
+        return f"{where} is gated: accept its licence on the Hub and log in (`hf auth login`)"
+    if name == "RepositoryNotFoundError":
+        return f"{where}: no such model on the Hugging Face Hub (or it is private); check the repo id"
+    if name == "RevisionNotFoundError":
+        return f"{where}: the repo has no revision '{ref.revision}'"
+    if name == "EntryNotFoundError":
+        return f"{where} has no file {filename}"
+    return f"cannot download {where} ({filename}): no connection to the Hugging Face Hub and not in the cache; {FIX_OFFLINE}"
+
+
+def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | None:
+    """Path of `filename` in the folder or the Hub repo (downloaded into the cache if needed).
+
+    A missing optional file gives None; a missing required file raises `ModelUnavailableError`.
+    """
+    if ref.folder is not None:
+        path = ref.folder / filename
+        if path.is_file():
+            return path
+        if required:
+            raise ModelUnavailableError(f"{ref.folder} has no {filename}; a model folder needs config.json and "
+                                        "model.safetensors (or pytorch_model.bin)")
+        return None
+    from huggingface_hub import hf_hub_download  # imported lazily: it reads HF_* variables at import
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    try:
+        return Path(hf_hub_download(ref.repo, filename, revision=ref.revision,
+                                    cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline))
+    except Exception as exc:  # huggingface_hub raises many types; each becomes one readable line
+        message = _hub_error_message(ref, filename, exc)
+        if type(exc).__name__ in {"GatedRepoError", "RepositoryNotFoundError", "RevisionNotFoundError"} or required:
+            raise ModelUnavailableError(message) from None
+        log.debug("optional %s not available: %s", filename, message)
+        return None
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{what} ({path}) is not valid JSON: {exc}; delete it to download it again") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{what} ({path}) is not a JSON object")
+    return data
+
+
+def read_weights(ref: ModelRef) -> tuple[dict[str, torch.Tensor], Path]:
+    """The state dict of `model.safetensors`, else of `pytorch_model.bin` (weights_only); CPU tensors."""
+    path = fetch_file(ref, "model.safetensors", required=False)
+    if path is not None:
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu"), path
+        except Exception as exc:  # SafetensorError, OSError, ValueError on a damaged header or body
+            raise CheckpointError(f"{path} is corrupt or truncated ({exc}); delete it so that it is downloaded "
+                                  "again") from None
+    path = fetch_file(ref, "pytorch_model.bin", required=False)
+    if path is None:
+        where = ref.folder or ref.repo
+        raise ModelUnavailableError(f"cannot get the weights of {where}: neither model.safetensors nor "
+                                    f"pytorch_model.bin is available; {FIX_OFFLINE}")
+    try:
+        data = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError (refused object), RuntimeError / EOFError on a damaged file
+        raise CheckpointError(f"{path} cannot be read safely ({type(exc).__name__}: {str(exc)[:200]}); "
+                              "delete it so that it is downloaded again") from None
+    for key in ("state_dict", "model"):  # some .bin files wrap the state dict
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return data, path
+
+
+def strict_load(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """`load_state_dict(strict=True)`, but a mismatch raises `CheckpointError` naming keys and shapes."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(expected))
+    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
+              for k in sorted(set(expected) & set(state_dict)) if state_dict[k].shape != expected[k].shape]
+    if missing or unexpected or shapes:
+        def cut(items: list[str]) -> str:
+            return ", ".join(items[:6]) + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
+        parts = [f"missing keys: {cut(missing)}" if missing else "",
+                 f"unexpected keys: {cut(unexpected)}" if unexpected else "",
+                 f"shape mismatches (file vs config): {cut(shapes)}" if shapes else ""]
+        raise CheckpointError(f"the weights of {source} do not fit its config.json: "
+                              + "; ".join(p for p in parts if p))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def _family_of(config: dict[str, Any], source: str) -> tuple[str, str]:
+    """(format, family) from a config.json dict."""
+    if "architecture" in config:
+        arch = str(config["architecture"])
+        for prefix, family in (("vit_", "vit"), ("deit_", "vit"), ("swin_", "swin")):
+            if arch.startswith(prefix):
+                return "timm", family
+        raise UnsupportedModelError(f"{source} is a timm '{arch}' model; vtdemo supports {SUPPORTED}")
+    model_type = config.get("model_type")
+    families = {"vit": "vit", "deit": "vit", "swin": "swin", "detr": "detr"}
+    if model_type in families:
+        return "transformers", families[model_type]
+    kind = f"a '{model_type}' model" if model_type else "not a model config vtdemo knows"
+    raise UnsupportedModelError(f"{source} is {kind}; vtdemo supports {SUPPORTED}")
+
+
+def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
+    source = ref.text
+    config = read_json(fetch_file(ref, "config.json"), f"config.json of {source}")
+    fmt, family = _family_of(config, source)
+    pp_path = fetch_file(ref, "preprocessor_config.json", required=False) if fmt == "transformers" else None
+    pp = read_json(pp_path, f"preprocessor_config.json of {source}") if pp_path else None
+
+    if family == "vit":
+        from .convert import vit as conv
+        from .models import vit as arch
+        ctor: Callable[[Any], nn.Module] = arch.VisionTransformer
+    elif family == "swin":
+        from .convert import swin as conv
+        from .models import swin as arch
+        ctor = arch.SwinTransformer
+    else:
+        from .convert import detr as conv
+        from .models import detr as arch
+        ctor = arch.DETR
+
+    if fmt == "timm":
+        num_classes = int(config.get("num_classes", 1000))
+        cfg = arch.config_from_timm(config["architecture"], num_classes, config.get("model_args"))
+        prep = preprocess.config_from_timm(config.get("pretrained_cfg", {}))
+        given = config.get("label_names")  # timm writes this when the model has names; ImageNet files usually don't
+        names = label_names.for_classes(num_classes, dict(enumerate(given)) if given else None)
+        convert = conv.from_timm
+    else:
+        cfg = arch.config_from_hf(config)
+        if pp is None:  # no preprocessor file: the defaults of the matching transformers image processor
+            pp = {"size": {"height": config.get("image_size", 224), "width": config.get("image_size", 224)},
+                  "resample": 3 if family == "swin" else 2}
+            if family == "swin":
+                pp.update(image_mean=list(preprocess.IMAGENET_MEAN), image_std=list(preprocess.IMAGENET_STD))
+        prep = preprocess.config_from_hf(pp, detr=family == "detr")
+        names = label_names.for_classes(cfg.num_classes, config.get("id2label"), detection=family == "detr")
+        convert = conv.from_hf
+
+    state_dict, weights_path = read_weights(ref)
+    model = ctor(cfg)
+    try:
+        converted = convert(state_dict)
+    except (KeyError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot convert the weights of {source} ({weights_path.name}): {exc}") from None
+    strict_load(model, converted, f"{source} ({weights_path.name})")
+    model.eval().requires_grad_(False).to(device)
+    log.info("loaded %s (%s %s) on %s", source, fmt, family, device)
+    return LoadedModel(id=source, family=family, format=fmt, model=model, config=cfg, labels=names,
+                       preprocess=prep, device=device)
+
+
+_cache: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_guard = threading.Lock()
+
+
+def load(model: str, device: str | torch.device | None = None) -> LoadedModel:
+    """Load (once) and return the model named by a repo id, `repo@revision` or a folder; LRU-cached per device."""
+    ref = parse_model_id(model)
+    dev = torch.device(device) if device is not None else pick_device()
+    key = (str(ref.folder) if ref.folder else f"{ref.repo}@{ref.revision or 'main'}", str(dev))
+    with _guard:
+        if key in _cache:
+            _cache.move_to_end(key)
+            return _cache[key]
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:  # one load per key at a time; other keys load in parallel
+        with _guard:
+            if key in _cache:
+                return _cache[key]
+        loaded = _build(ref, dev)
+        with _guard:
+            _cache[key] = loaded
+            while len(_cache) > _CACHE_SIZE:
+                _cache.popitem(last=False)
+    return loaded
+
+
+def clear_cache() -> None:
+    """Forget every loaded model (tests; freeing memory)."""
+    with _guard:
+        _cache.clear()
+        _locks.clear()

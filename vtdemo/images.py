@@ -1,0 +1,133 @@
+"""Reading user images safely: any source -> an RGB `PIL.Image` in display orientation, or a clear `ImageError`.
+
+Accepts a path, raw bytes, a `PIL.Image` or an HxW / HxWx{1,3,4} numpy array (what Gradio hands over). Applies the
+EXIF orientation, takes the first frame of animations, flattens transparency onto white, converts every mode
+(16-bit, CMYK, palette, 1-bit, LA, ...) to 8-bit RGB, and refuses images above a pixel limit *before* decoding
+them (the header declares the size; Pillow's own bomb check is turned into our message).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+log = logging.getLogger(__name__)
+
+#: Largest accepted image, in pixels (width x height). Override with VTDEMO_MAX_PIXELS.
+DEFAULT_MAX_PIXELS = 40_000_000
+
+ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+
+def max_pixels() -> int:
+    return int(os.environ.get("VTDEMO_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+
+
+def _name(src: ImageSource) -> str:
+    if isinstance(src, (str, os.PathLike)):
+        return str(src)
+    return {bytes: "uploaded bytes", np.ndarray: "array"}.get(type(src), "image")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB. Transparency is composited onto white; 16-bit and float images are rescaled."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        arr = ((arr - lo) * scale).round().clip(0, 255).astype(np.uint8)
+        return Image.fromarray(arr, mode="L").convert("RGB")
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _from_array(arr: np.ndarray) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)):
+        raise ImageError(f"array of shape {arr.shape} is not an image (expected HxW, HxWx3 or HxWx4)")
+    if arr.size == 0:
+        raise ImageError("the image is empty (0 pixels)")
+    if arr.dtype != np.uint8:
+        arr = np.asarray(arr, dtype=np.float64)
+        if arr.max(initial=0) <= 1.0:
+            arr = arr * 255.0
+        arr = arr.round().clip(0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def load_image(src: ImageSource) -> Image.Image:
+    """Open `src` and return an RGB image in display orientation; raise `ImageError` with a one-line reason."""
+    name = _name(src)
+    if isinstance(src, np.ndarray):
+        image = _from_array(src)
+    elif isinstance(src, Image.Image):
+        image = src
+    else:
+        if isinstance(src, (str, os.PathLike)):
+            path = Path(src)
+            if not path.is_file():
+                raise ImageError(f"{name}: no such file")
+            data = path.read_bytes()
+        else:
+            data = bytes(src)
+        if not data:
+            raise ImageError(f"{name}: the file is empty (0 bytes)")
+        image = _open_bytes(data, name)
+    limit = max_pixels()
+    if image.width * image.height > limit:
+        raise ImageError(f"{name}: {image.width}x{image.height} is {image.width * image.height:,} pixels, "
+                         f"above the limit of {limit:,} (set VTDEMO_MAX_PIXELS to change it)")
+    if image.width < 1 or image.height < 1:
+        raise ImageError(f"{name}: the image is empty (0 pixels)")
+    try:
+        if getattr(image, "n_frames", 1) > 1:
+            log.info("%s is animated: using its first frame", name)
+            image.seek(0)
+        image = ImageOps.exif_transpose(image) or image
+        return to_rgb(image)
+    except (OSError, ValueError, SyntaxError) as exc:  # truncated or corrupt pixel data surfaces here
+        raise ImageError(f"{name}: the image data is damaged or truncated ({exc})") from None
+
+
+def _open_bytes(data: bytes, name: str) -> Image.Image:
+    """Decode the header only, check the declared size, then decode the pixels."""
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        head = data[:64].lstrip().lower()
+        kind = "text or HTML" if head[:1] in (b"<", b"{") or head.isascii() else "a format Pillow cannot read"
+        if head.startswith(b"<svg") or b"<svg" in data[:512].lower():
+            kind = "SVG, which is not supported"
+        raise ImageError(f"{name}: unsupported format: not an image Pillow can read ({kind}); use JPEG, PNG, WebP, "
+                         "GIF, BMP or TIFF") from None
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: image too large ({exc}); the limit is {max_pixels():,} pixels") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{name}: cannot read the image ({exc})") from None
+    w, h = image.size
+    if w * h > max_pixels():
+        raise ImageError(f"{name}: {w}x{h} is {w * h:,} pixels, above the limit of {max_pixels():,} "
+                         "(set VTDEMO_MAX_PIXELS to change it)")
+    try:
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{name}: image too large ({exc})") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{name}: the image data is damaged or truncated ({exc})") from None
+    return image

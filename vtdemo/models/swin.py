@@ -1,0 +1,392 @@
+"""Swin Transformer, in plain PyTorch.
+
+Implements "Swin Transformer: Hierarchical Vision Transformer using Shifted Windows" (Liu et al. 2021,
+arXiv 2103.14030): a patch embedding, then four stages of blocks that attend only inside non-overlapping
+windows of `ws x ws` tokens, every second block with the windows shifted by `ws // 2` (a cyclic roll plus a
+mask, so that the shifted windows cost the same as the regular ones), a learned relative-position bias per head,
+and a 2x2 patch merge (4C -> 2C) at the start of stages 1-3.
+
+Reference implementations: microsoft/Swin-Transformer (`models/swin_transformer.py`), timm
+(`timm/models/swin_transformer.py`, whose >= 0.9 parameter names we use, so a timm checkpoint loads almost as is)
+and transformers (`models/swin/modeling_swin.py`; see `vtdemo.convert.swin` for its names).
+Tokens are kept channels-last, [B, H, W, C], as in timm. Where we differ:
+- inference only: no dropout, no drop-path, no gradient checkpointing, no feature-pyramid outputs;
+- the input must have the configured size (224 or 384 for the Hub checkpoints); no padding for odd sizes:
+  every stage grid must be divisible by its window (true for all presets), else the config is refused;
+- the shifted-window mask uses -inf where the references use -100, so blocked pairs get exactly zero attention
+  (the references give ~e^-100: the logits agree to float precision);
+- attention probabilities are an explicit output (`return_attn=True`, plain softmax path, one `SwinAttention`
+  record per block); otherwise `F.scaled_dot_product_attention` runs with bias + mask as its `attn_mask`;
+- one LayerNorm eps for every norm (`ln_eps`); transformers uses its `layer_norm_eps` only in the blocks and the
+  final norm and PyTorch's 1e-5 in the patch embedding and merges (all Hub configs say 1e-5, so they agree).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UnsupportedModelError
+from .outputs import ClassifierOutput
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """Architecture hyper-parameters (square images and windows). Stage i has width `embed_dim * 2**i`."""
+
+    img_size: int = 224
+    patch_size: int = 4
+    in_chans: int = 3
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 7
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    num_classes: int = 1000
+    ln_eps: float = 1e-5
+
+    @property
+    def num_features(self) -> int:
+        """Width of the last stage (what the head sees)."""
+        return self.embed_dim * 2 ** (len(self.depths) - 1)
+
+
+def _preset(img: int, window: int, dim: int, depths: tuple[int, ...], heads: tuple[int, ...]) -> SwinConfig:
+    return SwinConfig(img_size=img, window_size=window, embed_dim=dim, depths=depths, num_heads=heads)
+
+
+# Keyed by timm architecture name (timm's `model_args`, plus the input size from its pretrained_cfg).
+PRESETS: dict[str, SwinConfig] = {
+    "swin_tiny_patch4_window7_224": _preset(224, 7, 96, (2, 2, 6, 2), (3, 6, 12, 24)),
+    "swin_small_patch4_window7_224": _preset(224, 7, 96, (2, 2, 18, 2), (3, 6, 12, 24)),
+    "swin_base_patch4_window7_224": _preset(224, 7, 128, (2, 2, 18, 2), (4, 8, 16, 32)),
+    "swin_base_patch4_window12_384": _preset(384, 12, 128, (2, 2, 18, 2), (4, 8, 16, 32)),
+    "swin_large_patch4_window7_224": _preset(224, 7, 192, (2, 2, 18, 2), (6, 12, 24, 48)),
+    "swin_large_patch4_window12_384": _preset(384, 12, 192, (2, 2, 18, 2), (6, 12, 24, 48)),
+}
+
+# timm keyword arguments (a timm config.json may carry them as `model_args`) -> our fields.
+_TIMM_ARGS = {"img_size": "img_size", "patch_size": "patch_size", "in_chans": "in_chans", "embed_dim": "embed_dim",
+              "depths": "depths", "num_heads": "num_heads", "window_size": "window_size", "mlp_ratio": "mlp_ratio",
+              "qkv_bias": "qkv_bias", "num_classes": "num_classes"}
+# timm keyword arguments that only matter for training.
+_TIMM_TRAINING_ARGS = {"drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init"}
+
+
+def _square(value: Any, name: str) -> int:
+    """An int, or an (h, w) pair with h == w, as one int; anything else is an architecture we do not build."""
+    if isinstance(value, (list, tuple)):
+        if len(value) != 2 or value[0] != value[1]:
+            raise UnsupportedModelError(f"Swin with non-square {name} {list(value)} is not supported")
+        value = value[0]
+    return int(value)
+
+
+def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, Any] | None = None) -> SwinConfig:
+    """Config for a timm architecture name (a `.tag` suffix is ignored), with timm `model_args` overrides applied."""
+    base = architecture.split(".")[0]
+    if base not in PRESETS:
+        raise UnsupportedModelError(
+            f"timm architecture '{architecture}' is not a supported Swin; supported: {', '.join(PRESETS)}")
+    changes: dict[str, Any] = {"num_classes": int(num_classes)}
+    for key, value in (model_args or {}).items():
+        if key in _TIMM_TRAINING_ARGS:
+            continue
+        if key not in _TIMM_ARGS:
+            raise UnsupportedModelError(f"timm Swin argument '{key}' is not supported by vtdemo")
+        if key in ("img_size", "patch_size", "window_size"):
+            value = _square(value, key)
+        elif key in ("depths", "num_heads"):
+            value = tuple(int(v) for v in value)
+        changes[_TIMM_ARGS[key]] = value
+    return replace(PRESETS[base], **changes)
+
+
+def config_from_hf(config: dict[str, Any]) -> SwinConfig:
+    """Config from a transformers Swin `config.json` dict (model_type "swin")."""
+    if config.get("use_absolute_embeddings", False):
+        raise UnsupportedModelError("Swin with absolute position embeddings is not supported")
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise UnsupportedModelError(f"Swin with activation '{config['hidden_act']}' is not supported (only gelu)")
+    defaults = SwinConfig()
+    id2label = config.get("id2label")
+    num_classes = len(id2label) if id2label else int(config.get("num_labels", 2))  # transformers' default: 2
+    return SwinConfig(
+        img_size=_square(config.get("image_size", 224), "image_size"),
+        patch_size=_square(config.get("patch_size", 4), "patch_size"),
+        in_chans=int(config.get("num_channels", 3)),
+        embed_dim=int(config.get("embed_dim", defaults.embed_dim)),
+        depths=tuple(int(d) for d in config.get("depths", defaults.depths)),
+        num_heads=tuple(int(h) for h in config.get("num_heads", defaults.num_heads)),
+        window_size=int(config.get("window_size", defaults.window_size)),
+        mlp_ratio=float(config.get("mlp_ratio", defaults.mlp_ratio)),
+        qkv_bias=bool(config.get("qkv_bias", True)),
+        num_classes=num_classes,
+        ln_eps=float(config.get("layer_norm_eps", defaults.ln_eps)),
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Window geometry: pure tensor functions (the explanation code reuses them).
+
+
+def window_partition(x: Tensor, window: int) -> Tensor:
+    """Cut a token grid into non-overlapping windows, row-major over windows, then over tokens in a window.
+
+    x: [B, H, W, C] with H and W multiples of `window` -> [B*nW, ws, ws, C], windows of image b first.
+    """
+    B, H, W, C = x.shape
+    x = x.view(B, H // window, window, W // window, window, C)  # [B, H/ws, ws, W/ws, ws, C]
+    x = x.permute(0, 1, 3, 2, 4, 5)  # [B, H/ws, W/ws, ws, ws, C]
+    return x.reshape(B * (H // window) * (W // window), window, window, C)  # [B*nW, ws, ws, C]
+
+
+def window_reverse(windows: Tensor, window: int, H: int, W: int) -> Tensor:
+    """Inverse of `window_partition`: [B*nW, ws, ws, C] -> [B, H, W, C]."""
+    C = windows.shape[-1]
+    x = windows.view(-1, H // window, W // window, window, window, C)  # [B, H/ws, W/ws, ws, ws, C]
+    x = x.permute(0, 1, 3, 2, 4, 5)  # [B, H/ws, ws, W/ws, ws, C]
+    return x.reshape(-1, H, W, C)  # [B, H, W, C]
+
+
+def stage_window(grid: int, window: int) -> tuple[int, bool]:
+    """The window a stage really uses, and whether its odd blocks may shift (timm's and transformers' rule).
+
+    A grid no larger than the window is attended as one window, without shift: Swin-T at 224 has grids
+    56/28/14/7 with window 7, so its last stage is one 7x7 window and never shifts.
+    """
+    if grid <= window:
+        return grid, False
+    return window, True
+
+
+def relative_position_index(window: int) -> Tensor:
+    """For every pair of tokens (i, j) of a ws x ws window, the row of the bias table for their offset.
+
+    The offset (dy, dx) = pos_i - pos_j lies in [-(ws-1), ws-1]^2; it is shifted to be >= 0 and flattened
+    row-major into (2*ws-1)^2 rows. Returns [N, N] long, N = ws*ws, tokens in row-major order.
+    """
+    coords = torch.arange(window)
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")  # [ws, ws] each
+    ys, xs = ys.flatten(), xs.flatten()  # [N]
+    dy = ys[:, None] - ys[None, :] + window - 1  # [N, N], in [0, 2*ws-2]
+    dx = xs[:, None] - xs[None, :] + window - 1  # [N, N]
+    return dy * (2 * window - 1) + dx  # [N, N]
+
+
+def shifted_window_mask(H: int, W: int, window: int, shift: int) -> Tensor:
+    """Additive attention mask for windows cut from a grid rolled by (-shift, -shift).
+
+    After the roll, the last row/column band of windows holds tokens that were far apart in the image (the rolled-in
+    top rows next to the bottom rows). Every token gets a region label by where it sits in the rolled grid: along
+    each axis band 0 = [0, H-ws), 1 = [H-ws, H-shift), 2 = [H-shift, H); two tokens of one window may attend to each
+    other only with the same label. Returns [nW, N, N]: 0 where allowed, -inf where blocked.
+    """
+    rows, cols = torch.arange(H), torch.arange(W)
+    row_band = (rows >= H - window).long() + (rows >= H - shift).long()  # [H] in {0, 1, 2}
+    col_band = (cols >= W - window).long() + (cols >= W - shift).long()  # [W]
+    label = (row_band[:, None] * 3 + col_band[None, :]).float()  # [H, W]
+    label = window_partition(label[None, :, :, None], window).flatten(1)  # [nW, N]
+    blocked = label[:, :, None] != label[:, None, :]  # [nW, N, N]
+    return torch.zeros(blocked.shape).masked_fill(blocked, float("-inf"))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modules.
+
+
+@dataclass
+class SwinAttention:
+    """Attention of one Swin block, with the geometry needed to place it on the image.
+
+    attn: [B*nW, nh, N, N] softmax probabilities, N = window*window, windows as in `window_partition` of the grid
+    rolled by (-shift, -shift) (undo with `window_reverse` and `torch.roll(+shift)`), rows sum to 1.
+    """
+
+    attn: Tensor  # [B*nW, nh, ws*ws, ws*ws]
+    stage: int
+    block: int
+    grid: tuple[int, int]  # token grid (H, W) of this stage
+    window: int
+    shift: int
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside each window, with a learned bias per head and relative offset."""
+
+    def __init__(self, dim: int, num_heads: int, window: int, qkv_bias: bool = True) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.window = window
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, num_heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+
+    def relative_position_bias(self) -> Tensor:
+        """[nh, N, N]: the table looked up for every pair of tokens of a window."""
+        N = self.window * self.window
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # [N*N, nh]
+        return bias.view(N, N, -1).permute(2, 0, 1)  # [nh, N, N]
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x: [B*nW, N, C]; mask: [nW, N, N] additive (0 / -inf) or None -> ([B*nW, N, C], [B*nW, nh, N, N] or None)."""
+        BnW, N, C = x.shape
+        qkv = self.qkv(x).view(BnW, N, 3, self.num_heads, C // self.num_heads)  # [B*nW, N, 3, nh, hd]
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B*nW, nh, N, hd]
+        bias = self.relative_position_bias()  # [nh, N, N]
+        if mask is not None:
+            nW = mask.shape[0]
+            bias = bias + mask[:, None]  # [nW, nh, N, N]
+            bias = bias.expand(BnW // nW, -1, -1, -1, -1).reshape(BnW, -1, N, N)  # [B*nW, nh, N, N]
+        attn = None
+        if return_attn:
+            scores = (q * self.scale) @ k.transpose(-2, -1) + bias  # [B*nW, nh, N, N]
+            attn = scores.softmax(dim=-1)
+            out = attn @ v  # [B*nW, nh, N, hd]
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))  # [B*nW, nh, N, hd]
+        out = out.transpose(1, 2).reshape(BnW, N, C)  # [B*nW, N, C]
+        return self.proj(out), attn
+
+
+class Mlp(nn.Module):
+    """Two Linear layers with exact GELU between them."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(F.gelu(self.fc1(x)))
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm block: (shifted) window attention, then MLP, each with a residual. Tokens [B, H, W, C]."""
+
+    def __init__(self, cfg: SwinConfig, dim: int, num_heads: int, grid: int, shifted: bool) -> None:
+        super().__init__()
+        self.grid = (grid, grid)
+        self.window, can_shift = stage_window(grid, cfg.window_size)
+        self.shift = self.window // 2 if (shifted and can_shift) else 0
+        if grid % self.window:
+            raise ValueError(f"Swin: token grid {grid} is not a multiple of the window {self.window}; "
+                             "choose img_size / patch_size / window_size so that it is")
+        self.norm1 = nn.LayerNorm(dim, eps=cfg.ln_eps)
+        self.attn = WindowAttention(dim, num_heads, self.window, cfg.qkv_bias)
+        self.norm2 = nn.LayerNorm(dim, eps=cfg.ln_eps)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        mask = shifted_window_mask(grid, grid, self.window, self.shift) if self.shift else None
+        self.register_buffer("attn_mask", mask, persistent=False)  # [nW, N, N] or None
+
+    def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x: [B, H, W, C] -> ([B, H, W, C], attention [B*nW, nh, N, N] or None)."""
+        B, H, W, C = x.shape
+        ws, s = self.window, self.shift
+        y = self.norm1(x)
+        if s:
+            y = torch.roll(y, shifts=(-s, -s), dims=(1, 2))  # [B, H, W, C], row s is now row 0
+        windows = window_partition(y, ws).view(-1, ws * ws, C)  # [B*nW, N, C]
+        windows, attn = self.attn(windows, self.attn_mask, return_attn)  # [B*nW, N, C]
+        y = window_reverse(windows.view(-1, ws, ws, C), ws, H, W)  # [B, H, W, C]
+        if s:
+            y = torch.roll(y, shifts=(s, s), dims=(1, 2))  # [B, H, W, C], back in place
+        x = x + y
+        x = x + self.mlp(self.norm2(x))
+        return x, attn
+
+
+class PatchMerging(nn.Module):
+    """2x2 neighbouring tokens -> one token: concatenate (4C), LayerNorm, Linear to 2C without bias."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(4 * dim, eps=eps)
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, H, W, C] -> [B, H/2, W/2, 2C]."""
+        # The paper's order, also timm's and transformers': (row, col) offsets (0,0), (1,0), (0,1), (1,1).
+        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)  # [B, H/2, W/2, 4C]
+        return self.reduction(self.norm(x))
+
+
+class SwinStage(nn.Module):
+    """Optional patch merge (stages 1+), then `depth` blocks alternating regular and shifted windows."""
+
+    def __init__(self, cfg: SwinConfig, index: int, grid: int) -> None:
+        super().__init__()
+        dim = cfg.embed_dim * 2**index
+        self.downsample = PatchMerging(dim // 2, cfg.ln_eps) if index > 0 else None
+        self.blocks = nn.ModuleList(
+            SwinBlock(cfg, dim, cfg.num_heads[index], grid, shifted=b % 2 == 1) for b in range(cfg.depths[index]))
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping p x p patches -> C channels (a strided conv), then LayerNorm."""
+
+    def __init__(self, cfg: SwinConfig) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.ln_eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, 3, H*p, W*p] -> [B, H, W, C]."""
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))  # [B, H, W, C]
+
+
+class ClassifierHead(nn.Module):
+    """Average over all tokens, then Linear."""
+
+    def __init__(self, dim: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(dim, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, H, W, C] -> [B, num_classes]."""
+        return self.fc(x.mean(dim=(1, 2)))
+
+
+class SwinTransformer(nn.Module):
+    """Swin image classifier. Input [B, 3, img_size, img_size], normalised as its checkpoint's config says."""
+
+    def __init__(self, cfg: SwinConfig) -> None:
+        super().__init__()
+        if len(cfg.depths) != len(cfg.num_heads):
+            raise ValueError(f"Swin: depths {cfg.depths} and num_heads {cfg.num_heads} differ in length")
+        if cfg.img_size % cfg.patch_size:
+            raise ValueError(f"Swin: img_size {cfg.img_size} is not a multiple of patch_size {cfg.patch_size}")
+        self.cfg = cfg
+        grid = cfg.img_size // cfg.patch_size
+        if grid % 2 ** (len(cfg.depths) - 1):
+            raise ValueError(f"Swin: token grid {grid} cannot be halved {len(cfg.depths) - 1} times")
+        self.patch_embed = PatchEmbed(cfg)
+        self.layers = nn.ModuleList(SwinStage(cfg, i, grid // 2**i) for i in range(len(cfg.depths)))
+        self.norm = nn.LayerNorm(cfg.num_features, eps=cfg.ln_eps)
+        self.head = ClassifierHead(cfg.num_features, cfg.num_classes)
+
+    def forward(self, x: Tensor, return_attn: bool = False) -> ClassifierOutput:
+        """x: [B, 3, H, W] with H = W = img_size -> logits [B, num_classes] (+ one `SwinAttention` per block)."""
+        size = self.cfg.img_size
+        if x.ndim != 4 or x.shape[1] != self.cfg.in_chans or tuple(x.shape[-2:]) != (size, size):
+            raise ValueError(f"Swin expects input [B, {self.cfg.in_chans}, {size}, {size}], got {list(x.shape)}")
+        x = self.patch_embed(x)  # [B, H, W, C]
+        attentions: list[SwinAttention] | None = [] if return_attn else None
+        for s, stage in enumerate(self.layers):
+            if stage.downsample is not None:
+                x = stage.downsample(x)  # [B, H/2, W/2, 2C]
+            for b, block in enumerate(stage.blocks):
+                x, attn = block(x, return_attn)
+                if attentions is not None:
+                    attentions.append(SwinAttention(attn, s, b, block.grid, block.window, block.shift))
+        logits = self.head(self.norm(x))  # [B, num_classes]
+        return ClassifierOutput(logits=logits, attentions=attentions)
+

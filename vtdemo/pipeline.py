@@ -1,0 +1,124 @@
+"""The one place that strings the steps together: image -> load model -> preprocess -> forward -> post-process.
+
+`classify` and `detect` are the public Python API (re-exported by `vtdemo`), used by the CLI and the app. Their
+results are small dataclasses whose `to_dict()` is exactly the CLI's JSON schema. `forward_classifier` and
+`forward_detr` return the raw outputs, which the app caches so that changing a threshold never re-runs a model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+import torch
+from PIL import Image
+
+from . import hub, postprocess, preprocess
+from .errors import VtdemoError
+from .images import ImageSource, load_image
+from .models.outputs import ClassifierOutput
+
+
+@dataclass
+class Prediction:
+    index: int
+    label: str
+    score: float  # softmax probability
+
+
+@dataclass
+class ClassifyResult:
+    image: str
+    model: str
+    predictions: list[Prediction]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Detection:
+    label_id: int
+    label: str
+    score: float
+    box: list[float]  # [x0, y0, x1, y1] pixels of the original image
+    query: int = field(default=-1, repr=False)  # which of the decoder's queries produced it (not in the JSON)
+
+
+@dataclass
+class DetectResult:
+    image: str
+    model: str
+    size: list[int]  # [width, height]
+    detections: list[Detection]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for det in d["detections"]:
+            det.pop("query")
+        return d
+
+
+def _as_loaded(model: str | hub.LoadedModel, family: str | None = None) -> hub.LoadedModel:
+    loaded = model if isinstance(model, hub.LoadedModel) else hub.load(model)
+    if family == "classifier" and loaded.family == "detr":
+        raise VtdemoError(f"{loaded.id} is a detection model; use detect (or pick a ViT/DeiT/Swin model)")
+    if family == "detr" and loaded.family != "detr":
+        raise VtdemoError(f"{loaded.id} is an image classifier; use classify (or pick a DETR model)")
+    return loaded
+
+
+def _name(src: ImageSource, name: str | None) -> str:
+    if name is not None:
+        return name
+    return str(src) if isinstance(src, (str,)) or hasattr(src, "__fspath__") else "image"
+
+
+def forward_classifier(loaded: hub.LoadedModel, image: Image.Image, return_attn: bool = False) -> ClassifierOutput:
+    """RGB image -> raw classifier output (logits [1, K], attentions if asked), on CPU."""
+    x = preprocess.classifier_input(image, loaded.preprocess).to(loaded.device)
+    with torch.inference_mode():
+        out = loaded.model(x, return_attn=return_attn)
+    return out
+
+
+def forward_detr(loaded: hub.LoadedModel, images: Sequence[Image.Image], return_attn: bool = False):
+    """RGB images -> DETR's raw output for the padded batch (see `vtdemo.models.detr.DetrOutput`)."""
+    pixel_values, pixel_mask = preprocess.detr_inputs(images, loaded.preprocess)
+    with torch.inference_mode():
+        return loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=return_attn)
+
+
+def predictions(loaded: hub.LoadedModel, logits: torch.Tensor, top_k: int) -> list[Prediction]:
+    """logits [K] -> the top-k predictions with names."""
+    probs, idx = postprocess.top_k(logits.detach().cpu(), top_k)
+    return [Prediction(int(i), loaded.labels[int(i)], float(p)) for p, i in zip(probs, idx)]
+
+
+def detections(loaded: hub.LoadedModel, scored: postprocess.DetrScores, keep: torch.Tensor) -> list[Detection]:
+    """Selected queries -> Detection records (box rounded to 0.01 px)."""
+    return [Detection(label_id=int(scored.labels[q]), label=loaded.labels[int(scored.labels[q])],
+                      score=float(scored.scores[q]), box=[round(float(v), 2) for v in scored.boxes[q]], query=int(q))
+            for q in keep]
+
+
+def classify(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, top_k: int = 5,
+             name: str | None = None) -> ClassifyResult:
+    """Top-k classes of one image. `image`: path, bytes, PIL image or array; `model`: repo id / folder / loaded."""
+    loaded = _as_loaded(model, "classifier")
+    rgb = load_image(image)
+    out = forward_classifier(loaded, rgb)
+    return ClassifyResult(image=_name(image, name), model=loaded.id, predictions=predictions(loaded, out.logits[0], top_k))
+
+
+def detect(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_DETR, threshold: float = 0.7,
+           classes: set[int] | None = None, max_detections: int | None = None, nms_iou: float | None = None,
+           name: str | None = None) -> DetectResult:
+    """DETR detections of one image, score >= threshold, sorted by score; boxes in original-image pixels."""
+    loaded = _as_loaded(model, "detr")
+    rgb = load_image(image)
+    out = forward_detr(loaded, [rgb])
+    scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size)
+    keep = postprocess.select(scored, threshold, classes, max_detections, nms_iou)
+    return DetectResult(image=_name(image, name), model=loaded.id, size=list(rgb.size),
+                        detections=detections(loaded, scored, keep))

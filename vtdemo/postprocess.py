@@ -1,0 +1,66 @@
+"""Model outputs -> predictions: top-k classes, and DETR's set of boxes.
+
+DETR post-processing follows the paper and `DetrImageProcessor.post_process_object_detection`: softmax over the
+K+1 classes, drop the last ("no object"), score and label = max over the rest, boxes (cx, cy, w, h) normalised to
+the un-padded image -> (x0, y0, x1, y1) pixels of the *original* image. We also clip boxes to the image and sort by
+score; no NMS is needed by design, but a class-aware NMS (`torchvision.ops.batched_nms`) is offered as an option.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
+
+
+def top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits: [K] -> (probabilities [k] descending, class indices [k]); k is capped at K."""
+    probs = logits.float().softmax(dim=-1)
+    return probs.topk(min(k, probs.shape[-1]))
+
+
+@dataclass
+class DetrScores:
+    """Per-query scores of one image, before any threshold. scores/labels: [Q]; boxes: [Q, 4] xyxy pixels."""
+
+    scores: torch.Tensor
+    labels: torch.Tensor
+    boxes: torch.Tensor
+
+
+def detr_scores(logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]) -> DetrScores:
+    """logits: [Q, K+1]; boxes: [Q, 4] normalised cxcywh; image_size: (width, height) of the original image.
+
+    Returns every query's best real class and its box in original-image pixels (xyxy), clipped to the image.
+    """
+    probs = logits.float().softmax(dim=-1)[:, :-1]  # [Q, K]: drop "no object"
+    scores, labels = probs.max(dim=-1)  # [Q]
+    w, h = image_size
+    xyxy = box_convert(boxes.float(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h], dtype=torch.float32)
+    xyxy = clip_boxes_to_image(xyxy, (h, w))  # [Q, 4]
+    return DetrScores(scores=scores, labels=labels, boxes=xyxy)
+
+
+def select(
+    det: DetrScores,
+    threshold: float = 0.7,
+    classes: set[int] | None = None,
+    max_detections: int | None = None,
+    nms_iou: float | None = None,
+) -> torch.Tensor:
+    """Indices of the queries to show, sorted by score descending.
+
+    threshold: keep score >= threshold (0 keeps all queries); classes: keep only these label ids;
+    max_detections: keep at most this many; nms_iou: if set, class-aware NMS at this IoU.
+    """
+    keep = det.scores >= threshold
+    if classes is not None:
+        keep &= torch.isin(det.labels, torch.tensor(sorted(classes), dtype=det.labels.dtype))
+    idx = keep.nonzero().flatten()
+    if nms_iou is not None and idx.numel():
+        idx = idx[batched_nms(det.boxes[idx], det.scores[idx], det.labels[idx], nms_iou)]
+    idx = idx[det.scores[idx].argsort(descending=True, stable=True)]
+    if max_detections is not None:
+        idx = idx[:max_detections]
+    return idx

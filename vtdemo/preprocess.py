@@ -1,0 +1,213 @@
+"""Image -> model input, exactly as each checkpoint's own reference prepares it.
+
+Three recipes (see REFERENCE.md §2):
+- timm (`pretrained_cfg` of a timm `config.json`): resize the short side to `floor(size / crop_pct)` with PIL,
+  center-crop `size`, scale to [0, 1], normalise. This is `timm.data.transforms_imagenet_eval` ("center" and "squash"
+  crop modes).
+- transformers ViT / DeiT / Swin (`preprocessor_config.json`): resize a uint8 tensor with torchvision (antialias on),
+  optional center crop, then `(x - 255 * mean) / (255 * std)`: transformers 5's default torchvision backend.
+- DETR (`preprocessor_config.json`, old `size`/`max_size` or new `shortest_edge`/`longest_edge` form): short side to
+  800 unless the long side would pass 1333, torchvision bilinear, ImageNet mean/std; images of a batch are padded
+  bottom-right with zeros and a pixel mask marks the real pixels.
+
+Every recipe starts from an RGB `PIL.Image` (see `vtdemo.images.load_image`, which applies EXIF orientation and turns
+any mode into RGB). The original size is kept by the caller for post-processing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torchvision.transforms.v2.functional as TF
+from PIL import Image
+from torchvision.transforms import InterpolationMode
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_PIL_MODES = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+              "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
+              "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
+_TV_MODES = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,
+             "bicubic": InterpolationMode.BICUBIC, "lanczos": InterpolationMode.LANCZOS,
+             "box": InterpolationMode.BOX, "hamming": InterpolationMode.HAMMING}
+# PIL's resample integers, as written in `preprocessor_config.json` files.
+_RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """How to turn an RGB image into the model's input.
+
+    mode: "timm" (PIL resize + center crop), "hf" (torchvision tensor resize, optional crop) or "detr".
+    resize: timm/hf with `resize_short`: the short side length; hf squash: (height, width).
+    crop: (height, width) of the center crop, or None.
+    """
+
+    mode: str
+    interpolation: str = "bicubic"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    resize: int | tuple[int, int] = 224
+    resize_short: bool = False
+    crop: tuple[int, int] | None = None
+    squash: bool = False
+    shortest_edge: int = 800
+    longest_edge: int | None = 1333
+
+    @property
+    def input_size(self) -> tuple[int, int] | None:
+        """(height, width) of the model input for classifiers; None for DETR (it varies per image)."""
+        if self.mode == "detr":
+            return None
+        if self.crop is not None:
+            return self.crop
+        return self.resize if isinstance(self.resize, tuple) else (self.resize, self.resize)
+
+
+def config_from_timm(pretrained_cfg: dict[str, Any]) -> PreprocessConfig:
+    """From the `pretrained_cfg` of a timm `config.json` (input_size, crop_pct, crop_mode, interpolation, mean, std)."""
+    _, h, w = pretrained_cfg.get("input_size", (3, 224, 224))
+    crop_pct = float(pretrained_cfg.get("crop_pct") or 0.875)
+    squash = pretrained_cfg.get("crop_mode", "center") == "squash"
+    scale = (math.floor(h / crop_pct), math.floor(w / crop_pct))
+    return PreprocessConfig(
+        mode="timm",
+        interpolation=pretrained_cfg.get("interpolation", "bicubic"),
+        mean=tuple(pretrained_cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(pretrained_cfg.get("std", IMAGENET_STD)),
+        resize=scale if (squash or scale[0] != scale[1]) else scale[0],
+        resize_short=not squash and scale[0] == scale[1],
+        crop=(h, w),
+        squash=squash,
+    )
+
+
+def _size_of(size: Any, default: int) -> dict[str, int]:
+    if size is None:
+        return {"height": default, "width": default}
+    if isinstance(size, int):
+        return {"height": size, "width": size}
+    return dict(size)
+
+
+def config_from_hf(pp: dict[str, Any], detr: bool = False) -> PreprocessConfig:
+    """From a transformers `preprocessor_config.json` dict (ViT/DeiT/Swin image processors, or DETR's)."""
+    interpolation = _RESAMPLE_NAMES.get(int(pp.get("resample", 2)), "bilinear")
+    mean = tuple(pp.get("image_mean", IMAGENET_MEAN if detr else (0.5, 0.5, 0.5)))
+    std = tuple(pp.get("image_std", IMAGENET_STD if detr else (0.5, 0.5, 0.5)))
+    if detr:
+        size = pp.get("size", 800)
+        if isinstance(size, dict):
+            shortest, longest = size.get("shortest_edge", 800), size.get("longest_edge")
+        else:  # the old form: "size": 800, "max_size": 1333
+            shortest, longest = int(size), pp.get("max_size", 1333)
+        return PreprocessConfig(mode="detr", interpolation=interpolation, mean=mean, std=std,
+                                shortest_edge=int(shortest), longest_edge=None if longest is None else int(longest))
+    size = _size_of(pp.get("size"), 224)
+    crop = None
+    if pp.get("do_center_crop"):
+        c = _size_of(pp.get("crop_size"), 224)
+        crop = (c["height"], c["width"])
+    if "shortest_edge" in size:
+        return PreprocessConfig(mode="hf", interpolation=interpolation, mean=mean, std=std,
+                                resize=int(size["shortest_edge"]), resize_short=True, crop=crop)
+    return PreprocessConfig(mode="hf", interpolation=interpolation, mean=mean, std=std,
+                            resize=(int(size["height"]), int(size["width"])), crop=crop)
+
+
+def _normalise_uint8(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], fused: bool) -> torch.Tensor:
+    """x: [3, H, W] uint8 -> float32 normalised. `fused` computes (x - 255m) / (255s) as transformers does;
+    otherwise x / 255 first, as torchvision's ToTensor + Normalize (timm) do. The two differ in the last bit."""
+    m = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
+    if fused:
+        return (x.float() - m * 255.0) / (s * 255.0)
+    return (x.float().div(255.0) - m) / s
+
+
+def _to_uint8_tensor(image: Image.Image) -> torch.Tensor:
+    """RGB PIL image -> [3, H, W] uint8."""
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)  # [H, W, 3] -> [3, H, W]
+
+
+def _short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
+    """(height, width) with the short side = `short`, the long side scaled and truncated (torchvision's rule)."""
+    if h <= w:
+        return short, int(short * w / h)
+    return int(short * h / w), short
+
+
+def detr_size(h: int, w: int, shortest: int, longest: int | None) -> tuple[int, int]:
+    """DETR's resize rule: short side to `shortest` unless the long side would exceed `longest` (REFERENCE §2)."""
+    raw = None
+    if longest is not None and max(h, w) / min(h, w) * shortest > longest:
+        raw = longest * min(h, w) / max(h, w)
+        shortest = int(round(raw))
+    if (h <= w and h == shortest) or (w <= h and w == shortest):
+        return h, w
+    scale = raw if raw is not None else shortest
+    if w < h:
+        return int(scale * h / w), shortest
+    return shortest, int(scale * w / h)
+
+
+def _center_crop(x: torch.Tensor, crop: tuple[int, int], rounding: bool) -> torch.Tensor:
+    """x: [C, H, W] -> [C, ch, cw]; pads with zeros if the crop is larger. timm rounds the offset, transformers truncates."""
+    ch, cw = crop
+    h, w = x.shape[-2:]
+    if ch > h or cw > w:
+        pad = [(cw - w) // 2 if cw > w else 0, (ch - h) // 2 if ch > h else 0,
+               (cw - w + 1) // 2 if cw > w else 0, (ch - h + 1) // 2 if ch > h else 0]
+        x = TF.pad(x, pad, fill=0)
+        h, w = x.shape[-2:]
+    top = int(round((h - ch) / 2.0)) if rounding else int((h - ch) / 2.0)
+    left = int(round((w - cw) / 2.0)) if rounding else int((w - cw) / 2.0)
+    return x[..., top:top + ch, left:left + cw]
+
+
+def classifier_input(image: Image.Image, cfg: PreprocessConfig) -> torch.Tensor:
+    """RGB image -> [1, 3, h, w] float32 for a ViT/DeiT/Swin classifier."""
+    if cfg.mode == "timm":
+        w, h = image.size
+        if cfg.resize_short:
+            size = _short_side_size(h, w, int(cfg.resize))
+        else:
+            size = tuple(cfg.resize)
+        resized = image.resize((size[1], size[0]), _PIL_MODES[cfg.interpolation])
+        x = _center_crop(_to_uint8_tensor(resized), cfg.crop, rounding=True)
+        return _normalise_uint8(x, cfg.mean, cfg.std, fused=False).unsqueeze(0)
+    if cfg.mode == "hf":
+        x = _to_uint8_tensor(image)
+        h, w = x.shape[-2:]
+        size = _short_side_size(h, w, int(cfg.resize)) if cfg.resize_short else tuple(cfg.resize)
+        x = TF.resize(x, list(size), interpolation=_TV_MODES[cfg.interpolation], antialias=True)
+        if cfg.crop is not None:
+            x = _center_crop(x, cfg.crop, rounding=False)
+        return _normalise_uint8(x, cfg.mean, cfg.std, fused=True).unsqueeze(0)
+    raise ValueError(f"not a classifier preprocessing mode: {cfg.mode}")
+
+
+def detr_inputs(images: Sequence[Image.Image], cfg: PreprocessConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """RGB images -> (pixel_values [B, 3, Hmax, Wmax] float32, pixel_mask [B, Hmax, Wmax] bool, True = real pixel).
+
+    Each image is resized by DETR's rule, normalised, and padded at the bottom and right with zeros.
+    """
+    tensors = []
+    for image in images:
+        x = _to_uint8_tensor(image)
+        size = detr_size(x.shape[-2], x.shape[-1], cfg.shortest_edge, cfg.longest_edge)
+        x = TF.resize(x, list(size), interpolation=_TV_MODES[cfg.interpolation], antialias=True)
+        tensors.append(_normalise_uint8(x, cfg.mean, cfg.std, fused=True))
+    H = max(t.shape[-2] for t in tensors)
+    W = max(t.shape[-1] for t in tensors)
+    pixel_values = torch.zeros(len(tensors), 3, H, W)
+    pixel_mask = torch.zeros(len(tensors), H, W, dtype=torch.bool)
+    for i, t in enumerate(tensors):
+        pixel_values[i, :, : t.shape[-2], : t.shape[-1]] = t
+        pixel_mask[i, : t.shape[-2], : t.shape[-1]] = True
+    return pixel_values, pixel_mask
