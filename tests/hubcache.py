@@ -64,3 +64,23 @@ def torch_bin_bytes(state_dict: Mapping[str, torch.Tensor], tmp: Path) -> bytes:
     data = path.read_bytes()
     path.unlink()
     return data
+
+
+def hub_files_of(model, tmp: Path) -> dict[str, bytes]:
+    """What `save_pretrained` of a transformers model writes (config.json, model.safetensors), as name -> bytes.
+
+    transformers 5 renames some modules in memory (e.g. ViT `layers.N.attention.q_proj`) but writes the Hub-era
+    names (`encoder.layer.N.attention.attention.query`) to disk: the files are the format we must read.
+    """
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=tmp) as d:
+        model.save_pretrained(d)
+        return {p.name: p.read_bytes() for p in Path(d).iterdir() if p.is_file()}
+
+
+def hub_state_dict(model, tmp: Path) -> dict[str, torch.Tensor]:
+    """The state dict exactly as `save_pretrained` writes it to `model.safetensors` (Hub-era key names)."""
+    from safetensors.torch import load
+
+    return load(hub_files_of(model, tmp)["model.safetensors"])

@@ -234,7 +234,7 @@ class WindowAttention(nn.Module):
         """[nh, N, N]: the table looked up for every pair of tokens of a window."""
         N = self.window * self.window
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # [N*N, nh]
-        return bias.view(N, N, -1).permute(2, 0, 1)  # [nh, N, N]
+        return bias.view(N, N, -1).permute(2, 0, 1).contiguous()  # [nh, N, N]; the fused kernel needs it contiguous
 
     def forward(self, x: Tensor, mask: Tensor | None = None, return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
         """x: [B*nW, N, C]; mask: [nW, N, N] additive (0 / -inf) or None -> ([B*nW, N, C], [B*nW, nh, N, N] or None)."""

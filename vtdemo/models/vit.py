@@ -28,7 +28,13 @@ from .outputs import ClassifierOutput
 
 @dataclass(frozen=True)
 class ViTConfig:
-    """Architecture hyper-parameters. `num_prefix_tokens` is 1 (CLS) or 2 (CLS + DeiT distillation token)."""
+    """Architecture hyper-parameters.
+
+    distilled: a DeiT distillation token follows CLS (`num_prefix_tokens` 2 instead of 1). distill_head: the
+    distillation token has its own head and inference averages both heads (timm `deit_*_distilled_*`, transformers
+    `DeiTForImageClassificationWithTeacher`); transformers' plain `DeiTForImageClassification` has the token but
+    classifies from CLS alone.
+    """
 
     img_size: int = 224
     patch_size: int = 16
@@ -40,6 +46,7 @@ class ViTConfig:
     qkv_bias: bool = True
     num_classes: int = 1000
     distilled: bool = False
+    distill_head: bool = False
     ln_eps: float = 1e-6
 
     @property
@@ -57,7 +64,7 @@ _ARCH_RE = re.compile(r"^(vit|deit)_(tiny|small|base|large)_(distilled_)?patch(\
 
 PRESETS: dict[str, ViTConfig] = {
     f"{family}_{size}_{'distilled_' if dist else ''}patch{p}_{img}": ViTConfig(
-        img_size=img, patch_size=p, embed_dim=w, depth=d, num_heads=h, distilled=dist
+        img_size=img, patch_size=p, embed_dim=w, depth=d, num_heads=h, distilled=dist, distill_head=dist
     )
     for family, dist in (("vit", False), ("deit", False), ("deit", True))
     for size, (w, d, h) in _WIDTHS.items()
@@ -84,6 +91,8 @@ def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, 
             extra[_TIMM_ARGS[key]] = tuple(value)[0] if key == "img_size" and isinstance(value, (list, tuple)) else value
         elif key not in {"num_classes", "global_pool", "class_token", "no_embed_class"} or value not in (None, True, False, "token"):
             raise UnsupportedModelError(f"timm model argument '{key}={value}' is not supported by our ViT")
+    if "distilled" in extra:
+        extra["distill_head"] = extra["distilled"]
     return replace(cfg, **extra)
 
 
@@ -102,7 +111,8 @@ def config_from_hf(config: dict[str, Any]) -> ViTConfig:
         mlp_ratio=int(config.get("intermediate_size", 4 * hidden)) / hidden,
         qkv_bias=bool(config.get("qkv_bias", True)),
         num_classes=len(config.get("id2label") or {}) or int(config.get("num_labels", 1000)),
-        distilled=config.get("model_type") == "deit" and "DeiTForImageClassificationWithTeacher" in config.get("architectures", []),
+        distilled=config.get("model_type") == "deit",
+        distill_head="DeiTForImageClassificationWithTeacher" in (config.get("architectures") or []),
         ln_eps=float(config.get("layer_norm_eps", 1e-12)),
     )
 
@@ -194,7 +204,7 @@ class VisionTransformer(nn.Module):
             Block(C, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.ln_eps) for _ in range(cfg.depth))
         self.norm = nn.LayerNorm(C, eps=cfg.ln_eps)
         self.head = nn.Linear(C, cfg.num_classes)
-        self.head_dist = nn.Linear(C, cfg.num_classes) if cfg.distilled else None
+        self.head_dist = nn.Linear(C, cfg.num_classes) if cfg.distill_head else None
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
 
