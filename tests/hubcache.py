@@ -84,3 +84,40 @@ def hub_state_dict(model, tmp: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load
 
     return load(hub_files_of(model, tmp)["model.safetensors"])
+
+
+def write_timm_repo(cache: Path, repo_id: str, model, model_args: dict, tmp: Path,
+                    formats: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin"), revision: str = "main") -> Path:
+    """A timm model as timm itself writes it for the Hub (`timm.models._hub.save_for_hf`): config.json + weights."""
+    import tempfile
+
+    from timm.models._hub import save_for_hf
+
+    with tempfile.TemporaryDirectory(dir=tmp) as d:
+        save_for_hf(model, d, safe_serialization="both", model_args=model_args)
+        files = {p.name: p.read_bytes() for p in Path(d).iterdir() if p.name == "config.json" or p.name in formats}
+    return write_repo(cache, repo_id, files, revision=revision)
+
+
+def write_transformers_repo(cache: Path, repo_id: str, model, tmp: Path, preprocessor: dict | None = None,
+                            formats: tuple[str, ...] = ("model.safetensors",), revision: str = "main") -> Path:
+    """A transformers model as `save_pretrained` writes it, plus an optional `preprocessor_config.json`.
+
+    `formats` picks the weight files: "model.safetensors" and/or "pytorch_model.bin" (some Hub repos, such as
+    facebook/deit-base-patch16-224, only have the latter).
+    """
+    files: dict[str, bytes | dict] = {}
+    saved = hub_files_of(model, tmp)
+    files["config.json"] = saved["config.json"]
+    state = None
+    for name in formats:
+        if name == "model.safetensors":
+            files[name] = saved["model.safetensors"]
+        else:
+            from safetensors.torch import load
+
+            state = state or load(saved["model.safetensors"])
+            files[name] = torch_bin_bytes(state, tmp)
+    if preprocessor is not None:
+        files["preprocessor_config.json"] = preprocessor
+    return write_repo(cache, repo_id, files, revision=revision)

@@ -75,6 +75,9 @@ PRESETS: dict[str, ViTConfig] = {
 _TIMM_ARGS = {"img_size": "img_size", "patch_size": "patch_size", "in_chans": "in_chans", "embed_dim": "embed_dim",
               "depth": "depth", "num_heads": "num_heads", "mlp_ratio": "mlp_ratio", "qkv_bias": "qkv_bias",
               "distilled": "distilled"}
+# timm keywords we accept only at the value our architecture implements.
+_DEFAULT_ONLY = {"global_pool": "token", "class_token": True, "no_embed_class": False, "reg_tokens": 0,
+                 "pre_norm": False, "fc_norm": None, "qk_norm": False, "init_values": None}
 
 
 def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, Any] | None = None) -> ViTConfig:
@@ -89,7 +92,7 @@ def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, 
     for key, value in (model_args or {}).items():
         if key in _TIMM_ARGS:
             extra[_TIMM_ARGS[key]] = tuple(value)[0] if key == "img_size" and isinstance(value, (list, tuple)) else value
-        elif key not in {"num_classes", "global_pool", "class_token", "no_embed_class"} or value not in (None, True, False, "token"):
+        elif key != "num_classes" and _DEFAULT_ONLY.get(key, object()) != value:
             raise UnsupportedModelError(f"timm model argument '{key}={value}' is not supported by our ViT")
     if "distilled" in extra:
         extra["distill_head"] = extra["distilled"]
