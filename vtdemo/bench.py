@@ -1,0 +1,129 @@
+"""`python -m vtdemo bench`: our forward passes against timm / transformers, same weights, same process.
+
+Each pair is built once (the reference with random weights, ours loaded from the reference's state dict through
+our converters), then both run alternately on the same input: a few warm-up runs, then `runs` timed runs each.
+Medians and the ratio ours / reference are printed (lower is better; 1.0 = as fast). The references are test-only
+dependencies (`pip install -r requirements-dev.txt`); the app never imports them.
+
+Targets on the 2-core CPU (issue #2): ViT-B/16 and Swin-T at most 1.0x timm, DETR-R50 at 800x1066 at most 0.85x
+transformers. Machines are noisy: compare ratios from the same run, not absolute times across runs.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .errors import VtdemoError
+
+
+@dataclass
+class Timing:
+    name: str
+    ours_ms: float
+    ref_ms: float
+    reference: str
+
+    @property
+    def ratio(self) -> float:
+        return self.ours_ms / self.ref_ms
+
+
+def _median_ms(fns: list[Callable[[], object]], runs: int, warmup: int = 2) -> list[float]:
+    """Run the callables alternately (so drifts in machine load hit both), return each one's median in ms."""
+    times: list[list[float]] = [[] for _ in fns]
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for fn in fns:
+                fn()
+        for _ in range(runs):
+            for i, fn in enumerate(fns):
+                t0 = time.perf_counter()
+                fn()
+                times[i].append((time.perf_counter() - t0) * 1000)
+    return [statistics.median(t) for t in times]
+
+
+def _saved_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A transformers model's weights as `save_pretrained` writes them (the Hub-era key names)."""
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        return load_file(str(Path(d) / "model.safetensors"))
+
+
+def bench_vit(runs: int) -> list[Timing]:
+    import timm
+
+    from .convert import vit as conv
+    from .models import vit
+
+    ref = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
+    ours = vit.VisionTransformer(vit.config_from_timm("vit_base_patch16_224", 1000)).eval()
+    ours.load_state_dict(conv.from_timm(ref.state_dict()), strict=True)
+    x = torch.randn(1, 3, 224, 224)
+    o, r = _median_ms([lambda: ours(x), lambda: ref(x)], runs)
+    return [Timing("ViT-B/16 224", o, r, "timm")]
+
+
+def bench_swin(runs: int) -> list[Timing]:
+    import timm
+
+    from .convert import swin as conv
+    from .models import swin
+
+    ref = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False).eval()
+    ours = swin.SwinTransformer(swin.config_from_timm("swin_tiny_patch4_window7_224", 1000)).eval()
+    ours.load_state_dict(conv.from_timm(ref.state_dict()), strict=True)
+    x = torch.randn(1, 3, 224, 224)
+    o, r = _median_ms([lambda: ours(x), lambda: ref(x)], runs)
+    return [Timing("Swin-T 224", o, r, "timm")]
+
+
+def bench_detr(runs: int) -> list[Timing]:
+    import transformers
+
+    from .convert import detr as conv
+    from .models import detr
+
+    ref = transformers.DetrForObjectDetection(transformers.DetrConfig(
+        use_timm_backbone=True, use_pretrained_backbone=False, backbone="resnet50")).eval()
+    ours = detr.DETR(detr.config_from_hf(ref.config.to_dict())).eval()
+    ours.load_state_dict(conv.from_hf(_saved_state_dict(ref)), strict=True)
+    x = torch.randn(1, 3, 800, 1066)
+    mask = torch.ones(1, 800, 1066, dtype=torch.bool)
+    o, r = _median_ms([lambda: ours(x, mask), lambda: ref(pixel_values=x, pixel_mask=mask.long())],
+                      max(3, runs // 2), warmup=1)
+    return [Timing("DETR-R50 800x1066", o, r, "transformers")]
+
+
+BENCHES: dict[str, Callable[[int], list[Timing]]] = {"vit": bench_vit, "swin": bench_swin, "detr": bench_detr}
+
+
+def run_bench(runs: int = 10, only: list[str] | None = None, threads: int | None = None) -> int:
+    """Print a table of medians and ratios; returns the exit status."""
+    try:
+        import timm  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        raise VtdemoError("the benchmark compares against timm and transformers: "
+                          "pip install -r requirements-dev.txt") from None
+    if threads:
+        torch.set_num_threads(threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU fp32, batch 1, median of {runs} runs")
+    print(f"{'model':<28} {'ours ms':>9} {'ref ms':>9} {'ratio':>6}  reference")
+    for name in only or list(BENCHES):
+        if name not in BENCHES:
+            raise VtdemoError(f"unknown benchmark '{name}'; choose from {', '.join(BENCHES)}")
+        for t in BENCHES[name](runs):
+            print(f"{t.name:<28} {t.ours_ms:9.1f} {t.ref_ms:9.1f} {t.ratio:6.2f}  {t.reference}")
+            sys.stdout.flush()
+    return 0

@@ -1,0 +1,22 @@
+"""Explanations: what each transformer looked at. Pure tensor functions, no PIL or Gradio.
+
+- `vit`: attention rollout (Abnar & Zuidema 2020), gradient-weighted class-specific relevance (Chefer et al. 2021),
+  last-layer CLS attention per head.
+- `swin`: window-aware rollout through shifted windows and patch merging; the attention of the window around a point.
+- `detr`: decoder cross-attention per detection, encoder self-attention at a pixel.
+- `matching`: DETR's Hungarian set matching and loss terms against ground-truth boxes.
+- `deletion`: a sanity check for any map (deletion curve and its area).
+
+Every map is returned on the model's own token grid, scaled so that its maximum is 1 (`normalize_map`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def normalize_map(m: torch.Tensor) -> torch.Tensor:
+    """Scale a non-negative map to [0, 1] by its maximum (min stays where it is); an all-zero map stays zero."""
+    m = m.float().clamp(min=0)
+    top = m.max()
+    return m / top if top > 0 else m
