@@ -2,6 +2,8 @@
 
     python -m vtdemo classify [--model MODEL] [--top-k K] [--json] IMAGE [IMAGE ...]
     python -m vtdemo detect [--model MODEL] [--threshold T] [--json] [--save DIR] IMAGE [IMAGE ...]
+    python -m vtdemo explain [--model MODEL] [--method METHOD] [--class INDEX] [--head-fusion mean|max|min]
+                             [--discard RATIO] [--detection K] [--threshold T] [--point X,Y] [--out DIR] [--json] IMAGE...
     python -m vtdemo bench [--runs N] [--only vit,swin,detr]
 
 MODEL is a Hugging Face repo id, `repo@revision`, or a local folder with the same files. Errors are one line on
@@ -19,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from .errors import ImageError, VtdemoError
+from .errors import ExplainError, ImageError, VtdemoError
 
 EXIT_IMAGE = 1  # at least one image failed
 EXIT_MODEL = 2  # the model could not be loaded: nothing was processed
@@ -44,6 +46,23 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     d.add_argument("--save", type=Path, metavar="DIR", help="write each annotated image into DIR")
     d.add_argument("images", nargs="+", metavar="IMAGE")
+
+    e = sub.add_parser("explain", help="what the model looked at: a relevance map per image")
+    e.add_argument("--model", default=DEFAULT_VIT, help=f"repo id, repo@revision or folder (default {DEFAULT_VIT})")
+    e.add_argument("--method", help="rollout (ViT default), grad-rollout, cls-attention, swin-rollout (Swin default), "
+                   "swin-window, detr-decoder (DETR default), detr-encoder")
+    e.add_argument("--class", dest="class_index", type=int, help="class index to explain (default: the top class)")
+    e.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
+    e.add_argument("--discard", type=float, default=0.0, help="rollout: drop this fraction of the lowest attention")
+    e.add_argument("--start-layer", type=int, default=0, help="rollout: first layer to include")
+    e.add_argument("--head", type=int, help="one attention head instead of fusing them")
+    e.add_argument("--detection", type=int, default=0, help="detr-decoder: K-th detection by score (0 = best)")
+    e.add_argument("--threshold", type=float, default=0.7, help="detr-decoder: score threshold for detections")
+    e.add_argument("--point", help="X,Y in image pixels (swin-window, detr-encoder)")
+    e.add_argument("--out", type=Path, metavar="DIR", help="write the overlay PNG (original size) into DIR")
+    e.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    e.add_argument("--json", action="store_true", help="print one JSON list with the raw maps")
+    e.add_argument("images", nargs="+", metavar="IMAGE")
 
     b = sub.add_parser("bench", help="time our models against timm / transformers on the same weights")
     b.add_argument("--runs", type=int, default=10, help="timed runs per model (median reported)")
@@ -77,7 +96,7 @@ def _run_images(images: Sequence[str], work: Callable[[str], Any], as_json: bool
     for image in images:
         try:
             result = work(image)
-        except ImageError as exc:
+        except (ImageError, ExplainError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = EXIT_IMAGE
             out.append({"image": image, "model": model, "error": str(exc)})
@@ -106,6 +125,39 @@ def _save_annotated(result: Any, directory: Path) -> Path:
     return target
 
 
+def _explain_rows(result: Any) -> list[str]:
+    t = result.target
+    what = (f"class {t['index']} {t['label']} ({t['score']:.2%})" if "index" in t else
+            f"detection {t['label']} {t['score']:.3f} (query {t['query']})" if "query" in t else f"point {t.get('point')}")
+    rows, cols = result.grid
+    flat = result.map.flatten()
+    best = int(flat.argmax())
+    return [f"{result.image}  ({result.model}) {result.method}: {what}",
+            f"  map {rows}x{cols}, peak at row {best // cols}, col {best % cols}; mean {float(flat.mean()):.3f}"]
+
+
+def _parse_point(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        x, y = (float(v) for v in text.split(","))
+    except ValueError:
+        raise VtdemoError(f"--point must be X,Y in pixels, not '{text}'") from None
+    return x, y
+
+
+def _save_overlay(result: Any, directory: Path, opacity: float) -> Path:
+    from . import render
+    from .images import load_image
+
+    directory.mkdir(parents=True, exist_ok=True)
+    image = load_image(result.image)
+    drawn = render.overlay(image, result.map.numpy(), result.region, opacity)
+    target = directory / f"{Path(result.image).stem}.{result.method}.png"
+    drawn.save(target)
+    return target
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -119,6 +171,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import hub, pipeline
 
         loaded = hub.load(args.model)
+        if args.command == "explain":
+            point = _parse_point(args.point)
+
+            def explain_one(image: str) -> Any:
+                result = pipeline.explain(image, loaded, method=args.method, class_index=args.class_index,
+                                          head_fusion=args.head_fusion, discard=args.discard,
+                                          start_layer=args.start_layer, detection=args.detection,
+                                          threshold=args.threshold, point=point, head=args.head)
+                if args.out is not None:
+                    _save_overlay(result, args.out, args.opacity)
+                return result
+
+            return _run_images(args.images, explain_one, args.json, _explain_rows, loaded.id)
         if args.command == "classify":
             if args.top_k < 1:
                 raise VtdemoError("--top-k must be at least 1")

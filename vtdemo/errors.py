@@ -26,3 +26,7 @@ class UnsupportedModelError(VtdemoError):
 
 class CheckpointError(VtdemoError):
     """The weights exist but cannot be used: corrupt file, or keys / shapes that disagree with the config."""
+
+
+class ExplainError(VtdemoError):
+    """An explanation cannot be made for this image and these options (e.g. no detection above the threshold)."""

@@ -170,6 +170,25 @@ def _center_crop(x: torch.Tensor, crop: tuple[int, int], rounding: bool) -> torc
     return x[..., top:top + ch, left:left + cw]
 
 
+def input_region(image_size: tuple[int, int], cfg: PreprocessConfig) -> tuple[float, float, float, float]:
+    """The part of the original image a classifier actually sees, as (x0, y0, x1, y1) original pixels.
+
+    image_size: (width, height). A center crop (timm's crop_pct, DeiT's crop_size) cuts the borders off; squash
+    resizing sees everything. Explanation maps cover exactly this box.
+    """
+    w, h = image_size
+    if cfg.mode == "detr" or cfg.crop is None:
+        return (0.0, 0.0, float(w), float(h))
+    rh, rw = _short_side_size(h, w, int(cfg.resize)) if cfg.resize_short else tuple(cfg.resize)
+    ch, cw = cfg.crop
+    rounding = cfg.mode == "timm"
+    top = round((rh - ch) / 2.0) if rounding else int((rh - ch) / 2.0)
+    left = round((rw - cw) / 2.0) if rounding else int((rw - cw) / 2.0)
+    sx, sy = w / rw, h / rh  # resized -> original pixels
+    x0, y0 = max(0.0, left * sx), max(0.0, top * sy)
+    return (x0, y0, min(float(w), (left + cw) * sx), min(float(h), (top + ch) * sy))
+
+
 def classifier_input(image: Image.Image, cfg: PreprocessConfig) -> torch.Tensor:
     """RGB image -> [1, 3, h, w] float32 for a ViT/DeiT/Swin classifier."""
     if cfg.mode == "timm":

@@ -49,3 +49,43 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], labels: Seq
         draw.text((x0 + 3 - tx0, top + 3 - ty0), text, fill=(0, 0, 0) if brightness > 140 else (255, 255, 255),
                   font=font)
     return out
+
+
+COLORMAPS = {"jet": 2, "inferno": 14, "viridis": 16, "turbo": 20, "magma": 13}  # cv2.COLORMAP_* values
+
+
+def heatmap(relevance, size: tuple[int, int], colormap: str = "jet"):
+    """A [gh, gw] map (any non-negative scale) -> RGB uint8 array of `size` (width, height), contrast-stretched.
+
+    The map is upsampled smoothly (bicubic) and min-max normalised for display, then coloured with an OpenCV
+    colormap. Returns (rgb [h, w, 3] uint8, normalised map [h, w] float32 in [0, 1]).
+    """
+    import cv2
+    import numpy as np
+
+    m = np.asarray(relevance, dtype=np.float32)
+    m = cv2.resize(m, size, interpolation=cv2.INTER_CUBIC)  # [h, w]
+    lo, hi = float(m.min()), float(m.max())
+    m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
+    colored = cv2.applyColorMap((m * 255).round().astype(np.uint8), COLORMAPS.get(colormap, 2))  # BGR
+    return cv2.cvtColor(colored, cv2.COLOR_BGR2RGB), m
+
+
+def overlay(image: Image.Image, relevance, region: Sequence[float] | None = None, opacity: float = 0.5,
+            colormap: str = "jet") -> Image.Image:
+    """Blend a relevance map over `image` at its original size.
+
+    region: (x0, y0, x1, y1) pixels the map covers (a classifier's center crop); outside it the photo is dimmed,
+    since the model never saw those pixels. opacity: 0 = photo only, 1 = heat map only.
+    """
+    import numpy as np
+
+    base = np.asarray(image.convert("RGB"), dtype=np.float32)
+    H, W = base.shape[:2]
+    x0, y0, x1, y1 = (0, 0, W, H) if region is None else (int(round(v)) for v in region)
+    x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
+    colored, _ = heatmap(relevance, (x1 - x0, y1 - y0), colormap)
+    out = base * 0.45  # outside the region: dimmed
+    inside = base[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = inside * (1 - opacity) + colored.astype(np.float32) * opacity
+    return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
