@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Union
 
@@ -116,8 +117,11 @@ def _open_bytes(data: bytes, name: str) -> Image.Image:
             kind = "SVG, which is not supported"
         raise ImageError(f"{name}: unsupported format: not an image Pillow can read ({kind}); use JPEG, PNG, WebP, "
                          "GIF, BMP or TIFF") from None
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image too large ({exc}); the limit is {max_pixels():,} pixels") from None
+    except Image.DecompressionBombError as exc:  # Pillow's own header check, above ~179 M pixels
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
+        raise ImageError(f"{name}: {size}, above the limit of {max_pixels():,} (set VTDEMO_MAX_PIXELS to change "
+                         "it)") from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: cannot read the image ({exc})") from None
     w, h = image.size
