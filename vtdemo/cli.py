@@ -64,6 +64,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print one JSON list with the raw maps")
     e.add_argument("images", nargs="+", metavar="IMAGE")
 
+    m = sub.add_parser("match", help="DETR set matching: which query answers each ground-truth box, and the loss")
+    m.add_argument("--model", default=DEFAULT_DETR, help=f"repo id, repo@revision or folder (default {DEFAULT_DETR})")
+    m.add_argument("--gt", type=Path, required=True,
+                   help="JSON: [[label, x0, y0, x1, y1], ...] (label = id or name) or COCO annotations")
+    m.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m.add_argument("image", metavar="IMAGE")
+
     b = sub.add_parser("bench", help="time our models against timm / transformers on the same weights")
     b.add_argument("--runs", type=int, default=10, help="timed runs per model (median reported)")
     b.add_argument("--only", default="vit,swin,detr", help="comma-separated subset of vit,swin,detr")
@@ -158,6 +165,30 @@ def _save_overlay(result: Any, directory: Path, opacity: float) -> Path:
     return target
 
 
+def _match(loaded: Any, args: argparse.Namespace) -> int:
+    from . import pipeline
+
+    try:
+        gt_text = args.gt.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VtdemoError(f"cannot read {args.gt}: {exc}") from None
+    result = pipeline.match(args.image, loaded, gt_text)
+    if args.json:
+        json.dump(result, sys.stdout, indent=2)
+        print()
+        return 0
+    print(f"{result['image']}  ({result['model']}): {len(result['pairs'])} ground-truth boxes matched")
+    print(f"  {'object':<22} {'query':>5}  {'predicted':<18} {'cost':>7} {'class':>7} {'L1':>6} {'-GIoU':>6}")
+    for pair in result["pairs"]:
+        c = pair["cost"]
+        print(f"  {pair['label']:<22} {pair['query']:>5}  {pair['predicted_label']:<18} {c['total']:7.3f} "
+              f"{c['class']:7.3f} {c['l1']:6.3f} {c['giou']:6.3f}")
+    losses = result["losses"]
+    print(f"  loss: classification {losses['classification']:.4f} + 5 x L1 {losses['l1']:.4f} "
+          f"+ 2 x GIoU {losses['giou']:.4f} = {losses['total']:.4f}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -171,6 +202,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import hub, pipeline
 
         loaded = hub.load(args.model)
+        if args.command == "match":
+            return _match(loaded, args)
         if args.command == "explain":
             point = _parse_point(args.point)
 

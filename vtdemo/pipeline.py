@@ -305,3 +305,31 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
         target = {"point": list(point) if point else None}
     m = detr_map(run, method, query=query, point=point, head=head)
     return Explanation(label, loaded.id, method, target, m, (0.0, 0.0, float(rgb.width), float(rgb.height)))
+
+
+def match(image: ImageSource, model: str | hub.LoadedModel, ground_truth: Any, name: str | None = None
+          ) -> dict[str, Any]:
+    """DETR set matching of one image against ground truth (JSON text or parsed; see `explain.matching`).
+
+    Returns {"image", "model", "size", "pairs": [{"object", "label", "box", "query", "predicted_label",
+    "predicted_score", "predicted_box", "cost": {...}}], "losses": {...}} with boxes in original pixels.
+    """
+    from .explain import matching
+
+    loaded = _as_loaded(model, "detr")
+    rgb = load_image(image)
+    gt = matching.parse_ground_truth(ground_truth, loaded.labels)
+    out = forward_detr(loaded, [rgb])
+    result = matching.match(out.logits[0].cpu(), out.boxes[0].cpu(), gt, rgb.size)
+    scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size)
+    probs = out.logits[0].float().softmax(-1).cpu()
+    pairs = []
+    for q, o, cost in zip(result.queries, result.objects, result.pair_costs):
+        label = int(gt.labels[o])
+        pairs.append({"object": o, "label": loaded.labels[label], "box": [round(float(v), 2) for v in gt.boxes[o]],
+                      "query": q, "predicted_label": loaded.labels[int(scored.labels[q])],
+                      "predicted_score": round(float(scored.scores[q]), 6),
+                      "probability_of_object_class": round(float(probs[q, label]), 6),
+                      "predicted_box": [round(float(v), 2) for v in scored.boxes[q]], "cost": cost})
+    return {"image": _name(image, name), "model": loaded.id, "size": list(rgb.size), "pairs": pairs,
+            "losses": result.losses}
