@@ -158,7 +158,9 @@ def stage_window(grid: int, window: int) -> tuple[int, bool]:
     """The window a stage really uses, and whether its odd blocks may shift (timm's and transformers' rule).
 
     A grid no larger than the window is attended as one window, without shift: Swin-T at 224 has grids
-    56/28/14/7 with window 7, so its last stage is one 7x7 window and never shifts.
+    56/28/14/7 with window 7, so its last stage is one 7x7 window and never shifts. When the grid is smaller than
+    the window, timm also sizes that stage's bias table for the smaller window, and so do we (transformers keeps the
+    configured size and cannot run such a model; no Hub checkpoint has one).
     """
     if grid <= window:
         return grid, False
@@ -234,14 +236,19 @@ class WindowAttention(nn.Module):
         """[nh, N, N]: the table looked up for every pair of tokens of a window."""
         N = self.window * self.window
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # [N*N, nh]
-        return bias.view(N, N, -1).permute(2, 0, 1).contiguous()  # [nh, N, N]; the fused kernel needs it contiguous
+        return bias.view(N, N, -1).permute(2, 0, 1).contiguous()  # [nh, N, N] (contiguous, or SDPA falls back)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x: [B*nW, N, C]; mask: [nW, N, N] additive (0 / -inf) or None -> ([B*nW, N, C], [B*nW, nh, N, N] or None)."""
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, return_attn: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
+        """x: [B*nW, N, C], mask: [nW, N, N] additive (0 / -inf) or None.
+
+        Returns the output [B*nW, N, C] and, with `return_attn`, the probabilities [B*nW, nh, N, N] (else None).
+        """
         BnW, N, C = x.shape
         qkv = self.qkv(x).view(BnW, N, 3, self.num_heads, C // self.num_heads)  # [B*nW, N, 3, nh, hd]
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B*nW, nh, N, hd]
-        bias = self.relative_position_bias()  # [nh, N, N]
+        bias = self.relative_position_bias()[None]  # [1, nh, N, N] (4-D: the fused kernel refuses a 3-D mask)
         if mask is not None:
             nW = mask.shape[0]
             bias = bias + mask[:, None]  # [nW, nh, N, N]
@@ -315,7 +322,8 @@ class PatchMerging(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """x: [B, H, W, C] -> [B, H/2, W/2, 2C]."""
         # The paper's order, also timm's and transformers': (row, col) offsets (0,0), (1,0), (0,1), (1,1).
-        x = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], dim=-1)  # [B, H/2, W/2, 4C]
+        parts = [x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]]  # 4 x [B, H/2, W/2, C]
+        x = torch.cat(parts, dim=-1)  # [B, H/2, W/2, 4C]
         return self.reduction(self.norm(x))
 
 
@@ -328,6 +336,17 @@ class SwinStage(nn.Module):
         self.downsample = PatchMerging(dim // 2, cfg.ln_eps) if index > 0 else None
         self.blocks = nn.ModuleList(
             SwinBlock(cfg, dim, cfg.num_heads[index], grid, shifted=b % 2 == 1) for b in range(cfg.depths[index]))
+
+    def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """x: [B, 2H, 2W, C/2] (or [B, H, W, C] in stage 0) -> [B, H, W, C], plus each block's attention if asked."""
+        if self.downsample is not None:
+            x = self.downsample(x)  # [B, H, W, C]
+        attentions = []
+        for block in self.blocks:
+            x, attn = block(x, return_attn)
+            if attn is not None:
+                attentions.append(attn)
+        return x, attentions
 
 
 class PatchEmbed(nn.Module):
@@ -381,12 +400,10 @@ class SwinTransformer(nn.Module):
         x = self.patch_embed(x)  # [B, H, W, C]
         attentions: list[SwinAttention] | None = [] if return_attn else None
         for s, stage in enumerate(self.layers):
-            if stage.downsample is not None:
-                x = stage.downsample(x)  # [B, H/2, W/2, 2C]
-            for b, block in enumerate(stage.blocks):
-                x, attn = block(x, return_attn)
-                if attentions is not None:
-                    attentions.append(SwinAttention(attn, s, b, block.grid, block.window, block.shift))
+            x, attns = stage(x, return_attn)  # [B, H, W, C] of this stage
+            if attentions is not None:
+                attentions += [SwinAttention(a, s, b, blk.grid, blk.window, blk.shift)
+                               for b, (a, blk) in enumerate(zip(attns, stage.blocks))]
         logits = self.head(self.norm(x))  # [B, num_classes]
         return ClassifierOutput(logits=logits, attentions=attentions)
 
