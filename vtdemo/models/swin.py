@@ -76,6 +76,8 @@ _TIMM_ARGS = {"img_size": "img_size", "patch_size": "patch_size", "in_chans": "i
               "qkv_bias": "qkv_bias", "num_classes": "num_classes"}
 # timm keyword arguments that only matter for training.
 _TIMM_TRAINING_ARGS = {"drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init"}
+# timm keyword arguments accepted only at the value our architecture implements (timm's `save_for_hf` writes them).
+_TIMM_DEFAULT_ONLY = {"global_pool": "avg", "ape": False, "patch_norm": True, "strict_img_size": True}
 
 
 def _square(value: Any, name: str) -> int:
@@ -95,7 +97,7 @@ def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, 
             f"timm architecture '{architecture}' is not a supported Swin; supported: {', '.join(PRESETS)}")
     changes: dict[str, Any] = {"num_classes": int(num_classes)}
     for key, value in (model_args or {}).items():
-        if key in _TIMM_TRAINING_ARGS:
+        if key in _TIMM_TRAINING_ARGS or (key in _TIMM_DEFAULT_ONLY and value == _TIMM_DEFAULT_ONLY[key]):
             continue
         if key not in _TIMM_ARGS:
             raise UnsupportedModelError(f"timm Swin argument '{key}' is not supported by vtdemo")
