@@ -7,6 +7,8 @@ dependencies (`pip install -r requirements-dev.txt`); the app never imports them
 
 Targets on the 2-core CPU (issue #2): ViT-B/16 and Swin-T at most 1.0x timm, DETR-R50 at 800x1066 at most 0.85x
 transformers. Machines are noisy: compare ratios from the same run, not absolute times across runs.
+`swin-explain` (issue #5) is ours against ourselves: forward with attention + window-aware rollout against the plain
+forward, target at most 2.0x.
 """
 
 from __future__ import annotations
@@ -105,7 +107,39 @@ def bench_detr(runs: int) -> list[Timing]:
     return [Timing("DETR-R50 800x1066", o, r, "transformers")]
 
 
-BENCHES: dict[str, Callable[[int], list[Timing]]] = {"vit": bench_vit, "swin": bench_swin, "detr": bench_detr}
+def bench_swin_explain(runs: int) -> list[Timing]:
+    from .explain import swin as ex_swin
+    from .models import swin
+
+    model = swin.SwinTransformer(swin.config_from_timm("swin_tiny_patch4_window7_224", 1000)).eval()
+    x = torch.randn(1, 3, 224, 224)
+
+    def explained() -> torch.Tensor:
+        return ex_swin.rollout(model(x, return_attn=True).attentions)
+
+    o, r = _median_ms([explained, lambda: model(x)], runs)
+    return [Timing("Swin-T rollout (+forward)", o, r, "our forward")]
+
+
+def bench_vit_explain(runs: int) -> list[Timing]:
+    """Classification + attention rollout against classification alone (issue #5 target: at most 1.15x)."""
+    from .explain import vit as ex_vit
+    from .models import vit
+
+    model = vit.VisionTransformer(vit.config_from_timm("vit_base_patch16_224", 1000)).eval()
+    x = torch.randn(1, 3, 224, 224)
+
+    def explained() -> torch.Tensor:
+        out = model(x, return_attn=True)
+        return ex_vit.rollout([a[0] for a in out.attentions])
+
+    o, r = _median_ms([explained, lambda: model(x)], runs)
+    return [Timing("ViT-B/16 rollout (+forward)", o, r, "our forward")]
+
+
+BENCHES: dict[str, Callable[[int], list[Timing]]] = {"vit": bench_vit, "swin": bench_swin, "detr": bench_detr,
+                                                     "vit-explain": bench_vit_explain,
+                                                     "swin-explain": bench_swin_explain}
 
 
 def run_bench(runs: int = 10, only: list[str] | None = None, threads: int | None = None) -> int:

@@ -4,7 +4,7 @@
     python -m vtdemo detect [--model MODEL] [--threshold T] [--json] [--save DIR] IMAGE [IMAGE ...]
     python -m vtdemo explain [--model MODEL] [--method METHOD] [--class INDEX] [--head-fusion mean|max|min]
                              [--discard RATIO] [--detection K] [--threshold T] [--point X,Y] [--out DIR] [--json] IMAGE...
-    python -m vtdemo bench [--runs N] [--only vit,swin,detr]
+    python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain]
 
 MODEL is a Hugging Face repo id, `repo@revision`, or a local folder with the same files. Errors are one line on
 stderr (no traceback) and a non-zero exit status; an image that fails does not stop the others. With `--json`, stdout
@@ -73,7 +73,8 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time our models against timm / transformers on the same weights")
     b.add_argument("--runs", type=int, default=10, help="timed runs per model (median reported)")
-    b.add_argument("--only", default="vit,swin,detr", help="comma-separated subset of vit,swin,detr")
+    b.add_argument("--only", default="vit,swin,detr,vit-explain,swin-explain",
+                   help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     return p
 

@@ -209,7 +209,8 @@ def classifier_map(run: ClassifierRun, method: str | None = None, class_index: i
 
     method: see CLASSIFIER_METHODS (default: rollout for ViT, swin-rollout for Swin); class_index: the class for
     grad-rollout (default: the top class); head: one head instead of the fusion (cls-attention, swin-window);
-    point: (x, y) original-image pixels for swin-window; block: Swin block index for swin-window (default last).
+    point: (x, y) original-image pixels for swin-window; block: Swin block index for swin-window (default: the last
+    block whose stage still has several windows, see `explain.swin.default_block`).
     """
     from .explain import normalize_map
 
@@ -241,8 +242,8 @@ def classifier_map(run: ClassifierRun, method: str | None = None, class_index: i
         else:
             if point is None:
                 raise VtdemoError("swin-window needs a point: --point X,Y in image pixels")
-            relevance = ex_swin.window_attention_at(run.attentions, _point_in_input(run, point),
-                                                    block=-1 if block is None else block, head=head)
+            relevance = ex_swin.window_attention_at(run.attentions, _point_in_input(run, point), block=block,
+                                                    head=head)
     return normalize_map(relevance.detach().cpu()), target
 
 
