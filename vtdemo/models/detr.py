@@ -11,8 +11,10 @@ Reference implementations: facebookresearch/detr (`models/detr.py`, `models/tran
 whose weights on the Hub we load through `vtdemo.convert.detr`). Differences:
 - inference only: no dropout, no auxiliary decoding losses, no Hungarian matcher, no segmentation head;
 - the backbone is torchvision's ResNet with `FrozenBatchNorm2d` (torchvision's names under `backbone.`), but we walk
-  its modules ourselves and fold each frozen BN into the preceding convolution at run time (w * s, b - mean * s with
-  s = gamma / sqrt(var + eps)), in channels-last memory: the same function as conv -> BN, ~1.6x faster on CPU;
+  its modules ourselves: each frozen BN is folded into the preceding convolution at run time (w * s, beta - mean * s
+  with s = gamma / sqrt(var + eps)), activations are channels-last and residual sums in place. Same function (to
+  ~1e-5 relative), 1.5x faster than the modules' own forward on a 2-core CPU at 800x1066 (0.85 s vs 1.3 s); the
+  whole model takes ~0.67x the time of transformers' DetrForObjectDetection there;
 - our own multi-head attention returns per-head probabilities on request (`return_attn=True`, plain softmax);
   otherwise `F.scaled_dot_product_attention` runs with the key-padding mask;
 - padding follows the reference exactly: the backbone runs over the padded batch and the pixel mask is reduced to
@@ -107,8 +109,8 @@ def config_from_hf(config: Mapping[str, Any]) -> DetrConfig:
         if config.get(a, 8) != config.get(b, 8):
             raise UnsupportedModelError(f"DETR with {a} != {b} is not supported")
     backbone, dilation = _hf_backbone(config)
-    id2label = config.get("id2label") or {}
-    num_classes = max(int(k) for k in id2label) + 1 if id2label else int(config.get("num_labels", 91))
+    id2label = config.get("id2label") or {}  # absent when transformers' default of 2 labels was kept
+    num_classes = max(int(k) for k in id2label) + 1 if id2label else int(config.get("num_labels", 2))
     cfg = DetrConfig(
         backbone=backbone, dilation=dilation, d_model=int(config.get("d_model", 256)),
         num_heads=int(config.get("encoder_attention_heads", 8)),
@@ -300,7 +302,7 @@ class DETR(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.backbone = _resnet(cfg.backbone, cfg.dilation)
-        self.input_proj = nn.Conv2d(2048, cfg.d_model, kernel_size=1)
+        self.input_proj = nn.Conv2d(2048, cfg.d_model, kernel_size=1)  # 2048 = layer4 width of ResNet-50/101
         self.encoder = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.encoder_layers))
         self.query_pos = nn.Parameter(torch.randn(cfg.num_queries, cfg.d_model))
         self.decoder = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.decoder_layers))
@@ -315,7 +317,8 @@ class DETR(nn.Module):
         1x1, plus the identity or the 1x1 downsample), with BN folded into the convolutions; channels-last memory.
         """
         net = self.backbone
-        x = pixel_values.contiguous(memory_format=torch.channels_last)
+        # Always a copy: an input that merely passes for channels-last (a permuted size-1 batch) runs as NCHW.
+        x = pixel_values.clone(memory_format=torch.channels_last)  # [B, 3, H, W], stored [B, H, W, 3]
         x = F.max_pool2d(_conv_bn(x, net.conv1, net.bn1), kernel_size=3, stride=2, padding=1)  # [B, 64, H/4, W/4]
         for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
             for block in layer:
@@ -323,24 +326,33 @@ class DETR(nn.Module):
                 out = _conv_bn(out, block.conv2, block.bn2)
                 out = _conv_bn(out, block.conv3, block.bn3, relu=False)
                 shortcut = x if block.downsample is None else _conv_bn(x, *block.downsample, relu=False)
-                x = F.relu_(out + shortcut)
+                x = F.relu_(out.add_(shortcut))  # in place: a fresh activation is a costly allocation on CPU
         return x
 
     def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,
                 return_attn: bool = False) -> DetrOutput:
         """pixel_values [B, 3, H, W] normalised RGB (ImageNet mean/std), images top-left, padding zero;
         pixel_mask [B, H, W] bool, True = real pixel (None: no padding). See `DetrOutput` for the result."""
-        B = pixel_values.shape[0]
         features = self.backbone_features(pixel_values)  # [B, 2048, h, w]
-        h, w = features.shape[-2:]
+        B, _, h, w = features.shape
         if pixel_mask is None:
-            mask = torch.ones(B, h, w, dtype=torch.bool, device=pixel_values.device)
+            mask = torch.ones(B, h, w, dtype=torch.bool, device=features.device)
         else:  # nearest interpolation, as the reference does
-            mask = F.interpolate(pixel_mask[:, None].to(pixel_values.dtype), size=(h, w))[:, 0].to(torch.bool)  # [B, h, w]
-        key_mask = None if bool(mask.all()) else mask.flatten(1)  # [B, hw]
+            mask = F.interpolate(pixel_mask[:, None].to(features.dtype), size=(h, w))  # [B, 1, h, w]
+            mask = mask[:, 0].to(torch.bool)  # [B, h, w]
+        return self.forward_transformer(features, mask, return_attn)
 
-        pos = sine_position_encoding(mask, self.cfg.d_model // 2).to(pixel_values.dtype).flatten(1, 2)  # [B, hw, C]
-        memory = self.input_proj(features).permute(0, 2, 3, 1).flatten(1, 2)  # [B, hw, C] (a view in channels-last)
+    def forward_transformer(self, features: Tensor, feature_mask: Tensor, return_attn: bool = False) -> DetrOutput:
+        """Everything after the backbone. features [B, 2048, h, w]; feature_mask [B, h, w] bool, True = real.
+
+        Padded cells (False) are never attended to, and positions count real cells only, so whatever the padded
+        features hold, the result for each image is that of its real cells alone.
+        """
+        B, _, h, w = features.shape
+        key_mask = None if bool(feature_mask.all()) else feature_mask.flatten(1)  # [B, hw]
+        pos = sine_position_encoding(feature_mask, self.cfg.d_model // 2).to(features.dtype)  # [B, h, w, C]
+        pos = pos.flatten(1, 2)  # [B, hw, C]
+        memory = self.input_proj(features).permute(0, 2, 3, 1).flatten(1, 2)  # [B, hw, C] (a view if channels-last)
 
         encoder_attn: list[Tensor] = []
         for layer in self.encoder:
@@ -361,7 +373,7 @@ class DETR(nn.Module):
             logits=self.class_embed(hs),  # [B, Q, K+1]
             boxes=self.bbox_embed(hs).sigmoid(),  # [B, Q, 4] normalised cxcywh
             feature_size=(int(h), int(w)),
-            feature_mask=mask,
+            feature_mask=feature_mask,
             encoder_attn=encoder_attn if return_attn else None,
             decoder_self_attn=self_attns if return_attn else None,
             decoder_cross_attn=cross_attns if return_attn else None,
