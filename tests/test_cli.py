@@ -108,3 +108,84 @@ def test_corrupt_safetensors(vit_repo, tmp_path):
     proc = run_cli("classify", "--model", "org/corrupt", str(ROOT / "assets/examples/chelsea.png"), cache=cache)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "model.safetensors" in proc.stderr and "delete it" in proc.stderr
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    """The tiny ViT / Swin / DETR repos that the app tests use (DETR with spread-out scores)."""
+    from tiny_models import write_tiny_repos
+
+    cache = tmp_path_factory.mktemp("tiny") / "hub"
+    return cache, write_tiny_repos(cache)
+
+
+def test_detect_json_contract_threshold_and_save(tiny_cache, tmp_path):
+    cache, repos = tiny_cache
+    image = ROOT / "assets/examples/astronaut.png"
+    proc = run_cli("detect", "--model", repos["detr"], "--threshold", "0", "--json", "--save", str(tmp_path),
+                   str(image), cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    (item,) = json.loads(proc.stdout)
+    assert set(item) == {"image", "model", "size", "detections"}
+    from PIL import Image
+
+    width, height = Image.open(image).size
+    assert item["size"] == [width, height] and item["image"] == str(image)
+    dets = item["detections"]
+    assert len(dets) == 100  # threshold 0: every query
+    scores = [d["score"] for d in dets]
+    assert scores == sorted(scores, reverse=True)
+    for d in dets:
+        assert set(d) == {"label_id", "label", "score", "box"}
+        x0, y0, x1, y1 = d["box"]
+        assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
+    saved = tmp_path / "astronaut.detections.png"
+    assert saved.exists() and Image.open(saved).size == (width, height)
+
+    proc = run_cli("detect", "--model", repos["detr"], "--threshold", "0.7", "--json", str(image), cache=cache)
+    kept = json.loads(proc.stdout)[0]["detections"]
+    assert kept == [d for d in dets if d["score"] >= 0.7]
+
+
+def test_detect_table_and_classifier_given_to_detect(tiny_cache):
+    cache, repos = tiny_cache
+    image = str(ROOT / "assets/examples/rocket.jpg")
+    proc = run_cli("detect", "--model", repos["detr"], "--threshold", "0.5", image, cache=cache)
+    assert proc.returncode == 0 and "detections with score >= 0.5" in proc.stdout.splitlines()[0]
+    proc = run_cli("detect", "--model", repos["vit"], image, cache=cache)
+    assert proc.returncode != 0 and "image classifier" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_explain_json_contract(tiny_cache, tmp_path):
+    cache, repos = tiny_cache
+    image = str(ROOT / "assets/examples/chelsea.png")
+    proc = run_cli("explain", "--model", repos["vit"], "--json", "--out", str(tmp_path), image, cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    (item,) = json.loads(proc.stdout)
+    assert set(item) == {"image", "model", "method", "target", "grid", "map"}
+    assert item["method"] == "rollout" and item["grid"] == [14, 14]
+    assert set(item["target"]) == {"index", "label", "score"}
+    assert max(max(r) for r in item["map"]) == pytest.approx(1.0)
+    assert (tmp_path / "chelsea.rollout.png").exists()
+    proc = run_cli("explain", "--model", repos["swin"], "--json", image, cache=cache)
+    (item,) = json.loads(proc.stdout)
+    assert item["method"] == "swin-rollout" and item["grid"] == [56, 56]
+    proc = run_cli("explain", "--model", repos["detr"], "--json", "--threshold", "0.1", image, cache=cache)
+    (item,) = json.loads(proc.stdout)
+    assert item["method"] == "detr-decoder" and set(item["target"]) == {"query", "label_id", "label", "score", "box"}
+    assert item["grid"] == [10, 16]  # 451x300 -> 481x320 input; ResNet strides give ceil(/32)
+
+
+def test_match_command(tiny_cache, tmp_path):
+    cache, repos = tiny_cache
+    gt = tmp_path / "gt.json"
+    gt.write_text(json.dumps([["person", 150, 20, 350, 500], [17, 10, 10, 100, 100]]))
+    proc = run_cli("match", "--model", repos["detr"], "--gt", str(gt), "--json",
+                   str(ROOT / "assets/examples/astronaut.png"), cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert [p["object"] for p in out["pairs"]] == [0, 1] and len({p["query"] for p in out["pairs"]}) == 2
+    assert set(out["losses"]) == {"classification", "l1", "giou", "total"}
+    proc = run_cli("match", "--model", repos["detr"], "--gt", str(gt), str(ROOT / "assets/examples/astronaut.png"),
+                   cache=cache)
+    assert "loss: classification" in proc.stdout
