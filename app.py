@@ -1,0 +1,13 @@
+"""vtdemo's web app: `python app.py [--vit-model M] [--swin-model M] [--detr-model M] [--host H] [--port P]`.
+
+The same file runs as a Hugging Face Space. Settings and their environment variables: `python app.py --help` and
+`vtdemo/ui/config.py`. No model is loaded at start-up; each loads on first use.
+"""
+
+from vtdemo.ui.config import from_args
+from vtdemo.ui.layout import build_app, launch_options
+
+if __name__ == "__main__":
+    config = from_args()
+    demo = build_app(config)
+    demo.launch(**launch_options(config))

@@ -1,0 +1,134 @@
+"""The app's settings: which models, where to listen, and the limits that protect the host. No Gradio here.
+
+Every setting has a command-line flag (`python app.py --help`) and an environment variable, so that a Hugging Face
+Space (which runs `python app.py` with no arguments) is configured through its variables. Flags win over variables,
+variables over the defaults.
+
+| flag | variable | default |
+|---|---|---|
+| `--vit-model` | `VTDEMO_VIT_MODEL` | `hub.DEFAULT_VIT` |
+| `--swin-model` | `VTDEMO_SWIN_MODEL` | `hub.DEFAULT_SWIN` |
+| `--detr-model` | `VTDEMO_DETR_MODEL` | `hub.DEFAULT_DETR` |
+| `--host` | `VTDEMO_HOST` (else Gradio's `GRADIO_SERVER_NAME`) | 127.0.0.1 |
+| `--port` | `VTDEMO_PORT` (else `GRADIO_SERVER_PORT`) | 7860 |
+| `--share` | `VTDEMO_SHARE=1` | off: no public link |
+| `--max-file-size` | `VTDEMO_MAX_FILE_SIZE` | 20mb per upload |
+| `--queue-size` | `VTDEMO_QUEUE_SIZE` | 32 waiting requests, then "busy, try again" |
+| `--concurrency` | `VTDEMO_CONCURRENCY` | 1 model call at a time (2-core CPU) |
+| `--live-size` | `VTDEMO_LIVE_SIZE` | 384: DETR's input short side for webcam frames (800 for photos) |
+| `--webcam-limit` | `VTDEMO_WEBCAM_LIMIT` | 300 s of processing per webcam session |
+| | `VTDEMO_WEBCAM_SESSIONS` | 2 webcam streams at once (others wait in the queue) |
+| `--device` | `VTDEMO_DEVICE` | CUDA, then MPS, then CPU (`vtdemo.device.pick_device`) |
+| | `VTDEMO_ALLOW_FOLDERS` | typed local folders in the pickers: allowed only on localhost without `--share` |
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+from .. import hub
+
+LIVE_SIZES = (256, 320, 384, 480, 640, 800)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _env_int(name: str, default: int) -> int:
+    value = _env(name)
+    try:
+        return int(value) if value is not None else default
+    except ValueError:
+        raise SystemExit(f"error: {name}={value!r} is not a whole number") from None
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    """What the app runs and how. Models are repo ids (`org/name[@revision]`) or local folders."""
+
+    vit_model: str = hub.DEFAULT_VIT
+    swin_model: str = hub.DEFAULT_SWIN
+    detr_model: str = hub.DEFAULT_DETR
+    host: str | None = None  # None: Gradio's default (GRADIO_SERVER_NAME or 127.0.0.1)
+    port: int | None = None  # None: GRADIO_SERVER_PORT or 7860 (the next free one)
+    share: bool = False
+    max_file_size: str = "20mb"
+    queue_size: int = 32
+    concurrency: int = 1
+    live_size: int = 384
+    webcam_limit: int = 300
+    webcam_sessions: int = 2
+    device: str | None = None
+
+    @property
+    def server_name(self) -> str:
+        """The address actually listened on (flag, then VTDEMO_HOST, then Gradio's GRADIO_SERVER_NAME)."""
+        return self.host or _env("GRADIO_SERVER_NAME", "127.0.0.1") or "127.0.0.1"
+
+    @property
+    def server_port(self) -> int:
+        """The port (flag, then VTDEMO_PORT, then Gradio's GRADIO_SERVER_PORT, then 7860)."""
+        return self.port or int(_env("GRADIO_SERVER_PORT", "7860") or 7860)
+
+    @property
+    def allow_typed_folders(self) -> bool:
+        """May visitors type a local folder into a model picker? Only when the app is private to this machine
+        (listening on localhost, no share link), unless VTDEMO_ALLOW_FOLDERS says otherwise: on a public server a
+        typed path would let anyone probe the file system. Folders given by flag or variable always work."""
+        value = _env("VTDEMO_ALLOW_FOLDERS")
+        if value is not None:
+            return value.lower() in {"1", "true", "yes", "on"}
+        return self.server_name in {"127.0.0.1", "localhost", "::1"} and not self.share
+
+    def choices(self, family: str) -> list[str]:
+        """The model picker's list for a family: the configured model first, then the known ones."""
+        chosen = {"vit": self.vit_model, "swin": self.swin_model, "detr": self.detr_model}[family]
+        known = hub.KNOWN_MODELS[family]
+        return [chosen] + [m for m in known if m != chosen]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python app.py", description="vtdemo: see what vision transformers see.")
+    p.add_argument("--vit-model", help=f"ViT/DeiT repo id or folder (env VTDEMO_VIT_MODEL; default {hub.DEFAULT_VIT})")
+    p.add_argument("--swin-model", help=f"Swin repo id or folder (env VTDEMO_SWIN_MODEL; default {hub.DEFAULT_SWIN})")
+    p.add_argument("--detr-model", help=f"DETR repo id or folder (env VTDEMO_DETR_MODEL; default {hub.DEFAULT_DETR})")
+    p.add_argument("--host", help="address to listen on (env VTDEMO_HOST; default 127.0.0.1; 0.0.0.0 for all)")
+    p.add_argument("--port", type=int, help="port (env VTDEMO_PORT; default 7860)")
+    p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
+    p.add_argument("--max-file-size", help="largest upload, e.g. 20mb (env VTDEMO_MAX_FILE_SIZE)")
+    p.add_argument("--queue-size", type=int, help="requests allowed to wait before 'busy' (env VTDEMO_QUEUE_SIZE; 32)")
+    p.add_argument("--concurrency", type=int, help="model calls run at once (env VTDEMO_CONCURRENCY; 1)")
+    p.add_argument("--live-size", type=int, help="webcam: DETR input short side in px (env VTDEMO_LIVE_SIZE; 384)")
+    p.add_argument("--webcam-limit", type=int,
+                   help="webcam: seconds of processing per session (env VTDEMO_WEBCAM_LIMIT; 300)")
+    p.add_argument("--device", help="cuda, mps or cpu (env VTDEMO_DEVICE; default: the best available)")
+    return p
+
+
+def from_args(argv: Sequence[str] | None = None) -> AppConfig:
+    """Flags, then environment variables, then defaults."""
+    a = parser().parse_args(argv)
+    port = a.port if a.port is not None else _env("VTDEMO_PORT")
+    cfg = AppConfig(
+        vit_model=a.vit_model or _env("VTDEMO_VIT_MODEL", hub.DEFAULT_VIT),
+        swin_model=a.swin_model or _env("VTDEMO_SWIN_MODEL", hub.DEFAULT_SWIN),
+        detr_model=a.detr_model or _env("VTDEMO_DETR_MODEL", hub.DEFAULT_DETR),
+        host=a.host or _env("VTDEMO_HOST"),
+        port=int(port) if port is not None else None,
+        share=a.share or _env("VTDEMO_SHARE", "0").lower() in {"1", "true", "yes", "on"},
+        max_file_size=a.max_file_size or _env("VTDEMO_MAX_FILE_SIZE", "20mb"),
+        queue_size=a.queue_size if a.queue_size is not None else _env_int("VTDEMO_QUEUE_SIZE", 32),
+        concurrency=a.concurrency if a.concurrency is not None else _env_int("VTDEMO_CONCURRENCY", 1),
+        live_size=a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", 384),
+        webcam_limit=a.webcam_limit if a.webcam_limit is not None else _env_int("VTDEMO_WEBCAM_LIMIT", 300),
+        webcam_sessions=_env_int("VTDEMO_WEBCAM_SESSIONS", 2),
+        device=a.device or _env("VTDEMO_DEVICE"),
+    )
+    if cfg.live_size < 64:
+        raise SystemExit("error: --live-size must be at least 64 pixels")
+    return cfg
