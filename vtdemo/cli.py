@@ -4,6 +4,7 @@
     python -m vtdemo detect [--model MODEL] [--threshold T] [--json] [--save DIR] IMAGE [IMAGE ...]
     python -m vtdemo explain [--model MODEL] [--method METHOD] [--class INDEX] [--head-fusion mean|max|min]
                              [--discard RATIO] [--detection K] [--threshold T] [--point X,Y] [--out DIR] [--json] IMAGE...
+    python -m vtdemo serve [--host H] [--port P] [--vit-model M] ...   (the web app, as `python app.py`)
     python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain]
 
 MODEL is a Hugging Face repo id, `repo@revision`, or a local folder with the same files. Errors are one line on
@@ -70,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="JSON: [[label, x0, y0, x1, y1], ...] (label = id or name) or COCO annotations")
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.add_argument("image", metavar="IMAGE")
+
+    sub.add_parser("serve", help="start the web app (same flags as `python app.py`, see `serve --help`)",
+                   add_help=False)
 
     b = sub.add_parser("bench", help="time our models against timm / transformers on the same weights")
     b.add_argument("--runs", type=int, default=10, help="timed runs per model (median reported)")
@@ -190,7 +194,20 @@ def _match(loaded: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(argv: Sequence[str]) -> int:
+    """`python -m vtdemo serve [app flags]`: the same app as `python app.py`."""
+    from .ui.config import from_args
+    from .ui.layout import build_app, launch_options
+
+    config = from_args(argv)
+    build_app(config).launch(**launch_options(config))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        return serve(argv[1:])
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -7,6 +7,8 @@ results are small dataclasses whose `to_dict()` is exactly the CLI's JSON schema
 
 from __future__ import annotations
 
+import contextlib
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -74,19 +76,35 @@ def _name(src: ImageSource, name: str | None) -> str:
     return str(src) if isinstance(src, (str,)) or hasattr(src, "__fspath__") else "image"
 
 
+def inference(device: torch.device) -> contextlib.ExitStack:
+    """`torch.inference_mode()`, plus fp16 autocast on CUDA (VTDEMO_AUTOCAST=0 turns it off).
+
+    Convolutions and matrix products run in half precision on the GPU, softmax and LayerNorm stay in fp32 (autocast's
+    own lists); callers cast outputs back to fp32 before post-processing. On CPU and MPS everything stays fp32.
+    """
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if device.type == "cuda" and os.environ.get("VTDEMO_AUTOCAST", "1") != "0":
+        stack.enter_context(torch.autocast("cuda", dtype=torch.float16))
+    return stack
+
+
 def forward_classifier(loaded: hub.LoadedModel, image: Image.Image, return_attn: bool = False) -> ClassifierOutput:
-    """RGB image -> raw classifier output (logits [1, K], attentions if asked), on CPU."""
+    """RGB image -> raw classifier output (logits [1, K] fp32, attentions if asked)."""
     x = preprocess.classifier_input(image, loaded.preprocess).to(loaded.device)
-    with torch.inference_mode():
+    with inference(loaded.device):
         out = loaded.model(x, return_attn=return_attn)
+    out.logits = out.logits.float()
     return out
 
 
 def forward_detr(loaded: hub.LoadedModel, images: Sequence[Image.Image], return_attn: bool = False):
     """RGB images -> DETR's raw output for the padded batch (see `vtdemo.models.detr.DetrOutput`)."""
     pixel_values, pixel_mask = preprocess.detr_inputs(images, loaded.preprocess)
-    with torch.inference_mode():
-        return loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=return_attn)
+    with inference(loaded.device):
+        out = loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=return_attn)
+    out.logits, out.boxes = out.logits.float(), out.boxes.float()
+    return out
 
 
 def predictions(loaded: hub.LoadedModel, logits: torch.Tensor, top_k: int) -> list[Prediction]:
@@ -181,7 +199,7 @@ class Explanation:
 def run_classifier(loaded: hub.LoadedModel, image: Image.Image) -> ClassifierRun:
     """Forward once with attention (plain softmax path)."""
     x = preprocess.classifier_input(image, loaded.preprocess).to(loaded.device)
-    with torch.inference_mode():
+    with inference(loaded.device):
         out = loaded.model(x, return_attn=True)
     attentions = [a[0] for a in out.attentions] if loaded.family == "vit" else list(out.attentions)
     return ClassifierRun(loaded=loaded, image=image, x=x, logits=out.logits[0].float().cpu(), attentions=attentions)
