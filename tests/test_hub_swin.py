@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import vtdemo
+from hubcache import randomise as _randomise
 from hubcache import write_timm_repo, write_transformers_repo
 from vtdemo import hub
 
@@ -17,13 +18,6 @@ transformers = pytest.importorskip("transformers")
 
 TINY_ARGS = dict(img_size=64, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4)
 
-
-def _randomise(model, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return model.eval()
 
 
 def _top(logits, k):
