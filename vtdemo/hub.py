@@ -87,11 +87,11 @@ def parse_model_id(model: str) -> ModelRef:
     path = Path(text).expanduser()
     if path.is_dir():
         return ModelRef(text=text, folder=path.resolve())
-    repo, _, revision = text.partition("@")
-    if not _REPO_RE.match(repo) or ".." in repo or (os.sep in text and path.exists()):
-        raise ModelUnavailableError(f"'{text}' is neither a folder nor a Hugging Face repo id (org/name[@revision])")
     if looks_like_path(text):
         raise ModelUnavailableError(f"{text}: no such folder")
+    repo, _, revision = text.partition("@")
+    if not _REPO_RE.match(repo) or ".." in repo or path.exists():
+        raise ModelUnavailableError(f"'{text}' is neither a folder nor a Hugging Face repo id (org/name[@revision])")
     return ModelRef(text=text, repo=repo, revision=revision or None)
 
 

@@ -78,7 +78,7 @@ def _split_in_proj(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 
 
 def from_original(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """facebookresearch/detr checkpoint (`torch.load(path)["model"]`) -> ours."""
+    """facebookresearch/detr checkpoint (`torch.load(path, weights_only=True)["model"]`) -> ours."""
     sd = _split_in_proj(drop(state_dict, _DERIVED))
     sd = rename(sd, [
         (r"^backbone\.0\.body\.", "backbone."),
