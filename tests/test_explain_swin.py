@@ -1,5 +1,6 @@
 """Swin explanations: the window-aware rollout against an explicit dense construction, its properties and small
-cases by hand (shift direction, a wrapped window, a merge), and "where does this patch look" with its window boxes.
+cases by hand (shift direction, a wrapped window, a merge), "where does this patch look" with its window boxes, and
+the class-specific gradient rollout (Chefer et al.) against its own dense construction, with real gradients.
 
 The dense reference below is deliberately written from first principles (loops over windows and tokens with their
 own index arithmetic, explicit merge matrices, dense products); the library never builds it. It is itself checked
@@ -430,3 +431,202 @@ def test_swin_t_rollout_full_size():
     assert ex.default_block(attns) == 9  # stage 3 of 4, its last block (14x14 grid, 7x7 windows)
     assert ex.window_attention_at(attns, (0.5, 0.5)).shape == (14, 14)
     assert elapsed < 5.0  # not a timing test (see `python -m vtdemo bench --only swin-explain`): only "not dense"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Class-specific relevance (Chefer et al. 2021) through windows and merges.
+
+
+def dense_grad_rollout(attentions: list[SwinAttention], gradients: list[torch.Tensor], identity_path: bool = True
+                       ) -> torch.Tensor:
+    """Chefer's R = I; R <- M R at a merge; R <- R + Abar R per block, with Abar the dense [HW, HW] placement of
+    mean_heads((grad * attn).clamp(min=0)); map = row mean of R, [H1, W1]. Dense products, as the library never does.
+    Without the identity path: the row mean of R - R0, R0 the same product with every Abar = 0 (merges only)."""
+    H1, W1 = attentions[0].grid
+    R = torch.eye(H1 * W1, dtype=torch.float64)
+    R0 = R.clone()
+    grid = (H1, W1)
+    for record, grad in zip(attentions, gradients):
+        while grid != record.grid:
+            M = merge_matrix(*grid).double()
+            R, R0 = M @ R, M @ R0
+            grid = (grid[0] // 2, grid[1] // 2)
+        weighted = (grad.double() * record.attn.double()).clamp(min=0)  # [nW, nh, N, N]
+        Abar = dense_attention(SwinAttention(weighted, record.stage, record.block, record.grid, record.window,
+                                             record.shift)).double()  # [HW, HW]: head mean, windows placed
+        R = R + Abar @ R
+    return (R if identity_path else R - R0).mean(0).view(H1, W1).float()
+
+
+def _tiny_input() -> torch.Tensor:
+    return torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))  # as `_attentions(TINY)`
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> SwinTransformer:
+    return _model(TINY)
+
+
+def test_grad_rollout_equals_dense_reference(tiny_model):
+    x = _tiny_input()
+    for c in (0, 3, 7):
+        _, records, grads = ex.class_gradients(tiny_model, x, c)
+        assert [r.shift for r in records] == [0, 2, 0, 2, 0, 0]  # shifted blocks and two merges
+        assert [r.grid[0] for r in records] == [16, 16, 8, 8, 4, 4]
+        full = ex.grad_rollout(records, grads, identity_path=True)
+        assert full.shape == (16, 16)
+        dense = dense_grad_rollout(records, grads)
+        torch.testing.assert_close(full, dense, atol=1e-6, rtol=1e-5)
+        assert float(full.sum()) > 1.0  # not renormalised
+        # the path crossing no attention puts exactly 1/N1 everywhere; the default map is the rest
+        zero = [torch.zeros_like(g) for g in grads]
+        torch.testing.assert_close(dense_grad_rollout(records, zero), torch.full((16, 16), 1 / 256))
+        m = ex.grad_rollout(records, grads)
+        torch.testing.assert_close(m, dense_grad_rollout(records, grads, identity_path=False), atol=1e-6, rtol=1e-4)
+        torch.testing.assert_close(m, full - 1 / 256, atol=1e-7, rtol=0)
+        assert (m >= 0).all() and float(m.max()) > 0.2 / 256 and float(m.max() / m.mean()) > 1.2
+
+
+def test_class_gradients_pair_each_block_with_its_own_gradient(tiny_model, tiny):
+    x = _tiny_input()
+    logits, records, grads = ex.class_gradients(tiny_model, x, class_index=4)
+    assert all(p.grad is None for p in tiny_model.parameters())  # nothing accumulated on (unfrozen) weights
+    # independent computation with torch.autograd.grad on a fresh forward pass
+    out = tiny_model(x.clone().requires_grad_(True), return_attn=True)
+    expected = torch.autograd.grad(out.logits[0, 4], [r.attn for r in out.attentions])
+    assert len(records) == len(grads) == len(expected) == 6
+    for got, want, rec, fresh, cached in zip(grads, expected, records, out.attentions, tiny):
+        assert got.shape == rec.attn.shape == fresh.attn.shape  # [nW, nh, N, N]: the window dim is kept
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(rec.attn, fresh.attn.detach())
+        torch.testing.assert_close(rec.attn, cached.attn)  # the same attention as the plain forward records
+        assert not rec.attn.requires_grad and not got.requires_grad
+        assert (rec.stage, rec.block, rec.grid, rec.window, rec.shift) == \
+               (cached.stage, cached.block, cached.grid, cached.window, cached.shift)
+    # the shift mask: blocked entries have zero attention, so they carry no relevance whatever their gradient
+    blocked = records[1].attn == 0
+    assert blocked.any() and (ex.window_grad_factors(records[1], grads[1])[blocked[:, 0]] == 0).all()
+    torch.testing.assert_close(logits, out.logits[0].detach())
+    # the pairing matters: the same gradients shifted by one block give another map (where the shapes allow it)
+    swapped = [grads[1], grads[0], grads[3], grads[2], grads[5], grads[4]]
+    assert not torch.allclose(ex.grad_rollout(records, grads), ex.grad_rollout(records, swapped))
+
+
+def test_grad_rollout_depends_on_the_class(tiny_model):
+    x = _tiny_input()
+    maps = [ex.grad_rollout(*ex.class_gradients(tiny_model, x, c)[1:]) for c in (1, 4)]
+    assert not torch.allclose(maps[0], maps[1], atol=1e-6, rtol=1e-3)
+
+
+def test_grad_rollout_clamps_negative_evidence(tiny_model):
+    x = _tiny_input()
+    _, records, grads = ex.class_gradients(tiny_model, x, 2)
+    # (grad * attn).clamp(min=0) = grad.clamp(min=0) * attn (attention >= 0): the negative part of a block's
+    # gradient does exactly what a zero gradient does
+    for k in (1, 4):
+        negative_only = list(grads)
+        negative_only[k] = grads[k].clamp(max=0)
+        zero = list(grads)
+        zero[k] = torch.zeros_like(grads[k])
+        torch.testing.assert_close(ex.grad_rollout(records, negative_only), ex.grad_rollout(records, zero))
+        assert not torch.allclose(ex.grad_rollout(records, negative_only), ex.grad_rollout(records, grads))
+    # all gradients negated where they were positive: nothing is left but the identity path (uniform 1/N1)
+    flipped = [-g.abs() for g in grads]
+    assert torch.equal(ex.grad_rollout(records, flipped), torch.zeros(16, 16))
+    torch.testing.assert_close(ex.grad_rollout(records, flipped, identity_path=True), torch.full((16, 16), 1 / 256))
+
+
+def test_grad_rollout_by_hand():
+    """4x4 grid, window 2, one head: window 0's tokens all attend its token 0, gradient 1 there and 0 elsewhere.
+    Readout 1/16 each; I + Abar (not renormalised): token 0 keeps 1/16 and gets 4 * 1/16: 5/16; the rest 1/16.
+    Less the identity path's 1/16: 4/16 at token 0, 0 elsewhere."""
+    attn = _all_look_at_first(4, 2, 0)  # [4, 1, 4, 4]
+    grad = torch.zeros_like(attn)
+    grad[0] = 1.0
+    expected = torch.zeros(4, 4)
+    expected[0, 0] = 4 / 16
+    torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 0, attn)], [grad]), expected)
+    torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 0, attn)], [grad], identity_path=True),
+                               expected + 1 / 16)
+    # shift 1: window 0 holds image rows/cols {1, 2}, its token 0 is image (1, 1)
+    expected = torch.zeros(4, 4)
+    expected[1, 1] = 4 / 16
+    torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 1, attn)], [grad]), expected)
+    # a negative gradient is clamped away: nothing but the identity path is left
+    torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 0, attn)], [-grad]), torch.zeros(4, 4))
+    torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 0, attn)], [-grad], identity_path=True),
+                               torch.full((4, 4), 1 / 16))
+    # two heads: the mean over heads of the clamped products (head 1 attends to itself with gradient 1: Abar = I/2
+    # there, so every token of window 0 gains half its weight, and token 0 gets half the look-at-first mass)
+    two = torch.cat([attn, torch.eye(4).expand(4, 1, 4, 4)], dim=1)  # [4, 2, 4, 4]
+    g2 = torch.zeros_like(two)
+    g2[0] = 1.0
+    expected = torch.zeros(4, 4)
+    expected[:2, :2] = 0.5 / 16
+    expected[0, 0] = (0.5 + 4 * 0.5) / 16
+    torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 0, two)], [g2]), expected)
+
+
+def test_grad_rollout_by_hand_merge():
+    """Stage 0: 4x4, one window, zero gradient (identity). Stage 1: 2x2, one window, all look at coarse (0, 0) with
+    gradient 1: it gets 1/4 + 4 * 1/4 = 5/4, the others 1/4; each child gets a quarter: 5/16 and 1/16; less the
+    identity path's 1/16: 4/16 on the children of coarse (0, 0), 0 elsewhere."""
+    records = [_synthetic(4, 4, 0, torch.eye(16).expand(1, 1, 16, 16)),
+               _synthetic(2, 2, 0, _all_look_at_first(1, 2, 0), 1, 0)]
+    grads = [torch.zeros(1, 1, 16, 16), torch.ones(1, 1, 4, 4)]
+    expected = torch.full((4, 4), 1 / 16)
+    expected[:2, :2] = 5 / 16
+    torch.testing.assert_close(ex.grad_rollout(records, grads, identity_path=True), expected)
+    torch.testing.assert_close(dense_grad_rollout(records, grads), expected)
+    torch.testing.assert_close(ex.grad_rollout(records, grads), expected - 1 / 16)
+    torch.testing.assert_close(dense_grad_rollout(records, grads, identity_path=False), expected - 1 / 16)
+
+
+def test_grad_rollout_refuses_bad_input(tiny_model, tiny):
+    _, records, grads = ex.class_gradients(tiny_model, _tiny_input(), 0)
+    with pytest.raises(ValueError):
+        ex.grad_rollout(records, grads[:-1])
+    with pytest.raises(ValueError):
+        ex.grad_rollout([], [])
+    with pytest.raises(ValueError):
+        ex.grad_rollout(records[::-1], grads[::-1])
+    with pytest.raises(ValueError, match="does not match"):
+        ex.grad_rollout(records[:2], [grads[0], grads[2]])  # [4, 2, N, N] for [16, 1, N, N]
+    with pytest.raises(ValueError, match="one image"):
+        ex.class_gradients(tiny_model, torch.randn(2, 3, 64, 64), 0)
+
+
+def test_pipeline_swin_grad_rollout(tiny_model):
+    """The `swin-grad-rollout` method of `classifier_map`: the class's map, scaled to max 1; another class, another
+    map (the app's click on a class)."""
+    from types import SimpleNamespace
+
+    from vtdemo import pipeline
+    from vtdemo.explain import normalize_map
+
+    assert pipeline.CLASSIFIER_METHODS["swin"] == ("swin-rollout", "swin-grad-rollout", "swin-window")
+    x = _tiny_input()
+    with torch.inference_mode():
+        out = tiny_model(x, return_attn=True)
+    loaded = SimpleNamespace(family="swin", model=tiny_model, labels=[f"c{i}" for i in range(10)], id="tiny")
+    run = pipeline.ClassifierRun(loaded=loaded, image=None, x=x, logits=out.logits[0], attentions=out.attentions)
+    m, target = pipeline.classifier_map(run, "swin-grad-rollout", class_index=3)
+    assert target["index"] == 3 and m.shape == (16, 16)
+    torch.testing.assert_close(m, normalize_map(ex.grad_rollout(*ex.class_gradients(tiny_model, x, 3)[1:])))
+    m_top, target_top = pipeline.classifier_map(run, "swin-grad-rollout")
+    assert target_top["index"] == int(out.logits[0].argmax())
+    other = 3 if target_top["index"] != 3 else 5
+    assert not torch.allclose(m_top, pipeline.classifier_map(run, "swin-grad-rollout", class_index=other)[0])
+
+
+@pytest.mark.slow
+def test_swin_t_grad_rollout_full_size():
+    torch.manual_seed(0)
+    model = SwinTransformer(SwinConfig()).eval().requires_grad_(False)  # Swin-T 224, frozen as the hub loads it
+    x = torch.randn(1, 3, 224, 224)
+    t0 = time.perf_counter()
+    _, records, grads = ex.class_gradients(model, x, 0)
+    m = ex.grad_rollout(records, grads)
+    elapsed = time.perf_counter() - t0
+    assert m.shape == (56, 56) and torch.isfinite(m).all() and (m >= 0).all() and float(m.max()) > 0
+    assert elapsed < 30.0  # not a timing test: forward + backward + map, measured separately

@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="what the model looked at: a relevance map per image")
     e.add_argument("--model", default=DEFAULT_VIT, help=f"repo id, repo@revision or folder (default {DEFAULT_VIT})")
     e.add_argument("--method", help="rollout (ViT default), grad-rollout, cls-attention, swin-rollout (Swin default), "
-                   "swin-window, detr-decoder (DETR default), detr-encoder")
+                   "swin-grad-rollout, swin-window, detr-decoder (DETR default), detr-encoder")
     e.add_argument("--class", dest="class_index", type=int, help="class index to explain (default: the top class)")
     e.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
     e.add_argument("--discard", type=float, default=0.0, help="rollout: drop this fraction of the lowest attention")

@@ -146,7 +146,8 @@ def detect(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_DETR, 
 # Explanations. A "run" keeps one image's forward pass (with attention); maps are then computed from it without
 # running the model again (except gradient rollout, which needs a backward pass for the chosen class).
 
-CLASSIFIER_METHODS = {"vit": ("rollout", "grad-rollout", "cls-attention"), "swin": ("swin-rollout", "swin-window")}
+CLASSIFIER_METHODS = {"vit": ("rollout", "grad-rollout", "cls-attention"),
+                      "swin": ("swin-rollout", "swin-grad-rollout", "swin-window")}
 DETR_METHODS = ("detr-decoder", "detr-encoder")
 
 
@@ -226,9 +227,9 @@ def classifier_map(run: ClassifierRun, method: str | None = None, class_index: i
     """A relevance map [rows, cols] (max 1) and its target for a cached classifier run.
 
     method: see CLASSIFIER_METHODS (default: rollout for ViT, swin-rollout for Swin); class_index: the class for
-    grad-rollout (default: the top class); head: one head instead of the fusion (cls-attention, swin-window);
-    point: (x, y) original-image pixels for swin-window; block: Swin block index for swin-window (default: the last
-    block whose stage still has several windows, see `explain.swin.default_block`).
+    grad-rollout / swin-grad-rollout (default: the top class); head: one head instead of the fusion (cls-attention,
+    swin-window); point: (x, y) original-image pixels for swin-window; block: Swin block index for swin-window
+    (default: the last block whose stage still has several windows, see `explain.swin.default_block`).
     """
     from .explain import normalize_map
 
@@ -257,6 +258,9 @@ def classifier_map(run: ClassifierRun, method: str | None = None, class_index: i
 
         if method == "swin-rollout":
             relevance = ex_swin.rollout(run.attentions, head_fusion=head_fusion, discard_ratio=discard)
+        elif method == "swin-grad-rollout":
+            _, attns, grads = ex_swin.class_gradients(run.loaded.model, run.x, target["index"])
+            relevance = ex_swin.grad_rollout(attns, grads)
         else:
             if point is None:
                 raise VtdemoError("swin-window needs a point: --point X,Y in image pixels")

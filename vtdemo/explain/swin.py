@@ -14,6 +14,11 @@ working one; the Swin authors suggest looking at the attention inside the window
   A 2x2 patch merge is the [HW/4, HW] matrix M that averages a coarse token's four children. The rollout is
   R = A'_L ... M ... A'_1, [N_final, N_1], mapping final tokens to stage-1 tokens, and the map is the mean of its
   rows, as the classifier head averages the final tokens: map = (1/N_final) 1^T R, reshaped to [H1, W1].
+- `grad_rollout`: class-specific relevance, Chefer, Gur & Wolf 2021 (arXiv 2103.15679) carried through the same
+  windows and merges: per block the operator is I + Abar, Abar = mean over heads of (d logit_c / d A * A).clamp(min=0)
+  per window, not renormalised (Chefer's rule), so (1/N_final) 1^T (I + Abar_L) ... M ... (I + Abar_1), less
+  the 1/N1 that the path crossing no attention adds everywhere (Chefer's CLS readout leaves that path out too).
+  `class_gradients` (from `vtdemo.explain.vit`, shared by both families) gives the attentions and gradients.
 - `window_attention_at`: "where does this patch look": the attention row of the token under a point in one block,
   placed on that block's grid in image coordinates (zero outside its window). `window_box` gives that window's
   outline, as one or several rectangles (a shifted window wraps around the image borders).
@@ -28,7 +33,8 @@ Cost. We never form the [HW, HW] product. The map is a row vector times the prod
 left as vector-matrix products, v^T <- v^T A'_l per block (gather v into windows [nW, N], one batched [1, N] x
 [N, N] product per window, scatter back) and v^T <- v^T M per merge (each child gets a quarter of its parent):
 O(HW * N) per block, a few milliseconds for all of Swin-T, and exactly equal to the row mean of the dense product
-(tests/test_explain_swin.py checks it against an explicit dense construction).
+(tests/test_explain_swin.py checks it against an explicit dense construction). `grad_rollout` shares that
+propagation (`_mean_readout`) with its own per-window operators.
 
 Where we differ from the ViT rollout in `vtdemo.explain.vit`: no CLS row (the readout is the mean of the final
 tokens), and discard works per window (there is no CLS column to protect).
@@ -36,16 +42,16 @@ tokens), and discard works per window (there is no CLS column to protect).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ..models.swin import SwinAttention, shifted_window_mask, window_partition
-from .vit import FUSIONS, fuse_heads
+from .vit import FUSIONS, class_gradients, fuse_heads
 
-__all__ = ["FUSIONS", "rollout", "window_attention_at", "window_box", "default_block", "window_index",
-           "window_rollout_factors"]
+__all__ = ["FUSIONS", "rollout", "grad_rollout", "class_gradients", "window_attention_at", "window_box",
+           "default_block", "window_index", "window_rollout_factors", "window_grad_factors"]
 
 Box = tuple[float, float, float, float]
 
@@ -138,28 +144,104 @@ def rollout(attentions: Sequence[SwinAttention], head_fusion: str = "mean", disc
     its children (the real merge mixes them through LayerNorm + Linear), and the head's average pool is the mean
     over final tokens. Computed right to left as vector-matrix products, never as dense [HW, HW] products.
     """
+    return _mean_readout(attentions, lambda i: window_rollout_factors(attentions[i], head_fusion, discard_ratio),
+                         "rollout")
+
+
+def _mean_readout(attentions: Sequence[SwinAttention], factor: Callable[[int], Tensor], what: str) -> Tensor:
+    """The mean-pool readout pulled back to stage 1: (1/N_final) 1^T F_L ... M ... F_1, as [H1, W1].
+
+    F_l = factor(l) is block l's operator per window, [nW, N, N] (rows = output tokens, columns = input tokens, both
+    in window order; `window_index` places them on the image grid, shift undone); M is a 2x2 merge whose transpose
+    gives each child a quarter of its parent's weight. Computed right to left as vector-matrix products, one block
+    at a time (factor(l) is called once per block, last block first): O(HW * N) per block, never [HW, HW].
+    """
     if not attentions:
-        raise ValueError("rollout needs at least one block of attention")
+        raise ValueError(f"{what} needs at least one block of attention")
     for earlier, later in zip(attentions, attentions[1:]):
         if later.grid[0] > earlier.grid[0] or later.grid[1] > earlier.grid[1]:
             raise ValueError("attentions must be in forward order (token grids never grow)")
     H, W = attentions[-1].grid
     device = attentions[-1].attn.device
     v = torch.full((H * W,), 1.0 / (H * W), dtype=torch.float32, device=device)  # [HW]: mean over final tokens
-    for record in reversed(attentions):
+    for i in range(len(attentions) - 1, -1, -1):
+        record = attentions[i]
         while (H, W) != tuple(record.grid):  # a 2x2 merge between this block and the next: v^T M
             if 2 * H > record.grid[0] or 2 * W > record.grid[1]:
                 raise ValueError(f"cannot go from grid {record.grid} to {(H, W)} by 2x2 merges")
             v = v.view(H, W).repeat_interleave(2, dim=0).repeat_interleave(2, dim=1) / 4  # [2H, 2W]: child = 1/4
             H, W = 2 * H, 2 * W
             v = v.reshape(H * W)  # [HW]
-        A = window_rollout_factors(record, head_fusion, discard_ratio)  # [nW, N, N]
+        Fw = factor(i)  # [nW, N, N]
         index = window_index(record.grid, record.window, record.shift, device)  # [nW, N]
-        vw = v[index]  # [nW, N]: weights of the output tokens (rows of A'), window by window
-        out = torch.bmm(vw.unsqueeze(1), A).squeeze(1)  # [nW, 1, N] @ [nW, N, N] -> [nW, N]: v^T A'_w
+        vw = v[index]  # [nW, N]: weights of the output tokens (rows of F_w), window by window
+        out = torch.bmm(vw.unsqueeze(1), Fw).squeeze(1)  # [nW, 1, N] @ [nW, N, N] -> [nW, N]: v^T F_w
         v = torch.empty_like(v)
         v[index.reshape(-1)] = out.reshape(-1)  # [HW]: the windows tile the grid, every position written once
     return v.view(H, W)  # [H1, W1]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Class-specific relevance (Chefer et al. 2021).
+
+
+def window_grad_factors(record: SwinAttention, gradient: Tensor) -> Tensor:
+    """One block's operator for `grad_rollout`, per window: I + Abar_w with Abar = mean over heads of
+    (gradient * attention).clamp(min=0). [nW, N, N], rows and columns in window order; rows are not renormalised.
+
+    gradient: d logit_c / d attention of this block, [nW, nh, N, N] like `record.attn` (from `class_gradients`).
+    Entries the shifted-window mask blocked have attention exactly 0, so they stay 0.
+    """
+    _check_batch_of_one(record)
+    if gradient.shape != record.attn.shape:
+        raise ValueError(f"gradient {list(gradient.shape)} does not match the attention "
+                         f"{list(record.attn.shape)} of block {record.stage}.{record.block}")
+    Abar = (gradient.float() * record.attn.float()).clamp(min=0).mean(dim=1)  # [nW, nh, N, N] -> [nW, N, N]
+    return Abar + torch.eye(Abar.shape[-1], dtype=Abar.dtype, device=Abar.device)  # [nW, N, N]: I + Abar_w
+
+
+def grad_rollout(attentions: Sequence[SwinAttention], gradients: Sequence[Tensor], identity_path: bool = False
+                 ) -> Tensor:
+    """Class-specific relevance of Chefer, Gur & Wolf 2021 ("Generic Attention-model Explainability", arXiv
+    2103.15679) carried through Swin's windows and patch merges: [H1, W1] on the stage-1 token grid.
+
+    attentions: every block's `SwinAttention` in forward order (batch of one), gradients: d logit_c / d attn for
+    the same blocks in the same order, [nW, nh, N, N] each; `class_gradients(model, x, c)` returns both.
+
+    Chefer's rule for a self-attention encoder is R = I; per layer in forward order R <- R + Abar R = (I + Abar) R,
+    Abar = mean_heads((dy_c/dA * A).clamp(min=0)), with no row renormalisation (unlike the rollout, the weights are
+    gradient-scaled, not probabilities; renormalising would undo the class weighting). Here each block's Abar is
+    formed per window ([nW, N, N]) and placed block-diagonally on the block's grid with the cyclic shift undone, as
+    in `rollout`; between stages R <- M R with M the 2x2 merge that averages a coarse token's four children; Swin
+    has no CLS token, so the readout is the mean over the final tokens (the head's average pool):
+        full = (1/N_final) 1^T (I + Abar_L) ... M ... (I + Abar_1),
+    computed right to left as vector-matrix products like `rollout` (exactly the row mean of the dense product;
+    tests/test_explain_swin.py checks it against an explicit dense construction).
+
+    The identity path. Expanding the product, the one path that crosses no attention at all (identity in every
+    block, merges only) contributes exactly 1/N1 to every stage-1 token, whatever the class: merges keep a uniform
+    weight uniform. In ViT that path ends on the CLS token itself, and Chefer's readout R[CLS, patches] leaves it
+    out; the analogue here is map = full - 1/N1, the sum over the paths that cross at least one attention, which is
+    what we return by default. With `identity_path=True` the full row mean is returned instead. The difference
+    matters for display: `normalize_map` divides by the maximum and keeps the minimum, and with the floor a
+    randomly initialised Swin-T's map spans only [0.998, 1] (its class part is 0.3-0.5 % of 1/N1), without it
+    [0.65, 1]. Float32 rounding of the subtraction is far below what a display resolves; tiny negatives are
+    clamped to 0.
+
+    What it approximates: the relevance of each stage-1 token for logit c, as the sum over all attention/residual
+    paths from it to the pooled output of the products of the gradient-weighted, positive-only, head-averaged
+    attention along each path (the residual steps weigh 1). Like Chefer's method for ViT it keeps only the
+    attention maps (MLPs, values and projections enter only through the gradients); like `rollout` it takes each
+    merge (LayerNorm + Linear over the 4 concatenated children) as an equal average, and ignores the final
+    LayerNorm. The map is non-negative; all zero if no block has positive gradient * attention.
+    """
+    if len(attentions) != len(gradients):
+        raise ValueError(f"one gradient per attention block is needed: {len(attentions)} blocks, "
+                         f"{len(gradients)} gradients")
+    full = _mean_readout(attentions, lambda i: window_grad_factors(attentions[i], gradients[i]), "grad_rollout")
+    if identity_path:
+        return full  # [H1, W1]
+    return (full - 1.0 / full.numel()).clamp(min=0)  # [H1, W1]: the attention-free path's 1/N1 taken out
 
 
 # ----------------------------------------------------------------------------------------------------------------

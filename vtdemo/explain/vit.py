@@ -10,6 +10,8 @@
   Abar = mean_heads((dy_c/dA * A).clamp(min=0)); R = R + Abar @ R. Each gradient is paired with its own layer's
   attention (vit-explain #6 multiplies them in reverse order).
 - `cls_attention`: the last layer's CLS row per head.
+- `class_gradients`: one forward and backward pass for a class, giving the attentions and their gradients for
+  `grad_rollout` here (ViT / DeiT) and for `vtdemo.explain.swin.grad_rollout` (Swin).
 
 All functions take one image's attentions, a list over layers of [nh, N, N] (N = prefix tokens + patches, prefix =
 CLS, or CLS + distillation token for DeiT), and return maps over the P = N - prefix patch tokens, row-major on the
@@ -18,9 +20,12 @@ patch grid.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Sequence
 
 import torch
+
+from ..models.swin import SwinAttention
 
 FUSIONS = ("mean", "max", "min")
 
@@ -104,20 +109,33 @@ def cls_attention(attentions: Sequence[torch.Tensor], num_prefix: int = 1, layer
     return attentions[layer][:, 0, num_prefix:].float()  # [nh, P]
 
 
-def class_gradients(model: torch.nn.Module, x: torch.Tensor, class_index: int
-                    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-    """Forward `x` [1, 3, H, W] with attention, back-propagate logit `class_index`.
+def _attention_tensor(entry: torch.Tensor | SwinAttention) -> torch.Tensor:
+    """The attention probabilities of one recorded layer: a ViT tensor [B, nh, N, N] or a Swin record's `.attn`
+    [B*nW, nh, N, N]."""
+    return entry.attn if isinstance(entry, SwinAttention) else entry
 
-    Returns (logits [K], attentions per layer [nh, N, N], their gradients per layer [nh, N, N]), all detached.
-    The input is made to require grad so the graph exists even though the loaded weights are frozen; no parameter
-    gradient is accumulated.
+
+def class_gradients(model: torch.nn.Module, x: torch.Tensor, class_index: int
+                    ) -> tuple[torch.Tensor, list[torch.Tensor] | list[SwinAttention], list[torch.Tensor]]:
+    """Forward `x` [1, 3, H, W] with attention, back-propagate logit `class_index` to every layer's attention.
+
+    Returns (logits [K], attentions, their gradients d logit / d attention), all detached, in forward order:
+    - ViT / DeiT (the model returns tensors [1, nh, N, N]): attentions per layer [nh, N, N], gradients [nh, N, N];
+    - Swin (the model returns `SwinAttention` records, `.attn` [B*nW, nh, N, N]): the records with `.attn` detached,
+      batch of one so [nW, nh, N, N] (the window dimension is kept), gradients [nW, nh, N, N] in the same window
+      order, ready for `vtdemo.explain.swin.grad_rollout`.
+    The input is made to require grad so the graph exists even though the loaded weights are frozen. Only the
+    gradients with respect to the attention tensors are computed (`torch.autograd.grad`, not `.backward()`): no
+    `.grad` is accumulated on the parameters or on the input, frozen or not.
     """
+    if x.ndim != 4 or x.shape[0] != 1:
+        raise ValueError(f"class_gradients explains one image: expected x [1, 3, H, W], got {list(x.shape)}")
     with torch.inference_mode(False), torch.enable_grad():
         x = x.detach().clone().requires_grad_(True)
         out = model(x, return_attn=True)
-        for attn in out.attentions:
-            attn.retain_grad()
-        out.logits[0, class_index].backward()
-        attns = [a[0].detach() for a in out.attentions]
-        grads = [a.grad[0].detach() for a in out.attentions]
-    return out.logits[0].detach(), attns, grads
+        tensors = [_attention_tensor(a) for a in out.attentions]  # [1, nh, N, N] (ViT) or [nW, nh, N, N] (Swin)
+        grads = torch.autograd.grad(out.logits[0, class_index], tensors)
+    if out.attentions and isinstance(out.attentions[0], SwinAttention):
+        attns: list[torch.Tensor] | list[SwinAttention] = [replace(a, attn=a.attn.detach()) for a in out.attentions]
+        return out.logits[0].detach(), attns, [g.detach() for g in grads]  # [nW, nh, N, N] each
+    return out.logits[0].detach(), [a[0].detach() for a in tensors], [g[0].detach() for g in grads]  # [nh, N, N]
