@@ -189,3 +189,18 @@ def test_match_command(tiny_cache, tmp_path):
     proc = run_cli("match", "--model", repos["detr"], "--gt", str(gt), str(ROOT / "assets/examples/astronaut.png"),
                    cache=cache)
     assert "loss: classification" in proc.stdout
+
+
+def test_explain_deletion_check(tiny_cache):
+    cache, repos = tiny_cache
+    image = str(ROOT / "assets/examples/coffee.png")
+    proc = run_cli("explain", "--model", repos["vit"], "--deletion", "--json", image, cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    (item,) = json.loads(proc.stdout)
+    d = item["deletion"]
+    assert set(d) == {"auc", "random_auc", "fraction", "probability", "random_probability"}
+    assert len(d["fraction"]) == len(d["probability"]) == 21 and d["fraction"][0] == 0 and d["fraction"][-1] == 1
+    assert 0 <= d["auc"] <= 1 and 0 <= d["random_auc"] <= 1
+    # nothing deleted yet: the probability is the classifier's own score for the explained class
+    assert d["probability"][0] == pytest.approx(item["target"]["score"], abs=1e-5)
+    assert d["random_probability"][0] == pytest.approx(item["target"]["score"], abs=1e-5)

@@ -62,6 +62,9 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--point", help="X,Y in image pixels (swin-window, detr-encoder)")
     e.add_argument("--out", type=Path, metavar="DIR", help="write the overlay PNG (original size) into DIR")
     e.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
+    e.add_argument("--deletion", action="store_true",
+                   help="sanity check: delete the most relevant patches first and report the area under the class "
+                        "probability curve, against a random order (classifiers)")
     e.add_argument("--json", action="store_true", help="print one JSON list with the raw maps")
     e.add_argument("images", nargs="+", metavar="IMAGE")
 
@@ -144,8 +147,13 @@ def _explain_rows(result: Any) -> list[str]:
     rows, cols = result.grid
     flat = result.map.flatten()
     best = int(flat.argmax())
-    return [f"{result.image}  ({result.model}) {result.method}: {what}",
-            f"  map {rows}x{cols}, peak at row {best // cols}, col {best % cols}; mean {float(flat.mean()):.3f}"]
+    lines = [f"{result.image}  ({result.model}) {result.method}: {what}",
+             f"  map {rows}x{cols}, peak at row {best // cols}, col {best % cols}; mean {float(flat.mean()):.3f}"]
+    if result.deletion is not None:
+        d = result.deletion
+        lines.append(f"  deletion check: area under the probability curve {d['auc']:.4f} with this map, "
+                     f"{d['random_auc']:.4f} in random order (lower = the map found what mattered)")
+    return lines
 
 
 def _parse_point(text: str | None) -> tuple[float, float] | None:
@@ -229,7 +237,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 result = pipeline.explain(image, loaded, method=args.method, class_index=args.class_index,
                                           head_fusion=args.head_fusion, discard=args.discard,
                                           start_layer=args.start_layer, detection=args.detection,
-                                          threshold=args.threshold, point=point, head=args.head)
+                                          threshold=args.threshold, point=point, head=args.head,
+                                          deletion=args.deletion)
                 if args.out is not None:
                     _save_overlay(result, args.out, args.opacity)
                 return result
