@@ -10,7 +10,9 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -56,7 +58,9 @@ class BoxCanvas:
         folder.mkdir(parents=True, exist_ok=True)
         base = folder / "photo.jpg"
         shown.convert("RGB").save(base, quality=90)
-        return cls(folder=folder, size=shown.size, scale=scale, base=base)
+        canvas = cls(folder=folder, size=shown.size, scale=scale, base=base)
+        weakref.finalize(canvas, shutil.rmtree, folder, True)  # the files go with the canvas (run replaced or dropped)
+        return canvas
 
     def mask(self, query: int, box: Sequence[float], color: tuple[int, int, int]) -> Path:
         """The RGBA mask of one box (original-image pixels), cached by query index."""

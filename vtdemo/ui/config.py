@@ -15,6 +15,8 @@ variables over the defaults.
 | `--max-file-size` | `VTDEMO_MAX_FILE_SIZE` | 20mb per upload |
 | `--queue-size` | `VTDEMO_QUEUE_SIZE` | 32 waiting requests, then "busy, try again" |
 | `--concurrency` | `VTDEMO_CONCURRENCY` | 1 model call at a time (2-core CPU) |
+| `--cache-mb` | `VTDEMO_CACHE_MB` | 2048 MiB for all visitors' cached runs together (least recently used go) |
+| `--max-sessions` | `VTDEMO_MAX_SESSIONS` | 1000 sessions whose state Gradio keeps (~0.3 MB each; oldest go first) |
 | `--live-size` | `VTDEMO_LIVE_SIZE` | 384: DETR's input short side for webcam frames (800 for photos) |
 | `--webcam-limit` | `VTDEMO_WEBCAM_LIMIT` | 300 s of processing per webcam session |
 | | `VTDEMO_WEBCAM_SESSIONS` | 2 webcam streams at once (others wait in the queue) |
@@ -60,6 +62,8 @@ class AppConfig:
     max_file_size: str = "20mb"
     queue_size: int = 32
     concurrency: int = 1
+    cache_mb: int = 2048
+    max_sessions: int = 1000
     live_size: int = 384
     webcam_limit: int = 300
     webcam_sessions: int = 2
@@ -103,6 +107,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-file-size", help="largest upload, e.g. 20mb (env VTDEMO_MAX_FILE_SIZE)")
     p.add_argument("--queue-size", type=int, help="requests allowed to wait before 'busy' (env VTDEMO_QUEUE_SIZE; 32)")
     p.add_argument("--concurrency", type=int, help="model calls run at once (env VTDEMO_CONCURRENCY; 1)")
+    p.add_argument("--cache-mb", type=int,
+                   help="memory for all visitors' cached runs together, in MiB (env VTDEMO_CACHE_MB; 2048)")
+    p.add_argument("--max-sessions", type=int,
+                   help="sessions whose state Gradio keeps, oldest forgotten first (env VTDEMO_MAX_SESSIONS; 1000)")
     p.add_argument("--live-size", type=int, help="webcam: DETR input short side in px (env VTDEMO_LIVE_SIZE; 384)")
     p.add_argument("--webcam-limit", type=int,
                    help="webcam: seconds of processing per session (env VTDEMO_WEBCAM_LIMIT; 300)")
@@ -124,11 +132,17 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
         max_file_size=a.max_file_size or _env("VTDEMO_MAX_FILE_SIZE", "20mb"),
         queue_size=a.queue_size if a.queue_size is not None else _env_int("VTDEMO_QUEUE_SIZE", 32),
         concurrency=a.concurrency if a.concurrency is not None else _env_int("VTDEMO_CONCURRENCY", 1),
+        cache_mb=a.cache_mb if a.cache_mb is not None else _env_int("VTDEMO_CACHE_MB", 2048),
+        max_sessions=a.max_sessions if a.max_sessions is not None else _env_int("VTDEMO_MAX_SESSIONS", 1000),
         live_size=a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", 384),
         webcam_limit=a.webcam_limit if a.webcam_limit is not None else _env_int("VTDEMO_WEBCAM_LIMIT", 300),
         webcam_sessions=_env_int("VTDEMO_WEBCAM_SESSIONS", 2),
         device=a.device or _env("VTDEMO_DEVICE"),
     )
+    if cfg.max_sessions < 1:
+        raise SystemExit("error: --max-sessions must be at least 1")
+    if cfg.cache_mb < 0:
+        raise SystemExit("error: --cache-mb must be 0 or more (0: keep only the newest run)")
     if cfg.live_size < 64:
         raise SystemExit("error: --live-size must be at least 64 pixels")
     return cfg

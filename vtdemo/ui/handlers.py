@@ -4,11 +4,16 @@ Each photo's raw model output is kept in a `gr.State` (a `ClassifyState` per cla
 DETR), so that every control that only changes the view (threshold, class filter, method, head fusion, opacity, a
 clicked detection or point) re-renders from that cache and never runs the model again. Errors become one line in
 the panel's status (plus a toast); a traceback only ever goes to the server log.
+
+The cached runs are indexed by session (`vtdemo.ui.sessions.RunIndex`): a session's runs are released as soon as
+the session ends (`end_session`, wired to `demo.unload`), and all runs together stay within `--cache-mb` (the least
+recently used are released first). A view control that gets a released run says so and asks for the photo again.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -28,10 +33,13 @@ from ..images import load_image
 from . import views, webcam
 from .components import BoxCanvas, BoxView
 from .config import AppConfig
+from .sessions import RunIndex
 
 log = logging.getLogger(__name__)
 
 FAMILY_NAMES = {"vit": "ViT / DeiT", "swin": "Swin", "detr": "DETR"}
+RELEASED = ("This photo's cached results were released (your session ended, or the server needed the memory for "
+            "other visitors): please run it again.")
 
 
 def message(exc: BaseException) -> str:
@@ -54,6 +62,11 @@ def status(text: str = "", kind: str = "ok") -> str:
     return {"ok": "", "warn": "⚠️ ", "info": "ℹ️ "}[kind] + text
 
 
+def session_of(request: Any) -> str | None:
+    """The Gradio session (one browser tab or one gradio_client Client) a request belongs to."""
+    return getattr(request, "session_hash", None)
+
+
 def export_dir() -> Path:
     """A fresh folder inside Gradio's upload cache (served to this app only, cleaned with the cache)."""
     folder = Path(get_upload_folder()) / "vtdemo" / f"export-{uuid.uuid4().hex[:12]}"
@@ -65,22 +78,27 @@ def export_dir() -> Path:
 class ClassifyState:
     """One classifier column's cache: the run (logits + attention) and the current explanation settings."""
 
-    run: pipeline.ClassifierRun
+    run: pipeline.ClassifierRun | None  # None once released
     name: str
     opts: views.MapOptions = field(default_factory=views.MapOptions)
     relevance: torch.Tensor | None = None
     target: dict[str, Any] | None = None
     method: str = ""
     predictions: list[pipeline.Prediction] = field(default_factory=list)
+    released: bool = False
+
+    def release(self) -> None:
+        """Drop the run and the map (the session ended, or the memory budget needs the room)."""
+        self.run, self.relevance, self.target, self.predictions, self.released = None, None, None, [], True
 
 
 @dataclass
 class DetectState:
     """The Detect tab's cache: DETR's run, the files of the box view, what is shown, and the attention view."""
 
-    run: pipeline.DetrRun
+    run: pipeline.DetrRun | None  # None once released
     name: str
-    canvas: BoxCanvas
+    canvas: BoxCanvas | None
     opts: views.DetectOptions = field(default_factory=views.DetectOptions)
     dets: list[pipeline.Detection] = field(default_factory=list)
     map_method: str = "detr-decoder"
@@ -88,6 +106,14 @@ class DetectState:
     point: tuple[float, float] | None = None
     relevance: torch.Tensor | None = None
     map_target: dict[str, Any] = field(default_factory=dict)
+    released: bool = False
+
+    def release(self) -> None:
+        """Drop the run (with its attention), the map and the box view's files."""
+        canvas = self.canvas
+        self.run, self.canvas, self.relevance, self.dets, self.released = None, None, None, [], True
+        if canvas is not None:
+            shutil.rmtree(canvas.folder, ignore_errors=True)
 
 
 class Handlers:
@@ -97,6 +123,31 @@ class Handlers:
         self.config = config
         self.device = pick_device(config.device)  # chosen once, here
         self._loaded: set[tuple[str, str]] = set()
+        self.runs = RunIndex(config.cache_mb * 2**20)
+
+    # ------------------------------------------------------------------------------------------------- sessions
+
+    def _cached(self, state: Any) -> Any:
+        """The state if its run is still held (marked as just used); None, with a toast, if it was released."""
+        if state is None:
+            return None
+        if getattr(state, "released", False):
+            gr.Warning(RELEASED)
+            return None
+        self.runs.touch(state)
+        return state
+
+    def end_session(self, request: gr.Request) -> None:
+        """`demo.unload`: the visitor's tab (or API client) is gone; release its cached runs now rather than when
+        Gradio drops its state (an hour later)."""
+        n = self.runs.end(session_of(request))
+        if n:
+            log.info("session ended: released %d cached run(s)", n)
+
+    def forget(self, state: Any) -> None:
+        """`gr.State(delete_callback=...)`: Gradio deleted a state whose time to live ran out."""
+        if state is not None:
+            self.runs.forget(state)
 
     # ------------------------------------------------------------------------------------------------- models
 
@@ -161,7 +212,7 @@ class Handlers:
             state.run, method, target, state.opts)
 
     def classify(self, family: str, image_path: str | None, model_id: str, method: str, opacity: float,
-                 progress: Any = None) -> tuple:
+                 progress: Any = None, request: Any = None) -> tuple:
         """Run one classifier on the photo (once) and show its top-5 and its default map.
 
         Returns (label, overlay, caption, status, state, method, class, fusion, discard, head, block).
@@ -183,6 +234,7 @@ class Handlers:
             text = message(exc)
             gr.Warning(text)
             return self._empty_column(family, text)
+        self.runs.hold(session_of(request), family, state)
         return (views.label_scores(state.predictions), overlay, caption,
                 status(f"{loaded.id} · {loaded.family} · {tuple(run.x.shape[-2:])[0]}px input", "ok"), state,
                 gr.Dropdown(choices=views.method_choices(loaded.family), value=state.method),
@@ -194,6 +246,7 @@ class Handlers:
 
         Returns (overlay, caption, status, state, class, fusion, discard, head, block).
         """
+        state = self._cached(state)
         if state is None:
             return (None, "", status("Upload a photo first.", "info"), None,
                     *self._controls("vit", method or "rollout", None))
@@ -217,6 +270,7 @@ class Handlers:
 
         Returns (overlay, caption, status, state, method, class, fusion, discard, head, block).
         """
+        state = self._cached(state)
         if state is None:
             return (gr.skip(),) * 10
         family = state.run.loaded.family
@@ -240,6 +294,7 @@ class Handlers:
 
         Returns (overlay, caption, status, state, method, class, fusion, discard, head, block).
         """
+        state = self._cached(state)
         if state is None or "swin-window" not in pipeline.CLASSIFIER_METHODS[state.run.loaded.family]:
             return (gr.skip(),) * 10
         try:
@@ -256,7 +311,7 @@ class Handlers:
     def export_classify(self, vit: ClassifyState | None, swin: ClassifyState | None) -> list[str]:
         """Results JSON (the CLI's `classify --json` schema, one object per model), overlays (PNG, original size)
         and raw maps (.npy, the model's own grid)."""
-        states = [s for s in (vit, swin) if s is not None]
+        states = [s for s in (self._cached(vit), self._cached(swin)) if s is not None]
         if not states:
             raise gr.Error("Nothing to export yet: classify a photo first.")
         folder = export_dir()
@@ -320,7 +375,7 @@ class Handlers:
 
     def detect(self, image_path: str | None, model_id: str, threshold: float, classes: list[str] | None,
                max_det: float | None, nms: bool, nms_iou: float, head: str | None, layer: str | None,
-               direction: str | None, opacity: float, progress: Any = None) -> tuple:
+               direction: str | None, opacity: float, progress: Any = None, request: Any = None) -> tuple:
         """Run DETR once (with attention) and show the boxes and the best detection's attention.
 
         Returns (boxes, count, table, status, state, class filter, detection, map, caption, head).
@@ -346,6 +401,7 @@ class Handlers:
             text = message(exc)
             gr.Warning(text)
             return self._empty_detect(text)
+        self.runs.hold(session_of(request), "detect", state)
         attn, caption, _ = self.attention_view(state, head, layer, direction, opacity)  # a failing map keeps the boxes
         heads = int(run.output.decoder_cross_attn[-1].shape[1])
         h, w = run.output.feature_size
@@ -361,6 +417,7 @@ class Handlers:
 
         Returns (boxes, count, table, state, detection).
         """
+        state = self._cached(state)
         if state is None:
             return (gr.skip(),) * 5
         state.opts = self._options(threshold, classes, max_det, nms, nms_iou, state.run.loaded.labels)
@@ -376,6 +433,7 @@ class Handlers:
 
         Returns (map, caption, detection, state).
         """
+        state = self._cached(state)
         if state is None or not state.dets:
             return (gr.skip(),) * 4
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
@@ -388,6 +446,7 @@ class Handlers:
     def detection_picked(self, state: DetectState | None, query: int | None, head: str | None,
                          layer: str | None, direction: str | None, opacity: float) -> tuple:
         """The detection picker (also the API way to ask for one query's map). Returns (map, caption, state)."""
+        state = self._cached(state)
         if state is None:
             return None, "Detect objects first.", None
         state.map_method = "detr-decoder"
@@ -397,6 +456,7 @@ class Handlers:
     def point_clicked_detr(self, state: DetectState | None, head: str | None, layer: str | None,
                            direction: str | None, opacity: float, evt: gr.SelectData) -> tuple:
         """A click on the attention image -> encoder self-attention there. Returns (map, caption, x, y, state)."""
+        state = self._cached(state)
         if state is None:
             return (gr.skip(),) * 5
         scale = state.canvas.scale
@@ -407,6 +467,7 @@ class Handlers:
     def encoder_at(self, state: DetectState | None, x: float, y: float, head: str | None, layer: str | None,
                    direction: str | None, opacity: float) -> tuple:
         """Encoder self-attention at (x, y) original pixels. Returns (map, caption, state)."""
+        state = self._cached(state)
         if state is None:
             return None, "Detect objects first.", None
         if x is None or y is None:
@@ -418,6 +479,7 @@ class Handlers:
     def attention_view(self, state: DetectState | None, head: str | None, layer: str | None,
                        direction: str | None, opacity: float) -> tuple:
         """Head / layer / direction / opacity changed: redraw the current map. Returns (map, caption, state)."""
+        state = self._cached(state)
         if state is None:
             return None, "", None
         try:
@@ -428,6 +490,7 @@ class Handlers:
 
     def export_detect(self, state: DetectState | None, opacity: float) -> list[str]:
         """Annotated PNG (original size), results JSON (the CLI's `detect --json` schema) and the raw map (.npy)."""
+        state = self._cached(state)
         if state is None:
             raise gr.Error("Nothing to export yet: detect objects in a photo first.")
         folder = export_dir()
@@ -447,6 +510,7 @@ class Handlers:
 
     def fill_ground_truth(self, state: DetectState | None) -> list[list[Any]]:
         """The shown detections as a starting ground truth (edit it to see the matching change)."""
+        state = self._cached(state)
         if state is None or not state.dets:
             raise gr.Error("Detect objects first (with at least one box shown).")
         return [[d.label, *[round(v) for v in d.box]] for d in state.dets[:5]]
@@ -457,6 +521,7 @@ class Handlers:
             return gr.skip()
         from ..explain import matching
 
+        state = self._cached(state)
         labels = state.run.loaded.labels if state else self._coco_names()
         try:
             text = Path(path).read_text(encoding="utf-8")
@@ -475,6 +540,7 @@ class Handlers:
 
     def match(self, state: DetectState | None, rows: Any) -> tuple:
         """Hungarian matching of the cached 100 predictions to the ground truth. Returns (image, table, text)."""
+        state = self._cached(state)
         if state is None:
             raise gr.Error("Detect objects first: the matching uses DETR's predictions for the photo.")
         try:
@@ -491,9 +557,10 @@ class Handlers:
     # ------------------------------------------------------------------------------------------------- webcam
 
     def live(self, frame: np.ndarray | None, threshold: float, live_size: Any, model_id: str,
-             session: webcam.LiveSession | None) -> tuple:
+             session: webcam.LiveSession | None, request: gr.Request | None = None) -> tuple:
         """One webcam frame -> the same frame with boxes, and the speed line. Returns (frame, stats, session)."""
-        session = session or webcam.LiveSession()
+        if session is None or session.released:
+            session = webcam.LiveSession()
         if frame is None:
             return gr.skip(), gr.skip(), session
         try:
@@ -502,6 +569,8 @@ class Handlers:
             out = webcam.process_frame(session, live, frame, float(threshold))
         except Exception as exc:  # noqa: BLE001
             return gr.skip(), status(message(exc), "warn"), session
+        last = session.last_frame
+        self.runs.hold(session_of(request), "webcam", session, nbytes=last.nbytes if last is not None else 0)
         return out, session.text(), session
 
     def freeze(self, session: webcam.LiveSession | None) -> tuple:

@@ -7,8 +7,16 @@ twins of a documented endpoint that takes plain values (e.g. `/detection_map` ta
 
 Concurrency: model calls share the "model" group (`config.concurrency` at once, 1 on a 2-core CPU); re-renders from
 the cache run in a "view" group of their own so they never wait behind someone else's model call; webcam streams
-have their own group. The queue holds at most `config.queue_size` waiting requests; beyond that a visitor gets
-Gradio's "queue is full" message instead of an endless wait.
+have their own group. The queue holds at most `config.queue_size` waiting requests; beyond that a request is
+refused at once instead of waiting without end: the browser shows Gradio's "This application is currently busy.
+Please try again.", `gradio_client` raises `QueueError("Queue is full! Please try again.")`, and the HTTP API answers
+503 "Queue is full. Max size is 32 and size is 32." (Gradio's wording; it has no setting to change it).
+
+Memory: each photo's run is cached in a `gr.State` of the visitor's session; `demo.unload` releases a session's runs
+as soon as Gradio notices the session is gone (its heartbeat stops), all runs together stay within
+`config.cache_mb`, and a run unused for `STATE_TTL_S` is dropped (see `vtdemo.ui.sessions`). Gradio itself keeps
+~0.3 MB of component state per session, even after it ends, for the last `config.max_sessions` sessions
+(`state_session_capacity`; Gradio's default of 10000 would be ~3 GB).
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ CSS = """
 footer { margin-top: 0.5em; }
 """
 
+STATE_TTL_S = 3600  # a photo's cached run is dropped this long after its last use, even if the tab stays open
 VIEW = dict(concurrency_id="view", concurrency_limit=4, trigger_mode="always_last", show_progress="hidden")
 MODEL = dict(concurrency_id="model")
 
@@ -74,11 +83,12 @@ def _classifier_column(h: Handlers, config: AppConfig, family: str, image: gr.co
                 block = gr.Dropdown([], label="Block", visible=False, scale=2)
             opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
         status = gr.Markdown(elem_classes="vt-status", elem_id=f"{family}-status")
-    state = gr.State(None, time_to_live=3600)
+    state = gr.State(None, time_to_live=STATE_TTL_S, delete_callback=h.forget)
     controls = [klass, fusion, discard, head, block]
 
-    def classify(image_path, model_id, method_value, opacity_value, progress=gr.Progress()):
-        return h.classify(family, image_path, model_id, method_value, opacity_value, progress)
+    def classify(image_path, model_id, method_value, opacity_value, request: gr.Request,
+                 progress=gr.Progress()):
+        return h.classify(family, image_path, model_id, method_value, opacity_value, progress, request)
 
     gr.on([image.change, model.change], classify, inputs=[image, model, method, opacity],
           outputs=[label, overlay, caption, status, state, method, *controls], api_name=f"classify_{family}",
@@ -181,12 +191,12 @@ def _detect_tab(h: Handlers, config: AppConfig, tabs: gr.Tabs) -> dict[str, Any]
         export = gr.Button("Export results", size="sm")
         files = gr.File(label="Downloads: annotated PNG, results JSON (CLI schema), attention map (PNG, .npy)",
                         file_count="multiple", interactive=False)
-    state = gr.State(None, time_to_live=3600)
+    state = gr.State(None, time_to_live=STATE_TTL_S, delete_callback=h.forget)
 
     def detect(image_path, model_id, thr, cls, mx, use_nms, iou, head_v, layer_v, direction_v, opacity_v,
-               progress=gr.Progress()):
+               request: gr.Request, progress=gr.Progress()):
         return h.detect(image_path, model_id, thr, cls, mx, use_nms, iou, head_v, layer_v, direction_v, opacity_v,
-                        progress)
+                        progress, request)
 
     view = [head, layer, direction, opacity]
     gr.on([image.change, model.change], detect,
@@ -232,7 +242,7 @@ def _webcam_tab(h: Handlers, config: AppConfig, detect: dict[str, Any], tabs: gr
         freeze = gr.Button("Freeze: explain this frame", variant="secondary")
     stats = gr.Markdown("Click the camera, allow access, then press **Record**.", elem_classes="vt-count",
                         elem_id="webcam-stats")
-    session = gr.State(None, time_to_live=3600)
+    session = gr.State(None, time_to_live=STATE_TTL_S, delete_callback=h.forget)
     cam.stream(h.live, inputs=[cam, threshold, size, detect["model"], session], outputs=[out, stats, session],
                stream_every=0.15, time_limit=config.webcam_limit, concurrency_limit=config.webcam_sessions,
                concurrency_id="webcam", api_name="webcam", show_progress="hidden")
@@ -266,6 +276,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                     f"{config.detr_model} (any supported repo id or folder can be typed in the pickers) · "
                     "example photos from scikit-image (CC0 / public domain) · every action is also an API "
                     "(*Use via API* below).", elem_classes="vt-caption")
+        demo.unload(h.end_session)  # the session is over: release its cached runs now (not an hour later)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
     demo.vtdemo_handlers = h  # for tests and benchmarks
     return demo
@@ -276,4 +287,5 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
     return dict(server_name=config.server_name,
                 server_port=config.server_port,
                 share=config.share, max_file_size=config.max_file_size, show_error=False,
+                state_session_capacity=config.max_sessions,
                 theme=gr.themes.Soft(primary_hue="orange", secondary_hue="sky"), css=CSS)

@@ -43,7 +43,7 @@ METHOD_NOTES = {
 
 def method_choices(family: str) -> list[tuple[str, str]]:
     """(label, value) pairs for a classifier family's method dropdown."""
-    return [(METHOD_LABELS[m], m) for m in pipeline.CLASSIFIER_METHODS[family]]
+    return [(METHOD_LABELS.get(m, m), m) for m in pipeline.CLASSIFIER_METHODS[family]]
 
 
 def fit(image: Image.Image, max_side: int = DISPLAY_MAX) -> tuple[Image.Image, float]:
@@ -157,7 +157,7 @@ def classifier_overlay(run: pipeline.ClassifierRun, relevance: torch.Tensor, opt
 
 def map_caption(run: pipeline.ClassifierRun, method: str, target: dict[str, Any], opts: MapOptions) -> str:
     """One line under the map: what it shows."""
-    text = f"**{METHOD_LABELS[method]}**"
+    text = f"**{METHOD_LABELS.get(method, method)}**"
     if method == "grad-rollout":
         text += f" for *{target['label']}* ({target['score']:.1%})"
     if method in ("cls-attention", "swin-window"):
@@ -166,7 +166,8 @@ def map_caption(run: pipeline.ClassifierRun, method: str, target: dict[str, Any]
         block = default_swin_block(run) if opts.block is None else opts.block
         rec = run.attentions[block]
         text += f" · stage {rec.stage + 1}, block {rec.block + 1}{' (shifted)' if rec.shift else ''}"
-    return f"{text}. {METHOD_NOTES[method]}"
+    note = METHOD_NOTES.get(method)
+    return f"{text}. {note}" if note else text
 
 
 def num_heads(run: pipeline.ClassifierRun) -> int:

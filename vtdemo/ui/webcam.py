@@ -31,6 +31,11 @@ class LiveSession:
     last_frame: np.ndarray | None = None
     input_size: tuple[int, int] | None = None  # (width, height) DETR saw
     detections: int = 0
+    released: bool = False
+
+    def release(self) -> None:
+        """The session ended (or the memory budget needs the room): drop the last frame."""
+        self.last_frame, self.released = None, True
 
     def record(self, started: float, finished: float) -> None:
         self.done.append(finished)
