@@ -119,9 +119,12 @@ def test_explanation_controls_rerender_from_the_cache(client, app):
     out = client.predict("grad-rollout", second, "mean", 0.0, "mean", None, 0.5, api_name="/explain_vit")
     assert f"for *{second}*" in out[1]  # the class-specific map of the class asked for, not the top one
 
-    client.predict(handle_file(CAT), "", "swin-rollout", 0.5, api_name="/classify_swin")
+    swin_top = client.predict(handle_file(CAT), "", "swin-rollout", 0.5, api_name="/classify_swin")[0]
     out = client.predict("swin-window", None, "mean", 0.0, "mean", None, 0.5, api_name="/explain_swin")
     assert out[0] is not None and "Window around" in out[1] and "stage" in out[1]
+    third = swin_top["confidences"][2]["label"]
+    out = client.predict("swin-grad-rollout", third, "mean", 0.0, "mean", None, 0.5, api_name="/explain_swin")
+    assert out[0] is not None and f"Gradient rollout (one class)** for *{third}*" in out[1]
 
 
 def test_detect_then_rerender_without_a_model_call(client, app):

@@ -183,7 +183,7 @@ class Handlers:
         rollout = method in ("rollout", "swin-rollout")
         classes = [p.label for p in state.predictions] if state else []
         class_value = None
-        if state and state.target and method == "grad-rollout":
+        if state and state.target and method in views.CLASS_SPECIFIC:
             class_value = state.target["label"] if state.target["label"] in classes else None
         heads = ["mean"] + ([str(i) for i in range(views.num_heads(state.run))] if state else [])
         blocks = views.swin_blocks(state.run) if state and state.run.loaded.family == "swin" else []
@@ -193,7 +193,7 @@ class Handlers:
             block_value = views.default_swin_block(state.run) if state.opts.block is None else state.opts.block
         return [
             gr.Dropdown(choices=classes, value=class_value or (classes[0] if classes else None),
-                        visible=method == "grad-rollout"),
+                        visible=method in views.CLASS_SPECIFIC),
             gr.Radio(visible=rollout),
             gr.Slider(visible=rollout),
             gr.Dropdown(choices=heads, value=head_value, visible=method in ("cls-attention", "swin-window")),
@@ -275,18 +275,18 @@ class Handlers:
             return (gr.skip(),) * 10
         family = state.run.loaded.family
         name = evt.value if isinstance(evt.value, str) else (evt.value or {}).get("label")
-        if "grad-rollout" not in pipeline.CLASSIFIER_METHODS[family]:
-            gr.Info(f"{FAMILY_NAMES[family]} maps here do not depend on the class: class-specific maps (gradient "
-                    "rollout) are available for ViT / DeiT.")
+        method = views.CLASS_METHOD.get(family)
+        if method not in pipeline.CLASSIFIER_METHODS[family]:
+            gr.Info(f"{FAMILY_NAMES[family]} has no class-specific map.")
             return (gr.skip(),) * 10
         try:
-            state.opts.method, state.opts.opacity = "grad-rollout", float(opacity)
+            state.opts.method, state.opts.opacity = method, float(opacity)
             state.opts.class_index = views.class_index_of(state.run, str(name))
             overlay, caption = self._render_column(state)
             text = ""
         except Exception as exc:  # noqa: BLE001
             overlay, caption, text = None, "", message(exc)
-        return (overlay, caption, status(text, "warn"), state, gr.Dropdown(value="grad-rollout"),
+        return (overlay, caption, status(text, "warn"), state, gr.Dropdown(value=method),
                 *self._controls(family, state.method, state))
 
     def point_clicked(self, state: ClassifyState | None, opacity: float, evt: gr.SelectData) -> tuple:

@@ -28,7 +28,12 @@ METHOD_LABELS = {
     "cls-attention": "CLS attention, last layer",
     "swin-rollout": "Window-aware rollout",
     "swin-window": "Window around a clicked point",
+    "swin-grad-rollout": "Gradient rollout (one class)",
 }
+
+#: The class-specific method of each classifier family (a click on a class in the top-5 switches to it).
+CLASS_METHOD = {"vit": "grad-rollout", "swin": "swin-grad-rollout"}
+CLASS_SPECIFIC = frozenset(CLASS_METHOD.values())
 
 METHOD_NOTES = {
     "rollout": "How much each patch flows into the CLS token through all layers (Abnar & Zuidema 2020).",
@@ -38,6 +43,9 @@ METHOD_NOTES = {
     "swin-rollout": "Rollout through the shifted windows and patch merging; an approximation, since Swin has no CLS "
                     "token: it averages what the final tokens draw on.",
     "swin-window": "Click the image: the attention of the window around that point, in one block.",
+    "swin-grad-rollout": "Window attention weighted by its gradient for one class (Chefer et al. 2021, carried "
+                         "through the shifted windows and patch merging; an approximation like the rollout): click "
+                         "a class to change it.",
 }
 
 
@@ -109,7 +117,7 @@ def classifier_map(run: pipeline.ClassifierRun, opts: MapOptions) -> tuple[torch
     if method == "swin-window" and point is None:
         x0, y0, x1, y1 = run.region
         point = ((x0 + x1) / 2, (y0 + y1) / 2)
-    class_index = opts.class_index if method == "grad-rollout" else None
+    class_index = opts.class_index if method in CLASS_SPECIFIC else None
     block = opts.block
     if method == "swin-window" and block is None:
         block = default_swin_block(run)
@@ -158,7 +166,7 @@ def classifier_overlay(run: pipeline.ClassifierRun, relevance: torch.Tensor, opt
 def map_caption(run: pipeline.ClassifierRun, method: str, target: dict[str, Any], opts: MapOptions) -> str:
     """One line under the map: what it shows."""
     text = f"**{METHOD_LABELS.get(method, method)}**"
-    if method == "grad-rollout":
+    if method in CLASS_SPECIFIC:
         text += f" for *{target['label']}* ({target['score']:.1%})"
     if method in ("cls-attention", "swin-window"):
         text += " · mean of heads" if opts.head is None else f" · head {opts.head}"
