@@ -66,7 +66,7 @@ def _classifier_column(h: Handlers, config: AppConfig, family: str, image: gr.co
         gr.Markdown(f"### {title}")
         model = gr.Dropdown(choices=config.choices(family), value=config.choices(family)[0],
                             allow_custom_value=True, label="Model (repo id or folder)")
-        hint = " (click a class for its own map)" if family == "vit" else ""
+        hint = " (click a class for its own map)" if family in views.CLASS_METHOD else ""
         label = gr.Label(num_top_classes=5, label=f"Top 5{hint}", elem_id=f"{family}-label")
         overlay_label = "Where it looked" + (" (click a point)" if family == "swin" else "")
         overlay = gr.Image(label=overlay_label, interactive=False, format="jpeg", height=320,
