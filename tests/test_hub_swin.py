@@ -58,7 +58,7 @@ def test_transformers_format(hf_cache, tmp_path, photos):
 
 def test_file_with_derived_buffers_and_relative_position_index_loads(hf_cache, tmp_path):
     """2023 timm uploads carry `relative_position_index` and `attn_mask` buffers: they are ignored, not an error."""
-    from hubcache import safetensors_bytes, write_repo
+    from hubcache import safetensors_bytes
 
     ref = _randomise(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, **TINY_ARGS))
     snap = write_timm_repo(hf_cache, "timm/swin_tiny_patch4_window7_224.buffers", ref, TINY_ARGS, tmp_path,
