@@ -122,6 +122,8 @@ def test_explanation_controls_rerender_from_the_cache(client, app):
     swin_top = client.predict(handle_file(CAT), "", "swin-rollout", 0.5, api_name="/classify_swin")[0]
     out = client.predict("swin-window", None, "mean", 0.0, "mean", None, 0.5, api_name="/explain_swin")
     assert out[0] is not None and "Window around" in out[1] and "stage" in out[1]
+    chart, text = client.predict(api_name="/deletion_swin")
+    assert chart is not None and "area" in text and "random" in text
     third = swin_top["confidences"][2]["label"]
     out = client.predict("swin-grad-rollout", third, "mean", 0.0, "mean", None, 0.5, api_name="/explain_swin")
     assert out[0] is not None and f"Gradient rollout (one class)** for *{third}*" in out[1]

@@ -211,6 +211,17 @@ class Handlers:
         return views.classifier_overlay(state.run, relevance, state.opts), views.map_caption(
             state.run, method, target, state.opts)
 
+    def sanity_check(self, state: ClassifyState | None) -> tuple:
+        """The deletion curve of the map on screen (about 6 batched forward passes). Returns (chart, caption)."""
+        state = self._cached(state)
+        if state is None or state.relevance is None or state.target is None:
+            return None, status("Upload a photo first.", "info")
+        try:
+            check = pipeline.deletion_check(state.run, state.relevance, state.target["index"])
+        except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback goes to the log
+            return None, status(message(exc), "warn")
+        return views.deletion_plot(check), views.deletion_caption(check, state.target)
+
     def classify(self, family: str, image_path: str | None, model_id: str, method: str, opacity: float,
                  progress: Any = None, request: Any = None) -> tuple:
         """Run one classifier on the photo (once) and show its top-5 and its default map.

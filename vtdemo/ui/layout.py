@@ -82,6 +82,14 @@ def _classifier_column(h: Handlers, config: AppConfig, family: str, image: gr.co
                 head = gr.Dropdown(["mean"], value="mean", label="Head", visible=False, scale=1, min_width=90)
                 block = gr.Dropdown([], label="Block", visible=False, scale=2)
             opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
+        with gr.Accordion("Sanity check: is the map faithful?", open=False):
+            gr.Markdown("Delete the patches the map marks as most relevant first and watch the class probability; "
+                        "a faithful map makes it fall faster than deleting patches at random.",
+                        elem_classes="vt-caption")
+            check = gr.Button("Run the deletion test", size="sm")
+            check_plot = gr.Image(label="Deletion curve", interactive=False, height=220, buttons=["download"],
+                                  elem_id=f"{family}-deletion")
+            check_text = gr.Markdown(elem_classes="vt-caption")
         status = gr.Markdown(elem_classes="vt-status", elem_id=f"{family}-status")
     state = gr.State(None, time_to_live=STATE_TTL_S, delete_callback=h.forget)
     controls = [klass, fusion, discard, head, block]
@@ -96,6 +104,8 @@ def _classifier_column(h: Handlers, config: AppConfig, family: str, image: gr.co
     gr.on([method.input, klass.input, fusion.input, discard.change, head.input, block.input, opacity.change],
           h.explain, inputs=[state, method, klass, fusion, discard, head, block, opacity],
           outputs=[overlay, caption, status, state, *controls], api_name=f"explain_{family}", **VIEW)
+    check.click(h.sanity_check, inputs=[state], outputs=[check_plot, check_text], api_name=f"deletion_{family}",
+                **MODEL)
     select_outputs = [overlay, caption, status, state, method, *controls]
     label.select(h.class_clicked, inputs=[state, opacity], outputs=select_outputs,
                  api_name=f"class_map_{family}", api_visibility="undocumented", **VIEW)

@@ -418,3 +418,43 @@ def write_json(path: Path, data: Any) -> Path:
 def write_npy(path: Path, relevance: torch.Tensor) -> Path:
     np.save(path, relevance.detach().cpu().float().numpy())
     return path
+
+
+def deletion_plot(check: dict[str, Any], width: int = 480, height: int = 220) -> Image.Image:
+    """The deletion curves of `pipeline.deletion_check` as a small chart: probability of the explained class
+    (y) against the fraction of patches deleted (x), most-relevant-first (orange) and in random order (grey)."""
+    img = Image.new("RGB", (width, height), "white")
+    draw = ImageDraw.Draw(img)
+    font = render._font(12)
+    left, right, top, bottom = 48, width - 24, 14, height - 34
+    top_p = max(max(check["probability"]), max(check["random_probability"]), 1e-6)
+    draw.rectangle((left, top, right, bottom), outline=(190, 190, 190))
+    for frac in (0.0, 0.5, 1.0):
+        text = f"{frac:.0%}"
+        x = left + frac * (right - left) - draw.textlength(text, font=font) / 2
+        draw.text((x, bottom + 4), text, fill=(90, 90, 90), font=font)
+    draw.text((4, top - 2), f"{top_p:.2g}", fill=(90, 90, 90), font=font)
+    draw.text((left - 14, bottom - 12), "0", fill=(90, 90, 90), font=font)
+    draw.text((left + (right - left) / 2 - 60, height - 15), "patches deleted", fill=(90, 90, 90), font=font)
+
+    def points(ys: Sequence[float]) -> list[tuple[float, float]]:
+        return [(left + f * (right - left), bottom - (p / top_p) * (bottom - top))
+                for f, p in zip(check["fraction"], ys)]
+
+    draw.line(points(check["random_probability"]), fill=(150, 150, 150), width=2)
+    draw.line(points(check["probability"]), fill=(230, 120, 0), width=3)
+    draw.text((right - 200, top + 6), f"this map: area {check['auc']:.3f}", fill=(230, 120, 0), font=font)
+    draw.text((right - 200, top + 22), f"random order: area {check['random_auc']:.3f}", fill=(120, 120, 120),
+              font=font)
+    return img
+
+
+def deletion_caption(check: dict[str, Any], target: dict[str, Any]) -> str:
+    """One line under the chart: what the numbers mean for this map."""
+    ratio = check["auc"] / max(check["random_auc"], 1e-12)
+    verdict = ("the map points at patches the model uses" if ratio < 0.9 else
+               "worse than random: the map points away from what the model uses" if ratio > 1.1 else
+               "about the same as random: this map says little about what the model used")
+    return (f"Deleting the patches this map marks first drops *{target['label']}* from {check['probability'][0]:.1%} "
+            f"with area **{check['auc']:.3f}** under the curve, against **{check['random_auc']:.3f}** in random "
+            f"order (lower is better): {verdict}.")
