@@ -79,3 +79,21 @@ def test_without_attention_a_clear_error():
     out = SimpleNamespace(feature_size=(2, 2), decoder_cross_attn=None)
     with pytest.raises(ValueError, match="return_attn=True"):
         ex.decoder_attention(out, 0)
+
+
+def test_float16_storage_keeps_maps_within_display_precision(padded_output):
+    """The app stores attention in float16 to halve a session's memory; maps still agree to ~1e-3 of their peak."""
+    import copy
+
+    half = copy.copy(padded_output)
+    for name in ("encoder_attn", "decoder_self_attn", "decoder_cross_attn"):
+        setattr(half, name, [a.half() for a in getattr(padded_output, name)])
+    for b in range(2):
+        full = ex.decoder_attention(padded_output, 3, batch_index=b)
+        torch.testing.assert_close(ex.decoder_attention(half, 3, batch_index=b), full, atol=1e-3 * float(full.max()),
+                                   rtol=0)
+        for direction in ("row", "column"):
+            full = ex.encoder_attention(padded_output, (0.3, 0.6), direction=direction, batch_index=b)
+            got = ex.encoder_attention(half, (0.3, 0.6), direction=direction, batch_index=b)
+            assert got.dtype == torch.float32
+            torch.testing.assert_close(got, full, atol=1e-3 * float(full.max()), rtol=0)

@@ -211,9 +211,16 @@ def run_classifier(loaded: hub.LoadedModel, image: Image.Image) -> ClassifierRun
     return ClassifierRun(loaded=loaded, image=image, x=x, logits=out.logits[0].float().cpu(), attentions=attentions)
 
 
-def run_detr(loaded: hub.LoadedModel, image: Image.Image) -> DetrRun:
-    """Forward once with attention; keeps per-query scores and boxes in original-image pixels."""
+def run_detr(loaded: hub.LoadedModel, image: Image.Image, keep_dtype: torch.dtype | None = None) -> DetrRun:
+    """Forward once with attention; keeps per-query scores and boxes in original-image pixels.
+
+    keep_dtype: store the attention maps in this dtype (the app keeps float16: an 800-px photo's six encoder maps
+    are ~150 MB in float32); maps are computed in float32 either way.
+    """
     out = forward_detr(loaded, [image], return_attn=True)
+    if keep_dtype is not None:
+        for name in ("encoder_attn", "decoder_self_attn", "decoder_cross_attn"):
+            setattr(out, name, [a.to(keep_dtype) for a in getattr(out, name)])
     scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), image.size)
     return DetrRun(loaded=loaded, image=image, output=out, scored=scored)
 

@@ -18,8 +18,8 @@ from torch import Tensor
 
 
 def _fuse(attn: Tensor, head: int | None) -> Tensor:
-    """[nh, ...] -> [...] by head mean, or one head."""
-    return attn.mean(dim=0) if head is None else attn[head]
+    """[nh, ...] -> [...] float32, by head mean or one head (stored maps may be float16)."""
+    return attn.float().mean(dim=0) if head is None else attn[head].float()
 
 
 def _need(out, name: str) -> list[Tensor]:
@@ -60,10 +60,10 @@ def encoder_attention(out, point: tuple[float, float], layer: int = -1, head: in
     """
     h, w = out.feature_size
     r, c = feature_cell(out, point, batch_index)
-    attn = _fuse(_need(out, "encoder_attn")[layer][batch_index], head)  # [hw, hw]
+    attn = _need(out, "encoder_attn")[layer][batch_index]  # [nh, hw, hw]
     index = r * w + c
     if direction == "row":
-        return attn[index].view(h, w)
+        return _fuse(attn[:, index], head).view(h, w)  # [nh, hw] -> [h, w]
     if direction == "column":
-        return attn[:, index].view(h, w)
+        return _fuse(attn[:, :, index], head).view(h, w)  # [nh, hw] -> [h, w]
     raise ValueError(f"direction must be 'row' or 'column', not {direction!r}")

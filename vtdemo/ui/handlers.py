@@ -399,7 +399,7 @@ class Handlers:
             if progress is not None:
                 progress(0.5, desc=f"Running {loaded.id}…")
             started = time.perf_counter()
-            run = pipeline.run_detr(loaded, image)
+            run = pipeline.run_detr(loaded, image, keep_dtype=torch.float16)  # halves a session's memory
             seconds = time.perf_counter() - started
             shown, scale = views.fit(image)
             state = DetectState(run=run, name=Path(image_path).name,
