@@ -101,3 +101,41 @@ def test_library_never_unpickles_unsafely_or_runs_remote_code():
             assert "weights_only=True" in call, f"{path}: {call}"
         assert "trust_remote_code" not in text, path
         assert not re.search(r"\bpickle\.loads?\(", text), path
+
+
+def test_no_network_without_offline_flag_uses_the_cache_at_once(hf_cache, tmp_path, monkeypatch):
+    """A user with no connection who never set HF_HUB_OFFLINE: cached models load, missing ones fail in one line,
+    without huggingface_hub's five retries per file."""
+    import time
+
+    import timm
+
+    from hubcache import write_timm_repo
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+    write_timm_repo(hf_cache, "org/cached", timm.create_model("vit_tiny_patch16_224", num_classes=5, **args), args,
+                    tmp_path)
+    start = time.monotonic()
+    assert hub.load("org/cached").family == "vit"
+    with pytest.raises(ModelUnavailableError, match="no connection to the Hugging Face Hub"):
+        hub.load("org/missing")
+    assert time.monotonic() - start < 10
+
+
+def test_reachability_check_resolves_the_endpoint_host(monkeypatch):
+    import socket
+
+    asked = []
+
+    def fake_getaddrinfo(host, port):
+        asked.append((host, port))
+        raise socket.gaierror("Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_getaddrinfo)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.invalid")
+    hub._reachable.clear()
+    assert hub.hub_reachable() is False and asked == [("hub.example.invalid", 443)]
+    assert hub.hub_reachable() is False and len(asked) == 1  # remembered for a minute
+    hub._reachable.clear()

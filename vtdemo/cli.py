@@ -219,6 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # its retry warnings would bury our one-line error
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         if args.command == "bench":
             from .bench import run_bench

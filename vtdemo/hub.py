@@ -18,11 +18,14 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -128,7 +131,7 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
         return None
     from huggingface_hub import hf_hub_download  # imported lazily: it reads HF_* variables at import
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"} or not hub_reachable()
     try:
         return Path(hf_hub_download(ref.repo, filename, revision=ref.revision,
                                     cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline))
@@ -138,6 +141,29 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
             raise ModelUnavailableError(message) from None
         log.debug("optional %s not available: %s", filename, message)
         return None
+
+
+_reachable: dict[str, tuple[float, bool]] = {}
+
+
+def hub_reachable(ttl: float = 60.0) -> bool:
+    """Can the Hub's host name be resolved? Checked at most once a minute.
+
+    Without it, huggingface_hub retries each request five times with back-off (~25 s per file) before giving up or
+    falling back to the cache; with no DNS we go straight to the cache (`local_files_only`) instead.
+    """
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    now = time.monotonic()
+    seen = _reachable.get(host)
+    if seen is None or now - seen[0] > ttl:
+        try:
+            socket.getaddrinfo(host, 443)
+            seen = (now, True)
+        except OSError:
+            seen = (now, False)
+            log.info("%s cannot be resolved: using the local Hugging Face cache only", host)
+        _reachable[host] = seen
+    return seen[1]
 
 
 def read_json(path: Path, what: str) -> dict[str, Any]:
