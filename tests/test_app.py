@@ -23,7 +23,7 @@ pytest.importorskip("transformers")
 gradio_client = pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
-from tiny_models import launch_app, tiny_repos_once  # noqa: E402
+from tiny_models import launched_app, tiny_repos_once  # noqa: E402
 
 from vtdemo import hub, pipeline  # noqa: E402
 
@@ -36,22 +36,13 @@ VIEW = ("mean", "last", "where it looks", 0.55)  # head, layer, encoder directio
 
 @pytest.fixture(scope="module")
 def app():
-    cache, repos = tiny_repos_once()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_CACHE", str(cache))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    hub.clear_cache()
+    _, repos = tiny_repos_once()
     started = time.perf_counter()
-    demo, url = launch_app()
-    demo.startup_seconds = time.perf_counter() - started
-    demo.loaded_at_start = len(hub._cache)
-    demo.repos = repos
-    try:
+    with launched_app() as (demo, url):
+        demo.startup_seconds = time.perf_counter() - started
+        demo.loaded_at_start = len(hub._cache)
+        demo.repos = repos
         yield demo, url
-    finally:
-        demo.close()
-        hub.clear_cache()
-        mp.undo()
 
 
 @pytest.fixture(scope="module")

@@ -191,3 +191,18 @@ def test_random_images_and_corruptions_only_raise_our_error(w, h, mode, fmt, cut
     assert rgb.mode == "RGB"
     x = preprocess.classifier_input(rgb, TIMM_CFG)
     assert x.shape == (1, 3, 224, 224) and torch.isfinite(x).all()
+
+
+@pytest.mark.parametrize("mode,fmt", [("CMYK", "JPEG"), ("L", "JPEG"), ("1", "PNG"), ("P", "GIF")])
+def test_mode_conversion_equals_pillows_own(mode, fmt):
+    """Opaque modes: exactly what Pillow's own `.convert("RGB")` gives for the decoded file."""
+    data = encode(photo().convert(mode), fmt)
+    expected = Image.open(io.BytesIO(data)).convert("RGB")
+    assert np.array_equal(np.asarray(load_image(data)), np.asarray(expected))
+
+
+def test_sixteen_bit_is_stretched_to_the_full_8_bit_range():
+    values = np.array([[1000, 2000], [3000, 5000]], dtype=np.uint16)
+    out = np.asarray(load_image(encode(Image.fromarray(values), "PNG")))
+    # min-max by hand: (v - 1000) * 255 / 4000 -> 0, 63.75, 127.5, 255 (rounded half to even by numpy)
+    assert out[..., 0].tolist() == [[0, 64], [128, 255]] and (out[..., 0] == out[..., 2]).all()

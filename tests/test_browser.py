@@ -25,9 +25,8 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
-from tiny_models import launch_app, tiny_repos_once  # noqa: E402
+from tiny_models import launched_app  # noqa: E402
 
-from vtdemo import hub  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -40,18 +39,8 @@ SLOW = 60_000  # ms: first use loads a model on a shared 2-core machine
 
 @pytest.fixture(scope="module")
 def url():
-    cache, _ = tiny_repos_once()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_CACHE", str(cache))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    hub.clear_cache()
-    demo, address = launch_app()
-    try:
+    with launched_app() as (_, address):
         yield address
-    finally:
-        demo.close()
-        hub.clear_cache()
-        mp.undo()
 
 
 @pytest.fixture(scope="module")

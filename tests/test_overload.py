@@ -41,7 +41,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 pytest.importorskip("gradio_client")
 
-from tiny_models import launch_app, tiny_repos_once  # noqa: E402
+from tiny_models import launched_app, tiny_repos_once, wait_until  # noqa: E402
 
 from vtdemo import hub, pipeline  # noqa: E402
 
@@ -86,15 +86,6 @@ def settled_rss() -> float | None:
     except (OSError, AttributeError):
         pass
     return rss_mib()
-
-
-def wait_until(condition, seconds: float) -> bool:
-    end = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def variants(folder: Path, n: int) -> list[Path]:
@@ -188,19 +179,10 @@ def storm(plan: dict, folder: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def app():
-    cache, repos = tiny_repos_once()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_CACHE", str(cache))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("GRADIO_HEARTBEAT_INTERVAL", HEARTBEAT_S)
-    hub.clear_cache()
-    demo, url = launch_app()  # the default queue: 32 waiting, one model call at a time
-    try:
+    _, repos = tiny_repos_once()
+    # the default queue: 32 waiting, one model call at a time
+    with launched_app(env={"GRADIO_HEARTBEAT_INTERVAL": HEARTBEAT_S}) as (demo, url):
         yield demo, url, repos
-    finally:
-        demo.close()
-        hub.clear_cache()
-        mp.undo()
 
 
 def test_twenty_clients_five_requests_each(app, tmp_path, record_property):

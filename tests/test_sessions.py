@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import gc
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,9 +21,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
-from tiny_models import launch_app, tiny_repos_once  # noqa: E402
+from tiny_models import launched_app, tiny_repos_once, wait_until  # noqa: E402
 
-from vtdemo import hub  # noqa: E402
 from vtdemo.ui import config as ui_config  # noqa: E402
 from vtdemo.ui.handlers import RELEASED  # noqa: E402
 from vtdemo.ui.sessions import RunIndex, footprint  # noqa: E402
@@ -38,19 +36,8 @@ END_S = 10.0  # a closed client's session is noticed and released within this lo
 
 @pytest.fixture(scope="module")
 def app():
-    cache, _ = tiny_repos_once()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_CACHE", str(cache))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    mp.setenv("GRADIO_HEARTBEAT_INTERVAL", "0.5")
-    hub.clear_cache()
-    demo, url = launch_app()
-    try:
-        yield demo, url
-    finally:
-        demo.close()
-        hub.clear_cache()
-        mp.undo()
+    with launched_app(env={"GRADIO_HEARTBEAT_INTERVAL": "0.5"}) as running:
+        yield running
 
 
 @pytest.fixture
@@ -72,12 +59,7 @@ def _detect(client: Client, image: str = ASTRONAUT):
 
 
 def _wait(condition, seconds: float = END_S) -> bool:
-    end = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.1)
-    return True
+    return wait_until(condition, seconds)
 
 
 def test_runs_are_released_when_the_session_ends(app):

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tiny_models import randomise_classifier
 from vtdemo.convert.swin import from_hf, from_timm
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.models.swin import (
@@ -46,20 +47,8 @@ STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 def _randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Every parameter random, at a scale that keeps activations O(1); the bias tables get std 1 so they matter."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if name.endswith("relative_position_bias_table"):
-                p.copy_(noise)
-            elif p.ndim > 1:
-                p.copy_(noise * p[0].numel() ** -0.5)
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * noise)
-            else:
-                p.copy_(0.1 * noise)
-    return model.eval()
+    """Every parameter random at a scale that keeps activations O(1); bias tables get std 1 so they matter."""
+    return randomise_classifier(model, seed, gain=1.0, bias=0.1)
 
 
 def _image_tensor(img: Image.Image, size: int) -> torch.Tensor:

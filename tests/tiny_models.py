@@ -16,10 +16,13 @@ Run `python tests/tiny_models.py DIR` to write them into DIR (a Hub cache) and p
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import tempfile
+import time
 from pathlib import Path
 
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -43,8 +46,11 @@ DETR_PREPROCESSOR = {"do_resize": True, "size": {"shortest_edge": 320, "longest_
 FAVOURED = (1, 3, 17, 18, 44, 62, 64)
 
 
-def _randomise_classifier(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights at a scale that keeps activations O(1) and makes attention visibly non-uniform."""
+def randomise_classifier(model: torch.nn.Module, seed: int, gain: float = 1.5, bias: float = 0.3
+                         ) -> torch.nn.Module:
+    """Random weights at a scale that keeps activations O(1) (matrices: `gain` / sqrt(fan_in); other vectors: std
+    `bias`); relative-position bias tables get std 1 so that a wrong index would show, and attention is visibly
+    non-uniform."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -52,11 +58,11 @@ def _randomise_classifier(model: torch.nn.Module, seed: int) -> torch.nn.Module:
             if name.endswith("relative_position_bias_table"):
                 p.copy_(noise)
             elif p.ndim > 1:
-                p.copy_(noise * 1.5 * p[0].numel() ** -0.5)
+                p.copy_(noise * gain * p[0].numel() ** -0.5)
             elif "norm" in name and name.endswith("weight"):
                 p.copy_(1 + 0.2 * noise)
             else:
-                p.copy_(0.3 * noise)
+                p.copy_(bias * noise)
     return model.eval()
 
 
@@ -138,10 +144,10 @@ def write_tiny_repos(cache: Path, tmp: Path | None = None) -> dict[str, str]:
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(tmp or scratch)
         torch.manual_seed(0)
-        vit = _randomise_classifier(timm.create_model("vit_tiny_patch16_224", pretrained=False, **VIT_ARGS), 1)
+        vit = randomise_classifier(timm.create_model("vit_tiny_patch16_224", pretrained=False, **VIT_ARGS), 1)
         write_timm_repo(cache, VIT_REPO, vit, VIT_ARGS, work, formats=("model.safetensors",))
         swin_args = dict(SWIN_ARGS, depths=list(SWIN_ARGS["depths"]), num_heads=list(SWIN_ARGS["num_heads"]))
-        swin = _randomise_classifier(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
+        swin = randomise_classifier(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
                                                        **SWIN_ARGS), 2)
         write_timm_repo(cache, SWIN_REPO, swin, swin_args, work, formats=("model.safetensors",))
 
@@ -202,6 +208,41 @@ def launch_app(**overrides):
     demo = build_app(config)
     _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(config))
     return demo, url
+
+
+@contextlib.contextmanager
+def launched_app(env: dict[str, str] | None = None, **overrides):
+    """The app on the tiny repos, offline, for the length of a `with` block: yields (demo, url).
+
+    `env`: extra environment variables for the block (e.g. a short GRADIO_HEARTBEAT_INTERVAL); `overrides`: AppConfig
+    fields. The loaded-model cache is emptied before and after, and the app is closed.
+    """
+    from vtdemo import hub
+
+    cache, _ = tiny_repos_once()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("HF_HUB_CACHE", str(cache))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    for name, value in (env or {}).items():
+        mp.setenv(name, value)
+    hub.clear_cache()
+    demo, url = launch_app(**overrides)
+    try:
+        yield demo, url
+    finally:
+        demo.close()
+        hub.clear_cache()
+        mp.undo()
+
+
+def wait_until(condition, seconds: float) -> bool:
+    """Poll `condition()` every 0.1 s until it is true (True) or `seconds` have passed (False)."""
+    end = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 if __name__ == "__main__":

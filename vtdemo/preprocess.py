@@ -55,18 +55,8 @@ class PreprocessConfig:
     resize: int | tuple[int, int] = 224
     resize_short: bool = False
     crop: tuple[int, int] | None = None
-    squash: bool = False
     shortest_edge: int = 800
     longest_edge: int | None = 1333
-
-    @property
-    def input_size(self) -> tuple[int, int] | None:
-        """(height, width) of the model input for classifiers; None for DETR (it varies per image)."""
-        if self.mode == "detr":
-            return None
-        if self.crop is not None:
-            return self.crop
-        return self.resize if isinstance(self.resize, tuple) else (self.resize, self.resize)
 
 
 def config_from_timm(pretrained_cfg: dict[str, Any]) -> PreprocessConfig:
@@ -83,7 +73,6 @@ def config_from_timm(pretrained_cfg: dict[str, Any]) -> PreprocessConfig:
         resize=scale if (squash or scale[0] != scale[1]) else scale[0],
         resize_short=not squash and scale[0] == scale[1],
         crop=(h, w),
-        squash=squash,
     )
 
 

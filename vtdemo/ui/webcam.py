@@ -71,7 +71,7 @@ def process_frame(session: LiveSession, loaded_live, frame: np.ndarray, threshol
     small = views.shrink_frame(np.ascontiguousarray(frame[..., :3]), max_side)
     image = Image.fromarray(small)
     out = pipeline.forward_detr(loaded_live, [image])
-    scored = postprocess.detr_scores(out.logits[0].float().cpu(), out.boxes[0].float().cpu(), image.size)
+    scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), image.size)
     dets = pipeline.detections(loaded_live, scored, postprocess.select(scored, threshold))
     drawn = np.asarray(views.draw_detections(image, dets))
     session.last_frame = frame
