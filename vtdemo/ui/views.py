@@ -240,7 +240,12 @@ def hex_color(class_id: int) -> str:
 
 def count_text(run: pipeline.DetrRun, dets: Sequence[pipeline.Detection], opts: DetectOptions) -> str:
     total = int(run.scored.scores.numel())
-    return f"**{len(dets)} of {total} queries kept** (score ≥ {opts.threshold:.2f})"
+    text = f"**{len(dets)} of {total} queries kept** (score ≥ {opts.threshold:.2f})"
+    if not dets:
+        best = float(run.scored.scores.max()) if total else 0.0
+        text += (f" · the most confident query scores {best:.2f}: lower the threshold (or widen the class filter) "
+                 "to see what DETR found and where it looked")
+    return text
 
 
 def detection_rows(dets: Sequence[pipeline.Detection]) -> list[list[Any]]:
