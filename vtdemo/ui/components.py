@@ -154,6 +154,21 @@ class MultiChoice(gr.Dropdown):
         return super().preprocess(value)
 
 
+class Table(gr.Dataframe):
+    """`gr.Dataframe` whose malformed payloads (rows of the wrong width, cells that are lists) are refused in one
+    line naming the columns it needs, instead of Gradio's multi-line processing error."""
+
+    def get_block_name(self) -> str:
+        return "dataframe"
+
+    def preprocess(self, payload: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().preprocess(payload)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            columns = ", ".join(str(h) for h in (self.headers or []))
+            raise gr.Error(f"{self.label or 'the table'}: every row needs the columns {columns}") from None
+
+
 class Click(gr.EventData):
     """The data of a `.select()` event: `index` and `value`, both None when the caller sent no event data (an API
     client calling a click endpoint directly), where `gr.SelectData` would fail before the handler runs."""

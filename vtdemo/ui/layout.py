@@ -28,7 +28,7 @@ import gradio as gr
 
 from ..labels import coco
 from . import howto, views
-from .components import BoxImage, Checkbox, MultiChoice, Number, SafeImage, Slider
+from .components import BoxImage, Checkbox, MultiChoice, Number, SafeImage, Slider, Table
 from .config import LIVE_SIZES, AppConfig
 from .handlers import Handlers
 
@@ -192,7 +192,7 @@ def _detect_tab(h: Handlers, config: AppConfig, tabs: gr.Tabs) -> dict[str, Any]
                     elem_classes="vt-caption")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                gt = gr.Dataframe(headers=views.GT_HEADERS, datatype=["str", "number", "number", "number", "number"],
+                gt = Table(headers=views.GT_HEADERS, datatype=["str", "number", "number", "number", "number"],
                                   row_count=3, column_count=5, interactive=True,
                                   label="Ground-truth boxes")
                 with gr.Row():
@@ -300,9 +300,14 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
 
 
 def launch_options(config: AppConfig) -> dict[str, Any]:
-    """Keyword arguments for `demo.launch()` (Gradio 6 takes theme and css here)."""
+    """Keyword arguments for `demo.launch()` (Gradio 6 takes theme and css here).
+
+    `show_error=True`: the handlers turn every failure into one line of their own (an unexpected one is logged with
+    its traceback and shown as "Unexpected error (...)"), so what reaches the page is always a sentence, never a
+    traceback; and Gradio's own refusals before a handler runs (a file that was not uploaded, a value outside a
+    dropdown's choices) are shown with their reason instead of a bare "Error"."""
     return dict(server_name=config.server_name,
                 server_port=config.server_port,
-                share=config.share, max_file_size=config.max_file_size, show_error=False,
+                share=config.share, max_file_size=config.max_file_size, show_error=True,
                 state_session_capacity=config.max_sessions,
                 theme=gr.themes.Soft(primary_hue="orange", secondary_hue="sky"), css=CSS)
