@@ -50,8 +50,9 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="what the model looked at: a relevance map per image")
     e.add_argument("--model", default=DEFAULT_VIT, help=f"repo id, repo@revision or folder (default {DEFAULT_VIT})")
-    e.add_argument("--method", help="rollout (ViT default), grad-rollout, cls-attention, swin-rollout (Swin default), "
-                   "swin-grad-rollout, swin-window, detr-decoder (DETR default), detr-encoder")
+    from .explain import registry
+
+    e.add_argument("--method", help=f"one of: {registry.help_text()}")
     e.add_argument("--class", dest="class_index", type=int, help="class index to explain (default: the top class)")
     e.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
     e.add_argument("--discard", type=float, default=0.0, help="rollout: drop this fraction of the lowest attention")
@@ -156,6 +157,17 @@ def _explain_rows(result: Any) -> list[str]:
     return lines
 
 
+def _check_explain_options(loaded: Any, args: argparse.Namespace) -> None:
+    """Options that are wrong for this model whatever the image: one line naming what is allowed (exit 2)."""
+    from .explain import registry
+
+    registry.get(args.method, loaded.family)  # raises ExplainError listing the family's methods
+    if args.class_index is not None and loaded.family != "detr":
+        n = len(loaded.labels)
+        if not 0 <= args.class_index < n:
+            raise ExplainError(f"--class {args.class_index} is out of range: {loaded.id} has {n} classes (0..{n - 1})")
+
+
 def _parse_point(text: str | None) -> tuple[float, float] | None:
     if text is None:
         return None
@@ -234,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _match(loaded, args)
         if args.command == "explain":
             point = _parse_point(args.point)
+            _check_explain_options(loaded, args)
 
             def explain_one(image: str) -> Any:
                 result = pipeline.explain(image, loaded, method=args.method, class_index=args.class_index,
