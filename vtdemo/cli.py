@@ -2,8 +2,9 @@
 
     python -m vtdemo classify [--model MODEL] [--top-k K] [--json] IMAGE [IMAGE ...]
     python -m vtdemo detect [--model MODEL] [--threshold T] [--json] [--save DIR] IMAGE [IMAGE ...]
-    python -m vtdemo explain [--model MODEL] [--method METHOD] [--class INDEX] [--head-fusion mean|max|min]
-                             [--discard RATIO] [--detection K] [--threshold T] [--point X,Y] [--out DIR] [--json] IMAGE...
+    python -m vtdemo explain [--model MODEL] [--method METHOD|all] [--class INDEX] [--head-fusion mean|max|min]
+                             [--discard RATIO] [--detection K] [--target class|box] [--threshold T] [--point X,Y]
+                             [--layer L] [--deletion] [--out DIR] [--json] IMAGE...
     python -m vtdemo serve [--host H] [--port P] [--vit-model M] ...   (the web app, as `python app.py`)
     python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain]
 
@@ -25,7 +26,7 @@ from typing import Any, Callable, Sequence
 from .errors import ExplainError, ImageError, VtdemoError
 
 EXIT_IMAGE = 1  # at least one image failed
-EXIT_MODEL = 2  # the model could not be loaded: nothing was processed
+EXIT_MODEL = 2  # the model could not be loaded, or an option does not fit it (e.g. a method of another family)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -58,7 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--discard", type=float, default=0.0, help="rollout: drop this fraction of the lowest attention")
     e.add_argument("--start-layer", type=int, default=0, help="rollout: first layer to include")
     e.add_argument("--head", type=int, help="one attention head instead of fusing them")
-    e.add_argument("--detection", type=int, default=0, help="detr-decoder: K-th detection by score (0 = best)")
+    e.add_argument("--detection", type=int, default=0,
+                   help="detr-decoder, detr-relevance: K-th detection by score (0 = best)")
+    e.add_argument("--target", default="class",
+                   help="detr-relevance: 'class' (the detection's class logit, default) or 'box' (one map per box "
+                        "edge; JSON key 'maps': {x0, y0, x1, y1}, 'map' = their mean)")
+    e.add_argument("--layer", type=int, default=-1,
+                   help="detr-decoder / detr-encoder: layer; gradcam: block; swin-gradcam: stage (-1 = last)")
     e.add_argument("--threshold", type=float, default=0.7, help="detr-decoder: score threshold for detections")
     e.add_argument("--point", help="X,Y in image pixels (swin-window, detr-encoder)")
     e.add_argument("--out", type=Path, metavar="DIR", help="write the overlay PNG (original size) into DIR")
@@ -114,7 +121,8 @@ def _run_images(images: Sequence[str], work: Callable[[str], Any], as_json: bool
             result = work(image)
         except (ImageError, ExplainError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            status = EXIT_IMAGE
+            # an option that does not fit this image (e.g. a detection it does not have) is a usage error
+            status = max(status, EXIT_MODEL if isinstance(exc, ExplainError) else EXIT_IMAGE)
             out.append({"image": image, "model": model, "error": str(exc)})
             continue
         if as_json:
@@ -144,7 +152,8 @@ def _save_annotated(result: Any, directory: Path) -> Path:
 def _explain_rows(result: Any) -> list[str]:
     t = result.target
     what = (f"class {t['index']} {t['label']} ({t['score']:.2%})" if "index" in t else
-            f"detection {t['label']} {t['score']:.3f} (query {t['query']})" if "query" in t else f"point {t.get('point')}")
+            f"detection {t['label']} {t['score']:.3f} (query {t['query']})" if "query" in t else
+            f"point {t.get('point')}")
     rows, cols = result.grid
     flat = result.map.flatten()
     best = int(flat.argmax())
@@ -161,7 +170,13 @@ def _check_explain_options(loaded: Any, args: argparse.Namespace) -> None:
     """Options that are wrong for this model whatever the image: one line naming what is allowed (exit 2)."""
     from .explain import registry
 
-    registry.get(args.method, loaded.family)  # raises ExplainError listing the family's methods
+    method = registry.get(args.method, loaded.family)  # raises ExplainError listing the family's methods
+    if args.target not in registry.TARGET_KINDS:
+        raise ExplainError(f"--target '{args.target}' is unknown; choose from {', '.join(registry.TARGET_KINDS)}")
+    if args.target != "class" and "target_kind" not in method.controls:
+        users = [m.name for m in registry.methods_for(loaded.family) if "target_kind" in m.controls]
+        raise ExplainError(f"--target {args.target} applies to {', '.join(users) or 'no method of this model'}, "
+                           f"not {method.name}")
     if args.class_index is not None and loaded.family != "detr":
         n = len(loaded.labels)
         if not 0 <= args.class_index < n:
@@ -253,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           head_fusion=args.head_fusion, discard=args.discard,
                                           start_layer=args.start_layer, detection=args.detection,
                                           threshold=args.threshold, point=point, head=args.head,
-                                          deletion=args.deletion)
+                                          deletion=args.deletion, target_kind=args.target, layer=args.layer)
                 if args.out is not None:
                     _save_overlay(result, args.out, args.opacity)
                 return result

@@ -130,6 +130,16 @@ def _detr_encoder(run: DetrRun, o: ExplainOptions) -> Tensor:
         raise ExplainError(str(exc)) from None
 
 
+def _detr_relevance(run: DetrRun, o: ExplainOptions) -> Tensor | dict[str, Tensor]:
+    from . import detr_relevance
+
+    if o.query is None:
+        raise ExplainError("detr-relevance needs a detection (query index)")
+    values, mask = run.inputs()
+    maps = detr_relevance.relevance_maps(run.loaded.model, values, mask, o.query, o.target_kind)
+    return maps["class"] if o.target_kind == "class" else maps
+
+
 def _entry(name: str, label: str, note: str, paper: str, families: set[str], target: str, grads: bool,
            controls: set[str], fn: Any) -> Method:
     return register(Method(name, label, note, paper, frozenset(families), target, grads, frozenset(controls), fn))
@@ -169,3 +179,7 @@ _entry("gradcam", "Grad-CAM (one class)",
 _entry("swin-gradcam", "Grad-CAM (one class)",
        "Last stage's tokens (7 x 7 for Swin-T) weighted by the mean gradient of the class (Grad-CAM): coarse, and "
        "blind to attention.", GRADCAM, {"swin"}, "class", True, {"class_index", "layer"}, _swin_gradcam)
+_entry("detr-relevance", "Relevance for the detection",
+       "Which image positions the detection's class (or, with target 'box', each box edge) depends on, through "
+       "every encoder and decoder layer: gradient-weighted attention (Chefer et al. 2021), not raw attention.",
+       CHEFER_GENERIC, {"detr"}, "detection", True, {"query", "target_kind"}, _detr_relevance)
