@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -203,21 +203,37 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
 
 def deletion_check(run: ClassifierRun, relevance: torch.Tensor, class_index: int, steps: int = 20,
                    seed: int = 0) -> dict[str, Any]:
-    """Sanity check of a classifier map: delete its most relevant patches first and follow the class probability,
-    against a random deletion order (see `explain.deletion`). Lower area = the map found what the model used.
+    """Sanity checks of a classifier map (see `explain.deletion`), each against the same random patch order:
+    deletion (most relevant patches removed first; lower area = the map found what the model used) and insertion
+    (most relevant patches added first to the baseline image; higher area = better).
 
     relevance: [rows, cols] on the model's grid. Returns {"auc", "random_auc", "fraction", "probability",
-    "random_probability"}; ~(steps + 1) / 8 batched forward passes per curve.
+    "random_probability", "insertion_auc", "random_insertion_auc", "insertion_probability",
+    "random_insertion_probability"} (fraction = share of patches removed, or added, at each step);
+    ~(steps + 1) / 8 batched forward passes per curve, four curves.
     """
     from . import deletion
+
+    probability = class_probability(run, class_index)
+    grid = (int(relevance.shape[0]), int(relevance.shape[1]))
+    order = deletion.patch_order(relevance)
+    random_order = torch.randperm(relevance.numel(), generator=torch.Generator().manual_seed(seed))
+    frac, prob = deletion.deletion_curve(probability, run.x, order, grid, steps)
+    _, rand = deletion.deletion_curve(probability, run.x, random_order, grid, steps)
+    _, ins = deletion.insertion_curve(probability, run.x, order, grid, steps)
+    _, rand_ins = deletion.insertion_curve(probability, run.x, random_order, grid, steps)
+    auc = deletion.area_under_curve
+    return {"auc": auc(frac, prob), "random_auc": auc(frac, rand),
+            "fraction": frac.tolist(), "probability": prob.tolist(), "random_probability": rand.tolist(),
+            "insertion_auc": auc(frac, ins), "random_insertion_auc": auc(frac, rand_ins),
+            "insertion_probability": ins.tolist(), "random_insertion_probability": rand_ins.tolist()}
+
+
+def class_probability(run: ClassifierRun, class_index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """images [B, 3, H, W] -> [B] softmax probability of `class_index` (the perturbation curves' measure)."""
 
     def probability(images: torch.Tensor) -> torch.Tensor:
         with inference(run.loaded.device):
             return run.loaded.model(images).logits.float().softmax(-1)[:, class_index].cpu()
 
-    grid = (int(relevance.shape[0]), int(relevance.shape[1]))
-    frac, prob = deletion.deletion_curve(probability, run.x, deletion.patch_order(relevance), grid, steps)
-    g = torch.Generator().manual_seed(seed)
-    _, rand = deletion.deletion_curve(probability, run.x, torch.randperm(relevance.numel(), generator=g), grid, steps)
-    return {"auc": deletion.area_under_curve(frac, prob), "random_auc": deletion.area_under_curve(frac, rand),
-            "fraction": frac.tolist(), "probability": prob.tolist(), "random_probability": rand.tolist()}
+    return probability
