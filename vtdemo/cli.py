@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=DEFAULT_VIT, help=f"repo id, repo@revision or folder (default {DEFAULT_VIT})")
     from .explain import registry
 
-    e.add_argument("--method", help=f"one of: {registry.help_text()}")
+    e.add_argument("--method", help=f"one of: {registry.help_text()}; or all: every method with its deletion / "
+                   "insertion scores and their rank agreement")
     e.add_argument("--class", dest="class_index", type=int, help="class index to explain (default: the top class)")
     e.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
     e.add_argument("--discard", type=float, default=0.0, help="rollout: drop this fraction of the lowest attention")
@@ -149,7 +150,20 @@ def _save_annotated(result: Any, directory: Path) -> Path:
     return target
 
 
+def _compare_rows(result: Any) -> list[str]:
+    lines = [f"{result.image}  ({result.model}) all methods; deletion: lower is better, insertion: higher "
+             f"(random order in brackets)"]
+    for s in result.scores:
+        lines.append(f"  {s.method:<20} deletion {s.deletion_auc:.4f} ({s.random_deletion_auc:.4f})  insertion "
+                     f"{s.insertion_auc:.4f} ({s.random_insertion_auc:.4f})  {s.seconds:6.2f} s")
+    for name, why in result.skipped.items():
+        lines.append(f"  {name:<20} skipped: {why}")
+    return lines
+
+
 def _explain_rows(result: Any) -> list[str]:
+    if hasattr(result, "scores"):
+        return _compare_rows(result)
     t = result.target
     what = (f"class {t['index']} {t['label']} ({t['score']:.2%})" if "index" in t else
             f"detection {t['label']} {t['score']:.3f} (query {t['query']})" if "query" in t else
@@ -170,7 +184,13 @@ def _check_explain_options(loaded: Any, args: argparse.Namespace) -> None:
     """Options that are wrong for this model whatever the image: one line naming what is allowed (exit 2)."""
     from .explain import registry
 
-    method = registry.get(args.method, loaded.family)  # raises ExplainError listing the family's methods
+    if args.method == "all":
+        if args.deletion or args.out is not None:
+            raise ExplainError("--method all scores every map itself and writes no overlay: drop --deletion / --out")
+        kinds = [m for m in registry.methods_for(loaded.family) if "target_kind" in m.controls]
+        method = kinds[0] if kinds else registry.default_for(loaded.family)
+    else:
+        method = registry.get(args.method, loaded.family)  # raises ExplainError listing the family's methods
     if args.target not in registry.TARGET_KINDS:
         raise ExplainError(f"--target '{args.target}' is unknown; choose from {', '.join(registry.TARGET_KINDS)}")
     if args.target != "class" and "target_kind" not in method.controls:
@@ -264,6 +284,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_explain_options(loaded, args)
 
             def explain_one(image: str) -> Any:
+                if args.method == "all":
+                    from .explain.compare import compare_image
+                    from .explain.registry import ExplainOptions
+
+                    opts = ExplainOptions(class_index=args.class_index, head_fusion=args.head_fusion,
+                                          discard=args.discard, start_layer=args.start_layer, head=args.head,
+                                          point=point, layer=args.layer, target_kind=args.target)
+                    return compare_image(image, loaded, opts, detection=args.detection, threshold=args.threshold)
                 result = pipeline.explain(image, loaded, method=args.method, class_index=args.class_index,
                                           head_fusion=args.head_fusion, discard=args.discard,
                                           start_layer=args.start_layer, detection=args.detection,
