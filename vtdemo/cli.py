@@ -6,7 +6,7 @@
                              [--discard RATIO] [--detection K] [--target class|box] [--threshold T] [--point X,Y]
                              [--layer L] [--deletion] [--out DIR] [--json] IMAGE...
     python -m vtdemo serve [--host H] [--port P] [--vit-model M] ...   (the web app, as `python app.py`)
-    python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain]
+    python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain,vit-relevance,detr-relevance]
 
 MODEL is a Hugging Face repo id, `repo@revision`, or a local folder with the same files. Errors are one line on
 stderr (no traceback) and a non-zero exit status; an image that fails does not stop the others. With `--json`, stdout
@@ -90,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time our models against timm / transformers on the same weights")
     b.add_argument("--runs", type=int, default=10, help="timed runs per model (median reported)")
     b.add_argument("--only", default="vit,swin,detr,vit-explain,swin-explain",
-                   help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain")
+                   help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain (default), and "
+                        "vit-relevance,detr-relevance (gradient maps and DETR relevance at 800 px, with its memory)")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     return p
 
