@@ -252,11 +252,10 @@ def _match(loaded: Any, args: argparse.Namespace) -> int:
 
 def serve(argv: Sequence[str]) -> int:
     """`python -m vtdemo serve [app flags]`: the same app as `python app.py`."""
+    from .ui.app import create_app
     from .ui.config import from_args
-    from .ui.layout import build_app, launch_options
 
-    config = from_args(argv)
-    build_app(config).launch(**launch_options(config))
+    create_app(from_args(argv)).launch()
     return 0
 
 

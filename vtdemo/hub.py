@@ -56,7 +56,14 @@ FIX_OFFLINE = ("connect once to download it, set HF_HUB_OFFLINE=1 with a filled 
 
 MAX_ID_LENGTH = 255  # the Hub allows 96 characters per repo name; longer ids are never valid
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-_CACHE_SIZE = int(os.environ.get("VTDEMO_MODEL_CACHE", "6"))
+
+
+def cache_size() -> int:
+    """How many loaded models are kept per process ($VTDEMO_MODEL_CACHE, default 6), read when a model loads."""
+    try:
+        return max(1, int(os.environ.get("VTDEMO_MODEL_CACHE", "6")))
+    except ValueError:
+        return 6
 
 
 @dataclass
@@ -344,11 +351,26 @@ _locks: dict[tuple[str, str], threading.Lock] = {}
 _guard = threading.Lock()
 
 
+def _key(ref: ModelRef, device: torch.device) -> tuple[str, str]:
+    return (str(ref.folder) if ref.folder else f"{ref.repo}@{ref.revision or 'main'}", str(device))
+
+
+def is_loaded(model: str, device: str | torch.device | None = None) -> bool:
+    """Is this model already loaded (so that `load` returns at once)? False for ids that are not valid."""
+    try:
+        ref = parse_model_id(model)
+    except ModelUnavailableError:
+        return False
+    key = _key(ref, torch.device(device) if device is not None else pick_device())
+    with _guard:
+        return key in _cache
+
+
 def load(model: str, device: str | torch.device | None = None) -> LoadedModel:
     """Load (once) and return the model named by a repo id, `repo@revision` or a folder; LRU-cached per device."""
     ref = parse_model_id(model)
     dev = torch.device(device) if device is not None else pick_device()
-    key = (str(ref.folder) if ref.folder else f"{ref.repo}@{ref.revision or 'main'}", str(dev))
+    key = _key(ref, dev)
     with _guard:
         if key in _cache:
             _cache.move_to_end(key)
@@ -361,7 +383,7 @@ def load(model: str, device: str | torch.device | None = None) -> LoadedModel:
         loaded = _build(ref, dev)
         with _guard:
             _cache[key] = loaded
-            while len(_cache) > _CACHE_SIZE:
+            while len(_cache) > cache_size():
                 _cache.popitem(last=False)
     return loaded
 
