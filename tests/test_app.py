@@ -314,5 +314,9 @@ def test_typed_folders_only_on_a_private_server(tmp_path, monkeypatch):
         public.load(str(tmp_path), "vit")
     assert AppConfig(host="127.0.0.1").allow_typed_folders
     assert not AppConfig(host="127.0.0.1", share=True).allow_typed_folders
-    monkeypatch.setenv("VTDEMO_ALLOW_FOLDERS", "1")
-    assert AppConfig(host="0.0.0.0").allow_typed_folders
+    monkeypatch.setenv("VTDEMO_ALLOW_FOLDERS", "1")  # read once, by from_args
+    from vtdemo.ui.config import from_args
+
+    assert from_args(["--host", "0.0.0.0"]).allow_typed_folders
+    monkeypatch.setenv("VTDEMO_ALLOW_FOLDERS", "no")
+    assert not from_args(["--host", "127.0.0.1"]).allow_typed_folders

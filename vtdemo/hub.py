@@ -3,7 +3,7 @@
 A model id is a Hugging Face repo id (`timm/vit_base_patch16_224.augreg2_in21k_ft_in1k`), optionally with a revision
 (`facebook/detr-resnet-50@no_timm`), or a local folder holding the same files. Files come through
 `huggingface_hub.hf_hub_download`, so the Hub cache, `HF_HUB_OFFLINE=1`, `HF_HUB_CACHE` and tokens behave as users
-expect. Supported formats (REFERENCE.md §1):
+expect. Supported formats:
 
 - timm: `config.json` with `architecture` (vit_*, deit_*, swin_*) + `pretrained_cfg`; weights already in our names.
 - transformers: `config.json` with `model_type` vit / deit / swin / detr, plus `preprocessor_config.json`.
@@ -34,6 +34,7 @@ from . import labels as label_names
 from . import preprocess
 from .device import pick_device
 from .errors import CheckpointError, ModelUnavailableError, UnsupportedModelError
+from .settings import env_flag, env_int
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +61,7 @@ _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)
 
 def cache_size() -> int:
     """How many loaded models are kept per process ($VTDEMO_MODEL_CACHE, default 6), read when a model loads."""
-    try:
-        return max(1, int(os.environ.get("VTDEMO_MODEL_CACHE", "6")))
-    except ValueError:
-        return 6
+    return env_int("VTDEMO_MODEL_CACHE", 6, minimum=1)
 
 
 @dataclass
@@ -146,7 +144,7 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
         return None
     from huggingface_hub import hf_hub_download  # imported lazily: it reads HF_* variables at import
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"} or not hub_reachable()
+    offline = env_flag("HF_HUB_OFFLINE") or not hub_reachable()
     try:
         return Path(hf_hub_download(ref.repo, filename, revision=ref.revision,
                                     cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline))
