@@ -383,8 +383,8 @@ def _conservation_gap(forward, model: torch.nn.Module, x: torch.Tensor, c: int) 
     logit = forward(x)[0, c]
     grads = torch.autograd.grad(logit, [x, *leaves], allow_unused=True)
     pixels = float((x * grads[0]).sum().detach())
-    total = pixels + sum(float((p * g).sum()) for p, g in zip(leaves, grads[1:]) if g is not None)
-    return float(logit), pixels, float(logit) - total
+    total = pixels + sum(float((p * g).sum().detach()) for p, g in zip(leaves, grads[1:]) if g is not None)
+    return float(logit.detach()), pixels, float(logit.detach()) - total
 
 
 @pytest.mark.parametrize("distilled", [False, True])

@@ -53,6 +53,7 @@ from collections.abc import Callable
 from typing import cast
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.vit import Block, VisionTransformer
@@ -85,33 +86,62 @@ def uniform_rule(x: Tensor, n: int = 2) -> Tensor:
     return _ScaleGradient.apply(x, 1.0 / n)
 
 
+class _LayerNormConstantStd(torch.autograd.Function):
+    """LayerNorm whose backward treats the standard deviation as a constant: d/dx = (g w - mean(g w)) / sigma.
+
+    The forward is PyTorch's fused kernel (same values as `nn.LayerNorm`); weight and bias get their ordinary
+    gradients when they require one (the conservation tests read the relevance that beta keeps)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:  # type: ignore[override]
+        y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, eps)
+        ctx.save_for_backward(x, weight, mean, rstd)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight, mean, rstd = ctx.saved_tensors
+        gw = g if weight is None else g * weight
+        grad_x = (gw - gw.mean(dim=-1, keepdim=True)) * rstd if ctx.needs_input_grad[0] else None
+        flat = g.reshape(-1, g.shape[-1])  # [rows, C]
+        grad_w = (flat * ((x - mean) * rstd).reshape(flat.shape)).sum(0) if ctx.needs_input_grad[1] else None
+        grad_b = flat.sum(0) if ctx.needs_input_grad[2] else None
+        return grad_x, grad_w, grad_b, None
+
+
 def layer_norm(x: Tensor, norm: nn.LayerNorm) -> Tensor:
     """LayerNorm over the last axis with its standard deviation taken as a constant (same values as `norm(x)`)."""
-    mean = x.mean(dim=-1, keepdim=True)
-    std = (x.var(dim=-1, keepdim=True, unbiased=False) + norm.eps).sqrt()
-    y = (x - mean) / std.detach()
-    if norm.weight is not None:
-        y = y * norm.weight
-    if norm.bias is not None:
-        y = y + norm.bias
-    return y
+    return _LayerNormConstantStd.apply(x, norm.weight, norm.bias, norm.eps)
+
+
+class _GeluIdentity(torch.autograd.Function):
+    """Exact GELU(x) = x Phi(x) forward; backward g * Phi(x), i.e. Phi held constant: the identity rule."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x)
+        return F.gelu(x)
+
+    @staticmethod
+    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+        (x,) = ctx.saved_tensors
+        return g * (0.5 * (1.0 + torch.erf(x * 2**-0.5)))
 
 
 def gelu(x: Tensor) -> Tensor:
-    """Exact GELU, x * Phi(x), with Phi detached: the identity rule (relevance passes unchanged)."""
-    phi = 0.5 * (1.0 + torch.erf(x * 2**-0.5))
-    return x * phi.detach()
+    """Exact GELU with the identity rule: relevance GELU(x) passes to x unchanged (x * gradient = GELU(x) * g)."""
+    return _GeluIdentity.apply(x)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, scale: float, bias: Tensor | None, rule: str) -> Tensor:
     """softmax(q k^T * scale + bias) @ v under `rule`. q, k, v: [B, nh, N, hd]; bias broadcastable to [B, nh, N, N]
     (additive, may hold -inf for blocked pairs). Returns [B, nh, N, hd]."""
     if rule == "attnlrp":
-        scores = (uniform_rule(q) * scale) @ uniform_rule(k).transpose(-2, -1)  # [B, nh, N, N]
+        # One gradient halving on a product's output gives each of its two factors half the relevance.
+        scores = uniform_rule((q * scale) @ k.transpose(-2, -1))  # [B, nh, N, N]
         if bias is not None:
             scores = scores + bias
-        attn = uniform_rule(scores.softmax(dim=-1))  # [B, nh, N, N]
-        return attn @ uniform_rule(v)  # [B, nh, N, hd]
+        return uniform_rule(scores.softmax(dim=-1) @ v)  # [B, nh, N, hd]
     with torch.no_grad():  # CP-LRP: the attention probabilities are constants
         scores = (q * scale) @ k.transpose(-2, -1)  # [B, nh, N, N]
         attn = (scores if bias is None else scores + bias).softmax(dim=-1)
