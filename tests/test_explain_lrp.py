@@ -164,8 +164,8 @@ def _transformers_copy(model: VisionTransformer):
           "classifier.weight": ours["head.weight"], "classifier.bias": ours["head.bias"]}
     for i in range(cfg.depth):
         h, b = f"vit.layers.{i}.", f"blocks.{i}."
-        for theirs, mine in (("layernorm_before", "norm1"), ("layernorm_after", "norm2"), ("attention.o_proj", "attn.proj"),
-                             ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+        for theirs, mine in (("layernorm_before", "norm1"), ("layernorm_after", "norm2"),
+                             ("attention.o_proj", "attn.proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
             for p in ("weight", "bias"):
                 sd[f"{h}{theirs}.{p}"] = ours[f"{b}{mine}.{p}"]
         for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
@@ -510,7 +510,8 @@ def _dense_swin_logits(model: Any, x: torch.Tensor, rule: str) -> torch.Tensor:
             att = blk.attn
             nh, hd = att.num_heads, C // att.num_heads
             y = ln(h, blk.norm1).reshape(H * W, C)
-            qkv = F.linear(y, att.qkv.weight, att.qkv.bias).view(H * W, 3, nh, hd).permute(1, 2, 0, 3)  # [3, nh, HW, hd]
+            qkv = F.linear(y, att.qkv.weight, att.qkv.bias).view(H * W, 3, nh, hd)  # [HW, 3, nh, hd]
+            qkv = qkv.permute(1, 2, 0, 3)  # [3, nh, HW, hd]
             q, k, v = qkv.unbind(0)
             if rule == "attnlrp":
                 q, k, v = rules.divide_gradient(q, 2), rules.divide_gradient(k, 2), rules.divide_gradient(v, 2)

@@ -15,15 +15,19 @@ How it runs. `vit_lrp` walks our `VisionTransformer`'s modules in a relevance-aw
 untouched and its `forward` is not called), back-propagates the chosen logit once with `torch.autograd.grad` and
 multiplies the gradient at the pixels by the pixels. Rule by operation (R = relevance, g = modified gradient):
 
-| operation | AttnLRP | CP-LRP |
-|---|---|---|
-| Linear / Conv (patch conv, q/k/v, out-proj, MLP fc1/fc2, head) | epsilon rule with epsilon -> 0 (LRP-0): the plain gradient; the bias is a neuron of its own and keeps its share | same |
-| LayerNorm | the standard deviation is a constant (detached): the centring and the affine scale are linear and pass R by the epsilon rule; beta keeps its share | same |
-| GELU | identity rule (AttnLRP eq. 9): R passes unchanged, as GELU(x) = x Phi(x) with Phi(x) detached | same |
-| residual add, + position embedding | epsilon rule on the sum: R split in proportion to the summands (the plain gradient) | same |
-| softmax | AttnLRP softmax rule R_in = x (R_out - s sum(R_out)), which is Gradient x Input of the softmax | output a constant (no R through q, k) |
-| A @ V and q @ k^T | uniform rule (AttnLRP eq. 7): each factor gets half of the epsilon-rule relevance (gradient / 2) | A constant: A @ V is linear in V |
-| [CLS] readout, DeiT's two-head average | linear: the plain gradient | same |
+- Linear / Conv (patch conv, q/k/v, out-proj, MLP fc1/fc2, head), both rules: epsilon rule with epsilon -> 0
+  (LRP-0), i.e. the plain gradient; the bias is a neuron of its own and keeps its share.
+- LayerNorm, both rules: the standard deviation is a constant; the centring and the affine scale are linear and
+  pass R by the epsilon rule; beta keeps its share.
+- GELU, both rules: identity rule (AttnLRP eq. 9 in lxt's numbering): R passes unchanged, as GELU(x) = x Phi(x) with
+  Phi(x) held constant.
+- residual add, + position embedding, both rules: epsilon rule on a sum, R split in proportion to the summands
+  (the plain gradient).
+- softmax: AttnLRP's softmax rule R_in = x (R_out - s sum(R_out)), which is Gradient x Input of the softmax;
+  CP-LRP: the probabilities are constants, no R reaches q and k.
+- A @ V and q k^T: AttnLRP's uniform rule (eq. 7 in lxt's numbering): each factor gets half of the epsilon-rule
+  relevance (gradient / 2); CP-LRP: A is a constant, so A @ V is linear in V and V gets all of it.
+- [CLS] readout and DeiT's two-head average, both rules: linear, the plain gradient.
 
 The two rules differ only inside attention: CP-LRP (as in lxt's torchvision ViT map, which also applies AttnLRP
 outside attention) treats the attention probabilities as constants, AttnLRP also sends relevance through the
@@ -40,11 +44,13 @@ sum(R_in) = sum(R_out) - x.(R_out - s sum R_out) per row, so the total differs f
 Maps are signed: positive pixels speak for the class, negative ones against it; the sum of the map is typically a
 part of the logit, not all of it (the remainder is in the terms above).
 
-Where we differ from lxt: GELU's identity rule uses Phi(x) = GELU(x) / x in closed form (lxt divides by x + 1e-10);
-lxt's ViT example adds zennit's gamma rule on Linear / Conv layers, which we do not (epsilon -> 0 everywhere); the
-uniform rule of A @ V is applied to A itself (gradient / 2 at the probabilities), so in Swin the relative-position
-bias inside the softmax receives half the score relevance like q @ k^T does (lxt, written for models without such a
-bias, divides q and k by 4 instead, which is the same for ViT).
+Where we differ from lxt: GELU's identity rule multiplies the gradient by Phi(x) = GELU(x) / x in closed form (lxt
+divides by x + 1e-10); lxt's ViT example adds zennit's gamma rule on Linear / Conv layers, which we do not (epsilon
+-> 0 everywhere); the uniform rule is applied by halving the gradient once at the output of each product (A @ V and
+q k^T), which gives each factor half; lxt divides q and k by 4 and v by 2 instead, which is the same when nothing
+else enters the softmax (ViT), while in Swin our way gives the relative-position bias half of the score relevance,
+like the q k^T term next to it. LayerNorm runs PyTorch's fused kernel forward with a hand-written constant-std
+backward, (g w - mean(g w)) / sigma, the gradient of lxt's `layer_norm_forward`.
 """
 
 from __future__ import annotations
@@ -93,7 +99,8 @@ class _LayerNormConstantStd(torch.autograd.Function):
     gradients when they require one (the conservation tests read the relevance that beta keeps)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None,  # type: ignore[override]
+                eps: float) -> Tensor:
         y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         return y
