@@ -569,7 +569,7 @@ def test_swin_conservation(swin64):
 @pytest.mark.parametrize("rule", lrp.RULES)
 def test_swin_maps_are_class_specific(swin64, rule):
     model, x = swin64
-    maps = [lrp_swin.swin_lrp(model, x, c, rule) for c in range(SWIN.num_classes)]
+    maps = [lrp_swin.swin_lrp(model, x, c, rule) for c in range(4)]
     for a in range(len(maps)):
         for b in range(a + 1, len(maps)):
             assert (maps[a] - maps[b]).abs().max() > 0.05 * max(maps[a].abs().max(), maps[b].abs().max())
@@ -588,3 +588,18 @@ def test_swin_bad_requests_and_inference_mode():
     with torch.inference_mode():
         m = lrp_swin.swin_lrp(model, x, 0, resolution="pixel")
     assert m.shape == (64, 64) and m.dtype == torch.float32 and torch.isfinite(m).all()
+
+
+@pytest.mark.parametrize("distilled", [False, True])
+def test_relevance_aware_forwards_compute_the_models_logits(distilled):
+    """The rules change gradients only: the walks give the model's own logits (ViT, DeiT with two heads, Swin)."""
+    from dataclasses import replace
+
+    vit = _vit(replace(VIT, distilled=distilled, distill_head=distilled), seed=14)
+    swin = _swin(seed=15)
+    with torch.no_grad():
+        for rule in lrp.RULES:
+            x = _image(VIT.img_size, seed=16)
+            torch.testing.assert_close(lrp.vit_forward(vit, x, rule), vit(x).logits, atol=1e-5, rtol=1e-5)
+            x = _image(SWIN.img_size, seed=17)
+            torch.testing.assert_close(lrp_swin.swin_forward(swin, x, rule), swin(x).logits, atol=1e-5, rtol=1e-5)
