@@ -13,9 +13,10 @@ to Swin (Liu et al. 2021, arXiv 2103.14030):
 - cyclic shift (`torch.roll`), window partition and its reverse: permutations of tokens; relevance moves with its
   token (their gradients are the inverse permutations), nothing is created or lost;
 - window attention: the rule of `lrp.attention` per window, with scores q k^T * scale + B + M. B, the learned
-  relative-position bias, is an addend of the scores: under AttnLRP it receives its epsilon-rule share of the
-  softmax-input relevance (half of it, after the uniform rule of A @ V) and keeps it, like any bias; under CP-LRP
-  the probabilities are constants and B receives nothing. M, the shift mask, is -inf across regions: those pairs
+  relative-position bias, is a constant addend of the scores: under AttnLRP its epsilon-rule share of the
+  softmax-input relevance (half of it, after the uniform rule of A @ V) stays there, like a bias's (it is computed
+  without gradient, as that share never reaches the pixels); under CP-LRP the probabilities are constants and B
+  receives nothing. M, the shift mask, is -inf across regions: those pairs
   get probability exactly 0 and exchange no relevance (nor gradient: softmax's gradient vanishes there);
 - MLP: Linear, GELU (identity rule), Linear; residual adds by the epsilon rule (the plain gradient);
 - patch merging: the 2x2 children are concatenated (routing: each child's channels keep their relevance), then the
@@ -63,7 +64,8 @@ def _block(block: SwinBlock, x: Tensor, rule: str) -> Tensor:
     BnW, N, _ = windows.shape
     qkv = att.qkv(windows).view(BnW, N, 3, att.num_heads, C // att.num_heads)  # [B*nW, N, 3, nh, hd]
     q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B*nW, nh, N, hd]
-    bias = att.relative_position_bias()[None]  # [1, nh, N, N]
+    with torch.no_grad():  # a constant addend of the scores: its share of relevance is absorbed, never needed
+        bias = att.relative_position_bias()[None]  # [1, nh, N, N]
     mask = cast(Tensor | None, block.attn_mask)
     if mask is not None:
         nW = mask.shape[0]
