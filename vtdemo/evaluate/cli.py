@@ -1,0 +1,241 @@
+"""`python -m vtdemo evaluate {faithfulness,randomisation,coco}`: argument handling and the printed tables.
+
+    python -m vtdemo evaluate faithfulness --model M --methods a,b,c --images DIR [--labels FILE] [--out R.jsonl]
+                                           [--resume] [--limit N] [--batch-size B] [--device D] [--engine local|ray]
+    python -m vtdemo evaluate randomisation --model M --methods a,b,c --images DIR [--out R.jsonl] [--resume] ...
+    python -m vtdemo evaluate coco --model M --images DIR --annotations FILE.json [--out R.jsonl]
+                                   [--detections D.json] [--resume] [--limit N] [--batch-size B] [--json]
+
+Nothing heavy is imported until a command runs (`vtdemo.cli` builds this parser on every call).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+EXIT_IMAGE = 1  # some images were skipped
+
+
+def _common(p: argparse.ArgumentParser, default_model: str, methods: bool) -> None:
+    p.add_argument("--model", default=default_model, help=f"repo id, repo@revision or folder (default {default_model})")
+    if methods:
+        p.add_argument("--methods", default="rollout",
+                       help="comma-separated explanation methods (as in `explain --method`), plus the controls "
+                            "'edge' (an input-only edge detector) and 'random'")
+    p.add_argument("--images", type=Path, required=True, metavar="DIR",
+                   help="folder of images, read recursively in sorted order of their relative paths")
+    p.add_argument("--out", type=Path, metavar="FILE.jsonl", help="stream one JSON line per result into FILE")
+    p.add_argument("--resume", action="store_true", help="continue --out: skip what it already holds")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--batch-size", type=int,
+                   help="inputs per forward pass (default: 16 perturbed copies; 2 images for coco, as DETR's eval)")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+
+
+def add_evaluate_parser(sub: Any) -> None:
+    """Add the `evaluate` command (with its three protocols) to the top-level subparsers `sub`."""
+    from ..hub import DEFAULT_DETR, DEFAULT_VIT
+
+    ev = sub.add_parser("evaluate", help="measure explanations (perturbation, randomisation) and DETR (COCO AP)")
+    proto = ev.add_subparsers(dest="protocol", required=True)
+    f = proto.add_parser("faithfulness", help="positive / negative perturbation AUC (Chefer et al. CVPR 2021)")
+    _common(f, DEFAULT_VIT, methods=True)
+    f.add_argument("--labels", type=Path, help="ground-truth classes: JSON {file_name: index} or 'file_name index' "
+                   "lines (default: the predicted class is the target)")
+    f.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default) or ray: Ray Data maps the evaluator over batches (pip install 'ray[data]')")
+    f.add_argument("--ray-actors", type=int, default=1, help="--engine ray: model replicas (Ray actors), default 1")
+    f.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
+    r = proto.add_parser("randomisation", help="cascading parameter randomisation (Adebayo et al. NeurIPS 2018)")
+    _common(r, DEFAULT_VIT, methods=True)
+    r.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    r.add_argument("--threshold", type=float, default=0.5,
+                   help="a map whose Spearman correlation with the original stays >= this after every block is "
+                        "randomised fails the check (default 0.5)")
+    c = proto.add_parser("coco", help="COCO box AP of a DETR model (pycocotools)")
+    _common(c, DEFAULT_DETR, methods=False)
+    c.add_argument("--annotations", type=Path, required=True, metavar="FILE.json", help="COCO instances file")
+    c.add_argument("--detections", type=Path, metavar="FILE.json",
+                   help="write the detections in COCO results format (default: next to --out, .detections.json)")
+
+
+def _check(args: argparse.Namespace) -> None:
+    from ..errors import VtdemoError
+
+    if args.limit is not None and args.limit < 1:
+        raise VtdemoError("--limit must be at least 1")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise VtdemoError("--batch-size must be at least 1")
+    if args.resume and args.out is None:
+        raise VtdemoError("--resume needs --out (the file to continue)")
+
+
+def _sink(args: argparse.Namespace, key: Any) -> Any:
+    from .runner import JsonlSink, MemorySink
+
+    return JsonlSink(args.out, args.resume, key) if args.out is not None else MemorySink(key)
+
+
+def _methods(loaded: Any, text: str) -> list[str]:
+    from .. import pipeline
+    from ..errors import VtdemoError
+    from .faithfulness import CONTROLS
+
+    methods = [m.strip() for m in text.split(",") if m.strip()]
+    known = getattr(pipeline, "CLASSIFIER_METHODS", {}).get(loaded.family)
+    for m in methods:
+        if known is not None and m not in known and m not in CONTROLS:
+            raise VtdemoError(f"method '{m}' does not apply to {loaded.family}; choose from "
+                              f"{', '.join((*known, *CONTROLS))}")
+    if not methods:
+        raise VtdemoError("--methods is empty")
+    return methods
+
+
+def _classifier(args: argparse.Namespace) -> Any:
+    from .. import hub
+    from ..errors import VtdemoError
+
+    loaded = hub.load(args.model, device=args.device)
+    if loaded.family == "detr":
+        raise VtdemoError(f"{loaded.id} is a detection model: use `evaluate coco` (or pick a ViT/DeiT/Swin model)")
+    return loaded
+
+
+def faithfulness(args: argparse.Namespace) -> int:
+    from .faithfulness import FaithfulnessEvaluator, summarise
+    from .runner import list_images, read_labels, run_local
+
+    _check(args)
+    names = list_images(args.images, args.limit)
+    loaded = _classifier(args)
+    labels = read_labels(args.labels, names, len(loaded.labels)) if args.labels else {}
+    evaluator = FaithfulnessEvaluator(loaded, _methods(loaded, args.methods), args.batch_size or 16, args.seed)
+    sink = _sink(args, lambda r: (r["image"], r["method"]))
+    try:
+        if args.engine == "ray":
+            from .ray_engine import run_faithfulness
+
+            stats = run_faithfulness(names, args.images, labels, evaluator, sink, args.model, args.device,
+                                     actors=args.ray_actors)
+        else:
+            stats = run_local(names, args.images, evaluator.methods,
+                              lambda items: [r for n, im, ms in items for r in evaluator.evaluate(n, im, labels.get(n), ms)],
+                              sink, "faithfulness")
+    finally:
+        sink.close()
+    rows = summarise([r for r in sink.records if r["image"] in set(names)])
+    if args.json:
+        print(json.dumps({"model": loaded.id, "images": len(names), "skipped": stats.skipped, "methods": rows}))
+    else:
+        print(f"{loaded.id}: perturbation AUC x100 over {len(names) - len(stats.skipped)} images "
+              f"(target: {'labels' if labels else 'predicted class'}; lower positive / higher negative = better)")
+        print(f"  {'method':<20} {'images':>6} {'positive':>9} {'negative':>9}")
+        for row in rows:
+            print(f"  {row['method']:<20} {row['images']:>6} {row['positive_auc']:9.2f} {row['negative_auc']:9.2f}")
+    return EXIT_IMAGE if stats.skipped else 0
+
+
+def randomisation(args: argparse.Namespace) -> int:
+    from .randomisation import cascading_randomisation, summarise
+    from .runner import list_images, run_local
+
+    _check(args)
+    names = list_images(args.images, args.limit)
+    loaded = _classifier(args)
+    methods = list(dict.fromkeys(_methods(loaded, args.methods)))
+
+    def work(items: list) -> list[dict[str, Any]]:
+        out = []
+        for name, image, missing in items:
+            curves = cascading_randomisation(loaded, image, missing, args.seed, args.threshold)
+            out += [{"image": name, "model": loaded.id, **curves[m].to_dict()} for m in missing]
+        return out
+
+    sink = _sink(args, lambda r: (r["image"], r["method"]))
+    try:
+        stats = run_local(names, args.images, methods, work, sink, "randomisation")
+    finally:
+        sink.close()
+    rows = summarise([r for r in sink.records if r["image"] in set(names)])
+    if args.json:
+        print(json.dumps({"model": loaded.id, "images": len(names), "skipped": stats.skipped, "methods": rows}))
+    else:
+        print(f"{loaded.id}: cascading randomisation, mean Spearman correlation with the original map per step")
+        for row in rows:
+            steps = ", ".join(f"{s} {'n/a' if r is None else f'{r:+.2f}'}"
+                              for s, r in zip(row["steps"], row["mean_spearman"]))
+            verdict = "passes" if row["passes"] else "FAILS (the map survives randomised weights)"
+            print(f"  {row['method']}: {verdict}; survived on {row['fails']} of {row['images']} images")
+            print(f"    {steps}")
+    return EXIT_IMAGE if stats.skipped else 0
+
+
+def coco(args: argparse.Namespace) -> int:
+    from .. import hub
+    from ..errors import VtdemoError
+    from ..pipeline import forward_detr
+    from . import coco as cc
+    from .runner import list_images, run_local
+
+    _check(args)
+    annotations = cc.read_annotations(args.annotations)
+    everything = list_images(args.images)
+    ids = cc.match_images(annotations, everything)
+    if not ids:
+        raise VtdemoError(f"no image in {args.images} has a file_name of {args.annotations} "
+                          f"(first image: {everything[0]}, first file_name: "
+                          f"{annotations['images'][0]['file_name'] if annotations['images'] else 'none'})")
+    names = [n for n in everything if n in ids][:args.limit]
+    if len(ids) < len(everything):
+        log_note(f"{len(everything) - len(ids)} images in {args.images} are not in the annotations and are ignored")
+    if len(ids) < len(annotations["images"]):
+        log_note(f"{len(annotations['images']) - len(ids)} of the {len(annotations['images'])} annotated images are "
+                 f"not in {args.images}: AP is over the images evaluated")
+    loaded = hub.load(args.model, device=args.device)
+    if loaded.family != "detr":
+        raise VtdemoError(f"{loaded.id} is an image classifier: COCO AP needs a DETR model")
+
+    def work(items: list) -> list[dict[str, Any]]:
+        out = forward_detr(loaded, [image for _, image, _ in items])
+        return [{"image": name, "model": loaded.id, "image_id": ids[name], "size": list(image.size),
+                 "detections": cc.detections(out.logits[i].cpu(), out.boxes[i].cpu(), image.size, ids[name])}
+                for i, (name, image, _) in enumerate(items)]
+
+    sink = _sink(args, lambda r: (r["image"], "detections"))
+    try:
+        stats = run_local(names, args.images, ["detections"], work, sink, "coco", args.batch_size or 2)
+    finally:
+        sink.close()
+    done = [r for r in sink.records if r["image"] in set(names)]
+    results = [d for r in done for d in r["detections"]]
+    target = args.detections or (args.out.with_name(args.out.stem + ".detections.json") if args.out else None)
+    if target is not None:
+        target.write_text(json.dumps(results), encoding="utf-8")
+    numbers = cc.evaluate(annotations, results, [r["image_id"] for r in done])
+    if args.json:
+        print(json.dumps(numbers))
+    else:
+        print(f"{loaded.id}: COCO box AP over {len(done)} images ({len(results)} detections, every query kept)")
+        print("\n".join(cc.table(numbers)))
+        if target is not None:
+            print(f"detections (COCO results format): {target}")
+    return EXIT_IMAGE if stats.skipped else 0
+
+
+def log_note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    """Dispatch `evaluate <protocol>`; errors surface as `VtdemoError` (one line, printed by `vtdemo.cli`)."""
+    if args.protocol == "faithfulness":
+        return faithfulness(args)
+    if args.protocol == "randomisation":
+        return randomisation(args)
+    return coco(args)
