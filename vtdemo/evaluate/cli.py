@@ -124,9 +124,10 @@ def faithfulness(args: argparse.Namespace) -> int:
             stats = run_faithfulness(names, args.images, labels, evaluator, sink, args.model, args.device,
                                      actors=args.ray_actors)
         else:
-            stats = run_local(names, args.images, evaluator.methods,
-                              lambda items: [r for n, im, ms in items for r in evaluator.evaluate(n, im, labels.get(n), ms)],
-                              sink, "faithfulness")
+            def work(items: list) -> list[dict[str, Any]]:
+                return [r for n, im, ms in items for r in evaluator.evaluate(n, im, labels.get(n), ms)]
+
+            stats = run_local(names, args.images, evaluator.methods, work, sink, "faithfulness")
     finally:
         sink.close()
     rows = summarise([r for r in sink.records if r["image"] in set(names)])

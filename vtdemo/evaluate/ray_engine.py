@@ -27,7 +27,7 @@ _ENV = ("HF_HUB_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "VTDEMO_MAX_PIXELS", "VTDEM
 def _import_ray() -> Any:
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise VtdemoError("--engine ray needs Ray Data: pip install 'ray[data]'") from None
     return ray
@@ -95,10 +95,10 @@ def run_faithfulness(names: Sequence[str], folder: str | os.PathLike, labels: di
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
     ds = ray.data.read_binary_files(list(paths), include_paths=True)
-    ds = ds.map_batches(_Evaluate, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors), batch_format="numpy",
-                        fn_constructor_kwargs=dict(model=model, device=device, methods=evaluator.methods,
-                                                   batch_size=evaluator.batch_size, seed=evaluator.seed,
-                                                   names=paths, labels=labels, missing=todo))
+    kwargs = {"model": model, "device": device, "methods": evaluator.methods, "batch_size": evaluator.batch_size,
+              "seed": evaluator.seed, "names": paths, "labels": labels, "missing": todo}
+    ds = ds.map_batches(_Evaluate, batch_size=1, compute=ray.data.ActorPoolStrategy(size=actors),
+                        batch_format="numpy", fn_constructor_kwargs=kwargs)
     bar = progress(len(names), "faithfulness (ray)")
     bar.update(stats.resumed + len(stats.skipped))
     try:

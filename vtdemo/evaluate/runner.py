@@ -36,7 +36,8 @@ Record = dict[str, Any]
 
 
 def list_images(folder: str | os.PathLike, limit: int | None = None) -> list[str]:
-    """Relative POSIX paths of the images under `folder` (recursive, sorted, hidden entries skipped), at most `limit`."""
+    """Relative POSIX paths of the images under `folder` (recursive, sorted, hidden entries skipped), the first
+    `limit` of them when given."""
     root = Path(folder)
     if not root.is_dir():
         raise VtdemoError(f"--images {folder}: not a folder")
