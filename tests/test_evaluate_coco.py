@@ -123,7 +123,7 @@ def test_missing_area_and_iscrowd_are_filled():
 
 
 def test_images_are_matched_by_file_name():
-    ann = cc.check_annotations({**GT, "images": [{"id": 5, "file_name": "val/one.png"}, {"id": 6, "file_name": "z.png"}],
-                                "annotations": []})
+    images = [{"id": 5, "file_name": "val/one.png"}, {"id": 6, "file_name": "z.png"}]
+    ann = cc.check_annotations({**GT, "images": images, "annotations": []})
     assert cc.match_images(ann, ["one.png", "val/one.png", "sub/z.png", "other.png"]) == {
         "one.png": 5, "val/one.png": 5, "sub/z.png": 6}

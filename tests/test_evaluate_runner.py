@@ -1,4 +1,5 @@
-"""`python -m vtdemo evaluate ...` on a folder: JSONL streaming, labels, bad input, resume after a kill, COCO end to end.
+"""`python -m vtdemo evaluate ...` on a folder: JSONL streaming, labels, bad input, resume after a kill, COCO end
+to end.
 
 The models are the tiny random checkpoints of `tests/tiny_models.py` in a temporary Hub cache (offline).
 """
