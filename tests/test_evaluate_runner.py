@@ -219,3 +219,13 @@ def test_coco_refuses_a_file_that_is_not_coco_before_loading_anything(tmp_path, 
                               "--annotations", str(tmp_path / "ann.json"))
     assert code == 2 and stderr.strip() == (f"error: --annotations {tmp_path / 'ann.json'} is not a COCO instances "
                                             "file: no 'annotations' list")
+
+
+def test_resume_refuses_a_file_of_another_model(repos, tmp_path):
+    make_folder(tmp_path / "imgs", 1, broken=False)
+    out = tmp_path / "r.jsonl"
+    out.write_text(json.dumps({"image": "img0.png", "method": "rollout", "model": "someone/else"}) + "\n")
+    code, _, stderr = run_cli("evaluate", "faithfulness", "--model", repos["vit"], "--images", str(tmp_path / "imgs"),
+                              "--out", str(out), "--resume", "--device", "cpu")
+    assert code == 2 and f"holds results of someone/else, not {repos['vit']}" in stderr
+    assert out.read_text().count("\n") == 1

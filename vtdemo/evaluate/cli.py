@@ -23,9 +23,10 @@ EXIT_IMAGE = 1  # some images were skipped
 def _common(p: argparse.ArgumentParser, default_model: str, methods: bool) -> None:
     p.add_argument("--model", default=default_model, help=f"repo id, repo@revision or folder (default {default_model})")
     if methods:
-        p.add_argument("--methods", default="rollout",
-                       help="comma-separated explanation methods (as in `explain --method`), plus the controls "
-                            "'edge' (an input-only edge detector) and 'random'")
+        p.add_argument("--methods",
+                       help="comma-separated explanation methods (as in `explain --method`; default: every method "
+                            "of the model's family that needs no point), plus the controls 'edge' (an input-only "
+                            "edge detector) and 'random'")
     p.add_argument("--images", type=Path, required=True, metavar="DIR",
                    help="folder of images, read recursively in sorted order of their relative paths")
     p.add_argument("--out", type=Path, metavar="FILE.jsonl", help="stream one JSON line per result into FILE")
@@ -75,20 +76,36 @@ def _check(args: argparse.Namespace) -> None:
         raise VtdemoError("--resume needs --out (the file to continue)")
 
 
-def _sink(args: argparse.Namespace, key: Any) -> Any:
+def _sink(args: argparse.Namespace, key: Any, model: str) -> Any:
+    """The results file (or memory); a resumed file must hold results of the same model."""
+    from ..errors import VtdemoError
     from .runner import JsonlSink, MemorySink
 
-    return JsonlSink(args.out, args.resume, key) if args.out is not None else MemorySink(key)
+    sink = JsonlSink(args.out, args.resume, key) if args.out is not None else MemorySink(key)
+    other = next((r.get("model") for r in sink.records if r.get("model") != model), None)
+    if other is not None:
+        sink.close()
+        raise VtdemoError(f"--out {args.out} holds results of {other}, not {model}: use another file")
+    return sink
 
 
-def _methods(loaded: Any, text: str) -> list[str]:
+#: Methods that need a clicked point: not for a folder of images.
+NEEDS_POINT = ("swin-window",)
+_FALLBACK = {"vit": ("rollout", "grad-rollout", "cls-attention"), "swin": ("swin-rollout", "swin-grad-rollout")}
+
+
+def _methods(loaded: Any, text: str | None) -> list[str]:
     from .. import pipeline
     from ..errors import VtdemoError
     from .faithfulness import CONTROLS
 
-    methods = [m.strip() for m in text.split(",") if m.strip()]
     known = getattr(pipeline, "CLASSIFIER_METHODS", {}).get(loaded.family)
+    if text is None:
+        return [m for m in (known or _FALLBACK[loaded.family]) if m not in NEEDS_POINT]
+    methods = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
     for m in methods:
+        if m in NEEDS_POINT:
+            raise VtdemoError(f"method '{m}' needs a point in each image: not available for a folder")
         if known is not None and m not in known and m not in CONTROLS:
             raise VtdemoError(f"method '{m}' does not apply to {loaded.family}; choose from "
                               f"{', '.join((*known, *CONTROLS))}")
@@ -116,7 +133,7 @@ def faithfulness(args: argparse.Namespace) -> int:
     loaded = _classifier(args)
     labels = read_labels(args.labels, names, len(loaded.labels)) if args.labels else {}
     evaluator = FaithfulnessEvaluator(loaded, _methods(loaded, args.methods), args.batch_size or 16, args.seed)
-    sink = _sink(args, lambda r: (r["image"], r["method"]))
+    sink = _sink(args, lambda r: (r["image"], r["method"]), loaded.id)
     try:
         if args.engine == "ray":
             from .ray_engine import run_faithfulness
@@ -130,11 +147,12 @@ def faithfulness(args: argparse.Namespace) -> int:
             stats = run_local(names, args.images, evaluator.methods, work, sink, "faithfulness")
     finally:
         sink.close()
-    rows = summarise([r for r in sink.records if r["image"] in set(names)])
+    wanted = set(names)
+    rows = summarise([r for r in sink.records if r["image"] in wanted])
     if args.json:
         print(json.dumps({"model": loaded.id, "images": len(names), "skipped": stats.skipped, "methods": rows}))
     else:
-        print(f"{loaded.id}: perturbation AUC x100 over {len(names) - len(stats.skipped)} images "
+        print(f"{loaded.id}: perturbation AUC x100 over {_count(len(names) - len(stats.skipped), 'image')} "
               f"(target: {'labels' if labels else 'predicted class'}; lower positive / higher negative = better)")
         print(f"  {'method':<20} {'images':>6} {'positive':>9} {'negative':>9}")
         for row in rows:
@@ -149,7 +167,7 @@ def randomisation(args: argparse.Namespace) -> int:
     _check(args)
     names = list_images(args.images, args.limit)
     loaded = _classifier(args)
-    methods = list(dict.fromkeys(_methods(loaded, args.methods)))
+    methods = _methods(loaded, args.methods)
 
     def work(items: list) -> list[dict[str, Any]]:
         out = []
@@ -158,12 +176,13 @@ def randomisation(args: argparse.Namespace) -> int:
             out += [{"image": name, "model": loaded.id, **curves[m].to_dict()} for m in missing]
         return out
 
-    sink = _sink(args, lambda r: (r["image"], r["method"]))
+    sink = _sink(args, lambda r: (r["image"], r["method"]), loaded.id)
     try:
         stats = run_local(names, args.images, methods, work, sink, "randomisation")
     finally:
         sink.close()
-    rows = summarise([r for r in sink.records if r["image"] in set(names)])
+    wanted = set(names)
+    rows = summarise([r for r in sink.records if r["image"] in wanted])
     if args.json:
         print(json.dumps({"model": loaded.id, "images": len(names), "skipped": stats.skipped, "methods": rows}))
     else:
@@ -208,12 +227,13 @@ def coco(args: argparse.Namespace) -> int:
                  "detections": cc.detections(out.logits[i].cpu(), out.boxes[i].cpu(), image.size, ids[name])}
                 for i, (name, image, _) in enumerate(items)]
 
-    sink = _sink(args, lambda r: (r["image"], "detections"))
+    sink = _sink(args, lambda r: (r["image"], "detections"), loaded.id)
     try:
         stats = run_local(names, args.images, ["detections"], work, sink, "coco", args.batch_size or 2)
     finally:
         sink.close()
-    done = [r for r in sink.records if r["image"] in set(names)]
+    wanted = set(names)
+    done = [r for r in sink.records if r["image"] in wanted]
     results = [d for r in done for d in r["detections"]]
     target = args.detections or (args.out.with_name(args.out.stem + ".detections.json") if args.out else None)
     if target is not None:
@@ -222,11 +242,16 @@ def coco(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(numbers))
     else:
-        print(f"{loaded.id}: COCO box AP over {len(done)} images ({len(results)} detections, every query kept)")
+        print(f"{loaded.id}: COCO box AP over {_count(len(done), 'image')} ({len(results)} detections, every query "
+              "kept)")
         print("\n".join(cc.table(numbers)))
         if target is not None:
             print(f"detections (COCO results format): {target}")
     return EXIT_IMAGE if stats.skipped else 0
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def log_note(message: str) -> None:

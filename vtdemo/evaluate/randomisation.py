@@ -116,13 +116,28 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
 
 
 def cascading_randomisation(loaded: Any, image: Image.Image, methods: Sequence[str], seed: int = 0,
-                            threshold: float = DEFAULT_THRESHOLD) -> dict[str, RandomisationCurve]:
-    """The check for one image: method -> curve (see module docstring). `loaded`: a classifier `LoadedModel`."""
+                            threshold: float = DEFAULT_THRESHOLD, class_index: int | None = None
+                            ) -> dict[str, RandomisationCurve]:
+    """The check for one image: method -> curve (see module docstring).
+
+    loaded: a ViT/DeiT/Swin `vtdemo.hub.LoadedModel`; image: RGB; methods: `vtdemo.pipeline` classifier methods
+    and/or the controls of `vtdemo.evaluate.faithfulness` ("edge", "random"); class_index: the class every map
+    explains (default: the original model's top class). Costs (1 + number of steps) forward passes with attention,
+    plus a backward pass per step for gradient methods.
+    """
+    from ..pipeline import run_classifier
+
+    return randomisation_for_run(run_classifier(loaded, image), methods, seed, threshold, class_index)
+
+
+def randomisation_for_run(run: Any, methods: Sequence[str], seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
+                          class_index: int | None = None) -> dict[str, RandomisationCurve]:
+    """As `cascading_randomisation`, from a cached `vtdemo.pipeline.ClassifierRun` (what the app keeps per image)."""
     from ..pipeline import run_classifier
     from .faithfulness import method_maps
 
-    run = run_classifier(loaded, image)
-    target = int(run.logits.argmax())
+    loaded, image = run.loaded, run.image
+    target = int(run.logits.argmax()) if class_index is None else int(class_index)
     original = method_maps(run, methods, target, seed)
     model = copy.deepcopy(loaded.model)  # never the cached model
     randomised = dataclasses.replace(loaded, model=model)
