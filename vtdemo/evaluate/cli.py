@@ -4,7 +4,9 @@
                                            [--resume] [--limit N] [--batch-size B] [--device D] [--engine local|ray]
     python -m vtdemo evaluate randomisation --model M --methods a,b,c --images DIR [--out R.jsonl] [--resume] ...
     python -m vtdemo evaluate coco --model M --images DIR --annotations FILE.json [--out R.jsonl]
-                                   [--detections D.json] [--resume] [--limit N] [--batch-size B] [--json]
+                                   [--detections D.json] [--resume] [--limit N] [--batch-size B] [--json] ...
+
+Every protocol takes --engine local|ray (and --ray-actors N); the work itself is in `vtdemo.evaluate.work`.
 
 Nothing heavy is imported until a command runs (`vtdemo.cli` builds this parser on every call).
 """
@@ -36,6 +38,9 @@ def _common(p: argparse.ArgumentParser, default_model: str, methods: bool) -> No
                    help="inputs per forward pass (default: 16 perturbed copies; 2 images for coco, as DETR's eval)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default) or ray: Ray Data maps the evaluation over batches (pip install 'ray[data]')")
+    p.add_argument("--ray-actors", type=int, default=1, help="--engine ray: model replicas (Ray actors), default 1")
 
 
 def add_evaluate_parser(sub: Any) -> None:
@@ -48,9 +53,6 @@ def add_evaluate_parser(sub: Any) -> None:
     _common(f, DEFAULT_VIT, methods=True)
     f.add_argument("--labels", type=Path, help="ground-truth classes: JSON {file_name: index} or 'file_name index' "
                    "lines (default: the predicted class is the target)")
-    f.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local (default) or ray: Ray Data maps the evaluator over batches (pip install 'ray[data]')")
-    f.add_argument("--ray-actors", type=int, default=1, help="--engine ray: model replicas (Ray actors), default 1")
     f.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     r = proto.add_parser("randomisation", help="cascading parameter randomisation (Adebayo et al. NeurIPS 2018)")
     _common(r, DEFAULT_VIT, methods=True)
@@ -124,29 +126,35 @@ def _classifier(args: argparse.Namespace) -> Any:
     return loaded
 
 
+def _execute(protocol: str, args: argparse.Namespace, names: list[str], parts: list[str], options: dict[str, Any],
+             loaded: Any, sink: Any, batch_size: int = 1) -> Any:
+    """Run the protocol's work (`vtdemo.evaluate.work`) over the images on the chosen engine; the sink is closed."""
+    from .runner import run_local
+    from .work import BUILDERS
+
+    try:
+        if args.engine == "ray":
+            from .ray_engine import run_ray
+
+            return run_ray(protocol, names, args.images, parts, options, sink, args.model, args.device, batch_size,
+                           actors=args.ray_actors)
+        return run_local(names, args.images, parts, BUILDERS[protocol](loaded, options), sink, protocol, batch_size)
+    finally:
+        sink.close()
+
+
 def faithfulness(args: argparse.Namespace) -> int:
-    from .faithfulness import FaithfulnessEvaluator, summarise
-    from .runner import list_images, read_labels, run_local
+    from .faithfulness import method_list, summarise
+    from .runner import list_images, read_labels
 
     _check(args)
     names = list_images(args.images, args.limit)
     loaded = _classifier(args)
     labels = read_labels(args.labels, names, len(loaded.labels)) if args.labels else {}
-    evaluator = FaithfulnessEvaluator(loaded, _methods(loaded, args.methods), args.batch_size or 16, args.seed)
+    methods = method_list(_methods(loaded, args.methods))
+    options = {"methods": methods, "batch_size": args.batch_size or 16, "seed": args.seed, "labels": labels}
     sink = _sink(args, lambda r: (r["image"], r["method"]), loaded.id)
-    try:
-        if args.engine == "ray":
-            from .ray_engine import run_faithfulness
-
-            stats = run_faithfulness(names, args.images, labels, evaluator, sink, args.model, args.device,
-                                     actors=args.ray_actors)
-        else:
-            def work(items: list) -> list[dict[str, Any]]:
-                return [r for n, im, ms in items for r in evaluator.evaluate(n, im, labels.get(n), ms)]
-
-            stats = run_local(names, args.images, evaluator.methods, work, sink, "faithfulness")
-    finally:
-        sink.close()
+    stats = _execute("faithfulness", args, names, methods, options, loaded, sink)
     wanted = set(names)
     rows = summarise([r for r in sink.records if r["image"] in wanted])
     if args.json:
@@ -161,26 +169,16 @@ def faithfulness(args: argparse.Namespace) -> int:
 
 
 def randomisation(args: argparse.Namespace) -> int:
-    from .randomisation import cascading_randomisation, summarise
-    from .runner import list_images, run_local
+    from .randomisation import summarise
+    from .runner import list_images
 
     _check(args)
     names = list_images(args.images, args.limit)
     loaded = _classifier(args)
     methods = _methods(loaded, args.methods)
-
-    def work(items: list) -> list[dict[str, Any]]:
-        out = []
-        for name, image, missing in items:
-            curves = cascading_randomisation(loaded, image, missing, args.seed, args.threshold)
-            out += [{"image": name, "model": loaded.id, **curves[m].to_dict()} for m in missing]
-        return out
-
     sink = _sink(args, lambda r: (r["image"], r["method"]), loaded.id)
-    try:
-        stats = run_local(names, args.images, methods, work, sink, "randomisation")
-    finally:
-        sink.close()
+    stats = _execute("randomisation", args, names, methods, {"seed": args.seed, "threshold": args.threshold},
+                     loaded, sink)
     wanted = set(names)
     rows = summarise([r for r in sink.records if r["image"] in wanted])
     if args.json:
@@ -199,9 +197,8 @@ def randomisation(args: argparse.Namespace) -> int:
 def coco(args: argparse.Namespace) -> int:
     from .. import hub
     from ..errors import VtdemoError
-    from ..pipeline import forward_detr
     from . import coco as cc
-    from .runner import list_images, run_local
+    from .runner import list_images
 
     _check(args)
     annotations = cc.read_annotations(args.annotations)
@@ -220,18 +217,8 @@ def coco(args: argparse.Namespace) -> int:
     loaded = hub.load(args.model, device=args.device)
     if loaded.family != "detr":
         raise VtdemoError(f"{loaded.id} is an image classifier: COCO AP needs a DETR model")
-
-    def work(items: list) -> list[dict[str, Any]]:
-        out = forward_detr(loaded, [image for _, image, _ in items])
-        return [{"image": name, "model": loaded.id, "image_id": ids[name], "size": list(image.size),
-                 "detections": cc.detections(out.logits[i].cpu(), out.boxes[i].cpu(), image.size, ids[name])}
-                for i, (name, image, _) in enumerate(items)]
-
     sink = _sink(args, lambda r: (r["image"], "detections"), loaded.id)
-    try:
-        stats = run_local(names, args.images, ["detections"], work, sink, "coco", args.batch_size or 2)
-    finally:
-        sink.close()
+    stats = _execute("coco", args, names, ["detections"], {"ids": ids}, loaded, sink, args.batch_size or 2)
     wanted = set(names)
     done = [r for r in sink.records if r["image"] in wanted]
     results = [d for r in done for d in r["detections"]]
