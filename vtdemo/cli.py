@@ -93,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain (default), and "
                         "vit-relevance,detr-relevance (gradient maps and DETR relevance at 800 px, with its memory)")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+    from .evaluate.cli import add_evaluate_parser  # evaluate faithfulness / randomisation / coco
+
+    add_evaluate_parser(sub)
     return p
 
 
@@ -273,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench import run_bench
 
             return run_bench(runs=args.runs, only=args.only.split(","), threads=args.threads)
+        if args.command == "evaluate":
+            from .evaluate.cli import run_evaluate
+
+            return run_evaluate(args)
 
         from . import hub, pipeline
 
