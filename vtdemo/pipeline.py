@@ -160,11 +160,34 @@ class ClassifierRun:
     x: torch.Tensor  # [1, 3, h, w] model input
     logits: torch.Tensor  # [K]
     attentions: list[Any]
+    grid: tuple[int, int] | None = None  # ViT: the patch grid of this input (rows, cols)
+    tokens: list[torch.Tensor] | None = None  # ViT: per-block output tokens [N, C] (for the artefact inspector)
+    prep: preprocess.PreprocessConfig | None = None  # the recipe used, when not the checkpoint's own
 
     @property
     def region(self) -> tuple[float, float, float, float]:
         """Original-image pixels (x0, y0, x1, y1) that the model input covers."""
-        return preprocess.input_region(self.image.size, self.loaded.preprocess)
+        return preprocess.input_region(self.image.size, self.prep or self.loaded.preprocess)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input of this run."""
+        return int(self.x.shape[-2]), int(self.x.shape[-1])
+
+    @property
+    def trained_size(self) -> tuple[int, int]:
+        """(height, width) of the input the checkpoint's own preprocessing gives (the size it was trained at)."""
+        return preprocess.trained_input_size(self.loaded.preprocess)
+
+    @property
+    def size_note(self) -> str | None:
+        """One line for the UI when this run's input size is not the trained one; None when it is."""
+        if self.input_size == self.trained_size:
+            return None
+        (h, w), (th, tw) = self.input_size, self.trained_size
+        grid = f" ({self.grid[0]}x{self.grid[1]} patches)" if self.grid else ""
+        return (f"input {w}x{h} px{grid}; the model was trained at {tw}x{th} px: position embeddings are "
+                "interpolated, so predictions may differ from the trained size")
 
 
 @dataclass
@@ -202,13 +225,44 @@ class Explanation:
         return d
 
 
-def run_classifier(loaded: hub.LoadedModel, image: Image.Image) -> ClassifierRun:
-    """Forward once with attention (plain softmax path)."""
-    x = preprocess.classifier_input(image, loaded.preprocess).to(loaded.device)
+#: Most patch tokens a ViT run may have at another input size (the attention of every layer is kept: 1024 patches
+#: of ViT-B are ~0.6 GB of attention; 32x32 patches = 512 px at patch 16).
+MAX_PATCHES = 1024
+
+
+def input_preprocess(loaded: hub.LoadedModel, image_size: tuple[int, int], input_size: int | None = None,
+                     keep_aspect: bool = False) -> preprocess.PreprocessConfig:
+    """The recipe for a run at another input size (see `preprocess.for_input_size`; image_size = (width, height)):
+    the checkpoint's own when nothing is asked. ViT/DeiT only; sizes round to multiples of the patch size."""
+    if input_size is None and not keep_aspect:
+        return loaded.preprocess
+    if loaded.family != "vit":
+        raise VtdemoError(f"{loaded.id}: other input sizes are supported for ViT/DeiT models only")
+    patch = loaded.config.patch_size
+    prep = preprocess.for_input_size(loaded.preprocess, image_size, input_size, keep_aspect, multiple=patch)
+    h, w = preprocess.trained_input_size(prep)
+    if (h // patch) * (w // patch) > MAX_PATCHES:
+        raise VtdemoError(f"input {w}x{h} px would be {(h // patch) * (w // patch)} patches; at most {MAX_PATCHES} "
+                          "(choose a smaller size)")
+    return prep
+
+
+def run_classifier(loaded: hub.LoadedModel, image: Image.Image, input_size: int | None = None,
+                   keep_aspect: bool = False) -> ClassifierRun:
+    """Forward once with attention (plain softmax path); ViT runs keep their block outputs and patch grid too.
+
+    input_size / keep_aspect: run a ViT at another input size (short side in pixels) and/or at the photo's aspect
+    ratio (`input_preprocess`); by default the checkpoint's own preprocessing.
+    """
+    prep = input_preprocess(loaded, image.size, input_size, keep_aspect)
+    x = preprocess.classifier_input(image, prep).to(loaded.device)
+    vit = loaded.family == "vit"
     with inference(loaded.device):
-        out = loaded.model(x, return_attn=True)
-    attentions = [a[0] for a in out.attentions] if loaded.family == "vit" else list(out.attentions)
-    return ClassifierRun(loaded=loaded, image=image, x=x, logits=out.logits[0].float().cpu(), attentions=attentions)
+        out = loaded.model(x, return_attn=True, return_tokens=True) if vit else loaded.model(x, return_attn=True)
+    attentions = [a[0] for a in out.attentions] if vit else list(out.attentions)
+    tokens = [t[0].float() for t in out.tokens] if vit and out.tokens else None
+    return ClassifierRun(loaded=loaded, image=image, x=x, logits=out.logits[0].float().cpu(), attentions=attentions,
+                         grid=out.grid, tokens=tokens, prep=None if prep is loaded.preprocess else prep)
 
 
 def run_detr(loaded: hub.LoadedModel, image: Image.Image, keep_dtype: torch.dtype | None = None) -> DetrRun:
@@ -235,13 +289,16 @@ def _class_target(run: ClassifierRun, class_index: int | None) -> dict[str, Any]
 
 def classifier_map(run: ClassifierRun, method: str | None = None, class_index: int | None = None,
                    head_fusion: str = "mean", discard: float = 0.0, start_layer: int = 0, head: int | None = None,
-                   point: tuple[float, float] | None = None, block: int | None = None) -> tuple[torch.Tensor, dict]:
+                   point: tuple[float, float] | None = None, block: int | None = None,
+                   mask_outliers: bool = False) -> tuple[torch.Tensor, dict]:
     """A relevance map [rows, cols] (max 1) and its target for a cached classifier run.
 
     method: see CLASSIFIER_METHODS (default: rollout for ViT, swin-rollout for Swin); class_index: the class for
     grad-rollout / swin-grad-rollout (default: the top class); head: one head instead of the fusion (cls-attention,
     swin-window); point: (x, y) original-image pixels for swin-window; block: Swin block index for swin-window
-    (default: the last block whose stage still has several windows, see `explain.swin.default_block`).
+    (default: the last block whose stage still has several windows, see `explain.swin.default_block`);
+    mask_outliers: ViT rollout with the high-norm artefact tokens masked out (`explain.artefacts.masked_rollout`).
+    Avg-pool models (no CLS token) are read out as the mean of the patch rows; cls-attention needs a CLS token.
     """
     from .explain import normalize_map
 
@@ -252,19 +309,29 @@ def classifier_map(run: ClassifierRun, method: str | None = None, class_index: i
                           f"{', '.join(CLASSIFIER_METHODS[family])}")
     target = _class_target(run, class_index)
     if family == "vit":
+        from .explain import artefacts
         from .explain import vit as ex
 
         cfg = run.loaded.config
-        prefix = cfg.num_prefix_tokens
-        if method == "rollout":
-            flat = ex.rollout(run.attentions, head_fusion, discard, start_layer, prefix)
+        prefix, readout = cfg.num_prefix_tokens, cfg.readout
+        if mask_outliers and method != "rollout":
+            raise ExplainError("masking high-norm outliers applies to the rollout only")
+        if method == "rollout" and mask_outliers:
+            outliers = artefact_maps(run)["outliers"]
+            flat = artefacts.masked_rollout(run.attentions, outliers, prefix, readout, head_fusion, discard,
+                                            start_layer)
+        elif method == "rollout":
+            flat = ex.rollout(run.attentions, head_fusion, discard, start_layer, prefix, readout=readout)
         elif method == "grad-rollout":
             _, attns, grads = ex.class_gradients(run.loaded.model, run.x, target["index"])
-            flat = ex.grad_rollout(attns, grads, prefix)
+            flat = ex.grad_rollout(attns, grads, prefix, readout=readout)
         else:
+            if not cfg.class_token:
+                raise ExplainError(f"{run.loaded.id} has no CLS token (it classifies from the mean of its patch "
+                                   "tokens): cls-attention does not apply; use rollout or grad-rollout")
             per_head = ex.cls_attention(run.attentions, prefix)  # [nh, P]
             flat = per_head.mean(0) if head is None else per_head[head]
-        relevance = flat.view(*cfg.grid_size)  # [gh, gw]
+        relevance = flat.view(*(run.grid or cfg.grid_size))  # [gh, gw]
     else:
         from .explain import swin as ex_swin
 
@@ -287,6 +354,28 @@ def _point_in_input(run: ClassifierRun, point: tuple[float, float]) -> tuple[flo
     fx = min(max((point[0] - x0) / (x1 - x0), 0.0), 1.0 - 1e-6)
     fy = min(max((point[1] - y0) / (y1 - y0), 0.0), 1.0 - 1e-6)
     return fx, fy
+
+
+def artefact_maps(run: ClassifierRun, layer: int = -1, k: float = 5.0, min_ratio: float = 2.0) -> dict[str, Any]:
+    """The register / high-norm artefact inspector for a ViT run (see `explain.artefacts`; caption:
+    `explain.artefacts.CAPTION`).
+
+    Returns {"norms": [L, gh, gw] patch-token norms after every block, "outliers": [gh, gw] bool (found on `layer`),
+    "threshold": float, "layer": the block index used, "prefix_norms": [L, prefix] (CLS / DIST / registers),
+    "prefix_names": their names}.
+    """
+    from .explain import artefacts
+
+    if run.tokens is None or run.grid is None:
+        raise ExplainError(f"{run.loaded.id}: the artefact inspector needs a ViT run (with its block outputs)")
+    cfg = run.loaded.config
+    norms = artefacts.token_norms(run.tokens, cfg.num_prefix_tokens, run.grid)  # [L, gh, gw]
+    index = range(norms.shape[0])[layer]
+    outliers, threshold = artefacts.find_outliers(norms[index], k, min_ratio)
+    names = (["CLS"] if cfg.class_token else []) + (["DIST"] if cfg.distilled else []) + \
+        [f"register {i + 1}" for i in range(cfg.reg_tokens)]
+    return {"norms": norms, "outliers": outliers, "threshold": threshold, "layer": index,
+            "prefix_norms": artefacts.prefix_norms(run.tokens, cfg.num_prefix_tokens), "prefix_names": names}
 
 
 def detr_map(run: DetrRun, method: str = "detr-decoder", query: int | None = None, point: tuple[float, float] | None = None,
@@ -314,18 +403,21 @@ def detr_map(run: DetrRun, method: str = "detr-decoder", query: int | None = Non
 def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, method: str | None = None,
             class_index: int | None = None, head_fusion: str = "mean", discard: float = 0.0, start_layer: int = 0,
             detection: int = 0, threshold: float = 0.7, point: tuple[float, float] | None = None,
-            head: int | None = None, name: str | None = None, deletion: bool = False) -> Explanation:
+            head: int | None = None, name: str | None = None, deletion: bool = False, input_size: int | None = None,
+            keep_aspect: bool = False, mask_outliers: bool = False) -> Explanation:
     """One explanation map for one image (the CLI's `explain`). See `classifier_map` and `detr_map`.
 
     deletion: also run the deletion-curve sanity check (classifiers only); the result goes to `Explanation.deletion`.
+    input_size / keep_aspect: ViT at another input size (see `run_classifier`); mask_outliers: see `classifier_map`.
     """
     loaded = _as_loaded(model)
     rgb = load_image(image)
     label = _name(image, name)
     if loaded.family != "detr":
-        run = run_classifier(loaded, rgb)
+        run = run_classifier(loaded, rgb, input_size, keep_aspect)
         method = method or CLASSIFIER_METHODS[loaded.family][0]
-        m, target = classifier_map(run, method, class_index, head_fusion, discard, start_layer, head, point)
+        m, target = classifier_map(run, method, class_index, head_fusion, discard, start_layer, head, point,
+                                   mask_outliers=mask_outliers)
         check = deletion_check(run, m, target["index"]) if deletion else None
         return Explanation(label, loaded.id, method, target, m, run.region, check)
     run = run_detr(loaded, rgb)
