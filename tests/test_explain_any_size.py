@@ -109,6 +109,7 @@ def test_register_model_maps_use_the_mean_of_patch_rows(tiny_repos, photos):
     assert pipeline.classifier_map(run, "grad-rollout")[0].shape == (4, 4)
     with pytest.raises(VtdemoError, match="no CLS token"):
         pipeline.classifier_map(run, "cls-attention")
+    assert pipeline.classifier_methods(loaded) == ("rollout", "grad-rollout")
     report = pipeline.artefact_maps(run)
     assert report["norms"].shape == (2, 4, 4) and report["prefix_names"] == [f"register {i}" for i in range(1, 5)]
     assert report["prefix_norms"].shape == (2, 4)
@@ -119,6 +120,7 @@ def test_deit3_maps_and_the_masked_rollout_switch(tiny_repos, photos):
 
     loaded = hub.load(tiny_repos["deit3_small_patch16_224"][0])
     run = pipeline.run_classifier(loaded, photos["rocket"])
+    assert pipeline.classifier_methods(loaded) == pipeline.CLASSIFIER_METHODS["vit"]
     for method in pipeline.CLASSIFIER_METHODS["vit"]:
         assert pipeline.classifier_map(run, method)[0].shape == (4, 4)
     report = pipeline.artefact_maps(run, k=0.5, min_ratio=1.0)  # a loose rule, so that something is flagged

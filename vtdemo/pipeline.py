@@ -151,6 +151,15 @@ CLASSIFIER_METHODS = {"vit": ("rollout", "grad-rollout", "cls-attention"),
 DETR_METHODS = ("detr-decoder", "detr-encoder")
 
 
+def classifier_methods(loaded: hub.LoadedModel) -> tuple[str, ...]:
+    """The methods that apply to this classifier: CLASSIFIER_METHODS of its family, without cls-attention for a ViT
+    that has no CLS token (register ViTs with average-pool readout)."""
+    methods = CLASSIFIER_METHODS[loaded.family]
+    if loaded.family == "vit" and not loaded.config.class_token:
+        return tuple(m for m in methods if m != "cls-attention")
+    return methods
+
+
 @dataclass
 class ClassifierRun:
     """One classifier forward pass kept for explanations. logits: [K]; attentions as the model returned them."""
