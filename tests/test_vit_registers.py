@@ -96,7 +96,7 @@ def _check_hub_round_trip(hf_cache, tmp_path, photo, name: str, model_args: dict
     torch.testing.assert_close(x, x_ref, atol=1e-6, rtol=0)  # the checkpoint's own preprocessing
     with torch.inference_mode():
         logits_ref = ref(x_ref)
-        assert logits_ref.std() > 0.5  # a non-trivial output to compare
+        assert logits_ref.std() > (0.5 if full_size else 0.1)  # a non-trivial output to compare
         torch.testing.assert_close(loaded.model(x).logits, logits_ref, atol=atol, rtol=0)
     result = vtdemo.classify(photo, model=repo, top_k=3)
     probs, idx = _top(logits_ref, 3)

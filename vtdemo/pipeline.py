@@ -317,6 +317,8 @@ def classifier_map(run: ClassifierRun, method: str | None = None, class_index: i
         raise VtdemoError(f"method '{method}' does not apply to {family}; choose from "
                           f"{', '.join(CLASSIFIER_METHODS[family])}")
     target = _class_target(run, class_index)
+    if mask_outliers and family != "vit":
+        raise ExplainError("masking high-norm outliers applies to the ViT rollout only")
     if family == "vit":
         from .explain import artefacts
         from .explain import vit as ex

@@ -6,6 +6,8 @@
 - `detr`: decoder cross-attention per detection, encoder self-attention at a pixel.
 - `matching`: DETR's Hungarian set matching and loss terms against ground-truth boxes.
 - `deletion`: a sanity check for any map (deletion curve and its area).
+- `artefacts`: the high-norm "artefact" tokens of plain ViTs (Darcet et al. 2024): token norms on the grid, the
+  outliers, and a rollout with them masked out.
 
 Every map is returned on the model's own token grid, scaled so that its maximum is 1 (`normalize_map`).
 """

@@ -9,7 +9,7 @@
   arXiv 2103.15679), their eq. for self-attention encoders: R = I; per layer in forward order
   Abar = mean_heads((dy_c/dA * A).clamp(min=0)); R = R + Abar @ R. Each gradient is paired with its own layer's
   attention (vit-explain #6 multiplies them in reverse order).
-- `cls_attention`: the last layer's CLS row per head.
+- `cls_attention`: the last layer's CLS row per head (models with a CLS token only).
 - `class_gradients`: one forward and backward pass for a class, giving the attentions and their gradients for
   `grad_rollout` here (ViT / DeiT) and for `vtdemo.explain.swin.grad_rollout` (Swin).
 
