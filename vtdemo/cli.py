@@ -69,6 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="detr-decoder / detr-encoder: layer; gradcam: block; swin-gradcam: stage (-1 = last)")
     e.add_argument("--threshold", type=float, default=0.7, help="detr-decoder: score threshold for detections")
     e.add_argument("--point", help="X,Y in image pixels (swin-window, detr-encoder)")
+    e.add_argument("--input-size", type=int, help="ViT: run at this input size (short side, px) instead of the "
+                   "trained one; position embeddings are interpolated")
+    e.add_argument("--keep-aspect", action="store_true", help="ViT: see the whole photo at its aspect ratio")
+    e.add_argument("--mask-outliers", action="store_true", help="rollout: mask high-norm artefact tokens out")
     e.add_argument("--out", type=Path, metavar="DIR", help="write the overlay PNG (original size) into DIR")
     e.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
     e.add_argument("--deletion", action="store_true",
@@ -304,7 +308,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                           head_fusion=args.head_fusion, discard=args.discard,
                                           start_layer=args.start_layer, detection=args.detection,
                                           threshold=args.threshold, point=point, head=args.head,
-                                          deletion=args.deletion, target_kind=args.target, layer=args.layer)
+                                          deletion=args.deletion, target_kind=args.target, layer=args.layer,
+                                          input_size=args.input_size, keep_aspect=args.keep_aspect,
+                                          mask_outliers=args.mask_outliers)
                 if args.out is not None:
                     _save_overlay(result, args.out, args.opacity)
                 return result

@@ -45,13 +45,16 @@ DEFAULT_DETR = "facebook/detr-resnet-50"
 #: Suggested choices for the app's model pickers (any other repo id of a supported format works too).
 KNOWN_MODELS = {
     "vit": [DEFAULT_VIT, "timm/vit_base_patch16_224.augreg_in21k_ft_in1k", "timm/deit_small_patch16_224.fb_in1k",
-            "timm/deit_base_patch16_224.fb_in1k", "google/vit-base-patch16-224", "facebook/deit-base-patch16-224"],
+            "timm/deit_base_patch16_224.fb_in1k", "google/vit-base-patch16-224", "facebook/deit-base-patch16-224",
+            "timm/deit3_small_patch16_224.fb_in22k_ft_in1k", "timm/vit_medium_patch16_reg4_gap_256.sbb_in1k",
+            "timm/vit_betwixt_patch16_reg4_gap_256.sbb_in1k"],
     "swin": [DEFAULT_SWIN, "timm/swin_small_patch4_window7_224.ms_in1k",
              "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k", "microsoft/swin-tiny-patch4-window7-224"],
     "detr": [DEFAULT_DETR, "facebook/detr-resnet-101", "facebook/detr-resnet-50@no_timm"],
 }
 
-SUPPORTED = ("timm vit_*/deit_*/swin_* repos and transformers ViT, DeiT, Swin and DETR (ResNet-50/101) repos")
+SUPPORTED = ("timm vit_*/deit_*/deit3_*/vit_*_reg*_gap_*/swin_* repos and transformers ViT, DeiT, Swin and DETR "
+             "(ResNet-50/101) repos")
 FIX_OFFLINE = ("connect once to download it, set HF_HUB_OFFLINE=1 with a filled cache (HF_HUB_CACHE), "
                "or pass a local folder with its config.json and weights")
 
@@ -282,7 +285,7 @@ def _family_of(config: dict[str, Any], source: str) -> tuple[str, str]:
     """(format, family) from a config.json dict."""
     if "architecture" in config:
         arch = str(config["architecture"])
-        for prefix, family in (("vit_", "vit"), ("deit_", "vit"), ("swin_", "swin")):
+        for prefix, family in (("vit_", "vit"), ("deit_", "vit"), ("deit3_", "vit"), ("swin_", "swin")):
             if arch.startswith(prefix):
                 return "timm", family
         raise UnsupportedModelError(f"{source} is a timm '{arch}' model; vtdemo supports {SUPPORTED}")

@@ -24,10 +24,12 @@ from .explain.api import (  # noqa: F401
     DETR_METHODS,
     Explanation,
     classifier_map,
+    classifier_methods,
     deletion_check,
     detr_map,
     explain,
 )
+from .explain.artefacts import inspect as artefact_maps  # noqa: F401
 from .explain.runs import ClassifierRun, DetrRun, run_classifier, run_detr  # noqa: F401
 from .images import ImageSource, load_image
 from .models.outputs import ClassifierOutput

@@ -11,6 +11,9 @@ Three recipes (timm's `transforms_factory.transforms_imagenet_eval`, transformer
   800 unless the long side would pass 1333, torchvision bilinear, ImageNet mean/std; images of a batch are padded
   bottom-right with zeros and a pixel mask marks the real pixels.
 
+`for_input_size` derives the recipe for another model input size from a checkpoint's own (a square of another
+side, or the photo's aspect ratio kept), for models that accept other sizes (ViT/DeiT).
+
 Every recipe starts from an RGB `PIL.Image` (see `vtdemo.images.load_image`, which applies EXIF orientation and turns
 any mode into RGB). The original size is kept by the caller for post-processing.
 
@@ -25,7 +28,7 @@ reference). DETR's rule keeps the long side at most 1333 and the short side at l
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Sequence
 
 import numpy as np
@@ -58,6 +61,7 @@ class PreprocessConfig:
     mode: "timm" (PIL resize + center crop), "hf" (torchvision tensor resize, optional crop) or "detr".
     resize: timm/hf with `resize_short`: the short side length; hf squash: (height, width).
     crop: (height, width) of the center crop, or None.
+    crop_pct: timm's crop fraction (kept to derive other input sizes; not used by the recipe itself).
     """
 
     mode: str
@@ -69,6 +73,7 @@ class PreprocessConfig:
     crop: tuple[int, int] | None = None
     shortest_edge: int = 800
     longest_edge: int | None = 1333
+    crop_pct: float | None = None
 
 
 def config_from_timm(pretrained_cfg: dict[str, Any]) -> PreprocessConfig:
@@ -85,6 +90,7 @@ def config_from_timm(pretrained_cfg: dict[str, Any]) -> PreprocessConfig:
         resize=scale if (squash or scale[0] != scale[1]) else scale[0],
         resize_short=not squash and scale[0] == scale[1],
         crop=(h, w),
+        crop_pct=crop_pct,
     )
 
 
@@ -119,6 +125,56 @@ def config_from_hf(pp: dict[str, Any], detr: bool = False) -> PreprocessConfig:
                                 resize=int(size["shortest_edge"]), resize_short=True, crop=crop)
     return PreprocessConfig(mode="hf", interpolation=interpolation, mean=mean, std=std,
                             resize=(int(size["height"]), int(size["width"])), crop=crop)
+
+
+def trained_input_size(cfg: PreprocessConfig) -> tuple[int, int]:
+    """(height, width) of the model input the checkpoint's own recipe produces (classifiers)."""
+    if cfg.crop is not None:
+        return cfg.crop
+    if isinstance(cfg.resize, int):
+        return cfg.resize, cfg.resize
+    return cfg.resize[0], cfg.resize[1]
+
+
+def _multiple(n: float, m: int) -> int:
+    return max(m, int(round(n / m)) * m)
+
+
+def for_input_size(cfg: PreprocessConfig, image_size: tuple[int, int], size: int | None = None,
+                   keep_aspect: bool = False, multiple: int = 1, max_aspect: float = 3.0) -> PreprocessConfig:
+    """The recipe `cfg` adapted to another model input size. Nothing asked (size None, keep_aspect False): `cfg`.
+
+    image_size: the photo's (width, height); size: the short side of the model input in pixels (default: the
+    trained one), rounded to a multiple of `multiple` (the patch size); keep_aspect: see the whole photo at its
+    aspect ratio instead of a square.
+    - square (keep_aspect False): the checkpoint's own recipe at side `size`. timm: short side to
+      floor(size / crop_pct), center crop size x size (= timm's eval transform with input_size (3, size, size));
+      transformers: the resize scaled by size / trained size, then the crop (if any) at size x size.
+    - keep_aspect: no crop; the photo is resized to (h, w) with the short side `size` and the long side
+      size * long / short (both rounded to multiples of `multiple`), the long side at most `max_aspect` times the
+      short one (a longer panorama is squeezed to that). timm: = its eval transform with input_size (3, h, w),
+      crop_pct 1 and crop_mode "squash". The map then covers the whole photo.
+    """
+    if size is None and not keep_aspect:
+        return cfg
+    if cfg.mode not in ("timm", "hf"):
+        raise ValueError(f"not a classifier preprocessing mode: {cfg.mode}")
+    th, tw = trained_input_size(cfg)
+    side = _multiple(size if size is not None else min(th, tw), multiple)
+    if keep_aspect:
+        w, h = image_size
+        ratio = min(max(h, w) / min(h, w), max_aspect)
+        long = _multiple(side * ratio, multiple)
+        out = (side, long) if h <= w else (long, side)
+        return replace(cfg, resize=out, resize_short=False, crop=out if cfg.mode == "timm" else None)
+    rh, rw = (cfg.resize, cfg.resize) if isinstance(cfg.resize, int) else cfg.resize
+    crop = None if cfg.crop is None else (side, side)
+    if cfg.mode == "timm":
+        scale = math.floor(side / (cfg.crop_pct or th / rh))
+        return replace(cfg, resize=scale if cfg.resize_short else (scale, scale), crop=crop)
+    if cfg.resize_short:
+        return replace(cfg, resize=int(round(rh * side / th)), crop=crop)
+    return replace(cfg, resize=(int(round(rh * side / th)), int(round(rw * side / tw))), crop=crop)
 
 
 def _normalise_uint8(x: torch.Tensor, mean: Sequence[float], std: Sequence[float], fused: bool) -> torch.Tensor:

@@ -16,8 +16,9 @@ from . import StateDict, drop, merge_qkv, rename
 
 
 def from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
-    """timm ViT/DeiT state dict -> ours (identity, minus keys of modules that hold nothing at inference)."""
-    return drop(state_dict, [r"^fc_norm\.", r"\.ls[12]\.", r"^norm_pre\.", r"^head_drop\."])
+    """timm ViT/DeiT/DeiT III/register-ViT state dict -> ours (identity, minus keys of modules that hold nothing at
+    inference; `ls1.gamma`, `ls2.gamma`, `reg_token` and `fc_norm` are ours too)."""
+    return drop(state_dict, [r"^norm_pre\.", r"^head_drop\."])
 
 
 def from_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:

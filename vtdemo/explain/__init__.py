@@ -11,6 +11,8 @@
 - `deletion`: sanity checks for any map (deletion and insertion curves and their areas).
 - `registry` (what each method is) with its built-in entries in `methods`; `runs` (cached forward passes);
   `api` (dispatch through the registry, `explain`, `deletion_check`); `compare` (all methods side by side).
+- `artefacts`: the high-norm "artefact" tokens of plain ViTs (Darcet et al. 2024): token norms on the grid, the
+  outliers, and a rollout with them masked out.
 
 Every map is returned on the model's own token grid, scaled so that its maximum is 1 (`normalize_map`).
 """

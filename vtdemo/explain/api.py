@@ -74,6 +74,20 @@ def _rows(m: torch.Tensor) -> list[list[float]]:
     return [[round(float(v), 6) for v in row] for row in m]
 
 
+def methods_for_model(loaded: hub.LoadedModel) -> list[Method]:
+    """The registered methods that apply to this model: its family's, without cls-attention for a ViT that has no
+    CLS token (register ViTs that classify from the mean of their patch tokens)."""
+    found = registry.methods_for(loaded.family)
+    if loaded.family == "vit" and not getattr(loaded.config, "class_token", True):
+        found = [m for m in found if m.name != "cls-attention"]
+    return found
+
+
+def classifier_methods(loaded: hub.LoadedModel) -> tuple[str, ...]:
+    """The names of `methods_for_model`."""
+    return tuple(m.name for m in methods_for_model(loaded))
+
+
 def class_target(run: ClassifierRun, class_index: int | None) -> dict[str, Any]:
     """{"index", "label", "score"} of the class to explain (None = the top class); ExplainError if out of range."""
     probs = run.logits.softmax(-1)
@@ -127,7 +141,8 @@ def explain_run(run: ClassifierRun | DetrRun, method: str | None = None,
 
 def classifier_map(run: ClassifierRun, method: str | None = None, class_index: int | None = None,
                    head_fusion: str = "mean", discard: float = 0.0, start_layer: int = 0, head: int | None = None,
-                   point: tuple[float, float] | None = None, block: int | None = None) -> tuple[torch.Tensor, dict]:
+                   point: tuple[float, float] | None = None, block: int | None = None,
+                   mask_outliers: bool = False) -> tuple[torch.Tensor, dict]:
     """A relevance map [rows, cols] (max 1) and its target for a cached classifier run (see `explain_run`).
 
     method: a registered method of the run's family (default: rollout for ViT, swin-rollout for Swin); class_index:
@@ -136,7 +151,9 @@ def classifier_map(run: ClassifierRun, method: str | None = None, class_index: i
     `explain.swin.default_block`).
     """
     opts = ExplainOptions(class_index=class_index, head_fusion=head_fusion, discard=discard, start_layer=start_layer,
-                          head=head, point=point, block=block)
+                          head=head, point=point, block=block, mask_outliers=mask_outliers)
+    if mask_outliers and (run.family != "vit" or registry.get(method, run.family).name != "rollout"):
+        raise ExplainError("masking high-norm outliers applies to the ViT rollout only")
     result = explain_run(run, method, opts)
     return result.map, result.target
 
@@ -169,12 +186,14 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
             class_index: int | None = None, head_fusion: str = "mean", discard: float = 0.0, start_layer: int = 0,
             detection: int = 0, threshold: float = 0.7, point: tuple[float, float] | None = None,
             head: int | None = None, name: str | None = None, deletion: bool = False, target_kind: str = "class",
-            layer: int = -1, block: int | None = None, direction: str = "row") -> Explanation:
+            layer: int = -1, block: int | None = None, direction: str = "row", input_size: int | None = None,
+            keep_aspect: bool = False, mask_outliers: bool = False) -> Explanation:
     """One explanation map for one image (the CLI's `explain`); see `explain_run` for the methods' options.
 
     detection / threshold: which detection a DETR detection method explains (the K-th kept by score).
     deletion: also run the deletion and insertion checks (classifiers only); the result goes to
-    `Explanation.deletion`.
+    `Explanation.deletion`. input_size / keep_aspect: a ViT at another input size (`runs.run_classifier`);
+    mask_outliers: the ViT rollout with the high-norm artefact tokens masked out.
     """
     from .. import pipeline
 
@@ -183,10 +202,12 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
     label = pipeline._name(image, name)
     opts = ExplainOptions(class_index=class_index, head_fusion=head_fusion, discard=discard, start_layer=start_layer,
                           head=head, point=point, block=block, layer=layer, direction=direction,
-                          target_kind=target_kind)
+                          target_kind=target_kind, mask_outliers=mask_outliers)
+    if mask_outliers and (loaded.family != "vit" or registry.get(method, loaded.family).name != "rollout"):
+        raise ExplainError("masking high-norm outliers applies to the ViT rollout only")
     if loaded.family != "detr":
         meth = registry.get(method, loaded.family)
-        run = run_classifier(loaded, rgb)
+        run = run_classifier(loaded, rgb, input_size, keep_aspect)
         result = explain_run(run, meth.name, opts)
         check = deletion_check(run, result.map, result.target["index"]) if deletion else None
         return Explanation(label, loaded.id, meth.name, result.target, result.map, run.region, check, result.maps)

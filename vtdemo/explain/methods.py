@@ -27,7 +27,7 @@ GRADCAM = "Selvaraju et al., ICCV 2017, Grad-CAM (arXiv 1610.02391)"
 
 
 def _grid(run: ClassifierRun, flat: Tensor) -> Tensor:
-    return flat.view(*run.loaded.config.grid_size)  # [P] -> [gh, gw]
+    return flat.view(*run.patch_grid)  # [P] -> [gh, gw]: the run's own patch grid (it follows the input size)
 
 
 def _need_point(name: str, options: ExplainOptions) -> tuple[float, float]:
@@ -39,23 +39,35 @@ def _need_point(name: str, options: ExplainOptions) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------------------- ViT / DeiT
 
 def _rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
-    from . import vit
+    from . import artefacts, vit
 
-    prefix = run.loaded.config.num_prefix_tokens
-    return _grid(run, vit.rollout(run.attentions, o.head_fusion, o.discard, o.start_layer, prefix))
+    cfg = run.loaded.config
+    prefix, readout = cfg.num_prefix_tokens, cfg.readout
+    if o.mask_outliers:
+        outliers = artefacts.inspect(run)["outliers"]
+        flat = artefacts.masked_rollout(run.attentions, outliers, prefix, readout, o.head_fusion, o.discard,
+                                        o.start_layer)
+    else:
+        flat = vit.rollout(run.attentions, o.head_fusion, o.discard, o.start_layer, prefix, readout=readout)
+    return _grid(run, flat)
 
 
 def _grad_rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import vit
 
     assert o.class_index is not None
+    cfg = run.loaded.config
     _, attns, grads = vit.class_gradients(run.loaded.model, run.x, o.class_index)
-    flat = vit.grad_rollout(cast(Sequence[Tensor], attns), grads, run.loaded.config.num_prefix_tokens)
+    flat = vit.grad_rollout(cast(Sequence[Tensor], attns), grads, cfg.num_prefix_tokens, readout=cfg.readout)
     return _grid(run, flat)
 
 
 def _cls_attention(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import vit
+
+    if not run.loaded.config.class_token:
+        raise ExplainError(f"{run.loaded.id} has no CLS token (it classifies from the mean of its patch tokens): "
+                           "cls-attention does not apply; use rollout or grad-rollout")
 
     per_head = vit.cls_attention(run.attentions, run.loaded.config.num_prefix_tokens)  # [nh, P]
     if o.head is not None and not -per_head.shape[0] <= o.head < per_head.shape[0]:
@@ -147,7 +159,7 @@ def _entry(name: str, label: str, note: str, paper: str, families: set[str], tar
 
 _entry("rollout", "Attention rollout",
        "How much each patch flows into the CLS token through all layers (Abnar & Zuidema 2020).",
-       ABNAR, {"vit"}, "none", False, {"head_fusion", "discard", "start_layer"}, _rollout)
+       ABNAR, {"vit"}, "none", False, {"head_fusion", "discard", "start_layer", "mask_outliers"}, _rollout)
 _entry("grad-rollout", "Gradient rollout (one class)",
        "Attention weighted by its gradient for one class (Chefer et al. 2021): click a class to change it.",
        CHEFER, {"vit"}, "class", True, {"class_index"}, _grad_rollout)

@@ -33,7 +33,8 @@ class ExplainOptions:
     rollout; head: one attention head instead of the fusion (None = mean of heads); point: (x, y) in original-image
     pixels; block: Swin block index (None = the method's default); layer: DETR layer (-1 = last); query: the DETR
     decoder query of the detection; direction: 'row' | 'column' (DETR encoder attention); target_kind: 'class' |
-    'box' (DETR relevance: the class logit, or one map per box edge).
+    'box' (DETR relevance: the class logit, or one map per box edge); mask_outliers: ViT rollout with the high-norm
+    artefact tokens masked out (`vtdemo.explain.artefacts.masked_rollout`).
     """
 
     class_index: int | None = None
@@ -47,6 +48,7 @@ class ExplainOptions:
     query: int | None = None
     direction: str = "row"
     target_kind: str = "class"
+    mask_outliers: bool = False
 
 
 MethodFn = Callable[[Any, ExplainOptions], Any]

@@ -15,6 +15,7 @@ from PIL import Image
 
 from .. import hub, postprocess, preprocess
 from ..device import inference
+from ..errors import VtdemoError
 
 
 @dataclass
@@ -26,6 +27,9 @@ class ClassifierRun:
     x: torch.Tensor  # [1, 3, h, w] model input
     logits: torch.Tensor  # [K]
     attentions: list[Any]
+    grid: tuple[int, int] | None = None  # ViT: the patch grid of this input (rows, cols)
+    tokens: list[torch.Tensor] | None = None  # ViT: per-block output tokens [N, C] (for the artefact inspector)
+    prep: preprocess.PreprocessConfig | None = None  # the recipe used, when not the checkpoint's own
 
     @property
     def family(self) -> str:
@@ -34,7 +38,32 @@ class ClassifierRun:
     @property
     def region(self) -> tuple[float, float, float, float]:
         """Original-image pixels (x0, y0, x1, y1) that the model input covers."""
-        return preprocess.input_region(self.image.size, self.loaded.preprocess)
+        return preprocess.input_region(self.image.size, self.prep or self.loaded.preprocess)
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        """ViT: (rows, cols) of this run's patch grid (it follows the input size)."""
+        return self.grid or tuple(self.loaded.config.grid_size)  # type: ignore[return-value]
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the model input of this run."""
+        return int(self.x.shape[-2]), int(self.x.shape[-1])
+
+    @property
+    def trained_size(self) -> tuple[int, int]:
+        """(height, width) of the input the checkpoint's own preprocessing gives (the size it was trained at)."""
+        return preprocess.trained_input_size(self.loaded.preprocess)
+
+    @property
+    def size_note(self) -> str | None:
+        """One line for the UI when this run's input size is not the trained one; None when it is."""
+        if self.input_size == self.trained_size:
+            return None
+        (h, w), (th, tw) = self.input_size, self.trained_size
+        grid = f" ({self.grid[0]}x{self.grid[1]} patches)" if self.grid else ""
+        return (f"input {w}x{h} px{grid}; the model was trained at {tw}x{th} px: position embeddings are "
+                "interpolated, so predictions may differ from the trained size")
 
     @property
     def num_heads(self) -> int:
@@ -112,13 +141,45 @@ class DetrRun:
         return values.to(self.loaded.device), mask.to(self.loaded.device)
 
 
-def run_classifier(loaded: hub.LoadedModel, image: Image.Image) -> ClassifierRun:
-    """Forward once with attention (plain softmax path)."""
-    x = preprocess.classifier_input(image, loaded.preprocess).to(loaded.device)
+#: Most patch tokens a ViT run may have at another input size (the attention of every layer is kept: 1024 patches
+#: of ViT-B are ~0.6 GB of attention; 32x32 patches = 512 px at patch 16).
+MAX_PATCHES = 1024
+
+
+def input_preprocess(loaded: hub.LoadedModel, image_size: tuple[int, int], input_size: int | None = None,
+                     keep_aspect: bool = False) -> preprocess.PreprocessConfig:
+    """The recipe for a run at another input size (see `preprocess.for_input_size`; image_size = (width, height)):
+    the checkpoint's own when nothing is asked. ViT/DeiT only; sizes round to multiples of the patch size."""
+    if input_size is None and not keep_aspect:
+        return loaded.preprocess
+    if loaded.family != "vit":
+        raise VtdemoError(f"{loaded.id}: other input sizes are supported for ViT/DeiT models only")
+    patch = loaded.config.patch_size
+    prep = preprocess.for_input_size(loaded.preprocess, image_size, input_size, keep_aspect, multiple=patch)
+    h, w = preprocess.trained_input_size(prep)
+    if (h // patch) * (w // patch) > MAX_PATCHES:
+        raise VtdemoError(f"input {w}x{h} px would be {(h // patch) * (w // patch)} patches; at most {MAX_PATCHES} "
+                          "(choose a smaller size)")
+    return prep
+
+
+def run_classifier(loaded: hub.LoadedModel, image: Image.Image, input_size: int | None = None,
+                   keep_aspect: bool = False) -> ClassifierRun:
+    """Forward once with attention (plain softmax path); ViT runs keep their block outputs and patch grid too.
+
+    input_size / keep_aspect: run a ViT at another input size (short side in pixels) and/or at the photo's aspect
+    ratio (`input_preprocess`); by default the checkpoint's own preprocessing.
+    """
+    prep = input_preprocess(loaded, image.size, input_size, keep_aspect)
+    x = preprocess.classifier_input(image, prep).to(loaded.device)
+    vit = loaded.family == "vit"
     with inference(loaded.device):
-        out = loaded.model(x, return_attn=True)
-    attentions = [a[0] for a in out.attentions] if loaded.family == "vit" else list(out.attentions)
-    return ClassifierRun(loaded=loaded, image=image, x=x, logits=out.logits[0].float().cpu(), attentions=attentions)
+        out = loaded.model(x, return_attn=True, return_tokens=True) if vit else loaded.model(x, return_attn=True)
+    attentions = [a[0] for a in out.attentions] if vit else list(out.attentions)
+    tokens = [t[0].float() for t in out.tokens] if vit and out.tokens else None
+    return ClassifierRun(loaded=loaded, image=image, x=x, logits=out.logits[0].float().cpu(), attentions=attentions,
+                         grid=out.grid if vit else None, tokens=tokens,
+                         prep=None if prep is loaded.preprocess else prep)
 
 
 def run_detr(loaded: hub.LoadedModel, image: Image.Image, keep_dtype: torch.dtype | None = None) -> DetrRun:

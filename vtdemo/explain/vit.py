@@ -9,13 +9,19 @@
   arXiv 2103.15679), their eq. for self-attention encoders: R = I; per layer in forward order
   Abar = mean_heads((dy_c/dA * A).clamp(min=0)); R = R + Abar @ R. Each gradient is paired with its own layer's
   attention (vit-explain #6 multiplies them in reverse order).
-- `cls_attention`: the last layer's CLS row per head.
+- `cls_attention`: the last layer's CLS row per head (models with a CLS token only).
 - `class_gradients`: one forward and backward pass for a class, giving the attentions and their gradients for
   `grad_rollout` here (ViT / DeiT) and for `vtdemo.explain.swin.grad_rollout` (Swin).
 
 All functions take one image's attentions, a list over layers of [nh, N, N] (N = prefix tokens + patches, prefix =
-CLS, or CLS + distillation token for DeiT), and return maps over the P = N - prefix patch tokens, row-major on the
-patch grid.
+CLS, CLS + distillation token for DeiT, [CLS +] registers for register ViTs), and return maps over the P = N - prefix
+patch tokens, row-major on the patch grid.
+
+Readout (`readout`): a model that classifies from its CLS token ("token") is explained by the CLS row of R; a model
+that classifies from the mean of its patch tokens ("avg": timm's register ViTs, which have no CLS token) by the mean
+of the patch-token rows of R (the rows the pooling averages; register rows are not pooled, so not read). This is the
+rollout/relevance of the pooled output token, since the mean of rows of a product is the mean row times the rest.
+Prefix columns (CLS, DIST, registers) are never part of the map.
 """
 
 from __future__ import annotations
@@ -68,8 +74,13 @@ def rollout_matrix(
     discard_ratio: float = 0.0,
     start_layer: int = 0,
     num_prefix: int = 1,
+    zero_columns: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The rolled-out attention R = A'_L ... A'_start, [N, N], row-stochastic. Layers before `start_layer` are skipped."""
+    """The rolled-out attention R = A'_L ... A'_start, [N, N], row-stochastic. Layers before `start_layer` are skipped.
+
+    zero_columns: token indices (into N) whose columns of the fused attention are set to 0 in every layer, after the
+    discard and before the identity is added and the rows renormalised (`vtdemo.explain.artefacts.masked_rollout`).
+    """
     if not attentions:
         raise ValueError("rollout needs at least one layer of attention")
     N = attentions[0].shape[-1]
@@ -77,23 +88,38 @@ def rollout_matrix(
     R = eye.clone()
     for attn in attentions[start_layer:]:
         A = discard_lowest(fuse_heads(attn.float(), head_fusion), discard_ratio, num_prefix)  # [N, N]
+        if zero_columns is not None and zero_columns.numel():
+            A = A.clone()
+            A[:, zero_columns] = 0
         A = A + eye  # the residual path
         A = A / A.sum(dim=-1, keepdim=True)  # rows stochastic again
         R = A @ R  # [N, N]: later layers multiply on the left
     return R
 
 
+def read_out(R: torch.Tensor, num_prefix: int = 1, readout: str = "token", token: int = 0) -> torch.Tensor:
+    """[N, N] rolled-out matrix -> [P]: row `token` ("token" readout) or the mean of the patch rows ("avg"), over
+    the patch columns."""
+    if readout == "token":
+        return R[token, num_prefix:]  # [P]
+    if readout == "avg":
+        return R[num_prefix:, num_prefix:].mean(dim=0)  # [P]
+    raise ValueError(f"readout must be 'token' or 'avg', not {readout!r}")
+
+
 def rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
-            start_layer: int = 0, num_prefix: int = 1, token: int = 0) -> torch.Tensor:
-    """Attention rollout: list over layers of [nh, N, N] -> [P] relevance of each patch for token `token` (CLS)."""
+            start_layer: int = 0, num_prefix: int = 1, token: int = 0, readout: str = "token") -> torch.Tensor:
+    """Attention rollout: list over layers of [nh, N, N] -> [P] relevance of each patch for token `token` (CLS), or
+    for the mean of the patch tokens (`readout="avg"`)."""
     R = rollout_matrix(attentions, head_fusion, discard_ratio, start_layer, num_prefix)
-    return R[token, num_prefix:]  # [P]
+    return read_out(R, num_prefix, readout, token)
 
 
 def grad_rollout(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor], num_prefix: int = 1,
-                 token: int = 0) -> torch.Tensor:
+                 token: int = 0, readout: str = "token") -> torch.Tensor:
     """Chefer et al. relevance: lists over layers (forward order) of attention [nh, N, N] and d logit_c / d attention
-    [nh, N, N] -> [P] relevance of each patch for class c, read from token `token`'s row."""
+    [nh, N, N] -> [P] relevance of each patch for class c, read from token `token`'s row (or the mean of the patch
+    rows for `readout="avg"`)."""
     if len(attentions) != len(gradients):
         raise ValueError("one gradient per attention layer is needed")
     N = attentions[0].shape[-1]
@@ -101,7 +127,7 @@ def grad_rollout(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.T
     for attn, grad in zip(attentions, gradients):  # same layer, same index: never reversed
         Abar = (grad.float() * attn.float()).clamp(min=0).mean(dim=0)  # [N, N]
         R = R + Abar @ R
-    return R[token, num_prefix:]  # [P]
+    return read_out(R, num_prefix, readout, token)
 
 
 def cls_attention(attentions: Sequence[torch.Tensor], num_prefix: int = 1, layer: int = -1) -> torch.Tensor:
