@@ -76,3 +76,36 @@ def test_a_new_method_is_one_entry_and_explain_run_dispatches_to_it(monkeypatch)
         explain_run(run, "toy", ExplainOptions(class_index=3))
     with pytest.raises(ExplainError, match="target 'mask' is unknown; choose from class, box"):
         explain_run(run, "toy", ExplainOptions(target_kind="mask"))
+
+
+def test_lrp_entries_are_the_lrp_functions_on_the_run():
+    """The registered LRP methods call the LRP code (checked against lxt in test_explain_lrp.py) on the run's input,
+    for the asked class, and show its positive part scaled to 1."""
+    import torch
+
+    from vtdemo.explain import normalize_map
+    from vtdemo.explain.api import explain_run
+    from vtdemo.explain.lrp import vit_lrp
+    from vtdemo.explain.registry import ExplainOptions
+    from vtdemo.explain.runs import ClassifierRun
+    from vtdemo.models.vit import ViTConfig, VisionTransformer
+
+    torch.manual_seed(0)
+    model = VisionTransformer(ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                                        num_classes=5)).eval()
+    x = torch.randn(1, 3, 32, 32)
+
+    class Loaded:
+        id, family, labels, device = "tiny", "vit", tuple(f"c{i}" for i in range(5)), torch.device("cpu")
+        config = model.cfg
+
+    Loaded.model = model
+
+    with torch.no_grad():
+        out = model(x, return_attn=True)
+    run = ClassifierRun(loaded=Loaded(), image=None, x=x, logits=out.logits[0], attentions=[a[0] for a in
+                                                                                             out.attentions])
+    for name, rule in (("attn-lrp", "attnlrp"), ("cp-lrp", "cplrp")):
+        got = explain_run(run, name, ExplainOptions(class_index=3))
+        assert got.target["index"] == 3
+        torch.testing.assert_close(got.map, normalize_map(vit_lrp(model, x, 3, rule=rule)))

@@ -24,6 +24,9 @@ CHEFER_GENERIC = "Chefer, Gur & Wolf, ICCV 2021, Generic Attention-model Explain
 SWIN = "Liu et al. 2021, Swin Transformer (arXiv 2103.14030)"
 DETR = "Carion et al. 2020, End-to-End Object Detection with Transformers (arXiv 2005.12872)"
 GRADCAM = "Selvaraju et al., ICCV 2017, Grad-CAM (arXiv 1610.02391)"
+ATTNLRP = "Achtibat et al., ICML 2024, AttnLRP: Attention-Aware Layer-Wise Relevance Propagation (arXiv 2402.05602)"
+CPLRP = "Ali et al., ICML 2022, XAI for Transformers: Better Explanations through Conservative Propagation " \
+        "(arXiv 2202.07304)"
 
 
 def _grid(run: ClassifierRun, flat: Tensor) -> Tensor:
@@ -121,6 +124,34 @@ def _swin_gradcam(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     return gradcam.swin_gradcam(run.loaded.model, run.x, o.class_index, stage=o.layer)
 
 
+# ----------------------------------------------------------------------------------------------- LRP
+
+def _lrp(rule: str) -> Any:
+    """An adapter for `vtdemo.explain.lrp.vit_lrp` / `lrp_swin.swin_lrp` with one rule ("attnlrp" / "cplrp")."""
+
+    def fn(run: ClassifierRun, o: ExplainOptions) -> Tensor:
+        assert o.class_index is not None
+        if run.family == "vit":
+            from .lrp import vit_lrp
+
+            cfg = run.loaded.config
+            if not cfg.class_token or cfg.reg_tokens or cfg.init_values is not None or run.prep is not None:
+                raise ExplainError(f"LRP is implemented for ViT / DeiT with a CLS token, without LayerScale or "
+                                   f"registers, at the trained input size; {run.loaded.id} is not one: use "
+                                   "grad-rollout")
+            explain_fn = vit_lrp
+        else:
+            from .lrp_swin import swin_lrp
+
+            explain_fn = swin_lrp
+        try:
+            return explain_fn(run.loaded.model, run.x, o.class_index, rule=rule)  # signed: the API keeps the positive
+        except ValueError as exc:
+            raise ExplainError(str(exc)) from None
+
+    return fn
+
+
 # ----------------------------------------------------------------------------------------------- DETR
 
 def _detr_decoder(run: DetrRun, o: ExplainOptions) -> Tensor:
@@ -195,3 +226,19 @@ _entry("detr-relevance", "Relevance for the detection",
        "Which image positions the detection's class (or, with target 'box', each box edge) depends on, through "
        "every encoder and decoder layer: gradient-weighted attention (Chefer et al. 2021), not raw attention.",
        CHEFER_GENERIC, {"detr"}, "detection", True, {"query", "target_kind"}, _detr_relevance)
+_entry("attn-lrp", "AttnLRP (one class)",
+       "Relevance of each patch for the class, propagated back through every layer including softmax and the q/k "
+       "products (AttnLRP); positive evidence shown.", ATTNLRP, {"vit"}, "class", True, {"class_index"},
+       _lrp("attnlrp"))
+_entry("cp-lrp", "CP-LRP (one class)",
+       "Relevance for the class with the attention weights held fixed (conservative propagation: the map plus what "
+       "the biases keep adds up to the logit); positive evidence shown.", CPLRP, {"vit"}, "class", True,
+       {"class_index"}, _lrp("cplrp"))
+_entry("swin-attn-lrp", "AttnLRP (one class)",
+       "AttnLRP through Swin's shifted windows, mask, position bias and patch merges, on the stage-1 grid; positive "
+       "evidence shown.", f"{ATTNLRP}, carried through {SWIN}", {"swin"}, "class", True, {"class_index"},
+       _lrp("attnlrp"))
+_entry("swin-cp-lrp", "CP-LRP (one class)",
+       "CP-LRP through Swin's windows and merges (attention held fixed, relevance conserved), on the stage-1 grid; "
+       "positive evidence shown.", f"{CPLRP}, carried through {SWIN}", {"swin"}, "class", True, {"class_index"},
+       _lrp("cplrp"))
