@@ -50,7 +50,8 @@ KNOWN_MODELS = {
     "detr": [DEFAULT_DETR, "facebook/detr-resnet-101", "facebook/detr-resnet-50@no_timm"],
 }
 
-SUPPORTED = ("timm vit_*/deit_*/swin_* repos and transformers ViT, DeiT, Swin and DETR (ResNet-50/101) repos")
+SUPPORTED = ("timm vit_*/deit_*/swin_*/swinv2_* repos and transformers ViT, DeiT, Swin, Swin V2 and DETR "
+             "(ResNet-50/101) repos")
 FIX_OFFLINE = ("connect once to download it, set HF_HUB_OFFLINE=1 with a filled cache (HF_HUB_CACHE), "
                "or pass a local folder with its config.json and weights")
 
@@ -277,12 +278,12 @@ def _family_of(config: dict[str, Any], source: str) -> tuple[str, str]:
     """(format, family) from a config.json dict."""
     if "architecture" in config:
         arch = str(config["architecture"])
-        for prefix, family in (("vit_", "vit"), ("deit_", "vit"), ("swin_", "swin")):
+        for prefix, family in (("vit_", "vit"), ("deit_", "vit"), ("swin_", "swin"), ("swinv2_", "swin")):
             if arch.startswith(prefix):
                 return "timm", family
         raise UnsupportedModelError(f"{source} is a timm '{arch}' model; vtdemo supports {SUPPORTED}")
     model_type = config.get("model_type")
-    families = {"vit": "vit", "deit": "vit", "swin": "swin", "detr": "detr"}
+    families = {"vit": "vit", "deit": "vit", "swin": "swin", "swinv2": "swin", "detr": "detr"}
     if model_type in families:
         return "transformers", families[model_type]
     kind = f"a '{model_type}' model" if model_type else "not a model config vtdemo knows"
@@ -300,6 +301,11 @@ def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
         from .convert import vit as conv
         from .models import vit as arch
         ctor: Callable[[Any], nn.Module] = arch.VisionTransformer
+    elif family == "swin" and (config.get("model_type") == "swinv2"
+                               or str(config.get("architecture", "")).startswith("swinv2_")):
+        from .convert import swinv2 as conv  # Swin V2: its own blocks, the same explanations (family "swin")
+        from .models import swinv2 as arch
+        ctor = arch.SwinTransformerV2
     elif family == "swin":
         from .convert import swin as conv
         from .models import swin as arch
