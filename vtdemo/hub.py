@@ -46,7 +46,8 @@ KNOWN_MODELS = {
     "vit": [DEFAULT_VIT, "timm/vit_base_patch16_224.augreg_in21k_ft_in1k", "timm/deit_small_patch16_224.fb_in1k",
             "timm/deit_base_patch16_224.fb_in1k", "google/vit-base-patch16-224", "facebook/deit-base-patch16-224"],
     "swin": [DEFAULT_SWIN, "timm/swin_small_patch4_window7_224.ms_in1k",
-             "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k", "microsoft/swin-tiny-patch4-window7-224"],
+             "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k", "microsoft/swin-tiny-patch4-window7-224",
+             "timm/swinv2_tiny_window8_256.ms_in1k", "microsoft/swinv2-tiny-patch4-window8-256"],
     "detr": [DEFAULT_DETR, "facebook/detr-resnet-101", "facebook/detr-resnet-50@no_timm"],
 }
 
