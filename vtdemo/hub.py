@@ -52,7 +52,7 @@ KNOWN_MODELS = {
 }
 
 SUPPORTED = ("timm vit_*/deit_*/swin_*/swinv2_* repos and transformers ViT, DeiT, Swin, Swin V2 and DETR "
-             "(ResNet-50/101) repos")
+             "(ResNet-50/101, detection or panoptic) repos")
 FIX_OFFLINE = ("connect once to download it, set HF_HUB_OFFLINE=1 with a filled cache (HF_HUB_CACHE), "
                "or pass a local folder with its config.json and weights")
 
@@ -311,6 +311,10 @@ def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
         from .convert import swin as conv
         from .models import swin as arch
         ctor = arch.SwinTransformer
+    elif "DetrForSegmentation" in (config.get("architectures") or []):
+        from .convert import detr_panoptic as conv  # DETR + mask head (panoptic); still family "detr"
+        from .models import detr as arch
+        from .models.detr_panoptic import DetrPanoptic as ctor
     else:
         from .convert import detr as conv
         from .models import detr as arch
