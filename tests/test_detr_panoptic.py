@@ -5,6 +5,8 @@ label fusion by hand, and loading a `save_pretrained` checkpoint through the Hub
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -185,3 +187,26 @@ def test_hub_loads_a_panoptic_checkpoint(pair, hf_cache, tmp_path, images):
 
 def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum()) / max(float((a | b).sum()), 1.0)
+
+
+def test_full_size_matches_transformers(images):
+    """detr-resnet-50-panoptic's architecture (d_model 256, 6 + 6 layers, 100 queries, 250 classes), random weights."""
+    from safetensors.torch import load_file
+
+    ref = transformers.DetrForSegmentation(transformers.DetrConfig(num_labels=250, use_pretrained_backbone=False,
+                                                                   attn_implementation="eager")).eval()
+    calibration = to_tensor(images[0], 256, 192)[None]
+    randomise_(ref, 1, lambda: ref.detr.model.backbone(calibration, torch.ones(1, 192, 256)))
+    with tempfile.TemporaryDirectory() as d:
+        ref.save_pretrained(d)
+        config = json.loads((Path(d) / "config.json").read_text())
+        ours = DetrPanoptic(config_from_hf(config)).eval()
+        ours.load_state_dict(from_hf(load_file(str(Path(d) / "model.safetensors"))), strict=True)
+    x = to_tensor(images[2], 256, 192)[None]
+    with torch.inference_mode():
+        expected = ref(pixel_values=x)
+        got = ours(x)
+    torch.testing.assert_close(got.logits, expected.logits, atol=1e-3, rtol=0)
+    torch.testing.assert_close(got.boxes, expected.pred_boxes, atol=1e-3, rtol=0)
+    torch.testing.assert_close(got.pred_masks, expected.pred_masks, atol=1e-3, rtol=1e-3)
+    assert got.pred_masks.shape == (1, 100, 48, 64)
