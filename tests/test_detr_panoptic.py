@@ -17,6 +17,9 @@ from hubcache import write_transformers_repo
 from test_detr import randomise_, to_tensor
 from vtdemo import hub, pipeline
 from vtdemo.convert.detr_panoptic import from_hf
+from vtdemo.explain import registry
+from vtdemo.explain.api import explain_run
+from vtdemo.explain.registry import ExplainOptions
 from vtdemo.models.detr import config_from_hf
 from vtdemo.models.detr_panoptic import DetrPanoptic, MHAttentionMap
 from vtdemo.postprocess_panoptic import coco_is_thing, panoptic_segments, segments_of_output
@@ -179,9 +182,9 @@ def test_hub_loads_a_panoptic_checkpoint(pair, hf_cache, tmp_path, images):
                       and _iou(result.mask(seg.id), reference["segmentation"] == i) >= 0.99)
         ref_segments.pop(ref_id)
     assert vtdemo.detect(image, model=loaded, threshold=0.0).detections  # boxes still work
-    for method in pipeline.DETR_METHODS:  # a segment's query has the same maps as a detection
-        kwargs = {"point": (40.0, 30.0)} if "point" in method or "encoder" in method else {}
-        m = pipeline.detr_map(run, method, query=result.segments[0].queries[0], **kwargs)
+    options = ExplainOptions(query=result.segments[0].queries[0], point=(40.0, 30.0))
+    for method in registry.names_for("detr"):  # a segment's query has the same maps as a detection
+        m = explain_run(run, method, options).map
         assert torch.isfinite(m).all() and float(m.max()) > 0
 
 

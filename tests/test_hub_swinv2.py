@@ -13,7 +13,10 @@ import vtdemo
 from hubcache import write_timm_repo, write_transformers_repo
 from test_swinv2 import randomise_v2
 from vtdemo import hub, pipeline
+from vtdemo.explain import registry
 from vtdemo.explain import swin as ex
+from vtdemo.explain.api import explain_run
+from vtdemo.explain.registry import ExplainOptions
 from vtdemo.models.swinv2 import SwinTransformerV2
 
 timm = pytest.importorskip("timm")
@@ -80,7 +83,9 @@ def test_swin_explanations_run_on_v2(hf_cache, tmp_path, photos):
     torch.testing.assert_close(at.sum(), torch.tensor(1.0))
     box = ex.window_box(run.attentions, (0.4, 0.7), block=1)
     assert box  # the window's outline on the input
-    for method in ("swin-rollout", "swin-grad-rollout", "swin-window"):
-        kwargs = {"point": (100.0, 80.0)} if method == "swin-window" else {}
-        e = pipeline.explain(photos["chelsea"], model=repo, method=method, **kwargs)
-        assert e.grid in ([16, 16], [8, 8]) and torch.isfinite(e.map).all() and float(e.map.max()) == 1.0
+    names = registry.names_for("swin")
+    assert {"swin-rollout", "swin-grad-rollout", "swin-window"} <= set(names)
+    for method in names:  # every registered Swin method runs on V2
+        result = explain_run(run, method, ExplainOptions(point=(100.0, 80.0)))
+        assert result.map.shape in ((16, 16), (8, 8)) and torch.isfinite(result.map).all()
+        assert float(result.map.max()) == pytest.approx(1.0)

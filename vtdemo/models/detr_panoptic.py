@@ -119,7 +119,21 @@ class DetrPanoptic(nn.Module):
         self.bbox_attention = MHAttentionMap(cfg.d_model, cfg.num_heads)
         self.mask_head = MaskHeadSmallConv(cfg.d_model + cfg.num_heads, (1024, 512, 256), cfg.d_model)
 
-    def backbone_features(self, pixel_values: Tensor) -> list[Tensor]:
+    # The detector's own entry points, so that code written for `DETR` (e.g. `vtdemo.explain.detr_relevance`)
+    # explains the boxes and classes of this model too.
+    @property
+    def query_pos(self) -> nn.Parameter:
+        return self.detr.query_pos
+
+    def backbone_features(self, pixel_values: Tensor) -> Tensor:
+        """As `DETR.backbone_features`: layer4 features [B, 2048, h, w]."""
+        return self.detr.backbone_features(pixel_values)
+
+    def forward_transformer(self, features: Tensor, feature_mask: Tensor, return_attn: bool = False) -> DetrOutput:
+        """As `DETR.forward_transformer` (classes and boxes, no masks)."""
+        return self.detr.forward_transformer(features, feature_mask, return_attn)
+
+    def backbone_layers(self, pixel_values: Tensor) -> list[Tensor]:
         """[B, 3, H, W] -> the outputs of layer1..layer4 of the ResNet ([B, 256, H/4, W/4] ... [B, 2048, H/32, W/32]),
         computed as `DETR.backbone_features` does (folded frozen BN, channels-last)."""
         net: Any = self.detr.backbone  # torchvision ResNet
@@ -140,7 +154,7 @@ class DetrPanoptic(nn.Module):
     def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,
                 return_attn: bool = False) -> PanopticOutput:
         """As `DETR.forward` (pixel_values [B, 3, H, W], pixel_mask [B, H, W] bool, True = real), plus pred_masks."""
-        feats = self.backbone_features(pixel_values)  # layer1..layer4
+        feats = self.backbone_layers(pixel_values)  # layer1..layer4
         B, _, h, w = feats[-1].shape
         if pixel_mask is None:
             mask = torch.ones(B, h, w, dtype=torch.bool, device=pixel_values.device)
