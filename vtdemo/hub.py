@@ -49,12 +49,13 @@ KNOWN_MODELS = {
             "timm/deit3_small_patch16_224.fb_in22k_ft_in1k", "timm/vit_medium_patch16_reg4_gap_256.sbb_in1k",
             "timm/vit_betwixt_patch16_reg4_gap_256.sbb_in1k"],
     "swin": [DEFAULT_SWIN, "timm/swin_small_patch4_window7_224.ms_in1k",
-             "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k", "microsoft/swin-tiny-patch4-window7-224"],
+             "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k", "microsoft/swin-tiny-patch4-window7-224",
+             "timm/swinv2_tiny_window8_256.ms_in1k", "microsoft/swinv2-tiny-patch4-window8-256"],
     "detr": [DEFAULT_DETR, "facebook/detr-resnet-101", "facebook/detr-resnet-50@no_timm"],
 }
 
-SUPPORTED = ("timm vit_*/deit_*/deit3_*/vit_*_reg*_gap_*/swin_* repos and transformers ViT, DeiT, Swin and DETR "
-             "(ResNet-50/101) repos")
+SUPPORTED = ("timm vit_*/deit_*/deit3_*/vit_*_reg*_gap_*/swin_*/swinv2_* repos and transformers ViT, DeiT, Swin, "
+             "Swin V2 and DETR (ResNet-50/101, detection or panoptic) repos")
 FIX_OFFLINE = ("connect once to download it, set HF_HUB_OFFLINE=1 with a filled cache (HF_HUB_CACHE), "
                "or pass a local folder with its config.json and weights")
 
@@ -285,12 +286,13 @@ def _family_of(config: dict[str, Any], source: str) -> tuple[str, str]:
     """(format, family) from a config.json dict."""
     if "architecture" in config:
         arch = str(config["architecture"])
-        for prefix, family in (("vit_", "vit"), ("deit_", "vit"), ("deit3_", "vit"), ("swin_", "swin")):
+        for prefix, family in (("vit_", "vit"), ("deit_", "vit"), ("deit3_", "vit"), ("swin_", "swin"),
+                               ("swinv2_", "swin")):
             if arch.startswith(prefix):
                 return "timm", family
         raise UnsupportedModelError(f"{source} is a timm '{arch}' model; vtdemo supports {SUPPORTED}")
     model_type = config.get("model_type")
-    families = {"vit": "vit", "deit": "vit", "swin": "swin", "detr": "detr"}
+    families = {"vit": "vit", "deit": "vit", "swin": "swin", "swinv2": "swin", "detr": "detr"}
     if model_type in families:
         return "transformers", families[model_type]
     kind = f"a '{model_type}' model" if model_type else "not a model config vtdemo knows"
@@ -308,10 +310,19 @@ def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
         from .convert import vit as conv
         from .models import vit as arch
         ctor: Callable[[Any], nn.Module] = arch.VisionTransformer
+    elif family == "swin" and (config.get("model_type") == "swinv2"
+                               or str(config.get("architecture", "")).startswith("swinv2_")):
+        from .convert import swinv2 as conv  # Swin V2: its own blocks, the same explanations (family "swin")
+        from .models import swinv2 as arch
+        ctor = arch.SwinTransformerV2
     elif family == "swin":
         from .convert import swin as conv
         from .models import swin as arch
         ctor = arch.SwinTransformer
+    elif "DetrForSegmentation" in (config.get("architectures") or []):
+        from .convert import detr_panoptic as conv  # DETR + mask head (panoptic); still family "detr"
+        from .models import detr as arch
+        from .models.detr_panoptic import DetrPanoptic as ctor
     else:
         from .convert import detr as conv
         from .models import detr as arch

@@ -11,8 +11,13 @@ Reference implementations: microsoft/Swin-Transformer (`models/swin_transformer.
 and transformers (`models/swin/modeling_swin.py`; see `vtdemo.convert.swin` for its names).
 Tokens are kept channels-last, [B, H, W, C], as in timm. Where we differ:
 - inference only: no dropout, no drop-path, no gradient checkpointing, no feature-pyramid outputs;
-- the input must have the configured size (224 or 384 for the Hub checkpoints); no padding for odd sizes:
-  every stage grid must be divisible by its window (true for all presets), else the config is refused;
+- the input must have the configured size; `config_at_size` / `with_input_size` rebuild a model for another
+  (square) size with the same weights, as timm's `create_model(..., img_size=S)` does: grids, windows, shifts and
+  masks follow the new grid, the bias tables are kept, so each stage must end up with the window it was trained
+  with (Swin-T: 224, 448, 672, ...; `allowed_sizes` lists them). timm and transformers would also run the sizes
+  in between by zero-padding each stage to a multiple of its window, or resize the tables for another window
+  (`resize_rel_pos_bias_table`): we refuse those sizes instead, naming the allowed ones, so that every window
+  tiles the grid exactly and the explanations stay exact;
 - the shifted-window mask uses -inf where the references use -100, so blocked pairs get exactly zero attention
   (the references give ~e^-100: the logits agree to float precision);
 - attention probabilities are an explicit output (`return_attn=True`, plain softmax path, one `SwinAttention`
@@ -131,6 +136,59 @@ def config_from_hf(config: dict[str, Any]) -> SwinConfig:
         num_classes=num_classes,
         ln_eps=float(config.get("layer_norm_eps", defaults.ln_eps)),
     )
+
+
+def stage_windows(cfg: SwinConfig, img_size: int) -> list[tuple[int, int]]:
+    """(grid, window) of every stage at input size `img_size`, windows as `stage_window` resolves them.
+
+    Raises `UnsupportedModelError` if a grid cannot be cut into whole windows or halved by the patch merges.
+    """
+    if img_size <= 0 or img_size % cfg.patch_size:
+        raise UnsupportedModelError(f"input size {img_size} is not a positive multiple of the patch size "
+                                    f"{cfg.patch_size}")
+    grid, out = img_size // cfg.patch_size, []
+    for s in range(len(cfg.depths)):
+        window = stage_window(grid, cfg.window_size)[0]
+        if grid % window or (s < len(cfg.depths) - 1 and grid % 2):
+            raise UnsupportedModelError(f"input size {img_size}: stage {s} grid {grid} is not a multiple of its "
+                                        f"window {window} (or cannot be halved)")
+        out.append((grid, window))
+        grid //= 2
+    return out
+
+
+def allowed_sizes(cfg: SwinConfig, largest: int = 1536) -> list[int]:
+    """Square input sizes up to `largest` at which the model runs with its own weights (`config_at_size`)."""
+    return [size for size in range(cfg.patch_size, largest + 1, cfg.patch_size) if _runs_at(cfg, size)]
+
+
+def _runs_at(cfg: SwinConfig, img_size: int) -> bool:
+    try:
+        return [w for _, w in stage_windows(cfg, img_size)] == [w for _, w in stage_windows(cfg, cfg.img_size)]
+    except UnsupportedModelError:
+        return False
+
+
+def config_at_size(cfg: SwinConfig, img_size: int) -> SwinConfig:
+    """The same architecture at input size `img_size` (square): every stage keeps the window its bias table was
+    trained for. Raises `UnsupportedModelError` naming the allowed sizes otherwise."""
+    if not _runs_at(cfg, img_size):
+        sizes = ", ".join(str(s) for s in allowed_sizes(cfg))
+        raise UnsupportedModelError(
+            f"this Swin (patch {cfg.patch_size}, window {cfg.window_size}, trained at {cfg.img_size}) cannot run at "
+            f"{img_size} px without padding or resizing its position-bias tables; sizes it runs at: {sizes}")
+    return replace(cfg, img_size=int(img_size))
+
+
+def with_input_size(model: SwinTransformer, img_size: int) -> SwinTransformer:
+    """A new model at input size `img_size` with `model`'s weights (the given model is not changed)."""
+    if img_size == model.cfg.img_size:
+        return model
+    new = SwinTransformer(config_at_size(model.cfg, img_size))
+    param = next(model.parameters())
+    new.load_state_dict(model.state_dict(), strict=True)
+    new.requires_grad_(param.requires_grad)
+    return new.to(device=param.device, dtype=param.dtype).train(model.training)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -1,0 +1,422 @@
+"""Swin Transformer V2, in plain PyTorch.
+
+Implements "Swin Transformer V2: Scaling Up Capacity and Resolution" (Liu et al. 2022, arXiv 2111.09883): the
+Swin V1 layout (patch embedding, four stages of (shifted) window attention, 2x2 patch merges; see
+`vtdemo.models.swin`, whose window geometry this file reuses) with three changes to every block:
+- scaled cosine attention: logits = cos(q_i, k_j) * exp(min(logit_scale, log 100)), one learnt scale per head;
+- a log-spaced continuous relative position bias: a small MLP (`cpb_mlp`: 2 -> 512, ReLU, 512 -> heads) maps
+  each offset (dy, dx), normalised by the (pretrained) window to [-8, 8] and log-spaced as
+  sign(t) * log2(1 + |t|) / log2(8), to one bias per head, squashed as 16 * sigmoid(.);
+- residual post-norm: x = x + LN(attn(x)), x = x + LN(mlp(x)) (V1 normalises before each branch);
+and the V2 patch merge normalises after its 4C -> 2C reduction, not before. The query and value projections
+have biases, the key projection none (timm: `q_bias`, `v_bias`; transformers: `key` without bias).
+
+Reference implementations: microsoft/Swin-Transformer (`models/swin_transformer_v2.py`), timm
+(`timm/models/swin_transformer_v2.py`, whose parameter names we use) and transformers
+(`models/swinv2/modeling_swinv2.py`; `vtdemo.convert.swinv2` renames its files). Where we differ:
+- inference only, square images and windows, one window size for all stages (as every Hub checkpoint has);
+- no padding: every stage grid must be a multiple of its window (`stage_window`: a grid no larger than the window
+  is one window, never shifted), else the size is refused with the sizes that work. Since the bias is computed from
+  coordinates, any such size runs with the same weights (`with_input_size`), as timm's `create_model(...,
+  img_size=S)` does; the window stays the configured one (timm's `set_input_size` would scale it with the grid);
+- the shifted-window mask is the references' -100, not V1's -inf here: cosine logits reach +-100 + 16, so -100 is
+  part of what the checkpoints were trained with, and blocked pairs get a very small, not exactly zero, weight.
+  transformers adds its -100 mask twice (`Swinv2SelfAttention.forward`), so its outputs are those of -200:
+  `config_from_hf` sets `mask_value=-200` so that a transformers checkpoint gives transformers' outputs;
+- attention probabilities are an explicit output (`return_attn=True`, one `vtdemo.models.swin.SwinAttention`
+  record per block, so the Swin explanations apply unchanged); otherwise `F.scaled_dot_product_attention` runs on
+  the normalised, scaled queries with bias + mask as its `attn_mask` and `scale=1`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import UnsupportedModelError
+from .outputs import ClassifierOutput
+from .swin import (
+    ClassifierHead,
+    Mlp,
+    SwinAttention,
+    relative_position_index,
+    shifted_window_mask,
+    stage_window,
+    window_partition,
+    window_reverse,
+)
+
+LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # the references' clamp: the scale is at most 100
+MASK_VALUE = -100.0  # the references' shifted-window mask value
+
+
+@dataclass(frozen=True)
+class SwinV2Config:
+    """Architecture hyper-parameters (square images and windows). Stage i has width `embed_dim * 2**i`.
+
+    pretrained_window_sizes: per stage, the window the bias MLP was trained with when the checkpoint was fine-tuned
+    at a larger window (its coordinates are normalised by that window), 0 = the stage's own window.
+    mask_value: the additive shifted-window mask for blocked pairs (-100 as in the paper's code and timm; -200 for
+    transformers files, whose implementation adds the mask twice).
+    """
+
+    img_size: int = 256
+    patch_size: int = 4
+    in_chans: int = 3
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: int = 8
+    pretrained_window_sizes: tuple[int, ...] = (0, 0, 0, 0)
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    num_classes: int = 1000
+    ln_eps: float = 1e-5
+    mask_value: float = MASK_VALUE
+
+    @property
+    def num_features(self) -> int:
+        """Width of the last stage (what the head sees)."""
+        return self.embed_dim * 2 ** (len(self.depths) - 1)
+
+
+_T, _S, _B, _L = ((96, (2, 2, 6, 2), (3, 6, 12, 24)), (96, (2, 2, 18, 2), (3, 6, 12, 24)),
+                  (128, (2, 2, 18, 2), (4, 8, 16, 32)), (192, (2, 2, 18, 2), (6, 12, 24, 48)))
+
+
+def _preset(img: int, window: int, size: tuple[int, tuple[int, ...], tuple[int, ...]],
+            pretrained: tuple[int, ...] = (0, 0, 0, 0)) -> SwinV2Config:
+    dim, depths, heads = size
+    return SwinV2Config(img_size=img, window_size=window, embed_dim=dim, depths=depths, num_heads=heads,
+                        pretrained_window_sizes=pretrained)
+
+
+# Keyed by timm architecture name (timm's `model_args`, plus the input size from its pretrained_cfg).
+PRESETS: dict[str, SwinV2Config] = {
+    "swinv2_tiny_window8_256": _preset(256, 8, _T),
+    "swinv2_tiny_window16_256": _preset(256, 16, _T),
+    "swinv2_small_window8_256": _preset(256, 8, _S),
+    "swinv2_small_window16_256": _preset(256, 16, _S),
+    "swinv2_base_window8_256": _preset(256, 8, _B),
+    "swinv2_base_window16_256": _preset(256, 16, _B),
+    "swinv2_base_window12_192": _preset(192, 12, _B),
+    "swinv2_base_window12to16_192to256": _preset(256, 16, _B, (12, 12, 12, 6)),
+    "swinv2_base_window12to24_192to384": _preset(384, 24, _B, (12, 12, 12, 6)),
+    "swinv2_large_window12_192": _preset(192, 12, _L),
+    "swinv2_large_window12to16_192to256": _preset(256, 16, _L, (12, 12, 12, 6)),
+    "swinv2_large_window12to24_192to384": _preset(384, 24, _L, (12, 12, 12, 6)),
+}
+
+_TIMM_ARGS = {"img_size", "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "window_size",
+              "pretrained_window_sizes", "mlp_ratio", "qkv_bias", "num_classes"}
+_TIMM_TRAINING_ARGS = {"drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init"}
+_TIMM_DEFAULT_ONLY = {"global_pool": "avg", "always_partition": False, "strict_img_size": True,
+                      "dynamic_img_size": False, "act_layer": "gelu"}
+
+
+def _one(value: Any, name: str) -> int:
+    """An int, or a list of equal ints / (h, h) pairs, as one int; anything else is an architecture we do not build."""
+    if isinstance(value, (list, tuple)):
+        flat = [v for item in value for v in (item if isinstance(item, (list, tuple)) else [item])]
+        if not flat or len(set(flat)) != 1:
+            raise UnsupportedModelError(f"Swin V2 with {name} {list(value)} (not one square size) is not supported")
+        value = flat[0]
+    return int(value)
+
+
+def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, Any] | None = None) -> SwinV2Config:
+    """Config for a timm `swinv2_*` architecture name (a `.tag` suffix is ignored), with `model_args` applied."""
+    base = architecture.split(".")[0]
+    if base not in PRESETS:
+        raise UnsupportedModelError(
+            f"timm architecture '{architecture}' is not a supported Swin V2; supported: {', '.join(PRESETS)}")
+    changes: dict[str, Any] = {"num_classes": int(num_classes)}
+    for key, value in (model_args or {}).items():
+        if key in _TIMM_TRAINING_ARGS or (key in _TIMM_DEFAULT_ONLY and value == _TIMM_DEFAULT_ONLY[key]):
+            continue
+        if key not in _TIMM_ARGS:
+            raise UnsupportedModelError(f"timm Swin V2 argument '{key}' is not supported by vtdemo")
+        if key in ("img_size", "patch_size", "window_size"):
+            value = _one(value, key)
+        elif key in ("depths", "num_heads", "pretrained_window_sizes"):
+            value = tuple(int(v) for v in value)
+        changes[key] = value
+    return replace(PRESETS[base], **changes)
+
+
+def config_from_hf(config: dict[str, Any]) -> SwinV2Config:
+    """Config from a transformers Swin V2 `config.json` dict (model_type "swinv2")."""
+    if config.get("use_absolute_embeddings", False):
+        raise UnsupportedModelError("Swin V2 with absolute position embeddings is not supported")
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise UnsupportedModelError(f"Swin V2 with activation '{config['hidden_act']}' is not supported (only gelu)")
+    d = SwinV2Config()
+    id2label = config.get("id2label")
+    depths = tuple(int(v) for v in config.get("depths", d.depths))
+    return SwinV2Config(
+        img_size=_one(config.get("image_size", 224), "image_size"),  # transformers' default image_size: 224
+        patch_size=_one(config.get("patch_size", 4), "patch_size"),
+        in_chans=int(config.get("num_channels", 3)),
+        embed_dim=int(config.get("embed_dim", d.embed_dim)),
+        depths=depths,
+        num_heads=tuple(int(v) for v in config.get("num_heads", d.num_heads)),
+        window_size=_one(config.get("window_size", 7), "window_size"),  # transformers' default window: 7
+        pretrained_window_sizes=tuple(int(v) for v in config.get("pretrained_window_sizes") or (0,) * len(depths)),
+        mlp_ratio=float(config.get("mlp_ratio", d.mlp_ratio)),
+        qkv_bias=bool(config.get("qkv_bias", True)),
+        num_classes=len(id2label) if id2label else int(config.get("num_labels", 2)),
+        ln_eps=float(config.get("layer_norm_eps", d.ln_eps)),
+        mask_value=2 * MASK_VALUE,  # transformers adds the mask twice
+    )
+
+
+def stage_windows(cfg: SwinV2Config, img_size: int) -> list[tuple[int, int]]:
+    """(grid, window) of every stage at input size `img_size`; refuses sizes a stage cannot cut into windows."""
+    if img_size <= 0 or img_size % cfg.patch_size:
+        raise UnsupportedModelError(f"input size {img_size} is not a positive multiple of the patch size "
+                                    f"{cfg.patch_size}")
+    grid, out = img_size // cfg.patch_size, []
+    for s in range(len(cfg.depths)):
+        window = stage_window(grid, cfg.window_size)[0]
+        if grid % window or (s < len(cfg.depths) - 1 and grid % 2):
+            raise UnsupportedModelError(
+                f"Swin V2 (patch {cfg.patch_size}, window {cfg.window_size}) cannot run at {img_size} px without "
+                f"padding (stage {s} grid {grid}, window {window}); sizes it runs at: "
+                + ", ".join(str(s) for s in allowed_sizes(cfg)))
+        out.append((grid, window))
+        grid //= 2
+    return out
+
+
+def allowed_sizes(cfg: SwinV2Config, largest: int = 1536) -> list[int]:
+    """Square input sizes up to `largest` at which every stage grid is a whole number of windows."""
+    sizes = []
+    for size in range(cfg.patch_size, largest + 1, cfg.patch_size):
+        grid, ok = size // cfg.patch_size, True
+        for s in range(len(cfg.depths)):
+            window = stage_window(grid, cfg.window_size)[0]
+            ok = ok and grid % window == 0 and (s == len(cfg.depths) - 1 or grid % 2 == 0)
+            grid //= 2
+        if ok:
+            sizes.append(size)
+    return sizes
+
+
+def config_at_size(cfg: SwinV2Config, img_size: int) -> SwinV2Config:
+    """The same architecture at input size `img_size` (the bias MLP works for any window, so only the grid matters)."""
+    stage_windows(cfg, img_size)
+    return replace(cfg, img_size=int(img_size))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Continuous position bias: a pure function of the window geometry.
+
+
+def log_relative_coords(window: int, pretrained_window: int = 0) -> Tensor:
+    """The MLP's inputs: every offset (dy, dx) of a ws x ws window, normalised and log-spaced.
+
+    Offsets in [-(ws-1), ws-1] are divided by (pretrained_window - 1), or (ws - 1) when pretrained_window is 0
+    (at least 1, as in timm), scaled to [-8, 8] and mapped to sign(t) * log2(1 + |t|) / log2(8).
+    Returns [(2ws-1)^2, 2], rows in the order `relative_position_index` uses (dy major, dx minor).
+    """
+    span = torch.arange(-(window - 1), window, dtype=torch.float32)  # [2ws-1]
+    dy, dx = torch.meshgrid(span, span, indexing="ij")  # [2ws-1, 2ws-1] each
+    coords = torch.stack([dy, dx], dim=-1).reshape(-1, 2)  # [(2ws-1)^2, 2]
+    coords = coords / max((pretrained_window or window) - 1, 1) * 8
+    return torch.sign(coords) * torch.log2(coords.abs() + 1.0) / math.log2(8)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Modules.
+
+
+class WindowAttentionV2(nn.Module):
+    """Scaled cosine attention inside each window, with the continuous (MLP) relative position bias."""
+
+    def __init__(self, dim: int, num_heads: int, window: int, pretrained_window: int = 0, qkv_bias: bool = True
+                 ) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.window = window
+        self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10.0)))
+        self.cpb_mlp = nn.Sequential(nn.Linear(2, 512), nn.ReLU(), nn.Linear(512, num_heads, bias=False))
+        self.qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
+        self.proj = nn.Linear(dim, dim)
+        self.register_buffer("relative_coords_table", log_relative_coords(window, pretrained_window),
+                             persistent=False)  # [(2ws-1)^2, 2]
+        self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
+
+    def relative_position_bias(self) -> Tensor:
+        """[nh, N, N] in (0, 16): the MLP's output for every pair of tokens of a window, 16 * sigmoid."""
+        N = self.window * self.window
+        table = self.cpb_mlp(self.relative_coords_table)  # [(2ws-1)^2, nh]
+        index: Tensor = self.relative_position_index  # type: ignore[assignment]
+        bias = table[index.view(-1)].view(N, N, -1)  # [N, N, nh]
+        return 16 * torch.sigmoid(bias.permute(2, 0, 1).contiguous())  # [nh, N, N]
+
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_attn: bool = False
+                ) -> tuple[Tensor, Tensor | None]:
+        """x: [B*nW, N, C], mask: [nW, N, N] additive (0 / `mask_value`) or None.
+
+        Returns the output [B*nW, N, C] and, with `return_attn`, the probabilities [B*nW, nh, N, N] (else None).
+        """
+        BnW, N, C = x.shape
+        bias = None
+        if self.q_bias is not None and self.v_bias is not None:
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])  # [3C]: no key bias
+        qkv = F.linear(x, self.qkv.weight, bias).view(BnW, N, 3, self.num_heads, C // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x [B*nW, nh, N, hd]
+        scale = torch.clamp(self.logit_scale, max=LOGIT_SCALE_MAX).exp()  # [nh, 1, 1]
+        q = F.normalize(q, dim=-1) * scale  # [B*nW, nh, N, hd]: cosine logits times the head's scale
+        k = F.normalize(k, dim=-1)
+        pos = self.relative_position_bias()[None]  # [1, nh, N, N]
+        if mask is not None:
+            nW = mask.shape[0]
+            pos = pos + mask[:, None]  # [nW, nh, N, N]
+            pos = pos.expand(BnW // nW, -1, -1, -1, -1).reshape(BnW, -1, N, N)  # [B*nW, nh, N, N]
+        attn = None
+        if return_attn:
+            attn = (q @ k.transpose(-2, -1) + pos).softmax(dim=-1)  # [B*nW, nh, N, N]
+            out = attn @ v  # [B*nW, nh, N, hd]
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=pos.to(q.dtype), scale=1.0)  # [B*nW, nh, N, hd]
+        out = out.transpose(1, 2).reshape(BnW, N, C)  # [B*nW, N, C]
+        return self.proj(out), attn
+
+
+class SwinV2Block(nn.Module):
+    """Residual post-norm block: x + LN((shifted) window attention(x)), then x + LN(MLP(x)). Tokens [B, H, W, C]."""
+
+    def __init__(self, cfg: SwinV2Config, dim: int, num_heads: int, grid: int, window: int, shifted: bool,
+                 pretrained_window: int) -> None:
+        super().__init__()
+        self.grid = (grid, grid)
+        self.window, can_shift = stage_window(grid, window)
+        self.shift = self.window // 2 if (shifted and can_shift) else 0
+        self.attn = WindowAttentionV2(dim, num_heads, self.window, pretrained_window, cfg.qkv_bias)
+        self.norm1 = nn.LayerNorm(dim, eps=cfg.ln_eps)
+        self.mlp = Mlp(dim, int(dim * cfg.mlp_ratio))
+        self.norm2 = nn.LayerNorm(dim, eps=cfg.ln_eps)
+        mask = None
+        if self.shift:
+            mask = shifted_window_mask(grid, grid, self.window, self.shift).clamp(min=cfg.mask_value)  # [nW, N, N]
+        self.register_buffer("attn_mask", mask, persistent=False)
+
+    def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x: [B, H, W, C] -> ([B, H, W, C], attention [B*nW, nh, N, N] or None)."""
+        _, H, W, C = x.shape
+        ws, s = self.window, self.shift
+        y = torch.roll(x, shifts=(-s, -s), dims=(1, 2)) if s else x  # [B, H, W, C], row s is now row 0
+        windows = window_partition(y, ws).view(-1, ws * ws, C)  # [B*nW, N, C]
+        windows, attn = self.attn(windows, self.attn_mask, return_attn)  # [B*nW, N, C]
+        y = window_reverse(windows.view(-1, ws, ws, C), ws, H, W)  # [B, H, W, C]
+        if s:
+            y = torch.roll(y, shifts=(s, s), dims=(1, 2))  # [B, H, W, C], back in place
+        x = x + self.norm1(y)
+        return x + self.norm2(self.mlp(x)), attn
+
+
+class PatchMergingV2(nn.Module):
+    """2x2 neighbouring tokens -> one token: concatenate (4C), Linear to 2C without bias, then LayerNorm."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(2 * dim, eps=eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, H, W, C] -> [B, H/2, W/2, 2C]."""
+        B, H, W, C = x.shape
+        # timm's order, which equals transformers' (0,0), (1,0), (0,1), (1,1) concatenation:
+        x = x.reshape(B, H // 2, 2, W // 2, 2, C).permute(0, 1, 3, 4, 2, 5)  # [B, H/2, W/2, dx, dy, C]
+        return self.norm(self.reduction(x.flatten(3)))  # [B, H/2, W/2, 2C]
+
+
+class SwinV2Stage(nn.Module):
+    """Optional V2 patch merge (stages 1+), then `depth` post-norm blocks alternating regular and shifted windows."""
+
+    def __init__(self, cfg: SwinV2Config, index: int, grid: int) -> None:
+        super().__init__()
+        dim = cfg.embed_dim * 2**index
+        pretrained = cfg.pretrained_window_sizes[index] if index < len(cfg.pretrained_window_sizes) else 0
+        self.downsample = PatchMergingV2(dim // 2, cfg.ln_eps) if index > 0 else None
+        self.blocks = nn.ModuleList(
+            SwinV2Block(cfg, dim, cfg.num_heads[index], grid, cfg.window_size, b % 2 == 1, pretrained)
+            for b in range(cfg.depths[index]))
+
+    def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[Tensor]]:
+        """x: [B, 2H, 2W, C/2] (or [B, H, W, C] in stage 0) -> [B, H, W, C], plus each block's attention if asked."""
+        if self.downsample is not None:
+            x = self.downsample(x)  # [B, H, W, C]
+        attentions = []
+        for block in self.blocks:
+            x, attn = block(x, return_attn)
+            if attn is not None:
+                attentions.append(attn)
+        return x, attentions
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping p x p patches -> C channels (a strided conv), then LayerNorm."""
+
+    def __init__(self, cfg: SwinV2Config) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.ln_eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: [B, 3, H*p, W*p] -> [B, H, W, C]."""
+        return self.norm(self.proj(x).permute(0, 2, 3, 1))  # [B, H, W, C]
+
+
+class SwinTransformerV2(nn.Module):
+    """Swin V2 image classifier. Input [B, 3, img_size, img_size], normalised as its checkpoint's config says."""
+
+    def __init__(self, cfg: SwinV2Config) -> None:
+        super().__init__()
+        if len(cfg.depths) != len(cfg.num_heads):
+            raise ValueError(f"Swin V2: depths {cfg.depths} and num_heads {cfg.num_heads} differ in length")
+        try:
+            stage_windows(cfg, cfg.img_size)
+        except UnsupportedModelError as exc:
+            raise ValueError(str(exc)) from None
+        self.cfg = cfg
+        grid = cfg.img_size // cfg.patch_size
+        self.patch_embed = PatchEmbed(cfg)
+        self.layers = nn.ModuleList(SwinV2Stage(cfg, i, grid // 2**i) for i in range(len(cfg.depths)))
+        self.norm = nn.LayerNorm(cfg.num_features, eps=cfg.ln_eps)
+        self.head = ClassifierHead(cfg.num_features, cfg.num_classes)
+
+    def forward(self, x: Tensor, return_attn: bool = False) -> ClassifierOutput:
+        """x: [B, 3, H, W] with H = W = img_size -> logits [B, num_classes] (+ one `SwinAttention` per block)."""
+        size = self.cfg.img_size
+        if x.ndim != 4 or x.shape[1] != self.cfg.in_chans or tuple(x.shape[-2:]) != (size, size):
+            raise ValueError(f"Swin V2 expects input [B, {self.cfg.in_chans}, {size}, {size}], got {list(x.shape)}")
+        x = self.patch_embed(x)  # [B, H, W, C]
+        attentions: list[SwinAttention] | None = [] if return_attn else None
+        for s, stage in enumerate(self.layers):
+            x, attns = stage(x, return_attn)  # [B, H, W, C] of this stage
+            if attentions is not None:
+                blocks: list[SwinV2Block] = list(stage.blocks)  # type: ignore[arg-type]
+                attentions += [SwinAttention(a, s, b, blk.grid, blk.window, blk.shift)
+                               for b, (a, blk) in enumerate(zip(attns, blocks))]
+        logits = self.head(self.norm(x))  # [B, num_classes]
+        return ClassifierOutput(logits=logits, attentions=attentions)
+
+
+def with_input_size(model: SwinTransformerV2, img_size: int) -> SwinTransformerV2:
+    """A new model at input size `img_size` with `model`'s weights (the given model is not changed)."""
+    if img_size == model.cfg.img_size:
+        return model
+    new = SwinTransformerV2(config_at_size(model.cfg, img_size))
+    param = next(model.parameters())
+    new.load_state_dict(model.state_dict(), strict=True)
+    new.requires_grad_(param.requires_grad)
+    return new.to(device=param.device, dtype=param.dtype).train(model.training)
