@@ -30,32 +30,18 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
+from . import families, preprocess
 from . import labels as label_names
-from . import preprocess
 from .device import pick_device
 from .errors import CheckpointError, ModelUnavailableError, UnsupportedModelError
 from .settings import env_flag, env_int
 
 log = logging.getLogger(__name__)
 
-DEFAULT_VIT = "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k"
-DEFAULT_SWIN = "timm/swin_tiny_patch4_window7_224.ms_in1k"
-DEFAULT_DETR = "facebook/detr-resnet-50"
-
-#: Suggested choices for the app's model pickers (any other repo id of a supported format works too).
-KNOWN_MODELS = {
-    "vit": [DEFAULT_VIT, "timm/vit_base_patch16_224.augreg_in21k_ft_in1k", "timm/deit_small_patch16_224.fb_in1k",
-            "timm/deit_base_patch16_224.fb_in1k", "google/vit-base-patch16-224", "facebook/deit-base-patch16-224",
-            "timm/deit3_small_patch16_224.fb_in22k_ft_in1k", "timm/vit_medium_patch16_reg4_gap_256.sbb_in1k",
-            "timm/vit_betwixt_patch16_reg4_gap_256.sbb_in1k"],
-    "swin": [DEFAULT_SWIN, "timm/swin_small_patch4_window7_224.ms_in1k",
-             "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k", "microsoft/swin-tiny-patch4-window7-224",
-             "timm/swinv2_tiny_window8_256.ms_in1k", "microsoft/swinv2-tiny-patch4-window8-256"],
-    "detr": [DEFAULT_DETR, "facebook/detr-resnet-101", "facebook/detr-resnet-50@no_timm"],
-}
-
-SUPPORTED = ("timm vit_*/deit_*/deit3_*/vit_*_reg*_gap_*/swin_*/swinv2_* repos and transformers ViT, DeiT, Swin, "
-             "Swin V2 and DETR (ResNet-50/101, detection or panoptic) repos")
+# The family registry (`vtdemo.families`) holds the defaults, the suggested repos and the architectures.
+DEFAULT_VIT, DEFAULT_SWIN, DEFAULT_DETR = families.DEFAULT_VIT, families.DEFAULT_SWIN, families.DEFAULT_DETR
+KNOWN_MODELS = {name: list(f.known) for name, f in families.FAMILIES.items()}
+SUPPORTED = families.SUPPORTED
 FIX_OFFLINE = ("connect once to download it, set HF_HUB_OFFLINE=1 with a filled cache (HF_HUB_CACHE), "
                "or pass a local folder with its config.json and weights")
 
@@ -282,51 +268,14 @@ def build_checked(ctor: Callable[[Any], nn.Module], cfg: Any, state_dict: dict[s
     return model
 
 
-def _family_of(config: dict[str, Any], source: str) -> tuple[str, str]:
-    """(format, family) from a config.json dict."""
-    if "architecture" in config:
-        arch = str(config["architecture"])
-        for prefix, family in (("vit_", "vit"), ("deit_", "vit"), ("deit3_", "vit"), ("swin_", "swin"),
-                               ("swinv2_", "swin")):
-            if arch.startswith(prefix):
-                return "timm", family
-        raise UnsupportedModelError(f"{source} is a timm '{arch}' model; vtdemo supports {SUPPORTED}")
-    model_type = config.get("model_type")
-    families = {"vit": "vit", "deit": "vit", "swin": "swin", "swinv2": "swin", "detr": "detr"}
-    if model_type in families:
-        return "transformers", families[model_type]
-    kind = f"a '{model_type}' model" if model_type else "not a model config vtdemo knows"
-    raise UnsupportedModelError(f"{source} is {kind}; vtdemo supports {SUPPORTED}")
-
-
 def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
     source = ref.text
     config = read_json(fetch_file(ref, "config.json"), f"config.json of {source}")
-    fmt, family = _family_of(config, source)
+    fmt, architecture = families.architecture_of(config, source)
+    family = architecture.family
     pp_path = fetch_file(ref, "preprocessor_config.json", required=False) if fmt == "transformers" else None
     pp = read_json(pp_path, f"preprocessor_config.json of {source}") if pp_path else None
-
-    if family == "vit":
-        from .convert import vit as conv
-        from .models import vit as arch
-        ctor: Callable[[Any], nn.Module] = arch.VisionTransformer
-    elif family == "swin" and (config.get("model_type") == "swinv2"
-                               or str(config.get("architecture", "")).startswith("swinv2_")):
-        from .convert import swinv2 as conv  # Swin V2: its own blocks, the same explanations (family "swin")
-        from .models import swinv2 as arch
-        ctor = arch.SwinTransformerV2
-    elif family == "swin":
-        from .convert import swin as conv
-        from .models import swin as arch
-        ctor = arch.SwinTransformer
-    elif "DetrForSegmentation" in (config.get("architectures") or []):
-        from .convert import detr_panoptic as conv  # DETR + mask head (panoptic); still family "detr"
-        from .models import detr as arch
-        from .models.detr_panoptic import DetrPanoptic as ctor
-    else:
-        from .convert import detr as conv
-        from .models import detr as arch
-        ctor = arch.DETR
+    arch, ctor, conv = architecture.modules()
 
     if fmt == "timm":
         num_classes = int(config.get("num_classes", 1000))

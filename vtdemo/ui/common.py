@@ -24,6 +24,7 @@ import torch
 from gradio.utils import get_upload_folder
 
 from .. import hub
+from ..families import FAMILIES
 from ..device import pick_device
 from ..errors import VtdemoError
 from .components import Click
@@ -32,7 +33,6 @@ from .sessions import RunIndex
 
 log = logging.getLogger(__name__)
 
-FAMILY_NAMES = {"vit": "ViT / DeiT", "swin": "Swin", "detr": "DETR"}
 RELEASED = ("This photo's cached results were released (your session ended, or the server needed the memory for "
             "other visitors): please run it again.")
 STATE_TTL_S = 3600  # a photo's cached run is dropped this long after its last use, even if the tab stays open
@@ -143,7 +143,7 @@ class Services:
         if first and time.perf_counter() - started > 1.0:
             gr.Info(f"Loaded {model_id} on {self.device.type.upper()} in {time.perf_counter() - started:.1f} s")
         if family == "detr" and loaded.family != "detr":
-            raise VtdemoError(f"{model_id} is an image classifier ({FAMILY_NAMES[loaded.family]}): pick a DETR model "
+            raise VtdemoError(f"{model_id} is an image classifier ({FAMILIES[loaded.family].display}): pick a DETR model "
                               f"here, e.g. {hub.DEFAULT_DETR}, and use the Classify tab for classifiers")
         if family != "detr" and loaded.family == "detr":
             raise VtdemoError(f"{model_id} is a detection model (DETR): use it in the Detect tab")

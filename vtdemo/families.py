@@ -1,0 +1,111 @@
+"""The family registry: which model families vtdemo runs, and which architecture implements each checkpoint.
+
+A *family* (`Family`: vit, swin, detr) is what the rest of vtdemo sees: the explanations that apply (the method
+registry keys on it), the app's column or tab, the default repo and the suggested ones. An *architecture*
+(`Architecture`) is one implementation inside a family, found from a checkpoint's `config.json` (a timm
+`architecture` name prefix, or a transformers `model_type`, optionally with its `architectures` class), with the
+module that builds it (`config_from_timm` / `config_from_hf` and the model class) and its converter. Adding a
+checkpoint family is one `Architecture` entry plus its model and converter modules (as timm's `register_model` and
+facebookresearch/detr's `hubconf.py` make one entry point per model).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Callable
+
+from .errors import UnsupportedModelError
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family as the app and the explanations see it."""
+
+    name: str  # "vit" | "swin" | "detr"
+    display: str
+    task: str  # "classify" | "detect"
+    default: str  # the default Hub repo
+    known: tuple[str, ...]  # suggested repos for the app's pickers (any supported repo id works)
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One implementation of a family, and how to recognise its checkpoints."""
+
+    name: str
+    family: str
+    model: str  # module under vtdemo.models with config_from_timm / config_from_hf
+    model_class: str
+    converter: str  # module under vtdemo.convert with from_timm / from_hf
+    timm_prefixes: tuple[str, ...] = ()
+    hf_model_types: tuple[str, ...] = ()
+    hf_architectures: tuple[str, ...] = ()  # if set, one of these must be in config.json's "architectures"
+    model_module: str | None = None  # where model_class lives, when not in `model`
+
+    def matches(self, config: dict[str, Any]) -> str | None:
+        """"timm" / "transformers" if this architecture reads `config`, else None."""
+        if "architecture" in config:
+            return "timm" if str(config["architecture"]).startswith(self.timm_prefixes or ("\0",)) else None
+        if config.get("model_type") not in self.hf_model_types:
+            return None
+        if self.hf_architectures and not set(self.hf_architectures) & set(config.get("architectures") or []):
+            return None
+        return "transformers"
+
+    def modules(self) -> tuple[ModuleType, Callable[[Any], Any], ModuleType]:
+        """(config module, model class, converter module), imported on first use."""
+        arch = importlib.import_module(f"vtdemo.models.{self.model}")
+        holder = importlib.import_module(f"vtdemo.models.{self.model_module}") if self.model_module else arch
+        return arch, getattr(holder, self.model_class), importlib.import_module(f"vtdemo.convert.{self.converter}")
+
+
+DEFAULT_VIT = "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k"
+DEFAULT_SWIN = "timm/swin_tiny_patch4_window7_224.ms_in1k"
+DEFAULT_DETR = "facebook/detr-resnet-50"
+
+FAMILIES: dict[str, Family] = {
+    "vit": Family("vit", "ViT / DeiT", "classify", DEFAULT_VIT, (
+        DEFAULT_VIT, "timm/vit_base_patch16_224.augreg_in21k_ft_in1k", "timm/deit_small_patch16_224.fb_in1k",
+        "timm/deit_base_patch16_224.fb_in1k", "google/vit-base-patch16-224", "facebook/deit-base-patch16-224",
+        "timm/deit3_small_patch16_224.fb_in22k_ft_in1k", "timm/vit_medium_patch16_reg4_gap_256.sbb_in1k",
+        "timm/vit_betwixt_patch16_reg4_gap_256.sbb_in1k")),
+    "swin": Family("swin", "Swin", "classify", DEFAULT_SWIN, (
+        DEFAULT_SWIN, "timm/swin_small_patch4_window7_224.ms_in1k",
+        "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k", "microsoft/swin-tiny-patch4-window7-224",
+        "timm/swinv2_tiny_window8_256.ms_in1k", "microsoft/swinv2-tiny-patch4-window8-256")),
+    "detr": Family("detr", "DETR", "detect", DEFAULT_DETR, (
+        DEFAULT_DETR, "facebook/detr-resnet-101", "facebook/detr-resnet-50@no_timm")),
+}
+
+#: Tried in order: the more specific entries first (Swin V2 before Swin, panoptic DETR before DETR).
+ARCHITECTURES: tuple[Architecture, ...] = (
+    Architecture("vit", "vit", "vit", "VisionTransformer", "vit", timm_prefixes=("vit_", "deit_", "deit3_"),
+                 hf_model_types=("vit", "deit")),
+    Architecture("swinv2", "swin", "swinv2", "SwinTransformerV2", "swinv2", timm_prefixes=("swinv2_",),
+                 hf_model_types=("swinv2",)),
+    Architecture("swin", "swin", "swin", "SwinTransformer", "swin", timm_prefixes=("swin_",),
+                 hf_model_types=("swin",)),
+    Architecture("detr-panoptic", "detr", "detr", "DetrPanoptic", "detr_panoptic", hf_model_types=("detr",),
+                 hf_architectures=("DetrForSegmentation",), model_module="detr_panoptic"),
+    Architecture("detr", "detr", "detr", "DETR", "detr", hf_model_types=("detr",)),
+)
+
+SUPPORTED = ("timm vit_*/deit_*/deit3_*/vit_*_reg*_gap_*/swin_*/swinv2_* repos and transformers ViT, DeiT, Swin, "
+             "Swin V2 and DETR (ResNet-50/101, detection or panoptic) repos")
+
+
+def architecture_of(config: dict[str, Any], source: str) -> tuple[str, Architecture]:
+    """(format "timm" | "transformers", architecture) for a config.json dict; `UnsupportedModelError` naming what
+    is supported otherwise."""
+    for arch in ARCHITECTURES:
+        fmt = arch.matches(config)
+        if fmt is not None:
+            return fmt, arch
+    if "architecture" in config:
+        raise UnsupportedModelError(f"{source} is a timm '{config['architecture']}' model; vtdemo supports "
+                                    f"{SUPPORTED}")
+    model_type = config.get("model_type")
+    kind = f"a '{model_type}' model" if model_type else "not a model config vtdemo knows"
+    raise UnsupportedModelError(f"{source} is {kind}; vtdemo supports {SUPPORTED}")
