@@ -33,9 +33,13 @@ class ClassifyResult:
     image: str
     model: str
     predictions: list[Prediction]
+    runtime: dict[str, Any] = field(default_factory=dict)  # engine and precision (`engine.runtime_info`)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["runtime"]:  # a result built without it (older callers): no empty key in the JSON
+            d.pop("runtime")
+        return d
 
 
 @dataclass
@@ -53,11 +57,14 @@ class DetectResult:
     model: str
     size: list[int]  # [width, height]
     detections: list[Detection]
+    runtime: dict[str, Any] = field(default_factory=dict)  # engine and precision (`engine.runtime_info`)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for det in d["detections"]:
             det.pop("query")
+        if not d["runtime"]:
+            d.pop("runtime")
         return d
 
 
@@ -87,6 +94,20 @@ def inference(device: torch.device) -> contextlib.ExitStack:
     if device.type == "cuda" and os.environ.get("VTDEMO_AUTOCAST", "1") != "0":
         stack.enter_context(torch.autocast("cuda", dtype=torch.float16))
     return stack
+
+
+GRADIENT_METHODS = ("grad-rollout", "swin-grad-rollout")
+
+
+def runtime_info(loaded: hub.LoadedModel, method: str | None = None) -> dict[str, Any]:
+    """Which engine and precision produced a result (`vtdemo.engine.runtime_info`). For a gradient method on a fast
+    model, the forward pass is fast but the map comes from the exact PyTorch model: `"gradients": "exact"`."""
+    from .engine import runtime_info as info
+
+    out = info(loaded)
+    if method in GRADIENT_METHODS and out["precision"] == "fast":
+        out["gradients"] = "exact"
+    return out
 
 
 def forward_classifier(loaded: hub.LoadedModel, image: Image.Image, return_attn: bool = False) -> ClassifierOutput:
@@ -126,7 +147,8 @@ def classify(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT,
     loaded = _as_loaded(model, "classifier")
     rgb = load_image(image)
     out = forward_classifier(loaded, rgb)
-    return ClassifyResult(image=_name(image, name), model=loaded.id, predictions=predictions(loaded, out.logits[0], top_k))
+    return ClassifyResult(image=_name(image, name), model=loaded.id,
+                          predictions=predictions(loaded, out.logits[0], top_k), runtime=runtime_info(loaded))
 
 
 def detect(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_DETR, threshold: float = 0.7,
@@ -139,7 +161,7 @@ def detect(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_DETR, 
     scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size)
     keep = postprocess.select(scored, threshold, classes, max_detections, nms_iou)
     return DetectResult(image=_name(image, name), model=loaded.id, size=list(rgb.size),
-                        detections=detections(loaded, scored, keep))
+                        detections=detections(loaded, scored, keep), runtime=runtime_info(loaded))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -188,6 +210,7 @@ class Explanation:
     map: torch.Tensor
     region: tuple[float, float, float, float]  # original-image pixels the map covers
     deletion: dict[str, Any] | None = None  # deletion-curve check, when asked for
+    runtime: dict[str, Any] = field(default_factory=dict)  # engine and precision (`engine.runtime_info`)
 
     @property
     def grid(self) -> list[int]:
@@ -196,6 +219,8 @@ class Explanation:
     def to_dict(self) -> dict[str, Any]:
         d = {"image": self.image, "model": self.model, "method": self.method, "target": self.target,
              "grid": self.grid, "map": [[round(float(v), 6) for v in row] for row in self.map]}
+        if self.runtime:
+            d["runtime"] = self.runtime
         if self.deletion is not None:
             d["deletion"] = {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v])
                              for k, v in self.deletion.items()}
@@ -327,7 +352,7 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
         method = method or CLASSIFIER_METHODS[loaded.family][0]
         m, target = classifier_map(run, method, class_index, head_fusion, discard, start_layer, head, point)
         check = deletion_check(run, m, target["index"]) if deletion else None
-        return Explanation(label, loaded.id, method, target, m, run.region, check)
+        return Explanation(label, loaded.id, method, target, m, run.region, check, runtime_info(loaded, method))
     run = run_detr(loaded, rgb)
     method = method or DETR_METHODS[0]
     keep = postprocess.select(run.scored, threshold)
@@ -343,7 +368,8 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
     else:
         target = {"point": list(point) if point else None}
     m = detr_map(run, method, query=query, point=point, head=head)
-    return Explanation(label, loaded.id, method, target, m, (0.0, 0.0, float(rgb.width), float(rgb.height)))
+    return Explanation(label, loaded.id, method, target, m, (0.0, 0.0, float(rgb.width), float(rgb.height)),
+                       runtime=runtime_info(loaded, method))
 
 
 def match(image: ImageSource, model: str | hub.LoadedModel, ground_truth: Any, name: str | None = None
@@ -371,7 +397,7 @@ def match(image: ImageSource, model: str | hub.LoadedModel, ground_truth: Any, n
                       "probability_of_object_class": round(float(probs[q, label]), 6),
                       "predicted_box": [round(float(v), 2) for v in scored.boxes[q]], "cost": cost})
     return {"image": _name(image, name), "model": loaded.id, "size": list(rgb.size), "pairs": pairs,
-            "losses": result.losses}
+            "losses": result.losses, "runtime": runtime_info(loaded)}
 
 
 def deletion_check(run: ClassifierRun, relevance: torch.Tensor, class_index: int, steps: int = 20,
