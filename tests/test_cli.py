@@ -48,7 +48,7 @@ def test_classify_json_contract(vit_repo, tmp_path):
 
     names = ResNet50_Weights.IMAGENET1K_V1.meta["categories"]
     for item in out:
-        assert set(item) == {"image", "model", "predictions"} and item["model"] == repo
+        assert set(item) == {"image", "model", "predictions", "runtime"} and item["model"] == repo
         preds = item["predictions"]
         assert len(preds) == 3 and all(set(p) == {"index", "label", "score"} for p in preds)
         scores = [p["score"] for p in preds]
@@ -126,7 +126,7 @@ def test_detect_json_contract_threshold_and_save(tiny_cache, tmp_path):
                    str(image), cache=cache)
     assert proc.returncode == 0, proc.stderr
     (item,) = json.loads(proc.stdout)
-    assert set(item) == {"image", "model", "size", "detections"}
+    assert set(item) == {"image", "model", "size", "detections", "runtime"}
     from PIL import Image
 
     width, height = Image.open(image).size
@@ -162,7 +162,7 @@ def test_explain_json_contract(tiny_cache, tmp_path):
     proc = run_cli("explain", "--model", repos["vit"], "--json", "--out", str(tmp_path), image, cache=cache)
     assert proc.returncode == 0, proc.stderr
     (item,) = json.loads(proc.stdout)
-    assert set(item) == {"image", "model", "method", "target", "grid", "map"}
+    assert set(item) == {"image", "model", "method", "target", "grid", "map", "runtime"}
     assert item["method"] == "rollout" and item["grid"] == [14, 14]
     assert set(item["target"]) == {"index", "label", "score"}
     assert max(max(r) for r in item["map"]) == pytest.approx(1.0)

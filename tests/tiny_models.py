@@ -66,9 +66,9 @@ def randomise_classifier(model: torch.nn.Module, seed: int, gain: float = 1.5, b
     return model.eval()
 
 
-def _randomise_detr(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+def _randomise_detr(model: torch.nn.Module, seed: int, sharp_qk: float = 3.0) -> torch.nn.Module:
     """Like tests/test_detr.py: random frozen-BN statistics, transformer weights with variance 1/fan_in, and the
-    input projection scaled so that the memory varies over positions; attention logits sharpened."""
+    input projection scaled so that the memory varies over positions; attention logits sharpened by `sharp_qk`."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, t in model.state_dict().items():
@@ -83,7 +83,7 @@ def _randomise_detr(model: torch.nn.Module, seed: int) -> torch.nn.Module:
             elif t.dim() == 1 and "backbone" not in name:
                 t.add_(torch.randn(t.shape, generator=g) * 0.2)
             elif "backbone" not in name and t.is_floating_point():
-                sharp = 3.0 if name.endswith(("q_proj.weight", "k_proj.weight")) else 1.0  # peaked attention
+                sharp = sharp_qk if name.endswith(("q_proj.weight", "k_proj.weight")) else 1.0  # peaked attention
                 t.normal_(0.0, sharp * t[0].numel() ** -0.5, generator=g)
     return model.eval()
 

@@ -238,6 +238,31 @@ BENCHES: dict[str, Callable[[int], list[Timing]]] = {"vit": bench_vit, "swin": b
                                                      "detr-relevance": bench_detr_relevance}
 
 
+def _fast_bench(name: str) -> Callable[[int], list[Timing]]:
+    def run(runs: int) -> list[Timing]:  # imported on use: the fast engine needs OpenVINO
+        from .engine import bench as fast_bench
+
+        return getattr(fast_bench, name)(runs)
+    return run
+
+
+# Issue #12: the fast path, end to end from a decoded photo, against timm / transformers fp32 (vtdemo.engine.bench).
+BENCHES.update({"fast": _fast_bench("bench_fast"), "webcam": _fast_bench("bench_webcam"),
+                "fast-memory": _fast_bench("bench_fast_memory")})
+
+
+def _cpu_name() -> str:
+    """`lscpu`'s model name and the flags that decide the fast path (bf16 / AMX units), from /proc/cpuinfo."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
+    wanted = [f for f in ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni") if f in flags]
+    return f"{name} ({', '.join(wanted) or 'no bf16/AMX flags'})"
+
+
 def run_bench(runs: int = 10, only: list[str] | None = None, threads: int | None = None) -> int:
     """Print a table of medians and ratios; returns the exit status."""
     try:
@@ -248,7 +273,10 @@ def run_bench(runs: int = 10, only: list[str] | None = None, threads: int | None
                           "pip install -r requirements-dev.txt") from None
     if threads:
         torch.set_num_threads(threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU fp32, batch 1, median of {runs} runs")
+    import platform
+
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU fp32, batch 1, median of {runs} runs, "
+          f"CPU {_cpu_name() or platform.processor()}")
     print(f"{'model':<28} {'ours ms':>9} {'ref ms':>9} {'ratio':>6}  reference")
     for name in only or list(BENCHES):
         if name not in BENCHES:

@@ -6,7 +6,13 @@
                              [--discard RATIO] [--detection K] [--target class|box] [--threshold T] [--point X,Y]
                              [--layer L] [--deletion] [--out DIR] [--json] IMAGE...
     python -m vtdemo serve [--host H] [--port P] [--vit-model M] ...   (the web app, as `python app.py`)
-    python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain,vit-relevance,detr-relevance]
+    python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain,vit-relevance,detr-relevance,
+                            fast,webcam,fast-memory]
+    python -m vtdemo convert MODEL [MODEL ...]   (pre-convert for --precision fast, e.g. while a Space is built)
+    python -m vtdemo evaluate {faithfulness,randomisation,coco} ...
+
+classify, detect and explain take `--precision {exact,fast}` (default exact: fp32 PyTorch; fast: see
+`vtdemo.engine`); every JSON result carries a "runtime" object naming the engine and precision that produced it.
 
 MODEL is a Hugging Face repo id, `repo@revision`, or a local folder with the same files. Errors are one line on
 stderr (no traceback) and a non-zero exit status; an image that fails does not stop the others. With `--json`, stdout
@@ -40,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--model", default=DEFAULT_VIT, help=f"repo id, repo@revision or folder (default {DEFAULT_VIT})")
     c.add_argument("--top-k", type=int, default=5, help="how many classes to show (default 5)")
     c.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
+    _precision_flag(c)
     c.add_argument("images", nargs="+", metavar="IMAGE")
 
     d = sub.add_parser("detect", help="objects with DETR")
@@ -47,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--threshold", type=float, default=0.7, help="minimum score, 0..1 (default 0.7; 0 = all queries)")
     d.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     d.add_argument("--save", type=Path, metavar="DIR", help="write each annotated image into DIR")
+    _precision_flag(d)
     d.add_argument("images", nargs="+", metavar="IMAGE")
 
     e = sub.add_parser("explain", help="what the model looked at: a relevance map per image")
@@ -79,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="sanity check: delete the most relevant patches first and report the area under the class "
                         "probability curve, against a random order (classifiers)")
     e.add_argument("--json", action="store_true", help="print one JSON list with the raw maps")
+    _precision_flag(e)
     e.add_argument("images", nargs="+", metavar="IMAGE")
 
     m = sub.add_parser("match", help="DETR set matching: which query answers each ground-truth box, and the loss")
@@ -101,7 +110,16 @@ def _parser() -> argparse.ArgumentParser:
     from .evaluate.cli import add_evaluate_parser  # evaluate faithfulness / randomisation / coco
 
     add_evaluate_parser(sub)
+
+    v = sub.add_parser("convert", help="convert models for --precision fast now (into the engine cache)")
+    v.add_argument("models", nargs="+", metavar="MODEL", help="repo id, repo@revision or folder")
     return p
+
+
+def _precision_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--precision", choices=("exact", "fast"), default="exact",
+                   help="exact: fp32 PyTorch (default); fast: optimized runtime at reduced precision (OpenVINO bf16 "
+                        "on CPUs with bf16 units; gradient methods still run exact)")
 
 
 def _classify_rows(result: Any) -> list[str]:
@@ -286,9 +304,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_evaluate(args)
 
+        if args.command == "convert":
+            from .engine import describe, preconvert
+
+            for name in args.models:
+                loaded = preconvert(name, progress=lambda msg: print(msg, file=sys.stderr))
+                print(f"{loaded.id}: ready ({describe(loaded)})")
+            return 0
+
         from . import hub, pipeline
 
-        loaded = hub.load(args.model)
+        loaded = hub.load(args.model, precision=getattr(args, "precision", "exact"))
         if args.command == "match":
             return _match(loaded, args)
         if args.command == "explain":

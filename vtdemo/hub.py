@@ -66,6 +66,8 @@ class LoadedModel:
     labels: tuple[str, ...]
     preprocess: preprocess.PreprocessConfig
     device: torch.device
+    precision: str = "exact"  # "exact" (fp32 PyTorch) or "fast" (see vtdemo.engine; model is then a FastModel)
+    weights: Path | None = None  # the weight file it was loaded from (keys the fast engine's conversion cache)
 
 
 @dataclass(frozen=True)
@@ -304,34 +306,38 @@ def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
     model.eval().requires_grad_(False).to(device)
     log.info("loaded %s (%s %s) on %s", source, fmt, family, device)
     return LoadedModel(id=source, family=family, format=fmt, model=model, config=cfg, labels=names,
-                       preprocess=prep, device=device)
+                       preprocess=prep, device=device, weights=weights_path)
 
 
-_cache: OrderedDict[tuple[str, str], LoadedModel] = OrderedDict()
-_locks: dict[tuple[str, str], threading.Lock] = {}
+_cache: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
+_locks: dict[tuple[str, str, str], threading.Lock] = {}
 _guard = threading.Lock()
 
 
-def _key(ref: ModelRef, device: torch.device) -> tuple[str, str]:
-    return (str(ref.folder) if ref.folder else f"{ref.repo}@{ref.revision or 'main'}", str(device))
+def _key(ref: ModelRef, device: torch.device, precision: str = "exact") -> tuple[str, str, str]:
+    return (str(ref.folder) if ref.folder else f"{ref.repo}@{ref.revision or 'main'}", str(device), precision)
 
 
-def is_loaded(model: str, device: str | torch.device | None = None) -> bool:
+def is_loaded(model: str, device: str | torch.device | None = None, precision: str = "exact") -> bool:
     """Is this model already loaded (so that `load` returns at once)? False for ids that are not valid."""
     try:
         ref = parse_model_id(model)
     except ModelUnavailableError:
         return False
-    key = _key(ref, torch.device(device) if device is not None else pick_device())
+    key = _key(ref, torch.device(device) if device is not None else pick_device(), precision)
     with _guard:
         return key in _cache
 
 
-def load(model: str, device: str | torch.device | None = None) -> LoadedModel:
-    """Load (once) and return the model named by a repo id, `repo@revision` or a folder; LRU-cached per device."""
+def load(model: str, device: str | torch.device | None = None, precision: str = "exact") -> LoadedModel:
+    """Load (once) and return the model named by a repo id, `repo@revision` or a folder; LRU-cached per device and
+    precision. precision: "exact" (fp32 PyTorch, the parity-tested path) or "fast" (`vtdemo.engine`: an optimized
+    runtime at reduced precision, converted on first use)."""
+    if precision not in ("exact", "fast"):
+        raise UnsupportedModelError(f"precision '{precision}' is not one of exact, fast")
     ref = parse_model_id(model)
     dev = torch.device(device) if device is not None else pick_device()
-    key = _key(ref, dev)
+    key = _key(ref, dev, precision)
     with _guard:
         if key in _cache:
             _cache.move_to_end(key)
@@ -341,7 +347,12 @@ def load(model: str, device: str | torch.device | None = None) -> LoadedModel:
         with _guard:
             if key in _cache:
                 return _cache[key]
-        loaded = _build(ref, dev)
+        if precision == "fast":
+            from .engine import make_fast
+
+            loaded = make_fast(load(model, dev))
+        else:
+            loaded = _build(ref, dev)
         with _guard:
             _cache[key] = loaded
             while len(_cache) > cache_size():

@@ -47,9 +47,13 @@ class ClassifyResult:
     image: str
     model: str
     predictions: list[Prediction]
+    runtime: dict[str, Any] = field(default_factory=dict)  # engine and precision (`engine.runtime_info`)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not d["runtime"]:  # a result built without it (older callers): no empty key in the JSON
+            d.pop("runtime")
+        return d
 
 
 @dataclass
@@ -67,11 +71,14 @@ class DetectResult:
     model: str
     size: list[int]  # [width, height]
     detections: list[Detection]
+    runtime: dict[str, Any] = field(default_factory=dict)  # engine and precision (`engine.runtime_info`)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         for det in d["detections"]:
             det.pop("query")
+        if not d["runtime"]:
+            d.pop("runtime")
         return d
 
 
@@ -88,6 +95,19 @@ def _name(src: ImageSource, name: str | None) -> str:
     if name is not None:
         return name
     return str(src) if isinstance(src, (str,)) or hasattr(src, "__fspath__") else "image"
+
+
+def runtime_info(loaded: hub.LoadedModel, method: str | None = None) -> dict[str, Any]:
+    """Which engine and precision produced a result (`vtdemo.engine.runtime_info`). For a method that needs
+    gradients on a fast model, the forward pass is fast but the map comes from the exact PyTorch model (the fast
+    engine runs it whenever gradients are on): `"gradients": "exact"`."""
+    from .engine import runtime_info as info
+    from .explain import registry
+
+    out = info(loaded)
+    if method in registry.METHODS and registry.METHODS[method].needs_gradients and out["precision"] == "fast":
+        out["gradients"] = "exact"
+    return out
 
 
 def forward_classifier(loaded: hub.LoadedModel, image: Image.Image, return_attn: bool = False) -> ClassifierOutput:
@@ -127,7 +147,8 @@ def classify(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT,
     loaded = _as_loaded(model, "classifier")
     rgb = load_image(image)
     out = forward_classifier(loaded, rgb)
-    return ClassifyResult(image=_name(image, name), model=loaded.id, predictions=predictions(loaded, out.logits[0], top_k))
+    return ClassifyResult(image=_name(image, name), model=loaded.id,
+                          predictions=predictions(loaded, out.logits[0], top_k), runtime=runtime_info(loaded))
 
 
 def detect(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_DETR, threshold: float = 0.7,
@@ -140,7 +161,7 @@ def detect(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_DETR, 
     scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size)
     keep = postprocess.select(scored, threshold, classes, max_detections, nms_iou)
     return DetectResult(image=_name(image, name), model=loaded.id, size=list(rgb.size),
-                        detections=detections(loaded, scored, keep))
+                        detections=detections(loaded, scored, keep), runtime=runtime_info(loaded))
 
 
 def match(image: ImageSource, model: str | hub.LoadedModel, ground_truth: Any, name: str | None = None
@@ -153,7 +174,8 @@ def match(image: ImageSource, model: str | hub.LoadedModel, ground_truth: Any, n
     rgb = load_image(image)
     out = forward_detr(loaded, [rgb])
     result = match_output(loaded, out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size, ground_truth)
-    return {"image": _name(image, name), "model": loaded.id, "size": list(rgb.size), **result}
+    return {"image": _name(image, name), "model": loaded.id, "size": list(rgb.size), **result,
+            "runtime": runtime_info(loaded)}
 
 
 def match_output(loaded: hub.LoadedModel, logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],

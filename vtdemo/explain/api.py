@@ -54,6 +54,7 @@ class Explanation:
     region: tuple[float, float, float, float]  # original-image pixels the map covers
     deletion: dict[str, Any] | None = None  # deletion / insertion check, when asked for
     maps: dict[str, torch.Tensor] | None = None  # named sub-maps (detr-relevance --target box: x0, y0, x1, y1)
+    runtime: dict[str, Any] | None = None  # engine and precision (`vtdemo.pipeline.runtime_info`)
 
     @property
     def grid(self) -> list[int]:
@@ -67,6 +68,8 @@ class Explanation:
         if self.deletion is not None:
             d["deletion"] = {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v])
                              for k, v in self.deletion.items()}
+        if self.runtime:
+            d["runtime"] = self.runtime
         return d
 
 
@@ -210,7 +213,8 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
         run = run_classifier(loaded, rgb, input_size, keep_aspect)
         result = explain_run(run, meth.name, opts)
         check = deletion_check(run, result.map, result.target["index"]) if deletion else None
-        return Explanation(label, loaded.id, meth.name, result.target, result.map, run.region, check, result.maps)
+        return Explanation(label, loaded.id, meth.name, result.target, result.map, run.region, check, result.maps,
+                           pipeline.runtime_info(loaded, meth.name))
     meth = registry.get(method, "detr")
     drun = run_detr(loaded, rgb)
     if meth.target == "detection":
@@ -219,7 +223,8 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
         except ExplainError as exc:
             raise ExplainError(f"{label}: {exc}") from None
     result = explain_run(drun, meth.name, opts)
-    return Explanation(label, loaded.id, meth.name, result.target, result.map, drun.region, None, result.maps)
+    return Explanation(label, loaded.id, meth.name, result.target, result.map, drun.region, None, result.maps,
+                       pipeline.runtime_info(loaded, meth.name))
 
 
 def deletion_check(run: ClassifierRun, relevance: torch.Tensor, class_index: int, steps: int = 20,

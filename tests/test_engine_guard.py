@@ -1,0 +1,50 @@
+"""The fidelity guard of the fast path on full-size models (ViT-B/16, Swin-T, DETR-R50; random weights in the real
+Hub formats, tests/full_models.py), on the example photos: fast vs exact, the issue's bar (`engine.fidelity`).
+
+The exact path is pinned to timm / transformers by the parity tests; this pins the fast path to the exact one.
+Slow (three conversions, ~1-3 min each on two busy cores); the engine cache is per test session.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("openvino")
+pytest.importorskip("timm")
+pytest.importorskip("transformers")
+
+from vtdemo import hub  # noqa: E402
+from vtdemo.engine import fidelity, runtime_info  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    from full_models import write_full_repos
+
+    root = tmp_path_factory.mktemp("full")
+    repos = write_full_repos(root / "hub")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_CACHE", str(root / "hub"))
+        mp.setenv("VTDEMO_ENGINE_CACHE", str(root / "engine"))
+        hub.clear_cache()
+        yield repos
+        hub.clear_cache()
+
+
+@pytest.mark.parametrize("family", ["vit", "swin"])
+def test_classifier_guard(full, photos, family):
+    exact, fast = hub.load(full[family]), hub.load(full[family], precision="fast")
+    assert runtime_info(fast)["engine"] == "openvino"
+    for name, image in photos.items():
+        gaps = fidelity.classifier_gaps(exact, fast, image)
+        assert fidelity.within_guard(gaps), (family, name, gaps)
+
+
+def test_detr_guard(full, photos):
+    exact, fast = hub.load(full["detr"]), hub.load(full["detr"], precision="fast")
+    compared = 0
+    for name, image in photos.items():
+        gaps = fidelity.detr_gaps(exact, fast, image)
+        assert fidelity.within_guard(gaps), (name, gaps)
+        compared += int(gaps["detections"])
+    assert compared >= 5  # the fixture's heads give detections above 0.7 on the photos

@@ -1,0 +1,92 @@
+"""Fast inference engines for our models: precision "fast" next to the exact fp32 PyTorch path.
+
+    loaded = vtdemo.load_model("facebook/detr-resnet-50", precision="fast")   # LoadedModel, cached
+    engine.runtime_info(loaded)  # {"precision": "fast", "engine": "openvino", "version": ..., "dtype": "bf16", ...}
+    engine.describe(loaded)      # "OpenVINO 2026.4.1 bf16 on cpu (fast)": for a footer
+    engine.exact_model(loaded)   # the same model on the exact PyTorch path (gradient methods use it)
+    engine.prepare(loaded)       # convert now instead of at the first forward pass (shows progress)
+
+`python -m vtdemo convert MODEL ...` pre-converts into the engine cache (`vtdemo.engine.cache`), e.g. while a
+Hugging Face Space is built. See `vtdemo.engine.fast` for what "fast" picks where, `vtdemo.engine.graphs` for how
+the attention maps stay available, `vtdemo.engine.openvino_runtime` for the input-shape policy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+
+if TYPE_CHECKING:
+    from ..hub import LoadedModel
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("exact", "fast")
+
+
+def make_fast(exact: "LoadedModel") -> "LoadedModel":
+    """The fast twin of an exact LoadedModel (shares its PyTorch module; converts nothing yet)."""
+    from .fast import FastModel, choose
+
+    choice = choose(str(exact.device))
+    model = FastModel(exact.model, exact.family, exact.id, exact.weights, choice)
+    return dataclasses.replace(exact, model=model, precision="fast")
+
+
+def exact_model(loaded: "LoadedModel") -> "LoadedModel":
+    """The exact (fp32 PyTorch, parity-tested) version of a loaded model; itself if it is exact already."""
+    from .fast import FastModel
+
+    if isinstance(loaded.model, FastModel):
+        return dataclasses.replace(loaded, model=loaded.model.exact, precision="exact")
+    return loaded
+
+
+def runtime_info(loaded: "LoadedModel") -> dict[str, Any]:
+    """Which engine and precision produce this model's outputs (the `runtime` field of every JSON result).
+
+    {"precision": "exact" | "fast", "engine": "pytorch" | "openvino", "version": str, "dtype": "f32" | "bf16" |
+    "fp16", "device": str}. Exact on CUDA reports fp16 (the pipeline's autocast there, VTDEMO_AUTOCAST=0: f32).
+    """
+    from .fast import FastModel
+
+    model = loaded.model
+    if isinstance(model, FastModel):
+        c = model.choice
+        return {"precision": "fast", "engine": c.engine, "version": c.version, "dtype": c.dtype, "device": c.device}
+    import os
+
+    cuda_half = loaded.device.type == "cuda" and os.environ.get("VTDEMO_AUTOCAST", "1") != "0"
+    return {"precision": "exact", "engine": "pytorch", "version": torch.__version__,
+            "dtype": "fp16" if cuda_half else "f32", "device": str(loaded.device)}
+
+
+def describe(loaded: "LoadedModel") -> str:
+    """One line for a footer, e.g. 'OpenVINO 2026.4.1 bf16 on cpu (fast)' or 'PyTorch 2.14.1 f32 on cpu (exact)'."""
+    info = runtime_info(loaded)
+    name = {"openvino": "OpenVINO", "pytorch": "PyTorch"}[info["engine"]]
+    return f"{name} {info['version']} {info['dtype']} on {info['device']} ({info['precision']})"
+
+
+def prepare(loaded: "LoadedModel", with_attention: bool = True,
+            progress: Callable[[str], None] | None = None) -> None:
+    """Convert and compile the fast graphs now (DETR: the one with attention outputs, and the plain one if
+    `with_attention` is False); nothing to do for exact models or PyTorch engines."""
+    from .fast import FastModel
+
+    if isinstance(loaded.model, FastModel):
+        loaded.model.prepare(with_attention, progress)
+
+
+def preconvert(model: str, progress: Callable[[str], None] | None = None) -> "LoadedModel":
+    """Load `model` with precision "fast" and convert every graph the app uses into the engine cache."""
+    from .. import hub
+
+    loaded = hub.load(model, device="cpu", precision="fast")
+    prepare(loaded, True, progress)
+    if loaded.family == "detr":
+        prepare(loaded, False, progress)
+    return loaded

@@ -1,0 +1,192 @@
+"""The fast path: which runtime and precision "fast" means on this device, and the module that runs it.
+
+`choose(device)` decides once per process and device (logged at INFO, overridable with `VTDEMO_FAST_ENGINE` =
+openvino | pytorch and `VTDEMO_FAST_DTYPE` = bf16 | f32 | fp16):
+- CPU with OpenVINO installed: OpenVINO, bf16 where its CPU plugin reports bf16 units (AMX or AVX512-BF16), else
+  f32. Measured (README "Fast path"): on an AMD EPYC with AVX512-BF16 and a Xeon with AMX, OpenVINO bf16 beats
+  OpenVINO f32, PyTorch bf16 autocast and PyTorch fp32 for ViT, Swin and DETR. DETR stays at OpenVINO f32 unless
+  `VTDEMO_FAST_DTYPE=bf16` is set (`dtype_for`): on our full-size fixture bf16 kept boxes within 3 px and maps
+  within 0.02 but moved class probabilities by far more than 0.02, so the fidelity guard was not shown for it;
+- CPU without OpenVINO: PyTorch bf16 autocast where oneDNN has bf16 kernels, else PyTorch fp32, with a warning that
+  says how to get the faster runtime;
+- CUDA: PyTorch fp16 autocast; MPS: PyTorch fp32 (nothing faster there), with a warning.
+
+`FastModel` wraps our PyTorch module and is called exactly like it (`model(x, return_attn=...)`,
+`model(pixel_values, pixel_mask, return_attn=...)`), returning the same records (`ClassifierOutput` with ViT tensors
+or `SwinAttention` records, `DetrOutput`). With gradients enabled (gradient rollout, relevance, LRP) it runs the
+exact PyTorch module instead, so gradient methods always see fp32 PyTorch (logged once per model). Conversion
+happens on the first fast call (or `prepare()`), never at import or load.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import threading
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import graphs, openvino_runtime
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("openvino", "pytorch")
+DTYPES = ("bf16", "f32", "fp16")
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    """What "fast" runs on: engine (openvino | pytorch), its version, dtype (bf16 | f32 | fp16), device, and why."""
+
+    engine: str
+    version: str
+    dtype: str
+    device: str
+    reason: str
+
+
+def _torch_cpu_bf16() -> bool:
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(check()) if check is not None else False
+    except RuntimeError:
+        return False
+
+
+@functools.lru_cache(maxsize=None)
+def choose(device: str) -> EngineChoice:
+    """The fast engine for a device ("cpu", "cuda", "cuda:0", "mps"); decided once per process and device."""
+    kind = torch.device(device).type
+    engine = os.environ.get("VTDEMO_FAST_ENGINE", "").strip().lower() or None
+    dtype = os.environ.get("VTDEMO_FAST_DTYPE", "").strip().lower() or None
+    if engine is not None and engine not in ENGINES:
+        raise ValueError(f"VTDEMO_FAST_ENGINE={engine!r}: choose from {', '.join(ENGINES)}")
+    if dtype is not None and dtype not in DTYPES:
+        raise ValueError(f"VTDEMO_FAST_DTYPE={dtype!r}: choose from {', '.join(DTYPES)}")
+    forced = " (set by VTDEMO_FAST_ENGINE / VTDEMO_FAST_DTYPE)" if engine or dtype else ""
+    if kind == "cuda":
+        choice = EngineChoice("pytorch", torch.__version__, dtype or "fp16", device, "CUDA: fp16 autocast" + forced)
+    elif kind != "cpu":
+        log.warning("fast precision on %s: no faster runtime there, running PyTorch fp32", device)
+        choice = EngineChoice("pytorch", torch.__version__, dtype or "f32", device, f"{kind}: PyTorch" + forced)
+    elif engine != "pytorch" and openvino_runtime.available():
+        bf16 = "BF16" in openvino_runtime.cpu_capabilities()
+        why = "the CPU has bf16 units" if bf16 else "the CPU has no bf16 units"
+        choice = EngineChoice("openvino", openvino_runtime.version(), dtype or ("bf16" if bf16 else "f32"), device,
+                              f"OpenVINO on CPU, {why}" + forced)
+    else:
+        if engine is None:
+            log.warning("fast precision: OpenVINO is not installed (pip install openvino), using PyTorch autocast")
+        bf16 = _torch_cpu_bf16()
+        choice = EngineChoice("pytorch", torch.__version__, dtype or ("bf16" if bf16 else "f32"), device,
+                              "PyTorch on CPU" + (" (OpenVINO not installed)" if engine is None else forced))
+    log.info("fast precision on %s: %s %s %s (%s)", device, choice.engine, choice.version, choice.dtype,
+             choice.reason)
+    return choice
+
+
+def dtype_for(choice: EngineChoice, family: str) -> str:
+    """The dtype one model family runs at: the device's choice, except DETR on the OpenVINO CPU path, which stays
+    f32 unless VTDEMO_FAST_DTYPE asks otherwise (the fidelity guard failed for bf16 DETR class probabilities)."""
+    if (family == "detr" and choice.engine == "openvino" and choice.dtype == "bf16"
+            and not os.environ.get("VTDEMO_FAST_DTYPE")):
+        return "f32"
+    return choice.dtype
+
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _floats(out: Any) -> Any:
+    """Cast every tensor of an output record to float32 (autocast leaves attention in half precision)."""
+    from ..models.outputs import ClassifierOutput
+
+    if isinstance(out, ClassifierOutput):
+        out.logits = out.logits.float()
+        if out.attentions is not None:
+            out.attentions = [replace(a, attn=a.attn.float()) if hasattr(a, "attn") else a.float()
+                              for a in out.attentions]
+        return out
+    for name in ("logits", "boxes"):
+        setattr(out, name, getattr(out, name).float())
+    for name in ("encoder_attn", "decoder_self_attn", "decoder_cross_attn"):
+        if getattr(out, name) is not None:
+            setattr(out, name, [a.float() for a in getattr(out, name)])
+    return out
+
+
+class FastModel(nn.Module):
+    """Our model on the fast engine; called like the PyTorch module and returning the same records.
+
+    exact: the PyTorch module (fp32, the parity-tested path); it also runs whenever gradients are enabled.
+    """
+
+    def __init__(self, exact: nn.Module, family: str, model_id: str, weights: Path | None,
+                 choice: EngineChoice) -> None:
+        super().__init__()
+        self.exact = exact
+        self.family = family
+        self.model_id = model_id
+        self.weights = weights
+        self.choice = replace(choice, dtype=dtype_for(choice, family))
+        if self.choice.dtype != choice.dtype:
+            log.info("%s: fast precision runs %s %s (not %s): see vtdemo.engine.fast.dtype_for", model_id,
+                     choice.engine, self.choice.dtype, choice.dtype)
+        self._graphs: dict[bool, openvino_runtime.CompiledGraph] = {}
+        self._lock = threading.Lock()
+        self._told_gradients = False
+
+    @property
+    def cfg(self) -> Any:
+        return self.exact.cfg
+
+    def _graph_kind(self, return_attn: bool) -> bool:
+        # Classifiers: one graph with attention outputs serves both calls (measured no slower than the plain graph,
+        # and one copy of the weights); DETR: the 800-px encoder maps are ~140 MB, so detection alone has its own.
+        return True if self.family != "detr" else return_attn
+
+    def graph(self, return_attn: bool, progress: Callable[[str], None] | None = None
+              ) -> openvino_runtime.CompiledGraph:
+        """The compiled OpenVINO graph (converted or read from the engine cache on first use)."""
+        kind = self._graph_kind(return_attn)
+        with self._lock:
+            if kind not in self._graphs:
+                self._graphs[kind] = openvino_runtime.load_graph(self.model_id, self.weights, self.family,
+                                                                 self.exact, kind, self.choice.dtype, progress)
+            return self._graphs[kind]
+
+    def prepare(self, return_attn: bool = True, progress: Callable[[str], None] | None = None) -> None:
+        """Convert / compile now (e.g. before the first request, or at build time); no-op for PyTorch engines."""
+        if self.choice.engine == "openvino":
+            self.graph(return_attn, progress)
+
+    @property
+    def converted(self) -> bool:
+        return self.choice.engine != "openvino" or bool(self._graphs)
+
+    def forward(self, *inputs: torch.Tensor, return_attn: bool = False) -> Any:
+        if torch.is_grad_enabled():
+            if not self._told_gradients:
+                log.info("%s: gradients requested, running the exact PyTorch fp32 model", self.model_id)
+                self._told_gradients = True
+            return self.exact(*inputs, return_attn=return_attn)
+        if self.choice.engine == "pytorch":
+            dtype = _AUTOCAST.get(self.choice.dtype)
+            if dtype is None:
+                return self.exact(*inputs, return_attn=return_attn)
+            with torch.autocast(torch.device(self.choice.device).type, dtype=dtype):
+                return _floats(self.exact(*inputs, return_attn=return_attn))
+        if self.family == "detr":
+            pixel_values = inputs[0]
+            mask = inputs[1] if len(inputs) > 1 and inputs[1] is not None else None
+            if mask is None:
+                mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:])
+            arrays = self.graph(return_attn)([pixel_values, mask.float()])
+            return graphs.detr_output(self.exact, arrays, return_attn)
+        arrays = self.graph(return_attn)([inputs[0]])
+        return graphs.classifier_output(self.exact, arrays if return_attn else arrays[:1], return_attn)

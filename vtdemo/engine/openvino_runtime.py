@@ -1,0 +1,151 @@
+"""OpenVINO as the fast CPU runtime: convert our modules once (cached on disk), compile, run.
+
+OpenVINO (https://github.com/openvinotoolkit/openvino) converts a PyTorch module by tracing it with an example input
+(`openvino.convert_model(module, example_input=..., input=[(name, shape)])`, -1 = dynamic dimension), saves it as
+IR (`model.xml` + `model.bin`, `openvino.save_model`) and compiles it for the CPU with an inference-precision hint
+(`"INFERENCE_PRECISION_HINT": "bf16"` runs matrix products and convolutions in bfloat16 on CPUs with bf16 units,
+AMX or AVX512-BF16; `"f32"` keeps float32) and `"PERFORMANCE_HINT": "LATENCY"` (one image at a time, all cores).
+
+Input-shape policy (part of the cache key):
+- classifiers: the checkpoint's own square size (fixed, as our models require), dynamic batch (the deletion check
+  runs batches of 8): `static-SxS-batch-dynamic`;
+- DETR: dynamic batch, height and width (`dynamic-hw`): one conversion serves every photo size the preprocessing
+  produces (short side 800, long side <= 1333, any aspect ratio) and the webcam's fixed size; OpenVINO's CPU plugin
+  keeps compiled kernels per shape it has seen, so a repeated size (the webcam's) costs nothing extra.
+Where we differ from the plain recipe: our graphs (`vtdemo.engine.graphs`) add the attention probabilities as
+outputs, so explanations still work from the compiled model.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from . import cache, graphs
+
+log = logging.getLogger(__name__)
+
+
+def available() -> bool:
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def version() -> str:
+    import openvino as ov
+
+    return ov.__version__.split("-")[0]
+
+
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's CPU plugin capabilities (e.g. ['BF16', 'FP32', 'INT8', ...]): BF16 = the CPU has bf16 units."""
+    import openvino as ov
+
+    return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def shape_policy(family: str, model: nn.Module) -> str:
+    if family == "detr":
+        return "dynamic-hw"
+    cfg: Any = model.cfg
+    size = cfg.img_size
+    return f"static-{size}x{size}-batch-dynamic"
+
+
+def _trace_inputs(family: str, model: nn.Module, return_attn: bool
+                  ) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[tuple[str, list[int]]]]:
+    if family == "detr":
+        return (graphs.DetrGraph(model, return_attn), graphs.detr_example(),
+                [("pixel_values", [-1, 3, -1, -1]), ("pixel_mask", [-1, -1, -1])])
+    x = graphs.classifier_example(model)
+    return graphs.ClassifierGraph(model, return_attn), (x,), [("x", [-1, *x.shape[1:]])]
+
+
+def convert(family: str, model: nn.Module, return_attn: bool, folder: Path) -> None:
+    """Trace `model` (as its flat graph) and write `model.xml` / `model.bin` into `folder` (weights kept fp32)."""
+    import openvino as ov
+
+    module, example, inputs = _trace_inputs(family, model, return_attn)
+    with warnings.catch_warnings():  # the tracer warns about every Python bool/int it freezes (shape checks)
+        warnings.simplefilter("ignore")
+        with torch.no_grad():
+            converted = ov.convert_model(module, example_input=example, input=inputs)
+    ov.save_model(converted, str(folder / "model.xml"), compress_to_fp16=False)
+
+
+class CompiledGraph:
+    """A compiled OpenVINO model with a pool of infer requests (one per concurrent caller)."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+
+    def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            result = request.infer([t.detach().cpu().float().contiguous().numpy() for t in inputs])
+            return [torch.from_numpy(result[out]) for out in self.compiled.outputs]  # copies (share_outputs=False)
+        finally:
+            self._idle.put(request)
+
+
+_core_lock = threading.Lock()
+_core: Any = None
+
+
+def _ov_core() -> Any:
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino as ov
+
+            _core = ov.Core()
+        return _core
+
+
+def load_graph(model_id: str, weights: Path | None, family: str, model: nn.Module, return_attn: bool,
+               hint: str, progress: Callable[[str], None] | None = None) -> CompiledGraph:
+    """The compiled graph of `model`: read from the engine cache, or converted (and cached) first.
+
+    hint: "bf16" or "f32" (OpenVINO's INFERENCE_PRECISION_HINT). A cache entry OpenVINO cannot read is removed and
+    rebuilt once; a failing conversion raises (the caller reports it: no silent fallback).
+    """
+    key = cache.entry_key(model_id, weights, "openvino", version(), "attn" if return_attn else "plain",
+                          shape_policy(family, model))
+    core = _ov_core()
+    for attempt in (1, 2):
+        folder = cache.lookup(key)
+        if folder is None:
+            message = (f"converting {model_id} to OpenVINO ({'with' if return_attn else 'without'} attention "
+                       f"outputs), once; cached in {cache.cache_root()}")
+            log.info(message)
+            if progress is not None:
+                progress(message)
+            t0 = time.perf_counter()
+            folder = cache.store(key, lambda d: convert(family, model, return_attn, d))
+            log.info("converted %s in %.1f s", model_id, time.perf_counter() - t0)
+        try:
+            ir = core.read_model(str(folder / "model.xml"))
+            compiled = core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": hint,
+                                                      "PERFORMANCE_HINT": "LATENCY"})
+            return CompiledGraph(compiled)
+        except RuntimeError as exc:  # a damaged IR that passed the size check
+            if attempt == 2:
+                raise
+            log.warning("OpenVINO cannot read the cached %s (%s): rebuilding", folder, str(exc)[:200])
+            cache.remove(key)
+    raise AssertionError("unreachable")
