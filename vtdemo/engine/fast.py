@@ -169,12 +169,21 @@ class FastModel(nn.Module):
     def converted(self) -> bool:
         return self.choice.engine != "openvino" or bool(self._graphs)
 
-    def forward(self, *inputs: torch.Tensor, return_attn: bool = False) -> Any:
-        if torch.is_grad_enabled():
+    def _trained_shape(self, x: torch.Tensor) -> bool:
+        """Does a classifier input have the size the graph was converted for (DETR graphs take any size)?"""
+        if self.family == "detr":
+            return True
+        size = getattr(self.exact.cfg, "img_size", None)
+        return size is None or tuple(x.shape[-2:]) == (size, size)
+
+    def forward(self, *inputs: torch.Tensor, return_attn: bool = False, return_tokens: bool = False) -> Any:
+        if torch.is_grad_enabled() or return_tokens or not self._trained_shape(inputs[0]):
             if not self._told_gradients:
-                log.info("%s: gradients requested, running the exact PyTorch fp32 model", self.model_id)
+                log.info("%s: gradients, block outputs or another input size asked for: running the exact PyTorch "
+                         "fp32 model", self.model_id)
                 self._told_gradients = True
-            return self.exact(*inputs, return_attn=return_attn)
+            extra = {"return_tokens": True} if return_tokens else {}
+            return self.exact(*inputs, return_attn=return_attn, **extra)
         if self.choice.engine == "pytorch":
             dtype = _AUTOCAST.get(self.choice.dtype)
             if dtype is None:

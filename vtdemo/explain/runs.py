@@ -173,12 +173,14 @@ def run_classifier(loaded: hub.LoadedModel, image: Image.Image, input_size: int 
     prep = input_preprocess(loaded, image.size, input_size, keep_aspect)
     x = preprocess.classifier_input(image, prep).to(loaded.device)
     vit = loaded.family == "vit"
+    tokens_wanted = vit and getattr(loaded, "precision", "exact") == "exact"  # the fast engine has no block outputs
     with inference(loaded.device):
-        out = loaded.model(x, return_attn=True, return_tokens=True) if vit else loaded.model(x, return_attn=True)
+        out = loaded.model(x, return_attn=True, return_tokens=True) if tokens_wanted else loaded.model(x,
+                                                                                                     return_attn=True)
     attentions = [a[0] for a in out.attentions] if vit else list(out.attentions)
     tokens = [t[0].float() for t in out.tokens] if vit and out.tokens else None
     return ClassifierRun(loaded=loaded, image=image, x=x, logits=out.logits[0].float().cpu(), attentions=attentions,
-                         grid=out.grid if vit else None, tokens=tokens,
+                         grid=getattr(out, "grid", None) if vit else None, tokens=tokens,
                          prep=None if prep is loaded.preprocess else prep)
 
 
