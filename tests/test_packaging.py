@@ -99,6 +99,7 @@ def _source_version() -> str:
 
 # --- the built wheel, installed ---------------------------------------------------------------------------------
 
+
 def _copy_source(dest: Path) -> Path:
     """What a source distribution holds: pyproject, README, the package and its assets (no caches, no tests)."""
     dest.mkdir(parents=True)
@@ -114,16 +115,36 @@ def _fresh_venv(path: Path) -> Path:
     """A new venv without pip whose sys.path ends with this environment's site-packages (torch, gradio, ...)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
     python = path / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     shared = {sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]}
     (Path(site) / "_vtdemo_test_shared_deps.pth").write_text("\n".join(sorted(shared)) + "\n")
     return python
 
 
 def _pip(python: Path, *args: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index",
-                           "--no-build-isolation", "--quiet", *args], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--quiet",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -161,8 +182,24 @@ def installed(tmp_path_factory) -> tuple[Path, Path, Path]:
     """(the venv's python, its bin folder, the wheel): a wheel built from a copy of the checkout, installed."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = _copy_source(tmp / "src")
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
-                           "--quiet", "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--quiet",
+            "-w",
+            str(tmp / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (wheel,) = (tmp / "dist").glob("vtdemo-*.whl")
     python = _fresh_venv(tmp / "venv")
@@ -198,8 +235,14 @@ def test_installed_commands_work_from_another_directory(installed, tiny_vit_fold
         proc = _run(exe, *args, "--version", cwd=elsewhere, env=clean_env)
         assert proc.returncode == 0 and proc.stdout.strip() == f"vtdemo {version}", proc.stdout + proc.stderr
 
-    where = _run(python, "-c", "import json, vtdemo, vtdemo.assets as a; print(json.dumps([vtdemo.__file__, "
-                 "str(a.examples_dir()), [p.name for p in a.example_photos()]]))", cwd=elsewhere, env=clean_env)
+    where = _run(
+        python,
+        "-c",
+        "import json, vtdemo, vtdemo.assets as a; print(json.dumps([vtdemo.__file__, "
+        "str(a.examples_dir()), [p.name for p in a.example_photos()]]))",
+        cwd=elsewhere,
+        env=clean_env,
+    )
     assert where.returncode == 0, where.stderr
     module_file, examples, photos = json.loads(where.stdout)
     venv = python.parent.parent
@@ -210,19 +253,31 @@ def test_installed_commands_work_from_another_directory(installed, tiny_vit_fold
         assert (Path(examples) / p.name).read_bytes() == p.read_bytes()
 
     image = str(Path(examples) / "chelsea.png")
-    proc = _run(bin_dir / "vtdemo", "classify", "--json", "--top-k", "3", "--model", str(tiny_vit_folder), image,
-                cwd=elsewhere, env=clean_env)
+    proc = _run(
+        bin_dir / "vtdemo",
+        "classify",
+        "--json",
+        "--top-k",
+        "3",
+        "--model",
+        str(tiny_vit_folder),
+        image,
+        cwd=elsewhere,
+        env=clean_env,
+    )
     assert proc.returncode == 0, proc.stderr
     (got,) = json.loads(proc.stdout)
     # the installed copy answers exactly as this checkout's API does on the same folder and photo
     import vtdemo
 
     want = vtdemo.classify(image, model=str(tiny_vit_folder), top_k=3).to_dict()
-    assert got["image"] == image and [p["index"] for p in got["predictions"]] == [p["index"] for p in
-                                                                                   want["predictions"]]
+    assert got["image"] == image and [p["index"] for p in got["predictions"]] == [
+        p["index"] for p in want["predictions"]
+    ]
     assert [p["label"] for p in got["predictions"]] == [p["label"] for p in want["predictions"]]
-    assert [p["score"] for p in got["predictions"]] == pytest.approx([p["score"] for p in want["predictions"]],
-                                                                     abs=1e-5)
+    assert [p["score"] for p in got["predictions"]] == pytest.approx(
+        [p["score"] for p in want["predictions"]], abs=1e-5
+    )
 
 
 @pytest.mark.slow
@@ -232,8 +287,13 @@ def test_editable_install_runs_the_source_and_finds_its_photos(tmp_path, clean_e
     _pip(python, "-e", str(src))
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    proc = _run(python, "-c", "import json, vtdemo, vtdemo.assets as a; print(json.dumps([vtdemo.__file__, "
-                "str(a.examples_dir())]))", cwd=elsewhere, env=clean_env)
+    proc = _run(
+        python,
+        "-c",
+        "import json, vtdemo, vtdemo.assets as a; print(json.dumps([vtdemo.__file__, str(a.examples_dir())]))",
+        cwd=elsewhere,
+        env=clean_env,
+    )
     assert proc.returncode == 0, proc.stderr
     module_file, examples = json.loads(proc.stdout)
     assert Path(module_file) == src / "vtdemo" / "__init__.py" and Path(examples) == src / "assets" / "examples"

@@ -26,8 +26,10 @@ def assets_dir() -> Path:
     for candidate in (installed, checkout):
         if (candidate / "examples" / "CREDITS.md").is_file():
             return candidate
-    raise FileNotFoundError(f"vtdemo's example photos are missing: neither {installed} nor {checkout} holds "
-                            "examples/CREDITS.md; reinstall vtdemo")
+    raise FileNotFoundError(
+        f"vtdemo's example photos are missing: neither {installed} nor {checkout} holds "
+        "examples/CREDITS.md; reinstall vtdemo"
+    )
 
 
 def examples_dir() -> Path:

@@ -3,7 +3,8 @@
     python -m vtdemo classify [--model MODEL] [--top-k K] [--json] IMAGE [IMAGE ...]
     python -m vtdemo detect [--model MODEL] [--threshold T] [--json] [--save DIR] IMAGE [IMAGE ...]
     python -m vtdemo explain [--model MODEL] [--method METHOD] [--class INDEX] [--head-fusion mean|max|min]
-                             [--discard RATIO] [--detection K] [--threshold T] [--point X,Y] [--out DIR] [--json] IMAGE...
+                             [--discard RATIO] [--detection K] [--threshold T] [--point X,Y] [--out DIR] [--json]
+                             IMAGE...
     python -m vtdemo serve [--host H] [--port P] [--vit-model M] ...   (the web app, as `python app.py`)
     python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain]
 
@@ -145,7 +146,8 @@ def _save_annotated(result: Any, directory: Path) -> Path:
 def _explain_rows(result: Any) -> list[str]:
     t = result.target
     what = (f"class {t['index']} {t['label']} ({t['score']:.2%})" if "index" in t else
-            f"detection {t['label']} {t['score']:.3f} (query {t['query']})" if "query" in t else f"point {t.get('point')}")
+            f"detection {t['label']} {t['score']:.3f} (query {t['query']})" if "query" in t else
+            f"point {t.get('point')}")
     rows, cols = result.grid
     flat = result.map.flatten()
     best = int(flat.argmax())

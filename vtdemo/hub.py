@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 from urllib.parse import urlparse
 
@@ -113,7 +114,8 @@ def _hub_error_message(ref: ModelRef, filename: str, exc: Exception) -> str:
         return f"{where}: the repo has no revision '{ref.revision}'"
     if name == "EntryNotFoundError":
         return f"{where} has no file {filename}"
-    return f"cannot download {where} ({filename}): no connection to the Hugging Face Hub and not in the cache; {FIX_OFFLINE}"
+    return (f"cannot download {where} ({filename}): no connection to the Hugging Face Hub and not in the cache; "
+            f"{FIX_OFFLINE}")
 
 
 def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | None:
@@ -132,6 +134,7 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
     from huggingface_hub import hf_hub_download  # imported lazily: it reads HF_* variables at import
 
     offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"} or not hub_reachable()
+    assert ref.repo is not None  # a folder reference was answered above
     try:
         return Path(hf_hub_download(ref.repo, filename, revision=ref.revision,
                                     cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline))
@@ -241,11 +244,15 @@ def _family_of(config: dict[str, Any], source: str) -> tuple[str, str]:
 
 def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
     source = ref.text
-    config = read_json(fetch_file(ref, "config.json"), f"config.json of {source}")
+    config_path = fetch_file(ref, "config.json")
+    assert config_path is not None  # required: a missing file raised
+    config = read_json(config_path, f"config.json of {source}")
     fmt, family = _family_of(config, source)
     pp_path = fetch_file(ref, "preprocessor_config.json", required=False) if fmt == "transformers" else None
     pp = read_json(pp_path, f"preprocessor_config.json of {source}") if pp_path else None
 
+    conv: ModuleType
+    arch: ModuleType
     if family == "vit":
         from .convert import vit as conv
         from .models import vit as arch

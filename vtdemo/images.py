@@ -13,7 +13,6 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -25,7 +24,7 @@ log = logging.getLogger(__name__)
 #: Largest accepted image, in pixels (width x height). Override with VTDEMO_MAX_PIXELS.
 DEFAULT_MAX_PIXELS = 40_000_000
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 
 def max_pixels() -> int:

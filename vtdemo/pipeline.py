@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from PIL import Image
@@ -110,7 +110,7 @@ def forward_detr(loaded: hub.LoadedModel, images: Sequence[Image.Image], return_
 def predictions(loaded: hub.LoadedModel, logits: torch.Tensor, top_k: int) -> list[Prediction]:
     """logits [K] -> the top-k predictions with names."""
     probs, idx = postprocess.top_k(logits.detach().cpu(), top_k)
-    return [Prediction(int(i), loaded.labels[int(i)], float(p)) for p, i in zip(probs, idx)]
+    return [Prediction(int(i), loaded.labels[int(i)], float(p)) for p, i in zip(probs, idx, strict=True)]
 
 
 def detections(loaded: hub.LoadedModel, scored: postprocess.DetrScores, keep: torch.Tensor) -> list[Detection]:
@@ -126,7 +126,8 @@ def classify(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT,
     loaded = _as_loaded(model, "classifier")
     rgb = load_image(image)
     out = forward_classifier(loaded, rgb)
-    return ClassifyResult(image=_name(image, name), model=loaded.id, predictions=predictions(loaded, out.logits[0], top_k))
+    return ClassifyResult(image=_name(image, name), model=loaded.id,
+                          predictions=predictions(loaded, out.logits[0], top_k))
 
 
 def detect(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_DETR, threshold: float = 0.7,
@@ -260,7 +261,7 @@ def classifier_map(run: ClassifierRun, method: str | None = None, class_index: i
             flat = ex.rollout(run.attentions, head_fusion, discard, start_layer, prefix)
         elif method == "grad-rollout":
             _, attns, grads = ex.class_gradients(run.loaded.model, run.x, target["index"])
-            flat = ex.grad_rollout(attns, grads, prefix)
+            flat = ex.grad_rollout(cast("list[torch.Tensor]", attns), grads, prefix)  # ViT: tensors
         else:
             per_head = ex.cls_attention(run.attentions, prefix)  # [nh, P]
             flat = per_head.mean(0) if head is None else per_head[head]
@@ -271,8 +272,8 @@ def classifier_map(run: ClassifierRun, method: str | None = None, class_index: i
         if method == "swin-rollout":
             relevance = ex_swin.rollout(run.attentions, head_fusion=head_fusion, discard_ratio=discard)
         elif method == "swin-grad-rollout":
-            _, attns, grads = ex_swin.class_gradients(run.loaded.model, run.x, target["index"])
-            relevance = ex_swin.grad_rollout(attns, grads)
+            _, swin_attns, swin_grads = ex_swin.class_gradients(run.loaded.model, run.x, target["index"])
+            relevance = ex_swin.grad_rollout(cast("list[ex_swin.SwinAttention]", swin_attns), swin_grads)
         else:
             if point is None:
                 raise VtdemoError("swin-window needs a point: --point X,Y in image pixels")
@@ -289,8 +290,9 @@ def _point_in_input(run: ClassifierRun, point: tuple[float, float]) -> tuple[flo
     return fx, fy
 
 
-def detr_map(run: DetrRun, method: str = "detr-decoder", query: int | None = None, point: tuple[float, float] | None = None,
-             layer: int = -1, head: int | None = None, direction: str = "row") -> torch.Tensor:
+def detr_map(run: DetrRun, method: str = "detr-decoder", query: int | None = None,
+             point: tuple[float, float] | None = None, layer: int = -1, head: int | None = None,
+             direction: str = "row") -> torch.Tensor:
     """A DETR map on the backbone grid [h, w] (max 1): decoder cross-attention of `query`, or encoder
     self-attention at `point` (x, y original pixels; direction 'row' = where it looks, 'column' = who looks at it)."""
     from .explain import detr as ex_detr
@@ -328,21 +330,20 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
         m, target = classifier_map(run, method, class_index, head_fusion, discard, start_layer, head, point)
         check = deletion_check(run, m, target["index"]) if deletion else None
         return Explanation(label, loaded.id, method, target, m, run.region, check)
-    run = run_detr(loaded, rgb)
+    detr_run = run_detr(loaded, rgb)
     method = method or DETR_METHODS[0]
-    keep = postprocess.select(run.scored, threshold)
-    target: dict[str, Any] = {}
+    keep = postprocess.select(detr_run.scored, threshold)
     query = None
     if method == "detr-decoder":
         if detection >= len(keep):
             raise ExplainError(f"{label}: only {len(keep)} detections with score >= {threshold:g}; "
                               f"detection {detection} does not exist (lower --threshold)")
-        det = detections(loaded, run.scored, keep[detection:detection + 1])[0]
+        det = detections(loaded, detr_run.scored, keep[detection:detection + 1])[0]
         query = det.query
         target = {"query": det.query, "label_id": det.label_id, "label": det.label, "score": det.score, "box": det.box}
     else:
         target = {"point": list(point) if point else None}
-    m = detr_map(run, method, query=query, point=point, head=head)
+    m = detr_map(detr_run, method, query=query, point=point, head=head)
     return Explanation(label, loaded.id, method, target, m, (0.0, 0.0, float(rgb.width), float(rgb.height)))
 
 
@@ -363,7 +364,7 @@ def match(image: ImageSource, model: str | hub.LoadedModel, ground_truth: Any, n
     scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size)
     probs = out.logits[0].float().softmax(-1).cpu()
     pairs = []
-    for q, o, cost in zip(result.queries, result.objects, result.pair_costs):
+    for q, o, cost in zip(result.queries, result.objects, result.pair_costs, strict=True):
         label = int(gt.labels[o])
         pairs.append({"object": o, "label": loaded.labels[label], "box": [round(float(v), 2) for v in gt.boxes[o]],
                       "query": q, "predicted_label": loaded.labels[int(scored.labels[q])],
@@ -388,7 +389,7 @@ def deletion_check(run: ClassifierRun, relevance: torch.Tensor, class_index: int
         with inference(run.loaded.device):
             return run.loaded.model(images).logits.float().softmax(-1)[:, class_index].cpu()
 
-    grid = tuple(relevance.shape)
+    grid = (relevance.shape[0], relevance.shape[1])  # [gh, gw]
     frac, prob = deletion.deletion_curve(probability, run.x, deletion.patch_order(relevance), grid, steps)
     g = torch.Generator().manual_seed(seed)
     _, rand = deletion.deletion_curve(probability, run.x, torch.randperm(relevance.numel(), generator=g), grid, steps)

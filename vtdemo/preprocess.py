@@ -145,8 +145,21 @@ def detr_size(h: int, w: int, shortest: int, longest: int | None) -> tuple[int, 
     return shortest, int(scale * w / h)
 
 
+def _resize_hw(h: int, w: int, cfg: PreprocessConfig) -> tuple[int, int]:
+    """(height, width) after the resize step: the short side to `cfg.resize`, or exactly `cfg.resize` (squash)."""
+    size = cfg.resize
+    if cfg.resize_short and isinstance(size, int):
+        return _short_side_size(h, w, size)
+    if not cfg.resize_short and not isinstance(size, int):
+        return int(size[0]), int(size[1])
+    raise ValueError(f"resize={size!r} does not fit resize_short={cfg.resize_short}")
+
+
 def _center_crop(x: torch.Tensor, crop: tuple[int, int], rounding: bool) -> torch.Tensor:
-    """x: [C, H, W] -> [C, ch, cw]; pads with zeros if the crop is larger. timm rounds the offset, transformers truncates."""
+    """x: [C, H, W] -> [C, ch, cw]; pads with zeros if the crop is larger.
+
+    timm rounds the offset, transformers truncates.
+    """
     ch, cw = crop
     h, w = x.shape[-2:]
     if ch > h or cw > w:
@@ -168,7 +181,7 @@ def input_region(image_size: tuple[int, int], cfg: PreprocessConfig) -> tuple[fl
     w, h = image_size
     if cfg.mode == "detr" or cfg.crop is None:
         return (0.0, 0.0, float(w), float(h))
-    rh, rw = _short_side_size(h, w, int(cfg.resize)) if cfg.resize_short else tuple(cfg.resize)
+    rh, rw = _resize_hw(h, w, cfg)
     ch, cw = cfg.crop
     rounding = cfg.mode == "timm"
     top = round((rh - ch) / 2.0) if rounding else int((rh - ch) / 2.0)
@@ -182,17 +195,16 @@ def classifier_input(image: Image.Image, cfg: PreprocessConfig) -> torch.Tensor:
     """RGB image -> [1, 3, h, w] float32 for a ViT/DeiT/Swin classifier."""
     if cfg.mode == "timm":
         w, h = image.size
-        if cfg.resize_short:
-            size = _short_side_size(h, w, int(cfg.resize))
-        else:
-            size = tuple(cfg.resize)
+        size = _resize_hw(h, w, cfg)
         resized = image.resize((size[1], size[0]), _PIL_MODES[cfg.interpolation])
-        x = _center_crop(_to_uint8_tensor(resized), cfg.crop, rounding=True)
+        x = _to_uint8_tensor(resized)
+        if cfg.crop is not None:
+            x = _center_crop(x, cfg.crop, rounding=True)
         return _normalise_uint8(x, cfg.mean, cfg.std, fused=False).unsqueeze(0)
     if cfg.mode == "hf":
         x = _to_uint8_tensor(image)
         h, w = x.shape[-2:]
-        size = _short_side_size(h, w, int(cfg.resize)) if cfg.resize_short else tuple(cfg.resize)
+        size = _resize_hw(h, w, cfg)
         x = TF.resize(x, list(size), interpolation=_TV_MODES[cfg.interpolation], antialias=True)
         if cfg.crop is not None:
             x = _center_crop(x, cfg.crop, rounding=False)

@@ -22,7 +22,7 @@ def color_for(class_id: int) -> tuple[int, int, int]:
     return PALETTE[class_id % len(PALETTE)]
 
 
-def _font(size: int) -> ImageFont.ImageFont:
+def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has no sized default font
@@ -37,7 +37,7 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], labels: Seq
     scale = max(out.size) / 640
     width = max(2, round(2 * scale))
     font = _font(max(11, round(13 * scale)))
-    for box, text, cid in zip(boxes, labels, class_ids):
+    for box, text, cid in zip(boxes, labels, class_ids, strict=True):
         x0, y0, x1, y1 = (float(v) for v in box)
         color = color_for(int(cid))
         draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
@@ -63,7 +63,7 @@ def heatmap(relevance, size: tuple[int, int], colormap: str = "jet"):
     import cv2
     import numpy as np
 
-    m = np.asarray(relevance, dtype=np.float32)
+    m: np.ndarray = np.asarray(relevance, dtype=np.float32)
     m = cv2.resize(m, size, interpolation=cv2.INTER_CUBIC)  # [h, w]
     lo, hi = float(m.min()), float(m.max())
     m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)

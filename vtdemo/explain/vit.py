@@ -69,7 +69,10 @@ def rollout_matrix(
     start_layer: int = 0,
     num_prefix: int = 1,
 ) -> torch.Tensor:
-    """The rolled-out attention R = A'_L ... A'_start, [N, N], row-stochastic. Layers before `start_layer` are skipped."""
+    """The rolled-out attention R = A'_L ... A'_start, [N, N], row-stochastic.
+
+    Layers before `start_layer` are skipped.
+    """
     if not attentions:
         raise ValueError("rollout needs at least one layer of attention")
     N = attentions[0].shape[-1]
@@ -98,7 +101,7 @@ def grad_rollout(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.T
         raise ValueError("one gradient per attention layer is needed")
     N = attentions[0].shape[-1]
     R = torch.eye(N, dtype=torch.float32, device=attentions[0].device)
-    for attn, grad in zip(attentions, gradients):  # same layer, same index: never reversed
+    for attn, grad in zip(attentions, gradients, strict=True):  # same layer, same index: never reversed
         Abar = (grad.float() * attn.float()).clamp(min=0).mean(dim=0)  # [N, N]
         R = R + Abar @ R
     return R[token, num_prefix:]  # [P]

@@ -91,7 +91,8 @@ def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, 
     extra = {}
     for key, value in (model_args or {}).items():
         if key in _TIMM_ARGS:
-            extra[_TIMM_ARGS[key]] = tuple(value)[0] if key == "img_size" and isinstance(value, (list, tuple)) else value
+            first = key == "img_size" and isinstance(value, (list, tuple))
+            extra[_TIMM_ARGS[key]] = tuple(value)[0] if first else value
         elif key != "num_classes" and _DEFAULT_ONLY.get(key, object()) != value:
             raise UnsupportedModelError(f"timm model argument '{key}={value}' is not supported by our ViT")
     if "distilled" in extra:
@@ -214,8 +215,8 @@ class VisionTransformer(nn.Module):
     def forward(self, x: torch.Tensor, return_attn: bool = False) -> ClassifierOutput:
         """x: [B, 3, H, W] normalised image -> logits [B, num_classes] (+ per-block attention [B, nh, N, N])."""
         x = self.patch_embed(x)  # [B, P, C]
-        prefix = [self.cls_token] if self.dist_token is None else [self.cls_token, self.dist_token]
-        prefix = [t.expand(x.shape[0], -1, -1) for t in prefix]  # each [B, 1, C]
+        tokens = [self.cls_token] if self.dist_token is None else [self.cls_token, self.dist_token]
+        prefix = [t.expand(x.shape[0], -1, -1) for t in tokens]  # each [B, 1, C]
         x = torch.cat([*prefix, x], dim=1) + self.pos_embed  # [B, N, C], N = prefix + P
         attentions = []
         for block in self.blocks:
