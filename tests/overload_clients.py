@@ -37,12 +37,21 @@ def answer(endpoint: str, output: Any) -> Any:
     return [[c["label"], c["confidence"]] for c in output[0]["confidences"]]
 
 
+def files(endpoint: str, output: Any) -> list[str]:
+    """The URLs of the files an answer points to (the box view's photo and masks), to fetch after the storm."""
+    if endpoint != "detect":
+        return []
+    view = output[0].get("value", output[0]) if isinstance(output[0], dict) else {}
+    return [view["image"]["url"]] + [a["image"]["url"] for a in view.get("annotations", [])] if view else []
+
+
 def outcome(endpoint: str, job: Any, deadline: float) -> dict[str, Any]:
     error = job if isinstance(job, BaseException) else None
     if error is None:
         try:
             output = job.result(timeout=max(0.1, deadline - time.monotonic()))
-            return {"endpoint": endpoint, "status": "ok", "answer": answer(endpoint, output)}
+            return {"endpoint": endpoint, "status": "ok", "answer": answer(endpoint, output),
+                    "files": files(endpoint, output)}
         except BaseException as exc:  # noqa: BLE001 - every way of failing is reported
             error = exc
     if isinstance(error, QueueError):

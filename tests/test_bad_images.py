@@ -110,7 +110,32 @@ BAD = {
     "truncated_jpeg": (lambda: encode(photo((256, 256)), "JPEG")[:600], "truncated"),
     "truncated_png": (lambda: encode(photo((256, 256)), "PNG")[:300], "truncated"),
     "bomb_30000": (lambda: png_header_only(30000, 30000), "pixels"),
+    "postscript_eps": (lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n", "PostScript"),
+    "pdf": (lambda: b"%PDF-1.4\n1 0 obj << >> endobj\n", "unsupported format"),
+    # real images in formats Pillow reads but we do not accept (the allow-list, not a failure to decode)
+    "ppm_not_allowed": (lambda: encode(photo((16, 16)), "PPM"), "unsupported format"),
+    "ico_not_allowed": (lambda: encode(photo((16, 16)), "ICO"), "unsupported format"),
+    "tga_not_allowed": (lambda: encode(photo((16, 16)), "TGA"), "unsupported format"),
 }
+
+
+def test_allowed_formats_still_open():
+    for fmt in ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"):
+        assert load_image(encode(photo((16, 12)), fmt)).size == (16, 12), fmt
+
+
+def test_postscript_never_reaches_ghostscript(monkeypatch):
+    """Pillow's EPS plugin runs `gs` to rasterise; with the allow-list it is never even identified as EPS."""
+    import subprocess
+
+    from PIL import EpsImagePlugin
+
+    ran = []
+    monkeypatch.setattr(subprocess, "check_call", lambda *a, **k: ran.append(a))
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    with pytest.raises(ImageError, match="PostScript"):
+        load_image(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n")
+    assert ran == []
 
 
 @pytest.mark.parametrize("name", sorted(BAD))

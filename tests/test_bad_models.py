@@ -139,3 +139,48 @@ def test_reachability_check_resolves_the_endpoint_host(monkeypatch):
     assert hub.hub_reachable() is False and asked == [("hub.example.invalid", 443)]
     assert hub.hub_reachable() is False and len(asked) == 1  # remembered for a minute
     hub._reachable.clear()
+
+
+def test_a_lying_config_costs_nothing(hf_cache, tmp_path, monkeypatch):
+    """config.json claims 40 big layers next to a weights file holding one small tensor: refused before anything is
+    built for real (the only construction happens on the meta device), in well under a second."""
+    import time
+
+    import torch
+
+    from hubcache import safetensors_bytes
+    from vtdemo.models import vit as vit_model
+
+    built_on = []
+    original = vit_model.VisionTransformer.__init__
+
+    def spy(self, cfg):
+        built_on.append(torch.empty(0).device.type)  # the default device inside `with torch.device(...)`
+        original(self, cfg)
+
+    monkeypatch.setattr(vit_model.VisionTransformer, "__init__", spy)
+    big = dict(VIT_CONFIG, hidden_size=1024, num_hidden_layers=40, num_attention_heads=16, intermediate_size=4096,
+               image_size=224, patch_size=16)
+    weights = safetensors_bytes({"classifier.bias": torch.zeros(2)}, tmp_path)
+    write_repo(hf_cache, "org/liar", {"config.json": big, "model.safetensors": weights})
+    started = time.perf_counter()
+    with pytest.raises(CheckpointError) as err:
+        hub.load("org/liar")
+    assert time.perf_counter() - started < 1.0
+    assert "missing keys" in one_line(err.value) and built_on == ["meta"]
+
+
+@pytest.mark.parametrize("change", [dict(num_hidden_layers=10**6), dict(hidden_size=10**6), dict(image_size=-224),
+                                    dict(num_attention_heads=0)])
+def test_absurd_sizes_in_a_config_are_refused_before_building(hf_cache, change):
+    write_repo(hf_cache, "org/absurd", {"config.json": dict(VIT_CONFIG, **change), "model.safetensors": b"x"})
+    with pytest.raises((UnsupportedModelError, CheckpointError)) as err:
+        hub.load("org/absurd")
+    one_line(err.value)
+
+
+@pytest.mark.parametrize("text", ["org/" + "x" * 300, "/" + "y" * 400, "a" * 5000 + "/b"])
+def test_model_ids_too_long_for_the_file_system(hf_cache, text):
+    with pytest.raises(ModelUnavailableError, match="at most 255") as err:
+        hub.load(text)
+    one_line(err.value)

@@ -198,9 +198,14 @@ def test_explain_deletion_check(tiny_cache):
     assert proc.returncode == 0, proc.stderr
     (item,) = json.loads(proc.stdout)
     d = item["deletion"]
-    assert set(d) == {"auc", "random_auc", "fraction", "probability", "random_probability"}
+    assert set(d) == {"auc", "random_auc", "fraction", "probability", "random_probability", "insertion_auc",
+                      "random_insertion_auc", "insertion_probability", "random_insertion_probability"}
     assert len(d["fraction"]) == len(d["probability"]) == 21 and d["fraction"][0] == 0 and d["fraction"][-1] == 1
     assert 0 <= d["auc"] <= 1 and 0 <= d["random_auc"] <= 1
     # nothing deleted yet: the probability is the classifier's own score for the explained class
     assert d["probability"][0] == pytest.approx(item["target"]["score"], abs=1e-5)
     assert d["random_probability"][0] == pytest.approx(item["target"]["score"], abs=1e-5)
+    # insertion ends on the full image, and both insertion curves start from the same empty image
+    assert d["insertion_probability"][-1] == pytest.approx(item["target"]["score"], abs=1e-5)
+    assert d["insertion_probability"][0] == pytest.approx(d["random_insertion_probability"][0], abs=1e-6)
+    assert 0 <= d["insertion_auc"] <= 1 and 0 <= d["random_insertion_auc"] <= 1

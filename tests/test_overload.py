@@ -10,6 +10,8 @@ one of
 
 - completed: the result is the one that photo gives (computed beforehand with `vtdemo.pipeline` and the app's own
   model objects);
+- (a completed detection whose files - the box view's photo and masks - can no longer be downloaded after the storm
+  counts as lost: its client was told of a result it cannot show);
 - refused: the queue was full and the client was told so (`gradio_client` raises `QueueError("Queue is full! Please
   try again.")`; a browser shows "This application is currently busy. Please try again.");
 
@@ -165,6 +167,19 @@ def judge(report: dict, mine: int, expected: dict) -> str:
     return f"wrong (the result of photo {others[0]})" if others else f"wrong ({got[:2]}...)"
 
 
+def gone_files(verdict: str, report: dict) -> str:
+    """A completed answer whose files cannot be fetched any more is lost to its client."""
+    if verdict != "completed":
+        return verdict
+    import httpx
+
+    for url in report.get("files", []):
+        status = httpx.get(url, timeout=10).status_code
+        if status != 200:
+            return f"lost (its file {url.rsplit('/', 1)[-1]} answers {status})"
+    return verdict
+
+
 def storm(plan: dict, folder: Path) -> dict:
     """Run the visitors (tests/overload_clients.py) in a process of their own; returns what they saw."""
     plan_file = folder / "plan.json"
@@ -216,7 +231,7 @@ def test_twenty_clients_five_requests_each(app, tmp_path, record_property):
     outcomes = []
     for i, client in enumerate(seen["clients"]):
         reports = client.get("outcomes", [])
-        outcomes += [judge(r, i, expected) for r in reports]
+        outcomes += [gone_files(judge(r, i, expected), r) for r in reports]
         outcomes += ["lost (the client never reported)"] * (REQUESTS - len(reports))
     counts = dict.fromkeys(("completed", "refused", "wrong", "lost"), 0)
     for outcome in outcomes:

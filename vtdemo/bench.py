@@ -8,7 +8,9 @@ dependencies (`pip install -r requirements-dev.txt`); the app never imports them
 Targets on the 2-core CPU (issue #2): ViT-B/16 and Swin-T at most 1.0x timm, DETR-R50 at 800x1066 at most 0.85x
 transformers. Machines are noisy: compare ratios from the same run, not absolute times across runs.
 `swin-explain` (issue #5) is ours against ourselves: forward with attention + window-aware rollout against the plain
-forward, target at most 2.0x.
+forward, target at most 2.0x. `vit-relevance` and `detr-relevance` (not in the default set: run them with `--only`)
+time the gradient maps, every ViT method's map, and DETR relevance at 800 px against a plain forward of the same
+model, and print the peak memory of one DETR relevance map (RSS above the loaded model).
 """
 
 from __future__ import annotations
@@ -137,9 +139,103 @@ def bench_vit_explain(runs: int) -> list[Timing]:
     return [Timing("ViT-B/16 rollout (+forward)", o, r, "our forward")]
 
 
+def bench_vit_relevance(runs: int) -> list[Timing]:
+    """Gradient methods and the maps of every ViT method against a plain forward (issue targets: a relevance map
+    at most 2.5x a forward, all maps of the comparison at most 10x). Ours against ourselves, random weights."""
+    from types import SimpleNamespace
+
+    from .explain import gradcam
+    from .explain import vit as ex_vit
+    from .explain.api import explain_run
+    from .explain.registry import ExplainOptions, names_for
+    from .explain.runs import ClassifierRun
+    from .models import vit
+
+    cfg = vit.config_from_timm("vit_base_patch16_224", 1000)
+    model = vit.VisionTransformer(cfg).eval().requires_grad_(False)  # frozen, as the hub loads it
+    x = torch.randn(1, 3, 224, 224)
+    loaded = SimpleNamespace(family="vit", model=model, config=cfg, labels=[str(i) for i in range(1000)],
+                             id="vit-b16-random", device=torch.device("cpu"))
+
+    def grad_rollout() -> torch.Tensor:
+        _, attns, grads = ex_vit.class_gradients(model, x, 3)
+        return ex_vit.grad_rollout(attns, grads)  # type: ignore[arg-type]
+
+    def all_maps() -> None:  # one forward with attention, then every registered ViT method's map
+        out = model(x, return_attn=True)
+        run = ClassifierRun(loaded=loaded, image=None, x=x, logits=out.logits[0],  # type: ignore[arg-type]
+                            attentions=[a[0] for a in out.attentions])
+        for name in names_for("vit"):
+            explain_run(run, name, ExplainOptions(class_index=3))
+
+    o1, o2, o3, r = _median_ms([grad_rollout, lambda: gradcam.vit_gradcam(model, x, 3), all_maps,
+                                lambda: model(x)], runs)
+    return [Timing("ViT-B/16 grad-rollout", o1, r, "our forward"), Timing("ViT-B/16 Grad-CAM", o2, r, "our forward"),
+            Timing(f"ViT-B/16 all {len(names_for('vit'))} maps", o3, r, "our forward")]
+
+
+def _rss_bytes() -> int:
+    """Resident set size of this process (Linux /proc; 0 elsewhere)."""
+    import os
+
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError):
+        return 0
+
+
+def peak_rss_delta(fn: Callable[[], object], interval: float = 0.005) -> int:
+    """Peak resident memory above the level before `fn`, sampled every `interval` s by a thread (torch's CPU
+    allocations are invisible to tracemalloc; large blocks are mmapped and returned, so RSS follows them)."""
+    import gc
+    import threading
+
+    gc.collect()
+    base = peak = _rss_bytes()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _rss_bytes())
+            time.sleep(interval)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return max(peak, _rss_bytes()) - base
+
+
+def bench_detr_relevance(runs: int) -> list[Timing]:
+    """DETR-R50 relevance for one detection at 800 x 1066 against a plain forward (issue target: at most 3x), and
+    the peak memory of one relevance map above the loaded model (target: under 2 GB)."""
+    from .explain import detr_relevance
+    from .models import detr
+
+    model = detr.DETR(detr.DetrConfig()).eval().requires_grad_(False)
+    x = torch.randn(1, 3, 800, 1066)
+    mask = torch.ones(1, 800, 1066, dtype=torch.bool)
+    with torch.inference_mode():
+        model(x, mask)  # warm up before measuring memory
+    peak = peak_rss_delta(lambda: detr_relevance.relevance_maps(model, x, mask, 0, "class"))
+    print(f"{'DETR-R50 800 relevance peak':<28} {peak / 2**20:9.0f} MiB above the loaded model (RSS)")
+    boxes = peak_rss_delta(lambda: detr_relevance.relevance_maps(model, x, mask, 0, "box"))
+    print(f"{'DETR-R50 800 box-edge peak':<28} {boxes / 2**20:9.0f} MiB above the loaded model (RSS)")
+    o, r = _median_ms([lambda: detr_relevance.relevance_maps(model, x, mask, 0, "class"), lambda: model(x, mask)],
+                      max(2, runs // 2), warmup=1)
+    return [Timing("DETR-R50 800x1066 relevance", o, r, "our forward")]
+
+
 BENCHES: dict[str, Callable[[int], list[Timing]]] = {"vit": bench_vit, "swin": bench_swin, "detr": bench_detr,
                                                      "vit-explain": bench_vit_explain,
-                                                     "swin-explain": bench_swin_explain}
+                                                     "swin-explain": bench_swin_explain,
+                                                     "vit-relevance": bench_vit_relevance,
+                                                     "detr-relevance": bench_detr_relevance}
 
 
 def run_bench(runs: int = 10, only: list[str] | None = None, threads: int | None = None) -> int:

@@ -2,11 +2,11 @@
 
     python -m vtdemo classify [--model MODEL] [--top-k K] [--json] IMAGE [IMAGE ...]
     python -m vtdemo detect [--model MODEL] [--threshold T] [--json] [--save DIR] IMAGE [IMAGE ...]
-    python -m vtdemo explain [--model MODEL] [--method METHOD] [--class INDEX] [--head-fusion mean|max|min]
-                             [--discard RATIO] [--detection K] [--threshold T] [--point X,Y] [--out DIR] [--json]
-                             IMAGE...
+    python -m vtdemo explain [--model MODEL] [--method METHOD|all] [--class INDEX] [--head-fusion mean|max|min]
+                             [--discard RATIO] [--detection K] [--target class|box] [--threshold T] [--point X,Y]
+                             [--layer L] [--deletion] [--out DIR] [--json] IMAGE...
     python -m vtdemo serve [--host H] [--port P] [--vit-model M] ...   (the web app, as `python app.py`)
-    python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain]
+    python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain,vit-relevance,detr-relevance]
 
 MODEL is a Hugging Face repo id, `repo@revision`, or a local folder with the same files. Errors are one line on
 stderr (no traceback) and a non-zero exit status; an image that fails does not stop the others. With `--json`, stdout
@@ -27,7 +27,7 @@ from . import __version__
 from .errors import ExplainError, ImageError, VtdemoError
 
 EXIT_IMAGE = 1  # at least one image failed
-EXIT_MODEL = 2  # the model could not be loaded: nothing was processed
+EXIT_MODEL = 2  # the model could not be loaded, or an option does not fit it (e.g. a method of another family)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -53,14 +53,22 @@ def _parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("explain", help="what the model looked at: a relevance map per image")
     e.add_argument("--model", default=DEFAULT_VIT, help=f"repo id, repo@revision or folder (default {DEFAULT_VIT})")
-    e.add_argument("--method", help="rollout (ViT default), grad-rollout, cls-attention, swin-rollout (Swin default), "
-                   "swin-grad-rollout, swin-window, detr-decoder (DETR default), detr-encoder")
+    from .explain import registry
+
+    e.add_argument("--method", help=f"one of: {registry.help_text()}; or all: every method with its deletion / "
+                   "insertion scores and their rank agreement")
     e.add_argument("--class", dest="class_index", type=int, help="class index to explain (default: the top class)")
     e.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
     e.add_argument("--discard", type=float, default=0.0, help="rollout: drop this fraction of the lowest attention")
     e.add_argument("--start-layer", type=int, default=0, help="rollout: first layer to include")
     e.add_argument("--head", type=int, help="one attention head instead of fusing them")
-    e.add_argument("--detection", type=int, default=0, help="detr-decoder: K-th detection by score (0 = best)")
+    e.add_argument("--detection", type=int, default=0,
+                   help="detr-decoder, detr-relevance: K-th detection by score (0 = best)")
+    e.add_argument("--target", default="class",
+                   help="detr-relevance: 'class' (the detection's class logit, default) or 'box' (one map per box "
+                        "edge; JSON key 'maps': {x0, y0, x1, y1}, 'map' = their mean)")
+    e.add_argument("--layer", type=int, default=-1,
+                   help="detr-decoder / detr-encoder: layer; gradcam: block; swin-gradcam: stage (-1 = last)")
     e.add_argument("--threshold", type=float, default=0.7, help="detr-decoder: score threshold for detections")
     e.add_argument("--point", help="X,Y in image pixels (swin-window, detr-encoder)")
     e.add_argument("--out", type=Path, metavar="DIR", help="write the overlay PNG (original size) into DIR")
@@ -84,7 +92,8 @@ def _parser() -> argparse.ArgumentParser:
     b = sub.add_parser("bench", help="time our models against timm / transformers on the same weights")
     b.add_argument("--runs", type=int, default=10, help="timed runs per model (median reported)")
     b.add_argument("--only", default="vit,swin,detr,vit-explain,swin-explain",
-                   help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain")
+                   help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain (default), and "
+                        "vit-relevance,detr-relevance (gradient maps and DETR relevance at 800 px, with its memory)")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     return p
 
@@ -116,7 +125,8 @@ def _run_images(images: Sequence[str], work: Callable[[str], Any], as_json: bool
             result = work(image)
         except (ImageError, ExplainError) as exc:
             print(f"error: {exc}", file=sys.stderr)
-            status = EXIT_IMAGE
+            # an option that does not fit this image (e.g. a detection it does not have) is a usage error
+            status = max(status, EXIT_MODEL if isinstance(exc, ExplainError) else EXIT_IMAGE)
             out.append({"image": image, "model": model, "error": str(exc)})
             continue
         if as_json:
@@ -143,7 +153,20 @@ def _save_annotated(result: Any, directory: Path) -> Path:
     return target
 
 
+def _compare_rows(result: Any) -> list[str]:
+    lines = [f"{result.image}  ({result.model}) all methods; deletion: lower is better, insertion: higher "
+             f"(random order in brackets)"]
+    for s in result.scores:
+        lines.append(f"  {s.method:<20} deletion {s.deletion_auc:.4f} ({s.random_deletion_auc:.4f})  insertion "
+                     f"{s.insertion_auc:.4f} ({s.random_insertion_auc:.4f})  {s.seconds:6.2f} s")
+    for name, why in result.skipped.items():
+        lines.append(f"  {name:<20} skipped: {why}")
+    return lines
+
+
 def _explain_rows(result: Any) -> list[str]:
+    if hasattr(result, "scores"):
+        return _compare_rows(result)
     t = result.target
     what = (f"class {t['index']} {t['label']} ({t['score']:.2%})" if "index" in t else
             f"detection {t['label']} {t['score']:.3f} (query {t['query']})" if "query" in t else
@@ -158,6 +181,29 @@ def _explain_rows(result: Any) -> list[str]:
         lines.append(f"  deletion check: area under the probability curve {d['auc']:.4f} with this map, "
                      f"{d['random_auc']:.4f} in random order (lower = the map found what mattered)")
     return lines
+
+
+def _check_explain_options(loaded: Any, args: argparse.Namespace) -> None:
+    """Options that are wrong for this model whatever the image: one line naming what is allowed (exit 2)."""
+    from .explain import registry
+
+    if args.method == "all":
+        if args.deletion or args.out is not None:
+            raise ExplainError("--method all scores every map itself and writes no overlay: drop --deletion / --out")
+        kinds = [m for m in registry.methods_for(loaded.family) if "target_kind" in m.controls]
+        method = kinds[0] if kinds else registry.default_for(loaded.family)
+    else:
+        method = registry.get(args.method, loaded.family)  # raises ExplainError listing the family's methods
+    if args.target not in registry.TARGET_KINDS:
+        raise ExplainError(f"--target '{args.target}' is unknown; choose from {', '.join(registry.TARGET_KINDS)}")
+    if args.target != "class" and "target_kind" not in method.controls:
+        users = [m.name for m in registry.methods_for(loaded.family) if "target_kind" in m.controls]
+        raise ExplainError(f"--target {args.target} applies to {', '.join(users) or 'no method of this model'}, "
+                           f"not {method.name}")
+    if args.class_index is not None and loaded.family != "detr":
+        n = len(loaded.labels)
+        if not 0 <= args.class_index < n:
+            raise ExplainError(f"--class {args.class_index} is out of range: {loaded.id} has {n} classes (0..{n - 1})")
 
 
 def _parse_point(text: str | None) -> tuple[float, float] | None:
@@ -238,13 +284,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _match(loaded, args)
         if args.command == "explain":
             point = _parse_point(args.point)
+            _check_explain_options(loaded, args)
 
             def explain_one(image: str) -> Any:
+                if args.method == "all":
+                    from .explain.compare import compare_image
+                    from .explain.registry import ExplainOptions
+
+                    opts = ExplainOptions(class_index=args.class_index, head_fusion=args.head_fusion,
+                                          discard=args.discard, start_layer=args.start_layer, head=args.head,
+                                          point=point, layer=args.layer, target_kind=args.target)
+                    return compare_image(image, loaded, opts, detection=args.detection, threshold=args.threshold)
                 result = pipeline.explain(image, loaded, method=args.method, class_index=args.class_index,
                                           head_fusion=args.head_fusion, discard=args.discard,
                                           start_layer=args.start_layer, detection=args.detection,
                                           threshold=args.threshold, point=point, head=args.head,
-                                          deletion=args.deletion)
+                                          deletion=args.deletion, target_kind=args.target, layer=args.layer)
                 if args.out is not None:
                     _save_overlay(result, args.out, args.opacity)
                 return result

@@ -1,7 +1,9 @@
-"""The one place that picks the compute device: CUDA, then Apple MPS, then CPU (override with VTDEMO_DEVICE)."""
+"""The one place that picks the compute device: CUDA, then Apple MPS, then CPU (override with VTDEMO_DEVICE), and
+the inference context every entry point runs under."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -17,3 +19,16 @@ def pick_device(requested: str | None = None) -> torch.device:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def inference(device: torch.device) -> contextlib.ExitStack:
+    """`torch.inference_mode()`, plus fp16 autocast on CUDA (VTDEMO_AUTOCAST=0 turns it off).
+
+    Convolutions and matrix products run in half precision on the GPU, softmax and LayerNorm stay in fp32 (autocast's
+    own lists); callers cast outputs back to fp32 before post-processing. On CPU and MPS everything stays fp32.
+    """
+    stack = contextlib.ExitStack()
+    stack.enter_context(torch.inference_mode())
+    if device.type == "cuda" and os.environ.get("VTDEMO_AUTOCAST", "1") != "0":
+        stack.enter_context(torch.autocast("cuda", dtype=torch.float16))
+    return stack

@@ -30,3 +30,7 @@ class CheckpointError(VtdemoError):
 
 class ExplainError(VtdemoError):
     """An explanation cannot be made for this image and these options (e.g. no detection above the threshold)."""
+
+
+class InputError(VtdemoError):
+    """A parameter value is of the wrong kind or out of range (a NaN threshold, an unknown name, a huge box)."""

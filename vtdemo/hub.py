@@ -55,6 +55,7 @@ SUPPORTED = ("timm vit_*/deit_*/swin_* repos and transformers ViT, DeiT, Swin an
 FIX_OFFLINE = ("connect once to download it, set HF_HUB_OFFLINE=1 with a filled cache (HF_HUB_CACHE), "
                "or pass a local folder with its config.json and weights")
 
+MAX_ID_LENGTH = 255  # the Hub allows 96 characters per repo name; longer ids are never valid
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 _CACHE_SIZE = int(os.environ.get("VTDEMO_MODEL_CACHE", "6"))
 
@@ -88,13 +89,20 @@ def parse_model_id(model: str) -> ModelRef:
     text = str(model).strip()
     if not text:
         raise ModelUnavailableError("no model given: pass a Hugging Face repo id (org/name[@revision]) or a folder")
+    if len(text) > MAX_ID_LENGTH or "\x00" in text:
+        raise ModelUnavailableError(f"the model id is {len(text)} characters long; a Hugging Face repo id "
+                                    f"(org/name[@revision]) or a folder path has at most {MAX_ID_LENGTH}")
     path = Path(text).expanduser()
-    if path.is_dir():
+    try:
+        is_dir, exists = path.is_dir(), path.exists()
+    except OSError:  # e.g. a path component longer than the file system allows
+        is_dir = exists = False
+    if is_dir:
         return ModelRef(text=text, folder=path.resolve())
     if looks_like_path(text):
         raise ModelUnavailableError(f"{text}: no such folder")
     repo, _, revision = text.partition("@")
-    if not _REPO_RE.match(repo) or ".." in repo or path.exists():
+    if not _REPO_RE.match(repo) or ".." in repo or exists:
         raise ModelUnavailableError(f"'{text}' is neither a folder nor a Hugging Face repo id (org/name[@revision])")
     return ModelRef(text=text, repo=repo, revision=revision or None)
 
@@ -208,9 +216,9 @@ def read_weights(ref: ModelRef) -> tuple[dict[str, torch.Tensor], Path]:
     return data, path
 
 
-def strict_load(model: nn.Module, state_dict: dict[str, torch.Tensor], source: str) -> None:
-    """`load_state_dict(strict=True)`, but a mismatch raises `CheckpointError` naming keys and shapes."""
-    expected = model.state_dict()
+def check_fits(expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Tensor], source: str) -> None:
+    """Raise `CheckpointError` naming missing / unexpected keys and shape mismatches of `state_dict` against the
+    tensors `expected` (a model's state dict; meta tensors are fine: only names and shapes are compared)."""
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
     shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
@@ -223,7 +231,49 @@ def strict_load(model: nn.Module, state_dict: dict[str, torch.Tensor], source: s
                  f"shape mismatches (file vs config): {cut(shapes)}" if shapes else ""]
         raise CheckpointError(f"the weights of {source} do not fit its config.json: "
                               + "; ".join(p for p in parts if p))
+
+
+#: Bounds on architecture hyper-parameters read from a config.json, far above every published checkpoint; a config
+#: beyond them is refused before anything is built (a 175-byte file must not be able to cost gigabytes).
+CONFIG_BOUNDS = {"depth": 64, "depths": 64, "num_heads": 256, "embed_dim": 8192, "d_model": 8192,
+                 "ffn_dim": 65536, "img_size": 4096, "patch_size": 256, "window_size": 96, "num_classes": 100_000,
+                 "encoder_layers": 48, "decoder_layers": 48, "num_queries": 4096, "mlp_ratio": 16, "in_chans": 16}
+
+
+def check_config_bounds(cfg: Any, source: str) -> None:
+    """Refuse a config whose sizes are not positive or exceed `CONFIG_BOUNDS` (tuples: their sum / each entry)."""
+    import dataclasses
+
+    for field in dataclasses.fields(cfg):
+        limit = CONFIG_BOUNDS.get(field.name)
+        if limit is None:
+            continue
+        value = getattr(cfg, field.name)
+        values = list(value) if isinstance(value, (tuple, list)) else [value]
+        total = sum(values) if field.name == "depths" else max(values, default=0)
+        if not values or min(values) <= 0 or total > limit:
+            raise UnsupportedModelError(f"{source}: config.json gives {field.name}={value!r}; vtdemo accepts "
+                                        f"positive values up to {limit}")
+
+
+def build_checked(ctor: Callable[[Any], nn.Module], cfg: Any, state_dict: dict[str, torch.Tensor],
+                  source: str) -> nn.Module:
+    """Build the architecture for `state_dict` only once its names and shapes are known to fit.
+
+    The model is first built on the meta device (no memory, no initialisation cost), compared with the weights, and
+    only then built for real; so a config that claims 40 layers next to a 76-byte weights file is refused at once.
+    """
+    check_config_bounds(cfg, source)
+    try:
+        with torch.device("meta"):
+            shapes = ctor(cfg).state_dict()
+    except (ValueError, RuntimeError, TypeError, ZeroDivisionError) as exc:
+        raise UnsupportedModelError(f"{source}: config.json describes an architecture that cannot be built "
+                                    f"({str(exc)[:200]})") from None
+    check_fits(shapes, state_dict, source)
+    model = ctor(cfg)
     model.load_state_dict(state_dict, strict=True)
+    return model
 
 
 def _family_of(config: dict[str, Any], source: str) -> tuple[str, str]:
@@ -285,12 +335,11 @@ def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
         convert = conv.from_hf
 
     state_dict, weights_path = read_weights(ref)
-    model = ctor(cfg)
     try:
         converted = convert(state_dict)
     except (KeyError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"cannot convert the weights of {source} ({weights_path.name}): {exc}") from None
-    strict_load(model, converted, f"{source} ({weights_path.name})")
+    model = build_checked(ctor, cfg, converted, f"{source} ({weights_path.name})")
     model.eval().requires_grad_(False).to(device)
     log.info("loaded %s (%s %s) on %s", source, fmt, family, device)
     return LoadedModel(id=source, family=family, format=fmt, model=model, config=cfg, labels=names,

@@ -4,6 +4,9 @@ Accepts a path, raw bytes, a `PIL.Image` or an HxW / HxWx{1,3,4} numpy array (wh
 EXIF orientation, takes the first frame of animations, flattens transparency onto white, converts every mode
 (16-bit, CMYK, palette, 1-bit, LA, ...) to 8-bit RGB, and refuses images above a pixel limit *before* decoding
 them (the header declares the size; Pillow's own bomb check is turned into our message).
+
+Only the formats in `ALLOWED_FORMATS` are ever decoded (`Image.open(..., formats=...)`): Pillow would otherwise hand
+EPS / PostScript to Ghostscript, a known code-execution surface, and parse dozens of rarely used formats.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_PIXELS = 40_000_000
 
 ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
+
+#: The formats we decode (Pillow's names; "JPEG" also opens the multi-picture JPEGs (MPO) that phones write).
+ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
+ALLOWED_TEXT = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 
 
 def max_pixels() -> int:
@@ -105,17 +112,27 @@ def load_image(src: ImageSource) -> Image.Image:
         raise ImageError(f"{name}: the image data is damaged or truncated ({exc})") from None
 
 
+def _kind(data: bytes) -> str:
+    """A few words on what a file that is not an allowed image looks like (for the error message only)."""
+    head = data[:64].lstrip().lower()
+    if head.startswith((b"%!ps", b"\xc5\xd0\xd3\xc6")):
+        return "PostScript / EPS, which is never opened"
+    if head.startswith(b"%pdf"):
+        return "PDF, which is not an image format"
+    if head.startswith(b"<svg") or b"<svg" in data[:512].lower():
+        return "SVG, which is not supported"
+    if head[:1] in (b"<", b"{") or head.isascii():
+        return "text or HTML, not an image"
+    return "not one of the accepted image formats"
+
+
 def _open_bytes(data: bytes, name: str) -> Image.Image:
     """Decode the header only, check the declared size, then decode the pixels."""
+    Image.init()  # registers every plugin once, so that each name in ALLOWED_FORMATS is known to `Image.open`
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except UnidentifiedImageError:
-        head = data[:64].lstrip().lower()
-        kind = "text or HTML" if head[:1] in (b"<", b"{") or head.isascii() else "a format Pillow cannot read"
-        if head.startswith(b"<svg") or b"<svg" in data[:512].lower():
-            kind = "SVG, which is not supported"
-        raise ImageError(f"{name}: unsupported format: not an image Pillow can read ({kind}); use JPEG, PNG, WebP, "
-                         "GIF, BMP or TIFF") from None
+        raise ImageError(f"{name}: unsupported format ({_kind(data)}); use {ALLOWED_TEXT}") from None
     except Image.DecompressionBombError as exc:  # Pillow's own header check, above ~179 M pixels
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"

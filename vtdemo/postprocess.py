@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
+from . import checks
+
 
 def top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """logits: [K] -> (probabilities [k] descending, class indices [k]); k is capped at K."""
@@ -53,7 +55,13 @@ def select(
 
     threshold: keep score >= threshold (0 keeps all queries); classes: keep only these label ids;
     max_detections: keep at most this many; nms_iou: if set, class-aware NMS at this IoU.
+    Values out of range (a NaN threshold would silently keep nothing) raise `vtdemo.errors.InputError`.
     """
+    threshold = checks.number(threshold, "the threshold", 0.0, 1.0)
+    if max_detections is not None:
+        max_detections = checks.whole(max_detections, "max detections", 1, None)
+    if nms_iou is not None:
+        nms_iou = checks.number(nms_iou, "the NMS IoU", 0.0, 1.0, lo_open=True)
     keep = det.scores >= threshold
     if classes is not None:
         keep &= torch.isin(det.labels, torch.tensor(sorted(classes), dtype=det.labels.dtype))

@@ -12,6 +12,13 @@ Three recipes (see REFERENCE.md §2):
 
 Every recipe starts from an RGB `PIL.Image` (see `vtdemo.images.load_image`, which applies EXIF orientation and turns
 any mode into RGB). The original size is kept by the caller for post-processing.
+
+Cost is bounded by what the model needs, whatever the aspect ratio. Resizing the short side first and cropping after
+would materialise the whole resized image: a 1x20000 PNG (100 bytes) becomes 248 x 4,960,000 pixels (3.7 GB) before a
+224x224 crop. While the resized image is at most `MAX_RESIZE_FACTOR` times the crop, the references' own order is
+followed exactly; beyond that (aspect ratios past ~7:1), only the part of the source that the crop shows is resampled,
+straight to the crop size (`Image.resize(..., box=...)`: the same sampling grid, within one grey level of the
+reference). DETR's rule keeps the long side at most 1333 and the short side at least 1 pixel.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
+from .errors import ImageError
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -35,6 +44,8 @@ _PIL_MODES = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.
 _TV_MODES = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,
              "bicubic": InterpolationMode.BICUBIC, "lanczos": InterpolationMode.LANCZOS,
              "box": InterpolationMode.BOX, "hamming": InterpolationMode.HAMMING}
+#: Largest resized image (in pixels, as a multiple of the crop) built before cropping; see the module docstring.
+MAX_RESIZE_FACTOR = 8
 # PIL's resample integers, as written in `preprocessor_config.json` files.
 _RESAMPLE_NAMES = {0: "nearest", 1: "lanczos", 2: "bilinear", 3: "bicubic", 4: "box", 5: "hamming"}
 
@@ -136,23 +147,14 @@ def detr_size(h: int, w: int, shortest: int, longest: int | None) -> tuple[int, 
     raw = None
     if longest is not None and max(h, w) / min(h, w) * shortest > longest:
         raw = longest * min(h, w) / max(h, w)
-        shortest = int(round(raw))
-    if (h <= w and h == shortest) or (w <= h and w == shortest):
+        shortest = max(1, int(round(raw)))  # a 1x10000 image: 0.13 px would round to an empty input
+    fits = longest is None or max(h, w) <= longest  # the reference would return a 1x20000 image as it is
+    if fits and ((h <= w and h == shortest) or (w <= h and w == shortest)):
         return h, w
     scale = raw if raw is not None else shortest
     if w < h:
         return int(scale * h / w), shortest
     return shortest, int(scale * w / h)
-
-
-def _resize_hw(h: int, w: int, cfg: PreprocessConfig) -> tuple[int, int]:
-    """(height, width) after the resize step: the short side to `cfg.resize`, or exactly `cfg.resize` (squash)."""
-    size = cfg.resize
-    if cfg.resize_short and isinstance(size, int):
-        return _short_side_size(h, w, size)
-    if not cfg.resize_short and not isinstance(size, int):
-        return int(size[0]), int(size[1])
-    raise ValueError(f"resize={size!r} does not fit resize_short={cfg.resize_short}")
 
 
 def _center_crop(x: torch.Tensor, crop: tuple[int, int], rounding: bool) -> torch.Tensor:
@@ -170,6 +172,16 @@ def _center_crop(x: torch.Tensor, crop: tuple[int, int], rounding: bool) -> torc
     top = int(round((h - ch) / 2.0)) if rounding else int((h - ch) / 2.0)
     left = int(round((w - cw) / 2.0)) if rounding else int((w - cw) / 2.0)
     return x[..., top:top + ch, left:left + cw]
+
+
+def _resize_hw(h: int, w: int, cfg: PreprocessConfig) -> tuple[int, int]:
+    """(height, width) after the resize step: the short side to `cfg.resize`, or exactly `cfg.resize` (squash)."""
+    size = cfg.resize
+    if cfg.resize_short and isinstance(size, int):
+        return _short_side_size(h, w, size)
+    if not cfg.resize_short and not isinstance(size, int):
+        return int(size[0]), int(size[1])
+    raise ValueError(f"resize={size!r} does not fit resize_short={cfg.resize_short}")
 
 
 def input_region(image_size: tuple[int, int], cfg: PreprocessConfig) -> tuple[float, float, float, float]:
@@ -191,25 +203,51 @@ def input_region(image_size: tuple[int, int], cfg: PreprocessConfig) -> tuple[fl
     return (x0, y0, min(float(w), (left + cw) * sx), min(float(h), (top + ch) * sy))
 
 
+def _too_big(size: tuple[int, int], crop: tuple[int, int] | None) -> bool:
+    """Would a short-side resize to `size` (h, w) build more than MAX_RESIZE_FACTOR crops' worth of pixels (without
+    a crop: more than MAX_RESIZE_FACTOR squares of the short side, i.e. an aspect ratio past MAX_RESIZE_FACTOR:1)?"""
+    final = crop[0] * crop[1] if crop is not None else min(size) ** 2
+    return size[0] * size[1] > MAX_RESIZE_FACTOR * final
+
+
+def _crop_box_resize(image: Image.Image, size: tuple[int, int], crop: tuple[int, int], rounding: bool,
+                     interpolation: str) -> torch.Tensor:
+    """Resize to `size` (h, w) then center-crop `crop` (h, w), computed as one resize of the source box the crop
+    shows, straight to the crop size: [3, ch, cw] uint8. Used only where the resized image would be huge."""
+    w, h = image.size
+    (rh, rw), (ch, cw) = size, crop
+    ch_in, cw_in = min(ch, rh), min(cw, rw)  # a crop larger than the image pads, as `_center_crop` does
+    top = int(round((rh - ch_in) / 2.0)) if rounding else int((rh - ch_in) / 2.0)
+    left = int(round((rw - cw_in) / 2.0)) if rounding else int((rw - cw_in) / 2.0)
+    sx, sy = w / rw, h / rh  # resized -> source pixels
+    box = (left * sx, top * sy, (left + cw_in) * sx, (top + ch_in) * sy)
+    part = image.resize((cw_in, ch_in), _PIL_MODES[interpolation], box=box)
+    return _center_crop(_to_uint8_tensor(part), crop, rounding)  # pads if the crop is larger
+
+
 def classifier_input(image: Image.Image, cfg: PreprocessConfig) -> torch.Tensor:
-    """RGB image -> [1, 3, h, w] float32 for a ViT/DeiT/Swin classifier."""
+    """RGB image -> [1, 3, h, w] float32 for a ViT/DeiT/Swin classifier. Bounded cost for any aspect ratio."""
+    w, h = image.size
+    size = _resize_hw(h, w, cfg)
+    if cfg.mode not in ("timm", "hf"):
+        raise ValueError(f"not a classifier preprocessing mode: {cfg.mode}")
+    if cfg.resize_short and _too_big(size, cfg.crop):
+        if cfg.crop is None:  # a resize_short recipe without a crop: the input itself would be this large
+            raise ImageError(f"a {w}x{h} image is too elongated for this model's preprocessing (it would become "
+                             f"{size[1]}x{size[0]} pixels); crop it to an aspect ratio of at most "
+                             f"{MAX_RESIZE_FACTOR}:1")
+        x = _crop_box_resize(image, size, cfg.crop, cfg.mode == "timm", cfg.interpolation)
+        return _normalise_uint8(x, cfg.mean, cfg.std, fused=cfg.mode == "hf").unsqueeze(0)
     if cfg.mode == "timm":
-        w, h = image.size
-        size = _resize_hw(h, w, cfg)
         resized = image.resize((size[1], size[0]), _PIL_MODES[cfg.interpolation])
         x = _to_uint8_tensor(resized)
         if cfg.crop is not None:
             x = _center_crop(x, cfg.crop, rounding=True)
         return _normalise_uint8(x, cfg.mean, cfg.std, fused=False).unsqueeze(0)
-    if cfg.mode == "hf":
-        x = _to_uint8_tensor(image)
-        h, w = x.shape[-2:]
-        size = _resize_hw(h, w, cfg)
-        x = TF.resize(x, list(size), interpolation=_TV_MODES[cfg.interpolation], antialias=True)
-        if cfg.crop is not None:
-            x = _center_crop(x, cfg.crop, rounding=False)
-        return _normalise_uint8(x, cfg.mean, cfg.std, fused=True).unsqueeze(0)
-    raise ValueError(f"not a classifier preprocessing mode: {cfg.mode}")
+    x = TF.resize(_to_uint8_tensor(image), list(size), interpolation=_TV_MODES[cfg.interpolation], antialias=True)
+    if cfg.crop is not None:
+        x = _center_crop(x, cfg.crop, rounding=False)
+    return _normalise_uint8(x, cfg.mean, cfg.std, fused=True).unsqueeze(0)
 
 
 def detr_inputs(images: Sequence[Image.Image], cfg: PreprocessConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,8 +4,13 @@
   last-layer CLS attention per head.
 - `swin`: window-aware rollout through shifted windows and patch merging; the attention of the window around a point.
 - `detr`: decoder cross-attention per detection, encoder self-attention at a pixel.
+- `gradcam`: Grad-CAM (Selvaraju et al. 2017) on ViT / DeiT tokens and Swin's last stage.
+- `detr_relevance`: relevance per DETR detection, class or box edges (Chefer, Gur & Wolf, ICCV 2021).
+- `stages`: the first three principal components of each Swin stage's tokens, as colours.
 - `matching`: DETR's Hungarian set matching and loss terms against ground-truth boxes.
-- `deletion`: a sanity check for any map (deletion curve and its area).
+- `deletion`: sanity checks for any map (deletion and insertion curves and their areas).
+- `registry` (what each method is) with its built-in entries in `methods`; `runs` (cached forward passes);
+  `api` (dispatch through the registry, `explain`, `deletion_check`); `compare` (all methods side by side).
 
 Every map is returned on the model's own token grid, scaled so that its maximum is 1 (`normalize_map`).
 """

@@ -1,8 +1,13 @@
-"""Deletion curve: a sanity check for any relevance map (Petsiuk et al. 2018, "RISE", arXiv 1806.07421).
+"""Deletion and insertion curves: sanity checks for any relevance map (Petsiuk et al. 2018, "RISE: Randomized Input
+Sampling for Explanation of Black-box Models", arXiv 1806.07421, §4.1 "causal metrics").
 
-Delete the patches the map marks as most relevant first, re-run the classifier, and watch the probability of the
-explained class: a faithful map makes it fall fast (small area under the curve); a random order is the baseline.
-Deleting a patch sets its pixels to `baseline` in the normalised input (0 = the dataset's mean colour).
+- Deletion: remove the patches the map marks as most relevant first, re-run the classifier, and watch the
+  probability of the explained class: a faithful map makes it fall fast (small area under the curve).
+- Insertion: start from the baseline image (every patch removed) and put the most relevant patches back first: a
+  faithful map makes the probability rise fast (large area under the curve).
+A random order is the baseline for both. Removing a patch sets its pixels to `baseline` in the normalised input
+(0 = the dataset's mean colour); RISE blurs the image for insertion instead, we use the same constant for both so
+that the two curves share their end points (the full image and the empty one).
 """
 
 from __future__ import annotations
@@ -15,6 +20,27 @@ import torch
 def patch_order(relevance: torch.Tensor) -> torch.Tensor:
     """[gh, gw] map -> patch indices (row-major) from most to least relevant (stable for ties)."""
     return relevance.flatten().argsort(descending=True, stable=True)
+
+
+def _curve(probability: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, order: torch.Tensor,
+           grid: tuple[int, int], steps: int, baseline: float, batch_size: int, insert: bool
+           ) -> tuple[torch.Tensor, torch.Tensor]:
+    gh, gw = grid
+    P = gh * gw
+    _, _, H, W = x.shape
+    counts = torch.linspace(0, P, steps + 1).round().long()  # patches changed at each step
+    rank = torch.empty(P, dtype=torch.long)
+    rank[order] = torch.arange(P)  # rank[p] = when patch p is changed
+    rank = rank.view(1, 1, gh, gw).float()
+    rank = torch.nn.functional.interpolate(rank, size=(H, W), mode="nearest")  # [1, 1, H, W]
+    probs = []
+    for start in range(0, len(counts), batch_size):
+        chunk = counts[start:start + batch_size]
+        changed = rank < chunk.view(-1, 1, 1, 1).to(rank)  # [b, 1, H, W]
+        empty = torch.full_like(x, baseline)
+        images = torch.where(changed, x, empty) if insert else torch.where(changed, empty, x)  # [b, 3, H, W]
+        probs.append(probability(images).float())
+    return counts.float() / P, torch.cat(probs)
 
 
 def deletion_curve(
@@ -32,23 +58,27 @@ def deletion_curve(
     x: [1, 3, H, W] model input; grid: (gh, gw) patch grid laid evenly over H x W; order: [P] patch indices.
     Returns (fraction deleted [S+1] from 0 to 1, probability [S+1]).
     """
-    gh, gw = grid
-    P = gh * gw
-    _, _, H, W = x.shape
-    counts = torch.linspace(0, P, steps + 1).round().long()  # patches deleted at each step
-    rank = torch.empty(P, dtype=torch.long)
-    rank[order] = torch.arange(P)  # rank[p] = when patch p is deleted
-    rank = rank.view(1, 1, gh, gw).float()
-    rank = torch.nn.functional.interpolate(rank, size=(H, W), mode="nearest")  # [1, 1, H, W]
-    probs = []
-    for start in range(0, len(counts), batch_size):
-        chunk = counts[start:start + batch_size]
-        deleted = rank < chunk.view(-1, 1, 1, 1).to(rank)  # [b, 1, H, W]
-        images = torch.where(deleted, torch.full_like(x, baseline), x)  # [b, 3, H, W]
-        probs.append(probability(images).float())
-    return counts.float() / P, torch.cat(probs)
+    return _curve(probability, x, order, grid, steps, baseline, batch_size, insert=False)
+
+
+def insertion_curve(
+    probability: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    order: torch.Tensor,
+    grid: tuple[int, int],
+    steps: int = 20,
+    baseline: float = 0.0,
+    batch_size: int = 8,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilities as patches are put back in `order` onto the baseline image (arguments as `deletion_curve`).
+
+    Returns (fraction inserted [S+1] from 0 to 1, probability [S+1]): the first value is the baseline image's, the
+    last the full image's. Higher area = the map found what mattered.
+    """
+    return _curve(probability, x, order, grid, steps, baseline, batch_size, insert=True)
 
 
 def area_under_curve(fraction: torch.Tensor, probability: torch.Tensor) -> float:
-    """Trapezoidal area under probability(fraction deleted), in [0, 1]; lower = the map found what mattered."""
+    """Trapezoidal area under probability(fraction), in [0, 1]: lower is better for deletion, higher for
+    insertion."""
     return float(torch.trapezoid(probability, fraction))

@@ -47,24 +47,34 @@ def parse_ground_truth(data: Any, label_names: Sequence[str]) -> GroundTruth:
             data = json.loads(data)
         except json.JSONDecodeError as exc:
             raise ExplainError(f"ground truth is not valid JSON: {exc}") from None
+        except RecursionError:
+            raise ExplainError("ground truth JSON is nested too deeply: expected a list of [label, x0, y0, x1, y1] "
+                               "or COCO annotations") from None
     if isinstance(data, dict):
         data = data.get("annotations", [])
     if not isinstance(data, list):
         raise ExplainError("ground truth must be a list of [label, x0, y0, x1, y1] or COCO annotations")
+    if len(data) > MAX_BOXES:
+        raise ExplainError(f"the ground truth holds {len(data)} boxes; at most {MAX_BOXES} are accepted")
     by_name = {name.lower(): i for i, name in enumerate(label_names) if name != "N/A"}
     labels, boxes = [], []
     for item in data:
         try:
             if isinstance(item, dict):
-                x, y, w, h = (float(v) for v in item["bbox"])
+                x, y, w, h = (_coordinate(v) for v in item["bbox"])
                 label, box = item["category_id"], [x, y, x + w, y + h]
             else:
-                label, box = item[0], [float(v) for v in item[1:5]]
+                label, box = item[0], [_coordinate(v) for v in item[1:5]]
                 if len(item) != 5:
                     raise ValueError
-        except (KeyError, TypeError, ValueError):
-            raise ExplainError(f"cannot read ground-truth entry {item!r}: expected [label, x0, y0, x1, y1] or "
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise ExplainError(f"cannot read ground-truth entry {_short(item)}: expected [label, x0, y0, x1, y1] "
+                               f"with finite pixel coordinates (|v| <= {MAX_COORDINATE:g}) or "
                                "{'bbox': [x, y, w, h], 'category_id': k}") from None
+        if isinstance(label, float) and label.is_integer():
+            label = int(label)
+        if isinstance(label, bool) or not isinstance(label, (int, str)):
+            raise ExplainError(f"the label of ground-truth entry {_short(item)} must be a class id or name")
         if isinstance(label, str) and not label.strip().lstrip("-").isdigit():
             if label.strip().lower() not in by_name:
                 raise ExplainError(f"unknown class name '{label}' in the ground truth")
@@ -79,6 +89,25 @@ def parse_ground_truth(data: Any, label_names: Sequence[str]) -> GroundTruth:
     if not labels:
         raise ExplainError("the ground truth holds no boxes")
     return GroundTruth(torch.tensor(labels, dtype=torch.long), torch.tensor(boxes, dtype=torch.float32))
+
+
+MAX_COORDINATE = 1e6  # pixels; far beyond any photo, small enough that box arithmetic stays exact in float32
+MAX_BOXES = 1000
+
+
+def _coordinate(value: Any) -> float:
+    """A finite pixel coordinate (a number or numeric string); ValueError otherwise (NaN, inf, 1e308, null)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)
+    x = float(value)
+    if not abs(x) <= MAX_COORDINATE:  # also False for NaN
+        raise ValueError(value)
+    return x
+
+
+def _short(item: Any) -> str:
+    text = repr(item)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def normalised_cxcywh(boxes_xyxy: torch.Tensor, image_size: tuple[int, int]) -> torch.Tensor:

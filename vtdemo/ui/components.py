@@ -1,18 +1,30 @@
-"""Two small Gradio component variants the app needs (same front-end as the originals).
+"""Small variants of Gradio components the app needs (same front-ends as the originals).
 
-- `SafeImage`: a `gr.Image` whose upload is handed over as a file path *without* being opened by Gradio, so that
-  every image, good or bad, is read by `vtdemo.images.load_image`, which gives a one-line reason for anything it
-  cannot use (text renamed .jpg, truncated files, decompression bombs) instead of Gradio's generic "Error".
+- `SafeImage`: the one door for every image input (uploads, pasted images, example clicks and webcam frames). It
+  opens nothing itself: it hands over the path of a file *inside Gradio's upload folder or the app's examples* (any
+  other path is refused with "not an uploaded file", whether or not it exists, and nothing is read), or the raw bytes
+  of a `data:` URL (at most the upload limit), so that every image, good or bad, is read by
+  `vtdemo.images.load_image`: format allow-list, the pixel limit checked from the header before decoding, and a
+  one-line reason for anything it cannot use. (Gradio 6 checks "was this uploaded?" only for payloads that carry
+  `meta`; an `ImageData` payload `{"path": ...}` without it would otherwise reach the component.)
+- `Slider`, `Number`, `Checkbox`, `MultiChoice`: the stock components, but a value sent through the API that is not
+  a finite number in range, not a boolean, or not a list of names (a plain string counts as a one-element list) is
+  refused with one line naming the parameter and what is allowed (stock Gradio gives a bare "Error", or lets NaN in).
+- `Click`: the data of a `.select()` event, which may be absent when an API client calls the endpoint directly.
 - `BoxImage`: a `gr.AnnotatedImage` that accepts a `BoxView` and writes each box's mask once per run, small, and
   reuses it: re-thresholding a 1280x720 photo then costs a few milliseconds instead of one full-size PNG per box
-  (which is what `gr.AnnotatedImage.postprocess` writes).
+  (which is what `gr.AnnotatedImage.postprocess` writes). Its files stay where they are until Gradio's own cache
+  expiry (`delete_cache` in `vtdemo.ui.layout`), also when the same visitor runs another photo: a client may still
+  be downloading the previous result.
 """
 
 from __future__ import annotations
 
-import shutil
+import base64
+import binascii
+import logging
+import os
 import uuid
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,25 +33,151 @@ import gradio as gr
 import numpy as np
 from gradio.components.annotated_image import AnnotatedImageData, Annotation
 from gradio.data_classes import FileData
+from gradio.utils import get_upload_folder
 from PIL import Image
+
+from .. import checks
+from ..errors import InputError
+
+log = logging.getLogger(__name__)
 
 MASK_MAX = 480  # long side of the box masks; the browser stretches them over the photo
 
 
+NOT_UPLOADED = "not an uploaded file: upload the image (or pick an example) and try again"
+
+
+def _inside(path: str, folders: Sequence[Path]) -> bool:
+    """Is `path` inside one of `folders`, lexically and after resolving symbolic links? Reads no file content."""
+    lexical = Path(os.path.abspath(path))
+    if not any(lexical.is_relative_to(f) for f in folders):
+        return False  # decided before touching the file system at all
+    real = Path(os.path.realpath(lexical))
+    return any(real.is_relative_to(Path(os.path.realpath(f))) for f in folders)
+
+
 class SafeImage(gr.Image):
-    """`gr.Image(type="filepath")` that never decodes the upload itself (see the module docstring)."""
+    """`gr.Image` that hands over an uploaded file's path or a data URL's bytes, never opening either itself (see the
+    module docstring). `allowed` are the folders (besides Gradio's upload folder) whose files may be used, e.g. the
+    examples; `max_bytes` bounds a data URL."""
+
+    def __init__(self, *args: Any, allowed: Sequence[str | Path] = (), max_bytes: int = 20 * 2**20,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("type", "filepath")
+        super().__init__(*args, **kwargs)
+        self.allowed = tuple(Path(os.path.abspath(a)) for a in allowed)
+        self.max_bytes = int(max_bytes)
 
     def get_block_name(self) -> str:
         return "image"
 
-    def preprocess(self, payload):  # type: ignore[override]
+    def preprocess(self, payload: Any) -> str | bytes | None:  # type: ignore[override]
         if payload is None:
             return None
-        if self.type != "filepath" or (payload.url and payload.url.startswith("data:")):
-            return super().preprocess(payload)
+        url = payload.url or ""
+        if url.startswith("data:"):
+            return self._data_url(url)
         if payload.path is None:
             return None
-        return str(payload.path)
+        folders = (Path(os.path.abspath(get_upload_folder())), *self.allowed)
+        if not isinstance(payload.path, str) or not _inside(payload.path, folders):
+            log.warning("refused an image input outside the upload folder")
+            raise gr.Error(NOT_UPLOADED)
+        return payload.path
+
+    def _data_url(self, url: str) -> bytes:
+        """The bytes of a base64 `data:` URL (what the browser sends for pasted images and webcam frames)."""
+        header, _, body = url.partition(",")
+        if ";base64" not in header or len(body) > self.max_bytes * 4 // 3 + 4:
+            raise gr.Error(f"the image data is not base64 or larger than {self.max_bytes // 2**20} MB")
+        try:
+            return base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise gr.Error("the image data is not valid base64") from None
+
+
+def upload_name(source: str | bytes | None, default: str = "pasted image") -> str:
+    """The file name to show and to name exports after (a path's name; bytes have none)."""
+    return Path(source).name if isinstance(source, str) else default
+
+
+def _checked(check: Any) -> Any:
+    """Run a `vtdemo.checks` function, turning its `InputError` into Gradio's visible one-line error."""
+    try:
+        return check()
+    except InputError as exc:
+        raise gr.Error(str(exc)) from None
+
+
+class Slider(gr.Slider):
+    """`gr.Slider` that refuses anything but a finite number within its range (NaN, "abc", null included)."""
+
+    def get_block_name(self) -> str:
+        return "slider"
+
+    def preprocess(self, payload: Any) -> float:  # type: ignore[override]
+        value = _checked(lambda: checks.number(payload, self.label or "the value", self.minimum, self.maximum))
+        return super().preprocess(value)
+
+
+class Number(gr.Number):
+    """`gr.Number` that refuses anything but empty or a finite number within its range."""
+
+    def get_block_name(self) -> str:
+        return "number"
+
+    def preprocess(self, payload: Any) -> float | int | None:  # type: ignore[override]
+        if payload is None:
+            return None
+        value = _checked(lambda: checks.number(payload, self.label or "the value", self.minimum, self.maximum))
+        return super().preprocess(value)
+
+
+class Checkbox(gr.Checkbox):
+    """`gr.Checkbox` that refuses anything but true / false (a string would otherwise count as 'on')."""
+
+    def get_block_name(self) -> str:
+        return "checkbox"
+
+    def preprocess(self, payload: Any) -> bool:  # type: ignore[override]
+        return _checked(lambda: checks.flag(payload, self.label or "the switch"))
+
+
+class MultiChoice(gr.Dropdown):
+    """A multiselect `gr.Dropdown` that takes a plain string as a one-element list and refuses non-names."""
+
+    def get_block_name(self) -> str:
+        return "dropdown"
+
+    def preprocess(self, payload: Any) -> Any:  # type: ignore[override]
+        value = _checked(lambda: checks.names(payload, self.label or "the choice"))
+        return super().preprocess(value)
+
+
+class Table(gr.Dataframe):
+    """`gr.Dataframe` whose malformed payloads (rows of the wrong width, cells that are lists) are refused in one
+    line naming the columns it needs, instead of Gradio's multi-line processing error."""
+
+    def get_block_name(self) -> str:
+        return "dataframe"
+
+    def preprocess(self, payload: Any) -> Any:  # type: ignore[override]
+        try:
+            return super().preprocess(payload)
+        except (ValueError, TypeError, KeyError, AttributeError):
+            columns = ", ".join(str(h) for h in (self.headers or []))
+            raise gr.Error(f"{self.label or 'the table'}: every row needs the columns {columns}") from None
+
+
+class Click(gr.EventData):
+    """The data of a `.select()` event: `index` and `value`, both None when the caller sent no event data (an API
+    client calling a click endpoint directly), where `gr.SelectData` would fail before the handler runs."""
+
+    def __init__(self, target: Any, data: Any) -> None:
+        super().__init__(target, data)
+        data = data if isinstance(data, dict) else {}
+        self.index: Any = data.get("index")
+        self.value: Any = data.get("value")
 
 
 @dataclass
@@ -58,9 +196,7 @@ class BoxCanvas:
         folder.mkdir(parents=True, exist_ok=True)
         base = folder / "photo.jpg"
         shown.convert("RGB").save(base, quality=90)
-        canvas = cls(folder=folder, size=shown.size, scale=scale, base=base)
-        weakref.finalize(canvas, shutil.rmtree, folder, True)  # the files go with the canvas (run replaced or dropped)
-        return canvas
+        return cls(folder=folder, size=shown.size, scale=scale, base=base)  # files expire with Gradio's cache
 
     def mask(self, query: int, box: Sequence[float], color: tuple[int, int, int]) -> Path:
         """The RGBA mask of one box (original-image pixels), cached by query index."""

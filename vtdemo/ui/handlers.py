@@ -13,7 +13,7 @@ recently used are released first). A view control that gets a released run says 
 from __future__ import annotations
 
 import logging
-import shutil
+import math
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -31,7 +31,7 @@ from ..device import pick_device
 from ..errors import ExplainError, VtdemoError
 from ..images import load_image
 from . import views, webcam
-from .components import BoxCanvas, BoxView
+from .components import BoxCanvas, BoxView, Click, upload_name
 from .config import AppConfig
 from .sessions import RunIndex
 
@@ -53,7 +53,22 @@ def message(exc: BaseException) -> str:
 
 def _is_path(text: str) -> bool:
     """Does a picker value name a local path rather than a Hub repo id?"""
-    return hub.looks_like_path(text) or Path(text).expanduser().exists()
+    try:
+        return hub.looks_like_path(text) or Path(text).expanduser().exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a usable path either
+        return True
+
+
+def _click_point(evt: Click) -> tuple[float, float] | None:
+    """(x, y) displayed pixels of a click on an image, or None if the event carries no finite point."""
+    index = evt.index
+    if not isinstance(index, (list, tuple)) or len(index) < 2:
+        return None
+    try:
+        x, y = float(index[0]), float(index[1])
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if math.isfinite(x) and math.isfinite(y) else None
 
 
 def status(text: str = "", kind: str = "ok") -> str:
@@ -109,11 +124,9 @@ class DetectState:
     released: bool = False
 
     def release(self) -> None:
-        """Drop the run (with its attention), the map and the box view's files."""
-        canvas = self.canvas
+        """Drop the run (with its attention) and the map. The box view's files stay until Gradio's cache expiry:
+        a client may still be downloading them."""
         self.run, self.canvas, self.relevance, self.dets, self.released = None, None, None, [], True
-        if canvas is not None:
-            shutil.rmtree(canvas.folder, ignore_errors=True)
 
 
 class Handlers:
@@ -154,6 +167,8 @@ class Handlers:
     def load(self, model_id: str | None, family: str, progress: Any = None) -> hub.LoadedModel:
         """Load (once, then cached by `hub.load`) with a visible message on first use; check the family fits."""
         default = {"vit": self.config.vit_model, "swin": self.config.swin_model, "detr": self.config.detr_model}
+        if model_id is not None and not isinstance(model_id, str):
+            raise VtdemoError("the model must be a Hugging Face repo id (org/name[@revision]) or empty for the default")
         model_id = (model_id or "").strip() or default[family]
         configured = {self.config.vit_model, self.config.swin_model, self.config.detr_model}
         if model_id not in configured and not self.config.allow_typed_folders and _is_path(model_id):
@@ -238,7 +253,7 @@ class Handlers:
             run = pipeline.run_classifier(loaded, image)
             methods = pipeline.CLASSIFIER_METHODS[loaded.family]
             opts = views.MapOptions(method=method if method in methods else methods[0], opacity=float(opacity))
-            state = ClassifyState(run=run, name=Path(image_path).name, opts=opts,
+            state = ClassifyState(run=run, name=upload_name(image_path), opts=opts,
                                   predictions=views.top_classes(run, 5))
             overlay, caption = self._render_column(state)
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line for the user
@@ -276,7 +291,7 @@ class Handlers:
         return (overlay, caption, status(text, "warn"), state,
                 *self._controls(state.run.loaded.family, state.method, state))
 
-    def class_clicked(self, state: ClassifyState | None, opacity: float, evt: gr.SelectData) -> tuple:
+    def class_clicked(self, state: ClassifyState | None, opacity: float, evt: Click) -> tuple:
         """A click on a class in the top-5: the class-specific map (gradient rollout) for it.
 
         Returns (overlay, caption, status, state, method, class, fusion, discard, head, block).
@@ -286,6 +301,9 @@ class Handlers:
             return (gr.skip(),) * 10
         family = state.run.loaded.family
         name = evt.value if isinstance(evt.value, str) else (evt.value or {}).get("label")
+        if not name:
+            gr.Info("Click a class in the top-5 list to see its map.")
+            return (gr.skip(),) * 10
         method = views.CLASS_METHOD.get(family)
         if method not in pipeline.CLASSIFIER_METHODS[family]:
             gr.Info(f"{FAMILY_NAMES[family]} has no class-specific map.")
@@ -300,7 +318,7 @@ class Handlers:
         return (overlay, caption, status(text, "warn"), state, gr.Dropdown(value=method),
                 *self._controls(family, state.method, state))
 
-    def point_clicked(self, state: ClassifyState | None, opacity: float, evt: gr.SelectData) -> tuple:
+    def point_clicked(self, state: ClassifyState | None, opacity: float, evt: Click) -> tuple:
         """A click on a Swin overlay: the attention of the window around that point.
 
         Returns (overlay, caption, status, state, method, class, fusion, discard, head, block).
@@ -308,9 +326,13 @@ class Handlers:
         state = self._cached(state)
         if state is None or "swin-window" not in pipeline.CLASSIFIER_METHODS[state.run.loaded.family]:
             return (gr.skip(),) * 10
+        point = _click_point(evt)
+        if point is None:
+            gr.Info("Click a point on the image.")
+            return (gr.skip(),) * 10
         try:
             scale = views.fit(state.run.image)[1]
-            x, y = (float(v) / scale for v in evt.index[:2])
+            x, y = (v / scale for v in point)
             state.opts.method, state.opts.point, state.opts.opacity = "swin-window", (x, y), float(opacity)
             overlay, caption = self._render_column(state)
             text = ""
@@ -402,7 +424,7 @@ class Handlers:
             run = pipeline.run_detr(loaded, image, keep_dtype=torch.float16)  # halves a session's memory
             seconds = time.perf_counter() - started
             shown, scale = views.fit(image)
-            state = DetectState(run=run, name=Path(image_path).name,
+            state = DetectState(run=run, name=upload_name(image_path),
                                 canvas=BoxCanvas.create(get_upload_folder(), shown, scale),
                                 opts=self._options(threshold, classes, max_det, nms, nms_iou, loaded.labels))
             boxes, count, rows = self._boxes(state)
@@ -439,7 +461,7 @@ class Handlers:
         return gr.Dropdown(choices=picks, value=state.query if any(q == state.query for _, q in picks) else None)
 
     def detection_clicked(self, state: DetectState | None, head: str | None, layer: str | None,
-                          direction: str | None, opacity: float, evt: gr.SelectData) -> tuple:
+                          direction: str | None, opacity: float, evt: Click) -> tuple:
         """A click on a detection (legend entry or table row) -> its decoder cross-attention.
 
         Returns (map, caption, detection, state).
@@ -465,13 +487,16 @@ class Handlers:
         return self.attention_view(state, head, layer, direction, opacity)
 
     def point_clicked_detr(self, state: DetectState | None, head: str | None, layer: str | None,
-                           direction: str | None, opacity: float, evt: gr.SelectData) -> tuple:
+                           direction: str | None, opacity: float, evt: Click) -> tuple:
         """A click on the attention image -> encoder self-attention there. Returns (map, caption, x, y, state)."""
         state = self._cached(state)
         if state is None:
             return (gr.skip(),) * 5
+        point = _click_point(evt)
+        if point is None:
+            return gr.skip(), status("Click a point on the photo, or enter x and y.", "info"), gr.skip(), gr.skip(), state
         scale = state.canvas.scale
-        x, y = (float(v) / scale for v in evt.index[:2])
+        x, y = (v / scale for v in point)
         out = self.encoder_at(state, x, y, head, layer, direction, opacity)
         return out[0], out[1], round(x), round(y), out[2]
 
@@ -567,7 +592,7 @@ class Handlers:
 
     # ------------------------------------------------------------------------------------------------- webcam
 
-    def live(self, frame: np.ndarray | None, threshold: float, live_size: Any, model_id: str,
+    def live(self, frame: str | bytes | None, threshold: float, live_size: Any, model_id: str,
              session: webcam.LiveSession | None, request: gr.Request | None = None) -> tuple:
         """One webcam frame -> the same frame with boxes, and the speed line. Returns (frame, stats, session)."""
         if session is None or session.released:
@@ -575,6 +600,7 @@ class Handlers:
         if frame is None:
             return gr.skip(), gr.skip(), session
         try:
+            frame = np.asarray(load_image(frame))  # the pixel limit applies before decoding, as for photos
             loaded = self.load(model_id, "detr")
             live = views.live_model(loaded, int(live_size or self.config.live_size))
             out = webcam.process_frame(session, live, frame, float(threshold))

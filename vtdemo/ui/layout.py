@@ -28,7 +28,7 @@ import gradio as gr
 
 from ..labels import coco
 from . import howto, views
-from .components import BoxImage, SafeImage
+from .components import BoxImage, Checkbox, MultiChoice, Number, SafeImage, Slider, Table
 from .config import LIVE_SIZES, AppConfig
 from .handlers import Handlers
 
@@ -50,6 +50,13 @@ footer { margin-top: 0.5em; }
 STATE_TTL_S = 3600  # a photo's cached run is dropped this long after its last use, even if the tab stays open
 VIEW = dict(concurrency_id="view", concurrency_limit=4, trigger_mode="always_last", show_progress="hidden")
 MODEL = dict(concurrency_id="model")
+
+
+def image_limits(config: AppConfig) -> dict[str, Any]:
+    """What every image input accepts besides uploads (the examples) and how large a data URL may be."""
+    from gradio.utils import _parse_file_size
+
+    return {"allowed": [EXAMPLES], "max_bytes": _parse_file_size(config.max_file_size) or 20 * 2**20}
 
 
 def example_paths() -> list[str]:
@@ -77,11 +84,11 @@ def _classifier_column(h: Handlers, config: AppConfig, family: str, image: gr.co
             klass = gr.Dropdown(choices=[], label="Class", visible=False)
             with gr.Row():
                 fusion = gr.Radio(["mean", "max", "min"], value="mean", label="Head fusion")
-                discard = gr.Slider(0.0, 0.95, value=0.0, step=0.05, label="Discard lowest")
+                discard = Slider(0.0, 0.95, value=0.0, step=0.05, label="Discard lowest")
             with gr.Row():
                 head = gr.Dropdown(["mean"], value="mean", label="Head", visible=False, scale=1, min_width=90)
                 block = gr.Dropdown([], label="Block", visible=False, scale=2)
-            opacity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
+            opacity = Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
         with gr.Accordion("Sanity check: is the map faithful?", open=False):
             gr.Markdown("Delete the patches the map marks as most relevant first and watch the class probability; "
                         "a faithful map makes it fall faster than deleting patches at random.",
@@ -118,7 +125,7 @@ def _classifier_column(h: Handlers, config: AppConfig, family: str, image: gr.co
 def _classify_tab(h: Handlers, config: AppConfig) -> None:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=260):
-            image = SafeImage(type="filepath", sources=["upload", "clipboard"], label="Photo", height=300,
+            image = SafeImage(sources=["upload", "clipboard"], label="Photo", height=300, **image_limits(config),
                               elem_id="classify-photo")
             if example_paths():
                 gr.Examples(examples=[[p] for p in example_paths()], inputs=[image], cache_examples=False,
@@ -138,21 +145,21 @@ def _classify_tab(h: Handlers, config: AppConfig) -> None:
 def _detect_tab(h: Handlers, config: AppConfig, tabs: gr.Tabs) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=280):
-            image = SafeImage(type="filepath", sources=["upload", "clipboard"], label="Photo", height=260,
+            image = SafeImage(sources=["upload", "clipboard"], label="Photo", height=260, **image_limits(config),
                               elem_id="detect-photo")
             if example_paths():
                 gr.Examples(examples=[[p] for p in example_paths()], inputs=[image], cache_examples=False,
                             label="Examples", examples_per_page=8)
             model = gr.Dropdown(choices=config.choices("detr"), value=config.choices("detr")[0],
                                 allow_custom_value=True, label="Model (repo id or folder)")
-            threshold = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold",
+            threshold = Slider(0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold",
                                   elem_id="detect-threshold")
-            classes = gr.Dropdown(choices=views.detection_classes(coco()), multiselect=True, value=[],
+            classes = MultiChoice(choices=views.detection_classes(coco()), multiselect=True, value=[],
                                   label="Only these classes (empty: all)")
-            max_det = gr.Slider(1, 100, value=100, step=1, label="Max detections")
+            max_det = Slider(1, 100, value=100, step=1, label="Max detections")
             with gr.Group():
-                nms = gr.Checkbox(value=False, label="Class-aware NMS (DETR needs none: try it and compare)")
-                nms_iou = gr.Slider(0.1, 0.95, value=0.5, step=0.05, label="NMS IoU")
+                nms = Checkbox(value=False, label="Class-aware NMS (DETR needs none: try it and compare)")
+                nms_iou = Slider(0.1, 0.95, value=0.5, step=0.05, label="NMS IoU")
             status = gr.Markdown(elem_classes="vt-status", elem_id="detect-status")
         with gr.Column(scale=2, min_width=420):
             count = gr.Markdown("Upload a photo to detect objects.", elem_classes="vt-count", elem_id="detect-count")
@@ -173,10 +180,10 @@ def _detect_tab(h: Handlers, config: AppConfig, tabs: gr.Tabs) -> dict[str, Any]
             direction = gr.Radio(["where it looks", "who looks at it"], value="where it looks",
                                  label="Encoder attention at a point")
             with gr.Row():
-                px = gr.Number(value=None, label="x", precision=0, minimum=0)
-                py = gr.Number(value=None, label="y", precision=0, minimum=0)
+                px = Number(value=None, label="x", precision=0, minimum=0)
+                py = Number(value=None, label="y", precision=0, minimum=0)
             point_btn = gr.Button("Encoder attention at (x, y)", size="sm")
-            opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity")
+            opacity = Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity")
     with gr.Accordion("Set matching: how DETR is trained", open=False):
         gr.Markdown("In training, DETR's 100 predictions are matched one-to-one to the real objects with the Hungarian "
                     "algorithm (cost = 1 × class + 5 × L1 box distance + 2 × GIoU); unmatched queries learn "
@@ -185,7 +192,7 @@ def _detect_tab(h: Handlers, config: AppConfig, tabs: gr.Tabs) -> dict[str, Any]
                     elem_classes="vt-caption")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1):
-                gt = gr.Dataframe(headers=views.GT_HEADERS, datatype=["str", "number", "number", "number", "number"],
+                gt = Table(headers=views.GT_HEADERS, datatype=["str", "number", "number", "number", "number"],
                                   row_count=3, column_count=5, interactive=True,
                                   label="Ground-truth boxes")
                 with gr.Row():
@@ -242,12 +249,12 @@ def _webcam_tab(h: Handlers, config: AppConfig, detect: dict[str, Any], tabs: gr
                 "Detect tab, at full resolution, for explanations. The model is the one picked in the Detect tab.",
                 elem_classes="vt-caption")
     with gr.Row(equal_height=False):
-        cam = gr.Image(sources=["webcam"], type="numpy", streaming=True, label="Camera", elem_id="webcam-in",
-                       webcam_options=gr.WebcamOptions(mirror=False, constraints={
+        cam = SafeImage(sources=["webcam"], streaming=True, label="Camera", elem_id="webcam-in",
+                        **image_limits(config), webcam_options=gr.WebcamOptions(mirror=False, constraints={
                            "video": {"width": {"ideal": 640}, "height": {"ideal": 480}}}))
         out = gr.Image(label="Live detections", streaming=True, interactive=False, format="jpeg", elem_id="webcam-out")
     with gr.Row(equal_height=False):
-        threshold = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold", elem_id="webcam-threshold")
+        threshold = Slider(0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold", elem_id="webcam-threshold")
         size = gr.Dropdown(choices=list(LIVE_SIZES), value=config.live_size, label="DETR input short side (px)")
         freeze = gr.Button("Freeze: explain this frame", variant="secondary")
     stats = gr.Markdown("Click the camera, allow access, then press **Record**.", elem_classes="vt-count",
@@ -293,9 +300,14 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
 
 
 def launch_options(config: AppConfig) -> dict[str, Any]:
-    """Keyword arguments for `demo.launch()` (Gradio 6 takes theme and css here)."""
+    """Keyword arguments for `demo.launch()` (Gradio 6 takes theme and css here).
+
+    `show_error=True`: the handlers turn every failure into one line of their own (an unexpected one is logged with
+    its traceback and shown as "Unexpected error (...)"), so what reaches the page is always a sentence, never a
+    traceback; and Gradio's own refusals before a handler runs (a file that was not uploaded, a value outside a
+    dropdown's choices) are shown with their reason instead of a bare "Error"."""
     return dict(server_name=config.server_name,
                 server_port=config.server_port,
-                share=config.share, max_file_size=config.max_file_size, show_error=False,
+                share=config.share, max_file_size=config.max_file_size, show_error=True,
                 state_session_capacity=config.max_sessions,
                 theme=gr.themes.Soft(primary_hue="orange", secondary_hue="sky"), css=CSS)

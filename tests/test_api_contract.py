@@ -1,0 +1,92 @@
+"""The app's HTTP API is a contract: every `api_name`, its positional parameters (kinds, count, order) and its
+outputs stay as they were when the app was cut into one module per tab (the list below was read from the served
+`/config` before that change). A new endpoint or parameter is a deliberate change of this list.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("timm")
+pytest.importorskip("transformers")
+httpx = pytest.importorskip("httpx")
+
+from tiny_models import launched_app  # noqa: E402
+
+#: api_name -> (input component kinds without gr.State, output kinds without gr.State, visibility)
+EXPECTED = {
+    'load_example': (['dataset'],
+        ['image'], 'undocumented'),
+    'classify_vit': (['image', 'dropdown', 'dropdown', 'slider'],
+        ['label', 'image', 'markdown', 'markdown', 'dropdown', 'dropdown', 'radio', 'slider', 'dropdown', 'dropdown'], 'public'),
+    'explain_vit': (['dropdown', 'dropdown', 'radio', 'slider', 'dropdown', 'dropdown', 'slider'],
+        ['image', 'markdown', 'markdown', 'dropdown', 'radio', 'slider', 'dropdown', 'dropdown'], 'public'),
+    'deletion_vit': ([],
+        ['image', 'markdown'], 'public'),
+    'class_map_vit': (['slider'],
+        ['image', 'markdown', 'markdown', 'dropdown', 'dropdown', 'radio', 'slider', 'dropdown', 'dropdown'], 'undocumented'),
+    'classify_swin': (['image', 'dropdown', 'dropdown', 'slider'],
+        ['label', 'image', 'markdown', 'markdown', 'dropdown', 'dropdown', 'radio', 'slider', 'dropdown', 'dropdown'], 'public'),
+    'explain_swin': (['dropdown', 'dropdown', 'radio', 'slider', 'dropdown', 'dropdown', 'slider'],
+        ['image', 'markdown', 'markdown', 'dropdown', 'radio', 'slider', 'dropdown', 'dropdown'], 'public'),
+    'deletion_swin': ([],
+        ['image', 'markdown'], 'public'),
+    'class_map_swin': (['slider'],
+        ['image', 'markdown', 'markdown', 'dropdown', 'dropdown', 'radio', 'slider', 'dropdown', 'dropdown'], 'undocumented'),
+    'point_map_swin': (['slider'],
+        ['image', 'markdown', 'markdown', 'dropdown', 'dropdown', 'radio', 'slider', 'dropdown', 'dropdown'], 'undocumented'),
+    'export_classify': ([],
+        ['file'], 'public'),
+    'load_example_1': (['dataset'],
+        ['image'], 'undocumented'),
+    'detect': (['image', 'dropdown', 'slider', 'dropdown', 'slider', 'checkbox', 'slider', 'dropdown', 'dropdown', 'radio', 'slider'],
+        ['annotatedimage', 'markdown', 'dataframe', 'markdown', 'dropdown', 'dropdown', 'image', 'markdown', 'dropdown'], 'public'),
+    'rerender': (['slider', 'dropdown', 'slider', 'checkbox', 'slider'],
+        ['annotatedimage', 'markdown', 'dataframe', 'dropdown'], 'public'),
+    'detection_click': (['dropdown', 'dropdown', 'radio', 'slider'],
+        ['image', 'markdown', 'dropdown'], 'undocumented'),
+    'detection_row': (['dropdown', 'dropdown', 'radio', 'slider'],
+        ['image', 'markdown', 'dropdown'], 'undocumented'),
+    'detection_map': (['dropdown', 'dropdown', 'dropdown', 'radio', 'slider'],
+        ['image', 'markdown'], 'public'),
+    'encoder_click': (['dropdown', 'dropdown', 'radio', 'slider'],
+        ['image', 'markdown', 'number', 'number'], 'undocumented'),
+    'encoder_map': (['number', 'number', 'dropdown', 'dropdown', 'radio', 'slider'],
+        ['image', 'markdown'], 'public'),
+    'attention_view': (['dropdown', 'dropdown', 'radio', 'slider'],
+        ['image', 'markdown'], 'public'),
+    'fill_ground_truth': ([],
+        ['dataframe'], 'public'),
+    'load_ground_truth': (['file'],
+        ['dataframe'], 'public'),
+    'match': (['dataframe'],
+        ['image', 'dataframe', 'markdown'], 'public'),
+    'export_detect': (['slider'],
+        ['file'], 'public'),
+    'webcam': (['image', 'slider', 'dropdown', 'dropdown'],
+        ['image', 'markdown'], 'public'),
+    'freeze': ([],
+        ['image', 'tabs'], 'public'),
+    'end_session': ([],
+        [], 'private'),
+}
+
+
+def served_api(url: str) -> dict:
+    config = httpx.get(f"{url}config", timeout=30).json()
+    kinds = {c["id"]: c["type"] for c in config["components"]}
+    out = {}
+    for dep in config["dependencies"]:
+        if dep.get("api_name"):
+            ins = [kinds[i] for i in dep["inputs"] if kinds[i] != "state"]
+            outs = [kinds[i] for i in dep["outputs"] if kinds[i] != "state"]
+            out[dep["api_name"]] = (ins, outs, dep.get("api_visibility"))
+    return out
+
+
+def test_every_endpoint_keeps_its_parameters_and_outputs():
+    with launched_app() as (_, url):
+        served = served_api(url)
+    assert set(served) == set(EXPECTED), (sorted(set(served) - set(EXPECTED)), sorted(set(EXPECTED) - set(served)))
+    for name, want in EXPECTED.items():
+        assert served[name] == want, name

@@ -1,0 +1,78 @@
+"""The method registry: entries, lookups, one-line errors, and the dispatch of `explain_run` through it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from vtdemo.errors import ExplainError
+from vtdemo.explain import registry
+from vtdemo.explain.api import explain_run
+from vtdemo.explain.registry import ExplainOptions, Method
+from vtdemo.explain.runs import ClassifierRun
+
+BUILTIN = {"vit": ["rollout", "grad-rollout", "cls-attention", "gradcam"],
+           "swin": ["swin-rollout", "swin-grad-rollout", "swin-window", "swin-gradcam"],
+           "detr": ["detr-decoder", "detr-encoder"]}
+
+
+def test_every_family_has_its_methods_and_its_default_first():
+    for family, names in BUILTIN.items():
+        got = registry.names_for(family)
+        assert set(names) <= set(got)
+        assert got[0] == names[0] == registry.default_for(family).name
+        assert registry.get(None, family).name == names[0]
+    for m in registry.METHODS.values():
+        assert m.label and m.note and m.paper and m.families <= set(registry.FAMILIES)
+        assert m.target in registry.TARGETS and callable(m.fn)
+
+
+def test_a_method_of_another_family_is_refused_in_one_line_naming_the_allowed_ones():
+    with pytest.raises(ExplainError) as info:
+        registry.get("swin-rollout", "vit")
+    msg = str(info.value)
+    assert "\n" not in msg and "does not apply to vit" in msg
+    assert all(name in msg for name in BUILTIN["vit"]) and "swin-window" not in msg
+    with pytest.raises(ExplainError, match="unknown; choose from detr-decoder"):
+        registry.get("lrp-magic", "detr")
+
+
+def test_entries_are_checked_and_registered_once():
+    def fn(run, options):
+        return torch.ones(2, 2)
+
+    with pytest.raises(ValueError, match="families"):
+        Method("x", "X", "n", "p", frozenset({"resnet"}), "class", False, frozenset(), fn)
+    with pytest.raises(ValueError, match="target"):
+        Method("x", "X", "n", "p", frozenset({"vit"}), "pixel", False, frozenset(), fn)
+    with pytest.raises(ValueError, match="controls"):
+        Method("x", "X", "n", "p", frozenset({"vit"}), "class", False, frozenset({"colour"}), fn)
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register(registry.METHODS["rollout"])
+
+
+def test_a_new_method_is_one_entry_and_explain_run_dispatches_to_it(monkeypatch):
+    """What `README` promises: one function plus one registry entry; the API then finds it, resolves the class and
+    scales the map."""
+    seen = {}
+
+    def fn(run, options):
+        seen["class"] = options.class_index
+        return torch.tensor([[0.0, 2.0], [4.0, 1.0]])
+
+    monkeypatch.setitem(registry.METHODS, "toy", Method("toy", "Toy", "n", "p", frozenset({"vit"}), "class", False,
+                                                        frozenset({"class_index"}), fn))
+    loaded = SimpleNamespace(family="vit", labels=["a", "b", "c"], id="toy-model")
+    run = ClassifierRun(loaded=loaded, image=None, x=torch.zeros(1), logits=torch.tensor([0.0, 3.0, 1.0]),
+                        attentions=[])
+    result = explain_run(run, "toy", ExplainOptions())
+    assert seen["class"] == 1 and result.target["label"] == "b"  # the top class, resolved before the call
+    torch.testing.assert_close(result.map, torch.tensor([[0.0, 0.5], [1.0, 0.25]]))
+    explain_run(run, "toy", ExplainOptions(class_index=2))
+    assert seen["class"] == 2
+    with pytest.raises(ExplainError, match=r"class index 3 is out of range: toy-model has 3 classes \(0..2\)"):
+        explain_run(run, "toy", ExplainOptions(class_index=3))
+    with pytest.raises(ExplainError, match="target 'mask' is unknown; choose from class, box"):
+        explain_run(run, "toy", ExplainOptions(target_kind="mask"))

@@ -1,0 +1,239 @@
+"""Explanation orchestration: resolve the target, dispatch through the method registry, scale, and check.
+
+- `explain_run(run, method, options)`: one registered method on a cached run -> `MapResult` (map max 1, optional
+  named sub-maps, the target it explains). Everything else here is built on it.
+- `classifier_map`, `detr_map`: the long-standing keyword interfaces (the app calls them), now thin wrappers.
+- `explain(image, model, ...)`: image -> one `Explanation` (the CLI's `explain`, `--json` schema in `to_dict`).
+- `deletion_check`: deletion and insertion curves of a classifier map, each against a random order
+  (`vtdemo.explain.deletion`).
+
+`vtdemo.pipeline` re-exports all of these under their old names.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+import torch
+
+from .. import hub
+from ..device import inference
+from ..errors import ExplainError
+from ..images import ImageSource, load_image
+from . import normalize_map, registry
+from .registry import ExplainOptions, Method
+from .runs import ClassifierRun, DetrRun, run_classifier, run_detr
+
+#: The methods the app's dropdowns show today, per family (the registry holds more; `registry.methods_for`).
+CLASSIFIER_METHODS = {"vit": ("rollout", "grad-rollout", "cls-attention"),
+                      "swin": ("swin-rollout", "swin-grad-rollout", "swin-window")}
+DETR_METHODS = ("detr-decoder", "detr-encoder")
+
+
+@dataclass
+class MapResult:
+    """One method's output. map: [rows, cols], max 1; maps: named sub-maps (e.g. box edges x0, y0, x1, y1), each
+    max 1, or None; target: what was explained (class index/label/score, or the detection, or the point)."""
+
+    method: Method
+    map: torch.Tensor
+    target: dict[str, Any]
+    maps: dict[str, torch.Tensor] | None = None
+
+
+@dataclass
+class Explanation:
+    """A relevance map on the model's own grid. map: [rows, cols], scaled so that its maximum is 1."""
+
+    image: str
+    model: str
+    method: str
+    target: dict[str, Any]
+    map: torch.Tensor
+    region: tuple[float, float, float, float]  # original-image pixels the map covers
+    deletion: dict[str, Any] | None = None  # deletion / insertion check, when asked for
+    maps: dict[str, torch.Tensor] | None = None  # named sub-maps (detr-relevance --target box: x0, y0, x1, y1)
+
+    @property
+    def grid(self) -> list[int]:
+        return list(self.map.shape)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"image": self.image, "model": self.model, "method": self.method,
+                             "target": self.target, "grid": self.grid, "map": _rows(self.map)}
+        if self.maps is not None:
+            d["maps"] = {k: _rows(v) for k, v in self.maps.items()}
+        if self.deletion is not None:
+            d["deletion"] = {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v])
+                             for k, v in self.deletion.items()}
+        return d
+
+
+def _rows(m: torch.Tensor) -> list[list[float]]:
+    return [[round(float(v), 6) for v in row] for row in m]
+
+
+def class_target(run: ClassifierRun, class_index: int | None) -> dict[str, Any]:
+    """{"index", "label", "score"} of the class to explain (None = the top class); ExplainError if out of range."""
+    probs = run.logits.softmax(-1)
+    index = int(probs.argmax()) if class_index is None else int(class_index)
+    if not 0 <= index < probs.numel():
+        raise ExplainError(f"class index {index} is out of range: {run.loaded.id} has {probs.numel()} classes "
+                           f"(0..{probs.numel() - 1})")
+    return {"index": index, "label": run.loaded.labels[index], "score": float(probs[index])}
+
+
+def detection_target(run: DetrRun, query: int) -> dict[str, Any]:
+    """{"query", "label_id", "label", "score", "box"} of one decoder query (box xyxy in original pixels)."""
+    s = run.scored
+    label_id = int(s.labels[query])
+    return {"query": int(query), "label_id": label_id, "label": run.loaded.labels[label_id],
+            "score": float(s.scores[query]), "box": [round(float(v), 2) for v in s.boxes[query]]}
+
+
+def explain_run(run: ClassifierRun | DetrRun, method: str | None = None,
+                options: ExplainOptions | None = None) -> MapResult:
+    """One registered method on a cached run. method None = the family's default.
+
+    Classifiers: the target is the class `options.class_index` (None = the top class), reported for every method.
+    DETR: a detection method needs `options.query`; a point method `options.point` (original pixels).
+    Raises ExplainError (one line) for a method that does not apply, a class out of range, a missing point/query.
+    """
+    options = options or ExplainOptions()
+    meth = registry.get(method, run.family)
+    if options.target_kind not in registry.TARGET_KINDS:
+        raise ExplainError(f"target '{options.target_kind}' is unknown; choose from "
+                           f"{', '.join(registry.TARGET_KINDS)}")
+    if isinstance(run, DetrRun):
+        if meth.target == "detection":
+            if options.query is None:
+                raise ExplainError(f"{meth.name} needs a detection (query index)")
+            target = detection_target(run, options.query)
+            if "target_kind" in meth.controls:
+                target["kind"] = options.target_kind
+        else:
+            target = {"point": list(options.point) if options.point else None}
+    else:
+        target = class_target(run, options.class_index)
+        options = replace(options, class_index=target["index"])
+    raw = meth.fn(run, options)
+    if isinstance(raw, dict):
+        maps = {k: normalize_map(v.detach().cpu()) for k, v in raw.items()}
+        combined = normalize_map(torch.stack(list(maps.values())).mean(0))  # [rows, cols]
+        return MapResult(meth, combined, target, maps)
+    return MapResult(meth, normalize_map(raw.detach().cpu()), target)
+
+
+def classifier_map(run: ClassifierRun, method: str | None = None, class_index: int | None = None,
+                   head_fusion: str = "mean", discard: float = 0.0, start_layer: int = 0, head: int | None = None,
+                   point: tuple[float, float] | None = None, block: int | None = None) -> tuple[torch.Tensor, dict]:
+    """A relevance map [rows, cols] (max 1) and its target for a cached classifier run (see `explain_run`).
+
+    method: a registered method of the run's family (default: rollout for ViT, swin-rollout for Swin); class_index:
+    the class (default: the top class); head: one head instead of the fusion (cls-attention, swin-window); point:
+    (x, y) original-image pixels for swin-window; block: Swin block for swin-window (default
+    `explain.swin.default_block`).
+    """
+    opts = ExplainOptions(class_index=class_index, head_fusion=head_fusion, discard=discard, start_layer=start_layer,
+                          head=head, point=point, block=block)
+    result = explain_run(run, method, opts)
+    return result.map, result.target
+
+
+def detr_map(run: DetrRun, method: str = "detr-decoder", query: int | None = None,
+             point: tuple[float, float] | None = None, layer: int = -1, head: int | None = None,
+             direction: str = "row") -> torch.Tensor:
+    """A DETR map on the backbone grid [h, w] (max 1): decoder cross-attention of `query`, or encoder
+    self-attention at `point` (x, y original pixels; direction 'row' = where it looks, 'column' = who looks at it),
+    or any other registered DETR method (see `explain_run` for several maps)."""
+    opts = ExplainOptions(query=query, point=point, layer=layer, head=head, direction=direction)
+    return explain_run(run, method, opts).map
+
+
+def pick_detection(run: DetrRun, detection: int, threshold: float) -> int:
+    """The decoder query of the `detection`-th kept detection (score >= threshold, by score); ExplainError if none."""
+    from .. import postprocess
+
+    if not 0.0 <= threshold <= 1.0:
+        raise ExplainError(f"threshold must be between 0 and 1, not {threshold:g}")
+    keep = postprocess.select(run.scored, threshold)
+    if not 0 <= detection < len(keep):
+        allowed = f"choose 0..{len(keep) - 1}" if len(keep) else "lower --threshold"
+        raise ExplainError(f"only {len(keep)} detections with score >= {threshold:g}; detection {detection} does "
+                           f"not exist ({allowed})")
+    return int(keep[detection])
+
+
+def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, method: str | None = None,
+            class_index: int | None = None, head_fusion: str = "mean", discard: float = 0.0, start_layer: int = 0,
+            detection: int = 0, threshold: float = 0.7, point: tuple[float, float] | None = None,
+            head: int | None = None, name: str | None = None, deletion: bool = False, target_kind: str = "class",
+            layer: int = -1, block: int | None = None, direction: str = "row") -> Explanation:
+    """One explanation map for one image (the CLI's `explain`); see `explain_run` for the methods' options.
+
+    detection / threshold: which detection a DETR detection method explains (the K-th kept by score).
+    deletion: also run the deletion and insertion checks (classifiers only); the result goes to
+    `Explanation.deletion`.
+    """
+    from .. import pipeline
+
+    loaded = pipeline._as_loaded(model)
+    rgb = load_image(image)
+    label = pipeline._name(image, name)
+    opts = ExplainOptions(class_index=class_index, head_fusion=head_fusion, discard=discard, start_layer=start_layer,
+                          head=head, point=point, block=block, layer=layer, direction=direction,
+                          target_kind=target_kind)
+    if loaded.family != "detr":
+        meth = registry.get(method, loaded.family)
+        run = run_classifier(loaded, rgb)
+        result = explain_run(run, meth.name, opts)
+        check = deletion_check(run, result.map, result.target["index"]) if deletion else None
+        return Explanation(label, loaded.id, meth.name, result.target, result.map, run.region, check, result.maps)
+    meth = registry.get(method, "detr")
+    drun = run_detr(loaded, rgb)
+    if meth.target == "detection":
+        try:
+            opts = replace(opts, query=pick_detection(drun, detection, threshold))
+        except ExplainError as exc:
+            raise ExplainError(f"{label}: {exc}") from None
+    result = explain_run(drun, meth.name, opts)
+    return Explanation(label, loaded.id, meth.name, result.target, result.map, drun.region, None, result.maps)
+
+
+def deletion_check(run: ClassifierRun, relevance: torch.Tensor, class_index: int, steps: int = 20,
+                   seed: int = 0) -> dict[str, Any]:
+    """Sanity checks of a classifier map (see `explain.deletion`), each against the same random patch order:
+    deletion (most relevant patches removed first; lower area = the map found what the model used) and insertion
+    (most relevant patches added first to the baseline image; higher area = better).
+
+    relevance: [rows, cols] on the model's grid. Returns {"auc", "random_auc", "fraction", "probability",
+    "random_probability", "insertion_auc", "random_insertion_auc", "insertion_probability",
+    "random_insertion_probability"} (fraction = share of patches removed, or added, at each step);
+    ~(steps + 1) / 8 batched forward passes per curve, four curves.
+    """
+    from . import deletion
+
+    probability = class_probability(run, class_index)
+    grid = (int(relevance.shape[0]), int(relevance.shape[1]))
+    order = deletion.patch_order(relevance)
+    random_order = torch.randperm(relevance.numel(), generator=torch.Generator().manual_seed(seed))
+    frac, prob = deletion.deletion_curve(probability, run.x, order, grid, steps)
+    _, rand = deletion.deletion_curve(probability, run.x, random_order, grid, steps)
+    _, ins = deletion.insertion_curve(probability, run.x, order, grid, steps)
+    _, rand_ins = deletion.insertion_curve(probability, run.x, random_order, grid, steps)
+    auc = deletion.area_under_curve
+    return {"auc": auc(frac, prob), "random_auc": auc(frac, rand),
+            "fraction": frac.tolist(), "probability": prob.tolist(), "random_probability": rand.tolist(),
+            "insertion_auc": auc(frac, ins), "random_insertion_auc": auc(frac, rand_ins),
+            "insertion_probability": ins.tolist(), "random_insertion_probability": rand_ins.tolist()}
+
+
+def class_probability(run: ClassifierRun, class_index: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """images [B, 3, H, W] -> [B] softmax probability of `class_index` (the perturbation curves' measure)."""
+
+    def probability(images: torch.Tensor) -> torch.Tensor:
+        with inference(run.loaded.device):
+            return run.loaded.model(images).logits.float().softmax(-1)[:, class_index].cpu()
+
+    return probability

@@ -1,0 +1,209 @@
+"""All methods side by side: for one cached run and one target, every applicable registered method's map, how
+faithful each is by the deletion and insertion curves (each against a random order), and how much the methods
+agree (Spearman rank correlation between the maps, `scipy.stats.spearmanr`).
+
+The perturbation protocol is that of Chefer, Gur & Wolf (CVPR 2021, arXiv 2012.09838, §4 "perturbation tests"),
+which compares rollout, Grad-CAM, raw attention and their relevance this way, with the curves of Petsiuk et al.
+2018 (RISE): remove (or add) patches by decreasing relevance and follow the target's probability; see
+`vtdemo.explain.deletion`. Classifiers: the probability of the explained class. DETR: the probability that the
+detection's query gives its predicted class (the query stays the same slot under perturbation).
+
+Cost: the run's forward pass (with attention) is shared by every attention method; a gradient method runs its own
+forward and backward pass once; each map's curves then cost (steps + 1) batched forward passes each, and the random
+order's curves are computed once per grid size. Methods that explain a point are included only when a point is
+given (they are listed under `skipped` otherwise).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from ..device import inference
+from ..errors import ExplainError
+from . import deletion, registry
+from .api import MapResult, class_probability, explain_run
+from .registry import ExplainOptions
+from .runs import ClassifierRun, DetrRun
+
+Progress = Callable[[int, int, str], None]  # (done, total, method name) before each method
+
+
+@dataclass
+class MethodScore:
+    """One method's map and scores. AUCs are areas under probability(fraction of patches), in [0, 1]; deletion:
+    lower = more faithful, insertion: higher = more faithful; random_*: the same curve in a random patch order."""
+
+    method: str
+    label: str
+    needs_gradients: bool
+    map: torch.Tensor  # [rows, cols], max 1
+    maps: dict[str, torch.Tensor] | None
+    deletion_auc: float
+    random_deletion_auc: float
+    insertion_auc: float
+    random_insertion_auc: float
+    seconds: float  # computing the map (not the curves)
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"method": self.method, "label": self.label, "needs_gradients": self.needs_gradients,
+                             "grid": list(self.map.shape), "map": _rows(self.map)}
+        if self.maps is not None:
+            d["maps"] = {k: _rows(v) for k, v in self.maps.items()}
+        for k in ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "seconds"):
+            d[k] = round(getattr(self, k), 6)
+        return d
+
+
+@dataclass
+class Comparison:
+    """Every applicable method on one target. spearman[i][j]: rank correlation of methods i and j over the cells of
+    `spearman_grid` (each map area-averaged onto the coarsest grid among them), None where a map is constant."""
+
+    image: str
+    model: str
+    target: dict[str, Any]
+    scores: list[MethodScore]
+    spearman: list[list[float | None]]
+    spearman_grid: list[int]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def methods(self) -> list[str]:
+        return [s.method for s in self.scores]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"image": self.image, "model": self.model, "method": "all", "target": self.target,
+                "methods": [s.to_dict() for s in self.scores], "skipped": self.skipped,
+                "spearman": {"methods": self.methods, "grid": self.spearman_grid,
+                             "matrix": [[None if v is None else round(v, 6) for v in row] for row in self.spearman]}}
+
+
+def _rows(m: torch.Tensor) -> list[list[float]]:
+    return [[round(float(v), 6) for v in row] for row in m]
+
+
+def detection_probability(run: DetrRun, query: int, label: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """images [B, 3, H, W] (the run's input, perturbed) -> [B] softmax probability of class `label` for `query`."""
+    _, mask = run.inputs()
+
+    def probability(images: torch.Tensor) -> torch.Tensor:
+        with inference(run.loaded.device):
+            out = run.loaded.model(images, mask.expand(images.shape[0], -1, -1))
+        return out.logits.float().softmax(-1)[:, query, label].cpu()
+
+    return probability
+
+
+def spearman_matrix(maps: list[torch.Tensor]) -> tuple[list[list[float | None]], list[int]]:
+    """Pairwise Spearman rank correlation of maps (any grids: each is area-averaged onto the smallest grid).
+
+    Returns (matrix [M][M] with 1.0 on the diagonal and None for a constant map, the common grid [rows, cols])."""
+    from scipy.stats import spearmanr
+
+    grid = min(((int(m.shape[0]), int(m.shape[1])) for m in maps), key=lambda s: s[0] * s[1])
+    flat = [F.adaptive_avg_pool2d(m.float()[None, None], grid).flatten().numpy() for m in maps]  # [rows*cols]
+    M = len(flat)
+    out: list[list[float | None]] = [[None] * M for _ in range(M)]
+    for i in range(M):
+        for j in range(i, M):
+            if flat[i].std() == 0 or flat[j].std() == 0:
+                continue
+            rho = 1.0 if i == j else float(spearmanr(flat[i], flat[j]).statistic)
+            out[i][j] = out[j][i] = None if math.isnan(rho) else rho
+    return out, [int(grid[0]), int(grid[1])]
+
+
+def compare(run: ClassifierRun | DetrRun, options: ExplainOptions | None = None, steps: int | None = None,
+            seed: int = 0, methods: list[str] | None = None, progress: Progress | None = None,
+            image_name: str = "image") -> Comparison:
+    """Every applicable method (or those in `methods`) on the run's target, scored and compared.
+
+    options: as for `explain_run` (class_index for classifiers; query for DETR, required); steps: points of each
+    curve (default 20 for classifiers, 10 for DETR, whose forward pass is dearer); seed: the random order.
+    progress(done, total, name) is called before each method (for a progress bar).
+    """
+    options = options or ExplainOptions()
+    family = run.family
+    if isinstance(run, DetrRun) and options.query is None:
+        raise ExplainError("comparing DETR methods needs a detection (query index)")
+    candidates = registry.methods_for(family)
+    if methods is not None:
+        candidates = [registry.get(name, family) for name in methods]
+    skipped: dict[str, str] = {}
+    chosen = []
+    for m in candidates:
+        if m.target == "point" and options.point is None:
+            skipped[m.name] = "explains a point: give one to include it"
+        elif isinstance(run, DetrRun) and m.target not in ("detection", "point"):
+            skipped[m.name] = "does not explain a detection"
+        else:
+            chosen.append(m)
+    if not chosen:
+        raise ExplainError(f"no method to compare for {family}; skipped: {', '.join(skipped)}")
+
+    results: list[tuple[MapResult, float]] = []
+    for i, m in enumerate(chosen):
+        if progress is not None:
+            progress(i, len(chosen), m.name)
+        t0 = time.perf_counter()
+        results.append((explain_run(run, m.name, options), time.perf_counter() - t0))
+    if progress is not None:
+        progress(len(chosen), len(chosen), "scores")
+    target = results[0][0].target
+    if isinstance(run, DetrRun):
+        assert options.query is not None
+        x, _ = run.inputs()
+        probability = detection_probability(run, options.query, int(target["label_id"]))
+        steps = steps or 10
+        batch = 2
+    else:
+        x = run.x
+        probability = class_probability(run, int(target["index"]))
+        steps = steps or 20
+        batch = 8
+
+    random_curves: dict[tuple[int, int], tuple[float, float]] = {}
+    scores = []
+    for result, seconds in results:
+        grid = (int(result.map.shape[0]), int(result.map.shape[1]))
+        if grid not in random_curves:
+            order = torch.randperm(grid[0] * grid[1], generator=torch.Generator().manual_seed(seed))
+            frac, d = deletion.deletion_curve(probability, x, order, grid, steps, batch_size=batch)
+            _, ins = deletion.insertion_curve(probability, x, order, grid, steps, batch_size=batch)
+            random_curves[grid] = (deletion.area_under_curve(frac, d), deletion.area_under_curve(frac, ins))
+        order = deletion.patch_order(result.map)
+        frac, d = deletion.deletion_curve(probability, x, order, grid, steps, batch_size=batch)
+        _, ins = deletion.insertion_curve(probability, x, order, grid, steps, batch_size=batch)
+        scores.append(MethodScore(result.method.name, result.method.label, result.method.needs_gradients,
+                                  result.map, result.maps, deletion.area_under_curve(frac, d), random_curves[grid][0],
+                                  deletion.area_under_curve(frac, ins), random_curves[grid][1], seconds))
+    matrix, common = spearman_matrix([s.map for s in scores])
+    return Comparison(image_name, run.loaded.id, target, scores, matrix, common, skipped)
+
+
+def compare_image(image: Any, model: Any, options: ExplainOptions | None = None, detection: int = 0,
+                  threshold: float = 0.7, name: str | None = None, **kwargs: Any) -> Comparison:
+    """image -> `compare` (the CLI's `explain --method all`): one forward pass with attention, then every method.
+    model: repo id, folder or loaded model; detection / threshold: which DETR detection (K-th kept by score)."""
+    from .. import pipeline
+    from .api import pick_detection
+    from .runs import run_classifier, run_detr
+
+    loaded = pipeline._as_loaded(model)
+    rgb = pipeline.load_image(image)
+    label = pipeline._name(image, name)
+    options = options or ExplainOptions()
+    if loaded.family == "detr":
+        drun = run_detr(loaded, rgb)
+        try:
+            options = replace(options, query=pick_detection(drun, detection, threshold))
+        except ExplainError as exc:
+            raise ExplainError(f"{label}: {exc}") from None
+        return compare(drun, options, image_name=label, **kwargs)
+    return compare(run_classifier(loaded, rgb), options, image_name=label, **kwargs)

@@ -1,0 +1,94 @@
+"""Cached forward passes for explanations: one image's model output with attention, kept so that every map (and a
+change of class, head or layer) is computed without running the model again, except for the methods that need a
+backward pass of their own (`Method.needs_gradients`).
+
+`ClassifierRun` (ViT / DeiT, Swin) and `DetrRun` (DETR) are what every registered method function receives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .. import hub, postprocess, preprocess
+from ..device import inference
+
+
+@dataclass
+class ClassifierRun:
+    """One classifier forward pass kept for explanations. logits: [K]; attentions as the model returned them."""
+
+    loaded: hub.LoadedModel
+    image: Image.Image
+    x: torch.Tensor  # [1, 3, h, w] model input
+    logits: torch.Tensor  # [K]
+    attentions: list[Any]
+
+    @property
+    def family(self) -> str:
+        return self.loaded.family
+
+    @property
+    def region(self) -> tuple[float, float, float, float]:
+        """Original-image pixels (x0, y0, x1, y1) that the model input covers."""
+        return preprocess.input_region(self.image.size, self.loaded.preprocess)
+
+    def point_in_input(self, point: tuple[float, float]) -> tuple[float, float]:
+        """(x, y) in original pixels -> (x, y) as fractions [0, 1) of the model input (clamped to the seen region)."""
+        x0, y0, x1, y1 = self.region
+        fx = min(max((point[0] - x0) / (x1 - x0), 0.0), 1.0 - 1e-6)
+        fy = min(max((point[1] - y0) / (y1 - y0), 0.0), 1.0 - 1e-6)
+        return fx, fy
+
+
+@dataclass
+class DetrRun:
+    """One DETR forward pass (batch of one) kept for explanations and re-thresholding."""
+
+    loaded: hub.LoadedModel
+    image: Image.Image
+    output: Any  # vtdemo.models.detr.DetrOutput with attentions
+    scored: postprocess.DetrScores
+
+    @property
+    def family(self) -> str:
+        return "detr"
+
+    @property
+    def region(self) -> tuple[float, float, float, float]:
+        """DETR sees the whole image: (0, 0, width, height)."""
+        return (0.0, 0.0, float(self.image.width), float(self.image.height))
+
+    def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The model input again (pixel_values [1, 3, H, W], pixel_mask [1, H, W] bool), on the model's device."""
+        values, mask = preprocess.detr_inputs([self.image], self.loaded.preprocess)
+        return values.to(self.loaded.device), mask.to(self.loaded.device)
+
+
+def run_classifier(loaded: hub.LoadedModel, image: Image.Image) -> ClassifierRun:
+    """Forward once with attention (plain softmax path)."""
+    x = preprocess.classifier_input(image, loaded.preprocess).to(loaded.device)
+    with inference(loaded.device):
+        out = loaded.model(x, return_attn=True)
+    attentions = [a[0] for a in out.attentions] if loaded.family == "vit" else list(out.attentions)
+    return ClassifierRun(loaded=loaded, image=image, x=x, logits=out.logits[0].float().cpu(), attentions=attentions)
+
+
+def run_detr(loaded: hub.LoadedModel, image: Image.Image, keep_dtype: torch.dtype | None = None) -> DetrRun:
+    """Forward once with attention; keeps per-query scores and boxes in original-image pixels.
+
+    keep_dtype: store the attention maps in this dtype (the app keeps float16: an 800-px photo's six encoder maps
+    are ~150 MB in float32); maps are computed in float32 either way.
+    """
+    pixel_values, pixel_mask = preprocess.detr_inputs([image], loaded.preprocess)
+    with inference(loaded.device):
+        out = loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=True)
+    out.logits, out.boxes = out.logits.float(), out.boxes.float()
+    if keep_dtype is not None:
+        for name in ("encoder_attn", "decoder_self_attn", "decoder_cross_attn"):
+            setattr(out, name, [a.to(keep_dtype) for a in getattr(out, name)])
+    scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), image.size)
+    return DetrRun(loaded=loaded, image=image, output=out, scored=scored)
