@@ -4,10 +4,8 @@ The same file runs as a Hugging Face Space. Settings and their environment varia
 `vtdemo/ui/config.py`. No model is loaded at start-up; each loads on first use.
 """
 
+from vtdemo.ui.app import create_app
 from vtdemo.ui.config import from_args
-from vtdemo.ui.layout import build_app, launch_options
 
 if __name__ == "__main__":
-    config = from_args()
-    demo = build_app(config)
-    demo.launch(**launch_options(config))
+    create_app(from_args()).launch()

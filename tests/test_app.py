@@ -23,7 +23,7 @@ pytest.importorskip("transformers")
 gradio_client = pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
-from tiny_models import launched_app, tiny_repos_once  # noqa: E402
+from tiny_models import app_of, launched_app, tiny_repos_once  # noqa: E402
 
 from vtdemo import hub, pipeline  # noqa: E402
 
@@ -160,20 +160,19 @@ def in_event():
 def test_rerender_server_time_for_a_1280x720_photo(app, tmp_path, in_event):
     """The re-render handler plus Gradio's postprocessing of its outputs, in the server process: < 50 ms."""
     demo, _ = app
-    h = demo.vtdemo_handlers
+    tab = app_of(demo).detect
     photo = tmp_path / "wide.jpg"
     Image.open(ASTRONAUT).convert("RGB").resize((1280, 720)).save(photo)
-    out = h.detect(str(photo), "", 0.7, [], 100, False, 0.5, *VIEW)
-    state = out[4]
+    state = tab.detect(str(photo), "", 0.7, [], 100, False, 0.5, *VIEW)[tab.state]
     boxes_block = next(b for b in demo.blocks.values() if type(b).__name__ == "BoxImage")
     table_block = next(b for b in demo.blocks.values() if type(b).__name__ == "Dataframe" and
                        b.headers and b.headers[0] == "#")
     times = []
     for t in [0.3, 0.5, 0.7, 0.9, 0.0, 0.6] * 3:
         started = time.perf_counter()
-        boxes, count, rows, state, _ = h.rerender(state, t, [], 100, False, 0.5)
-        boxes_block.postprocess(boxes._constructor_args[-1]["value"])  # the update's value, as Gradio does
-        table_block.postprocess(rows)
+        out = tab.rerender(state, t, [], 100, False, 0.5)
+        boxes_block.postprocess(out[tab.boxes]._constructor_args[-1]["value"])  # the update's value, as Gradio does
+        table_block.postprocess(out[tab.table])
         times.append(time.perf_counter() - started)
     median = statistics.median(times) * 1000
     print(f"\nre-render server time for 1280x720: median {median:.1f} ms, max {max(times) * 1000:.1f} ms")
@@ -255,9 +254,14 @@ def test_unavailable_model_says_which_repo_and_how_to_fix(client):
     assert "detection model" in out[3] and "Detect tab" in out[3]
 
 
-def test_webcam_frames_and_freeze(app, in_event):
-    h = app[0].vtdemo_handlers
-    frame = np.asarray(Image.open(ASTRONAUT).convert("RGB").resize((1920, 1440)))
+def test_webcam_frames_and_freeze(app, in_event, tmp_path):
+    def tmp_frame(source, size):
+        path = tmp_path / "frame.png"
+        Image.open(source).convert("RGB").resize(size).save(path)
+        return str(path)
+
+    h = app_of(app[0]).webcam
+    frame = tmp_frame(ASTRONAUT, (1920, 1440))  # a frame as the webcam component hands it over (a file path)
     session = None
     for _ in range(3):
         out, text, session = h.live(frame, 0.5, 320, "", session)
@@ -301,14 +305,18 @@ def test_upload_size_is_limited(app, client, tmp_path):
 
 def test_typed_folders_only_on_a_private_server(tmp_path, monkeypatch):
     from vtdemo.errors import VtdemoError
+    from vtdemo.ui.common import Services
     from vtdemo.ui.config import AppConfig
-    from vtdemo.ui.handlers import Handlers
 
     monkeypatch.delenv("VTDEMO_ALLOW_FOLDERS", raising=False)
-    public = Handlers(AppConfig(host="0.0.0.0", device="cpu"))
+    public = Services(AppConfig(host="0.0.0.0", device="cpu"))
     with pytest.raises(VtdemoError, match="local folders can only be chosen by whoever runs the app"):
         public.load(str(tmp_path), "vit")
     assert AppConfig(host="127.0.0.1").allow_typed_folders
     assert not AppConfig(host="127.0.0.1", share=True).allow_typed_folders
-    monkeypatch.setenv("VTDEMO_ALLOW_FOLDERS", "1")
-    assert AppConfig(host="0.0.0.0").allow_typed_folders
+    monkeypatch.setenv("VTDEMO_ALLOW_FOLDERS", "1")  # read once, by from_args
+    from vtdemo.ui.config import from_args
+
+    assert from_args(["--host", "0.0.0.0"]).allow_typed_folders
+    monkeypatch.setenv("VTDEMO_ALLOW_FOLDERS", "no")
+    assert not from_args(["--host", "127.0.0.1"]).allow_typed_folders

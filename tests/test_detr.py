@@ -340,7 +340,8 @@ def test_unsupported_backbone_in_our_config():
 # ----------------------------------------------------------------------------------------------- key maps
 
 def test_hub_key_names(pair):
-    """`save_pretrained` writes the Hub-era names (REFERENCE.md §1), not transformers 5's in-memory names."""
+    """`save_pretrained` writes the Hub-era names (transformers' `DetrForObjectDetection` checkpoint names), not
+    transformers 5's in-memory names."""
     hub_sd = pair.hub_sd
     backbone = [k for k in hub_sd if k.startswith(HUB_PREFIX)]
     assert len(backbone) == 265  # ResNet-50 up to layer4, frozen BN, no num_batches_tracked
@@ -377,7 +378,7 @@ def test_every_key_is_consumed(pair):
 
 
 def to_original_names(hub_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hub names -> facebookresearch/detr names, by REFERENCE.md's table (fused in_proj rows q, k, v)."""
+    """Hub names -> facebookresearch/detr names, as facebookresearch/detr names them (fused in_proj rows q, k, v)."""
     table = [("model.backbone.conv_encoder.model.", "backbone.0.body."), ("model.input_projection.", "input_proj."),
              ("model.query_position_embeddings.", "query_embed."),
              ("model.decoder.layernorm.", "transformer.decoder.norm."),

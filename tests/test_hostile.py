@@ -29,7 +29,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
-from tiny_models import launched_app  # noqa: E402
+from tiny_models import app_of, launched_app  # noqa: E402
 
 from vtdemo.ui.components import NOT_UPLOADED  # noqa: E402
 
@@ -207,7 +207,7 @@ def test_data_urls_are_read_by_our_reader_with_its_limits(app):
     webcam = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "webcam-in")
     frame = webcam.preprocess(webcam.data_model(url=bomb))
     assert isinstance(frame, bytes)
-    _, stats, _ = demo.vtdemo_handlers.live(frame, 0.7, 384, "", None)
+    _, stats, _ = app_of(demo).webcam.live(frame, 0.7, 384, "", None)
     assert "above the limit" in stats
     assert_clear(call(url, "detect", detect_args({"url": "data:image/png;base64,%%%"})), "base64")
 

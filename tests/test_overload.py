@@ -43,7 +43,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 pytest.importorskip("gradio_client")
 
-from tiny_models import launched_app, tiny_repos_once, wait_until  # noqa: E402
+from tiny_models import app_of, launched_app, tiny_repos_once, wait_until  # noqa: E402
 
 from vtdemo import hub, pipeline  # noqa: E402
 
@@ -219,7 +219,7 @@ def test_twenty_clients_five_requests_each(app, tmp_path, record_property):
                   "after": {"photo": str(paths[0]), "requests": []}}, tmp_path)
     warm_outcomes = [judge(r, 0, expected) for r in warm["clients"][0]["outcomes"]]
     assert warm_outcomes == ["completed"] * 3, warm_outcomes
-    runs = demo.vtdemo_handlers.runs
+    runs = app_of(demo).services.runs
     assert wait_until(lambda: not runs.sessions(), SESSION_END_S), "the warm-up session still holds its runs"
     before = settled_rss()
     released_before = runs.released

@@ -21,10 +21,10 @@ pytest.importorskip("transformers")
 pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
-from tiny_models import launched_app, tiny_repos_once, wait_until  # noqa: E402
+from tiny_models import app_of, launched_app, tiny_repos_once, wait_until  # noqa: E402
 
 from vtdemo.ui import config as ui_config  # noqa: E402
-from vtdemo.ui.handlers import RELEASED  # noqa: E402
+from vtdemo.ui.common import RELEASED  # noqa: E402
 from vtdemo.ui.sessions import RunIndex, footprint  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,13 +58,19 @@ def _detect(client: Client, image: str = ASTRONAUT):
     return client.predict(handle_file(image), "", 0.3, [], 100, False, 0.5, *VIEW, api_name="/detect")
 
 
+def known_to_gradio(demo, folder) -> bool:
+    """Are the files in `folder` among those Gradio's `delete_cache` schedule removes when they are an hour old?"""
+    tracked = {str(Path(f).resolve()) for files in demo.temp_file_sets for f in files}
+    return any(str(p.resolve()) in tracked for p in folder.iterdir())
+
+
 def _wait(condition, seconds: float = END_S) -> bool:
     return wait_until(condition, seconds)
 
 
 def test_runs_are_released_when_the_session_ends(app):
     demo, url = app
-    runs = demo.vtdemo_handlers.runs
+    runs = app_of(demo).services.runs
     a, b = _client(url), _client(url)
     try:
         _detect(a)
@@ -83,7 +89,9 @@ def test_runs_are_released_when_the_session_ends(app):
         a.close()  # the tab is closed: its heartbeat stops
         assert _wait(lambda: a.session_hash not in runs.sessions()), "the closed session still holds its runs"
         assert all(s.released and s.run is None for s in held.values())
-        assert not folder.exists()  # the box view's files are gone too
+        # the box view's files stay until Gradio's cache expiry (a client may still be downloading them), and
+        # Gradio knows them, so its `delete_cache` schedule removes them
+        assert folder.exists() and known_to_gradio(demo, folder)
         assert footprint(detect_state) == 0
         del held, detect_state
 
@@ -92,11 +100,11 @@ def test_runs_are_released_when_the_session_ends(app):
         rows = b.predict(0.0, [], 100, False, 0.5, api_name="/rerender")[2]["data"]  # its cache still works
         assert rows and not runs.runs_of(b.session_hash)["detect"].released
 
-        # a new photo replaces the old run (one per panel): the old one, and its files, are gone
+        # a new photo replaces the old run (one per panel); the old one's files stay downloadable until expiry
         old_folder = runs.runs_of(b.session_hash)["detect"].canvas.folder
         _detect(b, ASTRONAUT)
         gc.collect()
-        assert not old_folder.exists() and runs.runs_of(b.session_hash)["detect"].canvas.folder.is_dir()
+        assert old_folder.exists() and runs.runs_of(b.session_hash)["detect"].canvas.folder.is_dir()
     finally:
         a.close()
         b.close()
@@ -106,7 +114,7 @@ def test_runs_are_released_when_the_session_ends(app):
 def test_gradio_deleting_a_state_releases_its_run(app):
     """When Gradio drops a state (its time to live ran out), `delete_callback` releases the run at once."""
     demo, url = app
-    runs = demo.vtdemo_handlers.runs
+    runs = app_of(demo).services.runs
     c = _client(url)
     try:
         _detect(c, CAT)
@@ -119,11 +127,12 @@ def test_gradio_deleting_a_state_releases_its_run(app):
 
 def test_a_released_run_asks_for_the_photo_again(app, in_event):
     demo, _ = app
-    h = demo.vtdemo_handlers
-    out = h.detect(CAT, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash="visitor-x"))
-    state = out[4]
-    assert h.runs.runs_of("visitor-x") == {"detect": state}
-    assert h.runs.end("visitor-x") == 1 and state.released
+    h = app_of(demo).detect
+    runs = app_of(demo).services.runs
+    state = h.detect(CAT, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash="visitor-x"))[
+        h.state]
+    assert runs.runs_of("visitor-x") == {"detect": state}
+    assert runs.end("visitor-x") == 1 and state.released
     with pytest.warns(UserWarning, match="released"):  # outside a real event, gr.Warning becomes a warning
         assert h.rerender(state, 0.5, [], 100, False, 0.5) == (h.rerender(None, 0.5, [], 100, False, 0.5))
     assert "run it again" in RELEASED
@@ -131,24 +140,34 @@ def test_a_released_run_asks_for_the_photo_again(app, in_event):
 
 def test_the_budget_releases_the_least_recently_used_runs(tmp_path, monkeypatch, in_event):
     """`--cache-mb 0`: only the newest run is kept; with room for two, the one used last survives."""
+    import gradio as gr
+
     from vtdemo.ui.config import AppConfig
-    from vtdemo.ui.handlers import Handlers
+    from vtdemo.ui.detect import DetectTab
+    from vtdemo.ui.common import Services
 
     cache, repos = tiny_repos_once()
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    h = Handlers(AppConfig(vit_model=repos["vit"], swin_model=repos["swin"], detr_model=repos["detr"], device="cpu",
-                           cache_mb=0))
-    first = h.detect(CAT, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash="one"))[4]
-    second = h.detect(ASTRONAUT, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash="two"))[4]
-    assert first.released and not second.released and h.runs.sessions() == {"two"}
+    services = Services(AppConfig(vit_model=repos["vit"], swin_model=repos["swin"], detr_model=repos["detr"],
+                                  device="cpu", cache_mb=0))
+    with gr.Blocks():
+        h = DetectTab(services, [], {})
+    runs = services.runs
+
+    def detect(photo, session):
+        return h.detect(photo, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash=session))[
+            h.state]
+
+    first, second = detect(CAT, "one"), detect(ASTRONAUT, "two")
+    assert first.released and not second.released and runs.sessions() == {"two"}
 
     size = footprint(second)
-    h.runs.budget_bytes = 2 * size + size // 2  # room for two DETR runs
-    third = h.detect(CAT, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash="three"))[4]
+    runs.budget_bytes = 2 * size + size // 2  # room for two DETR runs
+    third = detect(CAT, "three")
     h.attention_view(second, *VIEW)  # "two" is used again: now "three" is the least recently used
-    fourth = h.detect(ASTRONAUT, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash="four"))[4]
+    fourth = detect(ASTRONAUT, "four")
     assert third.released and not second.released and not fourth.released
-    assert h.runs.sessions() == {"two", "four"}  # (the index holds weak references: Gradio's State keeps runs alive)
+    assert runs.sessions() == {"two", "four"}  # (the index holds weak references: Gradio's State keeps runs alive)
 
 
 @dataclasses.dataclass
@@ -191,4 +210,4 @@ def test_limits_have_defaults_and_can_be_changed(monkeypatch, app):
         ui_config.from_args(["--max-sessions", "0"])
     demo, _ = app
     assert demo.state_session_capacity == 1000 and demo.state_holder.capacity == 1000
-    assert demo.vtdemo_handlers.runs.budget_bytes == 2048 * 2**20
+    assert app_of(demo).services.runs.budget_bytes == 2048 * 2**20

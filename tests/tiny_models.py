@@ -194,20 +194,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: The app object behind each launched test app's Blocks (its tabs' handlers and services), by id of the Blocks.
+APPS: dict[int, object] = {}
+
+
+def app_of(demo):
+    """The `vtdemo.ui.app.VtdemoApp` a test app's Blocks belong to."""
+    return APPS[id(demo)]
+
+
 def launch_app(**overrides):
     """Build and launch the app in this process on a free port, pointing at the tiny repos (set HF_HUB_CACHE to
     `tiny_repos_once()[0]` first). Returns (demo, url); call `demo.close()` at the end."""
+    from vtdemo.ui.app import create_app
     from vtdemo.ui.config import AppConfig
-    from vtdemo.ui.layout import build_app, launch_options
 
     _, repos = tiny_repos_once()
     settings = dict(vit_model=repos["vit"], swin_model=repos["swin"], detr_model=repos["detr"], host="127.0.0.1",
                     port=free_port(), device="cpu")
     settings.update(overrides)
-    config = AppConfig(**settings)
-    demo = build_app(config)
-    _, url, _ = demo.launch(prevent_thread_lock=True, quiet=True, **launch_options(config))
-    return demo, url
+    app = create_app(AppConfig(**settings))
+    APPS[id(app.demo)] = app
+    _, url, _ = app.launch(prevent_thread_lock=True, quiet=True)
+    return app.demo, url
 
 
 @contextlib.contextmanager

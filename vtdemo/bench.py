@@ -5,9 +5,9 @@ our converters), then both run alternately on the same input: a few warm-up runs
 Medians and the ratio ours / reference are printed (lower is better; 1.0 = as fast). The references are test-only
 dependencies (`pip install -r requirements-dev.txt`); the app never imports them.
 
-Targets on the 2-core CPU (issue #2): ViT-B/16 and Swin-T at most 1.0x timm, DETR-R50 at 800x1066 at most 0.85x
+Targets on the 2-core CPU: ViT-B/16 and Swin-T at most 1.0x timm, DETR-R50 at 800x1066 at most 0.85x
 transformers. Machines are noisy: compare ratios from the same run, not absolute times across runs.
-`swin-explain` (issue #5) is ours against ourselves: forward with attention + window-aware rollout against the plain
+`swin-explain` is ours against ourselves: forward with attention + window-aware rollout against the plain
 forward, target at most 2.0x. `vit-relevance` and `detr-relevance` (not in the default set: run them with `--only`)
 time the gradient maps, every ViT method's map, and DETR relevance at 800 px against a plain forward of the same
 model, and print the peak memory of one DETR relevance map (RSS above the loaded model).
@@ -124,7 +124,7 @@ def bench_swin_explain(runs: int) -> list[Timing]:
 
 
 def bench_vit_explain(runs: int) -> list[Timing]:
-    """Classification + attention rollout against classification alone (issue #5 target: at most 1.15x)."""
+    """Classification + attention rollout against classification alone (target: at most 1.15x)."""
     from .explain import vit as ex_vit
     from .models import vit
 

@@ -95,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain (default), and "
                         "vit-relevance,detr-relevance (gradient maps and DETR relevance at 800 px, with its memory)")
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+
+    from .evaluate.cli import add_evaluate_parser  # evaluate faithfulness / randomisation / coco
+
+    add_evaluate_parser(sub)
     return p
 
 
@@ -254,11 +258,10 @@ def _match(loaded: Any, args: argparse.Namespace) -> int:
 
 def serve(argv: Sequence[str]) -> int:
     """`python -m vtdemo serve [app flags]`: the same app as `python app.py`."""
+    from .ui.app import create_app
     from .ui.config import from_args
-    from .ui.layout import build_app, launch_options
 
-    config = from_args(argv)
-    build_app(config).launch(**launch_options(config))
+    create_app(from_args(argv)).launch()
     return 0
 
 
@@ -276,6 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .bench import run_bench
 
             return run_bench(runs=args.runs, only=args.only.split(","), threads=args.threads)
+        if args.command == "evaluate":
+            from .evaluate.cli import run_evaluate
+
+            return run_evaluate(args)
 
         from . import hub, pipeline
 

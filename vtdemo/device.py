@@ -4,14 +4,15 @@ the inference context every entry point runs under."""
 from __future__ import annotations
 
 import contextlib
-import os
 
 import torch
+
+from .settings import env_flag, env_text
 
 
 def pick_device(requested: str | None = None) -> torch.device:
     """`requested` (or $VTDEMO_DEVICE) if given, else the best available device."""
-    name = requested or os.environ.get("VTDEMO_DEVICE")
+    name = requested or env_text("VTDEMO_DEVICE")
     if name:
         return torch.device(name)
     if torch.cuda.is_available():
@@ -29,6 +30,6 @@ def inference(device: torch.device) -> contextlib.ExitStack:
     """
     stack = contextlib.ExitStack()
     stack.enter_context(torch.inference_mode())
-    if device.type == "cuda" and os.environ.get("VTDEMO_AUTOCAST", "1") != "0":
+    if device.type == "cuda" and env_flag("VTDEMO_AUTOCAST", True):
         stack.enter_context(torch.autocast("cuda", dtype=torch.float16))
     return stack

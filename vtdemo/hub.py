@@ -3,7 +3,7 @@
 A model id is a Hugging Face repo id (`timm/vit_base_patch16_224.augreg2_in21k_ft_in1k`), optionally with a revision
 (`facebook/detr-resnet-50@no_timm`), or a local folder holding the same files. Files come through
 `huggingface_hub.hf_hub_download`, so the Hub cache, `HF_HUB_OFFLINE=1`, `HF_HUB_CACHE` and tokens behave as users
-expect. Supported formats (REFERENCE.md §1):
+expect. Supported formats:
 
 - timm: `config.json` with `architecture` (vit_*, deit_*, swin_*) + `pretrained_cfg`; weights already in our names.
 - transformers: `config.json` with `model_type` vit / deit / swin / detr, plus `preprocessor_config.json`.
@@ -35,6 +35,7 @@ from . import labels as label_names
 from . import preprocess
 from .device import pick_device
 from .errors import CheckpointError, ModelUnavailableError, UnsupportedModelError
+from .settings import env_flag, env_int
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,11 @@ FIX_OFFLINE = ("connect once to download it, set HF_HUB_OFFLINE=1 with a filled 
 
 MAX_ID_LENGTH = 255  # the Hub allows 96 characters per repo name; longer ids are never valid
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-_CACHE_SIZE = int(os.environ.get("VTDEMO_MODEL_CACHE", "6"))
+
+
+def cache_size() -> int:
+    """How many loaded models are kept per process ($VTDEMO_MODEL_CACHE, default 6), read when a model loads."""
+    return env_int("VTDEMO_MODEL_CACHE", 6, minimum=1)
 
 
 @dataclass
@@ -141,7 +146,7 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
         return None
     from huggingface_hub import hf_hub_download  # imported lazily: it reads HF_* variables at import
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"} or not hub_reachable()
+    offline = env_flag("HF_HUB_OFFLINE") or not hub_reachable()
     assert ref.repo is not None  # a folder reference was answered above
     try:
         return Path(hf_hub_download(ref.repo, filename, revision=ref.revision,
@@ -351,11 +356,26 @@ _locks: dict[tuple[str, str], threading.Lock] = {}
 _guard = threading.Lock()
 
 
+def _key(ref: ModelRef, device: torch.device) -> tuple[str, str]:
+    return (str(ref.folder) if ref.folder else f"{ref.repo}@{ref.revision or 'main'}", str(device))
+
+
+def is_loaded(model: str, device: str | torch.device | None = None) -> bool:
+    """Is this model already loaded (so that `load` returns at once)? False for ids that are not valid."""
+    try:
+        ref = parse_model_id(model)
+    except ModelUnavailableError:
+        return False
+    key = _key(ref, torch.device(device) if device is not None else pick_device())
+    with _guard:
+        return key in _cache
+
+
 def load(model: str, device: str | torch.device | None = None) -> LoadedModel:
     """Load (once) and return the model named by a repo id, `repo@revision` or a folder; LRU-cached per device."""
     ref = parse_model_id(model)
     dev = torch.device(device) if device is not None else pick_device()
-    key = (str(ref.folder) if ref.folder else f"{ref.repo}@{ref.revision or 'main'}", str(dev))
+    key = _key(ref, dev)
     with _guard:
         if key in _cache:
             _cache.move_to_end(key)
@@ -368,7 +388,7 @@ def load(model: str, device: str | torch.device | None = None) -> LoadedModel:
         loaded = _build(ref, dev)
         with _guard:
             _cache[key] = loaded
-            while len(_cache) > _CACHE_SIZE:
+            while len(_cache) > cache_size():
                 _cache.popitem(last=False)
     return loaded
 

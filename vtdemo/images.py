@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
+from .settings import env_int
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ ALLOWED_TEXT = "JPEG, PNG, WebP, GIF, BMP or TIFF"
 
 
 def max_pixels() -> int:
-    return int(os.environ.get("VTDEMO_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    return env_int("VTDEMO_MAX_PIXELS", DEFAULT_MAX_PIXELS, minimum=1)
 
 
 def _name(src: ImageSource) -> str:

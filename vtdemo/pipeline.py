@@ -144,27 +144,39 @@ def detect(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_DETR, 
 
 def match(image: ImageSource, model: str | hub.LoadedModel, ground_truth: Any, name: str | None = None
           ) -> dict[str, Any]:
-    """DETR set matching of one image against ground truth (JSON text or parsed; see `explain.matching`).
+    """DETR set matching of one image against ground truth (JSON text, rows or parsed; see `explain.matching`).
 
-    Returns {"image", "model", "size", "pairs": [{"object", "label", "box", "query", "predicted_label",
-    "predicted_score", "predicted_box", "cost": {...}}], "losses": {...}} with boxes in original pixels.
+    Returns {"image", "model", "size", "pairs", "losses", "num_queries"}; see `match_output` for the pairs.
+    """
+    loaded = _as_loaded(model, "detr")
+    rgb = load_image(image)
+    out = forward_detr(loaded, [rgb])
+    result = match_output(loaded, out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size, ground_truth)
+    return {"image": _name(image, name), "model": loaded.id, "size": list(rgb.size), **result}
+
+
+def match_output(loaded: hub.LoadedModel, logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
+                 ground_truth: Any) -> dict[str, Any]:
+    """Hungarian matching of one image's DETR output (logits [Q, K+1], boxes [Q, 4] normalised cxcywh) to ground
+    truth; used by `match` (the CLI) and the app (on its cached run).
+
+    Returns {"pairs": [{"object", "label", "box", "query", "predicted_label", "predicted_label_id",
+    "predicted_score", "probability_of_object_class", "predicted_box", "cost": {...}}], "losses": {...},
+    "num_queries"}, boxes xyxy in original pixels.
     """
     from .explain import matching
 
-    loaded = _as_loaded(model, "detr")
-    rgb = load_image(image)
     gt = matching.parse_ground_truth(ground_truth, loaded.labels)
-    out = forward_detr(loaded, [rgb])
-    result = matching.match(out.logits[0].cpu(), out.boxes[0].cpu(), gt, rgb.size)
-    scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size)
-    probs = out.logits[0].float().softmax(-1).cpu()
+    result = matching.match(logits, boxes, gt, image_size)
+    scored = postprocess.detr_scores(logits, boxes, image_size)
+    probs = logits.float().softmax(-1)
     pairs = []
     for q, o, cost in zip(result.queries, result.objects, result.pair_costs, strict=True):
         label = int(gt.labels[o])
         pairs.append({"object": o, "label": loaded.labels[label], "box": [round(float(v), 2) for v in gt.boxes[o]],
                       "query": q, "predicted_label": loaded.labels[int(scored.labels[q])],
+                      "predicted_label_id": int(scored.labels[q]),
                       "predicted_score": round(float(scored.scores[q]), 6),
                       "probability_of_object_class": round(float(probs[q, label]), 6),
                       "predicted_box": [round(float(v), 2) for v in scored.boxes[q]], "cost": cost})
-    return {"image": _name(image, name), "model": loaded.id, "size": list(rgb.size), "pairs": pairs,
-            "losses": result.losses}
+    return {"pairs": pairs, "losses": result.losses, "num_queries": int(logits.shape[0])}

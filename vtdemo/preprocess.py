@@ -1,6 +1,7 @@
 """Image -> model input, exactly as each checkpoint's own reference prepares it.
 
-Three recipes (see REFERENCE.md §2):
+Three recipes (timm's `transforms_factory.transforms_imagenet_eval`, transformers' image processors, DETR's
+`DetrImageProcessor`):
 - timm (`pretrained_cfg` of a timm `config.json`): resize the short side to `floor(size / crop_pct)` with PIL,
   center-crop `size`, scale to [0, 1], normalise. This is `timm.data.transforms_imagenet_eval` ("center" and "squash"
   crop modes).
@@ -143,7 +144,10 @@ def _short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
 
 
 def detr_size(h: int, w: int, shortest: int, longest: int | None) -> tuple[int, int]:
-    """DETR's resize rule: short side to `shortest` unless the long side would exceed `longest` (REFERENCE §2)."""
+    """DETR's resize rule: short side to `shortest` unless the long side would exceed `longest`.
+
+    As transformers' `get_size_with_aspect_ratio`.
+    """
     raw = None
     if longest is not None and max(h, w) / min(h, w) * shortest > longest:
         raw = longest * min(h, w) / max(h, w)

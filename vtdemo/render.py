@@ -22,7 +22,8 @@ def color_for(class_id: int) -> tuple[int, int, int]:
     return PALETTE[class_id % len(PALETTE)]
 
 
-def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
+    """Pillow's default font at `size` px (a bitmap font on Pillow < 10.1, which has no sized default)."""
     try:
         return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has no sized default font
@@ -36,29 +37,25 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], labels: Seq
     draw = ImageDraw.Draw(out)
     scale = max(out.size) / 640
     width = max(2, round(2 * scale))
-    font = _font(max(11, round(13 * scale)))
+    label_font = font(max(11, round(13 * scale)))
     for box, text, cid in zip(boxes, labels, class_ids, strict=True):
         x0, y0, x1, y1 = (float(v) for v in box)
         color = color_for(int(cid))
         draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
-        tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), text, font=font)
+        tx0, ty0, tx1, ty1 = draw.textbbox((0, 0), text, font=label_font)
         tw, th = tx1 - tx0 + 6, ty1 - ty0 + 6
         top = y0 - th if y0 - th >= 0 else y0  # above the box, or inside it at the top edge
         draw.rectangle((x0, top, x0 + tw, top + th), fill=color)
         brightness = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
         draw.text((x0 + 3 - tx0, top + 3 - ty0), text, fill=(0, 0, 0) if brightness > 140 else (255, 255, 255),
-                  font=font)
+                  font=label_font)
     return out
 
 
-COLORMAPS = {"jet": 2, "inferno": 14, "viridis": 16, "turbo": 20, "magma": 13}  # cv2.COLORMAP_* values
+def heatmap(relevance, size: tuple[int, int]):
+    """A [gh, gw] map (any non-negative scale) -> RGB uint8 array [h, w, 3] of `size` (width, height).
 
-
-def heatmap(relevance, size: tuple[int, int], colormap: str = "jet"):
-    """A [gh, gw] map (any non-negative scale) -> RGB uint8 array of `size` (width, height), contrast-stretched.
-
-    The map is upsampled smoothly (bicubic) and min-max normalised for display, then coloured with an OpenCV
-    colormap. Returns (rgb [h, w, 3] uint8, normalised map [h, w] float32 in [0, 1]).
+    The map is upsampled smoothly (bicubic), min-max normalised for display and coloured with OpenCV's jet colormap.
     """
     import cv2
     import numpy as np
@@ -67,12 +64,12 @@ def heatmap(relevance, size: tuple[int, int], colormap: str = "jet"):
     m = cv2.resize(m, size, interpolation=cv2.INTER_CUBIC)  # [h, w]
     lo, hi = float(m.min()), float(m.max())
     m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)
-    colored = cv2.applyColorMap((m * 255).round().astype(np.uint8), COLORMAPS.get(colormap, 2))  # BGR
-    return cv2.cvtColor(colored, cv2.COLOR_BGR2RGB), m
+    colored = cv2.applyColorMap((m * 255).round().astype(np.uint8), cv2.COLORMAP_JET)  # BGR
+    return cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
 
 
-def overlay(image: Image.Image, relevance, region: Sequence[float] | None = None, opacity: float = 0.5,
-            colormap: str = "jet") -> Image.Image:
+def overlay(image: Image.Image, relevance, region: Sequence[float] | None = None, opacity: float = 0.5
+            ) -> Image.Image:
     """Blend a relevance map over `image` at its original size.
 
     region: (x0, y0, x1, y1) pixels the map covers (a classifier's center crop); outside it the photo is dimmed,
@@ -84,8 +81,48 @@ def overlay(image: Image.Image, relevance, region: Sequence[float] | None = None
     H, W = base.shape[:2]
     x0, y0, x1, y1 = (0, 0, W, H) if region is None else (int(round(v)) for v in region)
     x1, y1 = max(x1, x0 + 1), max(y1, y0 + 1)
-    colored, _ = heatmap(relevance, (x1 - x0, y1 - y0), colormap)
+    colored = heatmap(relevance, (x1 - x0, y1 - y0))
     out = base * 0.45  # outside the region: dimmed
     inside = base[y0:y1, x0:x1]
     out[y0:y1, x0:x1] = inside * (1 - opacity) + colored.astype(np.float32) * opacity
     return Image.fromarray(out.round().clip(0, 255).astype(np.uint8))
+
+
+DISPLAY_MAX = 1280  # long side of the images the app shows (the browser shows them smaller anyway)
+
+
+def fit(image: Image.Image, max_side: int = DISPLAY_MAX) -> tuple[Image.Image, float]:
+    """A copy no larger than `max_side` on its long side, and the scale (shown / original)."""
+    w, h = image.size
+    scale = min(1.0, max_side / max(w, h))
+    if scale >= 1.0:
+        return image, 1.0
+    return image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.BILINEAR), scale
+
+
+def mark_point(image: Image.Image, point: tuple[float, float], scale: float = 1.0) -> Image.Image:
+    """Draw a small cross-hair at `point` (original pixels) on a displayed image of scale `scale`."""
+    out = image.copy()
+    draw = ImageDraw.Draw(out)
+    x, y = point[0] * scale, point[1] * scale
+    r = max(6, round(max(out.size) / 60))
+    for width, color in ((5, (0, 0, 0)), (2, (255, 255, 255))):
+        draw.line((x - r, y, x + r, y), fill=color, width=width)
+        draw.line((x, y - r, x, y + r), fill=color, width=width)
+    return out
+
+
+def dashed_rectangle(draw: ImageDraw.ImageDraw, box: Sequence[float], color: tuple[int, int, int], width: int,
+                     dash: int = 8) -> None:
+    """Outline `box` (x0, y0, x1, y1) with dashes of `dash` pixels."""
+    x0, y0, x1, y1 = box
+    for a, b, horizontal, fixed in ((x0, x1, True, y0), (x0, x1, True, y1), (y0, y1, False, x0), (y0, y1, False, x1)):
+        t = a
+        while t < b:
+            e = min(t + dash, b)
+            draw.line((t, fixed, e, fixed) if horizontal else (fixed, t, fixed, e), fill=color, width=width)
+            t += 2 * dash
+
+
+def detection_label(label: str, score: float) -> str:
+    return f"{label} {score:.2f}"

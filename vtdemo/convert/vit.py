@@ -1,6 +1,6 @@
 """ViT / DeiT checkpoints -> `vtdemo.models.vit.VisionTransformer` names.
 
-timm files already use our names (the study note's names are timm's); only unused identity-module leftovers are
+timm files already use our names (our module names are timm's); only unused identity-module leftovers are
 dropped. transformers files (`google/vit-*`, `facebook/deit-*`, prefix `vit.` or `deit.`) are renamed and their
 separate query/key/value projections are concatenated into one `qkv` Linear, rows in q, k, v order, which is how
 transformers' own timm->HF conversion script splits them.

@@ -170,10 +170,6 @@ class MatchResult:
     pair_costs: list[dict[str, float]]  # per matched pair: total, class, l1, giou
     losses: dict[str, float]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"pairs": [{"object": o, "query": q, "cost": c} for q, o, c in
-                          zip(self.queries, self.objects, self.pair_costs, strict=True)], "losses": self.losses}
-
 
 def match(logits: torch.Tensor, pred_boxes: torch.Tensor, gt: GroundTruth, image_size: tuple[int, int]) -> MatchResult:
     """Match one image's predictions (logits [Q, K+1], boxes [Q, 4] normalised cxcywh) to ground truth in pixels."""

@@ -36,6 +36,27 @@ class ClassifierRun:
         """Original-image pixels (x0, y0, x1, y1) that the model input covers."""
         return preprocess.input_region(self.image.size, self.loaded.preprocess)
 
+    @property
+    def num_heads(self) -> int:
+        """Heads of the last attention layer (ViT tensors [nh, N, N]; Swin records `.attn` [nW, nh, N, N])."""
+        last = self.attentions[-1]
+        return int((last.attn if hasattr(last, "attn") else last).shape[-3])
+
+    def blocks(self) -> list[tuple[str, int]]:
+        """(label, index) per Swin block, e.g. ("stage 1 · block 2 · shifted", 1); empty for ViT."""
+        if self.family != "swin":
+            return []
+        return [(f"stage {r.stage + 1} · block {r.block + 1}{' · shifted' if r.shift else ''}", i)
+                for i, r in enumerate(self.attentions)]
+
+    def default_block(self) -> int | None:
+        """The Swin block a window view shows by default (`vtdemo.explain.swin.default_block`); None for ViT."""
+        if self.family != "swin":
+            return None
+        from .swin import default_block
+
+        return default_block(self.attentions)
+
     def point_in_input(self, point: tuple[float, float]) -> tuple[float, float]:
         """(x, y) in original pixels -> (x, y) as fractions [0, 1) of the model input (clamped to the seen region)."""
         x0, y0, x1, y1 = self.region
@@ -61,6 +82,29 @@ class DetrRun:
     def region(self) -> tuple[float, float, float, float]:
         """DETR sees the whole image: (0, 0, width, height)."""
         return (0.0, 0.0, float(self.image.width), float(self.image.height))
+
+    @property
+    def num_heads(self) -> int:
+        return int(self.output.decoder_cross_attn[-1].shape[1])  # [B, nh, Q, hw]
+
+    @property
+    def decoder_layers(self) -> int:
+        return len(self.output.decoder_cross_attn)
+
+    @property
+    def encoder_layers(self) -> int:
+        return len(self.output.encoder_attn)
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        """(h, w) of the backbone grid the maps live on."""
+        return tuple(self.output.feature_size)
+
+    def unpadded(self, relevance: torch.Tensor) -> torch.Tensor:
+        """Crop a [h, w] map to the feature cells that cover the image (a batch of one has none padded)."""
+        mask = self.output.feature_mask[0]  # [h, w], True = real
+        rows, cols = int(mask.any(dim=1).sum()), int(mask.any(dim=0).sum())
+        return relevance[: max(rows, 1), : max(cols, 1)]
 
     def inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The model input again (pixel_values [1, 3, H, W], pixel_mask [1, H, W] bool), on the model's device."""

@@ -3,13 +3,13 @@
 Implements "An Image is Worth 16x16 Words" (Dosovitskiy et al. 2021, arXiv 2010.11929) and the DeiT variants
 (Touvron et al. 2021, arXiv 2012.12877: same encoder, optional distillation token with its own head).
 
-The structure and module names are those of the founding study note (`PatchEmbed`, `Attention`, `Mlp`, `Block`,
+The structure and module names are the classic ones (`PatchEmbed`, `Attention`, `Mlp`, `Block`,
 `VisionTransformer`), which are also timm's names (`timm/models/vision_transformer.py`), so a timm checkpoint loads
-with no renaming. Differences from the note and from timm:
+with no renaming. Differences from timm:
 - no dropout / drop-path / representation layer (inference only, and no Hub checkpoint we load uses a pre-logits layer);
 - attention probabilities are an explicit output (`return_attn=True`, plain softmax path); otherwise the fused
   `F.scaled_dot_product_attention` kernel runs;
-- the input must have the configured size (as in the note); the loader gives the matching preprocessing.
+- the input must have the configured size; the loader gives the matching preprocessing.
 """
 
 from __future__ import annotations

@@ -27,26 +27,21 @@ variables over the defaults.
 from __future__ import annotations
 
 import argparse
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
 from .. import hub
+from ..errors import VtdemoError
+from ..settings import env_flag, env_int, env_text
 
 LIVE_SIZES = (256, 320, 384, 480, 640, 800)
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    value = os.environ.get(name)
-    return value if value not in (None, "") else default
-
-
 def _env_int(name: str, default: int) -> int:
-    value = _env(name)
     try:
-        return int(value) if value is not None else default
-    except ValueError:
-        raise SystemExit(f"error: {name}={value!r} is not a whole number") from None
+        return env_int(name, default)
+    except VtdemoError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -68,25 +63,25 @@ class AppConfig:
     webcam_limit: int = 300
     webcam_sessions: int = 2
     device: str | None = None
+    allow_folders: bool | None = None  # None: only on a private server (see `allow_typed_folders`)
 
     @property
     def server_name(self) -> str:
-        """The address actually listened on (flag, then VTDEMO_HOST, then Gradio's GRADIO_SERVER_NAME)."""
-        return self.host or _env("GRADIO_SERVER_NAME", "127.0.0.1") or "127.0.0.1"
+        """The address listened on (`from_args` resolves flag, VTDEMO_HOST, then GRADIO_SERVER_NAME)."""
+        return self.host or "127.0.0.1"
 
     @property
     def server_port(self) -> int:
-        """The port (flag, then VTDEMO_PORT, then Gradio's GRADIO_SERVER_PORT, then 7860)."""
-        return self.port or int(_env("GRADIO_SERVER_PORT", "7860") or 7860)
+        """The port (`from_args` resolves flag, VTDEMO_PORT, then GRADIO_SERVER_PORT); 7860 by default."""
+        return self.port or 7860
 
     @property
     def allow_typed_folders(self) -> bool:
         """May visitors type a local folder into a model picker? Only when the app is private to this machine
         (listening on localhost, no share link), unless VTDEMO_ALLOW_FOLDERS says otherwise: on a public server a
         typed path would let anyone probe the file system. Folders given by flag or variable always work."""
-        value = _env("VTDEMO_ALLOW_FOLDERS")
-        if value is not None:
-            return value.lower() in {"1", "true", "yes", "on"}
+        if self.allow_folders is not None:
+            return self.allow_folders
         return self.server_name in {"127.0.0.1", "localhost", "::1"} and not self.share
 
     def choices(self, family: str) -> list[str]:
@@ -121,15 +116,17 @@ def parser() -> argparse.ArgumentParser:
 def from_args(argv: Sequence[str] | None = None) -> AppConfig:
     """Flags, then environment variables, then defaults."""
     a = parser().parse_args(argv)
-    port = a.port if a.port is not None else _env("VTDEMO_PORT")
+    port = a.port if a.port is not None else _env_int("VTDEMO_PORT", 0) or _env_int("GRADIO_SERVER_PORT", 0)
+    folders = env_text("VTDEMO_ALLOW_FOLDERS")
     cfg = AppConfig(
-        vit_model=a.vit_model or _env("VTDEMO_VIT_MODEL", hub.DEFAULT_VIT),
-        swin_model=a.swin_model or _env("VTDEMO_SWIN_MODEL", hub.DEFAULT_SWIN),
-        detr_model=a.detr_model or _env("VTDEMO_DETR_MODEL", hub.DEFAULT_DETR),
-        host=a.host or _env("VTDEMO_HOST"),
-        port=int(port) if port is not None else None,
-        share=a.share or _env("VTDEMO_SHARE", "0").lower() in {"1", "true", "yes", "on"},
-        max_file_size=a.max_file_size or _env("VTDEMO_MAX_FILE_SIZE", "20mb"),
+        vit_model=a.vit_model or env_text("VTDEMO_VIT_MODEL", hub.DEFAULT_VIT) or hub.DEFAULT_VIT,
+        swin_model=a.swin_model or env_text("VTDEMO_SWIN_MODEL", hub.DEFAULT_SWIN) or hub.DEFAULT_SWIN,
+        detr_model=a.detr_model or env_text("VTDEMO_DETR_MODEL", hub.DEFAULT_DETR) or hub.DEFAULT_DETR,
+        host=a.host or env_text("VTDEMO_HOST") or env_text("GRADIO_SERVER_NAME"),
+        port=port or None,
+        share=a.share or env_flag("VTDEMO_SHARE"),
+        allow_folders=None if folders is None else env_flag("VTDEMO_ALLOW_FOLDERS"),
+        max_file_size=a.max_file_size or env_text("VTDEMO_MAX_FILE_SIZE", "20mb") or "20mb",
         queue_size=a.queue_size if a.queue_size is not None else _env_int("VTDEMO_QUEUE_SIZE", 32),
         concurrency=a.concurrency if a.concurrency is not None else _env_int("VTDEMO_CONCURRENCY", 1),
         cache_mb=a.cache_mb if a.cache_mb is not None else _env_int("VTDEMO_CACHE_MB", 2048),
@@ -137,7 +134,7 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
         live_size=a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", 384),
         webcam_limit=a.webcam_limit if a.webcam_limit is not None else _env_int("VTDEMO_WEBCAM_LIMIT", 300),
         webcam_sessions=_env_int("VTDEMO_WEBCAM_SESSIONS", 2),
-        device=a.device or _env("VTDEMO_DEVICE"),
+        device=a.device or env_text("VTDEMO_DEVICE"),
     )
     if cfg.max_sessions < 1:
         raise SystemExit("error: --max-sessions must be at least 1")

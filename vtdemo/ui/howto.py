@@ -14,7 +14,9 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
+
+from ..render import font  # ASCII text only in the figures: Pillow's bundled font has no arrows
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
 
@@ -49,13 +51,6 @@ real objects by the Hungarian algorithm (cost = class probability + box distance
 query learns to say "no object". So duplicates are penalised and no non-maximum suppression is needed: at test time
 you simply keep the confident predictions."""
 
-
-def _font(size: int) -> ImageFont.ImageFont:
-    """Pillow's bundled font (ASCII text only in the figures: it has no arrows or multiplication sign)."""
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        return ImageFont.load_default()
 
 
 def _square(name: str, size: int) -> Image.Image:
@@ -93,7 +88,7 @@ def vit_figure() -> Image.Image:
     canvas = Image.new("RGB", (1000, side + 60), PAPER)
     canvas.paste(photo, (20, 40))
     draw = ImageDraw.Draw(canvas)
-    title, small, label = _font(20), _font(14), _font(16)
+    title, small, label = font(20), font(14), font(16)
     draw.text((20, 10), "224x224 photo -> 14x14 patches of 16x16 px", fill=INK, font=title)
     for i in range(n + 1):  # the patch grid
         p = round(i * cell)
@@ -150,7 +145,7 @@ def swin_figure() -> Image.Image:
     photo = _square("chelsea.png", side)
     canvas = Image.new("RGB", (1000, side + 90), PAPER)
     draw = ImageDraw.Draw(canvas)
-    title, label = _font(18), _font(15)
+    title, label = font(18), font(15)
     panels = [(20, "block 1: 8x8 windows of 7x7 patches", 0), (360, "block 2: shifted by 3 patches", 3)]
     for x0, text, shift in panels:
         canvas.paste(photo, (x0, 40))
@@ -191,7 +186,7 @@ def detr_figure() -> Image.Image:
     canvas = Image.new("RGB", (1000, max(photo.height + 60, 440)), PAPER)
     canvas.paste(photo, (20, 40))
     draw = ImageDraw.Draw(canvas)
-    title, label, small = _font(18), _font(15), _font(13)
+    title, label, small = font(18), font(15), font(13)
     draw.text((20, 12), "ground truth (dashed) and three of the 100 predictions", fill=INK, font=title)
     s = scale
     gt = [("cup", (170, 15, 410, 285)), ("spoon", (325, 65, 425, 325))]

@@ -2,7 +2,7 @@
 budget over all of them. No Gradio here.
 
 Each photo's forward pass (with its attention) lives in a `gr.State` of the visitor's session, so that the view
-controls re-render without running the model again (see `vtdemo.ui.handlers`). Gradio keeps a session's state for an
+controls re-render without running the model again (see `vtdemo.ui.common`). Gradio keeps a session's state for an
 hour after the session is closed (in case the tab comes back), and a real DETR run holds ~150 MB of encoder
 attention: a few dozen visitors an hour would exhaust a small server. `RunIndex` fixes both:
 
@@ -24,15 +24,11 @@ import dataclasses
 import threading
 import weakref
 from collections import OrderedDict
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
-
-
-class Releasable(Protocol):
-    def release(self) -> None: ...
 
 
 def footprint(obj: Any, _seen: set | None = None, _depth: int = 0) -> int:

@@ -1,24 +1,34 @@
-"""Live detection on webcam frames: one frame in, one annotated frame out, and honest speed figures. No Gradio.
+"""The Webcam tab: live DETR on the browser camera, one frame in, one annotated frame out, with honest speed figures.
 
 Gradio's `.stream` keeps only the newest frame that arrives while one is being processed (the browser posts each
 frame to the running event, which overwrites the previous one), so frames are dropped, never queued: the picture is
 at most one processing time behind the camera. `LiveSession` measures what that gives: processed frames per second
-over the last few seconds, and the time spent on the last frame.
+over the last few seconds, and the time spent on the last frame. Frames come through the same `SafeImage` door as
+photos (the pixel limit applies before decoding); DETR sees them at a reduced input size (`live_model`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
+import gradio as gr
 import numpy as np
 from PIL import Image
 
-from .. import pipeline, postprocess
-from . import views
+from .. import hub, pipeline, postprocess
+from ..images import load_image
+from ..preprocess import detr_size
+from .common import VIEW, Services, export_dir, message, session_of, status
+from .components import SafeImage, Slider
+from .config import LIVE_SIZES
+from .detect import DetectTab, draw_detections
 
 WINDOW_S = 3.0  # FPS is measured over this many seconds
+FRAME_MAX = 640  # frames are shrunk to this long side first (the fake camera of the browser tests sends 1920x1440)
 
 
 @dataclass
@@ -56,75 +66,100 @@ class LiveSession:
                 f"DETR input {size} · {boxes} · frame {self.frames}")
 
 
-def detr_input_size(width: int, height: int, prep) -> tuple[int, int]:
-    """(width, height) DETR's preprocessing gives a frame of this size."""
-    from ..preprocess import detr_size
+def live_model(loaded: hub.LoadedModel, short_side: int) -> hub.LoadedModel:
+    """The same model with DETR's input short side reduced to `short_side` (long side scaled as 1333/800).
 
-    h, w = detr_size(height, width, prep.shortest_edge, prep.longest_edge)
-    return w, h
+    Weights are shared; only the preprocessing record differs, so nothing is loaded twice.
+    """
+    prep = loaded.preprocess
+    short = min(int(short_side), prep.shortest_edge)
+    longest = None if prep.longest_edge is None else max(short, round(short * prep.longest_edge / prep.shortest_edge))
+    return dataclasses.replace(loaded, preprocess=dataclasses.replace(prep, shortest_edge=short, longest_edge=longest))
 
 
-def process_frame(session: LiveSession, loaded_live, frame: np.ndarray, threshold: float,
-                  max_side: int = 640) -> np.ndarray:
+def shrink_frame(frame: np.ndarray, max_side: int = FRAME_MAX) -> np.ndarray:
+    """A webcam frame [H, W, 3] uint8 scaled so that its long side is at most `max_side`."""
+    import cv2
+
+    h, w = frame.shape[:2]
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return frame
+    return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+
+
+def process_frame(session: LiveSession, loaded_live: hub.LoadedModel, frame: np.ndarray, threshold: float,
+                  max_side: int = FRAME_MAX) -> np.ndarray:
     """Detect on one frame (RGB uint8 [H, W, 3]) and return it with boxes drawn, at most `max_side` px wide/high."""
     started = time.perf_counter()
-    small = views.shrink_frame(np.ascontiguousarray(frame[..., :3]), max_side)
+    small = shrink_frame(np.ascontiguousarray(frame[..., :3]), max_side)
     image = Image.fromarray(small)
     out = pipeline.forward_detr(loaded_live, [image])
     scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), image.size)
     dets = pipeline.detections(loaded_live, scored, postprocess.select(scored, threshold))
-    drawn = np.asarray(views.draw_detections(image, dets))
+    drawn = np.asarray(draw_detections(image, dets))
     session.last_frame = frame
     session.detections = len(dets)
-    session.input_size = detr_input_size(image.width, image.height, loaded_live.preprocess)
+    h, w = detr_size(image.height, image.width, loaded_live.preprocess.shortest_edge,
+                     loaded_live.preprocess.longest_edge)
+    session.input_size = (w, h)
     session.record(started, time.perf_counter())
     return drawn
 
 
-def benchmark(sizes: tuple[int, ...] = (320, 384, 480, 800), frames: int = 8, threads: int | None = None) -> None:
-    """Processed frames per second of the live path (`process_frame`) for DETR-R50 on 640x480 frames.
+class WebcamTab:
+    """Camera in, annotated frames out; the model is the Detect tab's; Freeze hands the frame to that tab."""
 
-    The weights are random (speed does not depend on them), so this runs without any download:
-    `python -m vtdemo.ui.webcam [--frames N] [--threads T]`.
-    """
-    import dataclasses
+    def __init__(self, services: Services, detect: DetectTab, tabs: gr.Tabs, image_limits: dict[str, Any]) -> None:
+        self.s = services
+        size = services.config.live_size
+        gr.Markdown(f"Live DETR on your camera. To keep up on a CPU, frames go to DETR at **{size} px** on their short "
+                    "side (photos use 800); change it below. A frame that arrives while another is being processed "
+                    "is dropped, so the picture never falls behind. **Freeze** sends the current frame to the Detect "
+                    "tab, at full resolution, for explanations. The model is the one picked in the Detect tab.",
+                    elem_classes="vt-caption")
+        with gr.Row(equal_height=False):
+            cam = SafeImage(sources=["webcam"], streaming=True, label="Camera", elem_id="webcam-in",
+                            webcam_options=gr.WebcamOptions(mirror=False, constraints={
+                                "video": {"width": {"ideal": 640}, "height": {"ideal": 480}}}), **image_limits)
+            out = gr.Image(label="Live detections", streaming=True, interactive=False, format="jpeg",
+                           elem_id="webcam-out")
+        with gr.Row(equal_height=False):
+            threshold = Slider(0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold",
+                               elem_id="webcam-threshold")
+            live_size = gr.Dropdown(choices=list(LIVE_SIZES), value=size, label="DETR input short side (px)")
+            freeze = gr.Button("Freeze: explain this frame", variant="secondary")
+        stats = gr.Markdown("Click the camera, allow access, then press **Record**.", elem_classes="vt-count",
+                            elem_id="webcam-stats")
+        session = services.state()
+        config = services.config
+        cam.stream(self.live, inputs=[cam, threshold, live_size, detect.model, session], outputs=[out, stats, session],
+                   stream_every=0.15, time_limit=config.webcam_limit, concurrency_limit=config.webcam_sessions,
+                   concurrency_id="webcam", api_name="webcam", show_progress="hidden")
+        freeze.click(self.freeze, inputs=[session], outputs=[detect.image, tabs], api_name="freeze", **VIEW)
 
-    import torch
+    def live(self, frame: str | bytes | None, threshold: float, live_size: Any, model_id: str,
+             session: LiveSession | None, request: gr.Request | None = None) -> tuple:
+        """One webcam frame -> the same frame with boxes, and the speed line. Returns (frame, stats, session)."""
+        if session is None or session.released:
+            session = LiveSession()
+        if frame is None:
+            return gr.skip(), gr.skip(), session
+        try:
+            pixels = np.asarray(load_image(frame))  # the pixel limit applies before decoding, as for photos
+            loaded = self.s.load(model_id, "detr")
+            live = live_model(loaded, int(live_size or self.s.config.live_size))
+            drawn = process_frame(session, live, pixels, float(threshold))
+        except Exception as exc:  # noqa: BLE001
+            return gr.skip(), status(message(exc), "warn"), session
+        last = session.last_frame
+        self.s.runs.hold(session_of(request), "webcam", session, nbytes=last.nbytes if last is not None else 0)
+        return drawn, session.text(), session
 
-    from ..device import pick_device
-    from ..hub import LoadedModel
-    from ..labels import coco
-    from ..models.detr import DETR, PRESETS
-    from ..preprocess import PreprocessConfig
-
-    if threads:
-        torch.set_num_threads(threads)
-    device = pick_device()
-    model = DETR(PRESETS["detr-resnet-50"]).eval().requires_grad_(False).to(device)
-    loaded = LoadedModel(id="detr-resnet-50 (random weights)", family="detr", format="transformers", model=model,
-                         config=PRESETS["detr-resnet-50"], labels=coco(),
-                         preprocess=PreprocessConfig(mode="detr", interpolation="bilinear"), device=device)
-    rng = np.random.default_rng(0)
-    frame = rng.integers(0, 255, size=(480, 640, 3), dtype=np.uint8)
-    print(f"DETR-R50 live path on {device} ({torch.get_num_threads()} threads), 640x480 frames, {frames} frames each")
-    for size in sizes:
-        live = dataclasses.replace(loaded, preprocess=dataclasses.replace(
-            loaded.preprocess, shortest_edge=size, longest_edge=round(size * 1333 / 800)))
-        session = LiveSession()
-        process_frame(session, live, frame, 0.7)  # warm-up
-        started = time.perf_counter()
-        for _ in range(frames):
-            process_frame(session, live, frame, 0.7)
-        seconds = (time.perf_counter() - started) / frames
-        w, h = session.input_size or (0, 0)
-        print(f"  short side {size:4d} (input {w}x{h}): {1 / seconds:5.2f} frames/s, {seconds * 1000:6.0f} ms/frame")
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Benchmark the webcam path (DETR-R50, random weights).")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=None)
-    args = parser.parse_args()
-    benchmark(frames=args.frames, threads=args.threads)
+    def freeze(self, session: LiveSession | None) -> tuple:
+        """Hand the last webcam frame to the Detect tab (full resolution there). Returns (image, tabs)."""
+        if session is None or session.last_frame is None:
+            raise gr.Error("No webcam frame yet: start the camera and press Record first.")
+        path = export_dir() / f"webcam-{time.strftime('%H%M%S')}.png"
+        Image.fromarray(np.ascontiguousarray(session.last_frame[..., :3])).save(path)
+        return str(path), gr.Tabs(selected="detect")

@@ -1,0 +1,129 @@
+"""The whole app: four tabs (Classify, Detect with its set-matching panel, Webcam, How it works) assembled into one
+`gr.Blocks`, and what Gradio 6 takes in `launch()`.
+
+`create_app(config)` returns a `VtdemoApp` (the Blocks, the shared `Services` and the tab objects) without loading
+any model (each loads on first use); `VtdemoApp.launch()` starts it with `launch_options(config)`. Every event has an
+`api_name`, so the app is also a `gradio_client` API; events driven by clicks are undocumented twins of a documented
+endpoint that takes plain values (e.g. `/detection_map` takes a query index).
+
+Concurrency: model calls share the "model" group (`config.concurrency` at once, 1 on a 2-core CPU); re-renders from
+the cache run in a "view" group of their own so they never wait behind someone else's model call; webcam streams
+have their own group. The queue holds at most `config.queue_size` waiting requests; beyond that a request is
+refused at once: the browser shows Gradio's "This application is currently busy. Please try again.",
+`gradio_client` raises `QueueError("Queue is full! Please try again.")` (Gradio's wording; it has no setting).
+
+Memory: each photo's run is cached in a `gr.State` of the visitor's session; `demo.unload` releases a session's runs
+as soon as Gradio notices the session is gone, all runs together stay within `config.cache_mb`, and a run unused for
+an hour is dropped (see `vtdemo.ui.sessions`). Gradio keeps ~0.3 MB of component state per session for the last
+`config.max_sessions` sessions (`state_session_capacity`; Gradio's default of 10000 would be ~3 GB). Files the app
+writes into Gradio's cache (box views, exports) are deleted by Gradio an hour after they were written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from . import howto
+from .classify import ClassifyTab
+from .common import Services
+from .config import AppConfig
+from .detect import DetectTab
+from .matching import MatchingPanel
+from .webcam import WebcamTab
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+
+INTRO = """# vtdemo · see what vision transformers see
+Upload a photo (or pick an example). **Classify** compares ViT and Swin and shows where each looked; **Detect** finds
+objects with DETR and shows what each detection attended to; **Webcam** runs DETR live; **How it works** explains
+the three models in one picture each. Models load on first use (the first run takes longer)."""
+
+CSS = """
+.vt-caption p { font-size: 0.92em; color: var(--body-text-color-subdued); margin: 0; }
+.vt-status p { font-size: 0.85em; margin: 0; }
+.vt-count p { font-size: 1.05em; margin: 0; }
+footer { margin-top: 0.5em; }
+"""
+
+
+def example_paths() -> list[str]:
+    if not EXAMPLES.is_dir():
+        return []
+    return [str(p) for p in sorted(EXAMPLES.iterdir()) if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}]
+
+
+def image_limits(config: AppConfig) -> dict[str, Any]:
+    """What every image input accepts besides uploads (the examples) and how large a data URL may be."""
+    from gradio.utils import _parse_file_size
+
+    return {"allowed": [EXAMPLES], "max_bytes": _parse_file_size(config.max_file_size) or 20 * 2**20}
+
+
+def _howto_tab() -> None:
+    figures = howto.figures()
+    for text, key in ((howto.VIT_TEXT, "vit"), (howto.SWIN_TEXT, "swin"), (howto.DETR_TEXT, "detr")):
+        gr.Markdown(text)
+        gr.Image(value=figures[key], show_label=False, interactive=False, format="png", buttons=[], container=False)
+
+
+@dataclass
+class VtdemoApp:
+    """The Blocks and what they are made of (scripts and tests reach the tabs' handlers through it)."""
+
+    demo: gr.Blocks
+    services: Services
+    classify: ClassifyTab
+    detect: DetectTab
+    webcam: WebcamTab
+
+    def launch(self, **overrides: Any) -> Any:
+        return self.demo.launch(**{**launch_options(self.services.config), **overrides})
+
+
+def create_app(config: AppConfig | None = None) -> VtdemoApp:
+    """The whole app. Loads no model: each one loads on first use and stays cached (`vtdemo.hub.load`)."""
+    config = config or AppConfig()
+    services = Services(config)
+    examples, limits = example_paths(), image_limits(config)
+    with gr.Blocks(title="vtdemo: what vision transformers see", delete_cache=(1800, 3600)) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs() as tabs:
+            with gr.Tab("Classify", id="classify"):
+                classify = ClassifyTab(services, examples, limits)
+            with gr.Tab("Detect", id="detect"):
+                detect = DetectTab(services, examples, limits)
+                MatchingPanel(services, detect)
+                detect.export_section()
+                detect.wire()
+            with gr.Tab("Webcam", id="webcam"):
+                webcam = WebcamTab(services, detect, tabs, limits)
+            with gr.Tab("How it works", id="howto"):
+                _howto_tab()
+        gr.Markdown(f"Running on **{services.device.type.upper()}** · models: {config.vit_model}, "
+                    f"{config.swin_model}, {config.detr_model} (any supported repo id or folder can be typed in the "
+                    "pickers) · example photos from scikit-image (CC0 / public domain) · every action is also an "
+                    "API (*Use via API* below).", elem_classes="vt-caption")
+        demo.unload(services.end_session)  # the session is over: release its cached runs now (not an hour later)
+    demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
+    return VtdemoApp(demo=demo, services=services, classify=classify, detect=detect, webcam=webcam)
+
+
+def build_app(config: AppConfig | None = None) -> gr.Blocks:
+    """The app's Blocks (`create_app(config).demo`)."""
+    return create_app(config).demo
+
+
+def launch_options(config: AppConfig) -> dict[str, Any]:
+    """Keyword arguments for `demo.launch()` (Gradio 6 takes theme and css here).
+
+    `show_error=True`: the handlers turn every failure into one line of their own (an unexpected one is logged with
+    its traceback and shown as "Unexpected error (...)"), so what reaches the page is always a sentence, never a
+    traceback; and Gradio's own refusals before a handler runs (a file that was not uploaded, a value outside a
+    dropdown's choices) are shown with their reason instead of a bare "Error"."""
+    return dict(server_name=config.server_name, server_port=config.server_port, share=config.share,
+                max_file_size=config.max_file_size, show_error=True, state_session_capacity=config.max_sessions,
+                theme=gr.themes.Soft(primary_hue="orange", secondary_hue="sky"), css=CSS)

@@ -1,0 +1,176 @@
+"""What every tab shares: the app's services (settings, device, model loading, the per-session run index) and the
+small helpers that turn results and failures into what Gradio shows.
+
+`Services` is made once per app (`vtdemo.ui.app.create_app`) and handed to each tab. Models load through
+`vtdemo.hub.load` (its cache is the only one); the first use of a model in this process shows a progress message.
+Each photo's run lives in a `gr.State` of the visitor's session and is indexed by `vtdemo.ui.sessions.RunIndex`, so
+that it is released when the session ends or the memory budget needs the room; a view control that gets a released
+run says so (`RELEASED`) and asks for the photo again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import numpy as np
+import torch
+from gradio.utils import get_upload_folder
+
+from .. import hub
+from ..device import pick_device
+from ..errors import VtdemoError
+from .components import Click
+from .config import AppConfig
+from .sessions import RunIndex
+
+log = logging.getLogger(__name__)
+
+FAMILY_NAMES = {"vit": "ViT / DeiT", "swin": "Swin", "detr": "DETR"}
+RELEASED = ("This photo's cached results were released (your session ended, or the server needed the memory for "
+            "other visitors): please run it again.")
+STATE_TTL_S = 3600  # a photo's cached run is dropped this long after its last use, even if the tab stays open
+#: Event settings: re-renders from the cache never wait behind someone else's model call.
+VIEW = dict(concurrency_id="view", concurrency_limit=4, trigger_mode="always_last", show_progress="hidden")
+MODEL = dict(concurrency_id="model")
+
+
+def message(exc: BaseException) -> str:
+    """One line for the user. Our errors already say what to do; anything else is logged with its traceback."""
+    if isinstance(exc, VtdemoError):
+        return str(exc)
+    log.exception("unexpected error in a handler")
+    text = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"Unexpected error ({type(exc).__name__}: {text}). The app keeps running; please report this."
+
+
+def status(text: str = "", kind: str = "ok") -> str:
+    """A status line: plain, a warning or a hint."""
+    if not text:
+        return ""
+    return {"ok": "", "warn": "⚠️ ", "info": "ℹ️ "}[kind] + text
+
+
+def session_of(request: Any) -> str | None:
+    """The Gradio session (one browser tab or one gradio_client Client) a request belongs to."""
+    return getattr(request, "session_hash", None)
+
+
+def click_point(evt: Click) -> tuple[float, float] | None:
+    """(x, y) displayed pixels of a click on an image, or None if the event carries no finite point."""
+    index = evt.index
+    if not isinstance(index, (list, tuple)) or len(index) < 2:
+        return None
+    try:
+        x, y = float(index[0]), float(index[1])
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if math.isfinite(x) and math.isfinite(y) else None
+
+
+def heads_choice(value: str | None) -> int | None:
+    """A head picker's value ("mean" or "3") -> None or the head index."""
+    return None if value in (None, "", "mean") else int(value)
+
+
+# ------------------------------------------------------------------------------------------------- exports
+
+
+def export_dir() -> Path:
+    """A fresh folder inside Gradio's upload cache (served to this app only, cleaned with the cache)."""
+    folder = Path(get_upload_folder()) / "vtdemo" / f"export-{uuid.uuid4().hex[:12]}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def safe_stem(name: str) -> str:
+    stem = Path(name).stem or "image"
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem)[:60] or "image"
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def write_npy(path: Path, relevance: torch.Tensor) -> Path:
+    np.save(path, relevance.detach().cpu().float().numpy())
+    return path
+
+
+# ------------------------------------------------------------------------------------------------- services
+
+
+def _is_path(text: str) -> bool:
+    """Does a picker value name a local path rather than a Hub repo id?"""
+    try:
+        return hub.looks_like_path(text) or Path(text).expanduser().exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a usable path either
+        return True
+
+
+class Services:
+    """One app's settings, device, model loading and run index, shared by its tabs."""
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        self.device = pick_device(config.device)  # chosen once, here
+        self.runs = RunIndex(config.cache_mb * 2**20)
+
+    def default_model(self, family: str) -> str:
+        return {"vit": self.config.vit_model, "swin": self.config.swin_model, "detr": self.config.detr_model}[family]
+
+    def load(self, model_id: Any, family: str, progress: Any = None) -> hub.LoadedModel:
+        """Load (once, then cached by `hub.load`) with a visible message on first use; check the family fits."""
+        if model_id is not None and not isinstance(model_id, str):
+            raise VtdemoError("the model must be a Hugging Face repo id (org/name[@revision]) or empty for the default")
+        model_id = (model_id or "").strip() or self.default_model(family)
+        configured = {self.config.vit_model, self.config.swin_model, self.config.detr_model}
+        if model_id not in configured and not self.config.allow_typed_folders and _is_path(model_id):
+            raise VtdemoError(f"'{model_id}': local folders can only be chosen by whoever runs the app "
+                              "(--vit-model / --swin-model / --detr-model); type a Hugging Face repo id instead")
+        first = not hub.is_loaded(model_id, self.device)
+        if first and progress is not None:
+            progress(0.05, desc=f"Loading {model_id} (first use: downloads the weights if they are not cached)…")
+        started = time.perf_counter()
+        loaded = hub.load(model_id, device=self.device)
+        if first and time.perf_counter() - started > 1.0:
+            gr.Info(f"Loaded {model_id} on {self.device.type.upper()} in {time.perf_counter() - started:.1f} s")
+        if family == "detr" and loaded.family != "detr":
+            raise VtdemoError(f"{model_id} is an image classifier ({FAMILY_NAMES[loaded.family]}): pick a DETR model "
+                              f"here, e.g. {hub.DEFAULT_DETR}, and use the Classify tab for classifiers")
+        if family != "detr" and loaded.family == "detr":
+            raise VtdemoError(f"{model_id} is a detection model (DETR): use it in the Detect tab")
+        return loaded
+
+    def cached(self, state: Any) -> Any:
+        """The state if its run is still held (marked as just used); None, with a toast, if it was released."""
+        if state is None:
+            return None
+        if getattr(state, "released", False):
+            gr.Warning(RELEASED)
+            return None
+        self.runs.touch(state)
+        return state
+
+    def end_session(self, request: gr.Request) -> None:
+        """`demo.unload`: the visitor's tab (or API client) is gone; release its cached runs now rather than when
+        Gradio drops its state (an hour later)."""
+        n = self.runs.end(session_of(request))
+        if n:
+            log.info("session ended: released %d cached run(s)", n)
+
+    def forget(self, state: Any) -> None:
+        """`gr.State(delete_callback=...)`: Gradio deleted a state whose time to live ran out."""
+        if state is not None:
+            self.runs.forget(state)
+
+    def state(self) -> gr.State:
+        """A per-session cache slot whose run is released when Gradio drops it."""
+        return gr.State(None, time_to_live=STATE_TTL_S, delete_callback=self.forget)
