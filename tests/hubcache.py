@@ -87,7 +87,8 @@ def hub_state_dict(model, tmp: Path) -> dict[str, torch.Tensor]:
 
 
 def write_timm_repo(cache: Path, repo_id: str, model, model_args: dict, tmp: Path,
-                    formats: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin"), revision: str = "main") -> Path:
+                    formats: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin"),
+                    revision: str = "main") -> Path:
     """A timm model as timm itself writes it for the Hub (`timm.models._hub.save_for_hf`): config.json + weights."""
     import tempfile
 

@@ -84,7 +84,7 @@ def visit(url: str, photo: str, requests: list[str], threshold: float, deadline:
                 jobs.append(submit(client, endpoint, photo, threshold))
             except Exception as exc:  # noqa: BLE001 - e.g. QueueError at submission: reported below
                 jobs.append(exc)
-        report["outcomes"] = [outcome(e, job, deadline) for e, job in zip(requests, jobs)]
+        report["outcomes"] = [outcome(e, job, deadline) for e, job in zip(requests, jobs, strict=True)]
     finally:
         client.close()  # the session ends: the server sees the heartbeat stop
 

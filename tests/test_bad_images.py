@@ -47,7 +47,8 @@ def png_header_only(width: int, height: int) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
+            + chunk(b"IEND", b""))
 
 
 GOOD = {
@@ -57,7 +58,7 @@ GOOD = {
     "one_bit": lambda: encode(photo().convert("1"), "PNG"),
     "grayscale_jpeg": lambda: encode(photo().convert("L"), "JPEG"),
     "cmyk_jpeg": lambda: encode(photo().convert("CMYK"), "JPEG"),
-    "sixteen_bit_png": lambda: encode(Image.fromarray((np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20)),
+    "sixteen_bit_png": lambda: encode(Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20),
                                       "PNG"),
     "animated_gif": lambda: encode(photo(), "GIF", save_all=True, append_images=[photo().rotate(90)]),
     "animated_webp": lambda: encode(photo(), "WEBP", save_all=True, append_images=[photo().rotate(90)]),

@@ -340,7 +340,8 @@ def test_unsupported_backbone_in_our_config():
 # ----------------------------------------------------------------------------------------------- key maps
 
 def test_hub_key_names(pair):
-    """`save_pretrained` writes the Hub-era names (transformers' `DetrForObjectDetection` checkpoint names), not transformers 5's in-memory names."""
+    """`save_pretrained` writes the Hub-era names (transformers' `DetrForObjectDetection` checkpoint names), not
+    transformers 5's in-memory names."""
     hub_sd = pair.hub_sd
     backbone = [k for k in hub_sd if k.startswith(HUB_PREFIX)]
     assert len(backbone) == 265  # ResNet-50 up to layer4, frozen BN, no num_batches_tracked

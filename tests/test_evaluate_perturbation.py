@@ -101,7 +101,7 @@ def test_removal_matches_the_reference_code_on_a_map_without_ties(test):
     pixel_map = pt.upsample(vis, (24, 24))
     assert torch.allclose(pixel_map, vis)
     order = pt.removal_order(pixel_map, test)
-    for step, count in zip(pt.STEPS, pt.removed_counts(24 * 24)):
+    for step, count in zip(pt.STEPS, pt.removed_counts(24 * 24), strict=False):
         ours = pt.perturb(x, order, count, pt.blank_value(MEAN, STD))
         theirs = reference_perturbed(data, vis[None, None], step, negative=test == "negative")
         assert torch.allclose(ours, theirs, atol=1e-6)

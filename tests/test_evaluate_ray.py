@@ -49,7 +49,7 @@ def test_ray_engine_writes_what_the_local_engine_writes(repos, tmp_path, photos)
     ours = [json.loads(x) for x in (tmp_path / "coco-ray.jsonl").read_text().splitlines()]
     theirs = [json.loads(x) for x in (tmp_path / "coco-local.jsonl").read_text().splitlines()]
     assert [r["image"] for r in ours] == [r["image"] for r in theirs]
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=False):
         assert [d["category_id"] for d in a["detections"]] == [d["category_id"] for d in b["detections"]]
         assert [v for d in a["detections"] for v in d["bbox"]] == pytest.approx(
             [v for d in b["detections"] for v in d["bbox"]], abs=1e-3)

@@ -143,9 +143,9 @@ def reference_relevance(hf, pixel_values: torch.Tensor, query: int, kind: str) -
 
         N, Q = enc[0].shape[-1], dself[0].shape[-1]
         Rii, Rqq, Rqi = torch.eye(N), torch.eye(Q), torch.zeros(Q, N)
-        for a, g in zip(enc, g_enc):
+        for a, g in zip(enc, g_enc, strict=True):
             Rii = Rii + bar(a, g) @ Rii  # eq. 6
-        for a, g, c, gc in zip(dself, g_self, cross, g_cross):
+        for a, g, c, gc in zip(dself, g_self, cross, g_cross, strict=True):
             A = bar(a, g)
             Rqi = Rqi + A @ Rqi  # eq. 7
             Rqq = Rqq + A @ Rqq  # eq. 6

@@ -286,7 +286,7 @@ def _explicit_vit_lrp(model: Any, img: torch.Tensor, c: int, rule: str) -> tuple
     R_h[0] = hf[0] * W[c]  # the epsilon rule of the head for logit c (relevance logit_c at its output)
     R_h, a_ = _ln(h, model.norm, R_h)
     absorbed += a_
-    for blk, (h_in, y1, a, h1, y2, u, m) in zip(reversed(model.blocks), reversed(hs)):
+    for blk, (h_in, y1, a, h1, y2, u, m) in zip(reversed(model.blocks), reversed(hs), strict=False):
         R_h1, R_m = _add(h1, m, R_h)
         R_g, a1 = _lin(F.gelu(u), blk.mlp.fc2.weight.detach(), blk.mlp.fc2.bias.detach(), R_m)
         R_y2, a2 = _lin(y2, blk.mlp.fc1.weight.detach(), blk.mlp.fc1.bias.detach(), R_g)  # GELU: identity rule
@@ -383,7 +383,8 @@ def _conservation_gap(forward, model: torch.nn.Module, x: torch.Tensor, c: int) 
     logit = forward(x)[0, c]
     grads = torch.autograd.grad(logit, [x, *leaves], allow_unused=True)
     pixels = float((x * grads[0]).sum().detach())
-    total = pixels + sum(float((p * g).sum().detach()) for p, g in zip(leaves, grads[1:]) if g is not None)
+    total = pixels + sum(float((p * g).sum().detach())
+                         for p, g in zip(leaves, grads[1:], strict=False) if g is not None)
     return float(logit.detach()), pixels, float(logit.detach()) - total
 
 

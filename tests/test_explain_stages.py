@@ -54,7 +54,7 @@ def test_stage_tokens_are_timms_intermediates():
         expected = ref.forward_intermediates(x, intermediates_only=True)  # NCHW per stage, no final norm
     got = stages.stage_tokens(ours, x)
     assert [tuple(t.shape) for t in got] == [(16, 16, 32), (8, 8, 64), (4, 4, 128), (2, 2, 256)]
-    for t, e in zip(got, expected):
+    for t, e in zip(got, expected, strict=True):
         torch.testing.assert_close(t, e[0].permute(1, 2, 0), atol=1e-4, rtol=1e-4)  # [C, H, W] -> [H, W, C]
     result = stages.stage_pca(ours, x)
     assert [r.grid for r in result] == [(16, 16), (8, 8), (4, 4), (2, 2)]

@@ -446,7 +446,7 @@ def dense_grad_rollout(attentions: list[SwinAttention], gradients: list[torch.Te
     R = torch.eye(H1 * W1, dtype=torch.float64)
     R0 = R.clone()
     grid = (H1, W1)
-    for record, grad in zip(attentions, gradients):
+    for record, grad in zip(attentions, gradients, strict=True):
         while grid != record.grid:
             M = merge_matrix(*grid).double()
             R, R0 = M @ R, M @ R0
@@ -495,7 +495,7 @@ def test_class_gradients_pair_each_block_with_its_own_gradient(tiny_model, tiny)
     out = tiny_model(x.clone().requires_grad_(True), return_attn=True)
     expected = torch.autograd.grad(out.logits[0, 4], [r.attn for r in out.attentions])
     assert len(records) == len(grads) == len(expected) == 6
-    for got, want, rec, fresh, cached in zip(grads, expected, records, out.attentions, tiny):
+    for got, want, rec, fresh, cached in zip(grads, expected, records, out.attentions, tiny, strict=True):
         assert got.shape == rec.attn.shape == fresh.attn.shape  # [nW, nh, N, N]: the window dim is kept
         torch.testing.assert_close(got, want)
         torch.testing.assert_close(rec.attn, fresh.attn.detach())

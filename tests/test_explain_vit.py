@@ -90,7 +90,7 @@ def test_class_gradients_pair_each_layer_with_its_own_gradient():
     # independent computation with torch.autograd.grad on a fresh forward pass
     out = model(x.clone().requires_grad_(True), return_attn=True)
     expected = torch.autograd.grad(out.logits[0, 4], out.attentions)
-    for got, want, a, b in zip(grads, expected, attns, out.attentions):
+    for got, want, a, b in zip(grads, expected, attns, out.attentions, strict=True):
         torch.testing.assert_close(got, want[0])
         torch.testing.assert_close(a, b[0].detach())
     torch.testing.assert_close(logits, out.logits[0].detach())

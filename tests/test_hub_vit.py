@@ -102,7 +102,8 @@ def test_config_that_disagrees_with_weights_names_keys(hf_cache, tmp_path):
     with pytest.raises(vtdemo.VtdemoError) as err:
         hub.load("org/mismatch")
     message = str(err.value)
-    assert "missing keys: blocks.2." in message and "shape mismatches" in message and "blocks.0.mlp.fc1.weight (128, 32) vs (192, 48)" in message
+    assert "missing keys: blocks.2." in message and "shape mismatches" in message
+    assert "blocks.0.mlp.fc1.weight (128, 32) vs (192, 48)" in message
 
 
 def test_unsupported_architecture_lists_what_is_supported(hf_cache):

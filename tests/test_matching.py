@@ -52,8 +52,8 @@ def test_matches_and_losses_equal_transformers(seed):
     outputs = {"logits": logits[None], "pred_boxes": pred[None]}
     (ref_q, ref_o), = matcher(outputs, targets)
     q, o = matching.hungarian(matching.cost_matrix(logits, pred, labels, gt)["total"])
-    ref = dict(zip(ref_o.tolist(), ref_q.tolist()))
-    assert {int(b): int(a) for a, b in zip(q, o)} == ref
+    ref = dict(zip(ref_o.tolist(), ref_q.tolist(), strict=True))
+    assert {int(b): int(a) for a, b in zip(q, o, strict=True)} == ref
     criterion = loss_mod.ImageLoss(matcher, num_classes=7, eos_coef=0.1, losses=["labels", "boxes"])
     ref_losses = criterion(outputs, targets)
     ours = matching.loss_terms(logits, pred, labels, gt, q, o)
@@ -73,7 +73,7 @@ def test_losses_by_direct_computation():
     target = [3, 3, 3, 3]
     target[2], target[0] = int(labels[0]), int(labels[1])
     weights = [1.0 if t != 3 else 0.1 for t in target]
-    ce = -sum(w * float(logp[i, t]) for i, (t, w) in enumerate(zip(target, weights))) / sum(weights)
+    ce = -sum(w * float(logp[i, t]) for i, (t, w) in enumerate(zip(target, weights, strict=True))) / sum(weights)
     assert got["classification"] == pytest.approx(ce, abs=1e-6)
     l1 = (float((pred[2] - gt[0]).abs().sum()) + float((pred[0] - gt[1]).abs().sum())) / 2
     assert got["l1"] == pytest.approx(l1, abs=1e-6)

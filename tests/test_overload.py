@@ -145,8 +145,9 @@ def same(endpoint: str, got: tuple, want: tuple) -> bool:
     if len(got) != len(want):
         return False
     if endpoint == "detect":  # boxes are rounded to whole pixels: allow the last pixel to differ
-        return all(g[:2] == w[:2] and all(abs(a - b) <= 1 for a, b in zip(g[2], w[2])) for g, w in zip(got, want))
-    return all(g[0] == w[0] and abs(g[1] - w[1]) <= 1e-3 for g, w in zip(got, want))
+        return all(g[:2] == w[:2] and all(abs(a - b) <= 1 for a, b in zip(g[2], w[2], strict=True))
+                   for g, w in zip(got, want, strict=True))
+    return all(g[0] == w[0] and abs(g[1] - w[1]) <= 1e-3 for g, w in zip(got, want, strict=True))
 
 
 def judge(report: dict, mine: int, expected: dict) -> str:

@@ -297,7 +297,7 @@ def test_timm_tiny_parity(timm_tiny, photos):
     torch.testing.assert_close(got.logits, expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(fast, expected, atol=1e-4, rtol=0)
     assert len(found) == len(got.attentions)
-    for theirs, mine in zip(found, got.attentions):
+    for theirs, mine in zip(found, got.attentions, strict=True):
         torch.testing.assert_close(mine.attn, theirs, atol=1e-5, rtol=0)
 
 
@@ -372,7 +372,7 @@ def test_hf_tiny_parity(hf_tiny, photos):
     # transformers returns the attention of the last block of each stage.
     last = [r for r in got.attentions if r.block == TINY_HF_ARGS["depths"][r.stage] - 1]
     assert len(expected.attentions) == len(last)
-    for theirs, mine in zip(expected.attentions, last):
+    for theirs, mine in zip(expected.attentions, last, strict=True):
         torch.testing.assert_close(mine.attn, theirs, atol=1e-5, rtol=0)
 
 

@@ -99,7 +99,7 @@ def test_tiny_parity_with_transformers(kind, tmp_path):
         theirs = ref(pixel_values=x, output_attentions=True)
         mine = ours(x, return_attn=True)
     torch.testing.assert_close(mine.logits, theirs.logits, atol=1e-4, rtol=0)
-    for a, b in zip(mine.attentions, theirs.attentions):
+    for a, b in zip(mine.attentions, theirs.attentions, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 

@@ -29,6 +29,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from . import __version__
 from .errors import ExplainError, ImageError, VtdemoError
 
 EXIT_IMAGE = 1  # at least one image failed
@@ -40,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m vtdemo", description="See what vision transformers see.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (model loading, timings)")
+    p.add_argument("--version", action="version", version=f"vtdemo {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("classify", help="top-k ImageNet classes with a ViT/DeiT or Swin model")

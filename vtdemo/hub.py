@@ -24,6 +24,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 from urllib.parse import urlparse
 
@@ -118,7 +119,8 @@ def _hub_error_message(ref: ModelRef, filename: str, exc: Exception) -> str:
         return f"{where}: the repo has no revision '{ref.revision}'"
     if name == "EntryNotFoundError":
         return f"{where} has no file {filename}"
-    return f"cannot download {where} ({filename}): no connection to the Hugging Face Hub and not in the cache; {FIX_OFFLINE}"
+    return (f"cannot download {where} ({filename}): no connection to the Hugging Face Hub and not in the cache; "
+            f"{FIX_OFFLINE}")
 
 
 def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | None:
@@ -137,6 +139,7 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
     from huggingface_hub import hf_hub_download  # imported lazily: it reads HF_* variables at import
 
     offline = env_flag("HF_HUB_OFFLINE") or not hub_reachable()
+    assert ref.repo is not None  # a folder reference was answered above
     try:
         return Path(hf_hub_download(ref.repo, filename, revision=ref.revision,
                                     cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline))

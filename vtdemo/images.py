@@ -16,7 +16,6 @@ import logging
 import os
 import re
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -29,7 +28,7 @@ log = logging.getLogger(__name__)
 #: Largest accepted image, in pixels (width x height). Override with VTDEMO_MAX_PIXELS.
 DEFAULT_MAX_PIXELS = 40_000_000
 
-ImageSource = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+ImageSource = str | os.PathLike | bytes | Image.Image | np.ndarray
 
 #: The formats we decode (Pillow's names; "JPEG" also opens the multi-picture JPEGs (MPO) that phones write).
 ALLOWED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")

@@ -131,7 +131,7 @@ def forward_detr(loaded: hub.LoadedModel, images: Sequence[Image.Image], return_
 def predictions(loaded: hub.LoadedModel, logits: torch.Tensor, top_k: int) -> list[Prediction]:
     """logits [K] -> the top-k predictions with names."""
     probs, idx = postprocess.top_k(logits.detach().cpu(), top_k)
-    return [Prediction(int(i), loaded.labels[int(i)], float(p)) for p, i in zip(probs, idx)]
+    return [Prediction(int(i), loaded.labels[int(i)], float(p)) for p, i in zip(probs, idx, strict=True)]
 
 
 def detections(loaded: hub.LoadedModel, scored: postprocess.DetrScores, keep: torch.Tensor) -> list[Detection]:
@@ -194,7 +194,7 @@ def match_output(loaded: hub.LoadedModel, logits: torch.Tensor, boxes: torch.Ten
     scored = postprocess.detr_scores(logits, boxes, image_size)
     probs = logits.float().softmax(-1)
     pairs = []
-    for q, o, cost in zip(result.queries, result.objects, result.pair_costs):
+    for q, o, cost in zip(result.queries, result.objects, result.pair_costs, strict=True):
         label = int(gt.labels[o])
         pairs.append({"object": o, "label": loaded.labels[label], "box": [round(float(v), 2) for v in gt.boxes[o]],
                       "query": q, "predicted_label": loaded.labels[int(scored.labels[q])],

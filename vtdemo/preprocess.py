@@ -200,7 +200,10 @@ def _short_side_size(h: int, w: int, short: int) -> tuple[int, int]:
 
 
 def detr_size(h: int, w: int, shortest: int, longest: int | None) -> tuple[int, int]:
-    """DETR's resize rule: short side to `shortest` unless the long side would exceed `longest` (transformers' `get_size_with_aspect_ratio`)."""
+    """DETR's resize rule: short side to `shortest` unless the long side would exceed `longest`.
+
+    As transformers' `get_size_with_aspect_ratio`.
+    """
     raw = None
     if longest is not None and max(h, w) / min(h, w) * shortest > longest:
         raw = longest * min(h, w) / max(h, w)
@@ -215,7 +218,10 @@ def detr_size(h: int, w: int, shortest: int, longest: int | None) -> tuple[int, 
 
 
 def _center_crop(x: torch.Tensor, crop: tuple[int, int], rounding: bool) -> torch.Tensor:
-    """x: [C, H, W] -> [C, ch, cw]; pads with zeros if the crop is larger. timm rounds the offset, transformers truncates."""
+    """x: [C, H, W] -> [C, ch, cw]; pads with zeros if the crop is larger.
+
+    timm rounds the offset, transformers truncates.
+    """
     ch, cw = crop
     h, w = x.shape[-2:]
     if ch > h or cw > w:
@@ -228,6 +234,16 @@ def _center_crop(x: torch.Tensor, crop: tuple[int, int], rounding: bool) -> torc
     return x[..., top:top + ch, left:left + cw]
 
 
+def _resize_hw(h: int, w: int, cfg: PreprocessConfig) -> tuple[int, int]:
+    """(height, width) after the resize step: the short side to `cfg.resize`, or exactly `cfg.resize` (squash)."""
+    size = cfg.resize
+    if cfg.resize_short and isinstance(size, int):
+        return _short_side_size(h, w, size)
+    if not cfg.resize_short and not isinstance(size, int):
+        return int(size[0]), int(size[1])
+    raise ValueError(f"resize={size!r} does not fit resize_short={cfg.resize_short}")
+
+
 def input_region(image_size: tuple[int, int], cfg: PreprocessConfig) -> tuple[float, float, float, float]:
     """The part of the original image a classifier actually sees, as (x0, y0, x1, y1) original pixels.
 
@@ -237,7 +253,7 @@ def input_region(image_size: tuple[int, int], cfg: PreprocessConfig) -> tuple[fl
     w, h = image_size
     if cfg.mode == "detr" or cfg.crop is None:
         return (0.0, 0.0, float(w), float(h))
-    rh, rw = _short_side_size(h, w, int(cfg.resize)) if cfg.resize_short else tuple(cfg.resize)
+    rh, rw = _resize_hw(h, w, cfg)
     ch, cw = cfg.crop
     rounding = cfg.mode == "timm"
     top = round((rh - ch) / 2.0) if rounding else int((rh - ch) / 2.0)
@@ -272,7 +288,7 @@ def _crop_box_resize(image: Image.Image, size: tuple[int, int], crop: tuple[int,
 def classifier_input(image: Image.Image, cfg: PreprocessConfig) -> torch.Tensor:
     """RGB image -> [1, 3, h, w] float32 for a ViT/DeiT/Swin classifier. Bounded cost for any aspect ratio."""
     w, h = image.size
-    size = _short_side_size(h, w, int(cfg.resize)) if cfg.resize_short else tuple(cfg.resize)
+    size = _resize_hw(h, w, cfg)
     if cfg.mode not in ("timm", "hf"):
         raise ValueError(f"not a classifier preprocessing mode: {cfg.mode}")
     if cfg.resize_short and _too_big(size, cfg.crop):
@@ -284,7 +300,9 @@ def classifier_input(image: Image.Image, cfg: PreprocessConfig) -> torch.Tensor:
         return _normalise_uint8(x, cfg.mean, cfg.std, fused=cfg.mode == "hf").unsqueeze(0)
     if cfg.mode == "timm":
         resized = image.resize((size[1], size[0]), _PIL_MODES[cfg.interpolation])
-        x = _center_crop(_to_uint8_tensor(resized), cfg.crop, rounding=True)
+        x = _to_uint8_tensor(resized)
+        if cfg.crop is not None:
+            x = _center_crop(x, cfg.crop, rounding=True)
         return _normalise_uint8(x, cfg.mean, cfg.std, fused=False).unsqueeze(0)
     x = TF.resize(_to_uint8_tensor(image), list(size), interpolation=_TV_MODES[cfg.interpolation], antialias=True)
     if cfg.crop is not None:

@@ -22,10 +22,10 @@ def color_for(class_id: int) -> tuple[int, int, int]:
     return PALETTE[class_id % len(PALETTE)]
 
 
-def font(size: int) -> ImageFont.ImageFont:
+def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
     """Pillow's default font at `size` px (a bitmap font on Pillow < 10.1, which has no sized default)."""
     try:
-        return ImageFont.load_default(size=size)  # type: ignore[return-value]
+        return ImageFont.load_default(size=size)
     except TypeError:  # Pillow < 10.1 has no sized default font
         return ImageFont.load_default()
 
@@ -38,7 +38,7 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], labels: Seq
     scale = max(out.size) / 640
     width = max(2, round(2 * scale))
     label_font = font(max(11, round(13 * scale)))
-    for box, text, cid in zip(boxes, labels, class_ids):
+    for box, text, cid in zip(boxes, labels, class_ids, strict=True):
         x0, y0, x1, y1 = (float(v) for v in box)
         color = color_for(int(cid))
         draw.rectangle((x0, y0, x1, y1), outline=color, width=width)
@@ -60,7 +60,7 @@ def heatmap(relevance, size: tuple[int, int]):
     import cv2
     import numpy as np
 
-    m = np.asarray(relevance, dtype=np.float32)
+    m: np.ndarray = np.asarray(relevance, dtype=np.float32)
     m = cv2.resize(m, size, interpolation=cv2.INTER_CUBIC)  # [h, w]
     lo, hi = float(m.min()), float(m.max())
     m = (m - lo) / (hi - lo) if hi > lo else np.zeros_like(m)

@@ -69,7 +69,7 @@ def _split_in_proj(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
         for kind in ("weight", "bias"):
             if key.endswith(f".in_proj_{kind}"):
                 prefix = key[: -len(f"in_proj_{kind}")]
-                for name, part in zip("qkv", value.chunk(3, dim=0)):  # [C, C] or [C] each
+                for name, part in zip("qkv", value.chunk(3, dim=0), strict=True):  # [C, C] or [C] each
                     out[f"{prefix}{name}_proj.{kind}"] = part
                 break
         else:

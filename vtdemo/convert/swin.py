@@ -32,8 +32,9 @@ def _merge_to_next_stage(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 
 def from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     """timm Swin state dict (any layout since timm 0.4, or a microsoft `.pth` dict) -> ours."""
-    if isinstance(state_dict.get("model"), Mapping):  # microsoft/Swin-Transformer release files
-        state_dict = state_dict["model"]
+    nested = state_dict.get("model")
+    if isinstance(nested, Mapping):  # microsoft/Swin-Transformer release files
+        state_dict = nested
     sd = drop(state_dict, [r"\.relative_position_index$", r"\.attn_mask$"])
     if "layers.0.downsample.reduction.weight" in sd:  # pre-0.9 layout: stage 0 ends with a merge
         sd = _merge_to_next_stage(sd)

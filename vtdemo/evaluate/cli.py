@@ -187,7 +187,7 @@ def randomisation(args: argparse.Namespace) -> int:
         print(f"{loaded.id}: cascading randomisation, mean Spearman correlation with the original map per step")
         for row in rows:
             steps = ", ".join(f"{s} {'n/a' if r is None else f'{r:+.2f}'}"
-                              for s, r in zip(row["steps"], row["mean_spearman"]))
+                              for s, r in zip(row["steps"], row["mean_spearman"], strict=False))
             verdict = "passes" if row["passes"] else "FAILS (the map survives randomised weights)"
             print(f"  {row['method']}: {verdict}; survived on {row['fails']} of {row['images']} images")
             print(f"    {steps}")

@@ -103,7 +103,7 @@ def detections(logits: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
     w, h = size
     xywh = box_convert(boxes.float(), "cxcywh", "xywh") * torch.tensor([w, h, w, h], dtype=torch.float32)  # [Q, 4]
     return [{"image_id": image_id, "category_id": int(c), "bbox": [round(float(v), 4) for v in b],
-             "score": round(float(s), 6)} for c, b, s in zip(labels, xywh, scores)]
+             "score": round(float(s), 6)} for c, b, s in zip(labels, xywh, scores, strict=False)]
 
 
 def _coco(dataset: dict[str, Any]) -> Any:
@@ -133,7 +133,7 @@ def evaluate(annotations: dict[str, Any], results: Sequence[dict[str, Any]], ima
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    return {k: float(v) for k, v in zip(KEYS, ev.stats)}
+    return {k: float(v) for k, v in zip(KEYS, ev.stats, strict=False)}
 
 
 def table(stats: dict[str, float]) -> list[str]:

@@ -120,11 +120,11 @@ def perturbation_hits(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.
     out = {m: {t: [int(unperturbed_hit)] + [0] * len(steps) for t in TESTS} for m in maps}
     jobs = _jobs(x, maps, steps, blank)
     while True:
-        chunk = [job for _, job in zip(range(batch_size), jobs)]
+        chunk = [job for _, job in zip(range(batch_size), jobs, strict=False)]
         if not chunk:
             break
         batch = torch.cat([job[3] for job in chunk])  # [b, 3, H, W]
         predicted = predict(batch).cpu()  # [b]
-        for (method, test, i, _), cls in zip(chunk, predicted.tolist()):
+        for (method, test, i, _), cls in zip(chunk, predicted.tolist(), strict=False):
             out[method][test][1 + i] = int(cls == target)
     return out

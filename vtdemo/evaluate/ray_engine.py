@@ -49,7 +49,7 @@ class _Evaluate:
         from ..images import load_image
 
         items, errors = [], {}
-        for data, path in zip(batch["bytes"], batch["path"]):
+        for data, path in zip(batch["bytes"], batch["path"], strict=False):
             name = self.names[os.path.abspath(str(path))]
             try:
                 items.append((name, load_image(bytes(data)), self.missing[name]))

@@ -145,8 +145,9 @@ def relevance_maps(model: Any, pixel_values: Tensor, pixel_mask: Tensor | None, 
             grads = torch.autograd.grad(scalar, attns, retain_graph=i < len(items) - 1)
             a = [t[0].detach() for t in attns]  # each [nh, n, m]
             g = [t[0].detach() for t in grads]
-            enc = list(zip(a[:L_enc], g[:L_enc]))
-            dec = list(zip(a[L_enc:L_enc + L_dec], g[L_enc:L_enc + L_dec], a[L_enc + L_dec:], g[L_enc + L_dec:]))
+            enc = list(zip(a[:L_enc], g[:L_enc], strict=True))
+            dec = list(zip(a[L_enc:L_enc + L_dec], g[L_enc:L_enc + L_dec], a[L_enc + L_dec:], g[L_enc + L_dec:],
+                           strict=True))
             R = propagate(enc, dec, normalize)
             maps[name] = R.R_qi[query].view(h, w)  # [N] -> [h, w]
     return maps

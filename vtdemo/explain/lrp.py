@@ -78,12 +78,12 @@ class _ScaleGradient(torch.autograd.Function):
     """Identity in the forward pass; the gradient is multiplied by `factor` in the backward pass."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, factor: float) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor, factor: float) -> Tensor:
         ctx.factor = factor
         return x.view_as(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
         return grad * ctx.factor, None
 
 
@@ -99,14 +99,14 @@ class _LayerNormConstantStd(torch.autograd.Function):
     gradients when they require one (the conservation tests read the relevance that beta keeps)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None,  # type: ignore[override]
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None,
                 eps: float) -> Tensor:
         y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         return y
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, ...]:
         x, weight, mean, rstd = ctx.saved_tensors
         gw = g if weight is None else g * weight
         grad_x = (gw - gw.mean(dim=-1, keepdim=True)) * rstd if ctx.needs_input_grad[0] else None
@@ -125,12 +125,12 @@ class _GeluIdentity(torch.autograd.Function):
     """Exact GELU(x) = x Phi(x) forward; backward g * Phi(x), i.e. Phi held constant: the identity rule."""
 
     @staticmethod
-    def forward(ctx, x: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, x: Tensor) -> Tensor:
         ctx.save_for_backward(x)
         return F.gelu(x)
 
     @staticmethod
-    def backward(ctx, g: Tensor) -> Tensor:  # type: ignore[override]
+    def backward(ctx, g: Tensor) -> Tensor:
         (x,) = ctx.saved_tensors
         return g * (0.5 * (1.0 + torch.erf(x * 2**-0.5)))
 

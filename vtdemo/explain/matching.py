@@ -178,6 +178,7 @@ def match(logits: torch.Tensor, pred_boxes: torch.Tensor, gt: GroundTruth, image
     gt_boxes = normalised_cxcywh(gt.boxes, image_size)
     costs = cost_matrix(logits, pred_boxes, gt.labels, gt_boxes)
     queries, objects = hungarian(costs["total"])
-    pair_costs = [{name: round(float(c[q, o]), 6) for name, c in costs.items()} for q, o in zip(queries, objects)]
+    pair_costs = [{name: round(float(c[q, o]), 6) for name, c in costs.items()}
+                  for q, o in zip(queries, objects, strict=True)]
     losses = loss_terms(logits, pred_boxes, gt.labels, gt_boxes, queries, objects)
     return MatchResult(queries.tolist(), objects.tolist(), pair_costs, losses)

@@ -127,7 +127,7 @@ class DetrRun:
     @property
     def feature_size(self) -> tuple[int, int]:
         """(h, w) of the backbone grid the maps live on."""
-        return tuple(self.output.feature_size)  # type: ignore[return-value]
+        return tuple(self.output.feature_size)
 
     def unpadded(self, relevance: torch.Tensor) -> torch.Tensor:
         """Crop a [h, w] map to the feature cells that cover the image (a batch of one has none padded)."""

@@ -158,7 +158,7 @@ def _mean_readout(attentions: Sequence[SwinAttention], factor: Callable[[int], T
     """
     if not attentions:
         raise ValueError(f"{what} needs at least one block of attention")
-    for earlier, later in zip(attentions, attentions[1:]):
+    for earlier, later in zip(attentions, attentions[1:], strict=False):
         if later.grid[0] > earlier.grid[0] or later.grid[1] > earlier.grid[1]:
             raise ValueError("attentions must be in forward order (token grids never grow)")
     H, W = attentions[-1].grid

@@ -124,7 +124,7 @@ def grad_rollout(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.T
         raise ValueError("one gradient per attention layer is needed")
     N = attentions[0].shape[-1]
     R = torch.eye(N, dtype=torch.float32, device=attentions[0].device)
-    for attn, grad in zip(attentions, gradients):  # same layer, same index: never reversed
+    for attn, grad in zip(attentions, gradients, strict=True):  # same layer, same index: never reversed
         Abar = (grad.float() * attn.float()).clamp(min=0).mean(dim=0)  # [N, N]
         R = R + Abar @ R
     return read_out(R, num_prefix, readout, token)

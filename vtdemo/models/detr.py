@@ -262,7 +262,7 @@ class MLP(nn.Module):
     def __init__(self, dim_in: int, dim_hidden: int, dim_out: int, num_layers: int) -> None:
         super().__init__()
         dims = [dim_in] + [dim_hidden] * (num_layers - 1) + [dim_out]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=False))
 
     def forward(self, x: Tensor) -> Tensor:
         for i, layer in enumerate(self.layers):
@@ -285,7 +285,7 @@ def _resnet(name: str, dilation: bool) -> nn.Module:
     return net
 
 
-def _conv_bn(x: Tensor, conv: nn.Conv2d, bn: nn.Module, relu: bool = True) -> Tensor:
+def _conv_bn(x: Tensor, conv: nn.Conv2d, bn: Any, relu: bool = True) -> Tensor:  # bn: FrozenBatchNorm2d
     """conv -> frozen BN (-> ReLU) as one convolution: w' = w * s, b' = beta - mean * s, s = gamma / sqrt(var + eps)."""
     scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # [C_out]
     weight = conv.weight * scale[:, None, None, None]  # [C_out, C_in, k, k]
@@ -316,7 +316,7 @@ class DETR(nn.Module):
         The same computation as torchvision's `ResNet.forward` up to layer4 (Bottleneck: 1x1, 3x3 with the stride,
         1x1, plus the identity or the 1x1 downsample), with BN folded into the convolutions; channels-last memory.
         """
-        net = self.backbone
+        net: Any = self.backbone  # torchvision ResNet: its submodules are typed as `Tensor | Module`
         # Always a copy: an input that merely passes for channels-last (a permuted size-1 batch) runs as NCHW.
         x = pixel_values.clone(memory_format=torch.channels_last)  # [B, 3, H, W], stored [B, H, W, 3]
         x = F.max_pool2d(_conv_bn(x, net.conv1, net.bn1), kernel_size=3, stride=2, padding=1)  # [B, 64, H/4, W/4]
@@ -325,7 +325,8 @@ class DETR(nn.Module):
                 out = _conv_bn(x, block.conv1, block.bn1)
                 out = _conv_bn(out, block.conv2, block.bn2)
                 out = _conv_bn(out, block.conv3, block.bn3, relu=False)
-                shortcut = x if block.downsample is None else _conv_bn(x, *block.downsample, relu=False)
+                down = block.downsample  # None, or Sequential(conv 1x1, frozen BN)
+                shortcut = x if down is None else _conv_bn(x, down[0], down[1], relu=False)
                 x = F.relu_(out.add_(shortcut))  # in place: a fresh activation is a costly allocation on CPU
         return x
 

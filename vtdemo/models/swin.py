@@ -281,6 +281,8 @@ class SwinAttention:
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside each window, with a learned bias per head and relative offset."""
 
+    relative_position_index: Tensor  # a buffer (derived, not saved)
+
     def __init__(self, dim: int, num_heads: int, window: int, qkv_bias: bool = True) -> None:
         super().__init__()
         self.num_heads = num_heads
@@ -459,11 +461,12 @@ class SwinTransformer(nn.Module):
             raise ValueError(f"Swin expects input [B, {self.cfg.in_chans}, {size}, {size}], got {list(x.shape)}")
         x = self.patch_embed(x)  # [B, H, W, C]
         attentions: list[SwinAttention] | None = [] if return_attn else None
+        stage: Any  # a SwinStage (nn.ModuleList yields plain nn.Module)
         for s, stage in enumerate(self.layers):
             x, attns = stage(x, return_attn)  # [B, H, W, C] of this stage
             if attentions is not None:
                 attentions += [SwinAttention(a, s, b, blk.grid, blk.window, blk.shift)
-                               for b, (a, blk) in enumerate(zip(attns, stage.blocks))]
+                               for b, (a, blk) in enumerate(zip(attns, stage.blocks, strict=True))]
         logits = self.head(self.norm(x))  # [B, num_classes]
         return ClassifierOutput(logits=logits, attentions=attentions)
 
