@@ -26,7 +26,6 @@ SWIN_REPO = "test/full-swin-t"
 DETR_REPO = "test/full-detr-r50"
 
 
-
 def aim_class_head(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """`tiny_models._spread_heads` for the class head only (scores spread over (0, 1) on the example photos at
     320 px); the box head keeps its random weights, which already give boxes all over the image."""
@@ -55,14 +54,16 @@ def write_full_repos(cache: Path) -> dict[str, str]:
         write_timm_repo(cache, VIT_REPO, vit, {}, work, formats=("model.safetensors",))
         swin = randomise_classifier(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False), 12)
         write_timm_repo(cache, SWIN_REPO, swin, {}, work, formats=("model.safetensors",))
-        config = transformers.DetrConfig(use_timm_backbone=True, use_pretrained_backbone=False,
-                                         id2label=dict(enumerate(coco())))
+        config = transformers.DetrConfig(
+            use_timm_backbone=True, use_pretrained_backbone=False, id2label=dict(enumerate(coco()))
+        )
         detr = _randomise_detr(transformers.DetrForObjectDetection(config), 13, sharp_qk=1.0)
         detr = aim_class_head(detr, 14)
         with tempfile.TemporaryDirectory(dir=work) as d:
             detr.save_pretrained(d)
-            files: dict[str, bytes | dict] = {p.name: p.read_bytes() for p in Path(d).iterdir()
-                                              if p.name in ("config.json", "model.safetensors")}
+            files: dict[str, bytes | dict] = {
+                p.name: p.read_bytes() for p in Path(d).iterdir() if p.name in ("config.json", "model.safetensors")
+            }
         files["preprocessor_config.json"] = DETR_PREPROCESSOR
         write_repo(cache, DETR_REPO, files)
     return {"vit": VIT_REPO, "swin": SWIN_REPO, "detr": DETR_REPO}

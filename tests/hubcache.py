@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import torch
 from safetensors.torch import save_file
@@ -86,9 +86,15 @@ def hub_state_dict(model, tmp: Path) -> dict[str, torch.Tensor]:
     return load(hub_files_of(model, tmp)["model.safetensors"])
 
 
-def write_timm_repo(cache: Path, repo_id: str, model, model_args: dict, tmp: Path,
-                    formats: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin"),
-                    revision: str = "main") -> Path:
+def write_timm_repo(
+    cache: Path,
+    repo_id: str,
+    model,
+    model_args: dict,
+    tmp: Path,
+    formats: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin"),
+    revision: str = "main",
+) -> Path:
     """A timm model as timm itself writes it for the Hub (`timm.models._hub.save_for_hf`): config.json + weights."""
     import tempfile
 
@@ -100,8 +106,15 @@ def write_timm_repo(cache: Path, repo_id: str, model, model_args: dict, tmp: Pat
     return write_repo(cache, repo_id, files, revision=revision)
 
 
-def write_transformers_repo(cache: Path, repo_id: str, model, tmp: Path, preprocessor: dict | None = None,
-                            formats: tuple[str, ...] = ("model.safetensors",), revision: str = "main") -> Path:
+def write_transformers_repo(
+    cache: Path,
+    repo_id: str,
+    model,
+    tmp: Path,
+    preprocessor: dict | None = None,
+    formats: tuple[str, ...] = ("model.safetensors",),
+    revision: str = "main",
+) -> Path:
     """A transformers model as `save_pretrained` writes it, plus an optional `preprocessor_config.json`.
 
     `formats` picks the weight files: "model.safetensors" and/or "pytorch_model.bin" (some Hub repos, such as

@@ -50,8 +50,12 @@ def outcome(endpoint: str, job: Any, deadline: float) -> dict[str, Any]:
     if error is None:
         try:
             output = job.result(timeout=max(0.1, deadline - time.monotonic()))
-            return {"endpoint": endpoint, "status": "ok", "answer": answer(endpoint, output),
-                    "files": files(endpoint, output)}
+            return {
+                "endpoint": endpoint,
+                "status": "ok",
+                "answer": answer(endpoint, output),
+                "files": files(endpoint, output),
+            }
         except BaseException as exc:  # noqa: BLE001 - every way of failing is reported
             error = exc
     if isinstance(error, QueueError):
@@ -61,13 +65,21 @@ def outcome(endpoint: str, job: Any, deadline: float) -> dict[str, Any]:
     return {"endpoint": endpoint, "status": "error", "message": f"{type(error).__name__}: {str(error)[:300]}"}
 
 
-def visit(url: str, photo: str, requests: list[str], threshold: float, deadline: float,
-          barrier: threading.Barrier | None, report: dict[str, Any]) -> None:
+def visit(
+    url: str,
+    photo: str,
+    requests: list[str],
+    threshold: float,
+    deadline: float,
+    barrier: threading.Barrier | None,
+    report: dict[str, Any],
+) -> None:
     try:
         client = Client(url, verbose=False, download_files=False)
     except Exception as exc:  # noqa: BLE001
-        report["outcomes"] = [{"endpoint": e, "status": "error", "message": f"no connection: {exc!r}"}
-                              for e in requests]
+        report["outcomes"] = [
+            {"endpoint": e, "status": "error", "message": f"no connection: {exc!r}"} for e in requests
+        ]
         if barrier is not None:
             barrier.abort()
         return
@@ -96,9 +108,15 @@ def main(plan_path: str) -> None:
     deadline = time.monotonic() + plan["deadline_s"]
     reports: list[dict[str, Any]] = [{} for _ in plan["clients"]]
     barrier = threading.Barrier(len(plan["clients"]), timeout=30)
-    threads = [threading.Thread(target=visit, daemon=True, name=f"visitor-{i}",
-                                args=(url, c["photo"], c["requests"], threshold, deadline, barrier, reports[i]))
-               for i, c in enumerate(plan["clients"])]
+    threads = [
+        threading.Thread(
+            target=visit,
+            daemon=True,
+            name=f"visitor-{i}",
+            args=(url, c["photo"], c["requests"], threshold, deadline, barrier, reports[i]),
+        )
+        for i, c in enumerate(plan["clients"])
+    ]
     started = time.perf_counter()
     for t in threads:
         t.start()

@@ -23,8 +23,8 @@ pytest.importorskip("transformers")
 gradio_client = pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
-from tiny_models import app_of, launched_app, tiny_repos_once  # noqa: E402
 
+from tiny_models import app_of, launched_app, tiny_repos_once  # noqa: E402
 from vtdemo import hub, pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -165,8 +165,9 @@ def test_rerender_server_time_for_a_1280x720_photo(app, tmp_path, in_event):
     Image.open(ASTRONAUT).convert("RGB").resize((1280, 720)).save(photo)
     state = tab.detect(str(photo), "", 0.7, [], 100, False, 0.5, *VIEW)[tab.state]
     boxes_block = next(b for b in demo.blocks.values() if type(b).__name__ == "BoxImage")
-    table_block = next(b for b in demo.blocks.values() if type(b).__name__ == "Dataframe" and
-                       b.headers and b.headers[0] == "#")
+    table_block = next(
+        b for b in demo.blocks.values() if type(b).__name__ == "Dataframe" and b.headers and b.headers[0] == "#"
+    )
     times = []
     for t in [0.3, 0.5, 0.7, 0.9, 0.0, 0.6] * 3:
         started = time.perf_counter()
@@ -275,8 +276,20 @@ def test_every_event_has_an_api_name_and_limits_are_set(app):
     demo, url = app
     names = [fn.api_name for fn in demo.fns.values()]
     assert names and all(isinstance(n, str) and n for n in names)
-    for documented in ("classify_vit", "classify_swin", "explain_vit", "detect", "rerender", "detection_map",
-                       "encoder_map", "match", "export_detect", "export_classify", "webcam", "freeze"):
+    for documented in (
+        "classify_vit",
+        "classify_swin",
+        "explain_vit",
+        "detect",
+        "rerender",
+        "detection_map",
+        "encoder_map",
+        "match",
+        "export_detect",
+        "export_classify",
+        "webcam",
+        "freeze",
+    ):
         assert documented in names
     assert demo._queue.max_size == 32
     assert demo.max_file_size == 20 * 1024 * 1024

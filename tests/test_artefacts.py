@@ -15,10 +15,7 @@ def _one_head(rows: list[list[float]]) -> torch.Tensor:
 
 
 # CLS + 3 patches (grid 1x3); the patch in the middle (token 2) is the outlier.
-A = _one_head([[0.4, 0.1, 0.4, 0.1],
-               [0.25, 0.25, 0.25, 0.25],
-               [0.1, 0.1, 0.7, 0.1],
-               [0.2, 0.2, 0.4, 0.2]])
+A = _one_head([[0.4, 0.1, 0.4, 0.1], [0.25, 0.25, 0.25, 0.25], [0.1, 0.1, 0.7, 0.1], [0.2, 0.2, 0.4, 0.2]])
 MIDDLE = torch.tensor([False, True, False])
 
 
@@ -75,7 +72,6 @@ def test_norms_on_the_grid_by_hand():
 def test_planted_high_norm_token_is_found_and_masked():
     timm = pytest.importorskip("timm")
     from tiny_models import randomise_classifier
-
     from vtdemo.convert import vit as convert
     from vtdemo.models.vit import VisionTransformer, config_from_timm
 

@@ -21,8 +21,9 @@ from vtdemo import preprocess
 from vtdemo.errors import ImageError
 from vtdemo.images import load_image
 
-TIMM_CFG = preprocess.config_from_timm(dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.9,
-                                            mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)))
+TIMM_CFG = preprocess.config_from_timm(
+    dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.9, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+)
 DETR_CFG = preprocess.config_from_hf({"size": {"shortest_edge": 800, "longest_edge": 1333}}, detr=True)
 
 
@@ -44,11 +45,14 @@ def photo(size=(64, 48)) -> Image.Image:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that declares width x height but holds one tiny IDAT (a decompression bomb's header)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+    )
 
 
 GOOD = {
@@ -58,8 +62,7 @@ GOOD = {
     "one_bit": lambda: encode(photo().convert("1"), "PNG"),
     "grayscale_jpeg": lambda: encode(photo().convert("L"), "JPEG"),
     "cmyk_jpeg": lambda: encode(photo().convert("CMYK"), "JPEG"),
-    "sixteen_bit_png": lambda: encode(Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20),
-                                      "PNG"),
+    "sixteen_bit_png": lambda: encode(Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 20), "PNG"),
     "animated_gif": lambda: encode(photo(), "GIF", save_all=True, append_images=[photo().rotate(90)]),
     "animated_webp": lambda: encode(photo(), "WEBP", save_all=True, append_images=[photo().rotate(90)]),
     "one_pixel": lambda: encode(Image.new("RGB", (1, 1), (200, 10, 10)), "PNG"),
@@ -173,8 +176,16 @@ def test_file_names_with_spaces_and_non_ascii(tmp_path):
         load_image(tmp_path / "missing ü.png")
 
 
-@pytest.mark.parametrize("shape,dtype", [((480, 641, 3), np.uint8), ((31, 17), np.uint8), ((20, 30, 4), np.uint8),
-                                         ((25, 25, 3), np.float32), ((10, 10, 1), np.uint8)])
+@pytest.mark.parametrize(
+    "shape,dtype",
+    [
+        ((480, 641, 3), np.uint8),
+        ((31, 17), np.uint8),
+        ((20, 30, 4), np.uint8),
+        ((25, 25, 3), np.float32),
+        ((10, 10, 1), np.uint8),
+    ],
+)
 def test_arrays_like_webcam_frames(shape, dtype):
     arr = (np.random.default_rng(0).random(shape) * (255 if dtype == np.uint8 else 1)).astype(dtype)
     image = load_image(arr)
@@ -188,18 +199,31 @@ def test_arrays_that_are_not_images(shape):
 
 
 MODES = ["RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "I;16", "I", "F"]
-FORMATS = {"PNG": {"RGB", "RGBA", "L", "LA", "P", "1", "I;16"}, "JPEG": {"RGB", "L", "CMYK"},
-           "WEBP": {"RGB", "RGBA"}, "GIF": {"P", "L"}, "BMP": {"RGB", "L", "P", "1"}, "TIFF": set(MODES)}
+FORMATS = {
+    "PNG": {"RGB", "RGBA", "L", "LA", "P", "1", "I;16"},
+    "JPEG": {"RGB", "L", "CMYK"},
+    "WEBP": {"RGB", "RGBA"},
+    "GIF": {"P", "L"},
+    "BMP": {"RGB", "L", "P", "1"},
+    "TIFF": set(MODES),
+}
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(w=st.integers(1, 300), h=st.integers(1, 300), mode=st.sampled_from(MODES),
-       fmt=st.sampled_from(sorted(FORMATS)), cut=st.floats(0, 1), flips=st.lists(st.integers(0, 10**6), max_size=8),
-       seed=st.integers(0, 2**16))
+@given(
+    w=st.integers(1, 300),
+    h=st.integers(1, 300),
+    mode=st.sampled_from(MODES),
+    fmt=st.sampled_from(sorted(FORMATS)),
+    cut=st.floats(0, 1),
+    flips=st.lists(st.integers(0, 10**6), max_size=8),
+    seed=st.integers(0, 2**16),
+)
 def test_random_images_and_corruptions_only_raise_our_error(w, h, mode, fmt, cut, flips, seed):
     rng = np.random.default_rng(seed)
-    image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode if mode in {
-        "RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "I", "F"} else "L")
+    image = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(
+        mode if mode in {"RGB", "RGBA", "L", "LA", "P", "1", "CMYK", "I", "F"} else "L"
+    )
     if mode == "I;16":
         image = Image.fromarray(rng.integers(0, 65535, (h, w), dtype=np.uint16))
     if image.mode not in FORMATS[fmt]:

@@ -13,8 +13,15 @@ from vtdemo import hub
 from vtdemo.errors import CheckpointError, ModelUnavailableError, UnsupportedModelError
 
 ROOT = Path(__file__).resolve().parents[1]
-VIT_CONFIG = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "intermediate_size": 64}
+VIT_CONFIG = {
+    "model_type": "vit",
+    "image_size": 32,
+    "patch_size": 8,
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "intermediate_size": 64,
+}
 
 
 def one_line(exc: BaseException) -> str:
@@ -45,13 +52,16 @@ def test_missing_and_empty_folders(tmp_path):
         hub.load(str(tmp_path))
 
 
-@pytest.mark.parametrize("config,words", [
-    ({"model_type": "bert", "architectures": ["BertModel"]}, "'bert' model; vtdemo supports"),
-    ({"model_type": "llama"}, "'llama' model"),
-    ({"architecture": "resnet50", "num_classes": 1000}, "timm 'resnet50' model"),
-    ({"architecture": "vit_huge_patch14_clip_224", "num_classes": 1000}, "not supported"),
-    ({"hello": "world"}, "not a model config"),
-])
+@pytest.mark.parametrize(
+    "config,words",
+    [
+        ({"model_type": "bert", "architectures": ["BertModel"]}, "'bert' model; vtdemo supports"),
+        ({"model_type": "llama"}, "'llama' model"),
+        ({"architecture": "resnet50", "num_classes": 1000}, "timm 'resnet50' model"),
+        ({"architecture": "vit_huge_patch14_clip_224", "num_classes": 1000}, "not supported"),
+        ({"hello": "world"}, "not a model config"),
+    ],
+)
 def test_unsupported_architectures_say_what_is_supported(hf_cache, config, words):
     write_repo(hf_cache, "org/foreign", {"config.json": config, "model.safetensors": b""})
     with pytest.raises(UnsupportedModelError) as err:
@@ -87,8 +97,9 @@ def test_wrong_family_for_the_task(hf_cache, tmp_path):
     from hubcache import write_timm_repo
 
     args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-    write_timm_repo(hf_cache, "org/vit", timm.create_model("vit_tiny_patch16_224", num_classes=5, **args), args,
-                    tmp_path)
+    write_timm_repo(
+        hf_cache, "org/vit", timm.create_model("vit_tiny_patch16_224", num_classes=5, **args), args, tmp_path
+    )
     with pytest.raises(vtdemo.VtdemoError, match="image classifier; use classify"):
         vtdemo.detect(ROOT / "assets/examples/chelsea.png", model="org/vit")
 
@@ -115,8 +126,9 @@ def test_no_network_without_offline_flag_uses_the_cache_at_once(hf_cache, tmp_pa
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(hub, "hub_reachable", lambda: False)
     args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-    write_timm_repo(hf_cache, "org/cached", timm.create_model("vit_tiny_patch16_224", num_classes=5, **args), args,
-                    tmp_path)
+    write_timm_repo(
+        hf_cache, "org/cached", timm.create_model("vit_tiny_patch16_224", num_classes=5, **args), args, tmp_path
+    )
     start = time.monotonic()
     assert hub.load("org/cached").family == "vit"
     with pytest.raises(ModelUnavailableError, match="no connection to the Hugging Face Hub"):
@@ -159,8 +171,15 @@ def test_a_lying_config_costs_nothing(hf_cache, tmp_path, monkeypatch):
         original(self, cfg)
 
     monkeypatch.setattr(vit_model.VisionTransformer, "__init__", spy)
-    big = dict(VIT_CONFIG, hidden_size=1024, num_hidden_layers=40, num_attention_heads=16, intermediate_size=4096,
-               image_size=224, patch_size=16)
+    big = dict(
+        VIT_CONFIG,
+        hidden_size=1024,
+        num_hidden_layers=40,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        image_size=224,
+        patch_size=16,
+    )
     weights = safetensors_bytes({"classifier.bias": torch.zeros(2)}, tmp_path)
     write_repo(hf_cache, "org/liar", {"config.json": big, "model.safetensors": weights})
     started = time.perf_counter()
@@ -170,8 +189,10 @@ def test_a_lying_config_costs_nothing(hf_cache, tmp_path, monkeypatch):
     assert "missing keys" in one_line(err.value) and built_on == ["meta"]
 
 
-@pytest.mark.parametrize("change", [dict(num_hidden_layers=10**6), dict(hidden_size=10**6), dict(image_size=-224),
-                                    dict(num_attention_heads=0)])
+@pytest.mark.parametrize(
+    "change",
+    [dict(num_hidden_layers=10**6), dict(hidden_size=10**6), dict(image_size=-224), dict(num_attention_heads=0)],
+)
 def test_absurd_sizes_in_a_config_are_refused_before_building(hf_cache, change):
     write_repo(hf_cache, "org/absurd", {"config.json": dict(VIT_CONFIG, **change), "model.safetensors": b"x"})
     with pytest.raises((UnsupportedModelError, CheckpointError)) as err:

@@ -25,15 +25,21 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
-from tiny_models import launched_app  # noqa: E402
 
+from tiny_models import launched_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
 CAT = str(ROOT / "assets" / "examples" / "chelsea.png")
 ASTRONAUT = str(ROOT / "assets" / "examples" / "astronaut.png")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--use-fake-ui-for-media-stream",
+    "--use-fake-device-for-media-stream",
+]
 SLOW = 60_000  # ms: first use loads a model on a shared 2-core machine
 
 

@@ -20,8 +20,9 @@ TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
 
 def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "vtdemo", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "vtdemo", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +59,9 @@ def test_classify_json_contract(vit_repo, tmp_path):
 
 def test_top_k_may_be_every_class_and_scores_sum_to_one(vit_repo):
     cache, repo, _ = vit_repo
-    proc = run_cli("classify", "--model", repo, "--top-k", "1000", "--json",
-                   str(ROOT / "assets/examples/coffee.png"), cache=cache)
+    proc = run_cli(
+        "classify", "--model", repo, "--top-k", "1000", "--json", str(ROOT / "assets/examples/coffee.png"), cache=cache
+    )
     preds = json.loads(proc.stdout)[0]["predictions"]
     assert len(preds) == 1000 and sum(p["score"] for p in preds) == pytest.approx(1.0, abs=1e-4)
     assert len({p["index"] for p in preds}) == 1000
@@ -93,8 +95,13 @@ def test_bad_images_give_one_line_errors_and_the_rest_still_runs(vit_repo, tmp_p
 
 
 def test_unknown_repo_offline(tmp_path):
-    proc = run_cli("classify", "--model", "someone/unknown-vit", str(ROOT / "assets/examples/chelsea.png"),
-                   cache=tmp_path / "empty")
+    proc = run_cli(
+        "classify",
+        "--model",
+        "someone/unknown-vit",
+        str(ROOT / "assets/examples/chelsea.png"),
+        cache=tmp_path / "empty",
+    )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     line = proc.stderr.strip()
     assert "\n" not in line and "someone/unknown-vit" in line and "connect once" in line and "folder" in line
@@ -104,7 +111,7 @@ def test_corrupt_safetensors(vit_repo, tmp_path):
     _, _, model = vit_repo
     cache = tmp_path / "hub"
     snap = write_timm_repo(cache, "org/corrupt", model, TINY, tmp_path, formats=("model.safetensors",))
-    (snap / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{\"a\":1}")
+    (snap / "model.safetensors").write_bytes(b'\x08\x00\x00\x00\x00\x00\x00\x00{"a":1}')
     proc = run_cli("classify", "--model", "org/corrupt", str(ROOT / "assets/examples/chelsea.png"), cache=cache)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "model.safetensors" in proc.stderr and "delete it" in proc.stderr
@@ -122,8 +129,18 @@ def tiny_cache(tmp_path_factory):
 def test_detect_json_contract_threshold_and_save(tiny_cache, tmp_path):
     cache, repos = tiny_cache
     image = ROOT / "assets/examples/astronaut.png"
-    proc = run_cli("detect", "--model", repos["detr"], "--threshold", "0", "--json", "--save", str(tmp_path),
-                   str(image), cache=cache)
+    proc = run_cli(
+        "detect",
+        "--model",
+        repos["detr"],
+        "--threshold",
+        "0",
+        "--json",
+        "--save",
+        str(tmp_path),
+        str(image),
+        cache=cache,
+    )
     assert proc.returncode == 0, proc.stderr
     (item,) = json.loads(proc.stdout)
     assert set(item) == {"image", "model", "size", "detections", "runtime"}
@@ -180,14 +197,23 @@ def test_match_command(tiny_cache, tmp_path):
     cache, repos = tiny_cache
     gt = tmp_path / "gt.json"
     gt.write_text(json.dumps([["person", 150, 20, 350, 500], [17, 10, 10, 100, 100]]))
-    proc = run_cli("match", "--model", repos["detr"], "--gt", str(gt), "--json",
-                   str(ROOT / "assets/examples/astronaut.png"), cache=cache)
+    proc = run_cli(
+        "match",
+        "--model",
+        repos["detr"],
+        "--gt",
+        str(gt),
+        "--json",
+        str(ROOT / "assets/examples/astronaut.png"),
+        cache=cache,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert [p["object"] for p in out["pairs"]] == [0, 1] and len({p["query"] for p in out["pairs"]}) == 2
     assert set(out["losses"]) == {"classification", "l1", "giou", "total"}
-    proc = run_cli("match", "--model", repos["detr"], "--gt", str(gt), str(ROOT / "assets/examples/astronaut.png"),
-                   cache=cache)
+    proc = run_cli(
+        "match", "--model", repos["detr"], "--gt", str(gt), str(ROOT / "assets/examples/astronaut.png"), cache=cache
+    )
     assert "loss: classification" in proc.stdout
 
 
@@ -198,8 +224,17 @@ def test_explain_deletion_check(tiny_cache):
     assert proc.returncode == 0, proc.stderr
     (item,) = json.loads(proc.stdout)
     d = item["deletion"]
-    assert set(d) == {"auc", "random_auc", "fraction", "probability", "random_probability", "insertion_auc",
-                      "random_insertion_auc", "insertion_probability", "random_insertion_probability"}
+    assert set(d) == {
+        "auc",
+        "random_auc",
+        "fraction",
+        "probability",
+        "random_probability",
+        "insertion_auc",
+        "random_insertion_auc",
+        "insertion_probability",
+        "random_insertion_probability",
+    }
     assert len(d["fraction"]) == len(d["probability"]) == 21 and d["fraction"][0] == 0 and d["fraction"][-1] == 1
     assert 0 <= d["auc"] <= 1 and 0 <= d["random_auc"] <= 1
     # nothing deleted yet: the probability is the classifier's own score for the explained class

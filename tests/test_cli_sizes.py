@@ -24,8 +24,9 @@ def vit224(tmp_path_factory):
     return tmp / "hub", "test/vit224"
 
 
-@pytest.mark.parametrize("flags,grid", [(["--input-size", "448"], [28, 28]), (["--keep-aspect"], [14, 21]),
-                                        (["--mask-outliers"], [14, 14])])
+@pytest.mark.parametrize(
+    "flags,grid", [(["--input-size", "448"], [28, 28]), (["--keep-aspect"], [14, 21]), (["--mask-outliers"], [14, 14])]
+)
 def test_explain_at_other_sizes(vit224, flags, grid):
     cache, repo = vit224
     image = str(ROOT / "assets/examples/chelsea.png")  # 451x300
@@ -37,6 +38,7 @@ def test_explain_at_other_sizes(vit224, flags, grid):
 
 def test_too_large_a_size_is_one_line(vit224):
     cache, repo = vit224
-    proc = run_cli("explain", "--model", repo, "--input-size", "1024", str(ROOT / "assets/examples/chelsea.png"),
-                   cache=cache)
+    proc = run_cli(
+        "explain", "--model", repo, "--input-size", "1024", str(ROOT / "assets/examples/chelsea.png"), cache=cache
+    )
     assert proc.returncode != 0 and "at most 1024" in proc.stderr and "Traceback" not in proc.stderr

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Callable
 
 import pytest
 import torch
@@ -28,13 +28,23 @@ from vtdemo.models.detr import (
 )
 
 TINY = DetrConfig(d_model=32, num_heads=2, encoder_layers=2, decoder_layers=2, ffn_dim=64, num_queries=10)
-TINY_HF = dict(d_model=32, encoder_attention_heads=2, decoder_attention_heads=2, encoder_layers=2, decoder_layers=2,
-               encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=10, num_labels=91)
+TINY_HF = dict(
+    d_model=32,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    num_queries=10,
+    num_labels=91,
+)
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 HUB_PREFIX = "model.backbone.conv_encoder.model."
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
 
 def to_tensor(image: Image.Image, width: int, height: int) -> torch.Tensor:
     """PIL RGB -> [3, height, width], bilinear resize, ImageNet-normalised (DETR's preprocessing, test-side)."""
@@ -121,13 +131,15 @@ def build_hf(tmp_path, calibration: torch.Tensor, **kwargs):
 
 # ----------------------------------------------------------------------------------------------- fixtures
 
+
 @pytest.fixture(scope="module")
 def tiny(images):
     torch.manual_seed(0)
     model = DETR(TINY).eval()
     net = model.backbone  # torchvision's modules, run through their own forward for the BN calibration
-    layers = torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3,
-                                 net.layer4)
+    layers = torch.nn.Sequential(
+        net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
+    )
     randomise_(model, 1, lambda: layers(images["calibration"]))
     return model
 
@@ -155,19 +167,22 @@ HF_VARIANTS = {
 def pair(request, tmp_path_factory, images):
     """A tiny transformers model, its Hub-format state dict, our model converted from it, and its outputs."""
     torch.manual_seed(0)
-    hf, hub_sd, config = build_hf(tmp_path_factory.mktemp(request.param), images["calibration"], **TINY_HF,
-                                  **HF_VARIANTS[request.param])
+    hf, hub_sd, config = build_hf(
+        tmp_path_factory.mktemp(request.param), images["calibration"], **TINY_HF, **HF_VARIANTS[request.param]
+    )
     ours = DETR(config_from_hf(config)).eval()
     ours.load_state_dict(from_hf(hub_sd), strict=True)
     values, mask = images["batch"]
     with torch.no_grad():
         ref_single = hf(pixel_values=images["single"])
         ref_batch = hf(pixel_values=values, pixel_mask=mask.long(), output_attentions=True)
-    return SimpleNamespace(variant=request.param, hf=hf, hub_sd=hub_sd, ours=ours,
-                           ref_single=ref_single, ref_batch=ref_batch)
+    return SimpleNamespace(
+        variant=request.param, hf=hf, hub_sd=hub_sd, ours=ours, ref_single=ref_single, ref_batch=ref_batch
+    )
 
 
 # ----------------------------------------------------------------------------------------------- unit tests
+
 
 def test_output_shapes(tiny):
     with torch.no_grad():
@@ -281,11 +296,23 @@ def test_multihead_attention_matches_torch():
 # ----------------------------------------------------------------------------------------------- config
 
 HUB_R50_CONFIG = {  # the fields of facebook/detr-resnet-50's config.json that matter (a Hub-era file)
-    "architectures": ["DetrForObjectDetection"], "model_type": "detr", "backbone": "resnet50",
-    "use_timm_backbone": True, "use_pretrained_backbone": True, "dilation": False, "d_model": 256,
-    "encoder_layers": 6, "decoder_layers": 6, "encoder_attention_heads": 8, "decoder_attention_heads": 8,
-    "encoder_ffn_dim": 2048, "decoder_ffn_dim": 2048, "num_queries": 100, "num_channels": 3,
-    "position_embedding_type": "sine", "activation_function": "relu",
+    "architectures": ["DetrForObjectDetection"],
+    "model_type": "detr",
+    "backbone": "resnet50",
+    "use_timm_backbone": True,
+    "use_pretrained_backbone": True,
+    "dilation": False,
+    "d_model": 256,
+    "encoder_layers": 6,
+    "decoder_layers": 6,
+    "encoder_attention_heads": 8,
+    "decoder_attention_heads": 8,
+    "encoder_ffn_dim": 2048,
+    "decoder_ffn_dim": 2048,
+    "num_queries": 100,
+    "num_channels": 3,
+    "position_embedding_type": "sine",
+    "activation_function": "relu",
     "id2label": {str(i): f"label {i}" for i in range(91)},
 }
 
@@ -294,9 +321,19 @@ def test_config_from_hub_era_files():
     assert config_from_hf(HUB_R50_CONFIG) == PRESETS["detr-resnet-50"]
     assert config_from_hf({**HUB_R50_CONFIG, "backbone": "resnet101"}) == PRESETS["detr-resnet-101"]
     assert config_from_hf({**HUB_R50_CONFIG, "dilation": True}) == PRESETS["detr-resnet-50-dc5"]
-    no_timm = {**HUB_R50_CONFIG, "use_timm_backbone": False, "backbone": None, "backbone_config": {
-        "model_type": "resnet", "depths": [3, 4, 23, 3], "hidden_sizes": [256, 512, 1024, 2048],
-        "layer_type": "bottleneck", "embedding_size": 64, "out_features": ["stage4"]}}
+    no_timm = {
+        **HUB_R50_CONFIG,
+        "use_timm_backbone": False,
+        "backbone": None,
+        "backbone_config": {
+            "model_type": "resnet",
+            "depths": [3, 4, 23, 3],
+            "hidden_sizes": [256, 512, 1024, 2048],
+            "layer_type": "bottleneck",
+            "embedding_size": 64,
+            "out_features": ["stage4"],
+        },
+    }
     assert config_from_hf(no_timm) == PRESETS["detr-resnet-101"]
     gaps = {**HUB_R50_CONFIG, "id2label": {"1": "person", "90": "toothbrush"}}
     assert config_from_hf(gaps).num_classes == 91  # ids index the class head: max id + 1
@@ -307,26 +344,42 @@ def test_config_from_transformers_5_files(tmp_path):
 
     for kwargs, expected in [
         (dict(use_timm_backbone=True, use_pretrained_backbone=False), ("resnet50", False)),
-        (dict(use_timm_backbone=True, use_pretrained_backbone=False, backbone="resnet101", dilation=True),
-         ("resnet101", True)),
+        (
+            dict(use_timm_backbone=True, use_pretrained_backbone=False, backbone="resnet101", dilation=True),
+            ("resnet101", True),
+        ),
         (dict(use_timm_backbone=False), ("resnet50", False)),
     ]:
         HFDetrConfig(**kwargs, **TINY_HF).save_pretrained(tmp_path)
         cfg = config_from_hf(json.loads((tmp_path / "config.json").read_text()))
         assert (cfg.backbone, cfg.dilation) == expected
-        assert cfg == DetrConfig(backbone=expected[0], dilation=expected[1], d_model=32, num_heads=2,
-                                 encoder_layers=2, decoder_layers=2, ffn_dim=64, num_queries=10, num_classes=91)
+        assert cfg == DetrConfig(
+            backbone=expected[0],
+            dilation=expected[1],
+            d_model=32,
+            num_heads=2,
+            encoder_layers=2,
+            decoder_layers=2,
+            ffn_dim=64,
+            num_queries=10,
+            num_classes=91,
+        )
 
 
-@pytest.mark.parametrize("change", [
-    {"backbone": "resnet18"},
-    {"position_embedding_type": "learned"},
-    {"model_type": "deformable_detr"},
-    {"decoder_attention_heads": 4},
-    {"use_timm_backbone": False, "backbone_config": {"model_type": "resnet", "depths": [2, 2, 2, 2],
-                                                     "layer_type": "basic"}},
-    {"backbone_config": {"model_type": "swin"}},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"backbone": "resnet18"},
+        {"position_embedding_type": "learned"},
+        {"model_type": "deformable_detr"},
+        {"decoder_attention_heads": 4},
+        {
+            "use_timm_backbone": False,
+            "backbone_config": {"model_type": "resnet", "depths": [2, 2, 2, 2], "layer_type": "basic"},
+        },
+        {"backbone_config": {"model_type": "swin"}},
+    ],
+)
 def test_config_unsupported(change):
     with pytest.raises(UnsupportedModelError):
         config_from_hf({**HUB_R50_CONFIG, **change})
@@ -339,6 +392,7 @@ def test_unsupported_backbone_in_our_config():
 
 # ----------------------------------------------------------------------------------------------- key maps
 
+
 def test_hub_key_names(pair):
     """`save_pretrained` writes the Hub-era names (transformers' `DetrForObjectDetection` checkpoint names), not
     transformers 5's in-memory names."""
@@ -347,17 +401,27 @@ def test_hub_key_names(pair):
     assert len(backbone) == 265  # ResNet-50 up to layer4, frozen BN, no num_batches_tracked
     assert is_no_timm(hub_sd) == (pair.variant == "no_timm")
     if pair.variant == "no_timm":
-        for key in ["embedder.embedder.convolution.weight", "encoder.stages.0.layers.0.shortcut.normalization.bias",
-                    "encoder.stages.3.layers.2.layer.2.normalization.running_var"]:
+        for key in [
+            "embedder.embedder.convolution.weight",
+            "encoder.stages.0.layers.0.shortcut.normalization.bias",
+            "encoder.stages.3.layers.2.layer.2.normalization.running_var",
+        ]:
             assert HUB_PREFIX + key in hub_sd
     else:
         for key in ["conv1.weight", "bn1.running_mean", "layer1.0.downsample.1.running_var", "layer4.2.conv3.weight"]:
             assert HUB_PREFIX + key in hub_sd
-    for key in ["model.input_projection.weight", "model.query_position_embeddings.weight",
-                "model.encoder.layers.1.self_attn.out_proj.weight", "model.encoder.layers.0.fc1.bias",
-                "model.decoder.layers.1.encoder_attn.q_proj.weight",
-                "model.decoder.layers.0.encoder_attn_layer_norm.bias", "model.decoder.layers.1.final_layer_norm.weight",
-                "model.decoder.layernorm.weight", "class_labels_classifier.weight", "bbox_predictor.layers.2.bias"]:
+    for key in [
+        "model.input_projection.weight",
+        "model.query_position_embeddings.weight",
+        "model.encoder.layers.1.self_attn.out_proj.weight",
+        "model.encoder.layers.0.fc1.bias",
+        "model.decoder.layers.1.encoder_attn.q_proj.weight",
+        "model.decoder.layers.0.encoder_attn_layer_norm.bias",
+        "model.decoder.layers.1.final_layer_norm.weight",
+        "model.decoder.layernorm.weight",
+        "class_labels_classifier.weight",
+        "bbox_predictor.layers.2.bias",
+    ]:
         assert key in hub_sd
     assert not any(".o_proj." in k or ".mlp." in k for k in hub_sd)
     assert hub_sd["class_labels_classifier.weight"].shape == (92, 32)
@@ -371,21 +435,31 @@ def test_every_key_is_consumed(pair):
     in_memory = pair.hf.state_dict()
     assert any(".o_proj." in k for k in in_memory) and any(".mlp.fc1." in k for k in in_memory)
     target.load_state_dict(from_hf(in_memory), strict=True)
-    counters = {HUB_PREFIX + "bn1.num_batches_tracked": torch.tensor(0),
-                HUB_PREFIX + "layer1.0.downsample.1.num_batches_tracked": torch.tensor(0)}
+    counters = {
+        HUB_PREFIX + "bn1.num_batches_tracked": torch.tensor(0),
+        HUB_PREFIX + "layer1.0.downsample.1.num_batches_tracked": torch.tensor(0),
+    }
     target.load_state_dict(from_hf({**pair.hub_sd, **counters}), strict=True)
     assert len(pair.ours.state_dict()) == len(pair.hub_sd)
 
 
 def to_original_names(hub_sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Hub names -> facebookresearch/detr names, as facebookresearch/detr names them (fused in_proj rows q, k, v)."""
-    table = [("model.backbone.conv_encoder.model.", "backbone.0.body."), ("model.input_projection.", "input_proj."),
-             ("model.query_position_embeddings.", "query_embed."),
-             ("model.decoder.layernorm.", "transformer.decoder.norm."),
-             ("model.encoder.", "transformer.encoder."), ("model.decoder.", "transformer.decoder."),
-             ("self_attn_layer_norm", "norm1"), ("encoder_attn_layer_norm", "norm2"),
-             ("encoder_attn.", "multihead_attn."), ("fc1.", "linear1."), ("fc2.", "linear2."),
-             ("class_labels_classifier.", "class_embed."), ("bbox_predictor.", "bbox_embed.")]
+    table = [
+        ("model.backbone.conv_encoder.model.", "backbone.0.body."),
+        ("model.input_projection.", "input_proj."),
+        ("model.query_position_embeddings.", "query_embed."),
+        ("model.decoder.layernorm.", "transformer.decoder.norm."),
+        ("model.encoder.", "transformer.encoder."),
+        ("model.decoder.", "transformer.decoder."),
+        ("self_attn_layer_norm", "norm1"),
+        ("encoder_attn_layer_norm", "norm2"),
+        ("encoder_attn.", "multihead_attn."),
+        ("fc1.", "linear1."),
+        ("fc2.", "linear2."),
+        ("class_labels_classifier.", "class_embed."),
+        ("bbox_predictor.", "bbox_embed."),
+    ]
     original = {}
     for key, value in hub_sd.items():
         for a, b in table:
@@ -416,6 +490,7 @@ def test_from_original_names(pair, images):
 
 # ----------------------------------------------------------------------------------------------- parity
 
+
 def test_parity_single_photo(pair, images):
     with torch.no_grad():
         out = pair.ours(images["single"])
@@ -439,14 +514,17 @@ def test_parity_padded_batch_with_attention(pair, images):
     # difference between our folded-BN backbone and transformers' conv-then-BN moves a probability by up to ~2e-4;
     # a wrong mask, head order or position would move them by ~0.1.
     assert len(ref.encoder_attentions) == len(out.encoder_attn) == 2
-    for ours_attn, ref_attn in [(out.encoder_attn, ref.encoder_attentions),
-                                (out.decoder_self_attn, ref.decoder_attentions),
-                                (out.decoder_cross_attn, ref.cross_attentions)]:
+    for ours_attn, ref_attn in [
+        (out.encoder_attn, ref.encoder_attentions),
+        (out.decoder_self_attn, ref.decoder_attentions),
+        (out.decoder_cross_attn, ref.cross_attentions),
+    ]:
         for a, b in zip(ours_attn, ref_attn, strict=True):
             torch.testing.assert_close(a, b, atol=5e-4, rtol=0)
 
 
 # ----------------------------------------------------------------------------------------------- full size
+
 
 def test_full_size_parity(tmp_path, photos, images):
     """detr-resnet-50 (random, randomised weights) on a real photo at DETR's size: 800 x 1199."""

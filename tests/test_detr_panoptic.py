@@ -26,8 +26,17 @@ from vtdemo.postprocess_panoptic import coco_is_thing, panoptic_segments, segmen
 
 transformers = pytest.importorskip("transformers")
 
-TINY_HF = dict(d_model=32, encoder_attention_heads=8, decoder_attention_heads=8, encoder_layers=1, decoder_layers=1,
-               encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=12, num_labels=6)
+TINY_HF = dict(
+    d_model=32,
+    encoder_attention_heads=8,
+    decoder_attention_heads=8,
+    encoder_layers=1,
+    decoder_layers=1,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    num_queries=12,
+    num_labels=6,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +45,9 @@ def pair(tmp_path_factory, images):
     from safetensors.torch import load_file
 
     tmp = tmp_path_factory.mktemp("panoptic")
-    ref = transformers.DetrForSegmentation(transformers.DetrConfig(**TINY_HF, use_pretrained_backbone=False,
-                                                                   attn_implementation="eager")).eval()
+    ref = transformers.DetrForSegmentation(
+        transformers.DetrConfig(**TINY_HF, use_pretrained_backbone=False, attn_implementation="eager")
+    ).eval()
     calibration = to_tensor(images[0], 160, 128)[None]
     randomise_(ref, 0, lambda: ref.detr.model.backbone(calibration, torch.ones(1, 128, 160)))
     ref.save_pretrained(tmp)
@@ -110,7 +120,8 @@ def test_post_processing_matches_transformers(seed, target):
     assert len(got.segments) >= 5
     assert torch.equal(got.segmentation, expected["segmentation"].to(torch.int32))
     assert [(s.id, s.label_id, s.score, s.was_fused) for s in got.segments] == [
-        (s["id"], s["label_id"], s["score"], s["was_fused"]) for s in expected["segments_info"]]
+        (s["id"], s["label_id"], s["score"], s["was_fused"]) for s in expected["segments_info"]
+    ]
     for s in got.segments:
         assert s.area == int((got.segmentation == s.id).sum()) > 0
 
@@ -132,7 +143,10 @@ def test_fusing_stuff_by_hand():
     logits, masks = _hand_case()
     result = panoptic_segments(logits, masks, fuse={95})
     assert [(s.id, s.label_id, s.queries, s.area, s.was_fused, s.isthing) for s in result.segments] == [
-        (1, 95, [0, 2], 8, True, False), (2, 1, [1], 8, False, True), (3, 2, [3], 8, False, True)]
+        (1, 95, [0, 2], 8, True, False),
+        (2, 1, [1], 8, False, True),
+        (3, 2, [3], 8, False, True),
+    ]
     expected = torch.tensor([[2, 2, 1, 1, 1, 1], [2, 2, 1, 1, 1, 1], [2, 2, 3, 3, 3, 3], [2, 2, 3, 3, 3, 3]])
     assert torch.equal(result.segmentation, expected.to(torch.int32))
     unfused = panoptic_segments(logits, masks)
@@ -171,15 +185,19 @@ def test_hub_loads_a_panoptic_checkpoint(pair, hf_cache, tmp_path, images):
     assert run.output.pred_masks.shape[1] == 12
     threshold = float(run.output.logits[0].softmax(-1).max(-1).values.median()) - 1e-3
     result = segments_of_output(run.output, image.size, threshold=threshold)
-    reference = processor.post_process_panoptic_segmentation(expected, threshold=threshold,
-                                                             target_sizes=[(image.height, image.width)])[0]
+    reference = processor.post_process_panoptic_segmentation(
+        expected, threshold=threshold, target_sizes=[(image.height, image.width)]
+    )[0]
     assert result.segmentation.shape == (image.height, image.width)
     # Our preprocessing and transformers' differ by float rounding, so compare segments by label and overlap.
     ref_segments = {s["id"]: s["label_id"] for s in reference["segments_info"]}
     assert len(result.segments) == len(ref_segments) > 0
     for seg in result.segments:
-        ref_id = next(i for i, label in ref_segments.items() if label == seg.label_id
-                      and _iou(result.mask(seg.id), reference["segmentation"] == i) >= 0.99)
+        ref_id = next(
+            i
+            for i, label in ref_segments.items()
+            if label == seg.label_id and _iou(result.mask(seg.id), reference["segmentation"] == i) >= 0.99
+        )
         ref_segments.pop(ref_id)
     assert vtdemo.detect(image, model=loaded, threshold=0.0).detections  # boxes still work
     options = ExplainOptions(query=result.segments[0].queries[0], point=(40.0, 30.0))
@@ -196,8 +214,9 @@ def test_full_size_matches_transformers(images):
     """detr-resnet-50-panoptic's architecture (d_model 256, 6 + 6 layers, 100 queries, 250 classes), random weights."""
     from safetensors.torch import load_file
 
-    ref = transformers.DetrForSegmentation(transformers.DetrConfig(num_labels=250, use_pretrained_backbone=False,
-                                                                   attn_implementation="eager")).eval()
+    ref = transformers.DetrForSegmentation(
+        transformers.DetrConfig(num_labels=250, use_pretrained_backbone=False, attn_implementation="eager")
+    ).eval()
     calibration = to_tensor(images[0], 256, 192)[None]
     randomise_(ref, 1, lambda: ref.detr.model.backbone(calibration, torch.ones(1, 192, 256)))
     with tempfile.TemporaryDirectory() as d:

@@ -66,11 +66,16 @@ def test_fast_classifiers_match_exact_records(tiny, photos):
         assert b.logits.dtype == torch.float32 and b.logits.shape == a.logits.shape
         assert (a.logits.softmax(-1) - b.logits.softmax(-1)).abs().max() <= 0.02
         assert len(a.attentions) == len(b.attentions)
-        for ra, rb in zip(a.attentions, b.attentions):
+        for ra, rb in zip(a.attentions, b.attentions, strict=False):
             if family == "swin":
                 assert isinstance(rb, SwinAttention)
-                assert (ra.stage, ra.block, ra.grid, ra.window, ra.shift) == (rb.stage, rb.block, rb.grid, rb.window,
-                                                                            rb.shift)
+                assert (ra.stage, ra.block, ra.grid, ra.window, ra.shift) == (
+                    rb.stage,
+                    rb.block,
+                    rb.grid,
+                    rb.window,
+                    rb.shift,
+                )
                 ra, rb = ra.attn, rb.attn
             assert ra.shape == rb.shape
             assert torch.allclose(rb.sum(-1), torch.ones(()), atol=2e-2)  # still probabilities
@@ -133,8 +138,14 @@ def test_conversion_cache_miss_hit_corrupt(tiny, photos, conversions, caplog):
         assert (got - want).abs().max() <= 0.02
         return got
 
-    key = cache.entry_key(exact.id, exact.weights, "openvino", openvino_runtime.version(), "attn",
-                          openvino_runtime.shape_policy("vit", exact.model))
+    key = cache.entry_key(
+        exact.id,
+        exact.weights,
+        "openvino",
+        openvino_runtime.version(),
+        "attn",
+        openvino_runtime.shape_policy("vit", exact.model),
+    )
     cache.remove(key)
     fresh_run()
     assert conversions == ["vit"]  # miss: converted
@@ -175,8 +186,13 @@ def test_cache_key_follows_weights_runtime_and_location(tiny, tmp_path, monkeypa
 def test_precision_reported_and_refused(tiny):
     _, repos = tiny
     exact, fast = hub.load(repos["vit"]), hub.load(repos["vit"], precision="fast")
-    assert runtime_info(exact) == {"precision": "exact", "engine": "pytorch", "version": torch.__version__,
-                                   "dtype": "f32", "device": "cpu"}
+    assert runtime_info(exact) == {
+        "precision": "exact",
+        "engine": "pytorch",
+        "version": torch.__version__,
+        "dtype": "f32",
+        "device": "cpu",
+    }
     info = runtime_info(fast)
     assert info["precision"] == "fast" and info["engine"] == "openvino" and info["device"] == "cpu"
     import openvino
@@ -189,10 +205,16 @@ def test_precision_reported_and_refused(tiny):
 
 
 def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_CACHE=str(root / "hub"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT),
-               VTDEMO_ENGINE_CACHE=str(root / "engine"))
-    return subprocess.run([sys.executable, "-m", "vtdemo", *args], capture_output=True, text=True, env=env,
-                          cwd=ROOT, timeout=600)
+    env = dict(
+        os.environ,
+        HF_HUB_CACHE=str(root / "hub"),
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(ROOT),
+        VTDEMO_ENGINE_CACHE=str(root / "engine"),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "vtdemo", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
 
 
 def test_cli_precision_flag_and_convert(tiny):
@@ -208,6 +230,16 @@ def test_cli_precision_flag_and_convert(tiny):
         assert f["runtime"]["precision"] == "fast" and f["runtime"]["engine"] == "openvino"
         assert e["runtime"]["precision"] == "exact" and e["runtime"]["engine"] == "pytorch"
         assert set(f) == set(e)
-    proc = run_cli("explain", "--model", repos["vit"], "--method", "grad-rollout", "--precision", "fast", "--json",
-                   image, root=root)
+    proc = run_cli(
+        "explain",
+        "--model",
+        repos["vit"],
+        "--method",
+        "grad-rollout",
+        "--precision",
+        "fast",
+        "--json",
+        image,
+        root=root,
+    )
     assert json.loads(proc.stdout)[0]["runtime"]["gradients"] == "exact"

@@ -20,12 +20,18 @@ from vtdemo.errors import VtdemoError
 from vtdemo.evaluate import coco as cc
 
 A, B, C = [10, 10, 30, 30], [50, 20, 40, 40], [5, 5, 60, 60]
-GT = {"images": [{"id": 1, "file_name": "one.png", "width": 100, "height": 80},
-                 {"id": 2, "file_name": "two.png", "width": 120, "height": 100}],
-      "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": A, "area": 900, "iscrowd": 0},
-                      {"id": 2, "image_id": 1, "category_id": 2, "bbox": B, "area": 1600, "iscrowd": 0},
-                      {"id": 3, "image_id": 2, "category_id": 1, "bbox": C, "area": 3600, "iscrowd": 0}],
-      "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+GT = {
+    "images": [
+        {"id": 1, "file_name": "one.png", "width": 100, "height": 80},
+        {"id": 2, "file_name": "two.png", "width": 120, "height": 100},
+    ],
+    "annotations": [
+        {"id": 1, "image_id": 1, "category_id": 1, "bbox": A, "area": 900, "iscrowd": 0},
+        {"id": 2, "image_id": 1, "category_id": 2, "bbox": B, "area": 1600, "iscrowd": 0},
+        {"id": 3, "image_id": 2, "category_id": 1, "bbox": C, "area": 3600, "iscrowd": 0},
+    ],
+    "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+}
 
 
 def det(image_id, category, box, score):
@@ -44,8 +50,7 @@ CASES = {
     # -> 51 recall points at 1 and 50 at 2/3 after COCO's interpolation
     "duplicate above": (PERFECT + [det(1, 1, A, 0.95)], {"AP": ((51 + 50 * 2 / 3) / 101 + 1) / 2}),
     # B labelled as category 1: category 2 has no true positive (AP 0); the stray box ranks last in category 1
-    "wrong class": ([det(1, 1, A, 0.9), det(1, 1, B, 0.8), det(2, 1, C, 0.9)],
-                    {"AP": 0.5, "AR100": 0.5, "APm": 0.5}),
+    "wrong class": ([det(1, 1, A, 0.9), det(1, 1, B, 0.8), det(2, 1, C, 0.9)], {"AP": 0.5, "AR100": 0.5, "APm": 0.5}),
 }
 
 
@@ -97,12 +102,16 @@ def test_every_query_becomes_a_coco_detection():
     assert out[2]["bbox"] == pytest.approx([150.0, 75.0, 100.0, 50.0])
 
 
-@pytest.mark.parametrize("bad, reason", [
-    ([], "top level"), ({"images": []}, "'annotations'"),
-    ({**GT, "images": [{"id": "1", "file_name": "x"}]}, "images[0]"),
-    ({**GT, "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3]}]}, "bbox"),
-    ({**GT, "annotations": [{"id": 1, "image_id": 9, "category_id": 1, "bbox": A}]}, "image_id"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ([], "top level"),
+        ({"images": []}, "'annotations'"),
+        ({**GT, "images": [{"id": "1", "file_name": "x"}]}, "images[0]"),
+        ({**GT, "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 3]}]}, "bbox"),
+        ({**GT, "annotations": [{"id": 1, "image_id": 9, "category_id": 1, "bbox": A}]}, "image_id"),
+    ],
+)
 def test_not_coco_fails_with_one_line(bad, reason, tmp_path):
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(bad))
@@ -126,4 +135,7 @@ def test_images_are_matched_by_file_name():
     images = [{"id": 5, "file_name": "val/one.png"}, {"id": 6, "file_name": "z.png"}]
     ann = cc.check_annotations({**GT, "images": images, "annotations": []})
     assert cc.match_images(ann, ["one.png", "val/one.png", "sub/z.png", "other.png"]) == {
-        "one.png": 5, "val/one.png": 5, "sub/z.png": 6}
+        "one.png": 5,
+        "val/one.png": 5,
+        "sub/z.png": 6,
+    }

@@ -30,7 +30,7 @@ def two_patch_model(batch: torch.Tensor) -> torch.Tensor:
     """
     mask = torch.zeros(SIZE, SIZE, dtype=torch.bool)
     for r, c in IMPORTANT:
-        mask[r * PATCH:(r + 1) * PATCH, c * PATCH:(c + 1) * PATCH] = True
+        mask[r * PATCH : (r + 1) * PATCH, c * PATCH : (c + 1) * PATCH] = True
     score = batch.mean(1)[:, mask].mean(-1)  # [B]
     return torch.stack([score, torch.zeros_like(score)], -1)  # [B, 2]
 

@@ -84,8 +84,10 @@ def test_spearman_is_scipys_and_constant_maps_have_none():
 
 
 def test_chart_draws_each_method(loaded):
-    curves = [rz.RandomisationCurve("a", ["original", "head", "block 0"], [1.0, 0.2, -0.1]).to_dict(),
-              rz.RandomisationCurve("b", ["original", "head", "block 0"], [1.0, 1.0, None]).to_dict()]
+    curves = [
+        rz.RandomisationCurve("a", ["original", "head", "block 0"], [1.0, 0.2, -0.1]).to_dict(),
+        rz.RandomisationCurve("b", ["original", "head", "block 0"], [1.0, 1.0, None]).to_dict(),
+    ]
     img = rz.chart(curves, size=(320, 200))
     assert img.size == (320, 200) and img.mode == "RGB"
     pixels = np.asarray(img).reshape(-1, 3)
@@ -99,8 +101,23 @@ def test_randomisation_cli_json(loaded, tmp_path):
     image(5).save(folder / "a.png")
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
-        code = cli.main(["evaluate", "randomisation", "--model", loaded["vit"].id, "--methods", "edge,grad-rollout",
-                         "--images", str(folder), "--out", str(tmp_path / "r.jsonl"), "--json", "--device", "cpu"])
+        code = cli.main(
+            [
+                "evaluate",
+                "randomisation",
+                "--model",
+                loaded["vit"].id,
+                "--methods",
+                "edge,grad-rollout",
+                "--images",
+                str(folder),
+                "--out",
+                str(tmp_path / "r.jsonl"),
+                "--json",
+                "--device",
+                "cpu",
+            ]
+        )
     assert code == 0
     summary = json.loads(out.getvalue())
     by = {m["method"]: m for m in summary["methods"]}

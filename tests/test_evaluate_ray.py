@@ -25,11 +25,34 @@ def test_ray_engine_writes_what_the_local_engine_writes(repos, tmp_path, photos)
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'ray[data]'")
     pytest.importorskip("ray.data")
     make_folder(tmp_path / "imgs", 3)
-    args = ["evaluate", "faithfulness", "--model", repos["vit"], "--methods", METHODS, "--images",
-            str(tmp_path / "imgs"), "--device", "cpu"]
+    args = [
+        "evaluate",
+        "faithfulness",
+        "--model",
+        repos["vit"],
+        "--methods",
+        METHODS,
+        "--images",
+        str(tmp_path / "imgs"),
+        "--device",
+        "cpu",
+    ]
     folder = coco_set(tmp_path, photos)
-    coco = ["evaluate", "coco", "--model", repos["detr"], "--images", str(folder), "--annotations",
-            str(tmp_path / "ann.json"), "--batch-size", "1", "--device", "cpu", "--json"]
+    coco = [
+        "evaluate",
+        "coco",
+        "--model",
+        repos["detr"],
+        "--images",
+        str(folder),
+        "--annotations",
+        str(tmp_path / "ann.json"),
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--json",
+    ]
     local, distributed = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
     assert run(*args, "--out", str(local))[0] == 1  # broken.jpg skipped
     code, _, local_ap = run(*coco, "--out", str(tmp_path / "coco-local.jsonl"))
@@ -52,7 +75,8 @@ def test_ray_engine_writes_what_the_local_engine_writes(repos, tmp_path, photos)
     for a, b in zip(ours, theirs, strict=False):
         assert [d["category_id"] for d in a["detections"]] == [d["category_id"] for d in b["detections"]]
         assert [v for d in a["detections"] for v in d["bbox"]] == pytest.approx(
-            [v for d in b["detections"] for v in d["bbox"]], abs=1e-3)
+            [v for d in b["detections"] for v in d["bbox"]], abs=1e-3
+        )
         assert [d["score"] for d in a["detections"]] == pytest.approx([d["score"] for d in b["detections"]], abs=1e-5)
     assert json.loads(ray_ap) == pytest.approx(json.loads(local_ap), abs=1e-6)
 

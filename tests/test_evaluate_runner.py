@@ -71,8 +71,21 @@ def lines(path: Path) -> list[dict]:
 def test_faithfulness_streams_a_line_per_image_and_method(repos, tmp_path):
     names = make_folder(tmp_path / "imgs", 3)
     out = tmp_path / "r.jsonl"
-    code, stdout, stderr = run_cli("evaluate", "faithfulness", "--model", repos["vit"], "--methods", METHODS,
-                                   "--images", str(tmp_path / "imgs"), "--out", str(out), "--json", "--device", "cpu")
+    code, stdout, stderr = run_cli(
+        "evaluate",
+        "faithfulness",
+        "--model",
+        repos["vit"],
+        "--methods",
+        METHODS,
+        "--images",
+        str(tmp_path / "imgs"),
+        "--out",
+        str(out),
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert code == 1  # an image was skipped
     skipped = [line for line in stderr.splitlines() if line.startswith("skipped:")]
     assert len(skipped) == 1 and "broken.jpg" in skipped[0]
@@ -95,28 +108,72 @@ def test_labels_set_the_target_and_must_match(repos, tmp_path):
     labels = tmp_path / "labels.txt"
     labels.write_text("# ImageNet style\n" + "".join(f"{Path(n).name} {7 + i}\n" for i, n in enumerate(names)))
     out = tmp_path / "r.jsonl"
-    code, _, _ = run_cli("evaluate", "faithfulness", "--model", repos["vit"], "--methods", "rollout", "--images",
-                         str(tmp_path / "imgs"), "--labels", str(labels), "--out", str(out), "--device", "cpu")
+    code, _, _ = run_cli(
+        "evaluate",
+        "faithfulness",
+        "--model",
+        repos["vit"],
+        "--methods",
+        "rollout",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--labels",
+        str(labels),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
     assert code == 0
     for r in lines(out):
         assert r["label"] == r["target"] == 7 + names.index(r["image"])
         assert r["positive"][0] == int(r["predicted"] == r["target"])
     as_json = tmp_path / "labels.json"
     as_json.write_text(json.dumps({names[0]: 3}))  # no label for the second image
-    code, _, stderr = run_cli("evaluate", "faithfulness", "--model", repos["vit"], "--images", str(tmp_path / "imgs"),
-                              "--labels", str(as_json), "--device", "cpu")
+    code, _, stderr = run_cli(
+        "evaluate",
+        "faithfulness",
+        "--model",
+        repos["vit"],
+        "--images",
+        str(tmp_path / "imgs"),
+        "--labels",
+        str(as_json),
+        "--device",
+        "cpu",
+    )
     assert code == 2 and stderr.strip().count("\n") == 0
     assert "does not match the images: no label for 1 of 2" in stderr
     as_json.write_text(json.dumps({names[0]: 3, names[1]: 1000}))
-    code, _, stderr = run_cli("evaluate", "faithfulness", "--model", repos["vit"], "--images", str(tmp_path / "imgs"),
-                              "--labels", str(as_json), "--device", "cpu")
+    code, _, stderr = run_cli(
+        "evaluate",
+        "faithfulness",
+        "--model",
+        repos["vit"],
+        "--images",
+        str(tmp_path / "imgs"),
+        "--labels",
+        str(as_json),
+        "--device",
+        "cpu",
+    )
     assert code == 2 and "outside 0..999" in stderr
 
 
 def test_an_interrupted_run_resumes_to_the_same_file(repos, tmp_path, monkeypatch):
     make_folder(tmp_path / "imgs", 3, broken=False)
-    args = ["evaluate", "faithfulness", "--model", repos["vit"], "--methods", METHODS, "--images",
-            str(tmp_path / "imgs"), "--device", "cpu"]
+    args = [
+        "evaluate",
+        "faithfulness",
+        "--model",
+        repos["vit"],
+        "--methods",
+        METHODS,
+        "--images",
+        str(tmp_path / "imgs"),
+        "--device",
+        "cpu",
+    ]
     full, part = tmp_path / "full.jsonl", tmp_path / "part.jsonl"
     assert run_cli(*args, "--out", str(full))[0] == 0
     original = FaithfulnessEvaluator.evaluate
@@ -145,8 +202,18 @@ def test_a_killed_process_loses_nothing_written(repos, tmp_path):
     cache, _ = tiny_repos_once()
     env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     out = tmp_path / "r.jsonl"
-    args = ["evaluate", "faithfulness", "--model", repos["vit"], "--methods", "rollout,edge", "--images",
-            str(tmp_path / "imgs"), "--device", "cpu"]
+    args = [
+        "evaluate",
+        "faithfulness",
+        "--model",
+        repos["vit"],
+        "--methods",
+        "rollout,edge",
+        "--images",
+        str(tmp_path / "imgs"),
+        "--device",
+        "cpu",
+    ]
     cmd = [sys.executable, "-m", "vtdemo", *args, "--out", str(out)]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -169,13 +236,19 @@ def coco_set(tmp_path: Path, photos) -> Path:
     folder.mkdir()
     for name in ("chelsea", "coffee"):
         photos[name].resize((160, 120)).save(folder / f"{name}.jpg")
-    ann = {"images": [{"id": 11, "file_name": "chelsea.jpg", "width": 160, "height": 120},
-                      {"id": 12, "file_name": "coffee.jpg", "width": 160, "height": 120},
-                      {"id": 13, "file_name": "absent.jpg", "width": 160, "height": 120}],
-           "annotations": [{"id": 1, "image_id": 11, "category_id": 17, "bbox": [20, 10, 90, 100]},
-                           {"id": 2, "image_id": 12, "category_id": 47, "bbox": [30, 20, 100, 80]},
-                           {"id": 3, "image_id": 13, "category_id": 1, "bbox": [0, 0, 50, 50]}],
-           "categories": [{"id": i, "name": str(i)} for i in (1, 17, 47)]}
+    ann = {
+        "images": [
+            {"id": 11, "file_name": "chelsea.jpg", "width": 160, "height": 120},
+            {"id": 12, "file_name": "coffee.jpg", "width": 160, "height": 120},
+            {"id": 13, "file_name": "absent.jpg", "width": 160, "height": 120},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 11, "category_id": 17, "bbox": [20, 10, 90, 100]},
+            {"id": 2, "image_id": 12, "category_id": 47, "bbox": [30, 20, 100, 80]},
+            {"id": 3, "image_id": 13, "category_id": 1, "bbox": [0, 0, 50, 50]},
+        ],
+        "categories": [{"id": i, "name": str(i)} for i in (1, 17, 47)],
+    }
     (tmp_path / "ann.json").write_text(json.dumps(ann))
     return folder
 
@@ -183,9 +256,21 @@ def coco_set(tmp_path: Path, photos) -> Path:
 def test_coco_json_equals_pycocotools_on_the_written_detections(repos, tmp_path, photos):
     folder = coco_set(tmp_path, photos)
     out = tmp_path / "det.jsonl"
-    code, stdout, stderr = run_cli("evaluate", "coco", "--model", repos["detr"], "--images", str(folder),
-                                   "--annotations", str(tmp_path / "ann.json"), "--out", str(out), "--json",
-                                   "--device", "cpu")
+    code, stdout, stderr = run_cli(
+        "evaluate",
+        "coco",
+        "--model",
+        repos["detr"],
+        "--images",
+        str(folder),
+        "--annotations",
+        str(tmp_path / "ann.json"),
+        "--out",
+        str(out),
+        "--json",
+        "--device",
+        "cpu",
+    )
     assert code == 0, stderr
     numbers = json.loads(stdout)
     assert list(numbers) == list(cc.KEYS)
@@ -207,25 +292,58 @@ def test_coco_json_equals_pycocotools_on_the_written_detections(repos, tmp_path,
         ev.accumulate()
         ev.summarize()
     assert [numbers[k] for k in cc.KEYS] == pytest.approx(list(ev.stats), abs=0)
-    code, stdout, _ = run_cli("evaluate", "coco", "--model", repos["detr"], "--images", str(folder), "--annotations",
-                              str(tmp_path / "ann.json"), "--out", str(out), "--resume", "--device", "cpu")
+    code, stdout, _ = run_cli(
+        "evaluate",
+        "coco",
+        "--model",
+        repos["detr"],
+        "--images",
+        str(folder),
+        "--annotations",
+        str(tmp_path / "ann.json"),
+        "--out",
+        str(out),
+        "--resume",
+        "--device",
+        "cpu",
+    )
     assert code == 0 and "AP" in stdout and len(lines(out)) == 2
 
 
 def test_coco_refuses_a_file_that_is_not_coco_before_loading_anything(tmp_path, photos):
     folder = coco_set(tmp_path, photos)
     (tmp_path / "ann.json").write_text(json.dumps({"images": [], "annotations": {}}))
-    code, _, stderr = run_cli("evaluate", "coco", "--model", "nobody/nothing", "--images", str(folder),
-                              "--annotations", str(tmp_path / "ann.json"))
-    assert code == 2 and stderr.strip() == (f"error: --annotations {tmp_path / 'ann.json'} is not a COCO instances "
-                                            "file: no 'annotations' list")
+    code, _, stderr = run_cli(
+        "evaluate",
+        "coco",
+        "--model",
+        "nobody/nothing",
+        "--images",
+        str(folder),
+        "--annotations",
+        str(tmp_path / "ann.json"),
+    )
+    assert code == 2 and stderr.strip() == (
+        f"error: --annotations {tmp_path / 'ann.json'} is not a COCO instances file: no 'annotations' list"
+    )
 
 
 def test_resume_refuses_a_file_of_another_model(repos, tmp_path):
     make_folder(tmp_path / "imgs", 1, broken=False)
     out = tmp_path / "r.jsonl"
     out.write_text(json.dumps({"image": "img0.png", "method": "rollout", "model": "someone/else"}) + "\n")
-    code, _, stderr = run_cli("evaluate", "faithfulness", "--model", repos["vit"], "--images", str(tmp_path / "imgs"),
-                              "--out", str(out), "--resume", "--device", "cpu")
+    code, _, stderr = run_cli(
+        "evaluate",
+        "faithfulness",
+        "--model",
+        repos["vit"],
+        "--images",
+        str(tmp_path / "imgs"),
+        "--out",
+        str(out),
+        "--resume",
+        "--device",
+        "cpu",
+    )
     assert code == 2 and f"holds results of someone/else, not {repos['vit']}" in stderr
     assert out.read_text().count("\n") == 1

@@ -12,8 +12,14 @@ from vtdemo.errors import VtdemoError
 
 timm = pytest.importorskip("timm")
 
-TIMM_CFG = dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.9, crop_mode="center",
-                mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+TIMM_CFG = dict(
+    input_size=(3, 224, 224),
+    interpolation="bicubic",
+    crop_pct=0.9,
+    crop_mode="center",
+    mean=(0.5, 0.5, 0.5),
+    std=(0.5, 0.5, 0.5),
+)
 
 
 def _timm_x(photo, **overrides):
@@ -24,8 +30,9 @@ def _timm_x(photo, **overrides):
 def test_default_recipe_is_returned_unchanged(photos):
     cfg = preprocess.config_from_timm(TIMM_CFG)
     assert preprocess.for_input_size(cfg, photos["chelsea"].size) is cfg
-    torch.testing.assert_close(preprocess.classifier_input(photos["chelsea"], cfg), _timm_x(photos["chelsea"]),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        preprocess.classifier_input(photos["chelsea"], cfg), _timm_x(photos["chelsea"]), atol=1e-6, rtol=0
+    )
 
 
 @pytest.mark.parametrize("size", [448, 320, 160])
@@ -54,10 +61,12 @@ def test_transformers_recipe_at_another_size_equals_the_image_processor(photos):
     processor = transformers.ViTImageProcessor(size={"height": 224, "width": 224}, **base)
     cfg = preprocess.config_from_hf(processor.to_dict())
     big = preprocess.for_input_size(cfg, photos["coffee"].size, 384)
-    ref = transformers.ViTImageProcessor(size={"height": 384, "width": 384}, **base)(photos["coffee"],
-                                                                                   return_tensors="pt")
-    torch.testing.assert_close(preprocess.classifier_input(photos["coffee"], big), ref["pixel_values"],
-                               atol=1e-6, rtol=0)
+    ref = transformers.ViTImageProcessor(size={"height": 384, "width": 384}, **base)(
+        photos["coffee"], return_tensors="pt"
+    )
+    torch.testing.assert_close(
+        preprocess.classifier_input(photos["coffee"], big), ref["pixel_values"], atol=1e-6, rtol=0
+    )
 
 
 ARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
@@ -83,8 +92,7 @@ def test_maps_follow_the_grid_of_a_run_at_another_size(tiny_repos, photos):
         m, _ = pipeline.classifier_map(run, method)
         assert m.shape == (8, 8)
     with torch.inference_mode():  # the run's logits are timm's at that size
-        dyn = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, dynamic_img_size=True,
-                                **ARGS)
+        dyn = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, dynamic_img_size=True, **ARGS)
         dyn.load_state_dict(ref.state_dict())
         torch.testing.assert_close(run.logits, dyn.eval()(run.x)[0], atol=1e-4, rtol=0)
     wide = pipeline.run_classifier(loaded, photos["chelsea"], keep_aspect=True)  # 451x300 photo -> 32x48

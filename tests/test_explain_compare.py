@@ -48,12 +48,18 @@ def test_faithful_map_wins_and_each_method_runs_once(monkeypatch):
         def fn(run, options):
             calls[name] += 1
             return m.view(4, 4)
+
         return Method(name, name, "n", "p", frozenset({"vit"}), "class", False, frozenset(), fn)
 
     monkeypatch.setitem(registry.METHODS, "oracle", method("oracle", right))
     monkeypatch.setitem(registry.METHODS, "anti", method("anti", 1.0 - right))
-    loaded = SimpleNamespace(family="vit", labels=["yes", "no"], id="patch-sum", model=Logits(PatchSum(important)),
-                             device=torch.device("cpu"))
+    loaded = SimpleNamespace(
+        family="vit",
+        labels=["yes", "no"],
+        id="patch-sum",
+        model=Logits(PatchSum(important)),
+        device=torch.device("cpu"),
+    )
     x = torch.ones(1, 3, 32, 32)
     run = ClassifierRun(loaded=loaded, image=None, x=x, logits=loaded.model(x).logits[0], attentions=[])
     seen = []
@@ -82,8 +88,9 @@ def test_cli_all_methods(tiny_cache):  # noqa: F811
             assert 0 <= m[k] <= 1
     matrix = item["spearman"]["matrix"]
     assert len(matrix) == len(names) and all(matrix[i][i] in (1.0, None) for i in range(len(names)))
-    proc = run_cli("explain", "--model", repos["detr"], "--method", "all", "--threshold", "0.1", "--json", image,
-                   cache=cache)
+    proc = run_cli(
+        "explain", "--model", repos["detr"], "--method", "all", "--threshold", "0.1", "--json", image, cache=cache
+    )
     assert proc.returncode == 0, proc.stderr
     (item,) = json.loads(proc.stdout)
     assert [m["method"] for m in item["methods"]] == ["detr-decoder", "detr-relevance"]

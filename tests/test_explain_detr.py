@@ -47,8 +47,9 @@ def test_encoder_row_sums_to_one_and_column_is_the_transpose(padded_output):
     assert row.shape == (5, 7) and float(row.sum()) == pytest.approx(1.0, abs=1e-5)
     attn = padded_output.encoder_attn[-1][0].mean(0)  # [hw, hw]
     r, c = ex.feature_cell(padded_output, (0.5, 0.5))
-    torch.testing.assert_close(ex.encoder_attention(padded_output, (0.5, 0.5), direction="column").flatten(),
-                               attn[:, r * 7 + c])
+    torch.testing.assert_close(
+        ex.encoder_attention(padded_output, (0.5, 0.5), direction="column").flatten(), attn[:, r * 7 + c]
+    )
     with pytest.raises(ValueError):
         ex.encoder_attention(padded_output, (0.5, 0.5), direction="sideways")
 
@@ -67,8 +68,12 @@ def test_maps_are_row_major_on_the_grid():
     cross[0, :, 1, 2 * w + 1] = 1.0  # query 1 looks only at row 2, col 1
     enc = torch.zeros(1, nh, h * w, h * w)
     enc[0, :, 1 * w + 3, 0] = 1.0  # the cell (1, 3) looks only at (0, 0)
-    out = SimpleNamespace(feature_size=(h, w), feature_mask=torch.ones(1, h, w, dtype=torch.bool),
-                          decoder_cross_attn=[cross], encoder_attn=[enc])
+    out = SimpleNamespace(
+        feature_size=(h, w),
+        feature_mask=torch.ones(1, h, w, dtype=torch.bool),
+        decoder_cross_attn=[cross],
+        encoder_attn=[enc],
+    )
     m = ex.decoder_attention(out, query=1)
     assert m[2, 1] == 1.0 and float(m.sum()) == 1.0
     e = ex.encoder_attention(out, (0.9, 0.4))  # x 0.9 -> col 3, y 0.4 -> row 1
@@ -90,8 +95,9 @@ def test_float16_storage_keeps_maps_within_display_precision(padded_output):
         setattr(half, name, [a.half() for a in getattr(padded_output, name)])
     for b in range(2):
         full = ex.decoder_attention(padded_output, 3, batch_index=b)
-        torch.testing.assert_close(ex.decoder_attention(half, 3, batch_index=b), full, atol=1e-3 * float(full.max()),
-                                   rtol=0)
+        torch.testing.assert_close(
+            ex.decoder_attention(half, 3, batch_index=b), full, atol=1e-3 * float(full.max()), rtol=0
+        )
         for direction in ("row", "column"):
             full = ex.encoder_attention(padded_output, (0.3, 0.6), direction=direction, batch_index=b)
             got = ex.encoder_attention(half, (0.3, 0.6), direction=direction, batch_index=b)

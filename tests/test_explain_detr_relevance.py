@@ -127,7 +127,11 @@ def reference_relevance(hf, pixel_values: torch.Tensor, query: int, kind: str) -
     maps = {}
     for name, y in scalars.items():
         grads = torch.autograd.grad(y, [*enc, *dself, *cross], retain_graph=True)
-        g_enc, g_self, g_cross = grads[:len(enc)], grads[len(enc):len(enc) + len(dself)], grads[len(enc) + len(dself):]
+        g_enc, g_self, g_cross = (
+            grads[: len(enc)],
+            grads[len(enc) : len(enc) + len(dself)],
+            grads[len(enc) + len(dself) :],
+        )
 
         def bar(a, g):
             return (a[0] * g[0]).clamp(min=0).mean(0)  # eq. 5: E_h((grad A * A)^+)

@@ -84,8 +84,9 @@ def test_vit_gradcam_matches_pytorch_grad_cam(arch, photos):
 
 def test_swin_gradcam_matches_pytorch_grad_cam():
     arch = "swin_tiny_patch4_window7_224"
-    ref = randomise_classifier(timm.create_model(arch, pretrained=False, num_classes=10, **SWIN_ARGS), seed=4,
-                               gain=1.0, bias=0.1)
+    ref = randomise_classifier(
+        timm.create_model(arch, pretrained=False, num_classes=10, **SWIN_ARGS), seed=4, gain=1.0, bias=0.1
+    )
     ours = SwinTransformer(swin_config(arch, 10, SWIN_ARGS)).eval()
     ours.load_state_dict(swin_convert.from_timm(ref.state_dict()), strict=True)
 

@@ -50,8 +50,9 @@ def test_insertion_curve_rewards_the_right_map():
         areas[name] = deletion.area_under_curve(frac, p)
         assert p[0] == pytest.approx(0.5)  # the empty image: no evidence
         assert p[-1] == pytest.approx(float(prob(x)[0]))  # the full image
-    frac, p = deletion.insertion_curve(prob, x, torch.randperm(16, generator=torch.Generator().manual_seed(0)), (4, 4),
-                                       steps=16)
+    frac, p = deletion.insertion_curve(
+        prob, x, torch.randperm(16, generator=torch.Generator().manual_seed(0)), (4, 4), steps=16
+    )
     assert areas["wrong"] < deletion.area_under_curve(frac, p) < areas["right"]
     # the right map puts all the evidence back within the first quarter: full probability for 3/4 of the curve
     assert areas["right"] > 0.9 * float(prob(x)[0])

@@ -28,16 +28,17 @@ from typing import Any, cast
 import pytest
 import torch
 import torch.nn.functional as F
-from tiny_models import randomise_classifier
 
+from tiny_models import randomise_classifier
 from vtdemo.explain import lrp, lrp_swin
 from vtdemo.models.swin import SwinConfig, SwinTransformer
 from vtdemo.models.vit import VisionTransformer, ViTConfig
 
 VIT = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)  # 16 patches + CLS
 # Grids 16 / 8 / 4 with window 4: shifted blocks (shift 2) in stages 0 and 1, two merges, stage 2 one window.
-SWIN = SwinConfig(img_size=64, patch_size=4, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4,
-                  num_classes=6)
+SWIN = SwinConfig(
+    img_size=64, patch_size=4, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4, num_classes=6
+)
 
 
 def _vit(cfg: ViTConfig = VIT, seed: int = 0, dtype: torch.dtype = torch.float32) -> VisionTransformer:
@@ -57,8 +58,11 @@ def _image(size: int, seed: int = 1, dtype: torch.dtype = torch.float32) -> torc
 def _lxt():
     """lxt's rules and patches modules, loaded without its package `__init__`s (see the module docstring)."""
     if "lxt.efficient.patches" in sys.modules:
-        return sys.modules["lxt.efficient.rules"], sys.modules["lxt.efficient.patches"], sys.modules[
-            "lxt.efficient.models.vit_torch"]
+        return (
+            sys.modules["lxt.efficient.rules"],
+            sys.modules["lxt.efficient.patches"],
+            sys.modules["lxt.efficient.models.vit_torch"],
+        )
     spec = importlib.util.find_spec("lxt")
     if spec is None or not spec.submodule_search_locations:
         pytest.skip("lxt is not installed (requirements-dev.txt)")
@@ -70,6 +74,7 @@ def _lxt():
             sys.modules[name] = package
     from lxt.efficient import patches, rules
     from lxt.efficient.models import vit_torch
+
     return rules, patches, vit_torch
 
 
@@ -104,19 +109,35 @@ def _torchvision_copy(model: VisionTransformer):
     import torchvision
 
     cfg = model.cfg
-    tv = torchvision.models.VisionTransformer(image_size=cfg.img_size, patch_size=cfg.patch_size,
-                                              num_layers=cfg.depth, num_heads=cfg.num_heads,
-                                              hidden_dim=cfg.embed_dim, mlp_dim=int(cfg.embed_dim * cfg.mlp_ratio),
-                                              num_classes=cfg.num_classes).eval()
+    tv = torchvision.models.VisionTransformer(
+        image_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        num_layers=cfg.depth,
+        num_heads=cfg.num_heads,
+        hidden_dim=cfg.embed_dim,
+        mlp_dim=int(cfg.embed_dim * cfg.mlp_ratio),
+        num_classes=cfg.num_classes,
+    ).eval()
     ours = model.state_dict()
-    sd = {"conv_proj.weight": ours["patch_embed.proj.weight"], "conv_proj.bias": ours["patch_embed.proj.bias"],
-          "class_token": ours["cls_token"], "encoder.pos_embedding": ours["pos_embed"],
-          "encoder.ln.weight": ours["norm.weight"], "encoder.ln.bias": ours["norm.bias"],
-          "heads.head.weight": ours["head.weight"], "heads.head.bias": ours["head.bias"]}
+    sd = {
+        "conv_proj.weight": ours["patch_embed.proj.weight"],
+        "conv_proj.bias": ours["patch_embed.proj.bias"],
+        "class_token": ours["cls_token"],
+        "encoder.pos_embedding": ours["pos_embed"],
+        "encoder.ln.weight": ours["norm.weight"],
+        "encoder.ln.bias": ours["norm.bias"],
+        "heads.head.weight": ours["head.weight"],
+        "heads.head.bias": ours["head.bias"],
+    }
     for i in range(cfg.depth):
         tvb, b = f"encoder.layers.encoder_layer_{i}.", f"blocks.{i}."
-        for theirs, mine in (("ln_1", "norm1"), ("ln_2", "norm2"), ("self_attention.out_proj", "attn.proj"),
-                             ("mlp.0", "mlp.fc1"), ("mlp.3", "mlp.fc2")):
+        for theirs, mine in (
+            ("ln_1", "norm1"),
+            ("ln_2", "norm2"),
+            ("self_attention.out_proj", "attn.proj"),
+            ("mlp.0", "mlp.fc1"),
+            ("mlp.3", "mlp.fc2"),
+        ):
             for p in ("weight", "bias"):
                 sd[f"{tvb}{theirs}.{p}"] = ours[f"{b}{mine}.{p}"]
         sd[f"{tvb}self_attention.in_proj_weight"] = ours[f"{b}attn.qkv.weight"]  # rows q, k, v in both
@@ -148,29 +169,44 @@ def _transformers_copy(model: VisionTransformer):
     import transformers
 
     cfg = model.cfg
-    config = transformers.ViTConfig(hidden_size=cfg.embed_dim, num_hidden_layers=cfg.depth,
-                                    num_attention_heads=cfg.num_heads,
-                                    intermediate_size=int(cfg.embed_dim * cfg.mlp_ratio), image_size=cfg.img_size,
-                                    patch_size=cfg.patch_size, num_labels=cfg.num_classes,  # type: ignore[call-arg]
-                                    layer_norm_eps=cfg.ln_eps)
+    config = transformers.ViTConfig(
+        hidden_size=cfg.embed_dim,
+        num_hidden_layers=cfg.depth,
+        num_attention_heads=cfg.num_heads,
+        intermediate_size=int(cfg.embed_dim * cfg.mlp_ratio),
+        image_size=cfg.img_size,
+        patch_size=cfg.patch_size,
+        num_labels=cfg.num_classes,  # type: ignore[call-arg]
+        layer_norm_eps=cfg.ln_eps,
+    )
     hf = transformers.ViTForImageClassification(config).eval()
     hf.config._attn_implementation = "eager"  # the attention function lxt wraps
     ours = model.state_dict()
     C = cfg.embed_dim
-    sd = {"vit.embeddings.cls_token": ours["cls_token"], "vit.embeddings.position_embeddings": ours["pos_embed"],
-          "vit.embeddings.patch_embeddings.projection.weight": ours["patch_embed.proj.weight"],
-          "vit.embeddings.patch_embeddings.projection.bias": ours["patch_embed.proj.bias"],
-          "vit.layernorm.weight": ours["norm.weight"], "vit.layernorm.bias": ours["norm.bias"],
-          "classifier.weight": ours["head.weight"], "classifier.bias": ours["head.bias"]}
+    sd = {
+        "vit.embeddings.cls_token": ours["cls_token"],
+        "vit.embeddings.position_embeddings": ours["pos_embed"],
+        "vit.embeddings.patch_embeddings.projection.weight": ours["patch_embed.proj.weight"],
+        "vit.embeddings.patch_embeddings.projection.bias": ours["patch_embed.proj.bias"],
+        "vit.layernorm.weight": ours["norm.weight"],
+        "vit.layernorm.bias": ours["norm.bias"],
+        "classifier.weight": ours["head.weight"],
+        "classifier.bias": ours["head.bias"],
+    }
     for i in range(cfg.depth):
         h, b = f"vit.layers.{i}.", f"blocks.{i}."
-        for theirs, mine in (("layernorm_before", "norm1"), ("layernorm_after", "norm2"),
-                             ("attention.o_proj", "attn.proj"), ("mlp.fc1", "mlp.fc1"), ("mlp.fc2", "mlp.fc2")):
+        for theirs, mine in (
+            ("layernorm_before", "norm1"),
+            ("layernorm_after", "norm2"),
+            ("attention.o_proj", "attn.proj"),
+            ("mlp.fc1", "mlp.fc1"),
+            ("mlp.fc2", "mlp.fc2"),
+        ):
             for p in ("weight", "bias"):
                 sd[f"{h}{theirs}.{p}"] = ours[f"{b}{mine}.{p}"]
         for j, name in enumerate(("q_proj", "k_proj", "v_proj")):
-            sd[f"{h}attention.{name}.weight"] = ours[f"{b}attn.qkv.weight"][j * C:(j + 1) * C]
-            sd[f"{h}attention.{name}.bias"] = ours[f"{b}attn.qkv.bias"][j * C:(j + 1) * C]
+            sd[f"{h}attention.{name}.weight"] = ours[f"{b}attn.qkv.weight"][j * C : (j + 1) * C]
+            sd[f"{h}attention.{name}.bias"] = ours[f"{b}attn.qkv.bias"][j * C : (j + 1) * C]
     hf.load_state_dict(sd, strict=True)
     return hf
 
@@ -187,8 +223,12 @@ def test_attnlrp_equals_lxt_on_transformers_vit():
     with torch.no_grad():
         torch.testing.assert_close(hf(pixel_values=x).logits, model(x).logits, atol=1e-5, rtol=1e-5)
     ours = {c: lrp.vit_lrp(model, x, c, "attnlrp", "pixel") for c in (1, 4)}
-    with _restored((modeling_vit, "eager_attention_forward"), (torch.nn.LayerNorm, "forward"),
-                   (activations.GELUActivation, "forward"), (activations.GELUActivation, "original_forward")):
+    with _restored(
+        (modeling_vit, "eager_attention_forward"),
+        (torch.nn.LayerNorm, "forward"),
+        (activations.GELUActivation, "forward"),
+        (activations.GELUActivation, "original_forward"),
+    ):
         modeling_vit.eager_attention_forward = patches.wrap_attention_forward(modeling_vit.eager_attention_forward)
         assert patches.patch_method(patches.layer_norm_forward, torch.nn.LayerNorm)
         assert patches.patch_method(patches.non_linear_forward, activations.GELUActivation, keep_original=True)
@@ -234,7 +274,7 @@ def _attention_lrp(x: torch.Tensor, att, R: torch.Tensor, rule: str) -> tuple[to
     nh, hd = att.num_heads, C // att.num_heads
     Wqkv, bqkv = att.qkv.weight.detach(), att.qkv.bias.detach()
     qkv = x @ Wqkv.T + bqkv  # [N, 3C]
-    q, k, v = (qkv[:, i * C:(i + 1) * C].view(N, nh, hd).transpose(0, 1) for i in range(3))  # [nh, N, hd]
+    q, k, v = (qkv[:, i * C : (i + 1) * C].view(N, nh, hd).transpose(0, 1) for i in range(3))  # [nh, N, hd]
     scores = q @ k.transpose(1, 2) * att.scale  # [nh, N, N]
     A = scores.softmax(-1)
     o = A @ v  # [nh, N, hd]
@@ -372,8 +412,11 @@ def test_layer_norm_and_gelu_rules_by_hand():
 def _additive_leaves(model: torch.nn.Module) -> list[torch.Tensor]:
     """Every parameter that enters the network additively: biases, LayerNorm betas, position embedding, prefix
     tokens, Swin's relative-position bias tables. (Weights multiply and are not leaves of the decomposition.)"""
-    return [p for name, p in model.named_parameters()
-            if name.endswith(("bias", "pos_embed", "cls_token", "dist_token", "relative_position_bias_table"))]
+    return [
+        p
+        for name, p in model.named_parameters()
+        if name.endswith(("bias", "pos_embed", "cls_token", "dist_token", "relative_position_bias_table"))
+    ]
 
 
 def _conservation_gap(forward, model: torch.nn.Module, x: torch.Tensor, c: int) -> tuple[float, float, float]:
@@ -383,8 +426,9 @@ def _conservation_gap(forward, model: torch.nn.Module, x: torch.Tensor, c: int) 
     logit = forward(x)[0, c]
     grads = torch.autograd.grad(logit, [x, *leaves], allow_unused=True)
     pixels = float((x * grads[0]).sum().detach())
-    total = pixels + sum(float((p * g).sum().detach())
-                         for p, g in zip(leaves, grads[1:], strict=False) if g is not None)
+    total = pixels + sum(
+        float((p * g).sum().detach()) for p, g in zip(leaves, grads[1:], strict=False) if g is not None
+    )
     return float(logit.detach()), pixels, float(logit.detach()) - total
 
 
@@ -431,8 +475,8 @@ def test_vit_invariances(rule):
         for blk in model.blocks:
             blk.attn.qkv.weight[:C] *= 3.0
             blk.attn.qkv.bias[:C] *= 3.0
-            blk.attn.qkv.weight[C:2 * C] /= 3.0
-            blk.attn.qkv.bias[C:2 * C] /= 3.0
+            blk.attn.qkv.weight[C : 2 * C] /= 3.0
+            blk.attn.qkv.bias[C : 2 * C] /= 3.0
         model.head.weight[[0, 2, 3]] = torch.randn(3, C)
     torch.testing.assert_close(lrp.vit_lrp(model, x, 1, rule), before, atol=1e-5, rtol=1e-4)
     with torch.no_grad():
@@ -482,8 +526,12 @@ def _dense_structure(H: int, W: int, window: int, shift: int, table: torch.Tenso
     r, c = ((r - shift) % H).flatten(), ((c - shift) % W).flatten()  # [HW] rolled coordinates
     wrapped_r = r >= H - shift if shift else torch.zeros_like(r, dtype=torch.bool)
     wrapped_c = c >= W - shift if shift else torch.zeros_like(c, dtype=torch.bool)
-    same = ((r[:, None] // window == r[None, :] // window) & (c[:, None] // window == c[None, :] // window)
-            & (wrapped_r[:, None] == wrapped_r[None, :]) & (wrapped_c[:, None] == wrapped_c[None, :]))  # [HW, HW]
+    same = (
+        (r[:, None] // window == r[None, :] // window)
+        & (c[:, None] // window == c[None, :] // window)
+        & (wrapped_r[:, None] == wrapped_r[None, :])
+        & (wrapped_c[:, None] == wrapped_c[None, :])
+    )  # [HW, HW]
     dy = (r % window)[:, None] - (r % window)[None, :] + window - 1
     dx = (c % window)[:, None] - (c % window)[None, :] + window - 1
     bias = table[(dy * (2 * window - 1) + dx).flatten()].T.reshape(-1, H * W, H * W)  # [nh, HW, HW]
@@ -518,8 +566,9 @@ def _dense_swin_logits(model: Any, x: torch.Tensor, rule: str) -> torch.Tensor:
                 q, k, v = rules.divide_gradient(q, 2), rules.divide_gradient(k, 2), rules.divide_gradient(v, 2)
             else:
                 q, k = rules.stop_gradient(q), rules.stop_gradient(k)
-            scores = q @ k.transpose(1, 2) * att.scale + _dense_structure(H, W, blk.window, blk.shift,
-                                                                          att.relative_position_bias_table)
+            scores = q @ k.transpose(1, 2) * att.scale + _dense_structure(
+                H, W, blk.window, blk.shift, att.relative_position_bias_table
+            )
             A = scores.softmax(-1)  # [nh, HW, HW]
             if rule == "attnlrp":
                 A = rules.divide_gradient(A, 2)

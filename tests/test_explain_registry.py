@@ -13,9 +13,11 @@ from vtdemo.explain.api import explain_run
 from vtdemo.explain.registry import ExplainOptions, Method
 from vtdemo.explain.runs import ClassifierRun
 
-BUILTIN = {"vit": ["rollout", "grad-rollout", "cls-attention", "gradcam"],
-           "swin": ["swin-rollout", "swin-grad-rollout", "swin-window", "swin-gradcam"],
-           "detr": ["detr-decoder", "detr-encoder"]}
+BUILTIN = {
+    "vit": ["rollout", "grad-rollout", "cls-attention", "gradcam"],
+    "swin": ["swin-rollout", "swin-grad-rollout", "swin-window", "swin-gradcam"],
+    "detr": ["detr-decoder", "detr-encoder"],
+}
 
 
 def test_every_family_has_its_methods_and_its_default_first():
@@ -62,11 +64,15 @@ def test_a_new_method_is_one_entry_and_explain_run_dispatches_to_it(monkeypatch)
         seen["class"] = options.class_index
         return torch.tensor([[0.0, 2.0], [4.0, 1.0]])
 
-    monkeypatch.setitem(registry.METHODS, "toy", Method("toy", "Toy", "n", "p", frozenset({"vit"}), "class", False,
-                                                        frozenset({"class_index"}), fn))
+    monkeypatch.setitem(
+        registry.METHODS,
+        "toy",
+        Method("toy", "Toy", "n", "p", frozenset({"vit"}), "class", False, frozenset({"class_index"}), fn),
+    )
     loaded = SimpleNamespace(family="vit", labels=["a", "b", "c"], id="toy-model")
-    run = ClassifierRun(loaded=loaded, image=None, x=torch.zeros(1), logits=torch.tensor([0.0, 3.0, 1.0]),
-                        attentions=[])
+    run = ClassifierRun(
+        loaded=loaded, image=None, x=torch.zeros(1), logits=torch.tensor([0.0, 3.0, 1.0]), attentions=[]
+    )
     result = explain_run(run, "toy", ExplainOptions())
     assert seen["class"] == 1 and result.target["label"] == "b"  # the top class, resolved before the call
     torch.testing.assert_close(result.map, torch.tensor([[0.0, 0.5], [1.0, 0.25]]))
@@ -88,11 +94,12 @@ def test_lrp_entries_are_the_lrp_functions_on_the_run():
     from vtdemo.explain.lrp import vit_lrp
     from vtdemo.explain.registry import ExplainOptions
     from vtdemo.explain.runs import ClassifierRun
-    from vtdemo.models.vit import ViTConfig, VisionTransformer
+    from vtdemo.models.vit import VisionTransformer, ViTConfig
 
     torch.manual_seed(0)
-    model = VisionTransformer(ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
-                                        num_classes=5)).eval()
+    model = VisionTransformer(
+        ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
+    ).eval()
     x = torch.randn(1, 3, 32, 32)
 
     class Loaded:
@@ -103,8 +110,9 @@ def test_lrp_entries_are_the_lrp_functions_on_the_run():
 
     with torch.no_grad():
         out = model(x, return_attn=True)
-    run = ClassifierRun(loaded=Loaded(), image=None, x=x, logits=out.logits[0], attentions=[a[0] for a in
-                                                                                             out.attentions])
+    run = ClassifierRun(
+        loaded=Loaded(), image=None, x=x, logits=out.logits[0], attentions=[a[0] for a in out.attentions]
+    )
     for name, rule in (("attn-lrp", "attnlrp"), ("cp-lrp", "cplrp")):
         got = explain_run(run, name, ExplainOptions(class_index=3))
         assert got.target["index"] == 3

@@ -45,8 +45,9 @@ def test_pca_matches_scikit_learn():
 def test_stage_tokens_are_timms_intermediates():
     timm = pytest.importorskip("timm")
     arch = "swin_tiny_patch4_window7_224"
-    ref = randomise_classifier(timm.create_model(arch, pretrained=False, num_classes=10, **ARGS), seed=2, gain=1.0,
-                               bias=0.1)
+    ref = randomise_classifier(
+        timm.create_model(arch, pretrained=False, num_classes=10, **ARGS), seed=2, gain=1.0, bias=0.1
+    )
     ours = SwinTransformer(config_from_timm(arch, 10, ARGS)).eval()
     ours.load_state_dict(from_timm(ref.state_dict()), strict=True)
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))

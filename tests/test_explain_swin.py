@@ -20,11 +20,13 @@ from vtdemo.explain import swin as ex
 from vtdemo.models.swin import SwinAttention, SwinConfig, SwinTransformer
 
 # Grids 16 / 8 / 4 with window 4: shifted blocks (shift 2) in stages 0 and 1, two merges, stage 2 one window.
-TINY = SwinConfig(img_size=64, patch_size=4, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4,
-                  num_classes=10)
+TINY = SwinConfig(
+    img_size=64, patch_size=4, embed_dim=16, depths=(2, 2, 2), num_heads=(1, 2, 4), window_size=4, num_classes=10
+)
 # Grid 8 with window 4, shift 2 in block 1: the hand-checked case; then grid 4, one window.
-SMALL = SwinConfig(img_size=32, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 2), window_size=4,
-                   num_classes=10)
+SMALL = SwinConfig(
+    img_size=32, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 2), window_size=4, num_classes=10
+)
 
 
 def _model(cfg: SwinConfig, seed: int = 0) -> SwinTransformer:
@@ -91,8 +93,9 @@ def discard(A: torch.Tensor, ratio: float) -> torch.Tensor:
     return out
 
 
-def dense_attention(record: SwinAttention, fusion: str = "mean", ratio: float = 0.0, head: int | None = None
-                    ) -> torch.Tensor:
+def dense_attention(
+    record: SwinAttention, fusion: str = "mean", ratio: float = 0.0, head: int | None = None
+) -> torch.Tensor:
     """The block's fused attention as one [HW, HW] matrix on image positions (no identity, not renormalised)."""
     H, W = record.grid
     attn = record.attn.float()
@@ -141,8 +144,8 @@ def test_dense_reference_is_what_the_block_computes(tiny):
         block = copy.deepcopy(model.layers[0].blocks[1])  # the shifted block, shift 2
         assert block.shift == 2
         C = h.shape[-1]
-        block.attn.qkv.weight[2 * C:] = torch.eye(C)
-        block.attn.qkv.bias[2 * C:] = 0
+        block.attn.qkv.weight[2 * C :] = torch.eye(C)
+        block.attn.qkv.bias[2 * C :] = 0
         block.attn.proj.weight.copy_(torch.eye(C))
         block.attn.proj.bias.zero_()
         block.mlp.fc2.weight.zero_()
@@ -208,8 +211,11 @@ def test_identity_attention_gives_uniform_map():
     """A = I: A' = I, so R is the product of the merge matrices; every final token averages its own stage-1 tokens,
     and the mean over final tokens weighs every stage-1 token alike: the map is uniform, 1/N1 (no preference)."""
     eye = torch.eye(16).expand(4, 2, 16, 16)
-    records = [_synthetic(8, 4, 0, eye), _synthetic(8, 4, 2, eye, 0, 1),
-               _synthetic(4, 4, 0, torch.eye(16).expand(1, 2, 16, 16), 1, 0)]
+    records = [
+        _synthetic(8, 4, 0, eye),
+        _synthetic(8, 4, 2, eye, 0, 1),
+        _synthetic(4, 4, 0, torch.eye(16).expand(1, 2, 16, 16), 1, 0),
+    ]
     torch.testing.assert_close(ex.rollout(records), torch.full((8, 8), 1 / 64))
     torch.testing.assert_close(dense_rollout(records), torch.full((8, 8), 1 / 64))
 
@@ -257,8 +263,10 @@ def test_by_hand_wrapped_window():
 def test_by_hand_merge():
     """Stage 0: 4x4, one window, identity. Stage 1: 2x2, one window, all look at coarse (0, 0): it gets
     1/4 + 3 * 1/8 = 5/8, the others 1/8; a merge splits each equally over its 4 children: 5/32 and 1/32."""
-    records = [_synthetic(4, 4, 0, torch.eye(16).expand(1, 1, 16, 16)),
-               _synthetic(2, 2, 0, _all_look_at_first(1, 2, 0), 1, 0)]
+    records = [
+        _synthetic(4, 4, 0, torch.eye(16).expand(1, 1, 16, 16)),
+        _synthetic(2, 2, 0, _all_look_at_first(1, 2, 0), 1, 0),
+    ]
     expected = torch.full((4, 4), 1 / 32)
     expected[:2, :2] = 5 / 32
     torch.testing.assert_close(ex.rollout(records), expected)
@@ -278,8 +286,9 @@ def test_discard_is_per_window():
 
 
 def test_head_fusion_changes_only_what_it_should(tiny):
-    same = [SwinAttention(r.attn[:, :1].expand_as(r.attn), r.stage, r.block, r.grid, r.window, r.shift)
-            for r in tiny]  # every head equal to head 0: the fusion must not matter
+    same = [
+        SwinAttention(r.attn[:, :1].expand_as(r.attn), r.stage, r.block, r.grid, r.window, r.shift) for r in tiny
+    ]  # every head equal to head 0: the fusion must not matter
     maps = [ex.rollout(same, f) for f in ex.FUSIONS]
     for m in maps[1:]:
         torch.testing.assert_close(m, maps[0])
@@ -358,19 +367,19 @@ def test_real_model_looks_only_where_the_mask_allows(small):
 def _box_cells(boxes: list[tuple[float, float, float, float]], grid: int) -> torch.Tensor:
     cells = torch.zeros(grid, grid, dtype=torch.bool)
     for x0, y0, x1, y1 in boxes:
-        cells[round(y0 * grid):round(y1 * grid), round(x0 * grid):round(x1 * grid)] = True
+        cells[round(y0 * grid) : round(y1 * grid), round(x0 * grid) : round(x1 * grid)] = True
     return cells
 
 
 def test_window_box_by_hand(small):
     assert ex.window_box(small, (0.0, 0.0), block=0) == [(0.0, 0.0, 0.5, 0.5)]
     corners = ex.window_box(small, (0.0, 0.0), block=1)
-    assert sorted(corners) == sorted([(0.0, 0.0, 0.25, 0.25), (0.75, 0.0, 1.0, 0.25),
-                                      (0.0, 0.75, 0.25, 1.0), (0.75, 0.75, 1.0, 1.0)])
+    assert sorted(corners) == sorted(
+        [(0.0, 0.0, 0.25, 0.25), (0.75, 0.0, 1.0, 0.25), (0.0, 0.75, 0.25, 1.0), (0.75, 0.75, 1.0, 1.0)]
+    )
     assert ex.window_box(small, (0.0, 0.0), block=1, reachable=True) == [(0.0, 0.0, 0.25, 0.25)]
     # token (0, 3): rows {6, 7, 0, 1} wrap, cols 2..5 do not: two boxes
-    assert sorted(ex.window_box(small, _center(0, 3, 8), block=1)) == [(0.25, 0.0, 0.75, 0.25),
-                                                                      (0.25, 0.75, 0.75, 1.0)]
+    assert sorted(ex.window_box(small, _center(0, 3, 8), block=1)) == [(0.25, 0.0, 0.75, 0.25), (0.25, 0.75, 0.75, 1.0)]
     assert ex.window_box(small, _center(3, 3, 8), block=1) == [(0.25, 0.25, 0.75, 0.75)]
     assert ex.window_box(small, (0.5, 0.5), block=2) == [(0.0, 0.0, 1.0, 1.0)]  # stage 1: one window
 
@@ -379,8 +388,10 @@ def test_window_box_outlines_the_support(small, tiny):
     """For every token of every block: the window boxes cover its window, the reachable box is exactly where a
     real model's attention is non-zero."""
     for records in (small, tiny):
-        uniform = [SwinAttention(torch.ones_like(x.attn) / x.attn.shape[-1], x.stage, x.block, x.grid, x.window,
-                                 x.shift) for x in records]
+        uniform = [
+            SwinAttention(torch.ones_like(x.attn) / x.attn.shape[-1], x.stage, x.block, x.grid, x.window, x.shift)
+            for x in records
+        ]
         for b, record in enumerate(records):
             H = record.grid[0]
             for r in range(H):
@@ -396,8 +407,9 @@ def test_window_box_outlines_the_support(small, tiny):
 def test_default_block(tiny, small):
     assert ex.default_block(tiny) == 3  # last block of stage 1 (8x8 grid, 4 windows); stage 2 is one window
     assert ex.default_block(small) == 1
-    torch.testing.assert_close(ex.window_attention_at(tiny, (0.3, 0.6)), ex.window_attention_at(tiny, (0.3, 0.6),
-                                                                                                 block=3))
+    torch.testing.assert_close(
+        ex.window_attention_at(tiny, (0.3, 0.6)), ex.window_attention_at(tiny, (0.3, 0.6), block=3)
+    )
     assert ex.window_attention_at(tiny, (0.3, 0.6), block=-1).shape == (4, 4)  # -1: the last block
     with pytest.raises(ValueError):
         ex.window_attention_at(tiny, (0.3, 0.6), block=6)
@@ -437,8 +449,9 @@ def test_swin_t_rollout_full_size():
 # Class-specific relevance (Chefer et al. 2021) through windows and merges.
 
 
-def dense_grad_rollout(attentions: list[SwinAttention], gradients: list[torch.Tensor], identity_path: bool = True
-                       ) -> torch.Tensor:
+def dense_grad_rollout(
+    attentions: list[SwinAttention], gradients: list[torch.Tensor], identity_path: bool = True
+) -> torch.Tensor:
     """Chefer's R = I; R <- M R at a merge; R <- R + Abar R per block, with Abar the dense [HW, HW] placement of
     mean_heads((grad * attn).clamp(min=0)); map = row mean of R, [H1, W1]. Dense products, as the library never does.
     Without the identity path: the row mean of R - R0, R0 the same product with every Abar = 0 (merges only)."""
@@ -452,8 +465,9 @@ def dense_grad_rollout(attentions: list[SwinAttention], gradients: list[torch.Te
             R, R0 = M @ R, M @ R0
             grid = (grid[0] // 2, grid[1] // 2)
         weighted = (grad.double() * record.attn.double()).clamp(min=0)  # [nW, nh, N, N]
-        Abar = dense_attention(SwinAttention(weighted, record.stage, record.block, record.grid, record.window,
-                                             record.shift)).double()  # [HW, HW]: head mean, windows placed
+        Abar = dense_attention(
+            SwinAttention(weighted, record.stage, record.block, record.grid, record.window, record.shift)
+        ).double()  # [HW, HW]: head mean, windows placed
         R = R + Abar @ R
     return (R if identity_path else R - R0).mean(0).view(H1, W1).float()
 
@@ -501,8 +515,13 @@ def test_class_gradients_pair_each_block_with_its_own_gradient(tiny_model, tiny)
         torch.testing.assert_close(rec.attn, fresh.attn.detach())
         torch.testing.assert_close(rec.attn, cached.attn)  # the same attention as the plain forward records
         assert not rec.attn.requires_grad and not got.requires_grad
-        assert (rec.stage, rec.block, rec.grid, rec.window, rec.shift) == \
-               (cached.stage, cached.block, cached.grid, cached.window, cached.shift)
+        assert (rec.stage, rec.block, rec.grid, rec.window, rec.shift) == (
+            cached.stage,
+            cached.block,
+            cached.grid,
+            cached.window,
+            cached.shift,
+        )
     # the shift mask: blocked entries have zero attention, so they carry no relevance whatever their gradient
     blocked = records[1].attn == 0
     assert blocked.any() and (ex.window_grad_factors(records[1], grads[1])[blocked[:, 0]] == 0).all()
@@ -546,16 +565,18 @@ def test_grad_rollout_by_hand():
     expected = torch.zeros(4, 4)
     expected[0, 0] = 4 / 16
     torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 0, attn)], [grad]), expected)
-    torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 0, attn)], [grad], identity_path=True),
-                               expected + 1 / 16)
+    torch.testing.assert_close(
+        ex.grad_rollout([_synthetic(4, 2, 0, attn)], [grad], identity_path=True), expected + 1 / 16
+    )
     # shift 1: window 0 holds image rows/cols {1, 2}, its token 0 is image (1, 1)
     expected = torch.zeros(4, 4)
     expected[1, 1] = 4 / 16
     torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 1, attn)], [grad]), expected)
     # a negative gradient is clamped away: nothing but the identity path is left
     torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 0, attn)], [-grad]), torch.zeros(4, 4))
-    torch.testing.assert_close(ex.grad_rollout([_synthetic(4, 2, 0, attn)], [-grad], identity_path=True),
-                               torch.full((4, 4), 1 / 16))
+    torch.testing.assert_close(
+        ex.grad_rollout([_synthetic(4, 2, 0, attn)], [-grad], identity_path=True), torch.full((4, 4), 1 / 16)
+    )
     # two heads: the mean over heads of the clamped products (head 1 attends to itself with gradient 1: Abar = I/2
     # there, so every token of window 0 gains half its weight, and token 0 gets half the look-at-first mass)
     two = torch.cat([attn, torch.eye(4).expand(4, 1, 4, 4)], dim=1)  # [4, 2, 4, 4]
@@ -571,8 +592,10 @@ def test_grad_rollout_by_hand_merge():
     """Stage 0: 4x4, one window, zero gradient (identity). Stage 1: 2x2, one window, all look at coarse (0, 0) with
     gradient 1: it gets 1/4 + 4 * 1/4 = 5/4, the others 1/4; each child gets a quarter: 5/16 and 1/16; less the
     identity path's 1/16: 4/16 on the children of coarse (0, 0), 0 elsewhere."""
-    records = [_synthetic(4, 4, 0, torch.eye(16).expand(1, 1, 16, 16)),
-               _synthetic(2, 2, 0, _all_look_at_first(1, 2, 0), 1, 0)]
+    records = [
+        _synthetic(4, 4, 0, torch.eye(16).expand(1, 1, 16, 16)),
+        _synthetic(2, 2, 0, _all_look_at_first(1, 2, 0), 1, 0),
+    ]
     grads = [torch.zeros(1, 1, 16, 16), torch.ones(1, 1, 4, 4)]
     expected = torch.full((4, 4), 1 / 16)
     expected[:2, :2] = 5 / 16

@@ -83,8 +83,11 @@ def test_grad_rollout_by_hand_and_layer_order_matters():
 
 def test_class_gradients_pair_each_layer_with_its_own_gradient():
     torch.manual_seed(0)
-    model = VisionTransformer(ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2,
-                                        num_classes=7)).eval().requires_grad_(False)
+    model = (
+        VisionTransformer(ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=3, num_heads=2, num_classes=7))
+        .eval()
+        .requires_grad_(False)
+    )
     x = torch.randn(1, 3, 32, 32)
     logits, attns, grads = ex.class_gradients(model, x, class_index=4)
     # independent computation with torch.autograd.grad on a fresh forward pass

@@ -30,7 +30,6 @@ pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
 from tiny_models import app_of, launched_app  # noqa: E402
-
 from vtdemo.ui.components import NOT_UPLOADED  # noqa: E402
 
 VIEW = ["mean", "last", "where it looks", 0.55]  # head, layer, encoder direction, opacity
@@ -68,8 +67,12 @@ def call(url: str, api: str, data: list, session: str | None = None, timeout: fl
     if session is not None:
         body["session_hash"] = session
     # json.dumps writes NaN and Infinity (not JSON, but what a script can send); Python's json reads them back
-    r = httpx.post(f"{url}gradio_api/call/{api}", content=json.dumps(body), timeout=30,
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{url}gradio_api/call/{api}",
+        content=json.dumps(body),
+        timeout=30,
+        headers={"content-type": "application/json"},
+    )
     if r.status_code != 200:
         return "http", r.status_code
     event_id = r.json()["event_id"]
@@ -137,8 +140,9 @@ def app():
 @pytest.fixture
 def photo(app):
     _, url = app
-    return upload(url, "chelsea.png", (Path(__file__).resolve().parents[1] / "assets/examples/chelsea.png")
-                  .read_bytes())
+    return upload(
+        url, "chelsea.png", (Path(__file__).resolve().parents[1] / "assets/examples/chelsea.png").read_bytes()
+    )
 
 
 # ------------------------------------------------------------------------------------------------- file paths
@@ -163,8 +167,14 @@ def test_server_paths_are_refused_and_never_read(app, tmp_path):
     link.unlink(missing_ok=True)
     link.symlink_to(secret)  # a symbolic link inside the upload folder that points outside it
     traversal = str(upload_dir / ".." / os.path.relpath(secret, upload_dir.parent))
-    payloads = [{"path": str(secret)}, {"path": str(tmp_path / "missing.png")}, {"path": traversal},
-                {"path": str(link)}, {"path": "/etc/passwd"}, {"path": str(secret), "url": None, "size": 1}]
+    payloads = [
+        {"path": str(secret)},
+        {"path": str(tmp_path / "missing.png")},
+        {"path": traversal},
+        {"path": str(link)},
+        {"path": "/etc/passwd"},
+        {"path": str(secret), "url": None, "size": 1},
+    ]
     OPENS.seen.clear()
     OPENS.prefixes = (str(tmp_path), os.path.realpath(tmp_path))
     try:
@@ -260,8 +270,9 @@ BAD_DETECT = [
 ]
 
 
-@pytest.mark.parametrize("change,message", BAD_DETECT, ids=[next(iter(c)) + "=" + repr(next(iter(c.values())))
-                                                             for c, _ in BAD_DETECT])
+@pytest.mark.parametrize(
+    "change,message", BAD_DETECT, ids=[next(iter(c)) + "=" + repr(next(iter(c.values()))) for c, _ in BAD_DETECT]
+)
 def test_bad_detect_values_are_refused_in_one_line(app, photo, change, message):
     _, url = app
     args = dict(dict(threshold=0.3, classes=None, max_det=100, nms=False, iou=0.5), **change)
@@ -284,18 +295,26 @@ def test_other_bad_values(app, photo):
     _, url = app
     session = "hostile-values"
     assert call(url, "classify_vit", [photo, "", "rollout", 0.5], session)[0] == "complete"
-    assert_clear(call(url, "explain_vit", ["rollout", None, "mean", math.nan, "mean", None, 0.5], session),
-                 "Discard lowest must be")
-    assert_clear(call(url, "explain_vit", ["rollout", None, "mean", 0.2, "mean", None, math.inf], session),
-                 "Opacity must be")
+    assert_clear(
+        call(url, "explain_vit", ["rollout", None, "mean", math.nan, "mean", None, 0.5], session),
+        "Discard lowest must be",
+    )
+    assert_clear(
+        call(url, "explain_vit", ["rollout", None, "mean", 0.2, "mean", None, math.inf], session), "Opacity must be"
+    )
     long_id = "org/" + "x" * 300
     text = assert_clear(call(url, "classify_vit", [photo, long_id, "rollout", 0.5], session), "at most 255")
     assert "File name too long" not in text
     assert_clear(call(url, "classify_vit", [photo, 12345, "rollout", 0.5], session))
     # click endpoints called without a click: nothing happens, nothing breaks
     assert call(url, "detect", detect_args(photo), session)[0] == "complete"
-    for api, data in (("detection_click", VIEW), ("detection_row", VIEW), ("encoder_click", VIEW),
-                      ("class_map_vit", [0.5]), ("point_map_swin", [0.5])):
+    for api, data in (
+        ("detection_click", VIEW),
+        ("detection_row", VIEW),
+        ("encoder_click", VIEW),
+        ("class_map_vit", [0.5]),
+        ("point_map_swin", [0.5]),
+    ):
         assert_clear(call(url, api, data, session))
     assert_clear(call(url, "encoder_map", [math.nan, 3, *VIEW], session), "x must be")
 
@@ -333,8 +352,7 @@ def test_bad_ground_truth(app, photo, tmp_path):
 def test_results_stay_downloadable_after_the_next_run(app, photo):
     _, url = app
     session = "hostile-files"
-    other = upload(url, "rocket.jpg", (Path(__file__).resolve().parents[1] / "assets/examples/rocket.jpg")
-                   .read_bytes())
+    other = upload(url, "rocket.jpg", (Path(__file__).resolve().parents[1] / "assets/examples/rocket.jpg").read_bytes())
     first = call(url, "detect", detect_args(photo, threshold=0.05), session)
     assert first[0] == "complete"
     boxes = first[1][0].get("value", first[1][0])  # an update of the box view: its value is the image + masks

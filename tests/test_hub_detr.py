@@ -16,9 +16,16 @@ from vtdemo.labels import coco
 
 transformers = pytest.importorskip("transformers")
 
-OLD_FORM = {"do_resize": True, "size": 320, "max_size": 533, "do_normalize": True, "resample": 2,
-            "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225],
-            "feature_extractor_type": "DetrFeatureExtractor"}
+OLD_FORM = {
+    "do_resize": True,
+    "size": 320,
+    "max_size": 533,
+    "do_normalize": True,
+    "resample": 2,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+    "feature_extractor_type": "DetrFeatureExtractor",
+}
 NEW_FORM = dict(OLD_FORM, size={"shortest_edge": 320, "longest_edge": 533}, image_processor_type="DetrImageProcessor")
 del NEW_FORM["max_size"], NEW_FORM["feature_extractor_type"]
 
@@ -26,14 +33,22 @@ del NEW_FORM["max_size"], NEW_FORM["feature_extractor_type"]
 @pytest.fixture(scope="module")
 def detr_pair(tmp_path_factory):
     """One random tiny DETR (transformers), in both namings; returns (timm-naming model, no_timm model)."""
-    config = transformers.DetrConfig(use_timm_backbone=True, use_pretrained_backbone=False,
-                                     id2label=dict(enumerate(coco())), **DETR_ARGS)
+    config = transformers.DetrConfig(
+        use_timm_backbone=True, use_pretrained_backbone=False, id2label=dict(enumerate(coco())), **DETR_ARGS
+    )
     with_timm = _randomise_detr(transformers.DetrForObjectDetection(config), 11)
-    no_timm_config = transformers.DetrConfig(use_timm_backbone=False, use_pretrained_backbone=False,
-                                             backbone_config={"model_type": "resnet", "depths": [3, 4, 6, 3],
-                                                              "layer_type": "bottleneck",
-                                                              "out_features": ["stage4"]},
-                                             id2label=dict(enumerate(coco())), **DETR_ARGS)
+    no_timm_config = transformers.DetrConfig(
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        backbone_config={
+            "model_type": "resnet",
+            "depths": [3, 4, 6, 3],
+            "layer_type": "bottleneck",
+            "out_features": ["stage4"],
+        },
+        id2label=dict(enumerate(coco())),
+        **DETR_ARGS,
+    )
     no_timm = _randomise_detr(transformers.DetrForObjectDetection(no_timm_config), 12)
     return with_timm, no_timm
 
@@ -42,8 +57,9 @@ def reference_detections(model, processor, image, threshold):
     inputs = processor(image, return_tensors="pt")
     with torch.inference_mode():
         out = model(**inputs)
-    res = processor.post_process_object_detection(out, threshold=threshold,
-                                                  target_sizes=[(image.height, image.width)])[0]
+    res = processor.post_process_object_detection(out, threshold=threshold, target_sizes=[(image.height, image.width)])[
+        0
+    ]
     boxes = clip_boxes_to_image(res["boxes"], (image.height, image.width))
     order = res["scores"].argsort(descending=True, stable=True)
     return res["scores"][order], res["labels"][order], boxes[order]
@@ -68,7 +84,7 @@ def test_detect_equals_transformers(naming, form, detr_pair, hf_cache, tmp_path,
     # queries whose scores agree to 1e-4 may come in either order (threads sum in different orders): compare the
     # (score, label) pairs with the scores rounded, as multisets
     got = sorted((round(d.score, 4), d.label_id) for d in result.detections[:n])
-    want = sorted((round(float(s), 4), int(c)) for s, c in zip(scores[confident], labels[confident]))
+    want = sorted((round(float(s), 4), int(c)) for s, c in zip(scores[confident], labels[confident], strict=False))
     assert [c for _, c in got] == [c for _, c in want] or got == want
     got_boxes = torch.tensor([d.box for d in result.detections])
     tolerance = 1e-3 * max(image.size) + 0.01  # 1e-3 of the image size, plus our 0.01 px rounding
@@ -94,8 +110,7 @@ def test_thresholds_filter_like_the_reference(detr_pair, hf_cache, tmp_path, pho
 def test_no_timm_file_really_uses_the_other_names(detr_pair, hf_cache, tmp_path):
     from safetensors.torch import load_file
 
-    snap = write_transformers_repo(hf_cache, "facebook/detr-test", detr_pair[1], tmp_path, NEW_FORM,
-                                   revision="no_timm")
+    snap = write_transformers_repo(hf_cache, "facebook/detr-test", detr_pair[1], tmp_path, NEW_FORM, revision="no_timm")
     keys = load_file(str(snap / "model.safetensors")).keys()
     assert any(".embedder.embedder.convolution." in k for k in keys)
     assert not any("conv_encoder.model.conv1" in k for k in keys)

@@ -19,7 +19,6 @@ transformers = pytest.importorskip("transformers")
 TINY_ARGS = dict(img_size=64, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4)
 
 
-
 def _top(logits, k):
     p, i = logits.softmax(-1)[0].topk(k)
     return p.tolist(), i.tolist()
@@ -42,11 +41,19 @@ def test_timm_format(weights, hf_cache, tmp_path, photos):
 
 
 def test_transformers_format(hf_cache, tmp_path, photos):
-    config = transformers.SwinConfig(image_size=64, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4],
-                                     window_size=4, id2label={i: f"kind {i}" for i in range(7)})
+    config = transformers.SwinConfig(
+        image_size=64,
+        patch_size=4,
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=4,
+        id2label={i: f"kind {i}" for i in range(7)},
+    )
     ref = _randomise(transformers.SwinForImageClassification(config))
-    processor = transformers.ViTImageProcessor(size={"height": 64, "width": 64}, resample=3,
-                                               image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    processor = transformers.ViTImageProcessor(
+        size={"height": 64, "width": 64}, resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+    )
     write_transformers_repo(hf_cache, "microsoft/swin-test", ref, tmp_path, processor.to_dict())
     with torch.inference_mode():
         probs, idx = _top(ref(**processor(photos["astronaut"], return_tensors="pt")).logits, 3)
@@ -61,8 +68,9 @@ def test_file_with_derived_buffers_and_relative_position_index_loads(hf_cache, t
     from hubcache import safetensors_bytes
 
     ref = _randomise(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, **TINY_ARGS))
-    snap = write_timm_repo(hf_cache, "timm/swin_tiny_patch4_window7_224.buffers", ref, TINY_ARGS, tmp_path,
-                           formats=("model.safetensors",))
+    snap = write_timm_repo(
+        hf_cache, "timm/swin_tiny_patch4_window7_224.buffers", ref, TINY_ARGS, tmp_path, formats=("model.safetensors",)
+    )
     state = dict(ref.state_dict())
     state.update({k: v for k, v in ref.named_buffers() if k.endswith(("relative_position_index", "attn_mask"))})
     assert any(k.endswith("relative_position_index") for k in state)

@@ -22,8 +22,15 @@ from vtdemo.models.swinv2 import SwinTransformerV2
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
 
-ARGS = dict(img_size=64, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4,
-            pretrained_window_sizes=(3, 2))
+ARGS = dict(
+    img_size=64,
+    patch_size=4,
+    embed_dim=16,
+    depths=(2, 2),
+    num_heads=(2, 4),
+    window_size=4,
+    pretrained_window_sizes=(3, 2),
+)
 
 
 def _top(logits, k):
@@ -51,12 +58,20 @@ def test_timm_format(weights, hf_cache, tmp_path, photos):
 
 
 def test_transformers_format(hf_cache, tmp_path, photos):
-    config = transformers.Swinv2Config(image_size=64, patch_size=4, embed_dim=16, depths=[2, 2], num_heads=[2, 4],
-                                       window_size=4, pretrained_window_sizes=[3, 2],
-                                       id2label={i: f"kind {i}" for i in range(7)})
+    config = transformers.Swinv2Config(
+        image_size=64,
+        patch_size=4,
+        embed_dim=16,
+        depths=[2, 2],
+        num_heads=[2, 4],
+        window_size=4,
+        pretrained_window_sizes=[3, 2],
+        id2label={i: f"kind {i}" for i in range(7)},
+    )
     ref = randomise_v2(transformers.Swinv2ForImageClassification(config), 1)
-    processor = transformers.ViTImageProcessor(size={"height": 64, "width": 64}, resample=3,
-                                               image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    processor = transformers.ViTImageProcessor(
+        size={"height": 64, "width": 64}, resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
+    )
     write_transformers_repo(hf_cache, "microsoft/swinv2-test", ref, tmp_path, processor.to_dict())
     pixels = processor(photos["astronaut"], return_tensors="pt")["pixel_values"]
     loaded = hub.load("microsoft/swinv2-test")

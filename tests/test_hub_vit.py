@@ -19,7 +19,6 @@ transformers = pytest.importorskip("transformers")
 TINY_ARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
 
 
-
 def _reference_top(logits: torch.Tensor, k: int = 5):
     probs = logits.softmax(-1)[0]
     p, i = probs.topk(k)
@@ -46,15 +45,23 @@ def test_timm_format(arch, weights, hf_cache, tmp_path, photos):
 
 
 def _hf_model(kind: str):
-    common = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=64, id2label={i: f"thing {i}" for i in range(10)})
+    common = dict(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        id2label={i: f"thing {i}" for i in range(10)},
+    )
     if kind == "vit":
         return _randomise(transformers.ViTForImageClassification(transformers.ViTConfig(**common)))
     return _randomise(transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**common)))
 
 
-@pytest.mark.parametrize("kind,weights", [("vit", "model.safetensors"), ("vit", "pytorch_model.bin"),
-                                          ("deit", "pytorch_model.bin")])
+@pytest.mark.parametrize(
+    "kind,weights", [("vit", "model.safetensors"), ("vit", "pytorch_model.bin"), ("deit", "pytorch_model.bin")]
+)
 def test_transformers_format(kind, weights, hf_cache, tmp_path, photos):
     ref = _hf_model(kind)
     processor = transformers.ViTImageProcessor(size={"height": 32, "width": 32}, resample=2)
@@ -124,8 +131,15 @@ def test_pickle_with_code_is_refused(hf_cache, tmp_path):
         def __reduce__(self):
             return (exec, ("open('PWNED', 'w').write('x')",))
 
-    config = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 32, "num_hidden_layers": 2,
-              "num_attention_heads": 2, "intermediate_size": 64}
+    config = {
+        "model_type": "vit",
+        "image_size": 32,
+        "patch_size": 8,
+        "hidden_size": 32,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "intermediate_size": 64,
+    }
     write_repo(hf_cache, "org/evil", {"config.json": config, "pytorch_model.bin": pickle.dumps(Evil())})
     with pytest.raises(vtdemo.VtdemoError, match="pytorch_model.bin cannot be read safely"):
         hub.load("org/evil")

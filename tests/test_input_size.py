@@ -18,10 +18,14 @@ from vtdemo.input_size import at_input_size, sizes
 
 timm = pytest.importorskip("timm")
 
-V1 = ("swin_tiny_patch4_window7_224", dict(img_size=64, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4),
-                                           window_size=4))
-V2 = ("swinv2_tiny_window8_256", dict(img_size=64, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4),
-                                      window_size=4))
+V1 = (
+    "swin_tiny_patch4_window7_224",
+    dict(img_size=64, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4),
+)
+V2 = (
+    "swinv2_tiny_window8_256",
+    dict(img_size=64, patch_size=4, embed_dim=16, depths=(2, 2), num_heads=(2, 4), window_size=4),
+)
 
 
 @pytest.mark.parametrize("arch,args", [V1, V2], ids=["v1", "v2"])

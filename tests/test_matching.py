@@ -35,8 +35,12 @@ def test_hungarian_equals_brute_force(seed):
 def test_cost_by_hand():
     # one query, one object: p(class 0) = softmax([0, 0])[0] = .5; boxes (.5,.5,.2,.2) vs (.5,.5,.2,.4):
     # L1 = .2; IoU = .04 / .08 = .5, enclosing box = union so GIoU = .5. C = -.5 + 5 * .2 - 2 * .5 = -.5
-    c = matching.cost_matrix(torch.tensor([[0.0, 0.0]]), torch.tensor([[0.5, 0.5, 0.2, 0.2]]), torch.tensor([0]),
-                             torch.tensor([[0.5, 0.5, 0.2, 0.4]]))
+    c = matching.cost_matrix(
+        torch.tensor([[0.0, 0.0]]),
+        torch.tensor([[0.5, 0.5, 0.2, 0.2]]),
+        torch.tensor([0]),
+        torch.tensor([[0.5, 0.5, 0.2, 0.4]]),
+    )
     assert float(c["class"]) == pytest.approx(-0.5)
     assert float(c["l1"]) == pytest.approx(0.2)
     assert float(c["giou"]) == pytest.approx(-0.5)
@@ -50,7 +54,7 @@ def test_matches_and_losses_equal_transformers(seed):
     matcher = loss_mod.HungarianMatcher(class_cost=1, bbox_cost=5, giou_cost=2)
     targets = [{"class_labels": labels, "boxes": gt}]
     outputs = {"logits": logits[None], "pred_boxes": pred[None]}
-    (ref_q, ref_o), = matcher(outputs, targets)
+    ((ref_q, ref_o),) = matcher(outputs, targets)
     q, o = matching.hungarian(matching.cost_matrix(logits, pred, labels, gt)["total"])
     ref = dict(zip(ref_o.tolist(), ref_q.tolist(), strict=True))
     assert {int(b): int(a) for a, b in zip(q, o, strict=True)} == ref
@@ -60,8 +64,9 @@ def test_matches_and_losses_equal_transformers(seed):
     assert ours["classification"] == pytest.approx(float(ref_losses["loss_ce"]), abs=1e-5)
     assert ours["l1"] == pytest.approx(float(ref_losses["loss_bbox"]), abs=1e-5)
     assert ours["giou"] == pytest.approx(float(ref_losses["loss_giou"]), abs=1e-5)
-    assert ours["total"] == pytest.approx(float(ref_losses["loss_ce"] + 5 * ref_losses["loss_bbox"]
-                                                + 2 * ref_losses["loss_giou"]), abs=1e-4)
+    assert ours["total"] == pytest.approx(
+        float(ref_losses["loss_ce"] + 5 * ref_losses["loss_bbox"] + 2 * ref_losses["loss_giou"]), abs=1e-4
+    )
 
 
 def test_losses_by_direct_computation():
@@ -85,7 +90,7 @@ def test_parse_ground_truth_forms():
     assert simple.labels.tolist() == [1, 3] and simple.boxes[0].tolist() == [10, 20, 50, 80]
     coco = matching.parse_ground_truth({"annotations": [{"bbox": [10, 20, 40, 60], "category_id": 2}]}, names)
     assert coco.labels.tolist() == [2] and coco.boxes[0].tolist() == [10, 20, 50, 80]
-    for bad in ('[["unicorn", 0, 0, 5, 5]]', "[[1, 5, 5, 0, 0]]", "[[1, 2]]", "not json", "[]", '[[99, 0, 0, 1, 1]]'):
+    for bad in ('[["unicorn", 0, 0, 5, 5]]', "[[1, 5, 5, 0, 0]]", "[[1, 2]]", "not json", "[]", "[[99, 0, 0, 1, 1]]"):
         with pytest.raises(ExplainError):
             matching.parse_ground_truth(bad, names)
 

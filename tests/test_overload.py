@@ -44,7 +44,6 @@ pytest.importorskip("transformers")
 pytest.importorskip("gradio_client")
 
 from tiny_models import app_of, launched_app, tiny_repos_once, wait_until  # noqa: E402
-
 from vtdemo import hub, pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,8 +91,11 @@ def settled_rss() -> float | None:
 
 def variants(folder: Path, n: int) -> list[Path]:
     """n different photos made from the examples, each flipped, rotated, cropped or tinted its own way."""
-    sources = [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.iterdir())
-               if p.suffix.lower() in {".png", ".jpg", ".jpeg"}]
+    sources = [
+        Image.open(p).convert("RGB")
+        for p in sorted(EXAMPLES.iterdir())
+        if p.suffix.lower() in {".png", ".jpg", ".jpeg"}
+    ]
     edits = [
         lambda im: im,
         ImageOps.mirror,
@@ -115,7 +117,7 @@ def plan(i: int) -> list[str]:
     order that differs between clients."""
     classify = "classify_vit" if i % 2 == 0 else "classify_swin"
     base = ["detect", classify, "detect", classify, classify]
-    return base[i % REQUESTS:] + base[:i % REQUESTS]
+    return base[i % REQUESTS :] + base[: i % REQUESTS]
 
 
 def expected_results(paths: list[Path], repos: dict[str, str]) -> dict[tuple[str, int], tuple]:
@@ -145,8 +147,10 @@ def same(endpoint: str, got: tuple, want: tuple) -> bool:
     if len(got) != len(want):
         return False
     if endpoint == "detect":  # boxes are rounded to whole pixels: allow the last pixel to differ
-        return all(g[:2] == w[:2] and all(abs(a - b) <= 1 for a, b in zip(g[2], w[2], strict=True))
-                   for g, w in zip(got, want, strict=True))
+        return all(
+            g[:2] == w[:2] and all(abs(a - b) <= 1 for a, b in zip(g[2], w[2], strict=True))
+            for g, w in zip(got, want, strict=True)
+        )
     return all(g[0] == w[0] and abs(g[1] - w[1]) <= 1e-3 for g, w in zip(got, want, strict=True))
 
 
@@ -184,8 +188,13 @@ def storm(plan: dict, folder: Path) -> dict:
     """Run the visitors (tests/overload_clients.py) in a process of their own; returns what they saw."""
     plan_file = folder / "plan.json"
     plan_file.write_text(json.dumps(plan), encoding="utf-8")
-    done = subprocess.run([sys.executable, str(Path(__file__).with_name("overload_clients.py")), str(plan_file)],
-                          capture_output=True, text=True, timeout=plan["deadline_s"] + 90, cwd=ROOT)
+    done = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("overload_clients.py")), str(plan_file)],
+        capture_output=True,
+        text=True,
+        timeout=plan["deadline_s"] + 90,
+        cwd=ROOT,
+    )
     assert done.returncode == 0, f"the clients' process failed: {done.stderr[-3000:]}"
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -210,13 +219,21 @@ def test_twenty_clients_five_requests_each(app, tmp_path, record_property):
     expected = expected_results(paths, repos)  # also loads the three models (the app shares the objects)
     for endpoint in ("detect", *METHODS):
         results = [want for (e, _), want in expected.items() if e == endpoint]
-        assert len(set(results)) == len(results), f"{endpoint}: two photos give the same result (a mix-up would " \
-                                                  "not show)"
+        assert len(set(results)) == len(results), (
+            f"{endpoint}: two photos give the same result (a mix-up would not show)"
+        )
 
     # warm up: one visitor calls every endpoint (at once), and leaves
-    warm = storm({"url": url, "deadline_s": 60, "threshold": THRESHOLD,
-                  "clients": [{"photo": str(paths[0]), "requests": ["detect", "classify_vit", "classify_swin"]}],
-                  "after": {"photo": str(paths[0]), "requests": []}}, tmp_path)
+    warm = storm(
+        {
+            "url": url,
+            "deadline_s": 60,
+            "threshold": THRESHOLD,
+            "clients": [{"photo": str(paths[0]), "requests": ["detect", "classify_vit", "classify_swin"]}],
+            "after": {"photo": str(paths[0]), "requests": []},
+        },
+        tmp_path,
+    )
     warm_outcomes = [judge(r, 0, expected) for r in warm["clients"][0]["outcomes"]]
     assert warm_outcomes == ["completed"] * 3, warm_outcomes
     runs = app_of(demo).services.runs
@@ -225,9 +242,16 @@ def test_twenty_clients_five_requests_each(app, tmp_path, record_property):
     released_before = runs.released
 
     # the storm: 20 visitors, 5 requests each, all at once; then one more visitor
-    seen = storm({"url": url, "deadline_s": STORM_S, "threshold": THRESHOLD,
-                  "clients": [{"photo": str(paths[i]), "requests": plan(i)} for i in range(CLIENTS)],
-                  "after": {"photo": str(paths[7]), "requests": ["detect", "classify_swin"]}}, tmp_path)
+    seen = storm(
+        {
+            "url": url,
+            "deadline_s": STORM_S,
+            "threshold": THRESHOLD,
+            "clients": [{"photo": str(paths[i]), "requests": plan(i)} for i in range(CLIENTS)],
+            "after": {"photo": str(paths[7]), "requests": ["detect", "classify_swin"]},
+        },
+        tmp_path,
+    )
     outcomes = []
     for i, client in enumerate(seen["clients"]):
         reports = client.get("outcomes", [])
@@ -245,12 +269,14 @@ def test_twenty_clients_five_requests_each(app, tmp_path, record_property):
     served = sum(any(r["status"] == "ok" for r in c.get("outcomes", [])) for c in seen["clients"])
 
     change = (after / before - 1) if before and after else float("nan")
-    report = (f"{CLIENTS} clients x {REQUESTS} requests: completed {counts['completed']}, refused "
-              f"{counts['refused']}, wrong {counts['wrong']}, lost {counts['lost']} (storm {seen['storm_s']:.1f} s); "
-              f"server memory (RSS) warm {before or 0:.0f} MiB, after the sessions ended {after or 0:.0f} MiB "
-              f"({change:+.1%}); cached runs released as the sessions ended: {runs.released - released_before} "
-              f"(of {served} served sessions), none left: {released}; request afterwards: {fresh}; "
-              f"test {time.perf_counter() - started:.1f} s")
+    report = (
+        f"{CLIENTS} clients x {REQUESTS} requests: completed {counts['completed']}, refused "
+        f"{counts['refused']}, wrong {counts['wrong']}, lost {counts['lost']} (storm {seen['storm_s']:.1f} s); "
+        f"server memory (RSS) warm {before or 0:.0f} MiB, after the sessions ended {after or 0:.0f} MiB "
+        f"({change:+.1%}); cached runs released as the sessions ended: {runs.released - released_before} "
+        f"(of {served} served sessions), none left: {released}; request afterwards: {fresh}; "
+        f"test {time.perf_counter() - started:.1f} s"
+    )
     print("\n" + report)
     for name, value in counts.items():
         record_property(name, value)

@@ -302,11 +302,6 @@ def test_editable_install_runs_the_source_and_finds_its_photos(tmp_path, clean_e
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="vtdemo/ui/howto.py and app.py still look for the photos next to the "
-    "checkout (parents[2] / 'assets'); switch them to vtdemo.assets.examples_dir(), then drop this mark",
-)
 def test_installed_app_draws_its_figures_from_the_installed_photos(installed, clean_env, tmp_path):
     python, _, _ = installed
     proc = _run(

@@ -9,16 +9,46 @@ from PIL import Image
 from vtdemo import preprocess
 
 TIMM_CFGS = [
-    dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.9, crop_mode="center",
-         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),  # vit_base_patch16_224.augreg2_in21k_ft_in1k
-    dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.875, crop_mode="center",
-         mean=preprocess.IMAGENET_MEAN, std=preprocess.IMAGENET_STD),  # deit_*.fb_in1k
-    dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.9, crop_mode="center",
-         mean=preprocess.IMAGENET_MEAN, std=preprocess.IMAGENET_STD),  # swin_tiny_patch4_window7_224.ms_in1k
-    dict(input_size=(3, 384, 384), interpolation="bicubic", crop_pct=1.0, crop_mode="squash",
-         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),  # vit_*_384 uploads
-    dict(input_size=(3, 224, 224), interpolation="bilinear", crop_pct=0.95, crop_mode="center",
-         mean=preprocess.IMAGENET_MEAN, std=preprocess.IMAGENET_STD),
+    dict(
+        input_size=(3, 224, 224),
+        interpolation="bicubic",
+        crop_pct=0.9,
+        crop_mode="center",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    ),  # vit_base_patch16_224.augreg2_in21k_ft_in1k
+    dict(
+        input_size=(3, 224, 224),
+        interpolation="bicubic",
+        crop_pct=0.875,
+        crop_mode="center",
+        mean=preprocess.IMAGENET_MEAN,
+        std=preprocess.IMAGENET_STD,
+    ),  # deit_*.fb_in1k
+    dict(
+        input_size=(3, 224, 224),
+        interpolation="bicubic",
+        crop_pct=0.9,
+        crop_mode="center",
+        mean=preprocess.IMAGENET_MEAN,
+        std=preprocess.IMAGENET_STD,
+    ),  # swin_tiny_patch4_window7_224.ms_in1k
+    dict(
+        input_size=(3, 384, 384),
+        interpolation="bicubic",
+        crop_pct=1.0,
+        crop_mode="squash",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    ),  # vit_*_384 uploads
+    dict(
+        input_size=(3, 224, 224),
+        interpolation="bilinear",
+        crop_pct=0.95,
+        crop_mode="center",
+        mean=preprocess.IMAGENET_MEAN,
+        std=preprocess.IMAGENET_STD,
+    ),
 ]
 
 
@@ -35,16 +65,31 @@ def test_timm_eval_transform(cfg, photos):
 
 
 HF_PROCESSORS = [
-    ("ViTImageProcessor", dict(size={"height": 224, "width": 224}, resample=2, image_mean=[0.5] * 3,
-                               image_std=[0.5] * 3)),  # google/vit-base-patch16-224
+    (
+        "ViTImageProcessor",
+        dict(size={"height": 224, "width": 224}, resample=2, image_mean=[0.5] * 3, image_std=[0.5] * 3),
+    ),  # google/vit-base-patch16-224
     ("ViTImageProcessor", dict(size=224, resample=2)),  # the old int form of "size"
-    ("DeiTImageProcessor", dict(size={"height": 256, "width": 256}, do_center_crop=True,
-                                crop_size={"height": 224, "width": 224}, resample=3,
-                                image_mean=list(preprocess.IMAGENET_MEAN),
-                                image_std=list(preprocess.IMAGENET_STD))),  # facebook/deit-base-patch16-224
-    ("ViTImageProcessor", dict(size={"height": 224, "width": 224}, resample=3,
-                               image_mean=list(preprocess.IMAGENET_MEAN),
-                               image_std=list(preprocess.IMAGENET_STD))),  # microsoft/swin-tiny-patch4-window7-224
+    (
+        "DeiTImageProcessor",
+        dict(
+            size={"height": 256, "width": 256},
+            do_center_crop=True,
+            crop_size={"height": 224, "width": 224},
+            resample=3,
+            image_mean=list(preprocess.IMAGENET_MEAN),
+            image_std=list(preprocess.IMAGENET_STD),
+        ),
+    ),  # facebook/deit-base-patch16-224
+    (
+        "ViTImageProcessor",
+        dict(
+            size={"height": 224, "width": 224},
+            resample=3,
+            image_mean=list(preprocess.IMAGENET_MEAN),
+            image_std=list(preprocess.IMAGENET_STD),
+        ),
+    ),  # microsoft/swin-tiny-patch4-window7-224
 ]
 
 
@@ -63,8 +108,11 @@ def test_transformers_image_processors(cls, kwargs, photos):
 def test_detr_image_processor_batch_and_mask(size_form, photos):
     transformers = pytest.importorskip("transformers")
     processor = transformers.DetrImageProcessor()
-    pp = {"size": 800, "max_size": 1333} if size_form == "old" else {
-        "size": {"shortest_edge": 800, "longest_edge": 1333}}
+    pp = (
+        {"size": 800, "max_size": 1333}
+        if size_form == "old"
+        else {"size": {"shortest_edge": 800, "longest_edge": 1333}}
+    )
     pp.update(resample=2, image_mean=list(preprocess.IMAGENET_MEAN), image_std=list(preprocess.IMAGENET_STD))
     ours = preprocess.config_from_hf(pp, detr=True)
     wide = photos["rocket"].resize((1500, 400))  # long side limits the size: 1333 * 400 / 1500
@@ -76,12 +124,15 @@ def test_detr_image_processor_batch_and_mask(size_form, photos):
     assert torch.equal(mask, expected["pixel_mask"].bool())
 
 
-@pytest.mark.parametrize("h,w,expected", [
-    (480, 640, (800, 1066)),   # short side to 800
-    (400, 1500, (355, 1333)),  # 1500/400*800 > 1333: short = round(1333*400/1500) = 355
-    (800, 800, (800, 800)),
-    (1333, 100, (1333, 100)),  # long side already at the limit
-])
+@pytest.mark.parametrize(
+    "h,w,expected",
+    [
+        (480, 640, (800, 1066)),  # short side to 800
+        (400, 1500, (355, 1333)),  # 1500/400*800 > 1333: short = round(1333*400/1500) = 355
+        (800, 800, (800, 800)),
+        (1333, 100, (1333, 100)),  # long side already at the limit
+    ],
+)
 def test_detr_size_rule_by_hand(h, w, expected):
     assert preprocess.detr_size(h, w, 800, 1333) == expected
 
@@ -123,8 +174,14 @@ def test_elongated_images_match_timm_through_the_crop_box(size):
 def test_elongated_images_match_transformers_shortest_edge_processor(photos):
     transformers = pytest.importorskip("transformers")
     image = photos["rocket"].resize((40, 900))
-    pp = dict(size={"shortest_edge": 256}, do_center_crop=True, crop_size={"height": 224, "width": 224}, resample=3,
-              image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    pp = dict(
+        size={"shortest_edge": 256},
+        do_center_crop=True,
+        crop_size={"height": 224, "width": 224},
+        resample=3,
+        image_mean=[0.485, 0.456, 0.406],
+        image_std=[0.229, 0.224, 0.225],
+    )
     ref = transformers.DeiTImageProcessor(**pp)(image, return_tensors="pt")["pixel_values"]
     got = preprocess.classifier_input(image, preprocess.config_from_hf(pp))
     assert got.shape == ref.shape
@@ -161,8 +218,13 @@ def test_thin_images_cost_megabytes_and_milliseconds():
     import sys
     from pathlib import Path
 
-    out = subprocess.run([sys.executable, "-c", THIN], capture_output=True, text=True, timeout=120,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", THIN],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     grown_mb, worst_s = (float(v) for v in out.stdout.split())
     assert grown_mb < 64, f"peak memory grew by {grown_mb:.0f} MB"

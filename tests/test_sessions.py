@@ -21,8 +21,8 @@ pytest.importorskip("transformers")
 pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
-from tiny_models import app_of, launched_app, tiny_repos_once, wait_until  # noqa: E402
 
+from tiny_models import app_of, launched_app, tiny_repos_once, wait_until  # noqa: E402
 from vtdemo.ui import config as ui_config  # noqa: E402
 from vtdemo.ui.common import RELEASED  # noqa: E402
 from vtdemo.ui.sessions import RunIndex, footprint  # noqa: E402
@@ -81,8 +81,9 @@ def test_runs_are_released_when_the_session_ends(app):
         detect_state = held["detect"]
         folder = detect_state.canvas.folder
         assert folder.is_dir() and footprint(detect_state) > 0
-        assert footprint(detect_state) >= sum(t.numel() * t.element_size()
-                                              for t in detect_state.run.output.encoder_attn)
+        assert footprint(detect_state) >= sum(
+            t.numel() * t.element_size() for t in detect_state.run.output.encoder_attn
+        )
         rows = a.predict(0.5, [], 100, False, 0.5, api_name="/rerender")[2]["data"]  # the cache works
         assert rows
 
@@ -130,7 +131,8 @@ def test_a_released_run_asks_for_the_photo_again(app, in_event):
     h = app_of(demo).detect
     runs = app_of(demo).services.runs
     state = h.detect(CAT, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash="visitor-x"))[
-        h.state]
+        h.state
+    ]
     assert runs.runs_of("visitor-x") == {"detect": state}
     assert runs.end("visitor-x") == 1 and state.released
     with pytest.warns(UserWarning, match="released"):  # outside a real event, gr.Warning becomes a warning
@@ -142,21 +144,23 @@ def test_the_budget_releases_the_least_recently_used_runs(tmp_path, monkeypatch,
     """`--cache-mb 0`: only the newest run is kept; with room for two, the one used last survives."""
     import gradio as gr
 
+    from vtdemo.ui.common import Services
     from vtdemo.ui.config import AppConfig
     from vtdemo.ui.detect import DetectTab
-    from vtdemo.ui.common import Services
 
     cache, repos = tiny_repos_once()
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    services = Services(AppConfig(vit_model=repos["vit"], swin_model=repos["swin"], detr_model=repos["detr"],
-                                  device="cpu", cache_mb=0))
+    services = Services(
+        AppConfig(vit_model=repos["vit"], swin_model=repos["swin"], detr_model=repos["detr"], device="cpu", cache_mb=0)
+    )
     with gr.Blocks():
         h = DetectTab(services, [], {})
     runs = services.runs
 
     def detect(photo, session):
         return h.detect(photo, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash=session))[
-            h.state]
+            h.state
+        ]
 
     first, second = detect(CAT, "one"), detect(ASTRONAUT, "two")
     assert first.released and not second.released and runs.sessions() == {"two"}

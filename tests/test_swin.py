@@ -33,14 +33,17 @@ transformers = pytest.importorskip("transformers")
 
 # Grids 16 / 8 / 4 / 2 with window 4: shifted blocks in stages 0-1, stage 2 exactly one window (no shift), stage 3
 # smaller than the window (window clamped to 2, as timm does).
-TINY_TIMM_ARGS = dict(img_size=64, patch_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16),
-                      window_size=4)
-TINY = SwinConfig(img_size=64, patch_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16),
-                  window_size=4, num_classes=10)
+TINY_TIMM_ARGS = dict(
+    img_size=64, patch_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16), window_size=4
+)
+TINY = SwinConfig(
+    img_size=64, patch_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16), window_size=4, num_classes=10
+)
 # transformers cannot run a stage whose grid is below the window (its bias table keeps the configured window),
 # so its tiny model stops at grid 4.
-TINY_HF_ARGS = dict(image_size=64, patch_size=4, embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 8], window_size=4,
-                    num_labels=10)
+TINY_HF_ARGS = dict(
+    image_size=64, patch_size=4, embed_dim=32, depths=[2, 2, 2], num_heads=[2, 4, 8], window_size=4, num_labels=10
+)
 FULL = "swin_tiny_patch4_window7_224"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
@@ -183,10 +186,14 @@ def test_tiny_forward_and_attention_records(tiny):
     assert len(records) == sum(TINY.depths) and all(isinstance(r, SwinAttention) for r in records)
     geometry = [(r.stage, r.block, r.grid, r.window, r.shift) for r in records]
     assert geometry == [
-        (0, 0, (16, 16), 4, 0), (0, 1, (16, 16), 4, 2),
-        (1, 0, (8, 8), 4, 0), (1, 1, (8, 8), 4, 2),
-        (2, 0, (4, 4), 4, 0), (2, 1, (4, 4), 4, 0),  # grid == window: one window, no shift
-        (3, 0, (2, 2), 2, 0), (3, 1, (2, 2), 2, 0),  # grid < window: window clamped to the grid
+        (0, 0, (16, 16), 4, 0),
+        (0, 1, (16, 16), 4, 2),
+        (1, 0, (8, 8), 4, 0),
+        (1, 1, (8, 8), 4, 2),
+        (2, 0, (4, 4), 4, 0),
+        (2, 1, (4, 4), 4, 0),  # grid == window: one window, no shift
+        (3, 0, (2, 2), 2, 0),
+        (3, 1, (2, 2), 2, 0),  # grid < window: window clamped to the grid
     ]
     for r in records:
         n_windows = (r.grid[0] // r.window) * (r.grid[1] // r.window)
@@ -247,7 +254,8 @@ def test_presets_match_timm_architectures(name):
 def test_config_from_timm_overrides_and_errors():
     cfg = config_from_timm("swin_base_patch4_window12_384.ms_in22k_ft_in1k", 21841)
     assert cfg == SwinConfig(
-        img_size=384, window_size=12, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), num_classes=21841)
+        img_size=384, window_size=12, embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32), num_classes=21841
+    )
     cfg = config_from_timm(FULL, 10, {**TINY_TIMM_ARGS, "img_size": [64, 64], "drop_path_rate": 0.2})
     assert cfg == TINY
     with pytest.raises(UnsupportedModelError, match="swin_tiny_patch4_window7_224"):
@@ -258,7 +266,8 @@ def test_config_from_timm_overrides_and_errors():
 
 def test_config_from_hf(hf_tiny):
     assert config_from_hf(hf_tiny[0].config.to_dict()) == SwinConfig(
-        img_size=64, patch_size=4, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=4, num_classes=10)
+        img_size=64, patch_size=4, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=4, num_classes=10
+    )
     # transformers' defaults are microsoft/swin-tiny-patch4-window7-224
     assert config_from_hf(transformers.SwinConfig(num_labels=1000).to_dict()) == PRESETS[FULL]
     with pytest.raises(UnsupportedModelError):

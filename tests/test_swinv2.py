@@ -102,8 +102,13 @@ def test_tiny_matches_timm(pretrained):
     records = slow.attentions
     assert all(isinstance(r, SwinAttention) for r in records)
     assert [(r.stage, r.grid, r.window, r.shift) for r in records] == [
-        (0, (16, 16), 4, 0), (0, (16, 16), 4, 2), (1, (8, 8), 4, 0), (1, (8, 8), 4, 2),
-        (2, (4, 4), 4, 0), (2, (4, 4), 4, 0)]
+        (0, (16, 16), 4, 0),
+        (0, (16, 16), 4, 2),
+        (1, (8, 8), 4, 0),
+        (1, (8, 8), 4, 2),
+        (2, (4, 4), 4, 0),
+        (2, (4, 4), 4, 0),
+    ]
     assert [r.shift for r in records] == [b.shift_size[0] for s in ref.layers for b in s.blocks]
     for r in records:
         torch.testing.assert_close(r.attn.sum(-1), torch.ones(r.attn.shape[:-1]))
@@ -119,9 +124,16 @@ def test_mask_value_is_the_references():
 
 @pytest.mark.parametrize("pretrained", [(0, 0, 0), PRETRAINED])
 def test_tiny_matches_transformers(pretrained):
-    config = transformers.Swinv2Config(image_size=64, patch_size=4, embed_dim=32, depths=[2, 2, 2],
-                                       num_heads=[2, 4, 8], window_size=4, num_labels=10,
-                                       pretrained_window_sizes=list(pretrained))
+    config = transformers.Swinv2Config(
+        image_size=64,
+        patch_size=4,
+        embed_dim=32,
+        depths=[2, 2, 2],
+        num_heads=[2, 4, 8],
+        window_size=4,
+        num_labels=10,
+        pretrained_window_sizes=list(pretrained),
+    )
     ref = randomise_v2(transformers.Swinv2ForImageClassification(config), seed=3)
     with tempfile.TemporaryDirectory() as d:
         state = hub_state_dict(ref, Path(d))
@@ -155,7 +167,8 @@ def test_other_input_sizes_match_timm_created_at_that_size(size):
         out = ours(x, return_attn=True)
     torch.testing.assert_close(out.logits, expected, atol=1e-4, rtol=0)
     assert [(r.window, r.shift) for r in out.attentions] == [
-        (b.window_size[0], b.shift_size[0]) for s in other.layers for b in s.blocks]
+        (b.window_size[0], b.shift_size[0]) for s in other.layers for b in s.blocks
+    ]
 
 
 def test_sizes_that_need_padding_are_refused_with_the_allowed_ones():
@@ -174,9 +187,14 @@ def replace_classes(cfg: SwinV2Config) -> SwinV2Config:
 
 def test_config_readers():
     assert config_from_timm("swinv2_base_window12to24_192to384.ms_in22k_ft_in1k", 1000).pretrained_window_sizes == (
-        12, 12, 12, 6)
-    cfg = config_from_timm(ARCH, 10, {"window_size": [4, 4, 4], "img_size": [64, 64], "drop_path_rate": 0.1,
-                                      "global_pool": "avg"})
+        12,
+        12,
+        12,
+        6,
+    )
+    cfg = config_from_timm(
+        ARCH, 10, {"window_size": [4, 4, 4], "img_size": [64, 64], "drop_path_rate": 0.1, "global_pool": "avg"}
+    )
     assert (cfg.window_size, cfg.img_size) == (4, 64)
     with pytest.raises(UnsupportedModelError, match="not one square size"):
         config_from_timm(ARCH, 10, {"window_size": [8, 8, 8, 4]})
@@ -184,8 +202,11 @@ def test_config_readers():
         config_from_timm("swinv2_cr_tiny_ns_224", 10)  # timm's other V2 (res-post-norm, other names)
     with pytest.raises(UnsupportedModelError, match="not supported"):
         config_from_timm(ARCH, 10, {"global_pool": "max"})
-    hf = config_from_hf(transformers.Swinv2Config(window_size=8, image_size=256, pretrained_window_sizes=[0, 0, 0, 0],
-                                                  id2label={0: "a", 1: "b"}).to_dict())
+    hf = config_from_hf(
+        transformers.Swinv2Config(
+            window_size=8, image_size=256, pretrained_window_sizes=[0, 0, 0, 0], id2label={0: "a", 1: "b"}
+        ).to_dict()
+    )
     assert (hf.window_size, hf.img_size, hf.num_classes, hf.qkv_bias) == (8, 256, 2, True)
     with pytest.raises(UnsupportedModelError, match="absolute"):
         config_from_hf({"model_type": "swinv2", "use_absolute_embeddings": True})

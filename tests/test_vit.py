@@ -62,8 +62,14 @@ def test_full_size_parity_with_timm_on_a_photo(photos):
     ref = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
     ours = VisionTransformer(config_from_timm("vit_base_patch16_224", 1000)).eval()
     ours.load_state_dict(convert.from_timm(ref.state_dict()), strict=True)
-    pretrained_cfg = dict(input_size=(3, 224, 224), interpolation="bicubic", crop_pct=0.9, crop_mode="center",
-                          mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+    pretrained_cfg = dict(
+        input_size=(3, 224, 224),
+        interpolation="bicubic",
+        crop_pct=0.9,
+        crop_mode="center",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+    )
     transform = timm.data.create_transform(**timm.data.resolve_data_config(pretrained_cfg=pretrained_cfg))
     x_ref = transform(photos["chelsea"]).unsqueeze(0)
     x = preprocess.classifier_input(photos["chelsea"], preprocess.config_from_timm(pretrained_cfg))
@@ -74,8 +80,16 @@ def test_full_size_parity_with_timm_on_a_photo(photos):
 
 def _hf_tiny(kind: str):
     transformers = pytest.importorskip("transformers")
-    common = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=64, num_labels=10, attn_implementation="eager")
+    common = dict(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=10,
+        attn_implementation="eager",
+    )
     if kind == "vit":
         model = transformers.ViTForImageClassification(transformers.ViTConfig(**common))
     elif kind == "deit":
@@ -116,8 +130,9 @@ def test_full_size_parity_with_transformers_on_a_photo(photos, tmp_path):
     """google/vit-base-patch16-224's architecture and preprocessing, random weights: logits within 1e-3."""
     transformers = pytest.importorskip("transformers")
     ref = transformers.ViTForImageClassification(transformers.ViTConfig(num_labels=1000)).eval()
-    processor = transformers.ViTImageProcessor(size={"height": 224, "width": 224}, resample=2,
-                                               image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    processor = transformers.ViTImageProcessor(
+        size={"height": 224, "width": 224}, resample=2, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
     x_ref = processor(photos["astronaut"], return_tensors="pt")["pixel_values"]
     pp = preprocess.config_from_hf(processor.to_dict())
     x = preprocess.classifier_input(photos["astronaut"], pp)

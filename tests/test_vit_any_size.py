@@ -17,8 +17,17 @@ from timm.layers import resample_abs_pos_embed  # noqa: E402
 TINY_ARGS = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
 
 
-@pytest.mark.parametrize("old,new,prefix", [((14, 14), (28, 28), 1), ((14, 14), (7, 7), 1), ((14, 14), (14, 20), 1),
-                                             ((16, 16), (12, 21), 0), ((4, 4), (6, 3), 5), ((4, 4), (4, 4), 2)])
+@pytest.mark.parametrize(
+    "old,new,prefix",
+    [
+        ((14, 14), (28, 28), 1),
+        ((14, 14), (7, 7), 1),
+        ((14, 14), (14, 20), 1),
+        ((16, 16), (12, 21), 0),
+        ((4, 4), (6, 3), 5),
+        ((4, 4), (4, 4), 2),
+    ],
+)
 def test_resampled_positions_equal_timm(old, new, prefix):
     g = torch.Generator().manual_seed(0)
     pos = torch.randn(1, prefix + old[0] * old[1], 24, generator=g)
@@ -31,15 +40,24 @@ def test_resampled_positions_equal_timm(old, new, prefix):
 
 def _pair(arch: str, seed: int = 0):
     """Our tiny model and timm's (built with dynamic_img_size=True) on the same random weights."""
-    ref = randomise(timm.create_model(arch, pretrained=False, num_classes=10, dynamic_img_size=True, **TINY_ARGS),
-                    seed, scale=0.2)
+    ref = randomise(
+        timm.create_model(arch, pretrained=False, num_classes=10, dynamic_img_size=True, **TINY_ARGS), seed, scale=0.2
+    )
     ours = VisionTransformer(config_from_timm(arch, 10, TINY_ARGS)).eval()
     ours.load_state_dict(convert.from_timm(ref.state_dict()), strict=True)
     return ours, ref
 
 
-@pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "deit3_small_patch16_224",
-                                  "vit_medium_patch16_reg4_gap_256", "vit_so150m_patch16_reg4_gap_256"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "vit_tiny_patch16_224",
+        "deit_tiny_distilled_patch16_224",
+        "deit3_small_patch16_224",
+        "vit_medium_patch16_reg4_gap_256",
+        "vit_so150m_patch16_reg4_gap_256",
+    ],
+)
 @pytest.mark.parametrize("size", [(32, 32), (48, 48), (16, 16), (32, 56), (40, 24)])
 def test_tiny_outputs_at_other_sizes_equal_timm(arch, size):
     ours, ref = _pair(arch)
@@ -53,8 +71,9 @@ def test_tiny_outputs_at_other_sizes_equal_timm(arch, size):
 def test_timm_model_created_at_the_new_size_agrees():
     """timm's other route: a model built with img_size=48, its pos_embed resampled by timm at load time."""
     ours, ref32 = _pair("vit_tiny_patch16_224")
-    ref48 = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10,
-                              **dict(TINY_ARGS, img_size=48)).eval()
+    ref48 = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=10, **dict(TINY_ARGS, img_size=48)
+    ).eval()
     sd = timm.models.vision_transformer.checkpoint_filter_fn(ref32.state_dict(), ref48)  # resamples pos_embed
     ref48.load_state_dict(sd, strict=True)
     x = torch.randn(1, 3, 48, 48)
@@ -80,8 +99,16 @@ def test_sizes_that_are_not_multiples_of_the_patch_are_refused():
 @pytest.mark.parametrize("size", [(48, 48), (32, 48), (24, 24)])
 def test_transformers_checkpoints_follow_interpolate_pos_encoding(kind, size, tmp_path):
     transformers = pytest.importorskip("transformers")
-    common = dict(image_size=32, patch_size=8, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=64, num_labels=10, attn_implementation="eager")
+    common = dict(
+        image_size=32,
+        patch_size=8,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=10,
+        attn_implementation="eager",
+    )
     if kind == "vit":
         ref = transformers.ViTForImageClassification(transformers.ViTConfig(**common))
     else:

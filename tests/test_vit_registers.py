@@ -40,8 +40,15 @@ def test_presets_build_exactly_timms_architecture(name):
         assert gammas and ours.blocks[0].ls1.gamma.shape == gammas[0].shape
 
 
-@pytest.mark.parametrize("arch", ["deit3_small_patch16_224", "vit_medium_patch16_reg4_gap_256",
-                                  "vit_base_patch16_reg4_gap_256", "vit_so150m2_patch16_reg1_gap_256"])
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "deit3_small_patch16_224",
+        "vit_medium_patch16_reg4_gap_256",
+        "vit_base_patch16_reg4_gap_256",
+        "vit_so150m2_patch16_reg1_gap_256",
+    ],
+)
 def test_tiny_parity_and_attention_path(arch):
     ref = randomise(timm.create_model(arch, pretrained=False, num_classes=10, **TINY_ARGS), 3, scale=0.2)
     ours = VisionTransformer(config_from_timm(arch, 10, TINY_ARGS)).eval()
@@ -56,12 +63,13 @@ def test_tiny_parity_and_attention_path(arch):
         _, inter = ref.forward_intermediates(x, output_fmt="NLC", return_prefix_tokens=True, norm=False)
     N = ours.cfg.num_prefix_tokens + 16
     assert slow.attentions[0].shape == (2, 2, N, N) and len(slow.tokens) == 2
-    for mine, (patches, prefix) in zip(slow.tokens, inter):
+    for mine, (patches, prefix) in zip(slow.tokens, inter, strict=False):
         torch.testing.assert_close(mine, torch.cat([prefix, patches], dim=1), atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("arch", ["vit_pwee_patch16_reg1_gap_256", "vit_base_patch14_reg4_dinov2",
-                                  "vit_so150m_patch16_reg4_map_256"])
+@pytest.mark.parametrize(
+    "arch", ["vit_pwee_patch16_reg1_gap_256", "vit_base_patch14_reg4_dinov2", "vit_so150m_patch16_reg4_map_256"]
+)
 def test_other_register_models_are_refused_by_name(arch):
     with pytest.raises(UnsupportedModelError, match="not supported.*deit3_base_patch16_384"):
         config_from_timm(arch, 1000)
@@ -77,8 +85,9 @@ def _top(logits: torch.Tensor, k: int):
     return p.tolist(), i.tolist()
 
 
-def _check_hub_round_trip(hf_cache, tmp_path, photo, name: str, model_args: dict, num_classes: int, seed: int,
-                          full_size: bool, atol: float):
+def _check_hub_round_trip(
+    hf_cache, tmp_path, photo, name: str, model_args: dict, num_classes: int, seed: int, full_size: bool, atol: float
+):
     """timm model (with the tag's pretrained_cfg) -> save_for_hf -> temporary cache -> vtdemo.classify, against
     timm's own eval transform from the written pretrained_cfg and timm's forward."""
     ref = timm.create_model(name, pretrained=False, num_classes=num_classes, **model_args)
@@ -105,9 +114,14 @@ def _check_hub_round_trip(hf_cache, tmp_path, photo, name: str, model_args: dict
     return loaded, written
 
 
-@pytest.mark.parametrize("name,crop_pct", [("deit3_small_patch16_224.fb_in22k_ft_in1k", 1.0),
-                                           ("vit_medium_patch16_reg4_gap_256.sbb_in1k", 0.95),
-                                           ("vit_betwixt_patch16_reg4_gap_256.sbb_in1k", 0.95)])
+@pytest.mark.parametrize(
+    "name,crop_pct",
+    [
+        ("deit3_small_patch16_224.fb_in22k_ft_in1k", 1.0),
+        ("vit_medium_patch16_reg4_gap_256.sbb_in1k", 0.95),
+        ("vit_betwixt_patch16_reg4_gap_256.sbb_in1k", 0.95),
+    ],
+)
 def test_tiny_checkpoints_through_the_hub(name, crop_pct, hf_cache, tmp_path, photos):
     loaded, written = _check_hub_round_trip(hf_cache, tmp_path, photos["chelsea"], name, TINY_ARGS, 10, 0, False, 1e-4)
     assert written["pretrained_cfg"]["crop_pct"] == crop_pct and loaded.preprocess.crop == (32, 32)
@@ -116,8 +130,10 @@ def test_tiny_checkpoints_through_the_hub(name, crop_pct, hf_cache, tmp_path, ph
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,size,crop_pct", [("deit3_small_patch16_224.fb_in22k_ft_in1k", 224, 1.0),
-                                                ("vit_medium_patch16_reg4_gap_256.sbb_in1k", 256, 0.95)])
+@pytest.mark.parametrize(
+    "name,size,crop_pct",
+    [("deit3_small_patch16_224.fb_in22k_ft_in1k", 224, 1.0), ("vit_medium_patch16_reg4_gap_256.sbb_in1k", 256, 0.95)],
+)
 def test_full_size_checkpoints_through_the_hub(name, size, crop_pct, hf_cache, tmp_path, photos):
     """Full-size architectures, random weights, their own preprocessing (input 224 / 256, crop_pct 1.0 / 0.95)."""
     loaded, written = _check_hub_round_trip(hf_cache, tmp_path, photos["coffee"], name, {}, 1000, 0, True, 1e-3)

@@ -37,17 +37,31 @@ DETR_REPO = "test/tiny-detr"
 
 VIT_ARGS = dict(img_size=224, patch_size=16, embed_dim=32, depth=2, num_heads=2)
 SWIN_ARGS = dict(img_size=224, patch_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16), window_size=7)
-DETR_ARGS = dict(d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=2, decoder_attention_heads=2,
-                 encoder_ffn_dim=64, decoder_ffn_dim=64, num_queries=100)
-DETR_PREPROCESSOR = {"do_resize": True, "size": {"shortest_edge": 320, "longest_edge": 533}, "do_normalize": True,
-                     "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 2,
-                     "do_pad": True, "image_processor_type": "DetrImageProcessor"}
+DETR_ARGS = dict(
+    d_model=32,
+    encoder_layers=2,
+    decoder_layers=2,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    num_queries=100,
+)
+DETR_PREPROCESSOR = {
+    "do_resize": True,
+    "size": {"shortest_edge": 320, "longest_edge": 533},
+    "do_normalize": True,
+    "image_mean": [0.485, 0.456, 0.406],
+    "image_std": [0.229, 0.224, 0.225],
+    "resample": 2,
+    "do_pad": True,
+    "image_processor_type": "DetrImageProcessor",
+}
 #: COCO ids the random DETR favours (person, car, cat, dog, ...): its detections carry these names.
 FAVOURED = (1, 3, 17, 18, 44, 62, 64)
 
 
-def randomise_classifier(model: torch.nn.Module, seed: int, gain: float = 1.5, bias: float = 0.3
-                         ) -> torch.nn.Module:
+def randomise_classifier(model: torch.nn.Module, seed: int, gain: float = 1.5, bias: float = 0.3) -> torch.nn.Module:
     """Random weights at a scale that keeps activations O(1) (matrices: `gain` / sqrt(fan_in); other vectors: std
     `bias`); relative-position bias tables get std 1 so that a wrong index would show, and attention is visibly
     non-uniform."""
@@ -147,21 +161,22 @@ def write_tiny_repos(cache: Path, tmp: Path | None = None) -> dict[str, str]:
         vit = randomise_classifier(timm.create_model("vit_tiny_patch16_224", pretrained=False, **VIT_ARGS), 1)
         write_timm_repo(cache, VIT_REPO, vit, VIT_ARGS, work, formats=("model.safetensors",))
         swin_args = dict(SWIN_ARGS, depths=list(SWIN_ARGS["depths"]), num_heads=list(SWIN_ARGS["num_heads"]))
-        swin = randomise_classifier(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
-                                                       **SWIN_ARGS), 2)
+        swin = randomise_classifier(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, **SWIN_ARGS), 2)
         write_timm_repo(cache, SWIN_REPO, swin, swin_args, work, formats=("model.safetensors",))
 
         from vtdemo.labels import coco
 
-        config = transformers.DetrConfig(use_timm_backbone=True, use_pretrained_backbone=False,
-                                         id2label=dict(enumerate(coco())), **DETR_ARGS)
+        config = transformers.DetrConfig(
+            use_timm_backbone=True, use_pretrained_backbone=False, id2label=dict(enumerate(coco())), **DETR_ARGS
+        )
         detr = _randomise_detr(transformers.DetrForObjectDetection(config), 3)
         examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
         _spread_heads(detr, sorted(p for p in examples.iterdir() if p.suffix in (".png", ".jpg")), 4)
         with tempfile.TemporaryDirectory(dir=work) as d:
             detr.save_pretrained(d)
-            files: dict[str, bytes | dict] = {p.name: p.read_bytes() for p in Path(d).iterdir()
-                                              if p.name in ("config.json", "model.safetensors")}
+            files: dict[str, bytes | dict] = {
+                p.name: p.read_bytes() for p in Path(d).iterdir() if p.name in ("config.json", "model.safetensors")
+            }
         files["preprocessor_config.json"] = DETR_PREPROCESSOR
         write_repo(cache, DETR_REPO, files)
     return {"vit": VIT_REPO, "swin": SWIN_REPO, "detr": DETR_REPO}
@@ -210,8 +225,14 @@ def launch_app(**overrides):
     from vtdemo.ui.config import AppConfig
 
     _, repos = tiny_repos_once()
-    settings = dict(vit_model=repos["vit"], swin_model=repos["swin"], detr_model=repos["detr"], host="127.0.0.1",
-                    port=free_port(), device="cpu")
+    settings = dict(
+        vit_model=repos["vit"],
+        swin_model=repos["swin"],
+        detr_model=repos["detr"],
+        host="127.0.0.1",
+        port=free_port(),
+        device="cpu",
+    )
     settings.update(overrides)
     app = create_app(AppConfig(**settings))
     APPS[id(app.demo)] = app

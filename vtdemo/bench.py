@@ -19,9 +19,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -104,8 +105,9 @@ def bench_detr(runs: int) -> list[Timing]:
     ours.load_state_dict(conv.from_hf(_saved_state_dict(ref)), strict=True)
     x = torch.randn(1, 3, 800, 1066)
     mask = torch.ones(1, 800, 1066, dtype=torch.bool)
-    o, r = _median_ms([lambda: ours(x, mask), lambda: ref(pixel_values=x, pixel_mask=mask.long())],
-                      max(3, runs // 2), warmup=1)
+    o, r = _median_ms(
+        [lambda: ours(x, mask), lambda: ref(pixel_values=x, pixel_mask=mask.long())], max(3, runs // 2), warmup=1
+    )
     return [Timing("DETR-R50 800x1066", o, r, "transformers")]
 
 
@@ -154,8 +156,14 @@ def bench_vit_relevance(runs: int) -> list[Timing]:
     cfg = vit.config_from_timm("vit_base_patch16_224", 1000)
     model = vit.VisionTransformer(cfg).eval().requires_grad_(False)  # frozen, as the hub loads it
     x = torch.randn(1, 3, 224, 224)
-    loaded = SimpleNamespace(family="vit", model=model, config=cfg, labels=[str(i) for i in range(1000)],
-                             id="vit-b16-random", device=torch.device("cpu"))
+    loaded = SimpleNamespace(
+        family="vit",
+        model=model,
+        config=cfg,
+        labels=[str(i) for i in range(1000)],
+        id="vit-b16-random",
+        device=torch.device("cpu"),
+    )
 
     def grad_rollout() -> torch.Tensor:
         _, attns, grads = ex_vit.class_gradients(model, x, 3)
@@ -168,10 +176,14 @@ def bench_vit_relevance(runs: int) -> list[Timing]:
         for name in names_for("vit"):
             explain_run(run, name, ExplainOptions(class_index=3))
 
-    o1, o2, o3, r = _median_ms([grad_rollout, lambda: gradcam.vit_gradcam(model, x, 3), all_maps,
-                                lambda: model(x)], runs)
-    return [Timing("ViT-B/16 grad-rollout", o1, r, "our forward"), Timing("ViT-B/16 Grad-CAM", o2, r, "our forward"),
-            Timing(f"ViT-B/16 all {len(names_for('vit'))} maps", o3, r, "our forward")]
+    o1, o2, o3, r = _median_ms(
+        [grad_rollout, lambda: gradcam.vit_gradcam(model, x, 3), all_maps, lambda: model(x)], runs
+    )
+    return [
+        Timing("ViT-B/16 grad-rollout", o1, r, "our forward"),
+        Timing("ViT-B/16 Grad-CAM", o2, r, "our forward"),
+        Timing(f"ViT-B/16 all {len(names_for('vit'))} maps", o3, r, "our forward"),
+    ]
 
 
 def _rss_bytes() -> int:
@@ -226,16 +238,23 @@ def bench_detr_relevance(runs: int) -> list[Timing]:
     print(f"{'DETR-R50 800 relevance peak':<28} {peak / 2**20:9.0f} MiB above the loaded model (RSS)")
     boxes = peak_rss_delta(lambda: detr_relevance.relevance_maps(model, x, mask, 0, "box"))
     print(f"{'DETR-R50 800 box-edge peak':<28} {boxes / 2**20:9.0f} MiB above the loaded model (RSS)")
-    o, r = _median_ms([lambda: detr_relevance.relevance_maps(model, x, mask, 0, "class"), lambda: model(x, mask)],
-                      max(2, runs // 2), warmup=1)
+    o, r = _median_ms(
+        [lambda: detr_relevance.relevance_maps(model, x, mask, 0, "class"), lambda: model(x, mask)],
+        max(2, runs // 2),
+        warmup=1,
+    )
     return [Timing("DETR-R50 800x1066 relevance", o, r, "our forward")]
 
 
-BENCHES: dict[str, Callable[[int], list[Timing]]] = {"vit": bench_vit, "swin": bench_swin, "detr": bench_detr,
-                                                     "vit-explain": bench_vit_explain,
-                                                     "swin-explain": bench_swin_explain,
-                                                     "vit-relevance": bench_vit_relevance,
-                                                     "detr-relevance": bench_detr_relevance}
+BENCHES: dict[str, Callable[[int], list[Timing]]] = {
+    "vit": bench_vit,
+    "swin": bench_swin,
+    "detr": bench_detr,
+    "vit-explain": bench_vit_explain,
+    "swin-explain": bench_swin_explain,
+    "vit-relevance": bench_vit_relevance,
+    "detr-relevance": bench_detr_relevance,
+}
 
 
 def _fast_bench(name: str) -> Callable[[int], list[Timing]]:
@@ -243,12 +262,18 @@ def _fast_bench(name: str) -> Callable[[int], list[Timing]]:
         from .engine import bench as fast_bench
 
         return getattr(fast_bench, name)(runs)
+
     return run
 
 
 # Issue #12: the fast path, end to end from a decoded photo, against timm / transformers fp32 (vtdemo.engine.bench).
-BENCHES.update({"fast": _fast_bench("bench_fast"), "webcam": _fast_bench("bench_webcam"),
-                "fast-memory": _fast_bench("bench_fast_memory")})
+BENCHES.update(
+    {
+        "fast": _fast_bench("bench_fast"),
+        "webcam": _fast_bench("bench_webcam"),
+        "fast-memory": _fast_bench("bench_fast_memory"),
+    }
+)
 
 
 def _cpu_name() -> str:
@@ -269,14 +294,17 @@ def run_bench(runs: int = 10, only: list[str] | None = None, threads: int | None
         import timm  # noqa: F401
         import transformers  # noqa: F401
     except ImportError:
-        raise VtdemoError("the benchmark compares against timm and transformers: "
-                          "pip install -r requirements-dev.txt") from None
+        raise VtdemoError(
+            "the benchmark compares against timm and transformers: pip install -r requirements-dev.txt"
+        ) from None
     if threads:
         torch.set_num_threads(threads)
     import platform
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU fp32, batch 1, median of {runs} runs, "
-          f"CPU {_cpu_name() or platform.processor()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU fp32, batch 1, median of {runs} runs, "
+        f"CPU {_cpu_name() or platform.processor()}"
+    )
     print(f"{'model':<28} {'ours ms':>9} {'ref ms':>9} {'ratio':>6}  reference")
     for name in only or list(BENCHES):
         if name not in BENCHES:

@@ -8,7 +8,8 @@ is allowed, instead of being silently wrong (`score >= nan` keeps nothing) or fa
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import InputError
 
@@ -18,8 +19,7 @@ def _show(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def number(value: Any, name: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False
-           ) -> float:
+def number(value: Any, name: str, lo: float | None = None, hi: float | None = None, *, lo_open: bool = False) -> float:
     """`value` as a finite float within [lo, hi] (or (lo, hi] with `lo_open`); else `InputError`."""
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise InputError(f"{name} must be a number{_range(lo, hi, lo_open)}, not {_show(value)}")

@@ -26,8 +26,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from . import __version__
 from .errors import ExplainError, ImageError, VtdemoError
@@ -63,50 +64,76 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--model", default=DEFAULT_VIT, help=f"repo id, repo@revision or folder (default {DEFAULT_VIT})")
     from .explain import registry
 
-    e.add_argument("--method", help=f"one of: {registry.help_text()}; or all: every method with its deletion / "
-                   "insertion scores and their rank agreement")
+    e.add_argument(
+        "--method",
+        help=f"one of: {registry.help_text()}; or all: every method with its deletion / "
+        "insertion scores and their rank agreement",
+    )
     e.add_argument("--class", dest="class_index", type=int, help="class index to explain (default: the top class)")
     e.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
     e.add_argument("--discard", type=float, default=0.0, help="rollout: drop this fraction of the lowest attention")
     e.add_argument("--start-layer", type=int, default=0, help="rollout: first layer to include")
     e.add_argument("--head", type=int, help="one attention head instead of fusing them")
-    e.add_argument("--detection", type=int, default=0,
-                   help="detr-decoder, detr-relevance: K-th detection by score (0 = best)")
-    e.add_argument("--target", default="class",
-                   help="detr-relevance: 'class' (the detection's class logit, default) or 'box' (one map per box "
-                        "edge; JSON key 'maps': {x0, y0, x1, y1}, 'map' = their mean)")
-    e.add_argument("--layer", type=int, default=-1,
-                   help="detr-decoder / detr-encoder: layer; gradcam: block; swin-gradcam: stage (-1 = last)")
+    e.add_argument(
+        "--detection", type=int, default=0, help="detr-decoder, detr-relevance: K-th detection by score (0 = best)"
+    )
+    e.add_argument(
+        "--target",
+        default="class",
+        help="detr-relevance: 'class' (the detection's class logit, default) or 'box' (one map per box "
+        "edge; JSON key 'maps': {x0, y0, x1, y1}, 'map' = their mean)",
+    )
+    e.add_argument(
+        "--layer",
+        type=int,
+        default=-1,
+        help="detr-decoder / detr-encoder: layer; gradcam: block; swin-gradcam: stage (-1 = last)",
+    )
     e.add_argument("--threshold", type=float, default=0.7, help="detr-decoder: score threshold for detections")
     e.add_argument("--point", help="X,Y in image pixels (swin-window, detr-encoder)")
-    e.add_argument("--input-size", type=int, help="ViT: run at this input size (short side, px) instead of the "
-                   "trained one; position embeddings are interpolated")
+    e.add_argument(
+        "--input-size",
+        type=int,
+        help="ViT: run at this input size (short side, px) instead of the "
+        "trained one; position embeddings are interpolated",
+    )
     e.add_argument("--keep-aspect", action="store_true", help="ViT: see the whole photo at its aspect ratio")
     e.add_argument("--mask-outliers", action="store_true", help="rollout: mask high-norm artefact tokens out")
     e.add_argument("--out", type=Path, metavar="DIR", help="write the overlay PNG (original size) into DIR")
     e.add_argument("--opacity", type=float, default=0.5, help="overlay opacity (default 0.5)")
-    e.add_argument("--deletion", action="store_true",
-                   help="sanity check: delete the most relevant patches first and report the area under the class "
-                        "probability curve, against a random order (classifiers)")
+    e.add_argument(
+        "--deletion",
+        action="store_true",
+        help="sanity check: delete the most relevant patches first and report the area under the class "
+        "probability curve, against a random order (classifiers)",
+    )
     e.add_argument("--json", action="store_true", help="print one JSON list with the raw maps")
     _precision_flag(e)
     e.add_argument("images", nargs="+", metavar="IMAGE")
 
     m = sub.add_parser("match", help="DETR set matching: which query answers each ground-truth box, and the loss")
     m.add_argument("--model", default=DEFAULT_DETR, help=f"repo id, repo@revision or folder (default {DEFAULT_DETR})")
-    m.add_argument("--gt", type=Path, required=True,
-                   help="JSON: [[label, x0, y0, x1, y1], ...] (label = id or name) or COCO annotations")
+    m.add_argument(
+        "--gt",
+        type=Path,
+        required=True,
+        help="JSON: [[label, x0, y0, x1, y1], ...] (label = id or name) or COCO annotations",
+    )
     m.add_argument("--json", action="store_true", help="print JSON instead of a table")
     m.add_argument("image", metavar="IMAGE")
 
-    sub.add_parser("serve", help="start the web app (same flags as `python app.py`, see `serve --help`)",
-                   add_help=False)
+    sub.add_parser(
+        "serve", help="start the web app (same flags as `python app.py`, see `serve --help`)", add_help=False
+    )
 
     b = sub.add_parser("bench", help="time our models against timm / transformers on the same weights")
     b.add_argument("--runs", type=int, default=10, help="timed runs per model (median reported)")
-    b.add_argument("--only", default="vit,swin,detr,vit-explain,swin-explain",
-                   help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain (default), and "
-                        "vit-relevance,detr-relevance (gradient maps and DETR relevance at 800 px, with its memory)")
+    b.add_argument(
+        "--only",
+        default="vit,swin,detr,vit-explain,swin-explain",
+        help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain (default), and "
+        "vit-relevance,detr-relevance (gradient maps and DETR relevance at 800 px, with its memory)",
+    )
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
     from .evaluate.cli import add_evaluate_parser  # evaluate faithfulness / randomisation / coco
@@ -119,9 +146,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _precision_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--precision", choices=("exact", "fast"), default="exact",
-                   help="exact: fp32 PyTorch (default); fast: optimized runtime at reduced precision (OpenVINO bf16 "
-                        "on CPUs with bf16 units; gradient methods still run exact)")
+    p.add_argument(
+        "--precision",
+        choices=("exact", "fast"),
+        default="exact",
+        help="exact: fp32 PyTorch (default); fast: optimized runtime at reduced precision (OpenVINO bf16 "
+        "on CPUs with bf16 units; gradient methods still run exact)",
+    )
 
 
 def _classify_rows(result: Any) -> list[str]:
@@ -133,16 +164,18 @@ def _classify_rows(result: Any) -> list[str]:
 
 def _detect_rows(result: Any, threshold: float) -> list[str]:
     w, h = result.size
-    lines = [f"{result.image}  {w}x{h}  ({result.model}): {len(result.detections)} detections "
-             f"with score >= {threshold:g}"]
+    lines = [
+        f"{result.image}  {w}x{h}  ({result.model}): {len(result.detections)} detections with score >= {threshold:g}"
+    ]
     for det in result.detections:
         box = ", ".join(f"{v:7.1f}" for v in det.box)
         lines.append(f"  {det.score:6.3f}  {det.label:<16} [{box}]")
     return lines
 
 
-def _run_images(images: Sequence[str], work: Callable[[str], Any], as_json: bool,
-                rows: Callable[[Any], list[str]], model: str) -> int:
+def _run_images(
+    images: Sequence[str], work: Callable[[str], Any], as_json: bool, rows: Callable[[Any], list[str]], model: str
+) -> int:
     """Process each image; print results (table or one JSON list); errors go to stderr, one line each."""
     status = 0
     out: list[dict[str, Any]] = []
@@ -171,20 +204,27 @@ def _save_annotated(result: Any, directory: Path) -> Path:
 
     directory.mkdir(parents=True, exist_ok=True)
     image = load_image(result.image)
-    drawn = render.draw_boxes(image, [d.box for d in result.detections],
-                              [f"{d.label} {d.score:.2f}" for d in result.detections],
-                              [d.label_id for d in result.detections])
+    drawn = render.draw_boxes(
+        image,
+        [d.box for d in result.detections],
+        [f"{d.label} {d.score:.2f}" for d in result.detections],
+        [d.label_id for d in result.detections],
+    )
     target = directory / (Path(result.image).stem + ".detections.png")
     drawn.save(target)
     return target
 
 
 def _compare_rows(result: Any) -> list[str]:
-    lines = [f"{result.image}  ({result.model}) all methods; deletion: lower is better, insertion: higher "
-             f"(random order in brackets)"]
+    lines = [
+        f"{result.image}  ({result.model}) all methods; deletion: lower is better, insertion: higher "
+        f"(random order in brackets)"
+    ]
     for s in result.scores:
-        lines.append(f"  {s.method:<20} deletion {s.deletion_auc:.4f} ({s.random_deletion_auc:.4f})  insertion "
-                     f"{s.insertion_auc:.4f} ({s.random_insertion_auc:.4f})  {s.seconds:6.2f} s")
+        lines.append(
+            f"  {s.method:<20} deletion {s.deletion_auc:.4f} ({s.random_deletion_auc:.4f})  insertion "
+            f"{s.insertion_auc:.4f} ({s.random_insertion_auc:.4f})  {s.seconds:6.2f} s"
+        )
     for name, why in result.skipped.items():
         lines.append(f"  {name:<20} skipped: {why}")
     return lines
@@ -194,18 +234,26 @@ def _explain_rows(result: Any) -> list[str]:
     if hasattr(result, "scores"):
         return _compare_rows(result)
     t = result.target
-    what = (f"class {t['index']} {t['label']} ({t['score']:.2%})" if "index" in t else
-            f"detection {t['label']} {t['score']:.3f} (query {t['query']})" if "query" in t else
-            f"point {t.get('point')}")
+    what = (
+        f"class {t['index']} {t['label']} ({t['score']:.2%})"
+        if "index" in t
+        else f"detection {t['label']} {t['score']:.3f} (query {t['query']})"
+        if "query" in t
+        else f"point {t.get('point')}"
+    )
     rows, cols = result.grid
     flat = result.map.flatten()
     best = int(flat.argmax())
-    lines = [f"{result.image}  ({result.model}) {result.method}: {what}",
-             f"  map {rows}x{cols}, peak at row {best // cols}, col {best % cols}; mean {float(flat.mean()):.3f}"]
+    lines = [
+        f"{result.image}  ({result.model}) {result.method}: {what}",
+        f"  map {rows}x{cols}, peak at row {best // cols}, col {best % cols}; mean {float(flat.mean()):.3f}",
+    ]
     if result.deletion is not None:
         d = result.deletion
-        lines.append(f"  deletion check: area under the probability curve {d['auc']:.4f} with this map, "
-                     f"{d['random_auc']:.4f} in random order (lower = the map found what mattered)")
+        lines.append(
+            f"  deletion check: area under the probability curve {d['auc']:.4f} with this map, "
+            f"{d['random_auc']:.4f} in random order (lower = the map found what mattered)"
+        )
     return lines
 
 
@@ -224,8 +272,9 @@ def _check_explain_options(loaded: Any, args: argparse.Namespace) -> None:
         raise ExplainError(f"--target '{args.target}' is unknown; choose from {', '.join(registry.TARGET_KINDS)}")
     if args.target != "class" and "target_kind" not in method.controls:
         users = [m.name for m in registry.methods_for(loaded.family) if "target_kind" in m.controls]
-        raise ExplainError(f"--target {args.target} applies to {', '.join(users) or 'no method of this model'}, "
-                           f"not {method.name}")
+        raise ExplainError(
+            f"--target {args.target} applies to {', '.join(users) or 'no method of this model'}, not {method.name}"
+        )
     if args.class_index is not None and loaded.family != "detr":
         n = len(loaded.labels)
         if not 0 <= args.class_index < n:
@@ -270,11 +319,15 @@ def _match(loaded: Any, args: argparse.Namespace) -> int:
     print(f"  {'object':<22} {'query':>5}  {'predicted':<18} {'cost':>7} {'class':>7} {'L1':>6} {'-GIoU':>6}")
     for pair in result["pairs"]:
         c = pair["cost"]
-        print(f"  {pair['label']:<22} {pair['query']:>5}  {pair['predicted_label']:<18} {c['total']:7.3f} "
-              f"{c['class']:7.3f} {c['l1']:6.3f} {c['giou']:6.3f}")
+        print(
+            f"  {pair['label']:<22} {pair['query']:>5}  {pair['predicted_label']:<18} {c['total']:7.3f} "
+            f"{c['class']:7.3f} {c['l1']:6.3f} {c['giou']:6.3f}"
+        )
     losses = result["losses"]
-    print(f"  loss: classification {losses['classification']:.4f} + 5 x L1 {losses['l1']:.4f} "
-          f"+ 2 x GIoU {losses['giou']:.4f} = {losses['total']:.4f}")
+    print(
+        f"  loss: classification {losses['classification']:.4f} + 5 x L1 {losses['l1']:.4f} "
+        f"+ 2 x GIoU {losses['giou']:.4f} = {losses['total']:.4f}"
+    )
     return 0
 
 
@@ -292,8 +345,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[:1] == ["serve"]:
         return serve(argv[1:])
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
     if not args.verbose:  # its retry warnings would bury our one-line error
         logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
@@ -328,17 +382,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                     from .explain.compare import compare_image
                     from .explain.registry import ExplainOptions
 
-                    opts = ExplainOptions(class_index=args.class_index, head_fusion=args.head_fusion,
-                                          discard=args.discard, start_layer=args.start_layer, head=args.head,
-                                          point=point, layer=args.layer, target_kind=args.target)
+                    opts = ExplainOptions(
+                        class_index=args.class_index,
+                        head_fusion=args.head_fusion,
+                        discard=args.discard,
+                        start_layer=args.start_layer,
+                        head=args.head,
+                        point=point,
+                        layer=args.layer,
+                        target_kind=args.target,
+                    )
                     return compare_image(image, loaded, opts, detection=args.detection, threshold=args.threshold)
-                result = pipeline.explain(image, loaded, method=args.method, class_index=args.class_index,
-                                          head_fusion=args.head_fusion, discard=args.discard,
-                                          start_layer=args.start_layer, detection=args.detection,
-                                          threshold=args.threshold, point=point, head=args.head,
-                                          deletion=args.deletion, target_kind=args.target, layer=args.layer,
-                                          input_size=args.input_size, keep_aspect=args.keep_aspect,
-                                          mask_outliers=args.mask_outliers)
+                result = pipeline.explain(
+                    image,
+                    loaded,
+                    method=args.method,
+                    class_index=args.class_index,
+                    head_fusion=args.head_fusion,
+                    discard=args.discard,
+                    start_layer=args.start_layer,
+                    detection=args.detection,
+                    threshold=args.threshold,
+                    point=point,
+                    head=args.head,
+                    deletion=args.deletion,
+                    target_kind=args.target,
+                    layer=args.layer,
+                    input_size=args.input_size,
+                    keep_aspect=args.keep_aspect,
+                    mask_outliers=args.mask_outliers,
+                )
                 if args.out is not None:
                     _save_overlay(result, args.out, args.opacity)
                 return result
@@ -347,8 +420,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "classify":
             if args.top_k < 1:
                 raise VtdemoError("--top-k must be at least 1")
-            return _run_images(args.images, lambda im: pipeline.classify(im, loaded, top_k=args.top_k),
-                               args.json, _classify_rows, loaded.id)
+            return _run_images(
+                args.images,
+                lambda im: pipeline.classify(im, loaded, top_k=args.top_k),
+                args.json,
+                _classify_rows,
+                loaded.id,
+            )
         if not 0.0 <= args.threshold <= 1.0:
             raise VtdemoError("--threshold must be between 0 and 1")
 

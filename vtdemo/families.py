@@ -12,9 +12,10 @@ facebookresearch/detr's `hubconf.py` make one entry point per model).
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 
 from .errors import UnsupportedModelError
 
@@ -45,7 +46,7 @@ class Architecture:
     model_module: str | None = None  # where model_class lives, when not in `model`
 
     def matches(self, config: dict[str, Any]) -> str | None:
-        """"timm" / "transformers" if this architecture reads `config`, else None."""
+        """ "timm" / "transformers" if this architecture reads `config`, else None."""
         if "architecture" in config:
             return "timm" if str(config["architecture"]).startswith(self.timm_prefixes or ("\0",)) else None
         if config.get("model_type") not in self.hf_model_types:
@@ -66,34 +67,84 @@ DEFAULT_SWIN = "timm/swin_tiny_patch4_window7_224.ms_in1k"
 DEFAULT_DETR = "facebook/detr-resnet-50"
 
 FAMILIES: dict[str, Family] = {
-    "vit": Family("vit", "ViT / DeiT", "classify", DEFAULT_VIT, (
-        DEFAULT_VIT, "timm/vit_base_patch16_224.augreg_in21k_ft_in1k", "timm/deit_small_patch16_224.fb_in1k",
-        "timm/deit_base_patch16_224.fb_in1k", "google/vit-base-patch16-224", "facebook/deit-base-patch16-224",
-        "timm/deit3_small_patch16_224.fb_in22k_ft_in1k", "timm/vit_medium_patch16_reg4_gap_256.sbb_in1k",
-        "timm/vit_betwixt_patch16_reg4_gap_256.sbb_in1k")),
-    "swin": Family("swin", "Swin", "classify", DEFAULT_SWIN, (
-        DEFAULT_SWIN, "timm/swin_small_patch4_window7_224.ms_in1k",
-        "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k", "microsoft/swin-tiny-patch4-window7-224",
-        "timm/swinv2_tiny_window8_256.ms_in1k", "microsoft/swinv2-tiny-patch4-window8-256")),
-    "detr": Family("detr", "DETR", "detect", DEFAULT_DETR, (
-        DEFAULT_DETR, "facebook/detr-resnet-101", "facebook/detr-resnet-50@no_timm")),
+    "vit": Family(
+        "vit",
+        "ViT / DeiT",
+        "classify",
+        DEFAULT_VIT,
+        (
+            DEFAULT_VIT,
+            "timm/vit_base_patch16_224.augreg_in21k_ft_in1k",
+            "timm/deit_small_patch16_224.fb_in1k",
+            "timm/deit_base_patch16_224.fb_in1k",
+            "google/vit-base-patch16-224",
+            "facebook/deit-base-patch16-224",
+            "timm/deit3_small_patch16_224.fb_in22k_ft_in1k",
+            "timm/vit_medium_patch16_reg4_gap_256.sbb_in1k",
+            "timm/vit_betwixt_patch16_reg4_gap_256.sbb_in1k",
+        ),
+    ),
+    "swin": Family(
+        "swin",
+        "Swin",
+        "classify",
+        DEFAULT_SWIN,
+        (
+            DEFAULT_SWIN,
+            "timm/swin_small_patch4_window7_224.ms_in1k",
+            "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k",
+            "microsoft/swin-tiny-patch4-window7-224",
+            "timm/swinv2_tiny_window8_256.ms_in1k",
+            "microsoft/swinv2-tiny-patch4-window8-256",
+        ),
+    ),
+    "detr": Family(
+        "detr",
+        "DETR",
+        "detect",
+        DEFAULT_DETR,
+        (DEFAULT_DETR, "facebook/detr-resnet-101", "facebook/detr-resnet-50@no_timm"),
+    ),
 }
 
 #: Tried in order: the more specific entries first (Swin V2 before Swin, panoptic DETR before DETR).
 ARCHITECTURES: tuple[Architecture, ...] = (
-    Architecture("vit", "vit", "vit", "VisionTransformer", "vit", timm_prefixes=("vit_", "deit_", "deit3_"),
-                 hf_model_types=("vit", "deit")),
-    Architecture("swinv2", "swin", "swinv2", "SwinTransformerV2", "swinv2", timm_prefixes=("swinv2_",),
-                 hf_model_types=("swinv2",)),
-    Architecture("swin", "swin", "swin", "SwinTransformer", "swin", timm_prefixes=("swin_",),
-                 hf_model_types=("swin",)),
-    Architecture("detr-panoptic", "detr", "detr", "DetrPanoptic", "detr_panoptic", hf_model_types=("detr",),
-                 hf_architectures=("DetrForSegmentation",), model_module="detr_panoptic"),
+    Architecture(
+        "vit",
+        "vit",
+        "vit",
+        "VisionTransformer",
+        "vit",
+        timm_prefixes=("vit_", "deit_", "deit3_"),
+        hf_model_types=("vit", "deit"),
+    ),
+    Architecture(
+        "swinv2",
+        "swin",
+        "swinv2",
+        "SwinTransformerV2",
+        "swinv2",
+        timm_prefixes=("swinv2_",),
+        hf_model_types=("swinv2",),
+    ),
+    Architecture("swin", "swin", "swin", "SwinTransformer", "swin", timm_prefixes=("swin_",), hf_model_types=("swin",)),
+    Architecture(
+        "detr-panoptic",
+        "detr",
+        "detr",
+        "DetrPanoptic",
+        "detr_panoptic",
+        hf_model_types=("detr",),
+        hf_architectures=("DetrForSegmentation",),
+        model_module="detr_panoptic",
+    ),
     Architecture("detr", "detr", "detr", "DETR", "detr", hf_model_types=("detr",)),
 )
 
-SUPPORTED = ("timm vit_*/deit_*/deit3_*/vit_*_reg*_gap_*/swin_*/swinv2_* repos and transformers ViT, DeiT, Swin, "
-             "Swin V2 and DETR (ResNet-50/101, detection or panoptic) repos")
+SUPPORTED = (
+    "timm vit_*/deit_*/deit3_*/vit_*_reg*_gap_*/swin_*/swinv2_* repos and transformers ViT, DeiT, Swin, "
+    "Swin V2 and DETR (ResNet-50/101, detection or panoptic) repos"
+)
 
 
 def architecture_of(config: dict[str, Any], source: str) -> tuple[str, Architecture]:
@@ -104,8 +155,7 @@ def architecture_of(config: dict[str, Any], source: str) -> tuple[str, Architect
         if fmt is not None:
             return fmt, arch
     if "architecture" in config:
-        raise UnsupportedModelError(f"{source} is a timm '{config['architecture']}' model; vtdemo supports "
-                                    f"{SUPPORTED}")
+        raise UnsupportedModelError(f"{source} is a timm '{config['architecture']}' model; vtdemo supports {SUPPORTED}")
     model_type = config.get("model_type")
     kind = f"a '{model_type}' model" if model_type else "not a model config vtdemo knows"
     raise UnsupportedModelError(f"{source} is {kind}; vtdemo supports {SUPPORTED}")

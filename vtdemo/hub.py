@@ -22,10 +22,10 @@ import socket
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -43,8 +43,10 @@ log = logging.getLogger(__name__)
 DEFAULT_VIT, DEFAULT_SWIN, DEFAULT_DETR = families.DEFAULT_VIT, families.DEFAULT_SWIN, families.DEFAULT_DETR
 KNOWN_MODELS = {name: list(f.known) for name, f in families.FAMILIES.items()}
 SUPPORTED = families.SUPPORTED
-FIX_OFFLINE = ("connect once to download it, set HF_HUB_OFFLINE=1 with a filled cache (HF_HUB_CACHE), "
-               "or pass a local folder with its config.json and weights")
+FIX_OFFLINE = (
+    "connect once to download it, set HF_HUB_OFFLINE=1 with a filled cache (HF_HUB_CACHE), "
+    "or pass a local folder with its config.json and weights"
+)
 
 MAX_ID_LENGTH = 255  # the Hub allows 96 characters per repo name; longer ids are never valid
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
@@ -87,8 +89,10 @@ def parse_model_id(model: str) -> ModelRef:
     if not text:
         raise ModelUnavailableError("no model given: pass a Hugging Face repo id (org/name[@revision]) or a folder")
     if len(text) > MAX_ID_LENGTH or "\x00" in text:
-        raise ModelUnavailableError(f"the model id is {len(text)} characters long; a Hugging Face repo id "
-                                    f"(org/name[@revision]) or a folder path has at most {MAX_ID_LENGTH}")
+        raise ModelUnavailableError(
+            f"the model id is {len(text)} characters long; a Hugging Face repo id "
+            f"(org/name[@revision]) or a folder path has at most {MAX_ID_LENGTH}"
+        )
     path = Path(text).expanduser()
     try:
         is_dir, exists = path.is_dir(), path.exists()
@@ -119,8 +123,10 @@ def _hub_error_message(ref: ModelRef, filename: str, exc: Exception) -> str:
         return f"{where}: the repo has no revision '{ref.revision}'"
     if name == "EntryNotFoundError":
         return f"{where} has no file {filename}"
-    return (f"cannot download {where} ({filename}): no connection to the Hugging Face Hub and not in the cache; "
-            f"{FIX_OFFLINE}")
+    return (
+        f"cannot download {where} ({filename}): no connection to the Hugging Face Hub and not in the cache; "
+        f"{FIX_OFFLINE}"
+    )
 
 
 def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | None:
@@ -133,16 +139,25 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
         if path.is_file():
             return path
         if required:
-            raise ModelUnavailableError(f"{ref.folder} has no {filename}; a model folder needs config.json and "
-                                        "model.safetensors (or pytorch_model.bin)")
+            raise ModelUnavailableError(
+                f"{ref.folder} has no {filename}; a model folder needs config.json and "
+                "model.safetensors (or pytorch_model.bin)"
+            )
         return None
     from huggingface_hub import hf_hub_download  # imported lazily: it reads HF_* variables at import
 
     offline = env_flag("HF_HUB_OFFLINE") or not hub_reachable()
     assert ref.repo is not None  # a folder reference was answered above
     try:
-        return Path(hf_hub_download(ref.repo, filename, revision=ref.revision,
-                                    cache_dir=os.environ.get("HF_HUB_CACHE") or None, local_files_only=offline))
+        return Path(
+            hf_hub_download(
+                ref.repo,
+                filename,
+                revision=ref.revision,
+                cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                local_files_only=offline,
+            )
+        )
     except Exception as exc:  # huggingface_hub raises many types; each becomes one readable line
         message = _hub_error_message(ref, filename, exc)
         if type(exc).__name__ in {"GatedRepoError", "RepositoryNotFoundError", "RevisionNotFoundError"} or required:
@@ -193,18 +208,23 @@ def read_weights(ref: ModelRef) -> tuple[dict[str, torch.Tensor], Path]:
         try:
             return load_file(str(path), device="cpu"), path
         except Exception as exc:  # SafetensorError, OSError, ValueError on a damaged header or body
-            raise CheckpointError(f"{path} is corrupt or truncated ({exc}); delete it so that it is downloaded "
-                                  "again") from None
+            raise CheckpointError(
+                f"{path} is corrupt or truncated ({exc}); delete it so that it is downloaded again"
+            ) from None
     path = fetch_file(ref, "pytorch_model.bin", required=False)
     if path is None:
         where = ref.folder or ref.repo
-        raise ModelUnavailableError(f"cannot get the weights of {where}: neither model.safetensors nor "
-                                    f"pytorch_model.bin is available; {FIX_OFFLINE}")
+        raise ModelUnavailableError(
+            f"cannot get the weights of {where}: neither model.safetensors nor "
+            f"pytorch_model.bin is available; {FIX_OFFLINE}"
+        )
     try:
         data = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError (refused object), RuntimeError / EOFError on a damaged file
-        raise CheckpointError(f"{path} cannot be read safely ({type(exc).__name__}: {str(exc)[:200]}); "
-                              "delete it so that it is downloaded again") from None
+        raise CheckpointError(
+            f"{path} cannot be read safely ({type(exc).__name__}: {str(exc)[:200]}); "
+            "delete it so that it is downloaded again"
+        ) from None
     for key in ("state_dict", "model"):  # some .bin files wrap the state dict
         if isinstance(data, dict) and isinstance(data.get(key), dict):
             data = data[key]
@@ -218,23 +238,45 @@ def check_fits(expected: dict[str, torch.Tensor], state_dict: dict[str, torch.Te
     tensors `expected` (a model's state dict; meta tensors are fine: only names and shapes are compared)."""
     missing = sorted(set(expected) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(expected))
-    shapes = [f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
-              for k in sorted(set(expected) & set(state_dict)) if state_dict[k].shape != expected[k].shape]
+    shapes = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(expected[k].shape)}"
+        for k in sorted(set(expected) & set(state_dict))
+        if state_dict[k].shape != expected[k].shape
+    ]
     if missing or unexpected or shapes:
+
         def cut(items: list[str]) -> str:
             return ", ".join(items[:6]) + (f" (+{len(items) - 6} more)" if len(items) > 6 else "")
-        parts = [f"missing keys: {cut(missing)}" if missing else "",
-                 f"unexpected keys: {cut(unexpected)}" if unexpected else "",
-                 f"shape mismatches (file vs config): {cut(shapes)}" if shapes else ""]
-        raise CheckpointError(f"the weights of {source} do not fit its config.json: "
-                              + "; ".join(p for p in parts if p))
+
+        parts = [
+            f"missing keys: {cut(missing)}" if missing else "",
+            f"unexpected keys: {cut(unexpected)}" if unexpected else "",
+            f"shape mismatches (file vs config): {cut(shapes)}" if shapes else "",
+        ]
+        raise CheckpointError(
+            f"the weights of {source} do not fit its config.json: " + "; ".join(p for p in parts if p)
+        )
 
 
 #: Bounds on architecture hyper-parameters read from a config.json, far above every published checkpoint; a config
 #: beyond them is refused before anything is built (a 175-byte file must not be able to cost gigabytes).
-CONFIG_BOUNDS = {"depth": 64, "depths": 64, "num_heads": 256, "embed_dim": 8192, "d_model": 8192,
-                 "ffn_dim": 65536, "img_size": 4096, "patch_size": 256, "window_size": 96, "num_classes": 100_000,
-                 "encoder_layers": 48, "decoder_layers": 48, "num_queries": 4096, "mlp_ratio": 16, "in_chans": 16}
+CONFIG_BOUNDS = {
+    "depth": 64,
+    "depths": 64,
+    "num_heads": 256,
+    "embed_dim": 8192,
+    "d_model": 8192,
+    "ffn_dim": 65536,
+    "img_size": 4096,
+    "patch_size": 256,
+    "window_size": 96,
+    "num_classes": 100_000,
+    "encoder_layers": 48,
+    "decoder_layers": 48,
+    "num_queries": 4096,
+    "mlp_ratio": 16,
+    "in_chans": 16,
+}
 
 
 def check_config_bounds(cfg: Any, source: str) -> None:
@@ -249,12 +291,14 @@ def check_config_bounds(cfg: Any, source: str) -> None:
         values = list(value) if isinstance(value, (tuple, list)) else [value]
         total = sum(values) if field.name == "depths" else max(values, default=0)
         if not values or min(values) <= 0 or total > limit:
-            raise UnsupportedModelError(f"{source}: config.json gives {field.name}={value!r}; vtdemo accepts "
-                                        f"positive values up to {limit}")
+            raise UnsupportedModelError(
+                f"{source}: config.json gives {field.name}={value!r}; vtdemo accepts positive values up to {limit}"
+            )
 
 
-def build_checked(ctor: Callable[[Any], nn.Module], cfg: Any, state_dict: dict[str, torch.Tensor],
-                  source: str) -> nn.Module:
+def build_checked(
+    ctor: Callable[[Any], nn.Module], cfg: Any, state_dict: dict[str, torch.Tensor], source: str
+) -> nn.Module:
     """Build the architecture for `state_dict` only once its names and shapes are known to fit.
 
     The model is first built on the meta device (no memory, no initialisation cost), compared with the weights, and
@@ -265,8 +309,9 @@ def build_checked(ctor: Callable[[Any], nn.Module], cfg: Any, state_dict: dict[s
         with torch.device("meta"):
             shapes = ctor(cfg).state_dict()
     except (ValueError, RuntimeError, TypeError, ZeroDivisionError) as exc:
-        raise UnsupportedModelError(f"{source}: config.json describes an architecture that cannot be built "
-                                    f"({str(exc)[:200]})") from None
+        raise UnsupportedModelError(
+            f"{source}: config.json describes an architecture that cannot be built ({str(exc)[:200]})"
+        ) from None
     check_fits(shapes, state_dict, source)
     model = ctor(cfg)
     model.load_state_dict(state_dict, strict=True)
@@ -275,7 +320,9 @@ def build_checked(ctor: Callable[[Any], nn.Module], cfg: Any, state_dict: dict[s
 
 def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
     source = ref.text
-    config = read_json(fetch_file(ref, "config.json"), f"config.json of {source}")
+    config_path = fetch_file(ref, "config.json")
+    assert config_path is not None  # required: a missing file raised
+    config = read_json(config_path, f"config.json of {source}")
     fmt, architecture = families.architecture_of(config, source)
     family = architecture.family
     pp_path = fetch_file(ref, "preprocessor_config.json", required=False) if fmt == "transformers" else None
@@ -292,8 +339,10 @@ def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
     else:
         cfg = arch.config_from_hf(config)
         if pp is None:  # no preprocessor file: the defaults of the matching transformers image processor
-            pp = {"size": {"height": config.get("image_size", 224), "width": config.get("image_size", 224)},
-                  "resample": 3 if family == "swin" else 2}
+            pp = {
+                "size": {"height": config.get("image_size", 224), "width": config.get("image_size", 224)},
+                "resample": 3 if family == "swin" else 2,
+            }
             if family == "swin":
                 pp.update(image_mean=list(preprocess.IMAGENET_MEAN), image_std=list(preprocess.IMAGENET_STD))
         prep = preprocess.config_from_hf(pp, detr=family == "detr")
@@ -308,8 +357,17 @@ def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
     model = build_checked(ctor, cfg, converted, f"{source} ({weights_path.name})")
     model.eval().requires_grad_(False).to(device)
     log.info("loaded %s (%s %s) on %s", source, fmt, family, device)
-    return LoadedModel(id=source, family=family, format=fmt, model=model, config=cfg, labels=names,
-                       preprocess=prep, device=device, weights=weights_path)
+    return LoadedModel(
+        id=source,
+        family=family,
+        format=fmt,
+        model=model,
+        config=cfg,
+        labels=names,
+        preprocess=prep,
+        device=device,
+        weights=weights_path,
+    )
 
 
 _cache: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()

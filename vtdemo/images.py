@@ -99,8 +99,10 @@ def load_image(src: ImageSource) -> Image.Image:
         image = _open_bytes(data, name)
     limit = max_pixels()
     if image.width * image.height > limit:
-        raise ImageError(f"{name}: {image.width}x{image.height} is {image.width * image.height:,} pixels, "
-                         f"above the limit of {limit:,} (set VTDEMO_MAX_PIXELS to change it)")
+        raise ImageError(
+            f"{name}: {image.width}x{image.height} is {image.width * image.height:,} pixels, "
+            f"above the limit of {limit:,} (set VTDEMO_MAX_PIXELS to change it)"
+        )
     if image.width < 1 or image.height < 1:
         raise ImageError(f"{name}: the image is empty (0 pixels)")
     try:
@@ -137,14 +139,17 @@ def _open_bytes(data: bytes, name: str) -> Image.Image:
     except Image.DecompressionBombError as exc:  # Pillow's own header check, above ~179 M pixels
         found = re.search(r"\((\d+) pixels\)", str(exc))
         size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise ImageError(f"{name}: {size}, above the limit of {max_pixels():,} (set VTDEMO_MAX_PIXELS to change "
-                         "it)") from None
+        raise ImageError(
+            f"{name}: {size}, above the limit of {max_pixels():,} (set VTDEMO_MAX_PIXELS to change it)"
+        ) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: cannot read the image ({exc})") from None
     w, h = image.size
     if w * h > max_pixels():
-        raise ImageError(f"{name}: {w}x{h} is {w * h:,} pixels, above the limit of {max_pixels():,} "
-                         "(set VTDEMO_MAX_PIXELS to change it)")
+        raise ImageError(
+            f"{name}: {w}x{h} is {w * h:,} pixels, above the limit of {max_pixels():,} "
+            "(set VTDEMO_MAX_PIXELS to change it)"
+        )
     try:
         image.load()
     except Image.DecompressionBombError as exc:

@@ -33,16 +33,26 @@ def at_input_size(loaded: LoadedModel, size: int) -> LoadedModel:
         return loaded
     module = _module(loaded)
     model = module.with_input_size(loaded.model, int(size))
-    return LoadedModel(id=loaded.id, family=loaded.family, format=loaded.format, model=model, config=model.cfg,
-                       labels=loaded.labels, device=loaded.device, preprocess=_preprocess_at(loaded, int(size)))
+    return LoadedModel(
+        id=loaded.id,
+        family=loaded.family,
+        format=loaded.format,
+        model=model,
+        config=model.cfg,
+        labels=loaded.labels,
+        device=loaded.device,
+        preprocess=_preprocess_at(loaded, int(size)),
+    )
 
 
 def _preprocess_at(loaded: LoadedModel, size: int) -> PreprocessConfig:
     """timm files: the checkpoint's own `pretrained_cfg` with `input_size` set to the new size (so timm's
     floor(size / crop_pct) rule applies exactly); transformers files: `scale_preprocess`."""
     if loaded.format == "timm":
-        config = hub.read_json(hub.fetch_file(hub.parse_model_id(loaded.id), "config.json"),  # type: ignore[arg-type]
-                               f"config.json of {loaded.id}")
+        config = hub.read_json(
+            hub.fetch_file(hub.parse_model_id(loaded.id), "config.json"),  # type: ignore[arg-type]
+            f"config.json of {loaded.id}",
+        )
         return preprocess.config_from_timm({**config.get("pretrained_cfg", {}), "input_size": [3, size, size]})
     return scale_preprocess(loaded.preprocess, loaded.config.img_size, size)
 
@@ -50,6 +60,7 @@ def _preprocess_at(loaded: LoadedModel, size: int) -> PreprocessConfig:
 def scale_preprocess(pp: PreprocessConfig, old: int, new: int) -> PreprocessConfig:
     """A transformers-style preprocessing for `old` px inputs, for `new` px: a squash resize goes to (new, new); a
     resize + crop keeps its ratio (rounded)."""
+
     def scaled(value: int) -> int:
         return int(math.floor(value * new / old + 0.5))
 
@@ -63,8 +74,10 @@ def scale_preprocess(pp: PreprocessConfig, old: int, new: int) -> PreprocessConf
 
 def _module(loaded: LoadedModel):  # noqa: ANN202 - a model module (swin or swinv2)
     if loaded.family != "swin":
-        raise UnsupportedModelError(f"{loaded.id}: running at another input size is implemented for Swin models only "
-                                    f"(this one is {loaded.family})")
+        raise UnsupportedModelError(
+            f"{loaded.id}: running at another input size is implemented for Swin models only "
+            f"(this one is {loaded.family})"
+        )
     from .models import swin, swinv2
 
     return swinv2 if isinstance(loaded.model, swinv2.SwinTransformerV2) else swin

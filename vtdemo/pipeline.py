@@ -8,8 +8,9 @@ results are small dataclasses whose `to_dict()` is exactly the CLI's JSON schema
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -136,36 +137,60 @@ def predictions(loaded: hub.LoadedModel, logits: torch.Tensor, top_k: int) -> li
 
 def detections(loaded: hub.LoadedModel, scored: postprocess.DetrScores, keep: torch.Tensor) -> list[Detection]:
     """Selected queries -> Detection records (box rounded to 0.01 px)."""
-    return [Detection(label_id=int(scored.labels[q]), label=loaded.labels[int(scored.labels[q])],
-                      score=float(scored.scores[q]), box=[round(float(v), 2) for v in scored.boxes[q]], query=int(q))
-            for q in keep]
+    return [
+        Detection(
+            label_id=int(scored.labels[q]),
+            label=loaded.labels[int(scored.labels[q])],
+            score=float(scored.scores[q]),
+            box=[round(float(v), 2) for v in scored.boxes[q]],
+            query=int(q),
+        )
+        for q in keep
+    ]
 
 
-def classify(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, top_k: int = 5,
-             name: str | None = None) -> ClassifyResult:
+def classify(
+    image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, top_k: int = 5, name: str | None = None
+) -> ClassifyResult:
     """Top-k classes of one image. `image`: path, bytes, PIL image or array; `model`: repo id / folder / loaded."""
     loaded = _as_loaded(model, "classifier")
     rgb = load_image(image)
     out = forward_classifier(loaded, rgb)
-    return ClassifyResult(image=_name(image, name), model=loaded.id,
-                          predictions=predictions(loaded, out.logits[0], top_k), runtime=runtime_info(loaded))
+    return ClassifyResult(
+        image=_name(image, name),
+        model=loaded.id,
+        predictions=predictions(loaded, out.logits[0], top_k),
+        runtime=runtime_info(loaded),
+    )
 
 
-def detect(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_DETR, threshold: float = 0.7,
-           classes: set[int] | None = None, max_detections: int | None = None, nms_iou: float | None = None,
-           name: str | None = None) -> DetectResult:
+def detect(
+    image: ImageSource,
+    model: str | hub.LoadedModel = hub.DEFAULT_DETR,
+    threshold: float = 0.7,
+    classes: set[int] | None = None,
+    max_detections: int | None = None,
+    nms_iou: float | None = None,
+    name: str | None = None,
+) -> DetectResult:
     """DETR detections of one image, score >= threshold, sorted by score; boxes in original-image pixels."""
     loaded = _as_loaded(model, "detr")
     rgb = load_image(image)
     out = forward_detr(loaded, [rgb])
     scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size)
     keep = postprocess.select(scored, threshold, classes, max_detections, nms_iou)
-    return DetectResult(image=_name(image, name), model=loaded.id, size=list(rgb.size),
-                        detections=detections(loaded, scored, keep), runtime=runtime_info(loaded))
+    return DetectResult(
+        image=_name(image, name),
+        model=loaded.id,
+        size=list(rgb.size),
+        detections=detections(loaded, scored, keep),
+        runtime=runtime_info(loaded),
+    )
 
 
-def match(image: ImageSource, model: str | hub.LoadedModel, ground_truth: Any, name: str | None = None
-          ) -> dict[str, Any]:
+def match(
+    image: ImageSource, model: str | hub.LoadedModel, ground_truth: Any, name: str | None = None
+) -> dict[str, Any]:
     """DETR set matching of one image against ground truth (JSON text, rows or parsed; see `explain.matching`).
 
     Returns {"image", "model", "size", "pairs", "losses", "num_queries"}; see `match_output` for the pairs.
@@ -174,12 +199,18 @@ def match(image: ImageSource, model: str | hub.LoadedModel, ground_truth: Any, n
     rgb = load_image(image)
     out = forward_detr(loaded, [rgb])
     result = match_output(loaded, out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size, ground_truth)
-    return {"image": _name(image, name), "model": loaded.id, "size": list(rgb.size), **result,
-            "runtime": runtime_info(loaded)}
+    return {
+        "image": _name(image, name),
+        "model": loaded.id,
+        "size": list(rgb.size),
+        **result,
+        "runtime": runtime_info(loaded),
+    }
 
 
-def match_output(loaded: hub.LoadedModel, logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int],
-                 ground_truth: Any) -> dict[str, Any]:
+def match_output(
+    loaded: hub.LoadedModel, logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int], ground_truth: Any
+) -> dict[str, Any]:
     """Hungarian matching of one image's DETR output (logits [Q, K+1], boxes [Q, 4] normalised cxcywh) to ground
     truth; used by `match` (the CLI) and the app (on its cached run).
 
@@ -196,10 +227,18 @@ def match_output(loaded: hub.LoadedModel, logits: torch.Tensor, boxes: torch.Ten
     pairs = []
     for q, o, cost in zip(result.queries, result.objects, result.pair_costs, strict=True):
         label = int(gt.labels[o])
-        pairs.append({"object": o, "label": loaded.labels[label], "box": [round(float(v), 2) for v in gt.boxes[o]],
-                      "query": q, "predicted_label": loaded.labels[int(scored.labels[q])],
-                      "predicted_label_id": int(scored.labels[q]),
-                      "predicted_score": round(float(scored.scores[q]), 6),
-                      "probability_of_object_class": round(float(probs[q, label]), 6),
-                      "predicted_box": [round(float(v), 2) for v in scored.boxes[q]], "cost": cost})
+        pairs.append(
+            {
+                "object": o,
+                "label": loaded.labels[label],
+                "box": [round(float(v), 2) for v in gt.boxes[o]],
+                "query": q,
+                "predicted_label": loaded.labels[int(scored.labels[q])],
+                "predicted_label_id": int(scored.labels[q]),
+                "predicted_score": round(float(scored.scores[q]), 6),
+                "probability_of_object_class": round(float(probs[q, label]), 6),
+                "predicted_box": [round(float(v), 2) for v in scored.boxes[q]],
+                "cost": cost,
+            }
+        )
     return {"pairs": pairs, "losses": result.losses, "num_queries": int(logits.shape[0])}

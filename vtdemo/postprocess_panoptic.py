@@ -21,6 +21,7 @@ also names its queries, its area and whether its label is a "thing" (COCO panopt
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -66,9 +67,15 @@ class PanopticResult:
         return self.segmentation == segment_id
 
 
-def panoptic_segments(logits: Tensor, mask_logits: Tensor, threshold: float = 0.5, mask_threshold: float = 0.5,
-                      overlap_mask_area_threshold: float = 0.8, fuse: set[int] | None = None,
-                      target_size: tuple[int, int] | None = None) -> PanopticResult:
+def panoptic_segments(
+    logits: Tensor,
+    mask_logits: Tensor,
+    threshold: float = 0.5,
+    mask_threshold: float = 0.5,
+    overlap_mask_area_threshold: float = 0.8,
+    fuse: set[int] | None = None,
+    target_size: tuple[int, int] | None = None,
+) -> PanopticResult:
     """One image's panoptic segmentation (see the module docstring).
 
     logits: [Q, K+1] class logits (last column "no object"); mask_logits: [Q, h, w] (DETR's `pred_masks` of one image,
@@ -99,8 +106,13 @@ def panoptic_segments(logits: Tensor, mask_logits: Tensor, threshold: float = 0.
         if fused and label in id_of_label:
             seg = segments[id_of_label[label]]
         else:
-            seg = Segment(id=len(segments) + 1, label_id=label, score=round(float(scores[query]), 6),
-                          was_fused=fused, isthing=coco_is_thing(label))
+            seg = Segment(
+                id=len(segments) + 1,
+                label_id=label,
+                score=round(float(scores[query]), 6),
+                was_fused=fused,
+                isthing=coco_is_thing(label),
+            )
             segments[seg.id] = seg
             if fused:
                 id_of_label[label] = seg.id
@@ -111,13 +123,13 @@ def panoptic_segments(logits: Tensor, mask_logits: Tensor, threshold: float = 0.
     return PanopticResult(segmentation, [s for s in segments.values() if s.area > 0])
 
 
-def segments_of_output(output: object, image_size: tuple[int, int], **options: object) -> PanopticResult:
+def segments_of_output(output: Any, image_size: tuple[int, int], **options: Any) -> PanopticResult:
     """`panoptic_segments` of image 0 of a `vtdemo.models.detr_panoptic.PanopticOutput` (a batch of one image, as
     `vtdemo.pipeline.run_detr` makes it), at the original image size `image_size` = (width, height) in pixels."""
-    logits, masks = getattr(output, "logits"), getattr(output, "pred_masks", None)
+    logits, masks = output.logits, getattr(output, "pred_masks", None)
     if masks is None:
-        raise ValueError("this DETR has no mask head (load a DetrForSegmentation checkpoint, e.g. "
-                         "facebook/detr-resnet-50-panoptic)")
+        raise ValueError(
+            "this DETR has no mask head (load a DetrForSegmentation checkpoint, e.g. facebook/detr-resnet-50-panoptic)"
+        )
     width, height = image_size
-    return panoptic_segments(logits[0].float(), masks[0].float(), target_size=(height, width),
-                             **options)  # type: ignore[arg-type]
+    return panoptic_segments(logits[0].float(), masks[0].float(), target_size=(height, width), **options)

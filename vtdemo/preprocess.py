@@ -28,8 +28,9 @@ reference). DETR's rule keeps the long side at most 1333 and the short side at l
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,12 +43,22 @@ from .errors import ImageError
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-_PIL_MODES = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-              "bicubic": Image.Resampling.BICUBIC, "lanczos": Image.Resampling.LANCZOS,
-              "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING}
-_TV_MODES = {"nearest": InterpolationMode.NEAREST, "bilinear": InterpolationMode.BILINEAR,
-             "bicubic": InterpolationMode.BICUBIC, "lanczos": InterpolationMode.LANCZOS,
-             "box": InterpolationMode.BOX, "hamming": InterpolationMode.HAMMING}
+_PIL_MODES = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+    "box": Image.Resampling.BOX,
+    "hamming": Image.Resampling.HAMMING,
+}
+_TV_MODES = {
+    "nearest": InterpolationMode.NEAREST,
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "lanczos": InterpolationMode.LANCZOS,
+    "box": InterpolationMode.BOX,
+    "hamming": InterpolationMode.HAMMING,
+}
 #: Largest resized image (in pixels, as a multiple of the crop) built before cropping; see the module docstring.
 MAX_RESIZE_FACTOR = 8
 # PIL's resample integers, as written in `preprocessor_config.json` files.
@@ -113,18 +124,37 @@ def config_from_hf(pp: dict[str, Any], detr: bool = False) -> PreprocessConfig:
             shortest, longest = size.get("shortest_edge", 800), size.get("longest_edge")
         else:  # the old form: "size": 800, "max_size": 1333
             shortest, longest = int(size), pp.get("max_size", 1333)
-        return PreprocessConfig(mode="detr", interpolation=interpolation, mean=mean, std=std,
-                                shortest_edge=int(shortest), longest_edge=None if longest is None else int(longest))
+        return PreprocessConfig(
+            mode="detr",
+            interpolation=interpolation,
+            mean=mean,
+            std=std,
+            shortest_edge=int(shortest),
+            longest_edge=None if longest is None else int(longest),
+        )
     size = _size_of(pp.get("size"), 224)
     crop = None
     if pp.get("do_center_crop"):
         c = _size_of(pp.get("crop_size"), 224)
         crop = (c["height"], c["width"])
     if "shortest_edge" in size:
-        return PreprocessConfig(mode="hf", interpolation=interpolation, mean=mean, std=std,
-                                resize=int(size["shortest_edge"]), resize_short=True, crop=crop)
-    return PreprocessConfig(mode="hf", interpolation=interpolation, mean=mean, std=std,
-                            resize=(int(size["height"]), int(size["width"])), crop=crop)
+        return PreprocessConfig(
+            mode="hf",
+            interpolation=interpolation,
+            mean=mean,
+            std=std,
+            resize=int(size["shortest_edge"]),
+            resize_short=True,
+            crop=crop,
+        )
+    return PreprocessConfig(
+        mode="hf",
+        interpolation=interpolation,
+        mean=mean,
+        std=std,
+        resize=(int(size["height"]), int(size["width"])),
+        crop=crop,
+    )
 
 
 def trained_input_size(cfg: PreprocessConfig) -> tuple[int, int]:
@@ -140,8 +170,14 @@ def _multiple(n: float, m: int) -> int:
     return max(m, int(round(n / m)) * m)
 
 
-def for_input_size(cfg: PreprocessConfig, image_size: tuple[int, int], size: int | None = None,
-                   keep_aspect: bool = False, multiple: int = 1, max_aspect: float = 3.0) -> PreprocessConfig:
+def for_input_size(
+    cfg: PreprocessConfig,
+    image_size: tuple[int, int],
+    size: int | None = None,
+    keep_aspect: bool = False,
+    multiple: int = 1,
+    max_aspect: float = 3.0,
+) -> PreprocessConfig:
     """The recipe `cfg` adapted to another model input size. Nothing asked (size None, keep_aspect False): `cfg`.
 
     image_size: the photo's (width, height); size: the short side of the model input in pixels (default: the
@@ -225,13 +261,17 @@ def _center_crop(x: torch.Tensor, crop: tuple[int, int], rounding: bool) -> torc
     ch, cw = crop
     h, w = x.shape[-2:]
     if ch > h or cw > w:
-        pad = [(cw - w) // 2 if cw > w else 0, (ch - h) // 2 if ch > h else 0,
-               (cw - w + 1) // 2 if cw > w else 0, (ch - h + 1) // 2 if ch > h else 0]
+        pad = [
+            (cw - w) // 2 if cw > w else 0,
+            (ch - h) // 2 if ch > h else 0,
+            (cw - w + 1) // 2 if cw > w else 0,
+            (ch - h + 1) // 2 if ch > h else 0,
+        ]
         x = TF.pad(x, pad, fill=0)
         h, w = x.shape[-2:]
     top = int(round((h - ch) / 2.0)) if rounding else int((h - ch) / 2.0)
     left = int(round((w - cw) / 2.0)) if rounding else int((w - cw) / 2.0)
-    return x[..., top:top + ch, left:left + cw]
+    return x[..., top : top + ch, left : left + cw]
 
 
 def _resize_hw(h: int, w: int, cfg: PreprocessConfig) -> tuple[int, int]:
@@ -270,8 +310,9 @@ def _too_big(size: tuple[int, int], crop: tuple[int, int] | None) -> bool:
     return size[0] * size[1] > MAX_RESIZE_FACTOR * final
 
 
-def _crop_box_resize(image: Image.Image, size: tuple[int, int], crop: tuple[int, int], rounding: bool,
-                     interpolation: str) -> torch.Tensor:
+def _crop_box_resize(
+    image: Image.Image, size: tuple[int, int], crop: tuple[int, int], rounding: bool, interpolation: str
+) -> torch.Tensor:
     """Resize to `size` (h, w) then center-crop `crop` (h, w), computed as one resize of the source box the crop
     shows, straight to the crop size: [3, ch, cw] uint8. Used only where the resized image would be huge."""
     w, h = image.size
@@ -293,9 +334,11 @@ def classifier_input(image: Image.Image, cfg: PreprocessConfig) -> torch.Tensor:
         raise ValueError(f"not a classifier preprocessing mode: {cfg.mode}")
     if cfg.resize_short and _too_big(size, cfg.crop):
         if cfg.crop is None:  # a resize_short recipe without a crop: the input itself would be this large
-            raise ImageError(f"a {w}x{h} image is too elongated for this model's preprocessing (it would become "
-                             f"{size[1]}x{size[0]} pixels); crop it to an aspect ratio of at most "
-                             f"{MAX_RESIZE_FACTOR}:1")
+            raise ImageError(
+                f"a {w}x{h} image is too elongated for this model's preprocessing (it would become "
+                f"{size[1]}x{size[0]} pixels); crop it to an aspect ratio of at most "
+                f"{MAX_RESIZE_FACTOR}:1"
+            )
         x = _crop_box_resize(image, size, cfg.crop, cfg.mode == "timm", cfg.interpolation)
         return _normalise_uint8(x, cfg.mean, cfg.std, fused=cfg.mode == "hf").unsqueeze(0)
     if cfg.mode == "timm":

@@ -5,15 +5,29 @@ Images are RGB `PIL.Image`s at their original size; boxes are (x0, y0, x1, y1) p
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
 # A fixed, colour-blind-friendly-ish palette (Okabe-Ito + Tableau), indexed by class id modulo its length.
 PALETTE: tuple[tuple[int, int, int], ...] = (
-    (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178), (213, 94, 0), (204, 121, 167),
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194),
-    (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (230, 159, 0),
+    (86, 180, 233),
+    (0, 158, 115),
+    (240, 228, 66),
+    (0, 114, 178),
+    (213, 94, 0),
+    (204, 121, 167),
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
 )
 
 
@@ -30,8 +44,9 @@ def font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
         return ImageFont.load_default()
 
 
-def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], labels: Sequence[str],
-               class_ids: Sequence[int]) -> Image.Image:
+def draw_boxes(
+    image: Image.Image, boxes: Sequence[Sequence[float]], labels: Sequence[str], class_ids: Sequence[int]
+) -> Image.Image:
     """A copy of `image` with each box outlined in its class colour and its label on a filled tag."""
     out = image.convert("RGB").copy()
     draw = ImageDraw.Draw(out)
@@ -47,8 +62,12 @@ def draw_boxes(image: Image.Image, boxes: Sequence[Sequence[float]], labels: Seq
         top = y0 - th if y0 - th >= 0 else y0  # above the box, or inside it at the top edge
         draw.rectangle((x0, top, x0 + tw, top + th), fill=color)
         brightness = 0.299 * color[0] + 0.587 * color[1] + 0.114 * color[2]
-        draw.text((x0 + 3 - tx0, top + 3 - ty0), text, fill=(0, 0, 0) if brightness > 140 else (255, 255, 255),
-                  font=label_font)
+        draw.text(
+            (x0 + 3 - tx0, top + 3 - ty0),
+            text,
+            fill=(0, 0, 0) if brightness > 140 else (255, 255, 255),
+            font=label_font,
+        )
     return out
 
 
@@ -68,8 +87,7 @@ def heatmap(relevance, size: tuple[int, int]):
     return cv2.cvtColor(colored, cv2.COLOR_BGR2RGB)
 
 
-def overlay(image: Image.Image, relevance, region: Sequence[float] | None = None, opacity: float = 0.5
-            ) -> Image.Image:
+def overlay(image: Image.Image, relevance, region: Sequence[float] | None = None, opacity: float = 0.5) -> Image.Image:
     """Blend a relevance map over `image` at its original size.
 
     region: (x0, y0, x1, y1) pixels the map covers (a classifier's center crop); outside it the photo is dimmed,
@@ -112,8 +130,9 @@ def mark_point(image: Image.Image, point: tuple[float, float], scale: float = 1.
     return out
 
 
-def dashed_rectangle(draw: ImageDraw.ImageDraw, box: Sequence[float], color: tuple[int, int, int], width: int,
-                     dash: int = 8) -> None:
+def dashed_rectangle(
+    draw: ImageDraw.ImageDraw, box: Sequence[float], color: tuple[int, int, int], width: int, dash: int = 8
+) -> None:
     """Outline `box` (x0, y0, x1, y1) with dashes of `dash` pixels."""
     x0, y0, x1, y1 = box
     for a, b, horizontal, fixed in ((x0, x1, True, y0), (x0, x1, True, y1), (y0, y1, False, x0), (y0, y1, False, x1)):

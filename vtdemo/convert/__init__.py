@@ -9,7 +9,7 @@ which names missing and unexpected keys when a file does not fit.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 

@@ -15,7 +15,7 @@ The transformer and heads use one naming in both; transformers 5 renames some ke
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -80,18 +80,24 @@ def _split_in_proj(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 def from_original(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     """facebookresearch/detr checkpoint (`torch.load(path, weights_only=True)["model"]`) -> ours."""
     sd = _split_in_proj(drop(state_dict, _DERIVED))
-    sd = rename(sd, [
-        (r"^backbone\.0\.body\.", "backbone."),
-        (r"^query_embed\.weight$", "query_pos"),
-        (r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.", r"\1.\2."),
-        (r"^transformer\.decoder\.norm\.", "decoder_norm."),
-        (r"\.multihead_attn\.", ".cross_attn."),
-        (r"\.linear([12])\.", r".fc\1."),
-    ])
+    sd = rename(
+        sd,
+        [
+            (r"^backbone\.0\.body\.", "backbone."),
+            (r"^query_embed\.weight$", "query_pos"),
+            (r"^transformer\.(encoder|decoder)\.layers\.(\d+)\.", r"\1.\2."),
+            (r"^transformer\.decoder\.norm\.", "decoder_norm."),
+            (r"\.multihead_attn\.", ".cross_attn."),
+            (r"\.linear([12])\.", r".fc\1."),
+        ],
+    )
     # Layer norms: encoder norm1/norm2 and decoder norm1/norm2/norm3, in the order of their sublayers.
-    return rename(sd, [
-        (r"^(encoder|decoder)\.(\d+)\.norm1\.", r"\1.\2.self_attn_norm."),
-        (r"^encoder\.(\d+)\.norm2\.", r"encoder.\1.ffn_norm."),
-        (r"^decoder\.(\d+)\.norm2\.", r"decoder.\1.cross_attn_norm."),
-        (r"^decoder\.(\d+)\.norm3\.", r"decoder.\1.ffn_norm."),
-    ])
+    return rename(
+        sd,
+        [
+            (r"^(encoder|decoder)\.(\d+)\.norm1\.", r"\1.\2.self_attn_norm."),
+            (r"^encoder\.(\d+)\.norm2\.", r"encoder.\1.ffn_norm."),
+            (r"^decoder\.(\d+)\.norm2\.", r"decoder.\1.cross_attn_norm."),
+            (r"^decoder\.(\d+)\.norm3\.", r"decoder.\1.ffn_norm."),
+        ],
+    )

@@ -8,7 +8,7 @@ behind one more prefix) and the segmentation head under the original facebookres
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -18,6 +18,6 @@ from . import detr as detr_conv
 
 def from_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     """transformers DetrForSegmentation state dict (either backbone naming) -> ours."""
-    detector = {k[len("detr."):]: v for k, v in state_dict.items() if k.startswith("detr.")}
+    detector = {k[len("detr.") :]: v for k, v in state_dict.items() if k.startswith("detr.")}
     head = {k: v for k, v in state_dict.items() if not k.startswith("detr.")}
     return {**{f"detr.{k}": v for k, v in detr_conv.from_hf(detector).items()}, **head}

@@ -15,7 +15,7 @@ neighbours in the same (row, col) order (0,0), (1,0), (0,1), (1,1) before the me
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -26,8 +26,7 @@ _DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
 
 def _merge_to_next_stage(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     """`layers.S.downsample.*` (end of stage S) -> `layers.{S+1}.downsample.*` (start of stage S+1)."""
-    return {_DOWNSAMPLE.sub(lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", k): v
-            for k, v in state_dict.items()}
+    return {_DOWNSAMPLE.sub(lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", k): v for k, v in state_dict.items()}
 
 
 def from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
@@ -44,18 +43,21 @@ def from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 def from_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     """transformers SwinForImageClassification file (Hub key names) -> ours."""
     sd = drop(state_dict, [r"\.relative_position_index$"])
-    sd = rename(sd, [
-        (r"^swin\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-        (r"^swin\.embeddings\.norm\.", "patch_embed.norm."),
-        (r"^swin\.encoder\.layers\.", "layers."),
-        (r"\.layernorm_before\.", ".norm1."),
-        (r"\.attention\.self\.", ".attn."),  # query/key/value and relative_position_bias_table
-        (r"\.attention\.output\.dense\.", ".attn.proj."),
-        (r"\.layernorm_after\.", ".norm2."),
-        (r"\.intermediate\.dense\.", ".mlp.fc1."),
-        (r"\.output\.dense\.", ".mlp.fc2."),
-        (r"^swin\.layernorm\.", "norm."),
-        (r"^classifier\.", "head.fc."),
-    ])
+    sd = rename(
+        sd,
+        [
+            (r"^swin\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+            (r"^swin\.embeddings\.norm\.", "patch_embed.norm."),
+            (r"^swin\.encoder\.layers\.", "layers."),
+            (r"\.layernorm_before\.", ".norm1."),
+            (r"\.attention\.self\.", ".attn."),  # query/key/value and relative_position_bias_table
+            (r"\.attention\.output\.dense\.", ".attn.proj."),
+            (r"\.layernorm_after\.", ".norm2."),
+            (r"\.intermediate\.dense\.", ".mlp.fc1."),
+            (r"\.output\.dense\.", ".mlp.fc2."),
+            (r"^swin\.layernorm\.", "norm."),
+            (r"^classifier\.", "head.fc."),
+        ],
+    )
     sd = merge_qkv(sd, "{}.attn.query", "{}.attn.key", "{}.attn.value", "{}.attn.qkv")
     return _merge_to_next_stage(sd)

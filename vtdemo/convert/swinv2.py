@@ -16,7 +16,8 @@ No tensor is reordered (all three concatenate the 2x2 neighbours in the same ord
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -41,21 +42,24 @@ def from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 def from_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     """transformers Swinv2ForImageClassification file (Hub key names) -> ours."""
     sd = drop(state_dict, _DERIVED)
-    sd = rename(sd, [
-        (r"^swinv2\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-        (r"^swinv2\.embeddings\.norm\.", "patch_embed.norm."),
-        (r"^swinv2\.encoder\.layers\.", "layers."),
-        (r"\.attention\.self\.query\.bias$", ".attn.q_bias"),
-        (r"\.attention\.self\.value\.bias$", ".attn.v_bias"),
-        (r"\.attention\.self\.continuous_position_bias_mlp\.", ".attn.cpb_mlp."),
-        (r"\.attention\.self\.", ".attn."),  # query/key/value weights and logit_scale
-        (r"\.attention\.output\.dense\.", ".attn.proj."),
-        (r"\.layernorm_before\.", ".norm1."),
-        (r"\.layernorm_after\.", ".norm2."),
-        (r"\.intermediate\.dense\.", ".mlp.fc1."),
-        (r"\.output\.dense\.", ".mlp.fc2."),
-        (r"^swinv2\.layernorm\.", "norm."),
-        (r"^classifier\.", "head.fc."),
-    ])
+    sd = rename(
+        sd,
+        [
+            (r"^swinv2\.embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+            (r"^swinv2\.embeddings\.norm\.", "patch_embed.norm."),
+            (r"^swinv2\.encoder\.layers\.", "layers."),
+            (r"\.attention\.self\.query\.bias$", ".attn.q_bias"),
+            (r"\.attention\.self\.value\.bias$", ".attn.v_bias"),
+            (r"\.attention\.self\.continuous_position_bias_mlp\.", ".attn.cpb_mlp."),
+            (r"\.attention\.self\.", ".attn."),  # query/key/value weights and logit_scale
+            (r"\.attention\.output\.dense\.", ".attn.proj."),
+            (r"\.layernorm_before\.", ".norm1."),
+            (r"\.layernorm_after\.", ".norm2."),
+            (r"\.intermediate\.dense\.", ".mlp.fc1."),
+            (r"\.output\.dense\.", ".mlp.fc2."),
+            (r"^swinv2\.layernorm\.", "norm."),
+            (r"^classifier\.", "head.fc."),
+        ],
+    )
     sd = merge_qkv(sd, "{}.attn.query", "{}.attn.key", "{}.attn.value", "{}.attn.qkv")  # weights only now
     return _merge_to_next_stage(sd)

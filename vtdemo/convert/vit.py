@@ -8,7 +8,7 @@ transformers' own timm->HF conversion script splits them.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 
@@ -24,21 +24,24 @@ def from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
 def from_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     """transformers ViTForImageClassification / DeiTForImageClassification(WithTeacher) -> ours."""
     sd = drop(state_dict, [r"\.pooler\.", r"embeddings\.mask_token$"])
-    sd = rename(sd, [
-        (r"^(vit|deit)\.", ""),
-        (r"^embeddings\.cls_token$", "cls_token"),
-        (r"^embeddings\.distillation_token$", "dist_token"),
-        (r"^embeddings\.position_embeddings$", "pos_embed"),
-        (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-        (r"^encoder\.layer\.(\d+)\.", r"blocks.\1."),
-        (r"\.layernorm_before\.", ".norm1."),
-        (r"\.layernorm_after\.", ".norm2."),
-        (r"\.attention\.attention\.", ".attn."),
-        (r"\.attention\.output\.dense\.", ".attn.proj."),
-        (r"\.intermediate\.dense\.", ".mlp.fc1."),
-        (r"\.output\.dense\.", ".mlp.fc2."),
-        (r"^layernorm\.", "norm."),
-        (r"^(classifier|cls_classifier)\.", "head."),
-        (r"^distillation_classifier\.", "head_dist."),
-    ])
+    sd = rename(
+        sd,
+        [
+            (r"^(vit|deit)\.", ""),
+            (r"^embeddings\.cls_token$", "cls_token"),
+            (r"^embeddings\.distillation_token$", "dist_token"),
+            (r"^embeddings\.position_embeddings$", "pos_embed"),
+            (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
+            (r"^encoder\.layer\.(\d+)\.", r"blocks.\1."),
+            (r"\.layernorm_before\.", ".norm1."),
+            (r"\.layernorm_after\.", ".norm2."),
+            (r"\.attention\.attention\.", ".attn."),
+            (r"\.attention\.output\.dense\.", ".attn.proj."),
+            (r"\.intermediate\.dense\.", ".mlp.fc1."),
+            (r"\.output\.dense\.", ".mlp.fc2."),
+            (r"^layernorm\.", "norm."),
+            (r"^(classifier|cls_classifier)\.", "head."),
+            (r"^distillation_classifier\.", "head_dist."),
+        ],
+    )
     return merge_qkv(sd, "{}.attn.query", "{}.attn.key", "{}.attn.value", "{}.attn.qkv")

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("exact", "fast")
 
 
-def make_fast(exact: "LoadedModel") -> "LoadedModel":
+def make_fast(exact: LoadedModel) -> LoadedModel:
     """The fast twin of an exact LoadedModel (shares its PyTorch module; converts nothing yet)."""
     from .fast import FastModel, choose
 
@@ -36,7 +37,7 @@ def make_fast(exact: "LoadedModel") -> "LoadedModel":
     return dataclasses.replace(exact, model=model, precision="fast")
 
 
-def exact_model(loaded: "LoadedModel") -> "LoadedModel":
+def exact_model(loaded: LoadedModel) -> LoadedModel:
     """The exact (fp32 PyTorch, parity-tested) version of a loaded model; itself if it is exact already."""
     from .fast import FastModel
 
@@ -45,7 +46,7 @@ def exact_model(loaded: "LoadedModel") -> "LoadedModel":
     return loaded
 
 
-def runtime_info(loaded: "LoadedModel") -> dict[str, Any]:
+def runtime_info(loaded: LoadedModel) -> dict[str, Any]:
     """Which engine and precision produce this model's outputs (the `runtime` field of every JSON result).
 
     {"precision": "exact" | "fast", "engine": "pytorch" | "openvino", "version": str, "dtype": "f32" | "bf16" |
@@ -60,19 +61,23 @@ def runtime_info(loaded: "LoadedModel") -> dict[str, Any]:
     import os
 
     cuda_half = loaded.device.type == "cuda" and os.environ.get("VTDEMO_AUTOCAST", "1") != "0"
-    return {"precision": "exact", "engine": "pytorch", "version": torch.__version__,
-            "dtype": "fp16" if cuda_half else "f32", "device": str(loaded.device)}
+    return {
+        "precision": "exact",
+        "engine": "pytorch",
+        "version": torch.__version__,
+        "dtype": "fp16" if cuda_half else "f32",
+        "device": str(loaded.device),
+    }
 
 
-def describe(loaded: "LoadedModel") -> str:
+def describe(loaded: LoadedModel) -> str:
     """One line for a footer, e.g. 'OpenVINO 2026.4.1 bf16 on cpu (fast)' or 'PyTorch 2.14.1 f32 on cpu (exact)'."""
     info = runtime_info(loaded)
     name = {"openvino": "OpenVINO", "pytorch": "PyTorch"}[info["engine"]]
     return f"{name} {info['version']} {info['dtype']} on {info['device']} ({info['precision']})"
 
 
-def prepare(loaded: "LoadedModel", with_attention: bool = True,
-            progress: Callable[[str], None] | None = None) -> None:
+def prepare(loaded: LoadedModel, with_attention: bool = True, progress: Callable[[str], None] | None = None) -> None:
     """Convert and compile the fast graphs now (DETR: the one with attention outputs, and the plain one if
     `with_attention` is False); nothing to do for exact models or PyTorch engines."""
     from .fast import FastModel
@@ -81,7 +86,7 @@ def prepare(loaded: "LoadedModel", with_attention: bool = True,
         loaded.model.prepare(with_attention, progress)
 
 
-def preconvert(model: str, progress: Callable[[str], None] | None = None) -> "LoadedModel":
+def preconvert(model: str, progress: Callable[[str], None] | None = None) -> LoadedModel:
     """Load `model` with precision "fast" and convert every graph the app uses into the engine cache."""
     from .. import hub
 

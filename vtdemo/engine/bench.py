@@ -36,10 +36,9 @@ def _loaded_classifier(family: str) -> tuple[Any, Any]:
     import timm
 
     from .. import labels, preprocess
-    from ..hub import LoadedModel
-
     from ..convert import swin as swin_conv
     from ..convert import vit as vit_conv
+    from ..hub import LoadedModel
     from ..models import swin, vit
 
     conv: Any = vit_conv if family == "vit" else swin_conv
@@ -51,8 +50,16 @@ def _loaded_classifier(family: str) -> tuple[Any, Any]:
     ours = ctor(cfg).eval().requires_grad_(False)
     ours.load_state_dict(conv.from_timm(ref.state_dict()), strict=True)
     prep = preprocess.config_from_timm(ref.pretrained_cfg)
-    loaded = LoadedModel(id=f"bench/{name}", family=family, format="timm", model=ours, config=cfg,
-                         labels=labels.for_classes(1000, None), preprocess=prep, device=torch.device("cpu"))
+    loaded = LoadedModel(
+        id=f"bench/{name}",
+        family=family,
+        format="timm",
+        model=ours,
+        config=cfg,
+        labels=labels.for_classes(1000, None),
+        preprocess=prep,
+        device=torch.device("cpu"),
+    )
     return ref, loaded
 
 
@@ -66,17 +73,27 @@ def _loaded_detr() -> tuple[Any, Any, Any]:
     from ..hub import LoadedModel
     from ..models import detr
 
-    config: Any = transformers.DetrConfig(use_timm_backbone=True, use_pretrained_backbone=False,  # type: ignore
-                                          backbone="resnet50")
+    config: Any = transformers.DetrConfig(
+        use_timm_backbone=True,
+        use_pretrained_backbone=False,  # type: ignore
+        backbone="resnet50",
+    )
     ref = transformers.DetrForObjectDetection(config).eval()
     cfg = detr.config_from_hf(ref.config.to_dict())
     ours = detr.DETR(cfg).eval().requires_grad_(False)
     ours.load_state_dict(conv.from_hf(_saved_state_dict(ref)), strict=True)
     pp: dict[str, Any] = {"size": {"shortest_edge": 800, "longest_edge": 1333}, "resample": 2}
     processor: Any = transformers.DetrImageProcessor(size=pp["size"], resample=2)
-    loaded = LoadedModel(id="bench/detr-resnet-50", family="detr", format="transformers", model=ours, config=cfg,
-                         labels=labels.for_classes(cfg.num_classes, None, detection=True),
-                         preprocess=preprocess.config_from_hf(pp, detr=True), device=torch.device("cpu"))
+    loaded = LoadedModel(
+        id="bench/detr-resnet-50",
+        family="detr",
+        format="transformers",
+        model=ours,
+        config=cfg,
+        labels=labels.for_classes(cfg.num_classes, None, detection=True),
+        preprocess=preprocess.config_from_hf(pp, detr=True),
+        device=torch.device("cpu"),
+    )
     return ref, processor, loaded
 
 
@@ -90,6 +107,7 @@ def _fast(loaded: Any) -> Any:
 
 def _with_engine_cache(fn: Any) -> Any:
     """Run `fn` with a temporary engine cache (bench models are random, never worth keeping)."""
+
     def wrapped(runs: int) -> Any:
         old = os.environ.get("VTDEMO_ENGINE_CACHE")
         with tempfile.TemporaryDirectory(prefix="vtdemo-bench-engine-") as d:
@@ -101,6 +119,7 @@ def _with_engine_cache(fn: Any) -> Any:
                     os.environ.pop("VTDEMO_ENGINE_CACHE", None)
                 else:
                     os.environ["VTDEMO_ENGINE_CACHE"] = old
+
     return wrapped
 
 
@@ -122,8 +141,14 @@ def bench_fast(runs: int) -> list[Any]:
         def timm_e2e(ref: Any = ref, transform: Any = transform) -> Any:
             return ref(transform(photo)[None]).softmax(-1).topk(5)
 
-        e, f, r = _median_ms([functools.partial(pipeline.classify, photo, exact),
-                              functools.partial(pipeline.classify, photo, fast), timm_e2e], runs)
+        e, f, r = _median_ms(
+            [
+                functools.partial(pipeline.classify, photo, exact),
+                functools.partial(pipeline.classify, photo, fast),
+                timm_e2e,
+            ],
+            runs,
+        )
         rows += [Timing(f"{label} exact", e, r, "timm fp32"), Timing(f"{label} fast", f, r, "timm fp32")]
         del ref, exact, fast
     ref, processor, exact = _loaded_detr()
@@ -136,10 +161,13 @@ def bench_fast(runs: int) -> list[Any]:
         return processor.post_process_object_detection(out, threshold=0.7, target_sizes=[street.size[::-1]])
 
     n = max(3, runs // 2)
-    e, f, r = _median_ms([lambda: pipeline.detect(street, exact), lambda: pipeline.detect(street, fast), hf_e2e],
-                         n, warmup=1)
-    return rows + [Timing("DETR-R50 800 detect exact", e, r, "transformers fp32"),
-                   Timing("DETR-R50 800 detect fast", f, r, "transformers fp32")]
+    e, f, r = _median_ms(
+        [lambda: pipeline.detect(street, exact), lambda: pipeline.detect(street, fast), hf_e2e], n, warmup=1
+    )
+    return rows + [
+        Timing("DETR-R50 800 detect exact", e, r, "transformers fp32"),
+        Timing("DETR-R50 800 detect fast", f, r, "transformers fp32"),
+    ]
 
 
 @_with_engine_cache
@@ -152,8 +180,9 @@ def bench_webcam(runs: int) -> list[Any]:
     from ..bench import Timing, _median_ms
 
     _, _, exact = _loaded_detr()
-    exact = dataclasses.replace(exact, preprocess=dataclasses.replace(exact.preprocess, shortest_edge=384,
-                                                                      longest_edge=round(384 * 1333 / 800)))
+    exact = dataclasses.replace(
+        exact, preprocess=dataclasses.replace(exact.preprocess, shortest_edge=384, longest_edge=round(384 * 1333 / 800))
+    )
     fast = _fast(exact)
     frame = Image.fromarray(np.random.default_rng(0).integers(0, 255, size=(480, 640, 3), dtype=np.uint8))
 

@@ -19,8 +19,9 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,19 @@ def weights_identity(path: Path | None) -> dict[str, Any]:
     return {"weights": str(real), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def entry_key(model_id: str, weights: Path | None, runtime: str, version: str, graph: str,
-              shapes: str) -> dict[str, Any]:
+def entry_key(
+    model_id: str, weights: Path | None, runtime: str, version: str, graph: str, shapes: str
+) -> dict[str, Any]:
     """The full key of one converted graph (a JSON-able dict)."""
-    return {"model": model_id, **weights_identity(weights), "runtime": runtime, "runtime_version": version,
-            "graph": graph, "graph_format": GRAPH_FORMAT, "shapes": shapes}
+    return {
+        "model": model_id,
+        **weights_identity(weights),
+        "runtime": runtime,
+        "runtime_version": version,
+        "graph": graph,
+        "graph_format": GRAPH_FORMAT,
+        "shapes": shapes,
+    }
 
 
 def entry_dir(key: dict[str, Any]) -> Path:

@@ -24,9 +24,10 @@ import functools
 import logging
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -58,7 +59,7 @@ def _torch_cpu_bf16() -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def choose(device: str) -> EngineChoice:
     """The fast engine for a device ("cpu", "cuda", "cuda:0", "mps"); decided once per process and device."""
     kind = torch.device(device).type
@@ -77,24 +78,37 @@ def choose(device: str) -> EngineChoice:
     elif engine != "pytorch" and openvino_runtime.available():
         bf16 = "BF16" in openvino_runtime.cpu_capabilities()
         why = "the CPU has bf16 units" if bf16 else "the CPU has no bf16 units"
-        choice = EngineChoice("openvino", openvino_runtime.version(), dtype or ("bf16" if bf16 else "f32"), device,
-                              f"OpenVINO on CPU, {why}" + forced)
+        choice = EngineChoice(
+            "openvino",
+            openvino_runtime.version(),
+            dtype or ("bf16" if bf16 else "f32"),
+            device,
+            f"OpenVINO on CPU, {why}" + forced,
+        )
     else:
         if engine is None:
             log.warning("fast precision: OpenVINO is not installed (pip install openvino), using PyTorch autocast")
         bf16 = _torch_cpu_bf16()
-        choice = EngineChoice("pytorch", torch.__version__, dtype or ("bf16" if bf16 else "f32"), device,
-                              "PyTorch on CPU" + (" (OpenVINO not installed)" if engine is None else forced))
-    log.info("fast precision on %s: %s %s %s (%s)", device, choice.engine, choice.version, choice.dtype,
-             choice.reason)
+        choice = EngineChoice(
+            "pytorch",
+            torch.__version__,
+            dtype or ("bf16" if bf16 else "f32"),
+            device,
+            "PyTorch on CPU" + (" (OpenVINO not installed)" if engine is None else forced),
+        )
+    log.info("fast precision on %s: %s %s %s (%s)", device, choice.engine, choice.version, choice.dtype, choice.reason)
     return choice
 
 
 def dtype_for(choice: EngineChoice, family: str) -> str:
     """The dtype one model family runs at: the device's choice, except DETR on the OpenVINO CPU path, which stays
     f32 unless VTDEMO_FAST_DTYPE asks otherwise (the fidelity guard failed for bf16 DETR class probabilities)."""
-    if (family == "detr" and choice.engine == "openvino" and choice.dtype == "bf16"
-            and not os.environ.get("VTDEMO_FAST_DTYPE")):
+    if (
+        family == "detr"
+        and choice.engine == "openvino"
+        and choice.dtype == "bf16"
+        and not os.environ.get("VTDEMO_FAST_DTYPE")
+    ):
         return "f32"
     return choice.dtype
 
@@ -109,8 +123,9 @@ def _floats(out: Any) -> Any:
     if isinstance(out, ClassifierOutput):
         out.logits = out.logits.float()
         if out.attentions is not None:
-            out.attentions = [replace(a, attn=a.attn.float()) if hasattr(a, "attn") else a.float()
-                              for a in out.attentions]
+            out.attentions = [
+                replace(a, attn=a.attn.float()) if hasattr(a, "attn") else a.float() for a in out.attentions
+            ]
         return out
     for name in ("logits", "boxes"):
         setattr(out, name, getattr(out, name).float())
@@ -126,8 +141,9 @@ class FastModel(nn.Module):
     exact: the PyTorch module (fp32, the parity-tested path); it also runs whenever gradients are enabled.
     """
 
-    def __init__(self, exact: nn.Module, family: str, model_id: str, weights: Path | None,
-                 choice: EngineChoice) -> None:
+    def __init__(
+        self, exact: nn.Module, family: str, model_id: str, weights: Path | None, choice: EngineChoice
+    ) -> None:
         super().__init__()
         self.exact = exact
         self.family = family
@@ -135,8 +151,13 @@ class FastModel(nn.Module):
         self.weights = weights
         self.choice = replace(choice, dtype=dtype_for(choice, family))
         if self.choice.dtype != choice.dtype:
-            log.info("%s: fast precision runs %s %s (not %s): see vtdemo.engine.fast.dtype_for", model_id,
-                     choice.engine, self.choice.dtype, choice.dtype)
+            log.info(
+                "%s: fast precision runs %s %s (not %s): see vtdemo.engine.fast.dtype_for",
+                model_id,
+                choice.engine,
+                self.choice.dtype,
+                choice.dtype,
+            )
         self._graphs: dict[bool, openvino_runtime.CompiledGraph] = {}
         self._lock = threading.Lock()
         self._told_gradients = False
@@ -150,14 +171,14 @@ class FastModel(nn.Module):
         # and one copy of the weights); DETR: the 800-px encoder maps are ~140 MB, so detection alone has its own.
         return True if self.family != "detr" else return_attn
 
-    def graph(self, return_attn: bool, progress: Callable[[str], None] | None = None
-              ) -> openvino_runtime.CompiledGraph:
+    def graph(self, return_attn: bool, progress: Callable[[str], None] | None = None) -> openvino_runtime.CompiledGraph:
         """The compiled OpenVINO graph (converted or read from the engine cache on first use)."""
         kind = self._graph_kind(return_attn)
         with self._lock:
             if kind not in self._graphs:
-                self._graphs[kind] = openvino_runtime.load_graph(self.model_id, self.weights, self.family,
-                                                                 self.exact, kind, self.choice.dtype, progress)
+                self._graphs[kind] = openvino_runtime.load_graph(
+                    self.model_id, self.weights, self.family, self.exact, kind, self.choice.dtype, progress
+                )
             return self._graphs[kind]
 
     def prepare(self, return_attn: bool = True, progress: Callable[[str], None] | None = None) -> None:
@@ -179,8 +200,11 @@ class FastModel(nn.Module):
     def forward(self, *inputs: torch.Tensor, return_attn: bool = False, return_tokens: bool = False) -> Any:
         if torch.is_grad_enabled() or return_tokens or not self._trained_shape(inputs[0]):
             if not self._told_gradients:
-                log.info("%s: gradients, block outputs or another input size asked for: running the exact PyTorch "
-                         "fp32 model", self.model_id)
+                log.info(
+                    "%s: gradients, block outputs or another input size asked for: running the exact PyTorch "
+                    "fp32 model",
+                    self.model_id,
+                )
                 self._told_gradients = True
             extra = {"return_tokens": True} if return_tokens else {}
             return self.exact(*inputs, return_attn=return_attn, **extra)

@@ -45,17 +45,24 @@ def detr_gaps(exact: Any, fast: Any, image: Image.Image, threshold: float = 0.7)
     a, b = pipeline.run_detr(exact, image), pipeline.run_detr(fast, image)
     ka = postprocess.select(a.scored, threshold).tolist()
     kb = postprocess.select(b.scored, threshold).tolist()
-    out: dict[str, float | bool | int] = {"same_set": sorted(ka) == sorted(kb), "detections": len(ka),
-                                          "box_px": 0.0, "decoder_map": 0.0, "encoder_map": 0.0}
+    out: dict[str, float | bool | int] = {
+        "same_set": sorted(ka) == sorted(kb),
+        "detections": len(ka),
+        "box_px": 0.0,
+        "decoder_map": 0.0,
+        "encoder_map": 0.0,
+    }
     w, h = image.size
     for q in ka:
         out["box_px"] = max(out["box_px"], float((a.scored.boxes[q] - b.scored.boxes[q]).abs().max()))
-        out["decoder_map"] = max(out["decoder_map"], _map_gap(ex.decoder_attention(a.output, q),
-                                                              ex.decoder_attention(b.output, q)))
+        out["decoder_map"] = max(
+            out["decoder_map"], _map_gap(ex.decoder_attention(a.output, q), ex.decoder_attention(b.output, q))
+        )
         x0, y0, x1, y1 = a.scored.boxes[q].tolist()
         point = (min(max((x0 + x1) / 2 / w, 0.0), 0.999), min(max((y0 + y1) / 2 / h, 0.0), 0.999))
-        out["encoder_map"] = max(out["encoder_map"], _map_gap(ex.encoder_attention(a.output, point),
-                                                              ex.encoder_attention(b.output, point)))
+        out["encoder_map"] = max(
+            out["encoder_map"], _map_gap(ex.encoder_attention(a.output, point), ex.encoder_attention(b.output, point))
+        )
     return out
 
 
@@ -63,5 +70,9 @@ def within_guard(gaps: dict[str, Any]) -> bool:
     """True if one photo's gaps (either kind) meet the bar in `GUARD`."""
     if "top5_same" in gaps:
         return bool(gaps["top5_same"]) and gaps["dp"] <= GUARD["dp"] and gaps["map"] <= GUARD["map"]
-    return (bool(gaps["same_set"]) and gaps["box_px"] <= GUARD["box_px"] and gaps["decoder_map"] <= GUARD["map"]
-            and gaps["encoder_map"] <= GUARD["map"])
+    return (
+        bool(gaps["same_set"])
+        and gaps["box_px"] <= GUARD["box_px"]
+        and gaps["decoder_map"] <= GUARD["map"]
+        and gaps["encoder_map"] <= GUARD["map"]
+    )

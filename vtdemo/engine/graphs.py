@@ -18,7 +18,8 @@ transformers' ONNX exports); here the modules are ours and the outputs are our r
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -104,11 +105,12 @@ def detr_output(model: nn.Module, arrays: Sequence[Tensor], return_attn: bool):
     from ..models.detr import DetrOutput
 
     logits, boxes, mask = arrays[0], arrays[1], arrays[2] > 0.5  # mask [B, h, w] bool
-    out = DetrOutput(logits=logits, boxes=boxes, feature_size=(int(mask.shape[1]), int(mask.shape[2])),
-                     feature_mask=mask)
+    out = DetrOutput(
+        logits=logits, boxes=boxes, feature_size=(int(mask.shape[1]), int(mask.shape[2])), feature_mask=mask
+    )
     if return_attn:
         cfg: Any = model.cfg
         E, D = int(cfg.encoder_layers), int(cfg.decoder_layers)
         rest = list(arrays[3:])
-        out.encoder_attn, out.decoder_self_attn, out.decoder_cross_attn = rest[:E], rest[E:E + D], rest[E + D:]
+        out.encoder_attn, out.decoder_self_attn, out.decoder_cross_attn = rest[:E], rest[E : E + D], rest[E + D :]
     return out

@@ -23,8 +23,9 @@ import queue
 import threading
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,11 +64,15 @@ def shape_policy(family: str, model: nn.Module) -> str:
     return f"static-{size}x{size}-batch-dynamic"
 
 
-def _trace_inputs(family: str, model: nn.Module, return_attn: bool
-                  ) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[tuple[str, list[int]]]]:
+def _trace_inputs(
+    family: str, model: nn.Module, return_attn: bool
+) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[tuple[str, list[int]]]]:
     if family == "detr":
-        return (graphs.DetrGraph(model, return_attn), graphs.detr_example(),
-                [("pixel_values", [-1, 3, -1, -1]), ("pixel_mask", [-1, -1, -1])])
+        return (
+            graphs.DetrGraph(model, return_attn),
+            graphs.detr_example(),
+            [("pixel_values", [-1, 3, -1, -1]), ("pixel_mask", [-1, -1, -1])],
+        )
     x = graphs.classifier_example(model)
     return graphs.ClassifierGraph(model, return_attn), (x,), [("x", [-1, *x.shape[1:]])]
 
@@ -117,21 +122,31 @@ def _ov_core() -> Any:
         return _core
 
 
-def load_graph(model_id: str, weights: Path | None, family: str, model: nn.Module, return_attn: bool,
-               hint: str, progress: Callable[[str], None] | None = None) -> CompiledGraph:
+def load_graph(
+    model_id: str,
+    weights: Path | None,
+    family: str,
+    model: nn.Module,
+    return_attn: bool,
+    hint: str,
+    progress: Callable[[str], None] | None = None,
+) -> CompiledGraph:
     """The compiled graph of `model`: read from the engine cache, or converted (and cached) first.
 
     hint: "bf16" or "f32" (OpenVINO's INFERENCE_PRECISION_HINT). A cache entry OpenVINO cannot read is removed and
     rebuilt once; a failing conversion raises (the caller reports it: no silent fallback).
     """
-    key = cache.entry_key(model_id, weights, "openvino", version(), "attn" if return_attn else "plain",
-                          shape_policy(family, model))
+    key = cache.entry_key(
+        model_id, weights, "openvino", version(), "attn" if return_attn else "plain", shape_policy(family, model)
+    )
     core = _ov_core()
     for attempt in (1, 2):
         folder = cache.lookup(key)
         if folder is None:
-            message = (f"converting {model_id} to OpenVINO ({'with' if return_attn else 'without'} attention "
-                       f"outputs), once; cached in {cache.cache_root()}")
+            message = (
+                f"converting {model_id} to OpenVINO ({'with' if return_attn else 'without'} attention "
+                f"outputs), once; cached in {cache.cache_root()}"
+            )
             log.info(message)
             if progress is not None:
                 progress(message)
@@ -140,8 +155,7 @@ def load_graph(model_id: str, weights: Path | None, family: str, model: nn.Modul
             log.info("converted %s in %.1f s", model_id, time.perf_counter() - t0)
         try:
             ir = core.read_model(str(folder / "model.xml"))
-            compiled = core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": hint,
-                                                      "PERFORMANCE_HINT": "LATENCY"})
+            compiled = core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
             return CompiledGraph(compiled)
         except RuntimeError as exc:  # a damaged IR that passed the size check
             if attempt == 2:

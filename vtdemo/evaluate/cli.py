@@ -25,21 +25,35 @@ EXIT_IMAGE = 1  # some images were skipped
 def _common(p: argparse.ArgumentParser, default_model: str, methods: bool) -> None:
     p.add_argument("--model", default=default_model, help=f"repo id, repo@revision or folder (default {default_model})")
     if methods:
-        p.add_argument("--methods",
-                       help="comma-separated explanation methods (as in `explain --method`; default: every method "
-                            "of the model's family that needs no point), plus the controls 'edge' (an input-only "
-                            "edge detector) and 'random'")
-    p.add_argument("--images", type=Path, required=True, metavar="DIR",
-                   help="folder of images, read recursively in sorted order of their relative paths")
+        p.add_argument(
+            "--methods",
+            help="comma-separated explanation methods (as in `explain --method`; default: every method "
+            "of the model's family that needs no point), plus the controls 'edge' (an input-only "
+            "edge detector) and 'random'",
+        )
+    p.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder of images, read recursively in sorted order of their relative paths",
+    )
     p.add_argument("--out", type=Path, metavar="FILE.jsonl", help="stream one JSON line per result into FILE")
     p.add_argument("--resume", action="store_true", help="continue --out: skip what it already holds")
     p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--batch-size", type=int,
-                   help="inputs per forward pass (default: 16 perturbed copies; 2 images for coco, as DETR's eval)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="inputs per forward pass (default: 16 perturbed copies; 2 images for coco, as DETR's eval)",
+    )
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: the best available)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--engine", choices=("local", "ray"), default="local",
-                   help="local (default) or ray: Ray Data maps the evaluation over batches (pip install 'ray[data]')")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local (default) or ray: Ray Data maps the evaluation over batches (pip install 'ray[data]')",
+    )
     p.add_argument("--ray-actors", type=int, default=1, help="--engine ray: model replicas (Ray actors), default 1")
 
 
@@ -51,20 +65,32 @@ def add_evaluate_parser(sub: Any) -> None:
     proto = ev.add_subparsers(dest="protocol", required=True)
     f = proto.add_parser("faithfulness", help="positive / negative perturbation AUC (Chefer et al. CVPR 2021)")
     _common(f, DEFAULT_VIT, methods=True)
-    f.add_argument("--labels", type=Path, help="ground-truth classes: JSON {file_name: index} or 'file_name index' "
-                   "lines (default: the predicted class is the target)")
+    f.add_argument(
+        "--labels",
+        type=Path,
+        help="ground-truth classes: JSON {file_name: index} or 'file_name index' "
+        "lines (default: the predicted class is the target)",
+    )
     f.add_argument("--seed", type=int, default=0, help="seed of the random baseline")
     r = proto.add_parser("randomisation", help="cascading parameter randomisation (Adebayo et al. NeurIPS 2018)")
     _common(r, DEFAULT_VIT, methods=True)
     r.add_argument("--seed", type=int, default=0, help="seed of the random weights")
-    r.add_argument("--threshold", type=float, default=0.5,
-                   help="a map whose Spearman correlation with the original stays >= this after every block is "
-                        "randomised fails the check (default 0.5)")
+    r.add_argument(
+        "--threshold",
+        type=float,
+        default=0.5,
+        help="a map whose Spearman correlation with the original stays >= this after every block is "
+        "randomised fails the check (default 0.5)",
+    )
     c = proto.add_parser("coco", help="COCO box AP of a DETR model (pycocotools)")
     _common(c, DEFAULT_DETR, methods=False)
     c.add_argument("--annotations", type=Path, required=True, metavar="FILE.json", help="COCO instances file")
-    c.add_argument("--detections", type=Path, metavar="FILE.json",
-                   help="write the detections in COCO results format (default: next to --out, .detections.json)")
+    c.add_argument(
+        "--detections",
+        type=Path,
+        metavar="FILE.json",
+        help="write the detections in COCO results format (default: next to --out, .detections.json)",
+    )
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -109,8 +135,9 @@ def _methods(loaded: Any, text: str | None) -> list[str]:
         if m in NEEDS_POINT:
             raise VtdemoError(f"method '{m}' needs a point in each image: not available for a folder")
         if known is not None and m not in known and m not in CONTROLS:
-            raise VtdemoError(f"method '{m}' does not apply to {loaded.family}; choose from "
-                              f"{', '.join((*known, *CONTROLS))}")
+            raise VtdemoError(
+                f"method '{m}' does not apply to {loaded.family}; choose from {', '.join((*known, *CONTROLS))}"
+            )
     if not methods:
         raise VtdemoError("--methods is empty")
     return methods
@@ -126,8 +153,16 @@ def _classifier(args: argparse.Namespace) -> Any:
     return loaded
 
 
-def _execute(protocol: str, args: argparse.Namespace, names: list[str], parts: list[str], options: dict[str, Any],
-             loaded: Any, sink: Any, batch_size: int = 1) -> Any:
+def _execute(
+    protocol: str,
+    args: argparse.Namespace,
+    names: list[str],
+    parts: list[str],
+    options: dict[str, Any],
+    loaded: Any,
+    sink: Any,
+    batch_size: int = 1,
+) -> Any:
     """Run the protocol's work (`vtdemo.evaluate.work`) over the images on the chosen engine; the sink is closed."""
     from .runner import run_local
     from .work import BUILDERS
@@ -136,8 +171,18 @@ def _execute(protocol: str, args: argparse.Namespace, names: list[str], parts: l
         if args.engine == "ray":
             from .ray_engine import run_ray
 
-            return run_ray(protocol, names, args.images, parts, options, sink, args.model, args.device, batch_size,
-                           actors=args.ray_actors)
+            return run_ray(
+                protocol,
+                names,
+                args.images,
+                parts,
+                options,
+                sink,
+                args.model,
+                args.device,
+                batch_size,
+                actors=args.ray_actors,
+            )
         return run_local(names, args.images, parts, BUILDERS[protocol](loaded, options), sink, protocol, batch_size)
     finally:
         sink.close()
@@ -160,8 +205,10 @@ def faithfulness(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"model": loaded.id, "images": len(names), "skipped": stats.skipped, "methods": rows}))
     else:
-        print(f"{loaded.id}: perturbation AUC x100 over {_count(len(names) - len(stats.skipped), 'image')} "
-              f"(target: {'labels' if labels else 'predicted class'}; lower positive / higher negative = better)")
+        print(
+            f"{loaded.id}: perturbation AUC x100 over {_count(len(names) - len(stats.skipped), 'image')} "
+            f"(target: {'labels' if labels else 'predicted class'}; lower positive / higher negative = better)"
+        )
         print(f"  {'method':<20} {'images':>6} {'positive':>9} {'negative':>9}")
         for row in rows:
             print(f"  {row['method']:<20} {row['images']:>6} {row['positive_auc']:9.2f} {row['negative_auc']:9.2f}")
@@ -177,8 +224,9 @@ def randomisation(args: argparse.Namespace) -> int:
     loaded = _classifier(args)
     methods = _methods(loaded, args.methods)
     sink = _sink(args, lambda r: (r["image"], r["method"]), loaded.id)
-    stats = _execute("randomisation", args, names, methods, {"seed": args.seed, "threshold": args.threshold},
-                     loaded, sink)
+    stats = _execute(
+        "randomisation", args, names, methods, {"seed": args.seed, "threshold": args.threshold}, loaded, sink
+    )
     wanted = set(names)
     rows = summarise([r for r in sink.records if r["image"] in wanted])
     if args.json:
@@ -186,8 +234,10 @@ def randomisation(args: argparse.Namespace) -> int:
     else:
         print(f"{loaded.id}: cascading randomisation, mean Spearman correlation with the original map per step")
         for row in rows:
-            steps = ", ".join(f"{s} {'n/a' if r is None else f'{r:+.2f}'}"
-                              for s, r in zip(row["steps"], row["mean_spearman"], strict=False))
+            steps = ", ".join(
+                f"{s} {'n/a' if r is None else f'{r:+.2f}'}"
+                for s, r in zip(row["steps"], row["mean_spearman"], strict=False)
+            )
             verdict = "passes" if row["passes"] else "FAILS (the map survives randomised weights)"
             print(f"  {row['method']}: {verdict}; survived on {row['fails']} of {row['images']} images")
             print(f"    {steps}")
@@ -205,15 +255,19 @@ def coco(args: argparse.Namespace) -> int:
     everything = list_images(args.images)
     ids = cc.match_images(annotations, everything)
     if not ids:
-        raise VtdemoError(f"no image in {args.images} has a file_name of {args.annotations} "
-                          f"(first image: {everything[0]}, first file_name: "
-                          f"{annotations['images'][0]['file_name'] if annotations['images'] else 'none'})")
-    names = [n for n in everything if n in ids][:args.limit]
+        raise VtdemoError(
+            f"no image in {args.images} has a file_name of {args.annotations} "
+            f"(first image: {everything[0]}, first file_name: "
+            f"{annotations['images'][0]['file_name'] if annotations['images'] else 'none'})"
+        )
+    names = [n for n in everything if n in ids][: args.limit]
     if len(ids) < len(everything):
         log_note(f"{len(everything) - len(ids)} images in {args.images} are not in the annotations and are ignored")
     if len(ids) < len(annotations["images"]):
-        log_note(f"{len(annotations['images']) - len(ids)} of the {len(annotations['images'])} annotated images are "
-                 f"not in {args.images}: AP is over the images evaluated")
+        log_note(
+            f"{len(annotations['images']) - len(ids)} of the {len(annotations['images'])} annotated images are "
+            f"not in {args.images}: AP is over the images evaluated"
+        )
     loaded = hub.load(args.model, device=args.device)
     if loaded.family != "detr":
         raise VtdemoError(f"{loaded.id} is an image classifier: COCO AP needs a DETR model")
@@ -229,8 +283,9 @@ def coco(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(numbers))
     else:
-        print(f"{loaded.id}: COCO box AP over {_count(len(done), 'image')} ({len(results)} detections, every query "
-              "kept)")
+        print(
+            f"{loaded.id}: COCO box AP over {_count(len(done), 'image')} ({len(results)} detections, every query kept)"
+        )
         print("\n".join(cc.table(numbers)))
         if target is not None:
             print(f"detections (COCO results format): {target}")

@@ -92,8 +92,7 @@ def match_images(annotations: dict[str, Any], names: Sequence[str]) -> dict[str,
     return out
 
 
-def detections(logits: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], image_id: int
-               ) -> list[dict[str, Any]]:
+def detections(logits: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], image_id: int) -> list[dict[str, Any]]:
     """One image's DETR output -> COCO results, one per query (no threshold).
 
     logits: [Q, K+1] (last = no object); boxes: [Q, 4] normalised cxcywh; size: (width, height) of the original image.
@@ -102,8 +101,15 @@ def detections(logits: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
     scores, labels = logits.float().softmax(-1)[:, :-1].max(-1)  # [Q] each
     w, h = size
     xywh = box_convert(boxes.float(), "cxcywh", "xywh") * torch.tensor([w, h, w, h], dtype=torch.float32)  # [Q, 4]
-    return [{"image_id": image_id, "category_id": int(c), "bbox": [round(float(v), 4) for v in b],
-             "score": round(float(s), 6)} for c, b, s in zip(labels, xywh, scores, strict=False)]
+    return [
+        {
+            "image_id": image_id,
+            "category_id": int(c),
+            "bbox": [round(float(v), 4) for v in b],
+            "score": round(float(s), 6),
+        }
+        for c, b, s in zip(labels, xywh, scores, strict=False)
+    ]
 
 
 def _coco(dataset: dict[str, Any]) -> Any:
@@ -116,8 +122,9 @@ def _coco(dataset: dict[str, Any]) -> Any:
     return coco
 
 
-def evaluate(annotations: dict[str, Any], results: Sequence[dict[str, Any]], image_ids: Sequence[int]
-             ) -> dict[str, float]:
+def evaluate(
+    annotations: dict[str, Any], results: Sequence[dict[str, Any]], image_ids: Sequence[int]
+) -> dict[str, float]:
     """COCO box AP of `results` (COCO results format) on the images `image_ids` -> {key: value} for `KEYS`."""
     from pycocotools.cocoeval import COCOeval
 
@@ -138,11 +145,22 @@ def evaluate(annotations: dict[str, Any], results: Sequence[dict[str, Any]], ima
 
 def table(stats: dict[str, float]) -> list[str]:
     """The 12 numbers in pycocotools' own wording."""
-    rows = [("Precision", "0.50:0.95", "all", 100, "AP"), ("Precision", "0.50", "all", 100, "AP50"),
-            ("Precision", "0.75", "all", 100, "AP75"), ("Precision", "0.50:0.95", "small", 100, "APs"),
-            ("Precision", "0.50:0.95", "medium", 100, "APm"), ("Precision", "0.50:0.95", "large", 100, "APl"),
-            ("Recall", "0.50:0.95", "all", 1, "AR1"), ("Recall", "0.50:0.95", "all", 10, "AR10"),
-            ("Recall", "0.50:0.95", "all", 100, "AR100"), ("Recall", "0.50:0.95", "small", 100, "ARs"),
-            ("Recall", "0.50:0.95", "medium", 100, "ARm"), ("Recall", "0.50:0.95", "large", 100, "ARl")]
-    return [f" Average {what:<9} (A{what[0]}) @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3} ] = "
-            f"{stats[key]:.3f}   {key}" for what, iou, area, dets, key in rows]
+    rows = [
+        ("Precision", "0.50:0.95", "all", 100, "AP"),
+        ("Precision", "0.50", "all", 100, "AP50"),
+        ("Precision", "0.75", "all", 100, "AP75"),
+        ("Precision", "0.50:0.95", "small", 100, "APs"),
+        ("Precision", "0.50:0.95", "medium", 100, "APm"),
+        ("Precision", "0.50:0.95", "large", 100, "APl"),
+        ("Recall", "0.50:0.95", "all", 1, "AR1"),
+        ("Recall", "0.50:0.95", "all", 10, "AR10"),
+        ("Recall", "0.50:0.95", "all", 100, "AR100"),
+        ("Recall", "0.50:0.95", "small", 100, "ARs"),
+        ("Recall", "0.50:0.95", "medium", 100, "ARm"),
+        ("Recall", "0.50:0.95", "large", 100, "ARl"),
+    ]
+    return [
+        f" Average {what:<9} (A{what[0]}) @[ IoU={iou:<9} | area={area:>6} | maxDets={dets:>3} ] = "
+        f"{stats[key]:.3f}   {key}"
+        for what, iou, area, dets, key in rows
+    ]

@@ -74,8 +74,14 @@ class FaithfulnessEvaluator:
     loaded: a `vtdemo.hub.LoadedModel` (ViT/DeiT/Swin); methods: pipeline method names plus `CONTROLS`.
     """
 
-    def __init__(self, loaded: Any, methods: Sequence[str], batch_size: int = 16, seed: int = 0,
-                 steps: Sequence[float] = perturbation.STEPS) -> None:
+    def __init__(
+        self,
+        loaded: Any,
+        methods: Sequence[str],
+        batch_size: int = 16,
+        seed: int = 0,
+        steps: Sequence[float] = perturbation.STEPS,
+    ) -> None:
         self.loaded = loaded
         self.methods = method_list(methods)
         self.batch_size = batch_size
@@ -90,8 +96,9 @@ class FaithfulnessEvaluator:
         with inference(self.loaded.device):
             return self.loaded.model(batch.to(self.loaded.device)).logits.float().argmax(-1)  # [B]
 
-    def evaluate(self, name: str, image: Image.Image, label: int | None = None,
-                 methods: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    def evaluate(
+        self, name: str, image: Image.Image, label: int | None = None, methods: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
         """One record per method: {"image", "model", "method", "label", "predicted", "target", "steps",
         "positive", "negative" (hits 0/1 at fraction 0 then each step), "positive_auc", "negative_auc" (x100)}."""
         from ..pipeline import run_classifier
@@ -101,14 +108,25 @@ class FaithfulnessEvaluator:
         predicted = int(run.logits.argmax())
         target = predicted if label is None else int(label)
         maps = method_maps(run, methods, predicted, image_seed(name, self.seed))
-        hits = perturbation.perturbation_hits(self._predict, run.x, maps, target, self.blank, predicted == target,
-                                              self.steps, self.batch_size)
-        return [{"image": name, "model": self.loaded.id, "method": m, "label": label, "predicted": predicted,
-                 "target": target, "steps": [0.0, *self.steps], "positive": hits[m]["positive"],
-                 "negative": hits[m]["negative"],
-                 "positive_auc": round(perturbation.area(hits[m]["positive"], self.steps), 6),
-                 "negative_auc": round(perturbation.area(hits[m]["negative"], self.steps), 6)}
-                for m in methods]
+        hits = perturbation.perturbation_hits(
+            self._predict, run.x, maps, target, self.blank, predicted == target, self.steps, self.batch_size
+        )
+        return [
+            {
+                "image": name,
+                "model": self.loaded.id,
+                "method": m,
+                "label": label,
+                "predicted": predicted,
+                "target": target,
+                "steps": [0.0, *self.steps],
+                "positive": hits[m]["positive"],
+                "negative": hits[m]["negative"],
+                "positive_auc": round(perturbation.area(hits[m]["positive"], self.steps), 6),
+                "negative_auc": round(perturbation.area(hits[m]["negative"], self.steps), 6),
+            }
+            for m in methods
+        ]
 
 
 def summarise(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -116,6 +134,12 @@ def summarise(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     by: dict[str, list[dict[str, Any]]] = {}
     for r in records:
         by.setdefault(r["method"], []).append(r)
-    return [{"method": m, "images": len(rs),
-             "positive_auc": float(np.mean([r["positive_auc"] for r in rs])),
-             "negative_auc": float(np.mean([r["negative_auc"] for r in rs]))} for m, rs in by.items()]
+    return [
+        {
+            "method": m,
+            "images": len(rs),
+            "positive_auc": float(np.mean([r["positive_auc"] for r in rs])),
+            "negative_auc": float(np.mean([r["negative_auc"] for r in rs])),
+        }
+        for m, rs in by.items()
+    ]

@@ -91,8 +91,9 @@ def area(hits: Sequence[float], steps: Sequence[float] = STEPS) -> float:
     return float(np.sum((y[1:] + y[:-1]) * np.diff(x)) / 2 * 100)  # the trapezoid rule, as np.trapz
 
 
-def _jobs(x: torch.Tensor, maps: Mapping[str, torch.Tensor], steps: Sequence[float], blank: torch.Tensor
-          ) -> Iterator[tuple[str, str, int, torch.Tensor]]:
+def _jobs(
+    x: torch.Tensor, maps: Mapping[str, torch.Tensor], steps: Sequence[float], blank: torch.Tensor
+) -> Iterator[tuple[str, str, int, torch.Tensor]]:
     """(method, test, step index, perturbed input [1, 3, H, W]) for every method, test and step, built lazily."""
     H, W = x.shape[-2:]
     counts = removed_counts(H * W, steps)
@@ -104,9 +105,16 @@ def _jobs(x: torch.Tensor, maps: Mapping[str, torch.Tensor], steps: Sequence[flo
                 yield method, test, i, perturb(x, order, count, blank)
 
 
-def perturbation_hits(predict: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
-                      maps: Mapping[str, torch.Tensor], target: int, blank: torch.Tensor, unperturbed_hit: bool,
-                      steps: Sequence[float] = STEPS, batch_size: int = 16) -> dict[str, dict[str, list[int]]]:
+def perturbation_hits(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    maps: Mapping[str, torch.Tensor],
+    target: int,
+    blank: torch.Tensor,
+    unperturbed_hit: bool,
+    steps: Sequence[float] = STEPS,
+    batch_size: int = 16,
+) -> dict[str, dict[str, list[int]]]:
     """Both tests for every map of one image, in batched forward passes.
 
     predict: [B, 3, H, W] normalised inputs -> [B] top-1 class indices. x: [1, 3, H, W] the unperturbed input.

@@ -52,16 +52,24 @@ class RandomisationCurve:
     @property
     def verdict(self) -> str:
         if self.survives:
-            return (f"fails: the {self.method} map survives randomised weights (Spearman {self.final:.2f} with the "
-                    "original), so it does not show what the model uses")
+            return (
+                f"fails: the {self.method} map survives randomised weights (Spearman {self.final:.2f} with the "
+                "original), so it does not show what the model uses"
+            )
         shown = "undefined (constant map)" if self.final is None else f"{self.final:.2f}"
         return f"passes: the {self.method} map changes when the weights are randomised (Spearman {shown})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, "steps": self.steps,
-                "spearman": [None if r is None else round(r, 6) for r in self.spearman],
-                "final_spearman": None if self.final is None else round(self.final, 6), "threshold": self.threshold,
-                "survives": self.survives, "passes": not self.survives, "verdict": self.verdict}
+        return {
+            "method": self.method,
+            "steps": self.steps,
+            "spearman": [None if r is None else round(r, 6) for r in self.spearman],
+            "final_spearman": None if self.final is None else round(self.final, 6),
+            "threshold": self.threshold,
+            "survives": self.survives,
+            "passes": not self.survives,
+            "verdict": self.verdict,
+        }
 
 
 def stages(model: torch.nn.Module, family: str) -> list[tuple[str, list[str]]]:
@@ -115,9 +123,14 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float | None:
     return float(spearmanr(x, y).statistic)
 
 
-def cascading_randomisation(loaded: Any, image: Image.Image, methods: Sequence[str], seed: int = 0,
-                            threshold: float = DEFAULT_THRESHOLD, class_index: int | None = None
-                            ) -> dict[str, RandomisationCurve]:
+def cascading_randomisation(
+    loaded: Any,
+    image: Image.Image,
+    methods: Sequence[str],
+    seed: int = 0,
+    threshold: float = DEFAULT_THRESHOLD,
+    class_index: int | None = None,
+) -> dict[str, RandomisationCurve]:
     """The check for one image: method -> curve (see module docstring).
 
     loaded: a ViT/DeiT/Swin `vtdemo.hub.LoadedModel`; image: RGB; methods: `vtdemo.pipeline` classifier methods
@@ -130,8 +143,13 @@ def cascading_randomisation(loaded: Any, image: Image.Image, methods: Sequence[s
     return randomisation_for_run(run_classifier(loaded, image), methods, seed, threshold, class_index)
 
 
-def randomisation_for_run(run: Any, methods: Sequence[str], seed: int = 0, threshold: float = DEFAULT_THRESHOLD,
-                          class_index: int | None = None) -> dict[str, RandomisationCurve]:
+def randomisation_for_run(
+    run: Any,
+    methods: Sequence[str],
+    seed: int = 0,
+    threshold: float = DEFAULT_THRESHOLD,
+    class_index: int | None = None,
+) -> dict[str, RandomisationCurve]:
     """As `cascading_randomisation`, from a cached `vtdemo.pipeline.ClassifierRun` (what the app keeps per image)."""
     from ..pipeline import run_classifier
     from .faithfulness import method_maps
@@ -167,16 +185,25 @@ def summarise(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
             vals = [r["spearman"][i] for r in rs if r["spearman"][i] is not None]
             means.append(round(sum(vals) / len(vals), 6) if vals else None)
         fails = sum(bool(r["survives"]) for r in rs)
-        out.append({"method": method, "images": len(rs), "steps": steps, "mean_spearman": means, "fails": fails,
-                    "passes": fails * 2 <= len(rs)})
+        out.append(
+            {
+                "method": method,
+                "images": len(rs),
+                "steps": steps,
+                "mean_spearman": means,
+                "fails": fails,
+                "passes": fails * 2 <= len(rs),
+            }
+        )
     return out
 
 
 PALETTE = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (255, 127, 14), (148, 103, 189), (140, 86, 75))
 
 
-def chart(curves: Sequence[Mapping[str, Any]], size: tuple[int, int] = (640, 360),
-          threshold: float = DEFAULT_THRESHOLD) -> Image.Image:
+def chart(
+    curves: Sequence[Mapping[str, Any]], size: tuple[int, int] = (640, 360), threshold: float = DEFAULT_THRESHOLD
+) -> Image.Image:
     """Spearman correlation per randomisation step, one line per method: a white RGB PIL image of `size`.
 
     curves: dicts with "method", "steps" and "spearman" (or "mean_spearman"), e.g. `RandomisationCurve.to_dict()`

@@ -36,8 +36,15 @@ def _import_ray() -> Any:
 class _Evaluate:
     """Ray Data callable class: a batch of {"bytes", "path"} rows -> {"path", "records" (JSON text), "error"}."""
 
-    def __init__(self, protocol: str, model: str, device: str | None, options: dict[str, Any],
-                 names: dict[str, str], missing: dict[str, list[str]]) -> None:
+    def __init__(
+        self,
+        protocol: str,
+        model: str,
+        device: str | None,
+        options: dict[str, Any],
+        names: dict[str, str],
+        missing: dict[str, list[str]],
+    ) -> None:
         from .. import hub
         from .work import BUILDERS
 
@@ -72,13 +79,28 @@ def _init(ray: Any, num_cpus: int | None) -> None:
     env = {k: os.environ[k] for k in _ENV if k in os.environ}
     env["PYTHONPATH"] = os.pathsep.join(p for p in (here, os.environ.get("PYTHONPATH")) if p)
     logging.getLogger("ray").setLevel(logging.WARNING)
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": env})
+    ray.init(
+        num_cpus=num_cpus,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": env},
+    )
 
 
-def run_ray(protocol: str, names: Sequence[str], folder: str | os.PathLike, parts: Sequence[str],
-            options: dict[str, Any], sink: JsonlSink, model: str, device: str | None, batch_size: int = 1,
-            actors: int = 1, num_cpus: int | None = None) -> RunStats:
+def run_ray(
+    protocol: str,
+    names: Sequence[str],
+    folder: str | os.PathLike,
+    parts: Sequence[str],
+    options: dict[str, Any],
+    sink: JsonlSink,
+    model: str,
+    device: str | None,
+    batch_size: int = 1,
+    actors: int = 1,
+    num_cpus: int | None = None,
+) -> RunStats:
     """Evaluate `names` (relative to `folder`) with Ray Data on `actors` model replicas, `batch_size` images per
     call of the protocol's work (see `vtdemo.evaluate.work`); records go to `sink` in the order of `names`."""
     ray = _import_ray()
@@ -101,11 +123,22 @@ def run_ray(protocol: str, names: Sequence[str], folder: str | os.PathLike, part
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
-    kwargs = {"protocol": protocol, "model": model, "device": device, "options": options, "names": paths,
-              "missing": todo}
+    kwargs = {
+        "protocol": protocol,
+        "model": model,
+        "device": device,
+        "options": options,
+        "names": paths,
+        "missing": todo,
+    }
     ds = ray.data.read_binary_files(list(paths), include_paths=True)
-    ds = ds.map_batches(_Evaluate, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
-                        batch_format="numpy", fn_constructor_kwargs=kwargs)
+    ds = ds.map_batches(
+        _Evaluate,
+        batch_size=batch_size,
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        batch_format="numpy",
+        fn_constructor_kwargs=kwargs,
+    )
     bar = progress(len(names), f"{protocol} (ray)")
     bar.update(stats.resumed + len(stats.skipped))
     try:

@@ -98,12 +98,15 @@ def read_labels(path: str | os.PathLike, names: Sequence[str], num_classes: int)
         except (TypeError, ValueError):
             raise VtdemoError(f"--labels {path}: the label of {name} is {value!r}, not a class index") from None
         if not 0 <= index < num_classes:
-            raise VtdemoError(f"--labels {path}: the label of {name} is {index}, outside 0..{num_classes - 1} "
-                              "(the model's classes)")
+            raise VtdemoError(
+                f"--labels {path}: the label of {name} is {index}, outside 0..{num_classes - 1} (the model's classes)"
+            )
         labels[name] = index
     if missing:
-        raise VtdemoError(f"--labels {path} does not match the images: no label for {len(missing)} of {len(names)} "
-                          f"(first: {missing[0]})")
+        raise VtdemoError(
+            f"--labels {path} does not match the images: no label for {len(missing)} of {len(names)} "
+            f"(first: {missing[0]})"
+        )
     return labels
 
 
@@ -193,9 +196,15 @@ def progress(total: int, desc: str) -> Any:
 Item = tuple[str, Any, list[str]]  # (name, RGB image, the parts still missing for it)
 
 
-def run_local(names: Sequence[str], folder: str | os.PathLike, parts: Sequence[str],
-              work: Callable[[list[Item]], list[Record]], sink: JsonlSink, desc: str = "evaluate",
-              batch_size: int = 1) -> RunStats:
+def run_local(
+    names: Sequence[str],
+    folder: str | os.PathLike,
+    parts: Sequence[str],
+    work: Callable[[list[Item]], list[Record]],
+    sink: JsonlSink,
+    desc: str = "evaluate",
+    batch_size: int = 1,
+) -> RunStats:
     """Evaluate the images `batch_size` at a time: `work([(name, rgb_image, missing_parts), ...])` -> records,
     written as each batch is done.
 

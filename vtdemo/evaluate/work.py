@@ -51,12 +51,22 @@ def coco(loaded: Any, options: dict[str, Any]) -> Work:
 
     def work(items: list[Item]) -> list[dict[str, Any]]:
         out = forward_detr(loaded, [image for _, image, _ in items])
-        return [{"image": name, "model": loaded.id, "image_id": ids[name], "size": list(image.size),
-                 "detections": detections(out.logits[i].cpu(), out.boxes[i].cpu(), image.size, ids[name])}
-                for i, (name, image, _) in enumerate(items)]
+        return [
+            {
+                "image": name,
+                "model": loaded.id,
+                "image_id": ids[name],
+                "size": list(image.size),
+                "detections": detections(out.logits[i].cpu(), out.boxes[i].cpu(), image.size, ids[name]),
+            }
+            for i, (name, image, _) in enumerate(items)
+        ]
 
     return work
 
 
 BUILDERS: dict[str, Callable[[Any, dict[str, Any]], Work]] = {
-    "faithfulness": faithfulness, "randomisation": randomisation, "coco": coco}
+    "faithfulness": faithfulness,
+    "randomisation": randomisation,
+    "coco": coco,
+}

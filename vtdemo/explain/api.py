@@ -12,8 +12,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -26,8 +27,10 @@ from .registry import ExplainOptions, Method
 from .runs import ClassifierRun, DetrRun, run_classifier, run_detr
 
 #: The methods the app's dropdowns show today, per family (the registry holds more; `registry.methods_for`).
-CLASSIFIER_METHODS = {"vit": ("rollout", "grad-rollout", "cls-attention"),
-                      "swin": ("swin-rollout", "swin-grad-rollout", "swin-window")}
+CLASSIFIER_METHODS = {
+    "vit": ("rollout", "grad-rollout", "cls-attention"),
+    "swin": ("swin-rollout", "swin-grad-rollout", "swin-window"),
+}
 DETR_METHODS = ("detr-decoder", "detr-encoder")
 
 
@@ -61,13 +64,20 @@ class Explanation:
         return list(self.map.shape)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"image": self.image, "model": self.model, "method": self.method,
-                             "target": self.target, "grid": self.grid, "map": _rows(self.map)}
+        d: dict[str, Any] = {
+            "image": self.image,
+            "model": self.model,
+            "method": self.method,
+            "target": self.target,
+            "grid": self.grid,
+            "map": _rows(self.map),
+        }
         if self.maps is not None:
             d["maps"] = {k: _rows(v) for k, v in self.maps.items()}
         if self.deletion is not None:
-            d["deletion"] = {k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v])
-                             for k, v in self.deletion.items()}
+            d["deletion"] = {
+                k: (round(v, 6) if isinstance(v, float) else [round(x, 6) for x in v]) for k, v in self.deletion.items()
+            }
         if self.runtime:
             d["runtime"] = self.runtime
         return d
@@ -96,8 +106,9 @@ def class_target(run: ClassifierRun, class_index: int | None) -> dict[str, Any]:
     probs = run.logits.softmax(-1)
     index = int(probs.argmax()) if class_index is None else int(class_index)
     if not 0 <= index < probs.numel():
-        raise ExplainError(f"class index {index} is out of range: {run.loaded.id} has {probs.numel()} classes "
-                           f"(0..{probs.numel() - 1})")
+        raise ExplainError(
+            f"class index {index} is out of range: {run.loaded.id} has {probs.numel()} classes (0..{probs.numel() - 1})"
+        )
     return {"index": index, "label": run.loaded.labels[index], "score": float(probs[index])}
 
 
@@ -105,12 +116,18 @@ def detection_target(run: DetrRun, query: int) -> dict[str, Any]:
     """{"query", "label_id", "label", "score", "box"} of one decoder query (box xyxy in original pixels)."""
     s = run.scored
     label_id = int(s.labels[query])
-    return {"query": int(query), "label_id": label_id, "label": run.loaded.labels[label_id],
-            "score": float(s.scores[query]), "box": [round(float(v), 2) for v in s.boxes[query]]}
+    return {
+        "query": int(query),
+        "label_id": label_id,
+        "label": run.loaded.labels[label_id],
+        "score": float(s.scores[query]),
+        "box": [round(float(v), 2) for v in s.boxes[query]],
+    }
 
 
-def explain_run(run: ClassifierRun | DetrRun, method: str | None = None,
-                options: ExplainOptions | None = None) -> MapResult:
+def explain_run(
+    run: ClassifierRun | DetrRun, method: str | None = None, options: ExplainOptions | None = None
+) -> MapResult:
     """One registered method on a cached run. method None = the family's default.
 
     Classifiers: the target is the class `options.class_index` (None = the top class), reported for every method.
@@ -120,8 +137,7 @@ def explain_run(run: ClassifierRun | DetrRun, method: str | None = None,
     options = options or ExplainOptions()
     meth = registry.get(method, run.family)
     if options.target_kind not in registry.TARGET_KINDS:
-        raise ExplainError(f"target '{options.target_kind}' is unknown; choose from "
-                           f"{', '.join(registry.TARGET_KINDS)}")
+        raise ExplainError(f"target '{options.target_kind}' is unknown; choose from {', '.join(registry.TARGET_KINDS)}")
     if isinstance(run, DetrRun):
         if meth.target == "detection":
             if options.query is None:
@@ -142,10 +158,18 @@ def explain_run(run: ClassifierRun | DetrRun, method: str | None = None,
     return MapResult(meth, normalize_map(raw.detach().cpu()), target)
 
 
-def classifier_map(run: ClassifierRun, method: str | None = None, class_index: int | None = None,
-                   head_fusion: str = "mean", discard: float = 0.0, start_layer: int = 0, head: int | None = None,
-                   point: tuple[float, float] | None = None, block: int | None = None,
-                   mask_outliers: bool = False) -> tuple[torch.Tensor, dict]:
+def classifier_map(
+    run: ClassifierRun,
+    method: str | None = None,
+    class_index: int | None = None,
+    head_fusion: str = "mean",
+    discard: float = 0.0,
+    start_layer: int = 0,
+    head: int | None = None,
+    point: tuple[float, float] | None = None,
+    block: int | None = None,
+    mask_outliers: bool = False,
+) -> tuple[torch.Tensor, dict]:
     """A relevance map [rows, cols] (max 1) and its target for a cached classifier run (see `explain_run`).
 
     method: a registered method of the run's family (default: rollout for ViT, swin-rollout for Swin); class_index:
@@ -153,17 +177,31 @@ def classifier_map(run: ClassifierRun, method: str | None = None, class_index: i
     (x, y) original-image pixels for swin-window; block: Swin block for swin-window (default
     `explain.swin.default_block`).
     """
-    opts = ExplainOptions(class_index=class_index, head_fusion=head_fusion, discard=discard, start_layer=start_layer,
-                          head=head, point=point, block=block, mask_outliers=mask_outliers)
+    opts = ExplainOptions(
+        class_index=class_index,
+        head_fusion=head_fusion,
+        discard=discard,
+        start_layer=start_layer,
+        head=head,
+        point=point,
+        block=block,
+        mask_outliers=mask_outliers,
+    )
     if mask_outliers and (run.family != "vit" or registry.get(method, run.family).name != "rollout"):
         raise ExplainError("masking high-norm outliers applies to the ViT rollout only")
     result = explain_run(run, method, opts)
     return result.map, result.target
 
 
-def detr_map(run: DetrRun, method: str = "detr-decoder", query: int | None = None,
-             point: tuple[float, float] | None = None, layer: int = -1, head: int | None = None,
-             direction: str = "row") -> torch.Tensor:
+def detr_map(
+    run: DetrRun,
+    method: str = "detr-decoder",
+    query: int | None = None,
+    point: tuple[float, float] | None = None,
+    layer: int = -1,
+    head: int | None = None,
+    direction: str = "row",
+) -> torch.Tensor:
     """A DETR map on the backbone grid [h, w] (max 1): decoder cross-attention of `query`, or encoder
     self-attention at `point` (x, y original pixels; direction 'row' = where it looks, 'column' = who looks at it),
     or any other registered DETR method (see `explain_run` for several maps)."""
@@ -180,17 +218,34 @@ def pick_detection(run: DetrRun, detection: int, threshold: float) -> int:
     keep = postprocess.select(run.scored, threshold)
     if not 0 <= detection < len(keep):
         allowed = f"choose 0..{len(keep) - 1}" if len(keep) else "lower --threshold"
-        raise ExplainError(f"only {len(keep)} detections with score >= {threshold:g}; detection {detection} does "
-                           f"not exist ({allowed})")
+        raise ExplainError(
+            f"only {len(keep)} detections with score >= {threshold:g}; detection {detection} does not exist ({allowed})"
+        )
     return int(keep[detection])
 
 
-def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, method: str | None = None,
-            class_index: int | None = None, head_fusion: str = "mean", discard: float = 0.0, start_layer: int = 0,
-            detection: int = 0, threshold: float = 0.7, point: tuple[float, float] | None = None,
-            head: int | None = None, name: str | None = None, deletion: bool = False, target_kind: str = "class",
-            layer: int = -1, block: int | None = None, direction: str = "row", input_size: int | None = None,
-            keep_aspect: bool = False, mask_outliers: bool = False) -> Explanation:
+def explain(
+    image: ImageSource,
+    model: str | hub.LoadedModel = hub.DEFAULT_VIT,
+    method: str | None = None,
+    class_index: int | None = None,
+    head_fusion: str = "mean",
+    discard: float = 0.0,
+    start_layer: int = 0,
+    detection: int = 0,
+    threshold: float = 0.7,
+    point: tuple[float, float] | None = None,
+    head: int | None = None,
+    name: str | None = None,
+    deletion: bool = False,
+    target_kind: str = "class",
+    layer: int = -1,
+    block: int | None = None,
+    direction: str = "row",
+    input_size: int | None = None,
+    keep_aspect: bool = False,
+    mask_outliers: bool = False,
+) -> Explanation:
     """One explanation map for one image (the CLI's `explain`); see `explain_run` for the methods' options.
 
     detection / threshold: which detection a DETR detection method explains (the K-th kept by score).
@@ -203,9 +258,19 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
     loaded = pipeline._as_loaded(model)
     rgb = load_image(image)
     label = pipeline._name(image, name)
-    opts = ExplainOptions(class_index=class_index, head_fusion=head_fusion, discard=discard, start_layer=start_layer,
-                          head=head, point=point, block=block, layer=layer, direction=direction,
-                          target_kind=target_kind, mask_outliers=mask_outliers)
+    opts = ExplainOptions(
+        class_index=class_index,
+        head_fusion=head_fusion,
+        discard=discard,
+        start_layer=start_layer,
+        head=head,
+        point=point,
+        block=block,
+        layer=layer,
+        direction=direction,
+        target_kind=target_kind,
+        mask_outliers=mask_outliers,
+    )
     if mask_outliers and (loaded.family != "vit" or registry.get(method, loaded.family).name != "rollout"):
         raise ExplainError("masking high-norm outliers applies to the ViT rollout only")
     if loaded.family != "detr":
@@ -213,8 +278,17 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
         run = run_classifier(loaded, rgb, input_size, keep_aspect)
         result = explain_run(run, meth.name, opts)
         check = deletion_check(run, result.map, result.target["index"]) if deletion else None
-        return Explanation(label, loaded.id, meth.name, result.target, result.map, run.region, check, result.maps,
-                           pipeline.runtime_info(loaded, meth.name))
+        return Explanation(
+            label,
+            loaded.id,
+            meth.name,
+            result.target,
+            result.map,
+            run.region,
+            check,
+            result.maps,
+            pipeline.runtime_info(loaded, meth.name),
+        )
     meth = registry.get(method, "detr")
     drun = run_detr(loaded, rgb)
     if meth.target == "detection":
@@ -223,12 +297,22 @@ def explain(image: ImageSource, model: str | hub.LoadedModel = hub.DEFAULT_VIT, 
         except ExplainError as exc:
             raise ExplainError(f"{label}: {exc}") from None
     result = explain_run(drun, meth.name, opts)
-    return Explanation(label, loaded.id, meth.name, result.target, result.map, drun.region, None, result.maps,
-                       pipeline.runtime_info(loaded, meth.name))
+    return Explanation(
+        label,
+        loaded.id,
+        meth.name,
+        result.target,
+        result.map,
+        drun.region,
+        None,
+        result.maps,
+        pipeline.runtime_info(loaded, meth.name),
+    )
 
 
-def deletion_check(run: ClassifierRun, relevance: torch.Tensor, class_index: int, steps: int = 20,
-                   seed: int = 0) -> dict[str, Any]:
+def deletion_check(
+    run: ClassifierRun, relevance: torch.Tensor, class_index: int, steps: int = 20, seed: int = 0
+) -> dict[str, Any]:
     """Sanity checks of a classifier map (see `explain.deletion`), each against the same random patch order:
     deletion (most relevant patches removed first; lower area = the map found what the model used) and insertion
     (most relevant patches added first to the baseline image; higher area = better).
@@ -249,10 +333,17 @@ def deletion_check(run: ClassifierRun, relevance: torch.Tensor, class_index: int
     _, ins = deletion.insertion_curve(probability, run.x, order, grid, steps)
     _, rand_ins = deletion.insertion_curve(probability, run.x, random_order, grid, steps)
     auc = deletion.area_under_curve
-    return {"auc": auc(frac, prob), "random_auc": auc(frac, rand),
-            "fraction": frac.tolist(), "probability": prob.tolist(), "random_probability": rand.tolist(),
-            "insertion_auc": auc(frac, ins), "random_insertion_auc": auc(frac, rand_ins),
-            "insertion_probability": ins.tolist(), "random_insertion_probability": rand_ins.tolist()}
+    return {
+        "auc": auc(frac, prob),
+        "random_auc": auc(frac, rand),
+        "fraction": frac.tolist(),
+        "probability": prob.tolist(),
+        "random_probability": rand.tolist(),
+        "insertion_auc": auc(frac, ins),
+        "random_insertion_auc": auc(frac, rand_ins),
+        "insertion_probability": ins.tolist(),
+        "random_insertion_probability": rand_ins.tolist(),
+    }
 
 
 def class_probability(run: ClassifierRun, class_index: int) -> Callable[[torch.Tensor], torch.Tensor]:

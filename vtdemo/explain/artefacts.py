@@ -28,21 +28,24 @@ Pure functions on one image's block outputs (`VisionTransformer(..., return_toke
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from .vit import read_out, rollout_matrix
 
 #: For the UI: what the dots on the norm map are.
-CAPTION = ("Each square is one patch token, coloured by the length (L2 norm) of its vector after the chosen block; "
-           "ringed dots are high-norm outlier tokens (norm above median + 5 robust SD and above twice the median). "
-           "Large plain ViTs learn to use a few background patches (often sky or wall) as scratch memory for "
-           "global information: those tokens get norms many times the others, draw much of the attention and make "
-           "the bright spots far from the object in attention maps (Darcet et al., ICLR 2024, \"Vision "
-           "Transformers Need Registers\"). Models trained with register tokens keep that memory outside the "
-           "image grid, so their norm maps have no such dots. \"Mask outliers\" removes these tokens from the "
-           "rollout: nobody may attend to them and the attention they took is shared out among the other tokens.")
+CAPTION = (
+    "Each square is one patch token, coloured by the length (L2 norm) of its vector after the chosen block; "
+    "ringed dots are high-norm outlier tokens (norm above median + 5 robust SD and above twice the median). "
+    "Large plain ViTs learn to use a few background patches (often sky or wall) as scratch memory for "
+    "global information: those tokens get norms many times the others, draw much of the attention and make "
+    'the bright spots far from the object in attention maps (Darcet et al., ICLR 2024, "Vision '
+    'Transformers Need Registers"). Models trained with register tokens keep that memory outside the '
+    'image grid, so their norm maps have no such dots. "Mask outliers" removes these tokens from the '
+    "rollout: nobody may attend to them and the attention they took is shared out among the other tokens."
+)
 
 
 def _patch_tokens(tokens: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -77,9 +80,15 @@ def find_outliers(norms: torch.Tensor, k: float = 5.0, min_ratio: float = 2.0) -
     return norms > threshold, threshold
 
 
-def masked_rollout(attentions: Sequence[torch.Tensor], outliers: torch.Tensor, num_prefix: int = 1,
-                   readout: str = "token", head_fusion: str = "mean", discard_ratio: float = 0.0,
-                   start_layer: int = 0) -> torch.Tensor:
+def masked_rollout(
+    attentions: Sequence[torch.Tensor],
+    outliers: torch.Tensor,
+    num_prefix: int = 1,
+    readout: str = "token",
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+) -> torch.Tensor:
     """Rollout with the outlier patch tokens masked out (see the module docstring for the exact rule).
 
     attentions: list over layers of [nh, N, N]; outliers: bool over the P = N - num_prefix patches (any shape with P
@@ -87,8 +96,9 @@ def masked_rollout(attentions: Sequence[torch.Tensor], outliers: torch.Tensor, n
     """
     mask = outliers.reshape(-1).to(torch.bool)
     columns = torch.nonzero(mask).reshape(-1) + num_prefix  # patch index -> token index
-    R = rollout_matrix(attentions, head_fusion, discard_ratio, start_layer, num_prefix,
-                       zero_columns=columns.to(attentions[0].device))
+    R = rollout_matrix(
+        attentions, head_fusion, discard_ratio, start_layer, num_prefix, zero_columns=columns.to(attentions[0].device)
+    )
     out = read_out(R, num_prefix, readout)  # [P]
     return out.masked_fill(mask.to(out.device), 0.0)
 
@@ -111,7 +121,16 @@ def inspect(run: Any, layer: int = -1, k: float = 5.0, min_ratio: float = 2.0) -
         raise ExplainError(f"layer {layer} is out of range: the model has {norms.shape[0]} blocks")
     index = range(norms.shape[0])[layer]
     outliers, threshold = find_outliers(norms[index], k, min_ratio)
-    names = (["CLS"] if cfg.class_token else []) + (["DIST"] if cfg.distilled else []) + \
-        [f"register {i + 1}" for i in range(cfg.reg_tokens)]
-    return {"norms": norms, "outliers": outliers, "threshold": threshold, "layer": index,
-            "prefix_norms": prefix_norms(run.tokens, cfg.num_prefix_tokens), "prefix_names": names}
+    names = (
+        (["CLS"] if cfg.class_token else [])
+        + (["DIST"] if cfg.distilled else [])
+        + [f"register {i + 1}" for i in range(cfg.reg_tokens)]
+    )
+    return {
+        "norms": norms,
+        "outliers": outliers,
+        "threshold": threshold,
+        "layer": index,
+        "prefix_norms": prefix_norms(run.tokens, cfg.num_prefix_tokens),
+        "prefix_names": names,
+    }

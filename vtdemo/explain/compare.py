@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,13 @@ class MethodScore:
     seconds: float  # computing the map (not the curves)
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"method": self.method, "label": self.label, "needs_gradients": self.needs_gradients,
-                             "grid": list(self.map.shape), "map": _rows(self.map)}
+        d: dict[str, Any] = {
+            "method": self.method,
+            "label": self.label,
+            "needs_gradients": self.needs_gradients,
+            "grid": list(self.map.shape),
+            "map": _rows(self.map),
+        }
         if self.maps is not None:
             d["maps"] = {k: _rows(v) for k, v in self.maps.items()}
         for k in ("deletion_auc", "random_deletion_auc", "insertion_auc", "random_insertion_auc", "seconds"):
@@ -78,10 +84,19 @@ class Comparison:
         return [s.method for s in self.scores]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"image": self.image, "model": self.model, "method": "all", "target": self.target,
-                "methods": [s.to_dict() for s in self.scores], "skipped": self.skipped,
-                "spearman": {"methods": self.methods, "grid": self.spearman_grid,
-                             "matrix": [[None if v is None else round(v, 6) for v in row] for row in self.spearman]}}
+        return {
+            "image": self.image,
+            "model": self.model,
+            "method": "all",
+            "target": self.target,
+            "methods": [s.to_dict() for s in self.scores],
+            "skipped": self.skipped,
+            "spearman": {
+                "methods": self.methods,
+                "grid": self.spearman_grid,
+                "matrix": [[None if v is None else round(v, 6) for v in row] for row in self.spearman],
+            },
+        }
 
 
 def _rows(m: torch.Tensor) -> list[list[float]]:
@@ -119,9 +134,15 @@ def spearman_matrix(maps: list[torch.Tensor]) -> tuple[list[list[float | None]],
     return out, [int(grid[0]), int(grid[1])]
 
 
-def compare(run: ClassifierRun | DetrRun, options: ExplainOptions | None = None, steps: int | None = None,
-            seed: int = 0, methods: list[str] | None = None, progress: Progress | None = None,
-            image_name: str = "image") -> Comparison:
+def compare(
+    run: ClassifierRun | DetrRun,
+    options: ExplainOptions | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    methods: list[str] | None = None,
+    progress: Progress | None = None,
+    image_name: str = "image",
+) -> Comparison:
     """Every applicable method (or those in `methods`) on the run's target, scored and compared.
 
     options: as for `explain_run` (class_index for classifiers; query for DETR, required); steps: points of each
@@ -180,15 +201,33 @@ def compare(run: ClassifierRun | DetrRun, options: ExplainOptions | None = None,
         order = deletion.patch_order(result.map)
         frac, d = deletion.deletion_curve(probability, x, order, grid, steps, batch_size=batch)
         _, ins = deletion.insertion_curve(probability, x, order, grid, steps, batch_size=batch)
-        scores.append(MethodScore(result.method.name, result.method.label, result.method.needs_gradients,
-                                  result.map, result.maps, deletion.area_under_curve(frac, d), random_curves[grid][0],
-                                  deletion.area_under_curve(frac, ins), random_curves[grid][1], seconds))
+        scores.append(
+            MethodScore(
+                result.method.name,
+                result.method.label,
+                result.method.needs_gradients,
+                result.map,
+                result.maps,
+                deletion.area_under_curve(frac, d),
+                random_curves[grid][0],
+                deletion.area_under_curve(frac, ins),
+                random_curves[grid][1],
+                seconds,
+            )
+        )
     matrix, common = spearman_matrix([s.map for s in scores])
     return Comparison(image_name, run.loaded.id, target, scores, matrix, common, skipped)
 
 
-def compare_image(image: Any, model: Any, options: ExplainOptions | None = None, detection: int = 0,
-                  threshold: float = 0.7, name: str | None = None, **kwargs: Any) -> Comparison:
+def compare_image(
+    image: Any,
+    model: Any,
+    options: ExplainOptions | None = None,
+    detection: int = 0,
+    threshold: float = 0.7,
+    name: str | None = None,
+    **kwargs: Any,
+) -> Comparison:
     """image -> `compare` (the CLI's `explain --method all`): one forward pass with attention, then every method.
     model: repo id, folder or loaded model; detection / threshold: which DETR detection (K-th kept by score)."""
     from .. import pipeline

@@ -12,7 +12,7 @@ that the two curves share their end points (the full image and the empty one).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -22,9 +22,16 @@ def patch_order(relevance: torch.Tensor) -> torch.Tensor:
     return relevance.flatten().argsort(descending=True, stable=True)
 
 
-def _curve(probability: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, order: torch.Tensor,
-           grid: tuple[int, int], steps: int, baseline: float, batch_size: int, insert: bool
-           ) -> tuple[torch.Tensor, torch.Tensor]:
+def _curve(
+    probability: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
+    order: torch.Tensor,
+    grid: tuple[int, int],
+    steps: int,
+    baseline: float,
+    batch_size: int,
+    insert: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     gh, gw = grid
     P = gh * gw
     _, _, H, W = x.shape
@@ -35,7 +42,7 @@ def _curve(probability: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor,
     rank = torch.nn.functional.interpolate(rank, size=(H, W), mode="nearest")  # [1, 1, H, W]
     probs = []
     for start in range(0, len(counts), batch_size):
-        chunk = counts[start:start + batch_size]
+        chunk = counts[start : start + batch_size]
         changed = rank < chunk.view(-1, 1, 1, 1).to(rank)  # [b, 1, H, W]
         empty = torch.full_like(x, baseline)
         images = torch.where(changed, x, empty) if insert else torch.where(changed, empty, x)  # [b, 3, H, W]

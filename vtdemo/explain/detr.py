@@ -38,8 +38,9 @@ def decoder_attention(out, query: int, layer: int = -1, head: int | None = None,
 
 def decoder_attention_layers(out, query: int, head: int | None = None, batch_index: int = 0) -> Tensor:
     """The same map from every decoder layer: [L, h, w] (first layer first)."""
-    return torch.stack([decoder_attention(out, query, i, head, batch_index)
-                        for i in range(len(_need(out, "decoder_cross_attn")))])
+    return torch.stack(
+        [decoder_attention(out, query, i, head, batch_index) for i in range(len(_need(out, "decoder_cross_attn")))]
+    )
 
 
 def feature_cell(out, point: tuple[float, float], batch_index: int = 0) -> tuple[int, int]:
@@ -52,8 +53,14 @@ def feature_cell(out, point: tuple[float, float], batch_index: int = 0) -> tuple
     return int(fy * rows), int(fx * cols)
 
 
-def encoder_attention(out, point: tuple[float, float], layer: int = -1, head: int | None = None,
-                      direction: str = "row", batch_index: int = 0) -> Tensor:
+def encoder_attention(
+    out,
+    point: tuple[float, float],
+    layer: int = -1,
+    head: int | None = None,
+    direction: str = "row",
+    batch_index: int = 0,
+) -> Tensor:
     """Encoder self-attention at the cell under `point` ((x, y) fractions of the image): [h, w].
 
     direction 'row': where that cell looks (a softmax row, sums to 1); 'column': how much each cell looks at it.

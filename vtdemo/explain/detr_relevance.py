@@ -65,8 +65,9 @@ class Relevance:
     R_qi: Tensor
 
 
-def propagate(encoder: list[tuple[Tensor, Tensor]], decoder: list[tuple[Tensor, Tensor, Tensor, Tensor]],
-              normalize: bool = True) -> Relevance:
+def propagate(
+    encoder: list[tuple[Tensor, Tensor]], decoder: list[tuple[Tensor, Tensor, Tensor, Tensor]], normalize: bool = True
+) -> Relevance:
     """Apply the rules layer by layer, in forward order.
 
     encoder: per encoder layer (attention [nh, N, N], its gradient); decoder: per decoder layer (self-attention
@@ -105,8 +106,9 @@ def targets_of(logits: Tensor, boxes: Tensor, query: int, kind: str) -> dict[str
     raise ValueError(f"target must be 'class' or 'box', not {kind!r}")
 
 
-def relevance_maps(model: Any, pixel_values: Tensor, pixel_mask: Tensor | None, query: int,
-                   kind: str = "class", normalize: bool = True) -> dict[str, Tensor]:
+def relevance_maps(
+    model: Any, pixel_values: Tensor, pixel_mask: Tensor | None, query: int, kind: str = "class", normalize: bool = True
+) -> dict[str, Tensor]:
     """Relevance maps of one detection of a `vtdemo.models.detr.DETR` for one image.
 
     pixel_values [1, 3, H, W] normalised RGB, pixel_mask [1, H, W] bool (None: no padding); query: the decoder
@@ -146,8 +148,15 @@ def relevance_maps(model: Any, pixel_values: Tensor, pixel_mask: Tensor | None, 
             a = [t[0].detach() for t in attns]  # each [nh, n, m]
             g = [t[0].detach() for t in grads]
             enc = list(zip(a[:L_enc], g[:L_enc], strict=True))
-            dec = list(zip(a[L_enc:L_enc + L_dec], g[L_enc:L_enc + L_dec], a[L_enc + L_dec:], g[L_enc + L_dec:],
-                           strict=True))
+            dec = list(
+                zip(
+                    a[L_enc : L_enc + L_dec],
+                    g[L_enc : L_enc + L_dec],
+                    a[L_enc + L_dec :],
+                    g[L_enc + L_dec :],
+                    strict=True,
+                )
+            )
             R = propagate(enc, dec, normalize)
             maps[name] = R.R_qi[query].view(h, w)  # [N] -> [h, w]
     return maps

@@ -99,8 +99,7 @@ class _LayerNormConstantStd(torch.autograd.Function):
     gradients when they require one (the conservation tests read the relevance that beta keeps)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None,
-                eps: float) -> Tensor:
+    def forward(ctx, x: Tensor, weight: Tensor | None, bias: Tensor | None, eps: float) -> Tensor:
         y, mean, rstd = torch.native_layer_norm(x, (x.shape[-1],), weight, bias, eps)
         ctx.save_for_backward(x, weight, mean, rstd)
         return y
@@ -197,6 +196,8 @@ def vit_forward(model: VisionTransformer, x: Tensor, rule: str) -> Tensor:
     if tuple(x.shape[-2:]) != model.patch_embed.img_size:
         raise ValueError(f"input is {tuple(x.shape[-2:])}, this ViT expects {model.patch_embed.img_size}")
     tokens = model.patch_embed.proj(x).flatten(2).transpose(1, 2)  # [B, C, gh, gw] -> [B, P, C]
+    if model.cls_token is None or model.reg_token is not None:
+        raise ValueError("LRP is implemented for ViTs with a CLS token and no registers")
     prefix = [model.cls_token] if model.dist_token is None else [model.cls_token, model.dist_token]
     h = torch.cat([*(t.expand(x.shape[0], -1, -1) for t in prefix), tokens], dim=1)  # [B, N, C]
     h = h + model.pos_embed  # [B, N, C]
@@ -210,15 +211,16 @@ def vit_forward(model: VisionTransformer, x: Tensor, rule: str) -> Tensor:
         h = h + att.proj(out)
         mlp = block.mlp
         h = h + mlp.fc2(gelu(mlp.fc1(layer_norm(h, block.norm2))))
-    h = layer_norm(h, model.norm)
+    h = layer_norm(h, cast(nn.LayerNorm, model.norm))
     logits = model.head(h[:, 0])  # [B, K]
     if model.head_dist is not None:  # DeiT distilled: the average of the two heads
         logits = (logits + model.head_dist(h[:, 1])) / 2
     return logits
 
 
-def vit_lrp(model: VisionTransformer, x: Tensor, class_index: int, rule: str = "attnlrp",
-            resolution: str = "patch") -> Tensor:
+def vit_lrp(
+    model: VisionTransformer, x: Tensor, class_index: int, rule: str = "attnlrp", resolution: str = "patch"
+) -> Tensor:
     """LRP relevance of each patch (or pixel) of one image for logit `class_index` of a ViT / DeiT.
 
     x: [1, 3, H, W], preprocessed as the model expects. rule: "attnlrp" (Achtibat et al. 2024) or "cplrp" (Ali et

@@ -94,8 +94,9 @@ def swin_forward(model: SwinTransformer, x: Tensor, rule: str) -> Tensor:
     return F.linear(h.mean(dim=(1, 2)), model.head.fc.weight, model.head.fc.bias)  # [B, K]
 
 
-def swin_lrp(model: SwinTransformer, x: Tensor, class_index: int, rule: str = "attnlrp",
-             resolution: str = "patch") -> Tensor:
+def swin_lrp(
+    model: SwinTransformer, x: Tensor, class_index: int, rule: str = "attnlrp", resolution: str = "patch"
+) -> Tensor:
     """LRP relevance of each stage-1 token (or pixel) of one image for logit `class_index` of a Swin classifier.
 
     x: [1, 3, H, W], preprocessed as the model expects. rule: "attnlrp" (Achtibat et al. 2024) or "cplrp" (Ali et

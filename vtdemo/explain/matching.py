@@ -14,8 +14,9 @@ and L1 and 1 - GIoU over the matched pairs, each divided by the number of object
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -48,8 +49,9 @@ def parse_ground_truth(data: Any, label_names: Sequence[str]) -> GroundTruth:
         except json.JSONDecodeError as exc:
             raise ExplainError(f"ground truth is not valid JSON: {exc}") from None
         except RecursionError:
-            raise ExplainError("ground truth JSON is nested too deeply: expected a list of [label, x0, y0, x1, y1] "
-                               "or COCO annotations") from None
+            raise ExplainError(
+                "ground truth JSON is nested too deeply: expected a list of [label, x0, y0, x1, y1] or COCO annotations"
+            ) from None
     if isinstance(data, dict):
         data = data.get("annotations", [])
     if not isinstance(data, list):
@@ -68,9 +70,11 @@ def parse_ground_truth(data: Any, label_names: Sequence[str]) -> GroundTruth:
                 if len(item) != 5:
                     raise ValueError
         except (KeyError, TypeError, ValueError, IndexError):
-            raise ExplainError(f"cannot read ground-truth entry {_short(item)}: expected [label, x0, y0, x1, y1] "
-                               f"with finite pixel coordinates (|v| <= {MAX_COORDINATE:g}) or "
-                               "{'bbox': [x, y, w, h], 'category_id': k}") from None
+            raise ExplainError(
+                f"cannot read ground-truth entry {_short(item)}: expected [label, x0, y0, x1, y1] "
+                f"with finite pixel coordinates (|v| <= {MAX_COORDINATE:g}) or "
+                "{'bbox': [x, y, w, h], 'category_id': k}"
+            ) from None
         if isinstance(label, float) and label.is_integer():
             label = int(label)
         if isinstance(label, bool) or not isinstance(label, (int, str)):
@@ -116,8 +120,9 @@ def normalised_cxcywh(boxes_xyxy: torch.Tensor, image_size: tuple[int, int]) -> 
     return box_convert(boxes_xyxy, "xyxy", "cxcywh") / torch.tensor([w, h, w, h], dtype=torch.float32)
 
 
-def cost_matrix(logits: torch.Tensor, pred_boxes: torch.Tensor, gt_labels: torch.Tensor, gt_boxes: torch.Tensor
-                ) -> dict[str, torch.Tensor]:
+def cost_matrix(
+    logits: torch.Tensor, pred_boxes: torch.Tensor, gt_labels: torch.Tensor, gt_boxes: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The matching cost and its parts, each [Q, M].
 
     logits: [Q, K+1]; pred_boxes, gt_boxes: normalised cxcywh; gt_labels: [M].
@@ -125,8 +130,9 @@ def cost_matrix(logits: torch.Tensor, pred_boxes: torch.Tensor, gt_labels: torch
     prob = logits.float().softmax(-1)  # [Q, K+1]
     cost_class = -prob[:, gt_labels]  # [Q, M]
     cost_l1 = torch.cdist(pred_boxes.float(), gt_boxes.float(), p=1)  # [Q, M]
-    giou = generalized_box_iou(box_convert(pred_boxes.float(), "cxcywh", "xyxy"),
-                               box_convert(gt_boxes.float(), "cxcywh", "xyxy"))  # [Q, M]
+    giou = generalized_box_iou(
+        box_convert(pred_boxes.float(), "cxcywh", "xyxy"), box_convert(gt_boxes.float(), "cxcywh", "xyxy")
+    )  # [Q, M]
     total = COST_CLASS * cost_class + COST_L1 * cost_l1 + COST_GIOU * (-giou)
     return {"total": total, "class": cost_class, "l1": cost_l1, "giou": -giou}
 
@@ -139,8 +145,14 @@ def hungarian(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.as_tensor(rows[order], dtype=torch.long), torch.as_tensor(cols[order], dtype=torch.long)
 
 
-def loss_terms(logits: torch.Tensor, pred_boxes: torch.Tensor, gt_labels: torch.Tensor, gt_boxes: torch.Tensor,
-               queries: torch.Tensor, objects: torch.Tensor) -> dict[str, float]:
+def loss_terms(
+    logits: torch.Tensor,
+    pred_boxes: torch.Tensor,
+    gt_labels: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    queries: torch.Tensor,
+    objects: torch.Tensor,
+) -> dict[str, float]:
     """DETR's loss for one image given a matching (queries[i] answers objects[i]).
 
     Returns classification (CE, no-object weight 0.1), l1 and giou (each / number of objects) and their weighted total.
@@ -154,8 +166,9 @@ def loss_terms(logits: torch.Tensor, pred_boxes: torch.Tensor, gt_labels: torch.
     ce = F.cross_entropy(logits.float(), target, weight=weight)  # weighted mean over queries
     matched_pred, matched_gt = pred_boxes[queries].float(), gt_boxes[objects].float()
     l1 = F.l1_loss(matched_pred, matched_gt, reduction="sum") / num_objects
-    giou = torch.diag(generalized_box_iou(box_convert(matched_pred, "cxcywh", "xyxy"),
-                                          box_convert(matched_gt, "cxcywh", "xyxy")))
+    giou = torch.diag(
+        generalized_box_iou(box_convert(matched_pred, "cxcywh", "xyxy"), box_convert(matched_gt, "cxcywh", "xyxy"))
+    )
     giou_loss = (1 - giou).sum() / num_objects
     total = COST_CLASS * ce + COST_L1 * l1 + COST_GIOU * giou_loss
     return {"classification": float(ce), "l1": float(l1), "giou": float(giou_loss), "total": float(total)}
@@ -178,7 +191,8 @@ def match(logits: torch.Tensor, pred_boxes: torch.Tensor, gt: GroundTruth, image
     gt_boxes = normalised_cxcywh(gt.boxes, image_size)
     costs = cost_matrix(logits, pred_boxes, gt.labels, gt_boxes)
     queries, objects = hungarian(costs["total"])
-    pair_costs = [{name: round(float(c[q, o]), 6) for name, c in costs.items()}
-                  for q, o in zip(queries, objects, strict=True)]
+    pair_costs = [
+        {name: round(float(c[q, o]), 6) for name, c in costs.items()} for q, o in zip(queries, objects, strict=True)
+    ]
     losses = loss_terms(logits, pred_boxes, gt.labels, gt_boxes, queries, objects)
     return MatchResult(queries.tolist(), objects.tolist(), pair_costs, losses)

@@ -8,7 +8,8 @@ Adapters return un-normalised maps on the model's grid; the API scales them to m
 
 from __future__ import annotations
 
-from typing import Any, Sequence, cast
+from collections.abc import Sequence
+from typing import Any, cast
 
 from torch import Tensor
 
@@ -17,16 +18,19 @@ from .registry import ExplainOptions, Method, register
 from .runs import ClassifierRun, DetrRun
 
 ABNAR = "Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers (arXiv 2005.00928)"
-CHEFER = "Chefer, Gur & Wolf, CVPR 2021, Transformer Interpretability Beyond Attention Visualization " \
-         "(arXiv 2012.09838)"
-CHEFER_GENERIC = "Chefer, Gur & Wolf, ICCV 2021, Generic Attention-model Explainability for Interpreting " \
-                 "Bi-Modal and Encoder-Decoder Transformers (arXiv 2103.15679)"
+CHEFER = "Chefer, Gur & Wolf, CVPR 2021, Transformer Interpretability Beyond Attention Visualization (arXiv 2012.09838)"
+CHEFER_GENERIC = (
+    "Chefer, Gur & Wolf, ICCV 2021, Generic Attention-model Explainability for Interpreting "
+    "Bi-Modal and Encoder-Decoder Transformers (arXiv 2103.15679)"
+)
 SWIN = "Liu et al. 2021, Swin Transformer (arXiv 2103.14030)"
 DETR = "Carion et al. 2020, End-to-End Object Detection with Transformers (arXiv 2005.12872)"
 GRADCAM = "Selvaraju et al., ICCV 2017, Grad-CAM (arXiv 1610.02391)"
 ATTNLRP = "Achtibat et al., ICML 2024, AttnLRP: Attention-Aware Layer-Wise Relevance Propagation (arXiv 2402.05602)"
-CPLRP = "Ali et al., ICML 2022, XAI for Transformers: Better Explanations through Conservative Propagation " \
-        "(arXiv 2202.07304)"
+CPLRP = (
+    "Ali et al., ICML 2022, XAI for Transformers: Better Explanations through Conservative Propagation "
+    "(arXiv 2202.07304)"
+)
 
 
 def _grid(run: ClassifierRun, flat: Tensor) -> Tensor:
@@ -41,6 +45,7 @@ def _need_point(name: str, options: ExplainOptions) -> tuple[float, float]:
 
 # ----------------------------------------------------------------------------------------------- ViT / DeiT
 
+
 def _rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import artefacts, vit
 
@@ -48,8 +53,9 @@ def _rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     prefix, readout = cfg.num_prefix_tokens, cfg.readout
     if o.mask_outliers:
         outliers = artefacts.inspect(run)["outliers"]
-        flat = artefacts.masked_rollout(run.attentions, outliers, prefix, readout, o.head_fusion, o.discard,
-                                        o.start_layer)
+        flat = artefacts.masked_rollout(
+            run.attentions, outliers, prefix, readout, o.head_fusion, o.discard, o.start_layer
+        )
     else:
         flat = vit.rollout(run.attentions, o.head_fusion, o.discard, o.start_layer, prefix, readout=readout)
     return _grid(run, flat)
@@ -69,8 +75,10 @@ def _cls_attention(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import vit
 
     if not run.loaded.config.class_token:
-        raise ExplainError(f"{run.loaded.id} has no CLS token (it classifies from the mean of its patch tokens): "
-                           "cls-attention does not apply; use rollout or grad-rollout")
+        raise ExplainError(
+            f"{run.loaded.id} has no CLS token (it classifies from the mean of its patch tokens): "
+            "cls-attention does not apply; use rollout or grad-rollout"
+        )
 
     per_head = vit.cls_attention(run.attentions, run.loaded.config.num_prefix_tokens)  # [nh, P]
     if o.head is not None and not -per_head.shape[0] <= o.head < per_head.shape[0]:
@@ -89,6 +97,7 @@ def _gradcam(run: ClassifierRun, o: ExplainOptions) -> Tensor:
 
 
 # ----------------------------------------------------------------------------------------------- Swin
+
 
 def _swin_rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import swin
@@ -126,6 +135,7 @@ def _swin_gradcam(run: ClassifierRun, o: ExplainOptions) -> Tensor:
 
 # ----------------------------------------------------------------------------------------------- LRP
 
+
 def _lrp(rule: str) -> Any:
     """An adapter for `vtdemo.explain.lrp.vit_lrp` / `lrp_swin.swin_lrp` with one rule ("attnlrp" / "cplrp")."""
 
@@ -136,13 +146,20 @@ def _lrp(rule: str) -> Any:
 
             cfg = run.loaded.config
             if not cfg.class_token or cfg.reg_tokens or cfg.init_values is not None or run.prep is not None:
-                raise ExplainError(f"LRP is implemented for ViT / DeiT with a CLS token, without LayerScale or "
-                                   f"registers, at the trained input size; {run.loaded.id} is not one: use "
-                                   "grad-rollout")
-            explain_fn = vit_lrp
+                raise ExplainError(
+                    f"LRP is implemented for ViT / DeiT with a CLS token, without LayerScale or "
+                    f"registers, at the trained input size; {run.loaded.id} is not one: use "
+                    "grad-rollout"
+                )
+            explain_fn: Any = vit_lrp
         else:
+            from ..models.swin import SwinTransformer
             from .lrp_swin import swin_lrp
 
+            if type(run.loaded.model) is not SwinTransformer:
+                raise ExplainError(
+                    f"LRP is implemented for Swin (V1) only; {run.loaded.id} is not one: use swin-grad-rollout"
+                )
             explain_fn = swin_lrp
         try:
             return explain_fn(run.loaded.model, run.x, o.class_index, rule=rule)  # signed: the API keeps the positive
@@ -153,6 +170,7 @@ def _lrp(rule: str) -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- DETR
+
 
 def _detr_decoder(run: DetrRun, o: ExplainOptions) -> Tensor:
     from . import detr
@@ -183,62 +201,191 @@ def _detr_relevance(run: DetrRun, o: ExplainOptions) -> Tensor | dict[str, Tenso
     return maps["class"] if o.target_kind == "class" else maps
 
 
-def _entry(name: str, label: str, note: str, paper: str, families: set[str], target: str, grads: bool,
-           controls: set[str], fn: Any) -> Method:
+def _entry(
+    name: str,
+    label: str,
+    note: str,
+    paper: str,
+    families: set[str],
+    target: str,
+    grads: bool,
+    controls: set[str],
+    fn: Any,
+) -> Method:
     return register(Method(name, label, note, paper, frozenset(families), target, grads, frozenset(controls), fn))
 
 
-_entry("rollout", "Attention rollout",
-       "How much each patch flows into the CLS token through all layers (Abnar & Zuidema 2020).",
-       ABNAR, {"vit"}, "none", False, {"head_fusion", "discard", "start_layer", "mask_outliers"}, _rollout)
-_entry("grad-rollout", "Gradient rollout (one class)",
-       "Attention weighted by its gradient for one class (Chefer et al. 2021): click a class to change it.",
-       CHEFER, {"vit"}, "class", True, {"class_index"}, _grad_rollout)
-_entry("cls-attention", "CLS attention, last layer",
-       "Where the CLS token looks in the last layer (one head, or the mean of all heads).",
-       "Dosovitskiy et al. 2021, An Image is Worth 16x16 Words (arXiv 2010.11929)", {"vit"}, "none", False,
-       {"head"}, _cls_attention)
-_entry("swin-rollout", "Window-aware rollout",
-       "Rollout through the shifted windows and patch merging; an approximation, since Swin has no CLS token: it "
-       "averages what the final tokens draw on.", f"{ABNAR}, carried through {SWIN}", {"swin"}, "none", False,
-       {"head_fusion", "discard"}, _swin_rollout)
-_entry("swin-grad-rollout", "Gradient rollout (one class)",
-       "Window attention weighted by its gradient for one class (Chefer et al. 2021, carried through the shifted "
-       "windows and patch merging; an approximation like the rollout): click a class to change it.",
-       f"{CHEFER}, carried through {SWIN}", {"swin"}, "class", True, {"class_index"}, _swin_grad_rollout)
-_entry("swin-window", "Window around a clicked point",
-       "Click the image: the attention of the window around that point, in one block.",
-       f"{SWIN}; microsoft/Swin-Transformer issue #130", {"swin"}, "point", False, {"point", "block", "head"},
-       _swin_window)
-_entry("detr-decoder", "Decoder cross-attention",
-       "Where the detection's query gathered its evidence in one decoder layer (raw attention, not relevance).",
-       f"{DETR}, Fig. 6", {"detr"}, "detection", False, {"query", "layer", "head"}, _detr_decoder)
-_entry("detr-encoder", "Encoder self-attention at a point",
-       "Click the image: where that position looks in one encoder layer ('row'), or who looks at it ('column').",
-       f"{DETR}, Fig. 3", {"detr"}, "point", False, {"point", "layer", "head", "direction"}, _detr_encoder)
-_entry("gradcam", "Grad-CAM (one class)",
-       "Last block's tokens weighted by the mean gradient of the class (Grad-CAM, the papers' baseline): coarse, "
-       "and blind to attention.", GRADCAM, {"vit"}, "class", True, {"class_index", "layer"}, _gradcam)
-_entry("swin-gradcam", "Grad-CAM (one class)",
-       "Last stage's tokens (7 x 7 for Swin-T) weighted by the mean gradient of the class (Grad-CAM): coarse, and "
-       "blind to attention.", GRADCAM, {"swin"}, "class", True, {"class_index", "layer"}, _swin_gradcam)
-_entry("detr-relevance", "Relevance for the detection",
-       "Which image positions the detection's class (or, with target 'box', each box edge) depends on, through "
-       "every encoder and decoder layer: gradient-weighted attention (Chefer et al. 2021), not raw attention.",
-       CHEFER_GENERIC, {"detr"}, "detection", True, {"query", "target_kind"}, _detr_relevance)
-_entry("attn-lrp", "AttnLRP (one class)",
-       "Relevance of each patch for the class, propagated back through every layer including softmax and the q/k "
-       "products (AttnLRP); positive evidence shown.", ATTNLRP, {"vit"}, "class", True, {"class_index"},
-       _lrp("attnlrp"))
-_entry("cp-lrp", "CP-LRP (one class)",
-       "Relevance for the class with the attention weights held fixed (conservative propagation: the map plus what "
-       "the biases keep adds up to the logit); positive evidence shown.", CPLRP, {"vit"}, "class", True,
-       {"class_index"}, _lrp("cplrp"))
-_entry("swin-attn-lrp", "AttnLRP (one class)",
-       "AttnLRP through Swin's shifted windows, mask, position bias and patch merges, on the stage-1 grid; positive "
-       "evidence shown.", f"{ATTNLRP}, carried through {SWIN}", {"swin"}, "class", True, {"class_index"},
-       _lrp("attnlrp"))
-_entry("swin-cp-lrp", "CP-LRP (one class)",
-       "CP-LRP through Swin's windows and merges (attention held fixed, relevance conserved), on the stage-1 grid; "
-       "positive evidence shown.", f"{CPLRP}, carried through {SWIN}", {"swin"}, "class", True, {"class_index"},
-       _lrp("cplrp"))
+_entry(
+    "rollout",
+    "Attention rollout",
+    "How much each patch flows into the CLS token through all layers (Abnar & Zuidema 2020).",
+    ABNAR,
+    {"vit"},
+    "none",
+    False,
+    {"head_fusion", "discard", "start_layer", "mask_outliers"},
+    _rollout,
+)
+_entry(
+    "grad-rollout",
+    "Gradient rollout (one class)",
+    "Attention weighted by its gradient for one class (Chefer et al. 2021): click a class to change it.",
+    CHEFER,
+    {"vit"},
+    "class",
+    True,
+    {"class_index"},
+    _grad_rollout,
+)
+_entry(
+    "cls-attention",
+    "CLS attention, last layer",
+    "Where the CLS token looks in the last layer (one head, or the mean of all heads).",
+    "Dosovitskiy et al. 2021, An Image is Worth 16x16 Words (arXiv 2010.11929)",
+    {"vit"},
+    "none",
+    False,
+    {"head"},
+    _cls_attention,
+)
+_entry(
+    "swin-rollout",
+    "Window-aware rollout",
+    "Rollout through the shifted windows and patch merging; an approximation, since Swin has no CLS token: it "
+    "averages what the final tokens draw on.",
+    f"{ABNAR}, carried through {SWIN}",
+    {"swin"},
+    "none",
+    False,
+    {"head_fusion", "discard"},
+    _swin_rollout,
+)
+_entry(
+    "swin-grad-rollout",
+    "Gradient rollout (one class)",
+    "Window attention weighted by its gradient for one class (Chefer et al. 2021, carried through the shifted "
+    "windows and patch merging; an approximation like the rollout): click a class to change it.",
+    f"{CHEFER}, carried through {SWIN}",
+    {"swin"},
+    "class",
+    True,
+    {"class_index"},
+    _swin_grad_rollout,
+)
+_entry(
+    "swin-window",
+    "Window around a clicked point",
+    "Click the image: the attention of the window around that point, in one block.",
+    f"{SWIN}; microsoft/Swin-Transformer issue #130",
+    {"swin"},
+    "point",
+    False,
+    {"point", "block", "head"},
+    _swin_window,
+)
+_entry(
+    "detr-decoder",
+    "Decoder cross-attention",
+    "Where the detection's query gathered its evidence in one decoder layer (raw attention, not relevance).",
+    f"{DETR}, Fig. 6",
+    {"detr"},
+    "detection",
+    False,
+    {"query", "layer", "head"},
+    _detr_decoder,
+)
+_entry(
+    "detr-encoder",
+    "Encoder self-attention at a point",
+    "Click the image: where that position looks in one encoder layer ('row'), or who looks at it ('column').",
+    f"{DETR}, Fig. 3",
+    {"detr"},
+    "point",
+    False,
+    {"point", "layer", "head", "direction"},
+    _detr_encoder,
+)
+_entry(
+    "gradcam",
+    "Grad-CAM (one class)",
+    "Last block's tokens weighted by the mean gradient of the class (Grad-CAM, the papers' baseline): coarse, "
+    "and blind to attention.",
+    GRADCAM,
+    {"vit"},
+    "class",
+    True,
+    {"class_index", "layer"},
+    _gradcam,
+)
+_entry(
+    "swin-gradcam",
+    "Grad-CAM (one class)",
+    "Last stage's tokens (7 x 7 for Swin-T) weighted by the mean gradient of the class (Grad-CAM): coarse, and "
+    "blind to attention.",
+    GRADCAM,
+    {"swin"},
+    "class",
+    True,
+    {"class_index", "layer"},
+    _swin_gradcam,
+)
+_entry(
+    "detr-relevance",
+    "Relevance for the detection",
+    "Which image positions the detection's class (or, with target 'box', each box edge) depends on, through "
+    "every encoder and decoder layer: gradient-weighted attention (Chefer et al. 2021), not raw attention.",
+    CHEFER_GENERIC,
+    {"detr"},
+    "detection",
+    True,
+    {"query", "target_kind"},
+    _detr_relevance,
+)
+_entry(
+    "attn-lrp",
+    "AttnLRP (one class)",
+    "Relevance of each patch for the class, propagated back through every layer including softmax and the q/k "
+    "products (AttnLRP); positive evidence shown.",
+    ATTNLRP,
+    {"vit"},
+    "class",
+    True,
+    {"class_index"},
+    _lrp("attnlrp"),
+)
+_entry(
+    "cp-lrp",
+    "CP-LRP (one class)",
+    "Relevance for the class with the attention weights held fixed (conservative propagation: the map plus what "
+    "the biases keep adds up to the logit); positive evidence shown.",
+    CPLRP,
+    {"vit"},
+    "class",
+    True,
+    {"class_index"},
+    _lrp("cplrp"),
+)
+_entry(
+    "swin-attn-lrp",
+    "AttnLRP (one class)",
+    "AttnLRP through Swin's shifted windows, mask, position bias and patch merges, on the stage-1 grid; positive "
+    "evidence shown.",
+    f"{ATTNLRP}, carried through {SWIN}",
+    {"swin"},
+    "class",
+    True,
+    {"class_index"},
+    _lrp("attnlrp"),
+)
+_entry(
+    "swin-cp-lrp",
+    "CP-LRP (one class)",
+    "CP-LRP through Swin's windows and merges (attention held fixed, relevance conserved), on the stage-1 grid; "
+    "positive evidence shown.",
+    f"{CPLRP}, carried through {SWIN}",
+    {"swin"},
+    "class",
+    True,
+    {"class_index"},
+    _lrp("cplrp"),
+)

@@ -14,8 +14,9 @@ named maps (e.g. one per box edge) in a dict. The built-in entries live in `vtde
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ExplainError
 
@@ -72,8 +73,9 @@ class Method:
     def __post_init__(self) -> None:
         unknown = self.families - set(FAMILIES)
         if unknown or not self.families:
-            raise ValueError(f"method {self.name}: families must be a non-empty subset of {FAMILIES}, not "
-                             f"{sorted(self.families)}")
+            raise ValueError(
+                f"method {self.name}: families must be a non-empty subset of {FAMILIES}, not {sorted(self.families)}"
+            )
         if self.target not in TARGETS:
             raise ValueError(f"method {self.name}: target must be one of {TARGETS}, not {self.target!r}")
         fields = set(ExplainOptions.__dataclass_fields__)
@@ -128,8 +130,10 @@ def get(name: str | None, family: str) -> Method:
 def help_text() -> str:
     """One line for the CLI's --method help: every method with its families, defaults marked."""
     defaults = {default_for(f).name for f in FAMILIES if methods_for(f)}
-    parts = [f"{m.name} ({'/'.join(sorted(m.families))}{', default' if m.name in defaults else ''})"
-             for m in METHODS.values()]
+    parts = [
+        f"{m.name} ({'/'.join(sorted(m.families))}{', default' if m.name in defaults else ''})"
+        for m in METHODS.values()
+    ]
     return "; ".join(parts)
 
 

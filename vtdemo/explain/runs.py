@@ -43,7 +43,7 @@ class ClassifierRun:
     @property
     def patch_grid(self) -> tuple[int, int]:
         """ViT: (rows, cols) of this run's patch grid (it follows the input size)."""
-        return self.grid or tuple(self.loaded.config.grid_size)  # type: ignore[return-value]
+        return self.grid or tuple(self.loaded.config.grid_size)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -62,8 +62,10 @@ class ClassifierRun:
             return None
         (h, w), (th, tw) = self.input_size, self.trained_size
         grid = f" ({self.grid[0]}x{self.grid[1]} patches)" if self.grid else ""
-        return (f"input {w}x{h} px{grid}; the model was trained at {tw}x{th} px: position embeddings are "
-                "interpolated, so predictions may differ from the trained size")
+        return (
+            f"input {w}x{h} px{grid}; the model was trained at {tw}x{th} px: position embeddings are "
+            "interpolated, so predictions may differ from the trained size"
+        )
 
     @property
     def num_heads(self) -> int:
@@ -75,8 +77,10 @@ class ClassifierRun:
         """(label, index) per Swin block, e.g. ("stage 1 · block 2 · shifted", 1); empty for ViT."""
         if self.family != "swin":
             return []
-        return [(f"stage {r.stage + 1} · block {r.block + 1}{' · shifted' if r.shift else ''}", i)
-                for i, r in enumerate(self.attentions)]
+        return [
+            (f"stage {r.stage + 1} · block {r.block + 1}{' · shifted' if r.shift else ''}", i)
+            for i, r in enumerate(self.attentions)
+        ]
 
     def default_block(self) -> int | None:
         """The Swin block a window view shows by default (`vtdemo.explain.swin.default_block`); None for ViT."""
@@ -146,8 +150,9 @@ class DetrRun:
 MAX_PATCHES = 1024
 
 
-def input_preprocess(loaded: hub.LoadedModel, image_size: tuple[int, int], input_size: int | None = None,
-                     keep_aspect: bool = False) -> preprocess.PreprocessConfig:
+def input_preprocess(
+    loaded: hub.LoadedModel, image_size: tuple[int, int], input_size: int | None = None, keep_aspect: bool = False
+) -> preprocess.PreprocessConfig:
     """The recipe for a run at another input size (see `preprocess.for_input_size`; image_size = (width, height)):
     the checkpoint's own when nothing is asked. ViT/DeiT only; sizes round to multiples of the patch size."""
     if input_size is None and not keep_aspect:
@@ -158,13 +163,16 @@ def input_preprocess(loaded: hub.LoadedModel, image_size: tuple[int, int], input
     prep = preprocess.for_input_size(loaded.preprocess, image_size, input_size, keep_aspect, multiple=patch)
     h, w = preprocess.trained_input_size(prep)
     if (h // patch) * (w // patch) > MAX_PATCHES:
-        raise VtdemoError(f"input {w}x{h} px would be {(h // patch) * (w // patch)} patches; at most {MAX_PATCHES} "
-                          "(choose a smaller size)")
+        raise VtdemoError(
+            f"input {w}x{h} px would be {(h // patch) * (w // patch)} patches; at most {MAX_PATCHES} "
+            "(choose a smaller size)"
+        )
     return prep
 
 
-def run_classifier(loaded: hub.LoadedModel, image: Image.Image, input_size: int | None = None,
-                   keep_aspect: bool = False) -> ClassifierRun:
+def run_classifier(
+    loaded: hub.LoadedModel, image: Image.Image, input_size: int | None = None, keep_aspect: bool = False
+) -> ClassifierRun:
     """Forward once with attention (plain softmax path); ViT runs keep their block outputs and patch grid too.
 
     input_size / keep_aspect: run a ViT at another input size (short side in pixels) and/or at the photo's aspect
@@ -175,13 +183,23 @@ def run_classifier(loaded: hub.LoadedModel, image: Image.Image, input_size: int 
     vit = loaded.family == "vit"
     tokens_wanted = vit and getattr(loaded, "precision", "exact") == "exact"  # the fast engine has no block outputs
     with inference(loaded.device):
-        out = loaded.model(x, return_attn=True, return_tokens=True) if tokens_wanted else loaded.model(x,
-                                                                                                     return_attn=True)
+        out = (
+            loaded.model(x, return_attn=True, return_tokens=True)
+            if tokens_wanted
+            else loaded.model(x, return_attn=True)
+        )
     attentions = [a[0] for a in out.attentions] if vit else list(out.attentions)
     tokens = [t[0].float() for t in out.tokens] if vit and out.tokens else None
-    return ClassifierRun(loaded=loaded, image=image, x=x, logits=out.logits[0].float().cpu(), attentions=attentions,
-                         grid=getattr(out, "grid", None) if vit else None, tokens=tokens,
-                         prep=None if prep is loaded.preprocess else prep)
+    return ClassifierRun(
+        loaded=loaded,
+        image=image,
+        x=x,
+        logits=out.logits[0].float().cpu(),
+        attentions=attentions,
+        grid=getattr(out, "grid", None) if vit else None,
+        tokens=tokens,
+        prep=None if prep is loaded.preprocess else prep,
+    )
 
 
 def run_detr(loaded: hub.LoadedModel, image: Image.Image, keep_dtype: torch.dtype | None = None) -> DetrRun:

@@ -38,9 +38,13 @@ class StagePCA:
     components: Tensor
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage + 1, "grid": list(self.grid), "channels": self.channels,
-                "explained": [round(v, 6) for v in self.explained],
-                "rgb": [[[round(float(c), 4) for c in px] for px in row] for row in self.rgb]}
+        return {
+            "stage": self.stage + 1,
+            "grid": list(self.grid),
+            "channels": self.channels,
+            "explained": [round(v, 6) for v in self.explained],
+            "rgb": [[[round(float(c), 4) for c in px] for px in row] for row in self.rgb],
+        }
 
 
 def stage_tokens(model: Any, x: Tensor) -> list[Tensor]:
@@ -49,8 +53,9 @@ def stage_tokens(model: Any, x: Tensor) -> list[Tensor]:
     if x.ndim != 4 or x.shape[0] != 1:
         raise ValueError(f"stage PCA explains one image: expected x [1, 3, H, W], got {list(x.shape)}")
     captured: list[Tensor] = []
-    hooks = [stage.register_forward_hook(lambda _m, _i, out: captured.append(out[0][0].detach()))
-             for stage in model.layers]  # out = (tokens [1, H, W, C], attentions)
+    hooks = [
+        stage.register_forward_hook(lambda _m, _i, out: captured.append(out[0][0].detach())) for stage in model.layers
+    ]  # out = (tokens [1, H, W, C], attentions)
     try:
         with inference(x.device):
             model(x)
@@ -78,8 +83,9 @@ def pca_rgb(tokens: Tensor, k: int = 3) -> tuple[Tensor, list[float], Tensor]:
     proj = X @ comps.T  # [HW, k]
     lo, hi = proj.min(dim=0).values, proj.max(dim=0).values  # [k]
     span = hi - lo
-    rgb = torch.where(span > 0, (proj - lo) / torch.where(span > 0, span, torch.ones_like(span)),
-                      torch.zeros_like(proj))
+    rgb = torch.where(
+        span > 0, (proj - lo) / torch.where(span > 0, span, torch.ones_like(span)), torch.zeros_like(proj)
+    )
     return rgb.view(H, W, k).float(), explained, comps.float()  # [HW, k] -> [H, W, k]
 
 
@@ -88,8 +94,9 @@ def stage_pca(model: Any, x: Tensor) -> list[StagePCA]:
     out = []
     for s, tokens in enumerate(stage_tokens(model, x)):
         rgb, explained, comps = pca_rgb(tokens.float().cpu())
-        out.append(StagePCA(s, (int(tokens.shape[0]), int(tokens.shape[1])), int(tokens.shape[2]), rgb, explained,
-                            comps))
+        out.append(
+            StagePCA(s, (int(tokens.shape[0]), int(tokens.shape[1])), int(tokens.shape[2]), rgb, explained, comps)
+        )
     return out
 
 

@@ -42,7 +42,7 @@ tokens), and discard works per window (there is no CLS column to protect).
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -50,8 +50,18 @@ from torch import Tensor
 from ..models.swin import SwinAttention, shifted_window_mask, window_partition
 from .vit import FUSIONS, class_gradients, fuse_heads
 
-__all__ = ["FUSIONS", "rollout", "grad_rollout", "class_gradients", "window_attention_at", "window_box",
-           "default_block", "window_index", "window_rollout_factors", "window_grad_factors"]
+__all__ = [
+    "FUSIONS",
+    "rollout",
+    "grad_rollout",
+    "class_gradients",
+    "window_attention_at",
+    "window_box",
+    "default_block",
+    "window_index",
+    "window_rollout_factors",
+    "window_grad_factors",
+]
 
 Box = tuple[float, float, float, float]
 
@@ -92,8 +102,10 @@ def _check_batch_of_one(record: SwinAttention) -> int:
     H, W = record.grid
     nW = (H // record.window) * (W // record.window)
     if record.attn.ndim != 4 or record.attn.shape[0] != nW:
-        raise ValueError(f"expected one image's attention [nW={nW}, nh, N, N] for block {record.stage}.{record.block}, "
-                         f"got {list(record.attn.shape)} (pass a batch of one)")
+        raise ValueError(
+            f"expected one image's attention [nW={nW}, nh, N, N] for block {record.stage}.{record.block}, "
+            f"got {list(record.attn.shape)} (pass a batch of one)"
+        )
     return nW
 
 
@@ -144,8 +156,9 @@ def rollout(attentions: Sequence[SwinAttention], head_fusion: str = "mean", disc
     its children (the real merge mixes them through LayerNorm + Linear), and the head's average pool is the mean
     over final tokens. Computed right to left as vector-matrix products, never as dense [HW, HW] products.
     """
-    return _mean_readout(attentions, lambda i: window_rollout_factors(attentions[i], head_fusion, discard_ratio),
-                         "rollout")
+    return _mean_readout(
+        attentions, lambda i: window_rollout_factors(attentions[i], head_fusion, discard_ratio), "rollout"
+    )
 
 
 def _mean_readout(attentions: Sequence[SwinAttention], factor: Callable[[int], Tensor], what: str) -> Tensor:
@@ -194,14 +207,17 @@ def window_grad_factors(record: SwinAttention, gradient: Tensor) -> Tensor:
     """
     _check_batch_of_one(record)
     if gradient.shape != record.attn.shape:
-        raise ValueError(f"gradient {list(gradient.shape)} does not match the attention "
-                         f"{list(record.attn.shape)} of block {record.stage}.{record.block}")
+        raise ValueError(
+            f"gradient {list(gradient.shape)} does not match the attention "
+            f"{list(record.attn.shape)} of block {record.stage}.{record.block}"
+        )
     Abar = (gradient.float() * record.attn.float()).clamp(min=0).mean(dim=1)  # [nW, nh, N, N] -> [nW, N, N]
     return Abar + torch.eye(Abar.shape[-1], dtype=Abar.dtype, device=Abar.device)  # [nW, N, N]: I + Abar_w
 
 
-def grad_rollout(attentions: Sequence[SwinAttention], gradients: Sequence[Tensor], identity_path: bool = False
-                 ) -> Tensor:
+def grad_rollout(
+    attentions: Sequence[SwinAttention], gradients: Sequence[Tensor], identity_path: bool = False
+) -> Tensor:
     """Class-specific relevance of Chefer, Gur & Wolf 2021 ("Generic Attention-model Explainability", arXiv
     2103.15679) carried through Swin's windows and patch merges: [H1, W1] on the stage-1 token grid.
 
@@ -236,8 +252,9 @@ def grad_rollout(attentions: Sequence[SwinAttention], gradients: Sequence[Tensor
     LayerNorm. The map is non-negative; all zero if no block has positive gradient * attention.
     """
     if len(attentions) != len(gradients):
-        raise ValueError(f"one gradient per attention block is needed: {len(attentions)} blocks, "
-                         f"{len(gradients)} gradients")
+        raise ValueError(
+            f"one gradient per attention block is needed: {len(attentions)} blocks, {len(gradients)} gradients"
+        )
     full = _mean_readout(attentions, lambda i: window_grad_factors(attentions[i], gradients[i]), "grad_rollout")
     if identity_path:
         return full  # [H1, W1]
@@ -272,8 +289,9 @@ def _pick(attentions: Sequence[SwinAttention], block: int | None) -> SwinAttenti
     return attentions[i]
 
 
-def window_attention_at(attentions: Sequence[SwinAttention], point: tuple[float, float], block: int | None = None,
-                        head: int | None = None) -> Tensor:
+def window_attention_at(
+    attentions: Sequence[SwinAttention], point: tuple[float, float], block: int | None = None, head: int | None = None
+) -> Tensor:
     """Where the token under `point` looks in one block: its attention row on the block's token grid, [H_s, W_s].
 
     point: (x, y) as fractions in [0, 1) of the model input's width and height. block: index into `attentions`
@@ -293,8 +311,9 @@ def window_attention_at(attentions: Sequence[SwinAttention], point: tuple[float,
         row = row.mean(dim=0)  # [N]
     else:
         if not -row.shape[0] <= head < row.shape[0]:
-            raise ValueError(f"head {head} is out of range: block {record.stage}.{record.block} has "
-                             f"{row.shape[0]} heads")
+            raise ValueError(
+                f"head {head} is out of range: block {record.stage}.{record.block} has {row.shape[0]} heads"
+            )
         row = row[head]  # [N]
     H, W = record.grid
     out = torch.zeros(H * W, dtype=row.dtype, device=row.device)  # [HW]
@@ -313,8 +332,9 @@ def _runs(cells: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def window_box(attentions: Sequence[SwinAttention], point: tuple[float, float], block: int | None = None,
-               reachable: bool = False) -> list[Box]:
+def window_box(
+    attentions: Sequence[SwinAttention], point: tuple[float, float], block: int | None = None, reachable: bool = False
+) -> list[Box]:
     """Outline of the window around `point` in one block, as boxes (x0, y0, x1, y1) in fractions [0, 1] of the input.
 
     Always a list. An unshifted window is one box. A shifted window is cut from the grid rolled by -shift, so the

@@ -26,8 +26,8 @@ Prefix columns (CLS, DIST, registers) are never part of the map.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 import torch
 
@@ -107,16 +107,28 @@ def read_out(R: torch.Tensor, num_prefix: int = 1, readout: str = "token", token
     raise ValueError(f"readout must be 'token' or 'avg', not {readout!r}")
 
 
-def rollout(attentions: Sequence[torch.Tensor], head_fusion: str = "mean", discard_ratio: float = 0.0,
-            start_layer: int = 0, num_prefix: int = 1, token: int = 0, readout: str = "token") -> torch.Tensor:
+def rollout(
+    attentions: Sequence[torch.Tensor],
+    head_fusion: str = "mean",
+    discard_ratio: float = 0.0,
+    start_layer: int = 0,
+    num_prefix: int = 1,
+    token: int = 0,
+    readout: str = "token",
+) -> torch.Tensor:
     """Attention rollout: list over layers of [nh, N, N] -> [P] relevance of each patch for token `token` (CLS), or
     for the mean of the patch tokens (`readout="avg"`)."""
     R = rollout_matrix(attentions, head_fusion, discard_ratio, start_layer, num_prefix)
     return read_out(R, num_prefix, readout, token)
 
 
-def grad_rollout(attentions: Sequence[torch.Tensor], gradients: Sequence[torch.Tensor], num_prefix: int = 1,
-                 token: int = 0, readout: str = "token") -> torch.Tensor:
+def grad_rollout(
+    attentions: Sequence[torch.Tensor],
+    gradients: Sequence[torch.Tensor],
+    num_prefix: int = 1,
+    token: int = 0,
+    readout: str = "token",
+) -> torch.Tensor:
     """Chefer et al. relevance: lists over layers (forward order) of attention [nh, N, N] and d logit_c / d attention
     [nh, N, N] -> [P] relevance of each patch for class c, read from token `token`'s row (or the mean of the patch
     rows for `readout="avg"`)."""
@@ -141,8 +153,9 @@ def _attention_tensor(entry: torch.Tensor | SwinAttention) -> torch.Tensor:
     return entry.attn if isinstance(entry, SwinAttention) else entry
 
 
-def class_gradients(model: torch.nn.Module, x: torch.Tensor, class_index: int
-                    ) -> tuple[torch.Tensor, list[torch.Tensor] | list[SwinAttention], list[torch.Tensor]]:
+def class_gradients(
+    model: torch.nn.Module, x: torch.Tensor, class_index: int
+) -> tuple[torch.Tensor, list[torch.Tensor] | list[SwinAttention], list[torch.Tensor]]:
     """Forward `x` [1, 3, H, W] with attention, back-propagate logit `class_index` to every layer's attention.
 
     Returns (logits [K], attentions, their gradients d logit / d attention), all detached, in forward order:

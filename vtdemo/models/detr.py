@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -81,16 +82,22 @@ def _hf_backbone(config: Mapping[str, Any]) -> tuple[str, bool]:
         dilation = dilation or sub.get("output_stride") == 16
     elif sub.get("model_type") == "resnet":  # the `no_timm` revision: a transformers ResNet
         name = _RESNET_DEPTHS.get(tuple(sub.get("depths", ())), "")
-        standard = (sub.get("layer_type", "bottleneck") == "bottleneck" and sub.get("embedding_size", 64) == 64
-                    and list(sub.get("hidden_sizes", [256, 512, 1024, 2048])) == [256, 512, 1024, 2048]
-                    and not sub.get("downsample_in_bottleneck", False))
+        standard = (
+            sub.get("layer_type", "bottleneck") == "bottleneck"
+            and sub.get("embedding_size", 64) == 64
+            and list(sub.get("hidden_sizes", [256, 512, 1024, 2048])) == [256, 512, 1024, 2048]
+            and not sub.get("downsample_in_bottleneck", False)
+        )
         if not name or not standard:
             raise UnsupportedModelError(
                 f"DETR with a ResNet of depths {sub.get('depths')} / layer type {sub.get('layer_type')} is not "
-                f"supported; vtdemo implements ResNet-50 and ResNet-101 backbones")
+                f"supported; vtdemo implements ResNet-50 and ResNet-101 backbones"
+            )
     else:
-        raise UnsupportedModelError(f"DETR backbone of type '{sub.get('model_type')}' is not supported; "
-                                    "vtdemo implements ResNet-50 and ResNet-101 backbones")
+        raise UnsupportedModelError(
+            f"DETR backbone of type '{sub.get('model_type')}' is not supported; "
+            "vtdemo implements ResNet-50 and ResNet-101 backbones"
+        )
     name = str(name).split("/")[-1].split(".")[0]  # "timm/resnet50.a1_in1k" -> "resnet50"
     if name not in BACKBONES:
         raise UnsupportedModelError(f"DETR backbone '{name}' is not supported; use one of {', '.join(BACKBONES)}")
@@ -112,11 +119,16 @@ def config_from_hf(config: Mapping[str, Any]) -> DetrConfig:
     id2label = config.get("id2label") or {}  # absent when transformers' default of 2 labels was kept
     num_classes = max(int(k) for k in id2label) + 1 if id2label else int(config.get("num_labels", 2))
     cfg = DetrConfig(
-        backbone=backbone, dilation=dilation, d_model=int(config.get("d_model", 256)),
+        backbone=backbone,
+        dilation=dilation,
+        d_model=int(config.get("d_model", 256)),
         num_heads=int(config.get("encoder_attention_heads", 8)),
-        encoder_layers=int(config.get("encoder_layers", 6)), decoder_layers=int(config.get("decoder_layers", 6)),
-        ffn_dim=int(config.get("encoder_ffn_dim", 2048)), num_queries=int(config.get("num_queries", 100)),
-        num_classes=num_classes, ln_eps=float(config.get("layer_norm_eps", 1e-5)),
+        encoder_layers=int(config.get("encoder_layers", 6)),
+        decoder_layers=int(config.get("decoder_layers", 6)),
+        ffn_dim=int(config.get("encoder_ffn_dim", 2048)),
+        num_queries=int(config.get("num_queries", 100)),
+        num_classes=num_classes,
+        ln_eps=float(config.get("layer_norm_eps", 1e-5)),
     )
     logger.debug("DETR config from transformers: %s", cfg)
     return cfg
@@ -176,14 +188,15 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"dim {dim} is not divisible by num_heads {num_heads}")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.scale = self.head_dim ** -0.5
+        self.scale = self.head_dim**-0.5
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(dim, dim)
         self.v_proj = nn.Linear(dim, dim)
         self.out_proj = nn.Linear(dim, dim)
 
-    def forward(self, query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None,
-                return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, query: Tensor, key: Tensor, value: Tensor, key_mask: Tensor | None = None, return_attn: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         """query [B, Nq, C], key and value [B, Nk, C]; key_mask [B, Nk] bool, True = real key (None: all real).
 
         Returns the output [B, Nq, C] and, with `return_attn`, the probabilities [B, nh, Nq, Nk] (else None).
@@ -218,8 +231,9 @@ class EncoderLayer(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.d_model)
         self.ffn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
 
-    def forward(self, x: Tensor, pos: Tensor, key_mask: Tensor | None,
-                return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(
+        self, x: Tensor, pos: Tensor, key_mask: Tensor | None, return_attn: bool = False
+    ) -> tuple[Tensor, Tensor | None]:
         """x, pos [B, N, C]; key_mask [B, N] (True = real) or None. Returns x [B, N, C], attn [B, nh, N, N] | None."""
         qk = x + pos
         y, attn = self.self_attn(qk, qk, x, key_mask, return_attn)
@@ -241,8 +255,15 @@ class DecoderLayer(nn.Module):
         self.fc2 = nn.Linear(cfg.ffn_dim, cfg.d_model)
         self.ffn_norm = nn.LayerNorm(cfg.d_model, eps=cfg.ln_eps)
 
-    def forward(self, tgt: Tensor, query_pos: Tensor, memory: Tensor, pos: Tensor, key_mask: Tensor | None,
-                return_attn: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    def forward(
+        self,
+        tgt: Tensor,
+        query_pos: Tensor,
+        memory: Tensor,
+        pos: Tensor,
+        key_mask: Tensor | None,
+        return_attn: bool = False,
+    ) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """tgt, query_pos [B, Q, C]; memory, pos [B, N, C]; key_mask [B, N] or None.
 
         Returns tgt [B, Q, C], self-attention [B, nh, Q, Q] and cross-attention [B, nh, Q, N] (None unless asked).
@@ -330,8 +351,7 @@ class DETR(nn.Module):
                 x = F.relu_(out.add_(shortcut))  # in place: a fresh activation is a costly allocation on CPU
         return x
 
-    def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,
-                return_attn: bool = False) -> DetrOutput:
+    def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None, return_attn: bool = False) -> DetrOutput:
         """pixel_values [B, 3, H, W] normalised RGB (ImageNet mean/std), images top-left, padding zero;
         pixel_mask [B, H, W] bool, True = real pixel (None: no padding). See `DetrOutput` for the result."""
         features = self.backbone_features(pixel_values)  # [B, 2048, h, w]

@@ -100,9 +100,12 @@ class MaskHeadSmallConv(nn.Module):
 
         x = torch.cat([per_query(features), attn_maps.flatten(0, 1)], dim=1)  # [B*Q, C + nh, h, w]
         x = _conv_gn_relu(self.lay2, self.gn2, _conv_gn_relu(self.lay1, self.gn1, x))
-        stages = ((self.adapter1, self.lay3, self.gn3), (self.adapter2, self.lay4, self.gn4),
-                  (self.adapter3, self.lay5, self.gn5))
-        for fpn, (adapter, conv, gn) in zip(fpns, stages):
+        stages = (
+            (self.adapter1, self.lay3, self.gn3),
+            (self.adapter2, self.lay4, self.gn4),
+            (self.adapter3, self.lay5, self.gn5),
+        )
+        for fpn, (adapter, conv, gn) in zip(fpns, stages, strict=False):
             skip = per_query(adapter(fpn))  # [B*Q, C_s, h_s, w_s]
             x = _conv_gn_relu(conv, gn, skip + F.interpolate(x, size=skip.shape[-2:], mode="nearest"))
         return self.out_lay(x)  # [B*Q, 1, h_1, w_1]
@@ -151,8 +154,9 @@ class DetrPanoptic(nn.Module):
             outs.append(x)
         return outs
 
-    def forward(self, pixel_values: Tensor, pixel_mask: Tensor | None = None,
-                return_attn: bool = False) -> PanopticOutput:
+    def forward(
+        self, pixel_values: Tensor, pixel_mask: Tensor | None = None, return_attn: bool = False
+    ) -> PanopticOutput:
         """As `DETR.forward` (pixel_values [B, 3, H, W], pixel_mask [B, H, W] bool, True = real), plus pred_masks."""
         feats = self.backbone_layers(pixel_values)  # layer1..layer4
         B, _, h, w = feats[-1].shape
@@ -182,8 +186,12 @@ class DetrPanoptic(nn.Module):
         attn_maps = self.bbox_attention(hs, memory_map, None if key_mask is None else mask)  # [B, Q, nh, h, w]
         masks = self.mask_head(projected, attn_maps, [feats[2], feats[1], feats[0]])  # [B*Q, 1, H/4, W/4]
         return PanopticOutput(
-            logits=d.class_embed(hs), boxes=d.bbox_embed(hs).sigmoid(), feature_size=(int(h), int(w)),
-            feature_mask=mask, encoder_attn=encoder_attn if return_attn else None,
+            logits=d.class_embed(hs),
+            boxes=d.bbox_embed(hs).sigmoid(),
+            feature_size=(int(h), int(w)),
+            feature_mask=mask,
+            encoder_attn=encoder_attn if return_attn else None,
             decoder_self_attn=self_attns if return_attn else None,
             decoder_cross_attn=cross_attns if return_attn else None,
-            pred_masks=masks.view(B, -1, *masks.shape[-2:]))  # [B, Q, H/4, W/4]
+            pred_masks=masks.view(B, -1, *masks.shape[-2:]),
+        )  # [B, Q, H/4, W/4]

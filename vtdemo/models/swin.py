@@ -76,9 +76,18 @@ PRESETS: dict[str, SwinConfig] = {
 }
 
 # timm keyword arguments (a timm config.json may carry them as `model_args`) -> our fields.
-_TIMM_ARGS = {"img_size": "img_size", "patch_size": "patch_size", "in_chans": "in_chans", "embed_dim": "embed_dim",
-              "depths": "depths", "num_heads": "num_heads", "window_size": "window_size", "mlp_ratio": "mlp_ratio",
-              "qkv_bias": "qkv_bias", "num_classes": "num_classes"}
+_TIMM_ARGS = {
+    "img_size": "img_size",
+    "patch_size": "patch_size",
+    "in_chans": "in_chans",
+    "embed_dim": "embed_dim",
+    "depths": "depths",
+    "num_heads": "num_heads",
+    "window_size": "window_size",
+    "mlp_ratio": "mlp_ratio",
+    "qkv_bias": "qkv_bias",
+    "num_classes": "num_classes",
+}
 # timm keyword arguments that only matter for training.
 _TIMM_TRAINING_ARGS = {"drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init"}
 # timm keyword arguments accepted only at the value our architecture implements (timm's `save_for_hf` writes them).
@@ -99,7 +108,8 @@ def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, 
     base = architecture.split(".")[0]
     if base not in PRESETS:
         raise UnsupportedModelError(
-            f"timm architecture '{architecture}' is not a supported Swin; supported: {', '.join(PRESETS)}")
+            f"timm architecture '{architecture}' is not a supported Swin; supported: {', '.join(PRESETS)}"
+        )
     changes: dict[str, Any] = {"num_classes": int(num_classes)}
     for key, value in (model_args or {}).items():
         if key in _TIMM_TRAINING_ARGS or (key in _TIMM_DEFAULT_ONLY and value == _TIMM_DEFAULT_ONLY[key]):
@@ -144,14 +154,17 @@ def stage_windows(cfg: SwinConfig, img_size: int) -> list[tuple[int, int]]:
     Raises `UnsupportedModelError` if a grid cannot be cut into whole windows or halved by the patch merges.
     """
     if img_size <= 0 or img_size % cfg.patch_size:
-        raise UnsupportedModelError(f"input size {img_size} is not a positive multiple of the patch size "
-                                    f"{cfg.patch_size}")
+        raise UnsupportedModelError(
+            f"input size {img_size} is not a positive multiple of the patch size {cfg.patch_size}"
+        )
     grid, out = img_size // cfg.patch_size, []
     for s in range(len(cfg.depths)):
         window = stage_window(grid, cfg.window_size)[0]
         if grid % window or (s < len(cfg.depths) - 1 and grid % 2):
-            raise UnsupportedModelError(f"input size {img_size}: stage {s} grid {grid} is not a multiple of its "
-                                        f"window {window} (or cannot be halved)")
+            raise UnsupportedModelError(
+                f"input size {img_size}: stage {s} grid {grid} is not a multiple of its "
+                f"window {window} (or cannot be halved)"
+            )
         out.append((grid, window))
         grid //= 2
     return out
@@ -176,7 +189,8 @@ def config_at_size(cfg: SwinConfig, img_size: int) -> SwinConfig:
         sizes = ", ".join(str(s) for s in allowed_sizes(cfg))
         raise UnsupportedModelError(
             f"this Swin (patch {cfg.patch_size}, window {cfg.window_size}, trained at {cfg.img_size}) cannot run at "
-            f"{img_size} px without padding or resizing its position-bias tables; sizes it runs at: {sizes}")
+            f"{img_size} px without padding or resizing its position-bias tables; sizes it runs at: {sizes}"
+        )
     return replace(cfg, img_size=int(img_size))
 
 
@@ -300,9 +314,7 @@ class WindowAttention(nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]  # [N*N, nh]
         return bias.view(N, N, -1).permute(2, 0, 1).contiguous()  # [nh, N, N] (contiguous, or SDPA falls back)
 
-    def forward(
-        self, x: Tensor, mask: Tensor | None = None, return_attn: bool = False
-    ) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
         """x: [B*nW, N, C], mask: [nW, N, N] additive (0 / -inf) or None.
 
         Returns the output [B*nW, N, C] and, with `return_attn`, the probabilities [B*nW, nh, N, N] (else None).
@@ -347,8 +359,10 @@ class SwinBlock(nn.Module):
         self.window, can_shift = stage_window(grid, cfg.window_size)
         self.shift = self.window // 2 if (shifted and can_shift) else 0
         if grid % self.window:
-            raise ValueError(f"Swin: token grid {grid} is not a multiple of the window {self.window}; "
-                             "choose img_size / patch_size / window_size so that it is")
+            raise ValueError(
+                f"Swin: token grid {grid} is not a multiple of the window {self.window}; "
+                "choose img_size / patch_size / window_size so that it is"
+            )
         self.norm1 = nn.LayerNorm(dim, eps=cfg.ln_eps)
         self.attn = WindowAttention(dim, num_heads, self.window, cfg.qkv_bias)
         self.norm2 = nn.LayerNorm(dim, eps=cfg.ln_eps)
@@ -397,7 +411,8 @@ class SwinStage(nn.Module):
         dim = cfg.embed_dim * 2**index
         self.downsample = PatchMerging(dim // 2, cfg.ln_eps) if index > 0 else None
         self.blocks = nn.ModuleList(
-            SwinBlock(cfg, dim, cfg.num_heads[index], grid, shifted=b % 2 == 1) for b in range(cfg.depths[index]))
+            SwinBlock(cfg, dim, cfg.num_heads[index], grid, shifted=b % 2 == 1) for b in range(cfg.depths[index])
+        )
 
     def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[Tensor]]:
         """x: [B, 2H, 2W, C/2] (or [B, H, W, C] in stage 0) -> [B, H, W, C], plus each block's attention if asked."""
@@ -465,8 +480,9 @@ class SwinTransformer(nn.Module):
         for s, stage in enumerate(self.layers):
             x, attns = stage(x, return_attn)  # [B, H, W, C] of this stage
             if attentions is not None:
-                attentions += [SwinAttention(a, s, b, blk.grid, blk.window, blk.shift)
-                               for b, (a, blk) in enumerate(zip(attns, stage.blocks, strict=True))]
+                attentions += [
+                    SwinAttention(a, s, b, blk.grid, blk.window, blk.shift)
+                    for b, (a, blk) in enumerate(zip(attns, stage.blocks, strict=True))
+                ]
         logits = self.head(self.norm(x))  # [B, num_classes]
         return ClassifierOutput(logits=logits, attentions=attentions)
-

@@ -85,15 +85,29 @@ class SwinV2Config:
         return self.embed_dim * 2 ** (len(self.depths) - 1)
 
 
-_T, _S, _B, _L = ((96, (2, 2, 6, 2), (3, 6, 12, 24)), (96, (2, 2, 18, 2), (3, 6, 12, 24)),
-                  (128, (2, 2, 18, 2), (4, 8, 16, 32)), (192, (2, 2, 18, 2), (6, 12, 24, 48)))
+_T, _S, _B, _L = (
+    (96, (2, 2, 6, 2), (3, 6, 12, 24)),
+    (96, (2, 2, 18, 2), (3, 6, 12, 24)),
+    (128, (2, 2, 18, 2), (4, 8, 16, 32)),
+    (192, (2, 2, 18, 2), (6, 12, 24, 48)),
+)
 
 
-def _preset(img: int, window: int, size: tuple[int, tuple[int, ...], tuple[int, ...]],
-            pretrained: tuple[int, ...] = (0, 0, 0, 0)) -> SwinV2Config:
+def _preset(
+    img: int,
+    window: int,
+    size: tuple[int, tuple[int, ...], tuple[int, ...]],
+    pretrained: tuple[int, ...] = (0, 0, 0, 0),
+) -> SwinV2Config:
     dim, depths, heads = size
-    return SwinV2Config(img_size=img, window_size=window, embed_dim=dim, depths=depths, num_heads=heads,
-                        pretrained_window_sizes=pretrained)
+    return SwinV2Config(
+        img_size=img,
+        window_size=window,
+        embed_dim=dim,
+        depths=depths,
+        num_heads=heads,
+        pretrained_window_sizes=pretrained,
+    )
 
 
 # Keyed by timm architecture name (timm's `model_args`, plus the input size from its pretrained_cfg).
@@ -112,11 +126,27 @@ PRESETS: dict[str, SwinV2Config] = {
     "swinv2_large_window12to24_192to384": _preset(384, 24, _L, (12, 12, 12, 6)),
 }
 
-_TIMM_ARGS = {"img_size", "patch_size", "in_chans", "embed_dim", "depths", "num_heads", "window_size",
-              "pretrained_window_sizes", "mlp_ratio", "qkv_bias", "num_classes"}
+_TIMM_ARGS = {
+    "img_size",
+    "patch_size",
+    "in_chans",
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "window_size",
+    "pretrained_window_sizes",
+    "mlp_ratio",
+    "qkv_bias",
+    "num_classes",
+}
 _TIMM_TRAINING_ARGS = {"drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init"}
-_TIMM_DEFAULT_ONLY = {"global_pool": "avg", "always_partition": False, "strict_img_size": True,
-                      "dynamic_img_size": False, "act_layer": "gelu"}
+_TIMM_DEFAULT_ONLY = {
+    "global_pool": "avg",
+    "always_partition": False,
+    "strict_img_size": True,
+    "dynamic_img_size": False,
+    "act_layer": "gelu",
+}
 
 
 def _one(value: Any, name: str) -> int:
@@ -134,7 +164,8 @@ def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, 
     base = architecture.split(".")[0]
     if base not in PRESETS:
         raise UnsupportedModelError(
-            f"timm architecture '{architecture}' is not a supported Swin V2; supported: {', '.join(PRESETS)}")
+            f"timm architecture '{architecture}' is not a supported Swin V2; supported: {', '.join(PRESETS)}"
+        )
     changes: dict[str, Any] = {"num_classes": int(num_classes)}
     for key, value in (model_args or {}).items():
         if key in _TIMM_TRAINING_ARGS or (key in _TIMM_DEFAULT_ONLY and value == _TIMM_DEFAULT_ONLY[key]):
@@ -178,8 +209,9 @@ def config_from_hf(config: dict[str, Any]) -> SwinV2Config:
 def stage_windows(cfg: SwinV2Config, img_size: int) -> list[tuple[int, int]]:
     """(grid, window) of every stage at input size `img_size`; refuses sizes a stage cannot cut into windows."""
     if img_size <= 0 or img_size % cfg.patch_size:
-        raise UnsupportedModelError(f"input size {img_size} is not a positive multiple of the patch size "
-                                    f"{cfg.patch_size}")
+        raise UnsupportedModelError(
+            f"input size {img_size} is not a positive multiple of the patch size {cfg.patch_size}"
+        )
     grid, out = img_size // cfg.patch_size, []
     for s in range(len(cfg.depths)):
         window = stage_window(grid, cfg.window_size)[0]
@@ -187,7 +219,8 @@ def stage_windows(cfg: SwinV2Config, img_size: int) -> list[tuple[int, int]]:
             raise UnsupportedModelError(
                 f"Swin V2 (patch {cfg.patch_size}, window {cfg.window_size}) cannot run at {img_size} px without "
                 f"padding (stage {s} grid {grid}, window {window}); sizes it runs at: "
-                + ", ".join(str(s) for s in allowed_sizes(cfg)))
+                + ", ".join(str(s) for s in allowed_sizes(cfg))
+            )
         out.append((grid, window))
         grid //= 2
     return out
@@ -238,8 +271,9 @@ def log_relative_coords(window: int, pretrained_window: int = 0) -> Tensor:
 class WindowAttentionV2(nn.Module):
     """Scaled cosine attention inside each window, with the continuous (MLP) relative position bias."""
 
-    def __init__(self, dim: int, num_heads: int, window: int, pretrained_window: int = 0, qkv_bias: bool = True
-                 ) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, window: int, pretrained_window: int = 0, qkv_bias: bool = True
+    ) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.window = window
@@ -249,8 +283,9 @@ class WindowAttentionV2(nn.Module):
         self.q_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.v_bias = nn.Parameter(torch.zeros(dim)) if qkv_bias else None
         self.proj = nn.Linear(dim, dim)
-        self.register_buffer("relative_coords_table", log_relative_coords(window, pretrained_window),
-                             persistent=False)  # [(2ws-1)^2, 2]
+        self.register_buffer(
+            "relative_coords_table", log_relative_coords(window, pretrained_window), persistent=False
+        )  # [(2ws-1)^2, 2]
         self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
 
     def relative_position_bias(self) -> Tensor:
@@ -261,8 +296,7 @@ class WindowAttentionV2(nn.Module):
         bias = table[index.view(-1)].view(N, N, -1)  # [N, N, nh]
         return 16 * torch.sigmoid(bias.permute(2, 0, 1).contiguous())  # [nh, N, N]
 
-    def forward(self, x: Tensor, mask: Tensor | None = None, return_attn: bool = False
-                ) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, mask: Tensor | None = None, return_attn: bool = False) -> tuple[Tensor, Tensor | None]:
         """x: [B*nW, N, C], mask: [nW, N, N] additive (0 / `mask_value`) or None.
 
         Returns the output [B*nW, N, C] and, with `return_attn`, the probabilities [B*nW, nh, N, N] (else None).
@@ -294,8 +328,9 @@ class WindowAttentionV2(nn.Module):
 class SwinV2Block(nn.Module):
     """Residual post-norm block: x + LN((shifted) window attention(x)), then x + LN(MLP(x)). Tokens [B, H, W, C]."""
 
-    def __init__(self, cfg: SwinV2Config, dim: int, num_heads: int, grid: int, window: int, shifted: bool,
-                 pretrained_window: int) -> None:
+    def __init__(
+        self, cfg: SwinV2Config, dim: int, num_heads: int, grid: int, window: int, shifted: bool, pretrained_window: int
+    ) -> None:
         super().__init__()
         self.grid = (grid, grid)
         self.window, can_shift = stage_window(grid, window)
@@ -349,7 +384,8 @@ class SwinV2Stage(nn.Module):
         self.downsample = PatchMergingV2(dim // 2, cfg.ln_eps) if index > 0 else None
         self.blocks = nn.ModuleList(
             SwinV2Block(cfg, dim, cfg.num_heads[index], grid, cfg.window_size, b % 2 == 1, pretrained)
-            for b in range(cfg.depths[index]))
+            for b in range(cfg.depths[index])
+        )
 
     def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[Tensor]]:
         """x: [B, 2H, 2W, C/2] (or [B, H, W, C] in stage 0) -> [B, H, W, C], plus each block's attention if asked."""
@@ -405,8 +441,10 @@ class SwinTransformerV2(nn.Module):
             x, attns = stage(x, return_attn)  # [B, H, W, C] of this stage
             if attentions is not None:
                 blocks: list[SwinV2Block] = list(stage.blocks)  # type: ignore[arg-type]
-                attentions += [SwinAttention(a, s, b, blk.grid, blk.window, blk.shift)
-                               for b, (a, blk) in enumerate(zip(attns, blocks))]
+                attentions += [
+                    SwinAttention(a, s, b, blk.grid, blk.window, blk.shift)
+                    for b, (a, blk) in enumerate(zip(attns, blocks, strict=False))
+                ]
         logits = self.head(self.norm(x))  # [B, num_classes]
         return ClassifierOutput(logits=logits, attentions=attentions)
 

@@ -88,7 +88,7 @@ class ViTConfig:
 
     @property
     def readout(self) -> str:
-        """"token": logits from the CLS token (row 0); "avg": from the mean of the patch tokens."""
+        """ "token": logits from the CLS token (row 0); "avg": from the mean of the patch tokens."""
         return self.global_pool
 
     @property
@@ -113,13 +113,27 @@ PRESETS: dict[str, ViTConfig] = {
     for p, img in ((16, 224), (16, 384), (32, 224), (32, 384), (8, 224))
 }
 # DeiT III (timm `deit3_*`, models/deit.py): LayerScale 1e-6, positions on the patches only, CLS readout.
-_DEIT3 = {"small": (384, 12, 6), "medium": (512, 12, 8), "base": (768, 12, 12), "large": (1024, 24, 16),
-          "huge": (1280, 32, 16)}
-for _name, _patch, _img in (("small", 16, 224), ("small", 16, 384), ("medium", 16, 224), ("base", 16, 224),
-                            ("base", 16, 384), ("large", 16, 224), ("large", 16, 384), ("huge", 14, 224)):
+_DEIT3 = {
+    "small": (384, 12, 6),
+    "medium": (512, 12, 8),
+    "base": (768, 12, 12),
+    "large": (1024, 24, 16),
+    "huge": (1280, 32, 16),
+}
+for _name, _patch, _img in (
+    ("small", 16, 224),
+    ("small", 16, 384),
+    ("medium", 16, 224),
+    ("base", 16, 224),
+    ("base", 16, 384),
+    ("large", 16, 224),
+    ("large", 16, 384),
+    ("huge", 14, 224),
+):
     _w, _d, _h = _DEIT3[_name]
     PRESETS[f"deit3_{_name}_patch{_patch}_{_img}"] = ViTConfig(
-        img_size=_img, patch_size=_patch, embed_dim=_w, depth=_d, num_heads=_h, no_embed_class=True, init_values=1e-6)
+        img_size=_img, patch_size=_patch, embed_dim=_w, depth=_d, num_heads=_h, no_embed_class=True, init_values=1e-6
+    )
 # ViTs with registers and average pooling (timm `vit_*_reg*_gap_*`, models/vision_transformer.py), as timm defines
 # them: name -> (width, depth, heads, mlp_ratio, init_values, extra arguments).
 _REG_GAP: dict[str, tuple[int, int, int, float, float | None, dict[str, Any]]] = {
@@ -143,20 +157,51 @@ _REG_GAP: dict[str, tuple[int, int, int, float, float | None, dict[str, Any]]] =
 for _name, (_w, _d, _h, _mlp, _init, _extra) in _REG_GAP.items():
     _m = re.match(r"^\w+_patch(\d+)_reg(\d+)_gap_(\d+)$", _name)
     assert _m is not None
-    PRESETS[f"vit_{_name}"] = ViTConfig(**{
-        "img_size": int(_m.group(3)), "patch_size": int(_m.group(1)), "embed_dim": _w, "depth": _d, "num_heads": _h,
-        "mlp_ratio": _mlp, "init_values": _init, "class_token": False, "reg_tokens": int(_m.group(2)),
-        "no_embed_class": True, "global_pool": "avg", **_extra})
+    PRESETS[f"vit_{_name}"] = ViTConfig(
+        **{
+            "img_size": int(_m.group(3)),
+            "patch_size": int(_m.group(1)),
+            "embed_dim": _w,
+            "depth": _d,
+            "num_heads": _h,
+            "mlp_ratio": _mlp,
+            "init_values": _init,
+            "class_token": False,
+            "reg_tokens": int(_m.group(2)),
+            "no_embed_class": True,
+            "global_pool": "avg",
+            **_extra,
+        }
+    )
 
 # timm keyword names that a `model_args` entry of a timm config.json may carry -> our fields.
-_TIMM_ARGS = {"img_size": "img_size", "patch_size": "patch_size", "in_chans": "in_chans", "embed_dim": "embed_dim",
-              "depth": "depth", "num_heads": "num_heads", "mlp_ratio": "mlp_ratio", "qkv_bias": "qkv_bias",
-              "distilled": "distilled", "class_token": "class_token", "reg_tokens": "reg_tokens",
-              "no_embed_class": "no_embed_class", "global_pool": "global_pool", "fc_norm": "fc_norm",
-              "init_values": "init_values"}
+_TIMM_ARGS = {
+    "img_size": "img_size",
+    "patch_size": "patch_size",
+    "in_chans": "in_chans",
+    "embed_dim": "embed_dim",
+    "depth": "depth",
+    "num_heads": "num_heads",
+    "mlp_ratio": "mlp_ratio",
+    "qkv_bias": "qkv_bias",
+    "distilled": "distilled",
+    "class_token": "class_token",
+    "reg_tokens": "reg_tokens",
+    "no_embed_class": "no_embed_class",
+    "global_pool": "global_pool",
+    "fc_norm": "fc_norm",
+    "init_values": "init_values",
+}
 # timm keywords we accept only at the value our architecture implements (dynamic_img_size: we always are).
-_DEFAULT_ONLY = {"pre_norm": False, "qk_norm": False, "final_norm": True, "pos_embed": "learn",
-                 "dynamic_img_pad": False, "pool_include_prefix": False, "proj_bias": True}
+_DEFAULT_ONLY = {
+    "pre_norm": False,
+    "qk_norm": False,
+    "final_norm": True,
+    "pos_embed": "learn",
+    "dynamic_img_pad": False,
+    "pool_include_prefix": False,
+    "proj_bias": True,
+}
 _IGNORED = {"num_classes", "dynamic_img_size"}
 
 
@@ -173,7 +218,8 @@ def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, 
         raise UnsupportedModelError(
             f"timm architecture '{architecture}' is not supported; supported ViT/DeiT names look like "
             "vit_base_patch16_224, deit_small_patch16_224, deit_base_distilled_patch16_224, deit3_base_patch16_384, "
-            "vit_medium_patch16_reg4_gap_256")
+            "vit_medium_patch16_reg4_gap_256"
+        )
     cfg = replace(PRESETS[base], num_classes=num_classes, dynamic_img_size=True)
     extra = {}
     for key, value in (model_args or {}).items():
@@ -214,8 +260,13 @@ def config_from_hf(config: dict[str, Any]) -> ViTConfig:
     )
 
 
-def resample_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int],
-                       num_prefix: int, antialias: bool = True) -> torch.Tensor:
+def resample_pos_embed(
+    pos_embed: torch.Tensor,
+    new_grid: tuple[int, int],
+    old_grid: tuple[int, int],
+    num_prefix: int,
+    antialias: bool = True,
+) -> torch.Tensor:
     """Position embeddings [1, prefix + gh*gw, C] of a trained grid -> [1, prefix + nh*nw, C] for another grid.
 
     The first `num_prefix` rows (CLS / DIST / register positions, when the embeddings cover them) are kept as they
@@ -251,8 +302,9 @@ class PatchEmbed(nn.Module):
         if not self.dynamic and (H, W) != self.img_size:
             raise ValueError(f"input is {(H, W)}, this ViT expects {self.img_size}")
         if H % self.patch_size or W % self.patch_size:
-            raise ValueError(f"input is {(H, W)}: height and width must be multiples of the patch size "
-                             f"{self.patch_size}")
+            raise ValueError(
+                f"input is {(H, W)}: height and width must be multiples of the patch size {self.patch_size}"
+            )
         return self.proj(x)  # [B, C, gh, gw]
 
 
@@ -308,8 +360,9 @@ class LayerScale(nn.Module):
 class Block(nn.Module):
     """Pre-norm encoder block: x + LS1(Attn(LN(x))), then x + LS2(MLP(LN(x))); LS = identity without LayerScale."""
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, eps: float,
-                 init_values: float | None = None) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, eps: float, init_values: float | None = None
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         self.attn = Attention(dim, num_heads, qkv_bias)
@@ -340,7 +393,8 @@ class VisionTransformer(nn.Module):
         self.pos_prefix = 0 if cfg.no_embed_class else cfg.num_prefix_tokens  # prefix rows of pos_embed
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + self.pos_prefix, C))
         self.blocks = nn.ModuleList(
-            Block(C, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.ln_eps, cfg.init_values) for _ in range(cfg.depth))
+            Block(C, cfg.num_heads, cfg.mlp_ratio, cfg.qkv_bias, cfg.ln_eps, cfg.init_values) for _ in range(cfg.depth)
+        )
         self.norm: nn.Module = nn.Identity() if cfg.use_fc_norm else nn.LayerNorm(C, eps=cfg.ln_eps)
         self.fc_norm: nn.Module = nn.LayerNorm(C, eps=cfg.ln_eps) if cfg.use_fc_norm else nn.Identity()
         self.head = nn.Linear(C, cfg.num_classes)
@@ -355,10 +409,14 @@ class VisionTransformer(nn.Module):
         x = self.patch_embed(x)  # [B, C, gh, gw]
         grid = (int(x.shape[-2]), int(x.shape[-1]))
         x = x.flatten(2).transpose(1, 2)  # [B, gh*gw, C], patches row-major
-        pos = resample_pos_embed(self.pos_embed, grid, self.patch_embed.grid_size, self.pos_prefix,
-                                 self.cfg.pos_antialias)  # [1, pos_prefix + gh*gw, C]
-        prefix = [t.expand(x.shape[0], -1, -1)  # [B, 1, C] / [B, R, C]
-                  for t in (self.cls_token, self.dist_token, self.reg_token) if t is not None]
+        pos = resample_pos_embed(
+            self.pos_embed, grid, self.patch_embed.grid_size, self.pos_prefix, self.cfg.pos_antialias
+        )  # [1, pos_prefix + gh*gw, C]
+        prefix = [
+            t.expand(x.shape[0], -1, -1)  # [B, 1, C] / [B, R, C]
+            for t in (self.cls_token, self.dist_token, self.reg_token)
+            if t is not None
+        ]
         if self.cfg.no_embed_class:  # DeiT III, register ViTs: positions on the patches, then concatenate
             x = torch.cat([*prefix, x + pos], dim=1)  # [B, N, C]
         else:  # ViT, DeiT: positions on every token
@@ -377,10 +435,14 @@ class VisionTransformer(nn.Module):
             tokens.append(x)
         x = self.norm(x)
         if self.cfg.readout == "avg":
-            logits = self.head(self.fc_norm(x[:, self.cfg.num_prefix_tokens:].mean(dim=1)))  # [B, K]
+            logits = self.head(self.fc_norm(x[:, self.cfg.num_prefix_tokens :].mean(dim=1)))  # [B, K]
         else:
             logits = self.head(self.fc_norm(x[:, 0]))  # [B, K]
         if self.head_dist is not None:  # DeiT distilled: inference averages the two heads (as timm does)
             logits = (logits + self.head_dist(x[:, 1])) / 2
-        return ClassifierOutput(logits=logits, attentions=attentions if return_attn else None, grid=grid,
-                                tokens=tokens if return_tokens else None)
+        return ClassifierOutput(
+            logits=logits,
+            attentions=attentions if return_attn else None,
+            grid=grid,
+            tokens=tokens if return_tokens else None,
+        )

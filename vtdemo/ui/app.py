@@ -22,11 +22,11 @@ writes into Gradio's cache (box views, exports) are deleted by Gradio an hour af
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
+from ..assets import example_photos, examples_dir
 from . import howto
 from .classify import ClassifyTab
 from .common import Services
@@ -35,7 +35,7 @@ from .detect import DetectTab
 from .matching import MatchingPanel
 from .webcam import WebcamTab
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+EXAMPLES = examples_dir()  # the checkout's assets/examples, or the installed package's copy
 
 INTRO = """# vtdemo · see what vision transformers see
 Upload a photo (or pick an example). **Classify** compares ViT and Swin and shows where each looked; **Detect** finds
@@ -51,9 +51,7 @@ footer { margin-top: 0.5em; }
 
 
 def example_paths() -> list[str]:
-    if not EXAMPLES.is_dir():
-        return []
-    return [str(p) for p in sorted(EXAMPLES.iterdir()) if p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"}]
+    return [str(p) for p in example_photos()]
 
 
 def image_limits(config: AppConfig) -> dict[str, Any]:
@@ -103,10 +101,13 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
                 webcam = WebcamTab(services, detect, tabs, limits)
             with gr.Tab("How it works", id="howto"):
                 _howto_tab()
-        gr.Markdown(f"Running on **{services.device.type.upper()}** · models: {config.vit_model}, "
-                    f"{config.swin_model}, {config.detr_model} (any supported repo id or folder can be typed in the "
-                    "pickers) · example photos from scikit-image (CC0 / public domain) · every action is also an "
-                    "API (*Use via API* below).", elem_classes="vt-caption")
+        gr.Markdown(
+            f"Running on **{services.device.type.upper()}** · models: {config.vit_model}, "
+            f"{config.swin_model}, {config.detr_model} (any supported repo id or folder can be typed in the "
+            "pickers) · example photos from scikit-image (CC0 / public domain) · every action is also an "
+            "API (*Use via API* below).",
+            elem_classes="vt-caption",
+        )
         demo.unload(services.end_session)  # the session is over: release its cached runs now (not an hour later)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
     return VtdemoApp(demo=demo, services=services, classify=classify, detect=detect, webcam=webcam)
@@ -124,6 +125,13 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
     its traceback and shown as "Unexpected error (...)"), so what reaches the page is always a sentence, never a
     traceback; and Gradio's own refusals before a handler runs (a file that was not uploaded, a value outside a
     dropdown's choices) are shown with their reason instead of a bare "Error"."""
-    return dict(server_name=config.server_name, server_port=config.server_port, share=config.share,
-                max_file_size=config.max_file_size, show_error=True, state_session_capacity=config.max_sessions,
-                theme=gr.themes.Soft(primary_hue="orange", secondary_hue="sky"), css=CSS)
+    return dict(
+        server_name=config.server_name,
+        server_port=config.server_port,
+        share=config.share,
+        max_file_size=config.max_file_size,
+        show_error=True,
+        state_session_capacity=config.max_sessions,
+        theme=gr.themes.Soft(primary_hue="orange", secondary_hue="sky"),
+        css=CSS,
+    )

@@ -24,17 +24,19 @@ import torch
 from gradio.utils import get_upload_folder
 
 from .. import hub
-from ..families import FAMILIES
 from ..device import pick_device
 from ..errors import VtdemoError
+from ..families import FAMILIES
 from .components import Click
 from .config import AppConfig
 from .sessions import RunIndex
 
 log = logging.getLogger(__name__)
 
-RELEASED = ("This photo's cached results were released (your session ended, or the server needed the memory for "
-            "other visitors): please run it again.")
+RELEASED = (
+    "This photo's cached results were released (your session ended, or the server needed the memory for "
+    "other visitors): please run it again."
+)
 STATE_TTL_S = 3600  # a photo's cached run is dropped this long after its last use, even if the tab stays open
 #: Event settings: re-renders from the cache never wait behind someone else's model call.
 VIEW = dict(concurrency_id="view", concurrency_limit=4, trigger_mode="always_last", show_progress="hidden")
@@ -133,8 +135,10 @@ class Services:
         model_id = (model_id or "").strip() or self.default_model(family)
         configured = {self.config.vit_model, self.config.swin_model, self.config.detr_model}
         if model_id not in configured and not self.config.allow_typed_folders and _is_path(model_id):
-            raise VtdemoError(f"'{model_id}': local folders can only be chosen by whoever runs the app "
-                              "(--vit-model / --swin-model / --detr-model); type a Hugging Face repo id instead")
+            raise VtdemoError(
+                f"'{model_id}': local folders can only be chosen by whoever runs the app "
+                "(--vit-model / --swin-model / --detr-model); type a Hugging Face repo id instead"
+            )
         first = not hub.is_loaded(model_id, self.device)
         if first and progress is not None:
             progress(0.05, desc=f"Loading {model_id} (first use: downloads the weights if they are not cached)…")
@@ -143,8 +147,10 @@ class Services:
         if first and time.perf_counter() - started > 1.0:
             gr.Info(f"Loaded {model_id} on {self.device.type.upper()} in {time.perf_counter() - started:.1f} s")
         if family == "detr" and loaded.family != "detr":
-            raise VtdemoError(f"{model_id} is an image classifier ({FAMILIES[loaded.family].display}): pick a DETR model "
-                              f"here, e.g. {hub.DEFAULT_DETR}, and use the Classify tab for classifiers")
+            raise VtdemoError(
+                f"{model_id} is an image classifier ({FAMILIES[loaded.family].display}): pick a DETR model "
+                f"here, e.g. {hub.DEFAULT_DETR}, and use the Classify tab for classifiers"
+            )
         if family != "detr" and loaded.family == "detr":
             raise VtdemoError(f"{model_id} is a detection model (DETR): use it in the Detect tab")
         return loaded

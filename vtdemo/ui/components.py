@@ -25,9 +25,10 @@ import binascii
 import logging
 import os
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import gradio as gr
 import numpy as np
@@ -61,8 +62,9 @@ class SafeImage(gr.Image):
     module docstring). `allowed` are the folders (besides Gradio's upload folder) whose files may be used, e.g. the
     examples; `max_bytes` bounds a data URL."""
 
-    def __init__(self, *args: Any, allowed: Sequence[str | Path] = (), max_bytes: int = 20 * 2**20,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, allowed: Sequence[str | Path] = (), max_bytes: int = 20 * 2**20, **kwargs: Any
+    ) -> None:
         kwargs.setdefault("type", "filepath")
         super().__init__(*args, **kwargs)
         self.allowed = tuple(Path(os.path.abspath(a)) for a in allowed)
@@ -214,8 +216,12 @@ class BoxCanvas:
         rgba[y0:y1, x0:x1, :3] = color
         rgba[y0:y1, x0:x1, 3] = 40  # a light fill
         b = 2
-        for sl in ((slice(y0, y1), slice(x0, min(x0 + b, x1))), (slice(y0, y1), slice(max(x1 - b, x0), x1)),
-                   (slice(y0, min(y0 + b, y1)), slice(x0, x1)), (slice(max(y1 - b, y0), y1), slice(x0, x1))):
+        for sl in (
+            (slice(y0, y1), slice(x0, min(x0 + b, x1))),
+            (slice(y0, y1), slice(max(x1 - b, x0), x1)),
+            (slice(y0, min(y0 + b, y1)), slice(x0, x1)),
+            (slice(max(y1 - b, y0), y1), slice(x0, x1)),
+        ):
             rgba[sl[0], sl[1], 3] = 255  # the outline
         path = self.folder / f"q{query}.png"
         Image.fromarray(rgba, "RGBA").save(path, compress_level=1)
@@ -241,6 +247,8 @@ class BoxImage(gr.AnnotatedImage):
         if not isinstance(value, BoxView):
             return super().postprocess(value)
         canvas = value.canvas
-        annotations = [Annotation(image=FileData(path=str(canvas.mask(q, box, color))), label=label)
-                       for q, box, color, label in value.boxes]
+        annotations = [
+            Annotation(image=FileData(path=str(canvas.mask(q, box, color))), label=label)
+            for q, box, color, label in value.boxes
+        ]
         return AnnotatedImageData(image=FileData(path=str(canvas.base)), annotations=annotations)

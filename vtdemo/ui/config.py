@@ -27,8 +27,8 @@ variables over the defaults.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .. import hub
 from ..errors import VtdemoError
@@ -102,13 +102,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-file-size", help="largest upload, e.g. 20mb (env VTDEMO_MAX_FILE_SIZE)")
     p.add_argument("--queue-size", type=int, help="requests allowed to wait before 'busy' (env VTDEMO_QUEUE_SIZE; 32)")
     p.add_argument("--concurrency", type=int, help="model calls run at once (env VTDEMO_CONCURRENCY; 1)")
-    p.add_argument("--cache-mb", type=int,
-                   help="memory for all visitors' cached runs together, in MiB (env VTDEMO_CACHE_MB; 2048)")
-    p.add_argument("--max-sessions", type=int,
-                   help="sessions whose state Gradio keeps, oldest forgotten first (env VTDEMO_MAX_SESSIONS; 1000)")
+    p.add_argument(
+        "--cache-mb", type=int, help="memory for all visitors' cached runs together, in MiB (env VTDEMO_CACHE_MB; 2048)"
+    )
+    p.add_argument(
+        "--max-sessions",
+        type=int,
+        help="sessions whose state Gradio keeps, oldest forgotten first (env VTDEMO_MAX_SESSIONS; 1000)",
+    )
     p.add_argument("--live-size", type=int, help="webcam: DETR input short side in px (env VTDEMO_LIVE_SIZE; 384)")
-    p.add_argument("--webcam-limit", type=int,
-                   help="webcam: seconds of processing per session (env VTDEMO_WEBCAM_LIMIT; 300)")
+    p.add_argument(
+        "--webcam-limit", type=int, help="webcam: seconds of processing per session (env VTDEMO_WEBCAM_LIMIT; 300)"
+    )
     p.add_argument("--device", help="cuda, mps or cpu (env VTDEMO_DEVICE; default: the best available)")
     return p
 

@@ -12,13 +12,13 @@ Figures are made once per process (`figures()`), in well under a second. No Grad
 from __future__ import annotations
 
 from functools import lru_cache
-from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from ..assets import examples_dir
 from ..render import font  # ASCII text only in the figures: Pillow's bundled font has no arrows
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+EXAMPLES = examples_dir()  # the checkout's assets/examples, or the installed package's copy
 
 GOLD = (230, 159, 0)
 BLUE = (0, 114, 178)
@@ -52,7 +52,6 @@ query learns to say "no object". So duplicates are penalised and no non-maximum 
 you simply keep the confident predictions."""
 
 
-
 def _square(name: str, size: int) -> Image.Image:
     """The example photo, center-cropped to a square and resized to `size`."""
     image = Image.open(EXAMPLES / name).convert("RGB")
@@ -62,8 +61,9 @@ def _square(name: str, size: int) -> Image.Image:
     return image.crop(box).resize((size, size), Image.Resampling.BICUBIC)
 
 
-def _arrow(draw: ImageDraw.ImageDraw, start: tuple[float, float], end: tuple[float, float], color=INK,
-           width: int = 3) -> None:
+def _arrow(
+    draw: ImageDraw.ImageDraw, start: tuple[float, float], end: tuple[float, float], color=INK, width: int = 3
+) -> None:
     draw.line((start, end), fill=color, width=width)
     (x0, y0), (x1, y1) = start, end
     length = max(((x1 - x0) ** 2 + (y1 - y0) ** 2) ** 0.5, 1e-6)
@@ -122,13 +122,18 @@ def vit_figure() -> Image.Image:
     _arrow(draw, (x0 + 27, enc[3] + 4), (x0 + 27, enc[3] + 36), INK, 3)
     _arrow(draw, (x0 + 60, enc[3] + 62), (x0 + 130, enc[3] + 62), INK, 3)
     _box(draw, (x0 + 136, enc[3] + 40, x0 + 300, enc[3] + 84), "MLP head -> class", GREEN, label)
-    draw.text((x0, enc[3] + 100), "Only the CLS token is classified;\nrollout traces which patches fed it.",
-              fill=INK, font=label)
+    draw.text(
+        (x0, enc[3] + 100),
+        "Only the CLS token is classified;\nrollout traces which patches fed it.",
+        fill=INK,
+        font=label,
+    )
     return canvas
 
 
-def _windows(draw: ImageDraw.ImageDraw, x0: int, y0: int, side: int, grid: int, window: int, shift: int,
-             color, width: int = 4) -> None:
+def _windows(
+    draw: ImageDraw.ImageDraw, x0: int, y0: int, side: int, grid: int, window: int, shift: int, color, width: int = 4
+) -> None:
     """Window borders of a `grid`x`grid` token map shown at `side` px, windows of `window` tokens, offset `shift`."""
     cell = side / grid
     for k in range(-1, grid // window + 1):
@@ -171,10 +176,20 @@ def swin_figure() -> Image.Image:
         for c in range(2):
             xx, yy = x0 + 4 * t + 70 + c * t, y0 + t + r * t
             draw.rectangle((xx, yy, xx + t - 3, yy + t - 3), fill=colors[r * 2 + c])
-    draw.text((x0, y0 + 4 * t + 16), "each 2x2 group -> one token:\n56x56 -> 28x28 -> 14x14 -> 7x7\nthe 7x7 window "
-              "sees more\nof the photo at each stage", fill=INK, font=label)
-    draw.text((20, side + 52), "Attention is computed inside each square only. The red window of block 2 spans parts "
-              "of four windows of block 1 (thin lines).", fill=INK, font=label)
+    draw.text(
+        (x0, y0 + 4 * t + 16),
+        "each 2x2 group -> one token:\n56x56 -> 28x28 -> 14x14 -> 7x7\nthe 7x7 window "
+        "sees more\nof the photo at each stage",
+        fill=INK,
+        font=label,
+    )
+    draw.text(
+        (20, side + 52),
+        "Attention is computed inside each square only. The red window of block 2 spans parts "
+        "of four windows of block 1 (thin lines).",
+        fill=INK,
+        font=label,
+    )
     return canvas
 
 
@@ -190,13 +205,22 @@ def detr_figure() -> Image.Image:
     draw.text((20, 12), "ground truth (dashed) and three of the 100 predictions", fill=INK, font=title)
     s = scale
     gt = [("cup", (170, 15, 410, 285)), ("spoon", (325, 65, 425, 325))]
-    preds = [(12, "cup 0.97", (175, 20, 405, 280), GOLD), (57, "spoon 0.88", (330, 70, 420, 320), SKY),
-             (81, "cup 0.41", (160, 10, 395, 300), GREY)]
+    preds = [
+        (12, "cup 0.97", (175, 20, 405, 280), GOLD),
+        (57, "spoon 0.88", (330, 70, 420, 320), SKY),
+        (81, "cup 0.41", (160, 10, 395, 300), GREY),
+    ]
     for q, text, (a, b, c, d), color in preds:
         draw.rectangle((20 + a * s, 40 + b * s, 20 + c * s, 40 + d * s), outline=color, width=3)
     for q, text, (a, b, c, d), color in preds[:2]:
-        _box(draw, (20 + a * s + 4, 40 + d * s - 22, 20 + a * s + 84, 40 + d * s - 4), f"query {q}", color, small,
-             radius=4)
+        _box(
+            draw,
+            (20 + a * s + 4, 40 + d * s - 22, 20 + a * s + 84, 40 + d * s - 4),
+            f"query {q}",
+            color,
+            small,
+            radius=4,
+        )
     for name, (a, b, c, d) in gt:
         x0, y0, x1, y1 = 20 + a * s, 40 + b * s, 20 + c * s, 40 + d * s
         for k in range(int(x0), int(x1), 12):
@@ -208,8 +232,14 @@ def detr_figure() -> Image.Image:
     # bipartite matching
     qx, ox, top = 520, 860, 60
     draw.text((qx - 20, 12), "Hungarian matching (training)", fill=INK, font=title)
-    queries = [(3, "dining table 0.06", GREY), (12, "cup 0.97", GOLD), (30, "cup 0.04", GREY),
-               (57, "spoon 0.88", SKY), (81, "cup 0.41", GREY), (99, "spoon 0.02", GREY)]
+    queries = [
+        (3, "dining table 0.06", GREY),
+        (12, "cup 0.97", GOLD),
+        (30, "cup 0.04", GREY),
+        (57, "spoon 0.88", SKY),
+        (81, "cup 0.41", GREY),
+        (99, "spoon 0.02", GREY),
+    ]
     objects = [("cup", 1), ("spoon", 3)]
     ys = [top + 20 + k * 48 for k in range(len(queries))]
     for (q, text, color), y in zip(queries, ys):
@@ -220,9 +250,14 @@ def detr_figure() -> Image.Image:
         _arrow(draw, (qx + 154, ys[k]), (ox - 6, oy[k]), GREEN, 3)
     for k in (0, 2, 4, 5):
         draw.text((qx + 160, ys[k]), "-> no object", fill=GREY, font=label, anchor="lm")
-    draw.text((qx - 20, ys[-1] + 30), "Each real object gets exactly one query (lowest total cost);\n"
-              "the other 98 are trained to say 'no object'. The duplicate\n'cup 0.41' loses to query 12, so "
-              "duplicates are unlearned:\nno NMS is needed.", fill=INK, font=label)
+    draw.text(
+        (qx - 20, ys[-1] + 30),
+        "Each real object gets exactly one query (lowest total cost);\n"
+        "the other 98 are trained to say 'no object'. The duplicate\n'cup 0.41' loses to query 12, so "
+        "duplicates are unlearned:\nno NMS is needed.",
+        fill=INK,
+        font=label,
+    )
     return canvas
 
 

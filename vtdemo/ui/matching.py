@@ -39,17 +39,29 @@ def ground_truth_rows(rows: Any) -> list[list[Any]]:
 
 
 def match_rows(result: dict[str, Any]) -> list[list[Any]]:
-    return [[f"{p['object'] + 1} {p['label']}", p["query"], p["predicted_label"], round(p["predicted_score"], 3),
-             round(p["cost"]["total"], 3), round(p["cost"]["class"], 3), round(p["cost"]["l1"], 3),
-             round(p["cost"]["giou"], 3)] for p in result["pairs"]]
+    return [
+        [
+            f"{p['object'] + 1} {p['label']}",
+            p["query"],
+            p["predicted_label"],
+            round(p["predicted_score"], 3),
+            round(p["cost"]["total"], 3),
+            round(p["cost"]["class"], 3),
+            round(p["cost"]["l1"], 3),
+            round(p["cost"]["giou"], 3),
+        ]
+        for p in result["pairs"]
+    ]
 
 
 def match_text(result: dict[str, Any]) -> str:
     losses = result["losses"]
     n, q = len(result["pairs"]), result["num_queries"]
-    return (f"**{n} object{'s' if n != 1 else ''} matched to {n} of {q} queries**; the other {q - n} are trained "
-            f"to say *no object*.  \nLoss = classification {losses['classification']:.3f} "
-            f"+ 5 × L1 {losses['l1']:.3f} + 2 × GIoU {losses['giou']:.3f} = **{losses['total']:.3f}**")
+    return (
+        f"**{n} object{'s' if n != 1 else ''} matched to {n} of {q} queries**; the other {q - n} are trained "
+        f"to say *no object*.  \nLoss = classification {losses['classification']:.3f} "
+        f"+ 5 × L1 {losses['l1']:.3f} + 2 × GIoU {losses['giou']:.3f} = **{losses['total']:.3f}**"
+    )
 
 
 def match_image(image: Image.Image, result: dict[str, Any], max_side: int = render.DISPLAY_MAX) -> Image.Image:
@@ -66,8 +78,14 @@ def match_image(image: Image.Image, result: dict[str, Any], max_side: int = rend
         draw.rectangle((px0, py0, px1, py1), outline=color, width=width)
         render.dashed_rectangle(draw, (gx0, gy0, gx1, gy1), (255, 255, 255), width)
         draw.line(((gx0 + gx1) / 2, (gy0 + gy1) / 2, (px0 + px1) / 2, (py0 + py1) / 2), fill=color, width=width)
-        draw.text((gx0 + 4, gy0 + 3), f"{p['object'] + 1} {p['label']} -> query {p['query']}", fill=(255, 255, 255),
-                  stroke_width=2, stroke_fill=(0, 0, 0), font=text_font)
+        draw.text(
+            (gx0 + 4, gy0 + 3),
+            f"{p['object'] + 1} {p['label']} -> query {p['query']}",
+            fill=(255, 255, 255),
+            stroke_width=2,
+            stroke_fill=(0, 0, 0),
+            font=text_font,
+        )
     return out
 
 
@@ -77,29 +95,42 @@ class MatchingPanel:
     def __init__(self, services: Services, detect: DetectTab) -> None:
         self.s, self.detect = services, detect
         with gr.Accordion("Set matching: how DETR is trained", open=False):
-            gr.Markdown("In training, DETR's 100 predictions are matched one-to-one to the real objects with the "
-                        "Hungarian algorithm (cost = 1 × class + 5 × L1 box distance + 2 × GIoU); unmatched queries "
-                        "learn *no object*. Enter ground-truth boxes (class name or COCO id, then x0, y0, x1, y1 in "
-                        "pixels), or upload a JSON list `[[label, x0, y0, x1, y1], ...]` or COCO annotations.",
-                        elem_classes="vt-caption")
+            gr.Markdown(
+                "In training, DETR's 100 predictions are matched one-to-one to the real objects with the "
+                "Hungarian algorithm (cost = 1 × class + 5 × L1 box distance + 2 × GIoU); unmatched queries "
+                "learn *no object*. Enter ground-truth boxes (class name or COCO id, then x0, y0, x1, y1 in "
+                "pixels), or upload a JSON list `[[label, x0, y0, x1, y1], ...]` or COCO annotations.",
+                elem_classes="vt-caption",
+            )
             with gr.Row(equal_height=False):
                 with gr.Column(scale=1):
-                    self.gt = Table(headers=GT_HEADERS, datatype=["str", "number", "number", "number", "number"],
-                                    row_count=3, column_count=5, interactive=True, label="Ground-truth boxes")
+                    self.gt = Table(
+                        headers=GT_HEADERS,
+                        datatype=["str", "number", "number", "number", "number"],
+                        row_count=3,
+                        column_count=5,
+                        interactive=True,
+                        label="Ground-truth boxes",
+                    )
                     with gr.Row():
                         fill = gr.Button("Use the detections", size="sm")
                         match = gr.Button("Match", variant="primary", size="sm")
                     gt_file = gr.File(label="…or upload JSON", file_types=[".json"], type="filepath")
                 with gr.Column(scale=1):
-                    self.image = gr.Image(label="Ground truth (dashed) and the query matched to each",
-                                          interactive=False, format="jpeg", height=320)
+                    self.image = gr.Image(
+                        label="Ground truth (dashed) and the query matched to each",
+                        interactive=False,
+                        format="jpeg",
+                        height=320,
+                    )
                     self.text = gr.Markdown()
                     self.table = gr.Dataframe(headers=MATCH_HEADERS, interactive=False, label="Matching")
         state = detect.state
         fill.click(self.fill, inputs=[state], outputs=[self.gt], api_name="fill_ground_truth", **VIEW)
         gt_file.upload(self.load, inputs=[gt_file, state], outputs=[self.gt], api_name="load_ground_truth", **VIEW)
-        match.click(self.match, inputs=[state, self.gt], outputs=[self.image, self.table, self.text],
-                    api_name="match", **VIEW)
+        match.click(
+            self.match, inputs=[state, self.gt], outputs=[self.image, self.table, self.text], api_name="match", **VIEW
+        )
 
     def fill(self, state: DetectState | None) -> list[list[Any]]:
         """The shown detections as a starting ground truth (edit it to see the matching change)."""
@@ -132,11 +163,17 @@ class MatchingPanel:
         try:
             gt_rows = ground_truth_rows(rows)
             if not gt_rows:
-                raise ExplainError("add at least one ground-truth box (label, x0, y0, x1, y1), or press "
-                                   "'Use the detections'")
+                raise ExplainError(
+                    "add at least one ground-truth box (label, x0, y0, x1, y1), or press 'Use the detections'"
+                )
             run = state.run
-            result = pipeline.match_output(run.loaded, run.output.logits[0].detach().cpu(),
-                                           run.output.boxes[0].detach().cpu(), run.image.size, gt_rows)
+            result = pipeline.match_output(
+                run.loaded,
+                run.output.logits[0].detach().cpu(),
+                run.output.boxes[0].detach().cpu(),
+                run.image.size,
+                gt_rows,
+            )
         except Exception as exc:  # noqa: BLE001
             return None, [], status(message(exc), "warn")
         return match_image(state.run.image, result), match_rows(result), match_text(result)

@@ -62,8 +62,10 @@ class LiveSession:
     def text(self) -> str:
         size = f"{self.input_size[0]}×{self.input_size[1]}" if self.input_size else "?"
         boxes = f"{self.detections} box{'es' if self.detections != 1 else ''}"
-        return (f"**{self.fps():.1f} frames/s processed** · {self.latency_ms:.0f} ms per frame · "
-                f"DETR input {size} · {boxes} · frame {self.frames}")
+        return (
+            f"**{self.fps():.1f} frames/s processed** · {self.latency_ms:.0f} ms per frame · "
+            f"DETR input {size} · {boxes} · frame {self.frames}"
+        )
 
 
 def live_model(loaded: hub.LoadedModel, short_side: int) -> hub.LoadedModel:
@@ -88,8 +90,9 @@ def shrink_frame(frame: np.ndarray, max_side: int = FRAME_MAX) -> np.ndarray:
     return cv2.resize(frame, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
 
 
-def process_frame(session: LiveSession, loaded_live: hub.LoadedModel, frame: np.ndarray, threshold: float,
-                  max_side: int = FRAME_MAX) -> np.ndarray:
+def process_frame(
+    session: LiveSession, loaded_live: hub.LoadedModel, frame: np.ndarray, threshold: float, max_side: int = FRAME_MAX
+) -> np.ndarray:
     """Detect on one frame (RGB uint8 [H, W, 3]) and return it with boxes drawn, at most `max_side` px wide/high."""
     started = time.perf_counter()
     small = shrink_frame(np.ascontiguousarray(frame[..., :3]), max_side)
@@ -100,8 +103,9 @@ def process_frame(session: LiveSession, loaded_live: hub.LoadedModel, frame: np.
     drawn = np.asarray(draw_detections(image, dets))
     session.last_frame = frame
     session.detections = len(dets)
-    h, w = detr_size(image.height, image.width, loaded_live.preprocess.shortest_edge,
-                     loaded_live.preprocess.longest_edge)
+    h, w = detr_size(
+        image.height, image.width, loaded_live.preprocess.shortest_edge, loaded_live.preprocess.longest_edge
+    )
     session.input_size = (w, h)
     session.record(started, time.perf_counter())
     return drawn
@@ -113,33 +117,58 @@ class WebcamTab:
     def __init__(self, services: Services, detect: DetectTab, tabs: gr.Tabs, image_limits: dict[str, Any]) -> None:
         self.s = services
         size = services.config.live_size
-        gr.Markdown(f"Live DETR on your camera. To keep up on a CPU, frames go to DETR at **{size} px** on their short "
-                    "side (photos use 800); change it below. A frame that arrives while another is being processed "
-                    "is dropped, so the picture never falls behind. **Freeze** sends the current frame to the Detect "
-                    "tab, at full resolution, for explanations. The model is the one picked in the Detect tab.",
-                    elem_classes="vt-caption")
+        gr.Markdown(
+            f"Live DETR on your camera. To keep up on a CPU, frames go to DETR at **{size} px** on their short "
+            "side (photos use 800); change it below. A frame that arrives while another is being processed "
+            "is dropped, so the picture never falls behind. **Freeze** sends the current frame to the Detect "
+            "tab, at full resolution, for explanations. The model is the one picked in the Detect tab.",
+            elem_classes="vt-caption",
+        )
         with gr.Row(equal_height=False):
-            cam = SafeImage(sources=["webcam"], streaming=True, label="Camera", elem_id="webcam-in",
-                            webcam_options=gr.WebcamOptions(mirror=False, constraints={
-                                "video": {"width": {"ideal": 640}, "height": {"ideal": 480}}}), **image_limits)
-            out = gr.Image(label="Live detections", streaming=True, interactive=False, format="jpeg",
-                           elem_id="webcam-out")
+            cam = SafeImage(
+                sources=["webcam"],
+                streaming=True,
+                label="Camera",
+                elem_id="webcam-in",
+                webcam_options=gr.WebcamOptions(
+                    mirror=False, constraints={"video": {"width": {"ideal": 640}, "height": {"ideal": 480}}}
+                ),
+                **image_limits,
+            )
+            out = gr.Image(
+                label="Live detections", streaming=True, interactive=False, format="jpeg", elem_id="webcam-out"
+            )
         with gr.Row(equal_height=False):
-            threshold = Slider(0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold",
-                               elem_id="webcam-threshold")
+            threshold = Slider(0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold", elem_id="webcam-threshold")
             live_size = gr.Dropdown(choices=list(LIVE_SIZES), value=size, label="DETR input short side (px)")
             freeze = gr.Button("Freeze: explain this frame", variant="secondary")
-        stats = gr.Markdown("Click the camera, allow access, then press **Record**.", elem_classes="vt-count",
-                            elem_id="webcam-stats")
+        stats = gr.Markdown(
+            "Click the camera, allow access, then press **Record**.", elem_classes="vt-count", elem_id="webcam-stats"
+        )
         session = services.state()
         config = services.config
-        cam.stream(self.live, inputs=[cam, threshold, live_size, detect.model, session], outputs=[out, stats, session],
-                   stream_every=0.15, time_limit=config.webcam_limit, concurrency_limit=config.webcam_sessions,
-                   concurrency_id="webcam", api_name="webcam", show_progress="hidden")
+        cam.stream(
+            self.live,
+            inputs=[cam, threshold, live_size, detect.model, session],
+            outputs=[out, stats, session],
+            stream_every=0.15,
+            time_limit=config.webcam_limit,
+            concurrency_limit=config.webcam_sessions,
+            concurrency_id="webcam",
+            api_name="webcam",
+            show_progress="hidden",
+        )
         freeze.click(self.freeze, inputs=[session], outputs=[detect.image, tabs], api_name="freeze", **VIEW)
 
-    def live(self, frame: str | bytes | None, threshold: float, live_size: Any, model_id: str,
-             session: LiveSession | None, request: gr.Request | None = None) -> tuple:
+    def live(
+        self,
+        frame: str | bytes | None,
+        threshold: float,
+        live_size: Any,
+        model_id: str,
+        session: LiveSession | None,
+        request: gr.Request | None = None,
+    ) -> tuple:
         """One webcam frame -> the same frame with boxes, and the speed line. Returns (frame, stats, session)."""
         if session is None or session.released:
             session = LiveSession()
