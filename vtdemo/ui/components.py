@@ -14,7 +14,7 @@
 - `BoxImage`: a `gr.AnnotatedImage` that accepts a `BoxView` and writes each box's mask once per run, small, and
   reuses it: re-thresholding a 1280x720 photo then costs a few milliseconds instead of one full-size PNG per box
   (which is what `gr.AnnotatedImage.postprocess` writes). Its files stay where they are until Gradio's own cache
-  expiry (`delete_cache` in `vtdemo.ui.layout`), also when the same visitor runs another photo: a client may still
+  expiry (`delete_cache` in `vtdemo.ui.app`), also when the same visitor runs another photo: a client may still
   be downloading the previous result.
 """
 
