@@ -39,7 +39,7 @@ from .common import (
     write_json,
     write_npy,
 )
-from .components import Click, SafeImage, Slider, upload_name
+from .components import Click, Slider, safe_image, upload_name
 
 
 def method_choices(family: str) -> list[tuple[str, str]]:
@@ -515,7 +515,7 @@ class ClassifyTab:
         self.s = services
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=260):
-                self.image = SafeImage(
+                self.image = safe_image(
                     sources=["upload", "clipboard"], label="Photo", height=300, elem_id="classify-photo", **image_limits
                 )
                 if examples:

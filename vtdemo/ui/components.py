@@ -60,15 +60,11 @@ def _inside(path: str, folders: Sequence[Path]) -> bool:
 class SafeImage(gr.Image):
     """`gr.Image` that hands over an uploaded file's path or a data URL's bytes, never opening either itself (see the
     module docstring). `allowed` are the folders (besides Gradio's upload folder) whose files may be used, e.g. the
-    examples; `max_bytes` bounds a data URL."""
+    examples; `max_bytes` bounds a data URL. Set them with `safe_image` (Gradio builds the front-end's settings from
+    `gr.Image.__init__`'s own parameters, so this class adds none)."""
 
-    def __init__(
-        self, *args: Any, allowed: Sequence[str | Path] = (), max_bytes: int = 20 * 2**20, **kwargs: Any
-    ) -> None:
-        kwargs.setdefault("type", "filepath")
-        super().__init__(*args, **kwargs)
-        self.allowed = tuple(Path(os.path.abspath(a)) for a in allowed)
-        self.max_bytes = int(max_bytes)
+    allowed: tuple[Path, ...] = ()
+    max_bytes: int = 20 * 2**20
 
     def get_block_name(self) -> str:
         return "image"
@@ -96,6 +92,15 @@ class SafeImage(gr.Image):
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
             raise gr.Error("the image data is not valid base64") from None
+
+
+def safe_image(allowed: Sequence[str | Path] = (), max_bytes: int = 20 * 2**20, **kwargs: Any) -> SafeImage:
+    """A `SafeImage` (type "filepath") that also accepts files inside `allowed` and data URLs up to `max_bytes`."""
+    kwargs.setdefault("type", "filepath")
+    image = SafeImage(**kwargs)
+    image.allowed = tuple(Path(os.path.abspath(a)) for a in allowed)
+    image.max_bytes = int(max_bytes)
+    return image
 
 
 def upload_name(source: str | bytes | None, default: str = "pasted image") -> str:

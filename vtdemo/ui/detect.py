@@ -48,8 +48,8 @@ from .components import (
     Click,
     MultiChoice,
     Number,
-    SafeImage,
     Slider,
+    safe_image,
     upload_name,
 )
 
@@ -189,7 +189,7 @@ class DetectTab:
         choices = services.config.choices("detr")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=280):
-                self.image = SafeImage(
+                self.image = safe_image(
                     sources=["upload", "clipboard"], label="Photo", height=260, elem_id="detect-photo", **image_limits
                 )
                 if examples:

@@ -23,7 +23,7 @@ from .. import hub, pipeline, postprocess
 from ..images import load_image
 from ..preprocess import detr_size
 from .common import VIEW, Services, export_dir, message, session_of, status
-from .components import SafeImage, Slider
+from .components import Slider, safe_image
 from .config import LIVE_SIZES
 from .detect import DetectTab, draw_detections
 
@@ -125,7 +125,7 @@ class WebcamTab:
             elem_classes="vt-caption",
         )
         with gr.Row(equal_height=False):
-            cam = SafeImage(
+            cam = safe_image(
                 sources=["webcam"],
                 streaming=True,
                 label="Camera",
