@@ -13,6 +13,7 @@ import vtdemo
 from hubcache import write_timm_repo, write_transformers_repo
 from test_swinv2 import randomise_v2
 from vtdemo import hub, pipeline
+from vtdemo.errors import VtdemoError
 from vtdemo.explain import registry
 from vtdemo.explain import swin as ex
 from vtdemo.explain.api import explain_run
@@ -100,7 +101,11 @@ def test_swin_explanations_run_on_v2(hf_cache, tmp_path, photos):
     assert box  # the window's outline on the input
     names = registry.names_for("swin")
     assert {"swin-rollout", "swin-grad-rollout", "swin-window"} <= set(names)
-    for method in names:  # every registered Swin method runs on V2
+    for method in names:  # every registered Swin method runs on V2, except LRP, whose walk covers Swin V1 only
+        if "lrp" in method:
+            with pytest.raises(VtdemoError, match="Swin \\(V1\\) only"):
+                explain_run(run, method, ExplainOptions(point=(100.0, 80.0)))
+            continue
         result = explain_run(run, method, ExplainOptions(point=(100.0, 80.0)))
         assert result.map.shape in ((16, 16), (8, 8)) and torch.isfinite(result.map).all()
         assert float(result.map.max()) == pytest.approx(1.0)
