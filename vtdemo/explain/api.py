@@ -91,8 +91,18 @@ def methods_for_model(loaded: hub.LoadedModel) -> list[Method]:
     """The registered methods that apply to this model: its family's, without cls-attention for a ViT that has no
     CLS token (register ViTs that classify from the mean of their patch tokens)."""
     found = registry.methods_for(loaded.family)
-    if loaded.family == "vit" and not getattr(loaded.config, "class_token", True):
+    cfg = loaded.config
+    if loaded.family == "vit" and not getattr(cfg, "class_token", True):
         found = [m for m in found if m.name != "cls-attention"]
+    lrp_walkable = (  # the LRP walks (`explain.lrp`, `explain.lrp_swin`) cover plain ViT / DeiT and Swin V1
+        type(getattr(loaded.model, "exact", loaded.model)).__name__ == "SwinTransformer"  # (the fast engine wraps)
+        if loaded.family == "swin"
+        else getattr(cfg, "class_token", True)
+        and not getattr(cfg, "reg_tokens", 0)
+        and getattr(cfg, "init_values", None) is None
+    )
+    if not lrp_walkable:
+        found = [m for m in found if not m.name.endswith("lrp")]
     return found
 
 

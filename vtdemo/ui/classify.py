@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from .. import pipeline, render
 from ..errors import ExplainError
 from ..explain import registry
-from ..explain.api import deletion_check, explain_run
+from ..explain.api import deletion_check, explain_run, methods_for_model
 from ..explain.registry import ExplainOptions
 from ..explain.runs import ClassifierRun, run_classifier
 from ..images import load_image
@@ -382,7 +382,7 @@ class ClassifierColumn:
             if progress is not None:
                 progress(0.5, desc=f"Running {loaded.id}…")
             run = run_classifier(loaded, image)
-            names = registry.names_for(loaded.family)
+            names = [m.name for m in methods_for_model(loaded)]
             state = ClassifyState(
                 run=run,
                 name=upload_name(image_path),
@@ -401,7 +401,9 @@ class ClassifierColumn:
             **shown,
             self.status: status(f"{loaded.id} · {loaded.family} · {run.x.shape[-2]}px input"),
             self.state: state,
-            self.method: gr.Dropdown(choices=method_choices(loaded.family), value=state.method),
+            self.method: gr.Dropdown(
+                choices=[(m.label, m.name) for m in methods_for_model(loaded)], value=state.method
+            ),
             **self._controls(state, state.method),
         }
 
