@@ -106,6 +106,8 @@ EXPECTED = {
     "end_session": ([], [], "private"),
     # added when the Detect tab's layer picker began to be built from the run (a private follow-up of /detect)
     "detect_layers": ([], ["dropdown"], "private"),
+    # added with the relevance of a clicked detection (Chefer, Gur & Wolf, ICCV 2021)
+    "relevance_map": (["radio", "slider"], ["image", "markdown"], "public"),
 }
 
 

@@ -193,6 +193,27 @@ def test_detection_and_encoder_maps(client):
     assert image is not None and "which positions look at it" in caption
 
 
+def test_relevance_of_a_clicked_detection(client):
+    """The relevance view of the chosen detection: its class (one map), or its four box edges (a 2x2 panel of the
+    photo); the maps themselves are checked against the published rules in tests/test_explain_detr_relevance.py."""
+    from PIL import Image
+
+    out = _detect(client, threshold=0.5)
+    query = out[2]["data"][0][-1]
+    client.predict(query, *VIEW, api_name="/detection_map")
+    image, caption = client.predict("class", 0.5, api_name="/relevance_map")
+    assert image is not None and f"Relevance of query {query}" in caption and "Relevance is not attention" in caption
+    single = Image.open(image["path"] if isinstance(image, dict) else image).size
+    image, caption = client.predict("box edges", 0.5, api_name="/relevance_map")
+    assert "each box edge" in caption
+    panel = Image.open(image["path"] if isinstance(image, dict) else image).size
+    assert panel[0] > single[0] * 0.9 and panel[1] > single[1] * 0.9  # four half-size tiles: about as large
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="not in the list of choices"):
+        client.predict("edges", 0.5, api_name="/relevance_map")
+
+
 def test_set_matching(client, tmp_path):
     _detect(client, threshold=0.7)
     rows = client.predict(api_name="/fill_ground_truth")

@@ -55,6 +55,12 @@ from .components import (
 
 DETECTION_HEADERS = ["#", "class", "score", "x0", "y0", "x1", "y1", "query"]
 DIRECTIONS = {"where it looks": "row", "who looks at it": "column"}
+RELEVANCE_TARGETS = {"class": "class", "box edges": "box"}
+RELEVANCE_CAPTION = (
+    "Relevance is not attention: cross-attention says where one decoder layer looked; relevance (gradient-weighted "
+    "attention carried through every encoder and decoder layer, Chefer, Gur & Wolf, ICCV 2021) says which image "
+    "positions this output depends on."
+)
 
 
 @dataclass
@@ -164,6 +170,20 @@ def detr_overlay(
     return out
 
 
+def edge_panels(run: DetrRun, maps: dict[str, torch.Tensor], opacity: float, box: Sequence[float]) -> Image.Image:
+    """The four box-edge relevance maps (x0, y0, x1, y1) as a 2x2 panel of overlays, each labelled."""
+    tiles = [detr_overlay(run, maps[edge], opacity, box=box, max_side=render.DISPLAY_MAX // 2) for edge in maps]
+    w, h = tiles[0].size
+    panel = Image.new("RGB", (2 * w, 2 * h), (255, 255, 255))
+    draw = ImageDraw.Draw(panel)
+    label_font = render.font(max(14, w // 20))
+    for i, (edge, tile) in enumerate(zip(maps, tiles, strict=True)):
+        x, y = (i % 2) * w, (i // 2) * h
+        panel.paste(tile, (x, y))
+        draw.text((x + 8, y + 6), edge, fill=(255, 255, 255), stroke_width=3, stroke_fill=(0, 0, 0), font=label_font)
+    return panel
+
+
 def layer_index(run: DetrRun, value: str | None, encoder: bool) -> int:
     """A layer picker's value ("last", "1".."L") -> a list index, checked against the run's layers."""
     if value in (None, "", "last"):
@@ -255,10 +275,18 @@ class DetectTab:
                     self.px = Number(value=None, label="x", precision=0, minimum=0)
                     self.py = Number(value=None, label="y", precision=0, minimum=0)
                 point_btn = gr.Button("Encoder attention at (x, y)", size="sm")
+                with gr.Group():
+                    self.relevance_target = gr.Radio(
+                        list(RELEVANCE_TARGETS),
+                        value="class",
+                        label="Relevance of the detection",
+                        info="What it depends on, through every layer (one backward pass)",
+                    )
+                    relevance_btn = gr.Button("Show its relevance", size="sm")
                 self.opacity = Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity")
         self.state = services.state()
         self.view = [self.head, self.layer, self.direction, self.opacity]
-        self._point_btn = point_btn
+        self._point_btn, self._relevance_btn = point_btn, relevance_btn
 
     def wire(self) -> None:
         """Events (called after the matching panel is laid out, so that the page order stays as it was)."""
@@ -361,6 +389,13 @@ class DetectTab:
             outputs=shown,
             api_name="encoder_map",
             **VIEW,
+        )
+        self._relevance_btn.click(
+            self.relevance_view,
+            inputs=[self.state, self.relevance_target, self.opacity],
+            outputs=shown,
+            api_name="relevance_map",
+            **MODEL,
         )
         gr.on(
             [self.head.input, self.layer.input, self.direction.input, self.opacity.change],
@@ -640,6 +675,35 @@ class DetectTab:
         if state is None or state.run is None:
             return {self.attn: None, self.caption: "", self.state: None}
         return self._map(state, head, layer, direction, opacity)
+
+    def relevance_view(self, state: DetectState | None, target: str | None, opacity: float) -> dict:
+        """The relevance of the chosen detection for its class, or one map per box edge (a 2x2 panel)."""
+        state = self.s.cached(state)
+        if state is None or state.run is None:
+            return {self.attn: None, self.caption: "Detect objects first.", self.state: None}
+        det = next((d for d in state.dets if d.query == state.query), None)
+        if det is None:
+            return {
+                self.caption: status("Click a detection first (a label under the photo, or a table row).", "info"),
+                self.state: state,
+            }
+        kind = RELEVANCE_TARGETS.get(target or "class", "class")
+        try:
+            result = explain_run(state.run, "detr-relevance", ExplainOptions(query=det.query, target_kind=kind))
+        except Exception as exc:  # noqa: BLE001
+            return {self.attn: None, self.caption: status(message(exc), "warn"), self.state: state}
+        state.method, state.relevance = "detr-relevance", result.map
+        what = f"query {det.query} ({det.label} {det.score:.2f})"
+        if kind == "class" or not result.maps:
+            image = detr_overlay(state.run, result.map, opacity, box=det.box)
+            caption = f"**Relevance of {what} for its class.** {RELEVANCE_CAPTION}"
+        else:
+            image = edge_panels(state.run, result.maps, opacity, det.box)
+            caption = (
+                f"**Relevance of {what} for each box edge** (x0 left, y0 top, x1 right, y1 bottom): which "
+                f"positions pushed that edge outwards. {RELEVANCE_CAPTION}"
+            )
+        return {self.attn: image, self.caption: caption, self.state: state}
 
     def export(self, state: DetectState | None, opacity: float) -> list[str]:
         """Annotated PNG (original size), results JSON (the CLI's `detect --json` schema) and the raw map (.npy)."""
