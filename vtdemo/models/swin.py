@@ -29,7 +29,7 @@ Tokens are kept channels-last, [B, H, W, C], as in timm. Where we differ:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -148,7 +148,24 @@ def config_from_hf(config: dict[str, Any]) -> SwinConfig:
     )
 
 
-def stage_windows(cfg: SwinConfig, img_size: int) -> list[tuple[int, int]]:
+class StageLayout(Protocol):
+    """What the patch embedding and the stage geometry read from a config (Swin V1's and V2's both have it)."""
+
+    @property
+    def in_chans(self) -> int: ...
+    @property
+    def embed_dim(self) -> int: ...
+    @property
+    def patch_size(self) -> int: ...
+    @property
+    def window_size(self) -> int: ...
+    @property
+    def depths(self) -> tuple[int, ...]: ...
+    @property
+    def ln_eps(self) -> float: ...
+
+
+def stage_windows(cfg: StageLayout, img_size: int) -> list[tuple[int, int]]:
     """(grid, window) of every stage at input size `img_size`, windows as `stage_window` resolves them.
 
     Raises `UnsupportedModelError` if a grid cannot be cut into whole windows or halved by the patch merges.
@@ -429,7 +446,7 @@ class SwinStage(nn.Module):
 class PatchEmbed(nn.Module):
     """Non-overlapping p x p patches -> C channels (a strided conv), then LayerNorm."""
 
-    def __init__(self, cfg: SwinConfig) -> None:
+    def __init__(self, cfg: StageLayout) -> None:
         super().__init__()
         self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.ln_eps)

@@ -43,6 +43,7 @@ from .outputs import ClassifierOutput
 from .swin import (
     ClassifierHead,
     Mlp,
+    PatchEmbed,  # the same conv + LayerNorm as V1
     SwinAttention,
     relative_position_index,
     shifted_window_mask,
@@ -50,6 +51,7 @@ from .swin import (
     window_partition,
     window_reverse,
 )
+from .swin import stage_windows as swin_stage_windows
 
 LOGIT_SCALE_MAX = math.log(1.0 / 0.01)  # the references' clamp: the scale is at most 100
 MASK_VALUE = -100.0  # the references' shifted-window mask value
@@ -207,23 +209,13 @@ def config_from_hf(config: dict[str, Any]) -> SwinV2Config:
 
 
 def stage_windows(cfg: SwinV2Config, img_size: int) -> list[tuple[int, int]]:
-    """(grid, window) of every stage at input size `img_size`; refuses sizes a stage cannot cut into windows."""
-    if img_size <= 0 or img_size % cfg.patch_size:
-        raise UnsupportedModelError(
-            f"input size {img_size} is not a positive multiple of the patch size {cfg.patch_size}"
-        )
-    grid, out = img_size // cfg.patch_size, []
-    for s in range(len(cfg.depths)):
-        window = stage_window(grid, cfg.window_size)[0]
-        if grid % window or (s < len(cfg.depths) - 1 and grid % 2):
-            raise UnsupportedModelError(
-                f"Swin V2 (patch {cfg.patch_size}, window {cfg.window_size}) cannot run at {img_size} px without "
-                f"padding (stage {s} grid {grid}, window {window}); sizes it runs at: "
-                + ", ".join(str(s) for s in allowed_sizes(cfg))
-            )
-        out.append((grid, window))
-        grid //= 2
-    return out
+    """(grid, window) of every stage at input size `img_size` (`vtdemo.models.swin.stage_windows`, the same geometry);
+    a refusal also lists the sizes this model runs at."""
+    try:
+        return swin_stage_windows(cfg, img_size)
+    except UnsupportedModelError as exc:
+        sizes = ", ".join(str(s) for s in allowed_sizes(cfg))
+        raise UnsupportedModelError(f"Swin V2, without padding: {exc}; sizes it runs at: {sizes}") from None
 
 
 def allowed_sizes(cfg: SwinV2Config, largest: int = 1536) -> list[int]:
@@ -397,19 +389,6 @@ class SwinV2Stage(nn.Module):
             if attn is not None:
                 attentions.append(attn)
         return x, attentions
-
-
-class PatchEmbed(nn.Module):
-    """Non-overlapping p x p patches -> C channels (a strided conv), then LayerNorm."""
-
-    def __init__(self, cfg: SwinV2Config) -> None:
-        super().__init__()
-        self.proj = nn.Conv2d(cfg.in_chans, cfg.embed_dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
-        self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.ln_eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """x: [B, 3, H*p, W*p] -> [B, H, W, C]."""
-        return self.norm(self.proj(x).permute(0, 2, 3, 1))  # [B, H, W, C]
 
 
 class SwinTransformerV2(nn.Module):
