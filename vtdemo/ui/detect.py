@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
 import torch
 from gradio.utils import get_upload_folder
-from PIL import Image, ImageDraw
 
-from .. import pipeline, postprocess, render
-from ..errors import ExplainError
+from .. import pipeline, render
 from ..explain.api import explain_run
 from ..explain.registry import ExplainOptions
 from ..explain.runs import DetrRun, run_detr
@@ -52,151 +49,27 @@ from .components import (
     safe_image,
     upload_name,
 )
-
-DETECTION_HEADERS = ["#", "class", "score", "x0", "y0", "x1", "y1", "query"]
-DIRECTIONS = {"where it looks": "row", "who looks at it": "column"}
-RELEVANCE_TARGETS = {"class": "class", "box edges": "box"}
-RELEVANCE_CAPTION = (
-    "Relevance is not attention: cross-attention says where one decoder layer looked; relevance (gradient-weighted "
-    "attention carried through every encoder and decoder layer, Chefer, Gur & Wolf, ICCV 2021) says which image "
-    "positions this output depends on."
+from .detect_views import (
+    DETECTION_HEADERS,
+    DIRECTIONS,
+    RELEVANCE_CAPTION,
+    RELEVANCE_TARGETS,
+    DetectOptions,
+    DetectState,
+    box_label,
+    class_ids,
+    count_text,
+    detection_classes,
+    detection_rows,
+    detr_overlay,
+    draw_detections,
+    edge_panels,
+    hex_color,
+    layer_index,
+    select,
 )
 
-
-@dataclass
-class DetectOptions:
-    threshold: float = 0.7
-    classes: set[int] | None = None
-    max_detections: int | None = None
-    nms_iou: float | None = None
-
-
-@dataclass
-class DetectState:
-    """The tab's cache: DETR's run, the box view's files, what is shown, and the attention view."""
-
-    run: DetrRun | None  # None once released
-    name: str
-    canvas: BoxCanvas | None
-    opts: DetectOptions = field(default_factory=DetectOptions)
-    dets: list[pipeline.Detection] = field(default_factory=list)
-    method: str = "detr-decoder"  # or "detr-encoder" after a click on the photo
-    query: int | None = None
-    point: tuple[float, float] | None = None
-    relevance: torch.Tensor | None = None
-    released: bool = False
-
-    def release(self) -> None:
-        """Drop the run (with its attention) and the map. The box view's files stay until Gradio's cache expiry:
-        a client may still be downloading them."""
-        self.run, self.canvas, self.relevance, self.dets, self.released = None, None, None, [], True
-
-
-# ------------------------------------------------------------------------------------------------- views
-
-
-def detection_classes(labels: Sequence[str]) -> list[str]:
-    """The names a DETR model can output, sorted, without the unused "N/A" ids (for the class filter)."""
-    return sorted({n for n in labels if n != "N/A"}, key=str.lower)
-
-
-def class_ids(labels: Sequence[str], names: Sequence[str] | None) -> set[int] | None:
-    """Class names picked in the filter -> ids (None = no filter)."""
-    if not names:
-        return None
-    wanted = set(names)
-    return {i for i, n in enumerate(labels) if n in wanted}
-
-
-def select(run: DetrRun, opts: DetectOptions) -> list[pipeline.Detection]:
-    """The detections to show, score-sorted: no model call, only `postprocess.select` on the cached scores."""
-    keep = postprocess.select(run.scored, opts.threshold, opts.classes, opts.max_detections, opts.nms_iou)
-    return pipeline.detections(run.loaded, run.scored, keep)
-
-
-def box_label(det: pipeline.Detection, rank: int) -> str:
-    """The legend text of a box: rank, class and score ("1 cat 0.93"). Ranks keep equal labels apart."""
-    return f"{rank + 1} {det.label} {det.score:.2f}"
-
-
-def hex_color(class_id: int) -> str:
-    return "#{:02x}{:02x}{:02x}".format(*render.color_for(class_id))
-
-
-def count_text(run: DetrRun, dets: Sequence[pipeline.Detection], opts: DetectOptions) -> str:
-    total = int(run.scored.scores.numel())
-    text = f"**{len(dets)} of {total} queries kept** (score ≥ {opts.threshold:.2f})"
-    if not dets:
-        best = float(run.scored.scores.max()) if total else 0.0
-        text += (
-            f" · the most confident query scores {best:.2f}: lower the threshold (or widen the class filter) "
-            "to see what DETR found and where it looked"
-        )
-    return text
-
-
-def detection_rows(dets: Sequence[pipeline.Detection]) -> list[list[Any]]:
-    """Rows for the detections table: #, class, score, x0, y0, x1, y1, query."""
-    return [[i + 1, d.label, round(d.score, 3), *[round(v) for v in d.box], d.query] for i, d in enumerate(dets)]
-
-
-def draw_detections(image: Image.Image, dets: Sequence[pipeline.Detection]) -> Image.Image:
-    return render.draw_boxes(
-        image,
-        [d.box for d in dets],
-        [render.detection_label(d.label, d.score) for d in dets],
-        [d.label_id for d in dets],
-    )
-
-
-def detr_overlay(
-    run: DetrRun,
-    relevance: torch.Tensor,
-    opacity: float = 0.55,
-    box: Sequence[float] | None = None,
-    point: tuple[float, float] | None = None,
-    max_side: int = render.DISPLAY_MAX,
-) -> Image.Image:
-    """A DETR map [h, w] over the photo (display-sized), with the explained box or the clicked point marked. The map
-    covers the un-padded part of DETR's feature grid, which is the whole photo."""
-    shown, scale = render.fit(run.image, max_side)
-    out = render.overlay(shown, run.unpadded(relevance).numpy(), None, opacity)
-    if box is not None:
-        draw = ImageDraw.Draw(out)
-        x0, y0, x1, y1 = (v * scale for v in box)
-        draw.rectangle((x0, y0, x1, y1), outline=(255, 255, 255), width=max(2, round(max(out.size) / 320)))
-    if point is not None:
-        out = render.mark_point(out, point, scale)
-    return out
-
-
-def edge_panels(run: DetrRun, maps: dict[str, torch.Tensor], opacity: float, box: Sequence[float]) -> Image.Image:
-    """The four box-edge relevance maps (x0, y0, x1, y1) as a 2x2 panel of overlays, each labelled."""
-    tiles = [detr_overlay(run, maps[edge], opacity, box=box, max_side=render.DISPLAY_MAX // 2) for edge in maps]
-    w, h = tiles[0].size
-    panel = Image.new("RGB", (2 * w, 2 * h), (255, 255, 255))
-    draw = ImageDraw.Draw(panel)
-    label_font = render.font(max(14, w // 20))
-    for i, (edge, tile) in enumerate(zip(maps, tiles, strict=True)):
-        x, y = (i % 2) * w, (i // 2) * h
-        panel.paste(tile, (x, y))
-        draw.text((x + 8, y + 6), edge, fill=(255, 255, 255), stroke_width=3, stroke_fill=(0, 0, 0), font=label_font)
-    return panel
-
-
-def layer_index(run: DetrRun, value: str | None, encoder: bool) -> int:
-    """A layer picker's value ("last", "1".."L") -> a list index, checked against the run's layers."""
-    if value in (None, "", "last"):
-        return -1
-    layers = run.encoder_layers if encoder else run.decoder_layers
-    index = int(value) - 1
-    if not 0 <= index < layers:
-        raise ExplainError(
-            f"layer {value}: this model has {layers} {'encoder' if encoder else 'decoder'} layers "
-            f"(choose last or 1..{layers})"
-        )
-    return index
-
+__all__ = ["DetectOptions", "DetectState", "DetectTab", "draw_detections"]
 
 # ------------------------------------------------------------------------------------------------- the tab
 
