@@ -45,3 +45,14 @@ def photos():
         if path.suffix.lower() in {".png", ".jpg", ".jpeg"}:
             out[path.stem] = Image.open(path).convert("RGB")
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_hub(tmp_path_factory):
+    """The tiny ViT, Swin and DETR repos (tests/tiny_models.py), written once per test run into a Hub cache folder
+    that pytest removes with its other temporary folders: `TinyHub(cache, repos)`."""
+    from apps import TinyHub
+    from tiny_models import write_tiny_repos
+
+    cache = tmp_path_factory.mktemp("tiny-hub")
+    return TinyHub(cache, write_tiny_repos(cache))

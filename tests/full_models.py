@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 from hubcache import write_repo, write_timm_repo
-from tiny_models import DETR_PREPROCESSOR, _randomise_detr, _spread_heads, randomise_classifier
+from tiny_models import DETR_PREPROCESSOR, _spread_heads
+from weights import randomise_classifier, randomise_detr
 
 VIT_REPO = "test/full-vit-b16"
 SWIN_REPO = "test/full-swin-t"
@@ -57,7 +58,7 @@ def write_full_repos(cache: Path) -> dict[str, str]:
         config = transformers.DetrConfig(
             use_timm_backbone=True, use_pretrained_backbone=False, id2label=dict(enumerate(coco()))
         )
-        detr = _randomise_detr(transformers.DetrForObjectDetection(config), 13, sharp_qk=1.0)
+        detr = randomise_detr(transformers.DetrForObjectDetection(config), 13, sharp_qk=1.0)
         detr = aim_class_head(detr, 14)
         with tempfile.TemporaryDirectory(dir=work) as d:
             detr.save_pretrained(d)

@@ -135,13 +135,3 @@ def write_transformers_repo(
     if preprocessor is not None:
         files["preprocessor_config.json"] = preprocessor
     return write_repo(cache, repo_id, files, revision=revision)
-
-
-def randomise(model, seed: int = 0, scale: float = 0.3):
-    """Every parameter ~ N(0, scale^2), in eval mode: zero-initialised tokens, biases and relative-position tables
-    would otherwise hide naming mistakes in a conversion."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
-    return model.eval()

@@ -11,7 +11,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
-from tiny_models import launched_app  # noqa: E402
+from apps import launched_app  # noqa: E402
 
 #: api_name -> (input component kinds without gr.State, output kinds without gr.State, visibility)
 EXPECTED = {
@@ -123,8 +123,8 @@ def served_api(url: str) -> dict:
     return out
 
 
-def test_every_endpoint_keeps_its_parameters_and_outputs():
-    with launched_app() as (_, url):
+def test_every_endpoint_keeps_its_parameters_and_outputs(tiny_hub):
+    with launched_app(tiny_hub) as (_, url):
         served = served_api(url)
     assert set(served) == set(EXPECTED), (sorted(set(served) - set(EXPECTED)), sorted(set(EXPECTED) - set(served)))
     for name, want in EXPECTED.items():

@@ -24,7 +24,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from tiny_models import app_of, launched_app, tiny_repos_once  # noqa: E402
+from apps import launched_app  # noqa: E402
 from vtdemo import hub, pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,14 +35,14 @@ VIEW = ("mean", "last", "where it looks", 0.55)  # head, layer, encoder directio
 
 
 @pytest.fixture(scope="module")
-def app():
-    _, repos = tiny_repos_once()
+def app(tiny_hub):
+    repos = tiny_hub.repos
     started = time.perf_counter()
-    with launched_app() as (demo, url):
-        demo.startup_seconds = time.perf_counter() - started
-        demo.loaded_at_start = len(hub._cache)
-        demo.repos = repos
-        yield demo, url
+    with launched_app(tiny_hub) as (vt, url):
+        vt.startup_seconds = time.perf_counter() - started
+        vt.loaded_at_start = [r for r in repos.values() if hub.is_loaded(r, "cpu")]
+        vt.repos = repos
+        yield vt, url
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +76,9 @@ def _counting(loaded):
 
 
 def test_startup_is_quick_and_loads_no_model(app):
-    demo, _ = app
-    assert demo.loaded_at_start == 0
-    assert demo.startup_seconds < 20  # build + launch on a busy 2-core machine (imports excluded: already done)
+    vt, _ = app
+    assert vt.loaded_at_start == []
+    assert vt.startup_seconds < 20  # build + launch on a busy 2-core machine (imports excluded: already done)
 
 
 def test_classify_both_families(client, app):
@@ -159,8 +159,8 @@ def in_event():
 
 def test_rerender_server_time_for_a_1280x720_photo(app, tmp_path, in_event):
     """The re-render handler plus Gradio's postprocessing of its outputs, in the server process: < 50 ms."""
-    demo, _ = app
-    tab = app_of(demo).detect
+    vt, _ = app
+    demo, tab = vt.demo, vt.detect
     photo = tmp_path / "wide.jpg"
     Image.open(ASTRONAUT).convert("RGB").resize((1280, 720)).save(photo)
     state = tab.detect(str(photo), "", 0.7, [], 100, False, 0.5, *VIEW)[tab.state]
@@ -172,7 +172,7 @@ def test_rerender_server_time_for_a_1280x720_photo(app, tmp_path, in_event):
     for t in [0.3, 0.5, 0.7, 0.9, 0.0, 0.6] * 3:
         started = time.perf_counter()
         out = tab.rerender(state, t, [], 100, False, 0.5)
-        boxes_block.postprocess(out[tab.boxes]._constructor_args[-1]["value"])  # the update's value, as Gradio does
+        boxes_block.postprocess(out[tab.boxes].constructor_args["value"])  # the update's value, as Gradio does
         table_block.postprocess(out[tab.table])
         times.append(time.perf_counter() - started)
     median = statistics.median(times) * 1000
@@ -282,7 +282,7 @@ def test_webcam_frames_and_freeze(app, in_event, tmp_path):
         Image.open(source).convert("RGB").resize(size).save(path)
         return str(path)
 
-    h = app_of(app[0]).webcam
+    h = app[0].webcam
     frame = tmp_frame(ASTRONAUT, (1920, 1440))  # a frame as the webcam component hands it over (a file path)
     session = None
     for _ in range(3):
@@ -294,7 +294,8 @@ def test_webcam_frames_and_freeze(app, in_event, tmp_path):
 
 
 def test_every_event_has_an_api_name_and_limits_are_set(app):
-    demo, url = app
+    vt, url = app
+    demo = vt.demo
     names = [fn.api_name for fn in demo.fns.values()]
     assert names and all(isinstance(n, str) and n for n in names)
     for documented in (
@@ -312,7 +313,7 @@ def test_every_event_has_an_api_name_and_limits_are_set(app):
         "freeze",
     ):
         assert documented in names
-    assert demo._queue.max_size == 32
+    assert vt.services.config.queue_size == 32  # what create_app hands to demo.queue(max_size=...)
     assert demo.max_file_size == 20 * 1024 * 1024
 
 

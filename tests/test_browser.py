@@ -26,7 +26,7 @@ pytest.importorskip("transformers")
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from tiny_models import launched_app  # noqa: E402
+from apps import launched_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -44,8 +44,8 @@ SLOW = 60_000  # ms: first use loads a model on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")
-def url():
-    with launched_app() as (_, address):
+def url(tiny_hub):
+    with launched_app(tiny_hub) as (_, address):
         yield address
 
 

@@ -118,12 +118,9 @@ def test_corrupt_safetensors(vit_repo, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_cache(tmp_path_factory):
+def tiny_cache(tiny_hub):
     """The tiny ViT / Swin / DETR repos that the app tests use (DETR with spread-out scores)."""
-    from tiny_models import write_tiny_repos
-
-    cache = tmp_path_factory.mktemp("tiny") / "hub"
-    return cache, write_tiny_repos(cache)
+    return tiny_hub
 
 
 def test_detect_json_contract_threshold_and_save(tiny_cache, tmp_path):

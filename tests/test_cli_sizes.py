@@ -9,7 +9,8 @@ import pytest
 
 from hubcache import write_timm_repo
 from test_cli import run_cli
-from tiny_models import VIT_ARGS, randomise_classifier
+from tiny_models import VIT_ARGS
+from weights import randomise_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 timm = pytest.importorskip("timm")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -26,6 +25,7 @@ from vtdemo.models.detr import (
     config_from_hf,
     sine_position_encoding,
 )
+from weights import randomise_detr_calibrated
 
 TINY = DetrConfig(d_model=32, num_heads=2, encoder_layers=2, decoder_layers=2, ffn_dim=64, num_queries=10)
 TINY_HF = dict(
@@ -64,55 +64,6 @@ def pad_batch(images: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return values, mask
 
 
-def randomise_(model: torch.nn.Module, seed: int, run_backbone: Callable[[], object]) -> None:
-    """Give every tensor a non-trivial value, so that a swapped or skipped key shows in the outputs.
-
-    transformers' own init would hide mistakes: std-0.02 weights make every query give the same output, a timm
-    backbone gets std-0.02 convolutions whose features vanish, and frozen BN starts as the identity. Here:
-    - backbone convolutions are Kaiming-normal; each frozen BN gets the statistics of its actual input on a
-      calibration image, perturbed per channel (mean + 0.1 std noise, var x U(0.8, 1.25)), gamma U(0.5, 1.5),
-      beta N(0, 0.2), as in a trained network, so that the features keep their spatial detail;
-    - transformer weights get variance 1/fan_in (the input projection 1/(100 fan_in): the features have RMS ~10,
-      and no attention should be one-hot), LayerNorm weights and all biases get noise, query positions N(0, 1).
-    `run_backbone()` runs the backbone on the calibration image through its BN modules' own forward, so that their
-    pre-hooks see the inputs.
-    """
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith(("running_var", "running_mean", "num_batches_tracked")):
-                continue
-            if "backbone" in name and t.dim() == 1:
-                if name.endswith("weight"):  # BN gamma
-                    t.uniform_(0.5, 1.5, generator=g)
-                else:  # BN beta
-                    t.normal_(0.0, 0.2, generator=g)
-            elif "backbone" in name:
-                t.normal_(0.0, (2 / t[0].numel()) ** 0.5, generator=g)
-            elif "input_proj" in name and t.dim() == 4:  # the features have RMS ~10: bring them to ~1
-                t.normal_(0.0, t[0].numel() ** -0.5 / 10, generator=g)
-            elif "query_pos" in name:
-                t.normal_(0.0, 1.0, generator=g)
-            elif t.dim() == 1:
-                t.add_(torch.randn(t.shape, generator=g) * 0.2)
-            else:
-                t.normal_(0.0, t[0].numel() ** -0.5, generator=g)
-
-        def calibrate(module, args):
-            x = args[0]  # [B, C, H, W]
-            mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3))
-            module.running_mean.copy_(mean + 0.1 * var.sqrt() * torch.randn(mean.shape, generator=g))
-            module.running_var.copy_(var * torch.empty_like(var).uniform_(0.8, 1.25, generator=g))
-
-        bns = [m for m in model.modules() if hasattr(m, "running_var")]
-        hooks = [m.register_forward_pre_hook(calibrate) for m in bns]
-        try:
-            run_backbone()
-        finally:
-            for h in hooks:
-                h.remove()
-
-
 def build_hf(tmp_path, calibration: torch.Tensor, **kwargs):
     """transformers DETR (random, randomised, eager attention) + its Hub-format state dict and config.json."""
     from safetensors.torch import load_file
@@ -122,7 +73,7 @@ def build_hf(tmp_path, calibration: torch.Tensor, **kwargs):
     if kwargs.get("use_timm_backbone", True):
         kwargs["use_pretrained_backbone"] = False
     hf = DetrForObjectDetection(HFDetrConfig(**kwargs, attn_implementation="eager")).eval()
-    randomise_(hf, 0, lambda: hf.model.backbone(calibration, torch.ones(1, *calibration.shape[2:])))
+    randomise_detr_calibrated(hf, 0, lambda: hf.model.backbone(calibration, torch.ones(1, *calibration.shape[2:])))
     hf.save_pretrained(tmp_path)
     hub_sd = load_file(str(tmp_path / "model.safetensors"))
     config = json.loads((tmp_path / "config.json").read_text())
@@ -140,7 +91,7 @@ def tiny(images):
     layers = torch.nn.Sequential(
         net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4
     )
-    randomise_(model, 1, lambda: layers(images["calibration"]))
+    randomise_detr_calibrated(model, 1, lambda: layers(images["calibration"]))
     return model
 
 

@@ -14,7 +14,7 @@ import torch
 
 import vtdemo
 from hubcache import write_transformers_repo
-from test_detr import randomise_, to_tensor
+from test_detr import to_tensor
 from vtdemo import hub, pipeline
 from vtdemo.convert.detr_panoptic import from_hf
 from vtdemo.explain import registry
@@ -23,6 +23,7 @@ from vtdemo.explain.registry import ExplainOptions
 from vtdemo.models.detr import config_from_hf
 from vtdemo.models.detr_panoptic import DetrPanoptic, MHAttentionMap
 from vtdemo.postprocess_panoptic import coco_is_thing, panoptic_segments, segments_of_output
+from weights import randomise_detr_calibrated
 
 transformers = pytest.importorskip("transformers")
 
@@ -49,7 +50,7 @@ def pair(tmp_path_factory, images):
         transformers.DetrConfig(**TINY_HF, use_pretrained_backbone=False, attn_implementation="eager")
     ).eval()
     calibration = to_tensor(images[0], 160, 128)[None]
-    randomise_(ref, 0, lambda: ref.detr.model.backbone(calibration, torch.ones(1, 128, 160)))
+    randomise_detr_calibrated(ref, 0, lambda: ref.detr.model.backbone(calibration, torch.ones(1, 128, 160)))
     ref.save_pretrained(tmp)
     config = json.loads((tmp / "config.json").read_text())
     ours = DetrPanoptic(config_from_hf(config)).eval()
@@ -218,7 +219,7 @@ def test_full_size_matches_transformers(images):
         transformers.DetrConfig(num_labels=250, use_pretrained_backbone=False, attn_implementation="eager")
     ).eval()
     calibration = to_tensor(images[0], 256, 192)[None]
-    randomise_(ref, 1, lambda: ref.detr.model.backbone(calibration, torch.ones(1, 192, 256)))
+    randomise_detr_calibrated(ref, 1, lambda: ref.detr.model.backbone(calibration, torch.ones(1, 192, 256)))
     with tempfile.TemporaryDirectory() as d:
         ref.save_pretrained(d)
         config = json.loads((Path(d) / "config.json").read_text())

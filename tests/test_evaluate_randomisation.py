@@ -16,14 +16,13 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from tiny_models import tiny_repos_once
 from vtdemo import cli, hub
 from vtdemo.evaluate import randomisation as rz
 
 
 @pytest.fixture(scope="module")
-def loaded():
-    cache, ids = tiny_repos_once()
+def loaded(tiny_hub):
+    cache, ids = tiny_hub
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_CACHE", str(cache))
     mp.setenv("HF_HUB_OFFLINE", "1")

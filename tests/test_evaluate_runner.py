@@ -20,7 +20,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tiny_models import tiny_repos_once
 from vtdemo import cli, hub
 from vtdemo.evaluate import coco as cc
 from vtdemo.evaluate import perturbation as pt
@@ -32,8 +31,8 @@ ALL = ["rollout", "grad-rollout", "edge", "random"]
 
 
 @pytest.fixture(scope="module")
-def repos():
-    cache, ids = tiny_repos_once()
+def repos(tiny_hub):
+    cache, ids = tiny_hub
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_CACHE", str(cache))
     mp.setenv("HF_HUB_OFFLINE", "1")
@@ -197,9 +196,9 @@ def test_an_interrupted_run_resumes_to_the_same_file(repos, tmp_path, monkeypatc
     assert part.read_bytes() == full.read_bytes()
 
 
-def test_a_killed_process_loses_nothing_written(repos, tmp_path):
+def test_a_killed_process_loses_nothing_written(repos, tiny_hub, tmp_path):
     make_folder(tmp_path / "imgs", 4, broken=False)
-    cache, _ = tiny_repos_once()
+    cache, _ = tiny_hub
     env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     out = tmp_path / "r.jsonl"
     args = [

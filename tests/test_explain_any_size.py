@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hubcache import randomise, write_timm_repo
+from hubcache import write_timm_repo
 from vtdemo import hub, pipeline, preprocess
 from vtdemo.errors import VtdemoError
+from weights import randomise
 
 timm = pytest.importorskip("timm")
 

@@ -29,7 +29,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
-from tiny_models import app_of, launched_app  # noqa: E402
+from apps import launched_app  # noqa: E402
 from vtdemo.ui.components import NOT_UPLOADED  # noqa: E402
 
 VIEW = ["mean", "last", "where it looks", 0.55]  # head, layer, encoder direction, opacity
@@ -132,9 +132,9 @@ def assert_clear(result: tuple[str, object], expect: str | None = None) -> str:
 
 
 @pytest.fixture(scope="module")
-def app():
-    with launched_app() as (demo, url):
-        yield demo, url
+def app(tiny_hub):
+    with launched_app(tiny_hub) as (vt, url):
+        yield vt, url
 
 
 @pytest.fixture
@@ -213,11 +213,11 @@ def test_data_urls_are_read_by_our_reader_with_its_limits(app):
     assert_clear(call(url, "classify_vit", [{"url": bomb}, "", "rollout", 0.5]), "above the limit")
     # webcam frames arrive through the same component; a stream cannot be driven through /call, so the frame goes
     # straight to the handler, as the component hands it over
-    demo, _ = app
-    webcam = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "webcam-in")
+    vt, _ = app
+    webcam = next(b for b in vt.demo.blocks.values() if getattr(b, "elem_id", None) == "webcam-in")
     frame = webcam.preprocess(webcam.data_model(url=bomb))
     assert isinstance(frame, bytes)
-    _, stats, _ = app_of(demo).webcam.live(frame, 0.7, 384, "", None)
+    _, stats, _ = vt.webcam.live(frame, 0.7, 384, "", None)
     assert "above the limit" in stats
     assert_clear(call(url, "detect", detect_args({"url": "data:image/png;base64,%%%"})), "base64")
 

@@ -10,9 +10,10 @@ from torchvision.ops import clip_boxes_to_image
 
 import vtdemo
 from hubcache import write_transformers_repo
-from tiny_models import DETR_ARGS, _randomise_detr
+from tiny_models import DETR_ARGS
 from vtdemo import hub
 from vtdemo.labels import coco
+from weights import randomise_detr
 
 transformers = pytest.importorskip("transformers")
 
@@ -36,7 +37,7 @@ def detr_pair(tmp_path_factory):
     config = transformers.DetrConfig(
         use_timm_backbone=True, use_pretrained_backbone=False, id2label=dict(enumerate(coco())), **DETR_ARGS
     )
-    with_timm = _randomise_detr(transformers.DetrForObjectDetection(config), 11)
+    with_timm = randomise_detr(transformers.DetrForObjectDetection(config), 11)
     no_timm_config = transformers.DetrConfig(
         use_timm_backbone=False,
         use_pretrained_backbone=False,
@@ -49,7 +50,7 @@ def detr_pair(tmp_path_factory):
         id2label=dict(enumerate(coco())),
         **DETR_ARGS,
     )
-    no_timm = _randomise_detr(transformers.DetrForObjectDetection(no_timm_config), 12)
+    no_timm = randomise_detr(transformers.DetrForObjectDetection(no_timm_config), 12)
     return with_timm, no_timm
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import vtdemo
-from hubcache import randomise as _randomise
 from hubcache import write_timm_repo, write_transformers_repo
 from vtdemo import hub
+from weights import randomise
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -26,7 +26,7 @@ def _top(logits, k):
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
 def test_timm_format(weights, hf_cache, tmp_path, photos):
-    ref = _randomise(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, **TINY_ARGS))
+    ref = randomise(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, **TINY_ARGS))
     repo = "timm/swin_tiny_patch4_window7_224.test"
     snap = write_timm_repo(hf_cache, repo, ref, TINY_ARGS, tmp_path, formats=(weights,))
     pretrained_cfg = json.loads((snap / "config.json").read_text())["pretrained_cfg"]
@@ -50,7 +50,7 @@ def test_transformers_format(hf_cache, tmp_path, photos):
         window_size=4,
         id2label={i: f"kind {i}" for i in range(7)},
     )
-    ref = _randomise(transformers.SwinForImageClassification(config))
+    ref = randomise(transformers.SwinForImageClassification(config))
     processor = transformers.ViTImageProcessor(
         size={"height": 64, "width": 64}, resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
     )
@@ -67,7 +67,7 @@ def test_file_with_derived_buffers_and_relative_position_index_loads(hf_cache, t
     """2023 timm uploads carry `relative_position_index` and `attn_mask` buffers: they are ignored, not an error."""
     from hubcache import safetensors_bytes
 
-    ref = _randomise(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, **TINY_ARGS))
+    ref = randomise(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, **TINY_ARGS))
     snap = write_timm_repo(
         hf_cache, "timm/swin_tiny_patch4_window7_224.buffers", ref, TINY_ARGS, tmp_path, formats=("model.safetensors",)
     )

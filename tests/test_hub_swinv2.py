@@ -11,7 +11,6 @@ import torch
 
 import vtdemo
 from hubcache import write_timm_repo, write_transformers_repo
-from test_swinv2 import randomise_v2
 from vtdemo import hub, pipeline
 from vtdemo.errors import VtdemoError
 from vtdemo.explain import registry
@@ -19,6 +18,7 @@ from vtdemo.explain import swin as ex
 from vtdemo.explain.api import explain_run
 from vtdemo.explain.registry import ExplainOptions
 from vtdemo.models.swinv2 import SwinTransformerV2
+from weights import randomise_swinv2
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -41,7 +41,7 @@ def _top(logits, k):
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
 def test_timm_format(weights, hf_cache, tmp_path, photos):
-    ref = randomise_v2(timm.create_model("swinv2_tiny_window8_256", pretrained=False, num_classes=10, **ARGS), 0)
+    ref = randomise_swinv2(timm.create_model("swinv2_tiny_window8_256", pretrained=False, num_classes=10, **ARGS), 0)
     repo = "timm/swinv2_tiny_window8_256.test"
     snap = write_timm_repo(hf_cache, repo, ref, ARGS, tmp_path, formats=(weights,))
     pretrained_cfg = json.loads((snap / "config.json").read_text())["pretrained_cfg"]
@@ -69,7 +69,7 @@ def test_transformers_format(hf_cache, tmp_path, photos):
         pretrained_window_sizes=[3, 2],
         id2label={i: f"kind {i}" for i in range(7)},
     )
-    ref = randomise_v2(transformers.Swinv2ForImageClassification(config), 1)
+    ref = randomise_swinv2(transformers.Swinv2ForImageClassification(config), 1)
     processor = transformers.ViTImageProcessor(
         size={"height": 64, "width": 64}, resample=3, image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]
     )
@@ -88,7 +88,7 @@ def test_transformers_format(hf_cache, tmp_path, photos):
 
 
 def test_swin_explanations_run_on_v2(hf_cache, tmp_path, photos):
-    ref = randomise_v2(timm.create_model("swinv2_tiny_window8_256", pretrained=False, num_classes=10, **ARGS), 2)
+    ref = randomise_swinv2(timm.create_model("swinv2_tiny_window8_256", pretrained=False, num_classes=10, **ARGS), 2)
     repo = "timm/swinv2_tiny_window8_256.explain"
     write_timm_repo(hf_cache, repo, ref, ARGS, tmp_path, formats=("model.safetensors",))
     run = pipeline.run_classifier(hub.load(repo), photos["chelsea"])

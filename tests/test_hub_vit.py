@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import vtdemo
-from hubcache import randomise as _randomise
 from hubcache import write_timm_repo, write_transformers_repo
 from vtdemo import hub
+from weights import randomise
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -28,7 +28,7 @@ def _reference_top(logits: torch.Tensor, k: int = 5):
 @pytest.mark.parametrize("arch", ["vit_tiny_patch16_224", "deit_tiny_patch16_224", "deit_tiny_distilled_patch16_224"])
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
 def test_timm_format(arch, weights, hf_cache, tmp_path, photos):
-    ref = _randomise(timm.create_model(arch, pretrained=False, num_classes=10, **TINY_ARGS))
+    ref = randomise(timm.create_model(arch, pretrained=False, num_classes=10, **TINY_ARGS))
     repo = f"timm/{arch}.test"
     snap = write_timm_repo(hf_cache, repo, ref, TINY_ARGS, tmp_path, formats=(weights,))
     result = vtdemo.classify(photos["chelsea"], model=repo, top_k=5)
@@ -55,8 +55,8 @@ def _hf_model(kind: str):
         id2label={i: f"thing {i}" for i in range(10)},
     )
     if kind == "vit":
-        return _randomise(transformers.ViTForImageClassification(transformers.ViTConfig(**common)))
-    return _randomise(transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**common)))
+        return randomise(transformers.ViTForImageClassification(transformers.ViTConfig(**common)))
+    return randomise(transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**common)))
 
 
 @pytest.mark.parametrize(
@@ -76,8 +76,8 @@ def test_transformers_format(kind, weights, hf_cache, tmp_path, photos):
 
 
 def test_revision_and_local_folder(hf_cache, tmp_path, photos):
-    a = _randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS), 1)
-    b = _randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS), 2)
+    a = randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS), 1)
+    b = randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS), 2)
     write_timm_repo(hf_cache, "org/model", a, TINY_ARGS, tmp_path)
     snap_b = write_timm_repo(hf_cache, "org/model", b, TINY_ARGS, tmp_path, revision="v2")
     main = hub.load("org/model").model.head.weight
@@ -95,7 +95,7 @@ def test_offline_unknown_repo_says_what_to_do(hf_cache):
 
 
 def test_corrupt_safetensors_names_the_file(hf_cache, tmp_path):
-    ref = _randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS))
+    ref = randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS))
     snap = write_timm_repo(hf_cache, "org/broken", ref, TINY_ARGS, tmp_path, formats=("model.safetensors",))
     weights = snap / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated download
@@ -104,7 +104,7 @@ def test_corrupt_safetensors_names_the_file(hf_cache, tmp_path):
 
 
 def test_config_that_disagrees_with_weights_names_keys(hf_cache, tmp_path):
-    ref = _randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS))
+    ref = randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS))
     write_timm_repo(hf_cache, "org/mismatch", ref, dict(TINY_ARGS, depth=3, embed_dim=48), tmp_path)
     with pytest.raises(vtdemo.VtdemoError) as err:
         hub.load("org/mismatch")
@@ -147,6 +147,6 @@ def test_pickle_with_code_is_refused(hf_cache, tmp_path):
 
 
 def test_models_are_cached(hf_cache, tmp_path):
-    ref = _randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS))
+    ref = randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS))
     write_timm_repo(hf_cache, "org/cached", ref, TINY_ARGS, tmp_path)
     assert hub.load("org/cached") is hub.load("org/cached@main")

@@ -10,11 +10,10 @@ import torch
 
 import vtdemo
 from hubcache import write_timm_repo
-from test_swinv2 import randomise_v2
-from tiny_models import randomise_classifier
 from vtdemo import hub, pipeline
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.input_size import at_input_size, sizes
+from weights import randomise_classifier, randomise_swinv2
 
 timm = pytest.importorskip("timm")
 
@@ -31,7 +30,7 @@ V2 = (
 @pytest.mark.parametrize("arch,args", [V1, V2], ids=["v1", "v2"])
 def test_hub_model_at_twice_its_size_matches_timm(arch, args, hf_cache, tmp_path, photos):
     ref = timm.create_model(arch, pretrained=False, num_classes=10, **args)
-    ref = randomise_v2(ref, 0) if arch.startswith("swinv2") else randomise_classifier(ref, 0, gain=1.0, bias=0.1)
+    ref = randomise_swinv2(ref, 0) if arch.startswith("swinv2") else randomise_classifier(ref, 0, gain=1.0, bias=0.1)
     repo = f"timm/{arch}.sizes"
     snap = write_timm_repo(hf_cache, repo, ref, args, tmp_path, formats=("model.safetensors",))
     big = timm.create_model(arch, pretrained=False, num_classes=10, **{**args, "img_size": 128}).eval()

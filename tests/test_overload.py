@@ -43,7 +43,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 pytest.importorskip("gradio_client")
 
-from tiny_models import app_of, launched_app, tiny_repos_once, wait_until  # noqa: E402
+from apps import launched_app, wait_until  # noqa: E402
 from vtdemo import hub, pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -203,17 +203,16 @@ def storm(plan: dict, folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def app():
-    _, repos = tiny_repos_once()
+def app(tiny_hub):
     # the default queue: 32 waiting, one model call at a time
-    with launched_app(env={"GRADIO_HEARTBEAT_INTERVAL": HEARTBEAT_S}) as (demo, url):
-        yield demo, url, repos
+    with launched_app(tiny_hub, env={"GRADIO_HEARTBEAT_INTERVAL": HEARTBEAT_S}) as (vt, url):
+        yield vt, url, tiny_hub.repos
 
 
 def test_twenty_clients_five_requests_each(app, tmp_path, record_property):
-    demo, url, repos = app
+    vt, url, repos = app
     assert url.startswith("http://127.0.0.1:")  # loopback only
-    assert demo._queue.max_size == 32  # the defaults, untouched
+    assert vt.services.config.queue_size == 32  # the defaults, untouched
     started = time.perf_counter()
     paths = variants(tmp_path, CLIENTS)
     expected = expected_results(paths, repos)  # also loads the three models (the app shares the objects)
@@ -236,7 +235,7 @@ def test_twenty_clients_five_requests_each(app, tmp_path, record_property):
     )
     warm_outcomes = [judge(r, 0, expected) for r in warm["clients"][0]["outcomes"]]
     assert warm_outcomes == ["completed"] * 3, warm_outcomes
-    runs = app_of(demo).services.runs
+    runs = vt.services.runs
     assert wait_until(lambda: not runs.sessions(), SESSION_END_S), "the warm-up session still holds its runs"
     before = settled_rss()
     released_before = runs.released

@@ -22,7 +22,7 @@ pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from tiny_models import app_of, launched_app, tiny_repos_once, wait_until  # noqa: E402
+from apps import launched_app, wait_until  # noqa: E402
 from vtdemo.ui import config as ui_config  # noqa: E402
 from vtdemo.ui.common import RELEASED  # noqa: E402
 from vtdemo.ui.sessions import RunIndex, footprint  # noqa: E402
@@ -35,8 +35,8 @@ END_S = 10.0  # a closed client's session is noticed and released within this lo
 
 
 @pytest.fixture(scope="module")
-def app():
-    with launched_app(env={"GRADIO_HEARTBEAT_INTERVAL": "0.5"}) as running:
+def app(tiny_hub):
+    with launched_app(tiny_hub, env={"GRADIO_HEARTBEAT_INTERVAL": "0.5"}) as running:
         yield running
 
 
@@ -69,8 +69,8 @@ def _wait(condition, seconds: float = END_S) -> bool:
 
 
 def test_runs_are_released_when_the_session_ends(app):
-    demo, url = app
-    runs = app_of(demo).services.runs
+    vt, url = app
+    demo, runs = vt.demo, vt.services.runs
     a, b = _client(url), _client(url)
     try:
         _detect(a)
@@ -114,8 +114,8 @@ def test_runs_are_released_when_the_session_ends(app):
 
 def test_gradio_deleting_a_state_releases_its_run(app):
     """When Gradio drops a state (its time to live ran out), `delete_callback` releases the run at once."""
-    demo, url = app
-    runs = app_of(demo).services.runs
+    vt, url = app
+    demo, runs = vt.demo, vt.services.runs
     c = _client(url)
     try:
         _detect(c, CAT)
@@ -127,9 +127,8 @@ def test_gradio_deleting_a_state_releases_its_run(app):
 
 
 def test_a_released_run_asks_for_the_photo_again(app, in_event):
-    demo, _ = app
-    h = app_of(demo).detect
-    runs = app_of(demo).services.runs
+    vt, _ = app
+    h, runs = vt.detect, vt.services.runs
     state = h.detect(CAT, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash="visitor-x"))[
         h.state
     ]
@@ -140,7 +139,7 @@ def test_a_released_run_asks_for_the_photo_again(app, in_event):
     assert "run it again" in RELEASED
 
 
-def test_the_budget_releases_the_least_recently_used_runs(tmp_path, monkeypatch, in_event):
+def test_the_budget_releases_the_least_recently_used_runs(tiny_hub, tmp_path, monkeypatch, in_event):
     """`--cache-mb 0`: only the newest run is kept; with room for two, the one used last survives."""
     import gradio as gr
 
@@ -148,7 +147,7 @@ def test_the_budget_releases_the_least_recently_used_runs(tmp_path, monkeypatch,
     from vtdemo.ui.config import AppConfig
     from vtdemo.ui.detect import DetectTab
 
-    cache, repos = tiny_repos_once()
+    cache, repos = tiny_hub
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     services = Services(
         AppConfig(vit_model=repos["vit"], swin_model=repos["swin"], detr_model=repos["detr"], device="cpu", cache_mb=0)
@@ -212,6 +211,6 @@ def test_limits_have_defaults_and_can_be_changed(monkeypatch, app):
     assert ui_config.from_args(["--cache-mb", "64", "--max-sessions", "7"]).cache_mb == 64
     with pytest.raises(SystemExit):
         ui_config.from_args(["--max-sessions", "0"])
-    demo, _ = app
-    assert demo.state_session_capacity == 1000 and demo.state_holder.capacity == 1000
-    assert app_of(demo).services.runs.budget_bytes == 2048 * 2**20
+    vt, _ = app
+    assert vt.demo.state_session_capacity == 1000 and vt.demo.state_holder.capacity == 1000
+    assert vt.services.runs.budget_bytes == 2048 * 2**20

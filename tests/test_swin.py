@@ -12,7 +12,6 @@ import pytest
 import torch
 from PIL import Image
 
-from tiny_models import randomise_classifier
 from vtdemo.convert.swin import from_hf, from_timm
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.models.swin import (
@@ -27,6 +26,7 @@ from vtdemo.models.swin import (
     window_partition,
     window_reverse,
 )
+from weights import randomise_classifier
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -47,11 +47,6 @@ TINY_HF_ARGS = dict(
 FULL = "swin_tiny_patch4_window7_224"
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-
-
-def _randomize_(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Every parameter random at a scale that keeps activations O(1); bias tables get std 1 so they matter."""
-    return randomise_classifier(model, seed, gain=1.0, bias=0.1)
 
 
 def _image_tensor(img: Image.Image, size: int) -> torch.Tensor:
@@ -88,33 +83,33 @@ def _hf_file_state_dict(model, tmp_dir) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def timm_tiny():
     model = timm.create_model(FULL, pretrained=False, num_classes=10, **TINY_TIMM_ARGS)
-    return _randomize_(model, seed=0)
+    return randomise_classifier(model, 0, gain=1.0, bias=0.1)
 
 
 @pytest.fixture(scope="module")
 def timm_full():
-    return _randomize_(timm.create_model(FULL, pretrained=False), seed=1)
+    return randomise_classifier(timm.create_model(FULL, pretrained=False), 1, gain=1.0, bias=0.1)
 
 
 @pytest.fixture(scope="module")
 def hf_tiny(tmp_path_factory):
     config = transformers.SwinConfig(**TINY_HF_ARGS)
     config._attn_implementation = "eager"  # attention probabilities are only returned by the eager path
-    model = _randomize_(transformers.SwinForImageClassification(config), seed=2)
+    model = randomise_classifier(transformers.SwinForImageClassification(config), 2, gain=1.0, bias=0.1)
     return model, _hf_file_state_dict(model, tmp_path_factory.mktemp("hf_tiny"))
 
 
 @pytest.fixture(scope="module")
 def hf_full(tmp_path_factory):
     config = transformers.SwinConfig(num_labels=1000)  # the defaults are microsoft/swin-tiny-patch4-window7-224
-    model = _randomize_(transformers.SwinForImageClassification(config), seed=3)
+    model = randomise_classifier(transformers.SwinForImageClassification(config), 3, gain=1.0, bias=0.1)
     return model, _hf_file_state_dict(model, tmp_path_factory.mktemp("hf_full"))
 
 
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    return _randomize_(SwinTransformer(TINY), seed=4)
+    return randomise_classifier(SwinTransformer(TINY), 4, gain=1.0, bias=0.1)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ import pytest
 import torch
 
 from hubcache import hub_state_dict
-from tiny_models import randomise_classifier
 from vtdemo.convert.swinv2 import from_hf, from_timm
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.models.swin import SwinAttention
@@ -30,6 +29,7 @@ from vtdemo.models.swinv2 import (
     log_relative_coords,
     with_input_size,
 )
+from weights import randomise_swinv2
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -40,20 +40,9 @@ TINY_ARGS = dict(img_size=64, patch_size=4, embed_dim=32, depths=(2, 2, 2), num_
 PRETRAINED = (3, 3, 2)  # as if fine-tuned from a smaller window: coordinates normalised by these
 
 
-def randomise_v2(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Random weights; logit scales from log 2 to log 400 (above the clamp at log 100 for some heads)."""
-    randomise_classifier(model, seed, gain=1.0, bias=0.1)
-    g = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("logit_scale"):
-                p.copy_(torch.empty(p.shape).uniform_(math.log(2), math.log(400), generator=g))
-    return model.eval()
-
-
 def _timm(seed: int = 0, **kw) -> torch.nn.Module:
     args = {**TINY_ARGS, **kw}
-    return randomise_v2(timm.create_model(ARCH, pretrained=False, num_classes=10, **args), seed)
+    return randomise_swinv2(timm.create_model(ARCH, pretrained=False, num_classes=10, **args), seed)
 
 
 def _x(size: int, n: int = 2, seed: int = 1) -> torch.Tensor:
@@ -134,7 +123,7 @@ def test_tiny_matches_transformers(pretrained):
         num_labels=10,
         pretrained_window_sizes=list(pretrained),
     )
-    ref = randomise_v2(transformers.Swinv2ForImageClassification(config), seed=3)
+    ref = randomise_swinv2(transformers.Swinv2ForImageClassification(config), seed=3)
     with tempfile.TemporaryDirectory() as d:
         state = hub_state_dict(ref, Path(d))
     ours = SwinTransformerV2(config_from_hf(config.to_dict())).eval()
@@ -147,7 +136,7 @@ def test_tiny_matches_transformers(pretrained):
 
 
 def test_full_size_tiny_window8_256_matches_timm():
-    ref = randomise_v2(timm.create_model(ARCH, pretrained=False), seed=4)
+    ref = randomise_swinv2(timm.create_model(ARCH, pretrained=False), seed=4)
     ours = _ours_from_timm(ref, config_from_timm(ARCH + ".ms_in1k", 1000))
     x = _x(256, n=1)
     with torch.inference_mode():
@@ -223,7 +212,9 @@ def test_transformers_adds_its_shift_mask_twice():
     from vtdemo.models.swin import shifted_window_mask
     from vtdemo.models.swinv2 import WindowAttentionV2
 
-    ref = randomise_v2(Swinv2SelfAttention(transformers.Swinv2Config(embed_dim=16, window_size=4), 16, 2, 4), seed=7)
+    ref = randomise_swinv2(
+        Swinv2SelfAttention(transformers.Swinv2Config(embed_dim=16, window_size=4), 16, 2, 4), seed=7
+    )
     with torch.no_grad():
         ref.logit_scale.fill_(math.log(100))
         ref.query.weight.copy_(torch.eye(16))

@@ -9,21 +9,13 @@ from hubcache import hub_state_dict
 from vtdemo import preprocess
 from vtdemo.convert import vit as convert
 from vtdemo.models.vit import VisionTransformer, ViTConfig, config_from_hf, config_from_timm
+from weights import randomise
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10)
 
 
-def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every parameter non-trivial values (zero-initialised tokens and biases would hide naming mistakes)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(torch.randn(p.shape, generator=g) * 0.2 + (1.0 if p.ndim == 1 and p.shape[0] % 2 else 0.0))
-    return model.eval()
-
-
 def test_tiny_shapes_attention_rows_and_paths_agree():
-    model = _randomise(VisionTransformer(ViTConfig(**TINY)))
+    model = randomise(VisionTransformer(ViTConfig(**TINY)))
     x = torch.randn(3, 3, 32, 32)
     fast = model(x)
     slow = model(x, return_attn=True)
@@ -45,7 +37,7 @@ def test_wrong_input_size_is_refused():
 @pytest.mark.parametrize("arch,distilled", [("vit_tiny_patch16_224", False), ("deit_tiny_distilled_patch16_224", True)])
 def test_tiny_parity_with_timm(arch, distilled):
     timm = pytest.importorskip("timm")
-    ref = _randomise(timm.create_model(arch, pretrained=False, **TINY))
+    ref = randomise(timm.create_model(arch, pretrained=False, **TINY))
     args = {k: v for k, v in TINY.items() if k != "num_classes"}
     ours = VisionTransformer(config_from_timm(arch, 10, args)).eval()
     ours.load_state_dict(convert.from_timm(ref.state_dict()), strict=True)
@@ -96,7 +88,7 @@ def _hf_tiny(kind: str):
         model = transformers.DeiTForImageClassification(transformers.DeiTConfig(**common))
     else:
         model = transformers.DeiTForImageClassificationWithTeacher(transformers.DeiTConfig(**common))
-    return _randomise(model)
+    return randomise(model)
 
 
 @pytest.mark.parametrize("kind", ["vit", "deit", "deit-distilled"])

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import vtdemo
-from hubcache import randomise, write_timm_repo
-from tiny_models import randomise_classifier
+from hubcache import write_timm_repo
 from vtdemo import hub
 from vtdemo.convert import vit as convert
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.models.vit import PRESETS, VisionTransformer, config_from_timm
+from weights import randomise, randomise_classifier
 
 timm = pytest.importorskip("timm")
 

@@ -1,7 +1,8 @@
 """Tiny ViT, Swin and DETR checkpoints in the exact Hub formats, for the app and browser tests.
 
-The app is pointed at these repos (offline, in a temporary Hugging Face cache), so every test goes through the same
-loading path as a real download. The weights are random but shaped so that the app has something to show:
+The app is pointed at these repos (offline, in a temporary Hugging Face cache: the session fixture `tiny_hub` in
+tests/conftest.py writes them once per test run; tests/apps.py launches the app on them), so every test goes through
+the same loading path as a real download. The weights are random but shaped so that the app has something to show:
 
 - ViT: timm `vit_tiny_patch16_224` format, 224 px input, 14x14 patches, width 32, depth 2, 1000 ImageNet classes;
 - Swin: timm `swin_tiny_patch4_window7_224` format, width 32, depths 2-2-2-2, window 7, 1000 classes;
@@ -16,13 +17,10 @@ Run `python tests/tiny_models.py DIR` to write them into DIR (a Hub cache) and p
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -30,6 +28,7 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script:
     sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 from hubcache import write_repo, write_timm_repo  # noqa: E402
+from weights import randomise_classifier, randomise_detr  # noqa: E402
 
 VIT_REPO = "test/tiny-vit"
 SWIN_REPO = "test/tiny-swin"
@@ -59,47 +58,6 @@ DETR_PREPROCESSOR = {
 }
 #: COCO ids the random DETR favours (person, car, cat, dog, ...): its detections carry these names.
 FAVOURED = (1, 3, 17, 18, 44, 62, 64)
-
-
-def randomise_classifier(model: torch.nn.Module, seed: int, gain: float = 1.5, bias: float = 0.3) -> torch.nn.Module:
-    """Random weights at a scale that keeps activations O(1) (matrices: `gain` / sqrt(fan_in); other vectors: std
-    `bias`); relative-position bias tables get std 1 so that a wrong index would show, and attention is visibly
-    non-uniform."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=g)
-            if name.endswith("relative_position_bias_table"):
-                p.copy_(noise)
-            elif p.ndim > 1:
-                p.copy_(noise * gain * p[0].numel() ** -0.5)
-            elif "norm" in name and name.endswith("weight"):
-                p.copy_(1 + 0.2 * noise)
-            else:
-                p.copy_(bias * noise)
-    return model.eval()
-
-
-def _randomise_detr(model: torch.nn.Module, seed: int, sharp_qk: float = 3.0) -> torch.nn.Module:
-    """Like tests/test_detr.py: random frozen-BN statistics, transformer weights with variance 1/fan_in, and the
-    input projection scaled so that the memory varies over positions; attention logits sharpened by `sharp_qk`."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if name.endswith("running_var"):
-                t.uniform_(0.5, 2.0, generator=g)
-            elif name.endswith("running_mean"):
-                t.uniform_(-0.2, 0.2, generator=g)
-            elif "input_projection" in name and t.dim() == 4:
-                t.normal_(0.0, t[0].numel() ** -0.5 * 10, generator=g)  # features here are ~0.1: bring to ~1
-            elif "query_position" in name:
-                t.normal_(0.0, 1.0, generator=g)
-            elif t.dim() == 1 and "backbone" not in name:
-                t.add_(torch.randn(t.shape, generator=g) * 0.2)
-            elif "backbone" not in name and t.is_floating_point():
-                sharp = sharp_qk if name.endswith(("q_proj.weight", "k_proj.weight")) else 1.0  # peaked attention
-                t.normal_(0.0, sharp * t[0].numel() ** -0.5, generator=g)
-    return model.eval()
 
 
 def _spread_heads(model: torch.nn.Module, references: list[Path], seed: int) -> None:
@@ -169,7 +127,7 @@ def write_tiny_repos(cache: Path, tmp: Path | None = None) -> dict[str, str]:
         config = transformers.DetrConfig(
             use_timm_backbone=True, use_pretrained_backbone=False, id2label=dict(enumerate(coco())), **DETR_ARGS
         )
-        detr = _randomise_detr(transformers.DetrForObjectDetection(config), 3)
+        detr = randomise_detr(transformers.DetrForObjectDetection(config), 3)
         examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
         _spread_heads(detr, sorted(p for p in examples.iterdir() if p.suffix in (".png", ".jpg")), 4)
         with tempfile.TemporaryDirectory(dir=work) as d:
@@ -180,99 +138,6 @@ def write_tiny_repos(cache: Path, tmp: Path | None = None) -> dict[str, str]:
         files["preprocessor_config.json"] = DETR_PREPROCESSOR
         write_repo(cache, DETR_REPO, files)
     return {"vit": VIT_REPO, "swin": SWIN_REPO, "detr": DETR_REPO}
-
-
-_written: dict[str, object] = {}
-
-
-def tiny_repos_once() -> tuple[Path, dict[str, str]]:
-    """The tiny repos written once per test process into a temporary Hub cache: (cache folder, repo ids).
-
-    Both the app tests and the browser tests use them; the folder is removed when the process exits.
-    """
-    if "cache" not in _written:
-        import atexit
-        import shutil
-
-        cache = Path(tempfile.mkdtemp(prefix="vtdemo-hub-"))
-        atexit.register(shutil.rmtree, cache, ignore_errors=True)
-        _written["repos"] = write_tiny_repos(cache)
-        _written["cache"] = cache
-    return _written["cache"], _written["repos"]  # type: ignore[return-value]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-#: The app object behind each launched test app's Blocks (its tabs' handlers and services), by id of the Blocks.
-APPS: dict[int, object] = {}
-
-
-def app_of(demo):
-    """The `vtdemo.ui.app.VtdemoApp` a test app's Blocks belong to."""
-    return APPS[id(demo)]
-
-
-def launch_app(**overrides):
-    """Build and launch the app in this process on a free port, pointing at the tiny repos (set HF_HUB_CACHE to
-    `tiny_repos_once()[0]` first). Returns (demo, url); call `demo.close()` at the end."""
-    from vtdemo.ui.app import create_app
-    from vtdemo.ui.config import AppConfig
-
-    _, repos = tiny_repos_once()
-    settings = dict(
-        vit_model=repos["vit"],
-        swin_model=repos["swin"],
-        detr_model=repos["detr"],
-        host="127.0.0.1",
-        port=free_port(),
-        device="cpu",
-    )
-    settings.update(overrides)
-    app = create_app(AppConfig(**settings))
-    APPS[id(app.demo)] = app
-    _, url, _ = app.launch(prevent_thread_lock=True, quiet=True)
-    return app.demo, url
-
-
-@contextlib.contextmanager
-def launched_app(env: dict[str, str] | None = None, **overrides):
-    """The app on the tiny repos, offline, for the length of a `with` block: yields (demo, url).
-
-    `env`: extra environment variables for the block (e.g. a short GRADIO_HEARTBEAT_INTERVAL); `overrides`: AppConfig
-    fields. The loaded-model cache is emptied before and after, and the app is closed.
-    """
-    from vtdemo import hub
-
-    cache, _ = tiny_repos_once()
-    mp = pytest.MonkeyPatch()
-    mp.setenv("HF_HUB_CACHE", str(cache))
-    mp.setenv("HF_HUB_OFFLINE", "1")
-    for name, value in (env or {}).items():
-        mp.setenv(name, value)
-    hub.clear_cache()
-    demo, url = launch_app(**overrides)
-    try:
-        yield demo, url
-    finally:
-        demo.close()
-        hub.clear_cache()
-        mp.undo()
-
-
-def wait_until(condition, seconds: float) -> bool:
-    """Poll `condition()` every 0.1 s until it is true (True) or `seconds` have passed (False)."""
-    end = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 if __name__ == "__main__":
