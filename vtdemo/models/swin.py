@@ -75,77 +75,108 @@ PRESETS: dict[str, SwinConfig] = {
     "swin_large_patch4_window12_384": _preset(384, 12, 192, (2, 2, 18, 2), (6, 12, 24, 48)),
 }
 
-# timm keyword arguments (a timm config.json may carry them as `model_args`) -> our fields.
+# timm keyword arguments (a timm config.json may carry them as `model_args`), our fields of the same names.
 _TIMM_ARGS = {
-    "img_size": "img_size",
-    "patch_size": "patch_size",
-    "in_chans": "in_chans",
-    "embed_dim": "embed_dim",
-    "depths": "depths",
-    "num_heads": "num_heads",
-    "window_size": "window_size",
-    "mlp_ratio": "mlp_ratio",
-    "qkv_bias": "qkv_bias",
-    "num_classes": "num_classes",
+    "img_size",
+    "patch_size",
+    "in_chans",
+    "embed_dim",
+    "depths",
+    "num_heads",
+    "window_size",
+    "mlp_ratio",
+    "qkv_bias",
+    "num_classes",
 }
-# timm keyword arguments that only matter for training.
-_TIMM_TRAINING_ARGS = {"drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init"}
+# timm keyword arguments that only matter for training (Swin V1 and V2 alike).
+TIMM_TRAINING_ARGS = {"drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init"}
 # timm keyword arguments accepted only at the value our architecture implements (timm's `save_for_hf` writes them).
 _TIMM_DEFAULT_ONLY = {"global_pool": "avg", "ape": False, "patch_norm": True, "strict_img_size": True}
 
 
-def _square(value: Any, name: str) -> int:
-    """An int, or an (h, w) pair with h == w, as one int; anything else is an architecture we do not build."""
+def one_size(value: Any, name: str, family: str = "Swin") -> int:
+    """An int, or a list of equal ints / (h, h) pairs, as one int; anything else is an architecture we do not build."""
     if isinstance(value, (list, tuple)):
-        if len(value) != 2 or value[0] != value[1]:
-            raise UnsupportedModelError(f"Swin with non-square {name} {list(value)} is not supported")
-        value = value[0]
+        flat = [v for item in value for v in (item if isinstance(item, (list, tuple)) else [item])]
+        if not flat or len(set(flat)) != 1:
+            raise UnsupportedModelError(f"{family} with {name} {list(value)} (not one square size) is not supported")
+        value = flat[0]
     return int(value)
 
 
-def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, Any] | None = None) -> SwinConfig:
-    """Config for a timm architecture name (a `.tag` suffix is ignored), with timm `model_args` overrides applied."""
+def timm_config(
+    presets: dict[str, Any],
+    architecture: str,
+    num_classes: int,
+    model_args: dict[str, Any] | None,
+    *,
+    family: str,
+    args: set[str],
+    default_only: dict[str, Any],
+    tuples: tuple[str, ...],
+) -> Any:
+    """The preset of a timm architecture name (a `.tag` suffix is ignored) with timm `model_args` applied: `args` are
+    our fields of the same names (sizes read by `one_size`, `tuples` as int tuples), training-only arguments are
+    ignored, `default_only` ones accepted at their one implemented value; anything else is refused by name."""
     base = architecture.split(".")[0]
-    if base not in PRESETS:
+    if base not in presets:
         raise UnsupportedModelError(
-            f"timm architecture '{architecture}' is not a supported Swin; supported: {', '.join(PRESETS)}"
+            f"timm architecture '{architecture}' is not a supported {family}; supported: {', '.join(presets)}"
         )
     changes: dict[str, Any] = {"num_classes": int(num_classes)}
     for key, value in (model_args or {}).items():
-        if key in _TIMM_TRAINING_ARGS or (key in _TIMM_DEFAULT_ONLY and value == _TIMM_DEFAULT_ONLY[key]):
+        if key in TIMM_TRAINING_ARGS or (key in default_only and value == default_only[key]):
             continue
-        if key not in _TIMM_ARGS:
-            raise UnsupportedModelError(f"timm Swin argument '{key}' is not supported by vtdemo")
+        if key not in args:
+            raise UnsupportedModelError(f"timm {family} argument '{key}' is not supported by vtdemo")
         if key in ("img_size", "patch_size", "window_size"):
-            value = _square(value, key)
-        elif key in ("depths", "num_heads"):
+            value = one_size(value, key, family)
+        elif key in tuples:
             value = tuple(int(v) for v in value)
-        changes[_TIMM_ARGS[key]] = value
-    return replace(PRESETS[base], **changes)
+        changes[key] = value
+    return replace(presets[base], **changes)
 
 
-def config_from_hf(config: dict[str, Any]) -> SwinConfig:
-    """Config from a transformers Swin `config.json` dict (model_type "swin")."""
+def hf_fields(config: dict[str, Any], defaults: Any, family: str) -> dict[str, Any]:
+    """The fields a transformers Swin / Swin V2 `config.json` dict gives alike (transformers' defaults where a key
+    is absent: image 224, patch 4, window 7, 2 labels); refuses absolute position embeddings and other activations."""
     if config.get("use_absolute_embeddings", False):
-        raise UnsupportedModelError("Swin with absolute position embeddings is not supported")
+        raise UnsupportedModelError(f"{family} with absolute position embeddings is not supported")
     if config.get("hidden_act", "gelu") != "gelu":
-        raise UnsupportedModelError(f"Swin with activation '{config['hidden_act']}' is not supported (only gelu)")
-    defaults = SwinConfig()
+        raise UnsupportedModelError(f"{family} with activation '{config['hidden_act']}' is not supported (only gelu)")
     id2label = config.get("id2label")
-    num_classes = len(id2label) if id2label else int(config.get("num_labels", 2))  # transformers' default: 2
-    return SwinConfig(
-        img_size=_square(config.get("image_size", 224), "image_size"),
-        patch_size=_square(config.get("patch_size", 4), "patch_size"),
+    return dict(
+        img_size=one_size(config.get("image_size", 224), "image_size", family),
+        patch_size=one_size(config.get("patch_size", 4), "patch_size", family),
         in_chans=int(config.get("num_channels", 3)),
         embed_dim=int(config.get("embed_dim", defaults.embed_dim)),
         depths=tuple(int(d) for d in config.get("depths", defaults.depths)),
         num_heads=tuple(int(h) for h in config.get("num_heads", defaults.num_heads)),
-        window_size=int(config.get("window_size", defaults.window_size)),
+        window_size=one_size(config.get("window_size", 7), "window_size", family),
         mlp_ratio=float(config.get("mlp_ratio", defaults.mlp_ratio)),
         qkv_bias=bool(config.get("qkv_bias", True)),
-        num_classes=num_classes,
+        num_classes=len(id2label) if id2label else int(config.get("num_labels", 2)),
         ln_eps=float(config.get("layer_norm_eps", defaults.ln_eps)),
     )
+
+
+def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, Any] | None = None) -> SwinConfig:
+    """Config for a timm architecture name (a `.tag` suffix is ignored), with timm `model_args` overrides applied."""
+    return timm_config(
+        PRESETS,
+        architecture,
+        num_classes,
+        model_args,
+        family="Swin",
+        args=_TIMM_ARGS,
+        default_only=_TIMM_DEFAULT_ONLY,
+        tuples=("depths", "num_heads"),
+    )
+
+
+def config_from_hf(config: dict[str, Any]) -> SwinConfig:
+    """Config from a transformers Swin `config.json` dict (model_type "swin")."""
+    return SwinConfig(**hf_fields(config, SwinConfig(), "Swin"))
 
 
 class StageLayout(Protocol):
@@ -215,7 +246,11 @@ def with_input_size(model: SwinTransformer, img_size: int) -> SwinTransformer:
     """A new model at input size `img_size` with `model`'s weights (the given model is not changed)."""
     if img_size == model.cfg.img_size:
         return model
-    new = SwinTransformer(config_at_size(model.cfg, img_size))
+    return with_weights_of(model, SwinTransformer(config_at_size(model.cfg, img_size)))
+
+
+def with_weights_of(model: nn.Module, new: nn.Module) -> Any:
+    """`new` (the same architecture at another size) with `model`'s weights, device, dtype, grad flag and mode."""
     param = next(model.parameters())
     new.load_state_dict(model.state_dict(), strict=True)
     new.requires_grad_(param.requires_grad)
@@ -420,16 +455,11 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x))
 
 
-class SwinStage(nn.Module):
-    """Optional patch merge (stages 1+), then `depth` blocks alternating regular and shifted windows."""
+class Stage(nn.Module):
+    """A stage's forward, for Swin V1 and V2 alike: the patch merge (`downsample`, None in stage 0), then the blocks."""
 
-    def __init__(self, cfg: SwinConfig, index: int, grid: int) -> None:
-        super().__init__()
-        dim = cfg.embed_dim * 2**index
-        self.downsample = PatchMerging(dim // 2, cfg.ln_eps) if index > 0 else None
-        self.blocks = nn.ModuleList(
-            SwinBlock(cfg, dim, cfg.num_heads[index], grid, shifted=b % 2 == 1) for b in range(cfg.depths[index])
-        )
+    downsample: nn.Module | None
+    blocks: nn.ModuleList
 
     def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[Tensor]]:
         """x: [B, 2H, 2W, C/2] (or [B, H, W, C] in stage 0) -> [B, H, W, C], plus each block's attention if asked."""
@@ -441,6 +471,20 @@ class SwinStage(nn.Module):
             if attn is not None:
                 attentions.append(attn)
         return x, attentions
+
+
+class SwinStage(Stage):
+    """Optional patch merge (stages 1+), then `depth` blocks alternating regular and shifted windows."""
+
+    downsample: PatchMerging | None
+
+    def __init__(self, cfg: SwinConfig, index: int, grid: int) -> None:
+        super().__init__()
+        dim = cfg.embed_dim * 2**index
+        self.downsample = PatchMerging(dim // 2, cfg.ln_eps) if index > 0 else None
+        self.blocks = nn.ModuleList(
+            SwinBlock(cfg, dim, cfg.num_heads[index], grid, shifted=b % 2 == 1) for b in range(cfg.depths[index])
+        )
 
 
 class PatchEmbed(nn.Module):
@@ -488,18 +532,25 @@ class SwinTransformer(nn.Module):
 
     def forward(self, x: Tensor, return_attn: bool = False) -> ClassifierOutput:
         """x: [B, 3, H, W] with H = W = img_size -> logits [B, num_classes] (+ one `SwinAttention` per block)."""
-        size = self.cfg.img_size
-        if x.ndim != 4 or x.shape[1] != self.cfg.in_chans or tuple(x.shape[-2:]) != (size, size):
-            raise ValueError(f"Swin expects input [B, {self.cfg.in_chans}, {size}, {size}], got {list(x.shape)}")
-        x = self.patch_embed(x)  # [B, H, W, C]
-        attentions: list[SwinAttention] | None = [] if return_attn else None
-        stage: Any  # a SwinStage (nn.ModuleList yields plain nn.Module)
-        for s, stage in enumerate(self.layers):
-            x, attns = stage(x, return_attn)  # [B, H, W, C] of this stage
-            if attentions is not None:
-                attentions += [
-                    SwinAttention(a, s, b, blk.grid, blk.window, blk.shift)
-                    for b, (a, blk) in enumerate(zip(attns, stage.blocks, strict=True))
-                ]
-        logits = self.head(self.norm(x))  # [B, num_classes]
-        return ClassifierOutput(logits=logits, attentions=attentions)
+        return classify(self, x, return_attn, "Swin")
+
+
+def classify(model: Any, x: Tensor, return_attn: bool, family: str) -> ClassifierOutput:
+    """A Swin V1 / V2 classifier's forward: patch embedding, the stages, the final norm and the head.
+
+    x: [B, 3, H, W] with H = W = img_size -> logits [B, num_classes] (+ one `SwinAttention` per block)."""
+    size = model.cfg.img_size
+    if x.ndim != 4 or x.shape[1] != model.cfg.in_chans or tuple(x.shape[-2:]) != (size, size):
+        raise ValueError(f"{family} expects input [B, {model.cfg.in_chans}, {size}, {size}], got {list(x.shape)}")
+    x = model.patch_embed(x)  # [B, H, W, C]
+    attentions: list[SwinAttention] | None = [] if return_attn else None
+    stage: Any  # a Stage (nn.ModuleList yields plain nn.Module)
+    for s, stage in enumerate(model.layers):
+        x, attns = stage(x, return_attn)  # [B, H, W, C] of this stage
+        if attentions is not None:
+            attentions += [
+                SwinAttention(a, s, b, blk.grid, blk.window, blk.shift)
+                for b, (a, blk) in enumerate(zip(attns, stage.blocks, strict=True))
+            ]
+    logits = model.head(model.norm(x))  # [B, num_classes]
+    return ClassifierOutput(logits=logits, attentions=attentions)

@@ -44,12 +44,16 @@ from .swin import (
     ClassifierHead,
     Mlp,
     PatchEmbed,  # the same conv + LayerNorm as V1
-    SwinAttention,
+    Stage,
+    classify,
+    hf_fields,
     relative_position_index,
     shifted_window_mask,
     stage_window,
+    timm_config,
     window_partition,
     window_reverse,
+    with_weights_of,
 )
 from .swin import stage_windows as swin_stage_windows
 
@@ -141,7 +145,6 @@ _TIMM_ARGS = {
     "qkv_bias",
     "num_classes",
 }
-_TIMM_TRAINING_ARGS = {"drop_rate", "proj_drop_rate", "attn_drop_rate", "drop_path_rate", "weight_init"}
 _TIMM_DEFAULT_ONLY = {
     "global_pool": "avg",
     "always_partition": False,
@@ -151,59 +154,27 @@ _TIMM_DEFAULT_ONLY = {
 }
 
 
-def _one(value: Any, name: str) -> int:
-    """An int, or a list of equal ints / (h, h) pairs, as one int; anything else is an architecture we do not build."""
-    if isinstance(value, (list, tuple)):
-        flat = [v for item in value for v in (item if isinstance(item, (list, tuple)) else [item])]
-        if not flat or len(set(flat)) != 1:
-            raise UnsupportedModelError(f"Swin V2 with {name} {list(value)} (not one square size) is not supported")
-        value = flat[0]
-    return int(value)
-
-
 def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, Any] | None = None) -> SwinV2Config:
     """Config for a timm `swinv2_*` architecture name (a `.tag` suffix is ignored), with `model_args` applied."""
-    base = architecture.split(".")[0]
-    if base not in PRESETS:
-        raise UnsupportedModelError(
-            f"timm architecture '{architecture}' is not a supported Swin V2; supported: {', '.join(PRESETS)}"
-        )
-    changes: dict[str, Any] = {"num_classes": int(num_classes)}
-    for key, value in (model_args or {}).items():
-        if key in _TIMM_TRAINING_ARGS or (key in _TIMM_DEFAULT_ONLY and value == _TIMM_DEFAULT_ONLY[key]):
-            continue
-        if key not in _TIMM_ARGS:
-            raise UnsupportedModelError(f"timm Swin V2 argument '{key}' is not supported by vtdemo")
-        if key in ("img_size", "patch_size", "window_size"):
-            value = _one(value, key)
-        elif key in ("depths", "num_heads", "pretrained_window_sizes"):
-            value = tuple(int(v) for v in value)
-        changes[key] = value
-    return replace(PRESETS[base], **changes)
+    return timm_config(
+        PRESETS,
+        architecture,
+        num_classes,
+        model_args,
+        family="Swin V2",
+        args=_TIMM_ARGS,
+        default_only=_TIMM_DEFAULT_ONLY,
+        tuples=("depths", "num_heads", "pretrained_window_sizes"),
+    )
 
 
 def config_from_hf(config: dict[str, Any]) -> SwinV2Config:
     """Config from a transformers Swin V2 `config.json` dict (model_type "swinv2")."""
-    if config.get("use_absolute_embeddings", False):
-        raise UnsupportedModelError("Swin V2 with absolute position embeddings is not supported")
-    if config.get("hidden_act", "gelu") != "gelu":
-        raise UnsupportedModelError(f"Swin V2 with activation '{config['hidden_act']}' is not supported (only gelu)")
-    d = SwinV2Config()
-    id2label = config.get("id2label")
-    depths = tuple(int(v) for v in config.get("depths", d.depths))
+    fields = hf_fields(config, SwinV2Config(), "Swin V2")
+    pretrained = config.get("pretrained_window_sizes") or (0,) * len(fields["depths"])
     return SwinV2Config(
-        img_size=_one(config.get("image_size", 224), "image_size"),  # transformers' default image_size: 224
-        patch_size=_one(config.get("patch_size", 4), "patch_size"),
-        in_chans=int(config.get("num_channels", 3)),
-        embed_dim=int(config.get("embed_dim", d.embed_dim)),
-        depths=depths,
-        num_heads=tuple(int(v) for v in config.get("num_heads", d.num_heads)),
-        window_size=_one(config.get("window_size", 7), "window_size"),  # transformers' default window: 7
-        pretrained_window_sizes=tuple(int(v) for v in config.get("pretrained_window_sizes") or (0,) * len(depths)),
-        mlp_ratio=float(config.get("mlp_ratio", d.mlp_ratio)),
-        qkv_bias=bool(config.get("qkv_bias", True)),
-        num_classes=len(id2label) if id2label else int(config.get("num_labels", 2)),
-        ln_eps=float(config.get("layer_norm_eps", d.ln_eps)),
+        **fields,
+        pretrained_window_sizes=tuple(int(v) for v in pretrained),
         mask_value=2 * MASK_VALUE,  # transformers adds the mask twice
     )
 
@@ -220,16 +191,15 @@ def stage_windows(cfg: SwinV2Config, img_size: int) -> list[tuple[int, int]]:
 
 def allowed_sizes(cfg: SwinV2Config, largest: int = 1536) -> list[int]:
     """Square input sizes up to `largest` at which every stage grid is a whole number of windows."""
-    sizes = []
-    for size in range(cfg.patch_size, largest + 1, cfg.patch_size):
-        grid, ok = size // cfg.patch_size, True
-        for s in range(len(cfg.depths)):
-            window = stage_window(grid, cfg.window_size)[0]
-            ok = ok and grid % window == 0 and (s == len(cfg.depths) - 1 or grid % 2 == 0)
-            grid //= 2
-        if ok:
-            sizes.append(size)
-    return sizes
+    return [size for size in range(cfg.patch_size, largest + 1, cfg.patch_size) if _fits(cfg, size)]
+
+
+def _fits(cfg: SwinV2Config, img_size: int) -> bool:
+    try:
+        swin_stage_windows(cfg, img_size)
+    except UnsupportedModelError:
+        return False
+    return True
 
 
 def config_at_size(cfg: SwinV2Config, img_size: int) -> SwinV2Config:
@@ -366,7 +336,7 @@ class PatchMergingV2(nn.Module):
         return self.norm(self.reduction(x.flatten(3)))  # [B, H/2, W/2, 2C]
 
 
-class SwinV2Stage(nn.Module):
+class SwinV2Stage(Stage):
     """Optional V2 patch merge (stages 1+), then `depth` post-norm blocks alternating regular and shifted windows."""
 
     def __init__(self, cfg: SwinV2Config, index: int, grid: int) -> None:
@@ -378,17 +348,6 @@ class SwinV2Stage(nn.Module):
             SwinV2Block(cfg, dim, cfg.num_heads[index], grid, cfg.window_size, b % 2 == 1, pretrained)
             for b in range(cfg.depths[index])
         )
-
-    def forward(self, x: Tensor, return_attn: bool = False) -> tuple[Tensor, list[Tensor]]:
-        """x: [B, 2H, 2W, C/2] (or [B, H, W, C] in stage 0) -> [B, H, W, C], plus each block's attention if asked."""
-        if self.downsample is not None:
-            x = self.downsample(x)  # [B, H, W, C]
-        attentions = []
-        for block in self.blocks:
-            x, attn = block(x, return_attn)
-            if attn is not None:
-                attentions.append(attn)
-        return x, attentions
 
 
 class SwinTransformerV2(nn.Module):
@@ -411,29 +370,11 @@ class SwinTransformerV2(nn.Module):
 
     def forward(self, x: Tensor, return_attn: bool = False) -> ClassifierOutput:
         """x: [B, 3, H, W] with H = W = img_size -> logits [B, num_classes] (+ one `SwinAttention` per block)."""
-        size = self.cfg.img_size
-        if x.ndim != 4 or x.shape[1] != self.cfg.in_chans or tuple(x.shape[-2:]) != (size, size):
-            raise ValueError(f"Swin V2 expects input [B, {self.cfg.in_chans}, {size}, {size}], got {list(x.shape)}")
-        x = self.patch_embed(x)  # [B, H, W, C]
-        attentions: list[SwinAttention] | None = [] if return_attn else None
-        for s, stage in enumerate(self.layers):
-            x, attns = stage(x, return_attn)  # [B, H, W, C] of this stage
-            if attentions is not None:
-                blocks: list[SwinV2Block] = list(stage.blocks)  # type: ignore[arg-type]
-                attentions += [
-                    SwinAttention(a, s, b, blk.grid, blk.window, blk.shift)
-                    for b, (a, blk) in enumerate(zip(attns, blocks, strict=False))
-                ]
-        logits = self.head(self.norm(x))  # [B, num_classes]
-        return ClassifierOutput(logits=logits, attentions=attentions)
+        return classify(self, x, return_attn, "Swin V2")
 
 
 def with_input_size(model: SwinTransformerV2, img_size: int) -> SwinTransformerV2:
     """A new model at input size `img_size` with `model`'s weights (the given model is not changed)."""
     if img_size == model.cfg.img_size:
         return model
-    new = SwinTransformerV2(config_at_size(model.cfg, img_size))
-    param = next(model.parameters())
-    new.load_state_dict(model.state_dict(), strict=True)
-    new.requires_grad_(param.requires_grad)
-    return new.to(device=param.device, dtype=param.dtype).train(model.training)
+    return with_weights_of(model, SwinTransformerV2(config_at_size(model.cfg, img_size)))
