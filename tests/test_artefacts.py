@@ -71,9 +71,9 @@ def test_norms_on_the_grid_by_hand():
 
 def test_planted_high_norm_token_is_found_and_masked():
     timm = pytest.importorskip("timm")
-    from tiny_models import randomise_classifier
     from vtdemo.convert import vit as convert
     from vtdemo.models.vit import VisionTransformer, config_from_timm
+    from weights import randomise_classifier
 
     args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
     ref = randomise_classifier(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **args), 5)
@@ -111,3 +111,21 @@ def test_planted_high_norm_token_is_found_and_masked():
 def test_caption_says_what_the_dots_are():
     text = artefacts.CAPTION
     assert "norm" in text and "register" in text and "Darcet" in text and "outlier" in text
+
+
+def test_masking_is_refused_for_other_methods(tiny_hub, monkeypatch, photos):
+    from vtdemo import hub
+    from vtdemo.errors import ExplainError
+    from vtdemo.explain.api import explain_run
+    from vtdemo.explain.registry import ExplainOptions
+    from vtdemo.explain.runs import run_classifier
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tiny_hub.cache))
+    hub.clear_cache()
+    run = run_classifier(hub.load(tiny_hub.repos["vit"], "cpu"), photos["chelsea"])
+    masked = ExplainOptions(mask_outliers=True)
+    assert tuple(explain_run(run, "rollout", masked).map.shape) == run.patch_grid
+    for method in ("grad-rollout", "cls-attention"):
+        with pytest.raises(ExplainError, match="ViT rollout only"):
+            explain_run(run, method, masked)
+    hub.clear_cache()

@@ -148,6 +148,8 @@ def explain_run(
     meth = registry.get(method, run.family)
     if options.target_kind not in registry.TARGET_KINDS:
         raise ExplainError(f"target '{options.target_kind}' is unknown; choose from {', '.join(registry.TARGET_KINDS)}")
+    if options.mask_outliers and "mask_outliers" not in meth.controls:
+        raise ExplainError("masking high-norm outliers applies to the ViT rollout only")
     if isinstance(run, DetrRun):
         if meth.target == "detection":
             if options.query is None:
@@ -197,8 +199,6 @@ def classifier_map(
         block=block,
         mask_outliers=mask_outliers,
     )
-    if mask_outliers and (run.family != "vit" or registry.get(method, run.family).name != "rollout"):
-        raise ExplainError("masking high-norm outliers applies to the ViT rollout only")
     result = explain_run(run, method, opts)
     return result.map, result.target
 
@@ -281,8 +281,6 @@ def explain(
         target_kind=target_kind,
         mask_outliers=mask_outliers,
     )
-    if mask_outliers and (loaded.family != "vit" or registry.get(method, loaded.family).name != "rollout"):
-        raise ExplainError("masking high-norm outliers applies to the ViT rollout only")
     if loaded.family != "detr":
         meth = registry.get(method, loaded.family)
         run = run_classifier(loaded, rgb, input_size, keep_aspect)
