@@ -40,12 +40,13 @@ from .common import (
     export_dir,
     heads_choice,
     message,
+    photo_input,
     safe_stem,
     status,
     write_json,
     write_npy,
 )
-from .components import Click, Slider, safe_image, upload_name
+from .components import Click, Slider, upload_name
 
 # ------------------------------------------------------------------------------------------------- one column
 
@@ -378,17 +379,9 @@ class ClassifyTab:
         self.s = services
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=260):
-                self.image = safe_image(
-                    sources=["upload", "clipboard"], label="Photo", height=300, elem_id="classify-photo", **image_limits
+                self.image = photo_input(
+                    "classify-photo", 300, examples, image_limits, "Examples (CC0 / public domain)"
                 )
-                if examples:
-                    gr.Examples(
-                        examples=[[p] for p in examples],
-                        inputs=[self.image],
-                        cache_examples=False,
-                        label="Examples (CC0 / public domain)",
-                        examples_per_page=8,
-                    )
                 gr.Markdown(
                     "Maps are drawn over the part of the photo the model saw (its center crop); the dimmed "
                     "border was cut off.",

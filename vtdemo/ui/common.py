@@ -27,7 +27,7 @@ from .. import hub
 from ..device import pick_device
 from ..errors import VtdemoError
 from ..families import FAMILIES
-from .components import Click
+from .components import Click, safe_image
 from .config import AppConfig
 from .sessions import RunIndex
 
@@ -79,6 +79,22 @@ def click_point(evt: Click) -> tuple[float, float] | None:
 def heads_choice(value: str | None) -> int | None:
     """A head picker's value ("mean" or "3") -> None or the head index."""
     return None if value in (None, "", "mean") else int(value)
+
+
+def photo_input(
+    elem_id: str, height: int, examples: list[str], image_limits: dict[str, Any], examples_label: str
+) -> gr.components.Component:
+    """A tab's photo input (upload or paste, through the `SafeImage` door) with its example photos under it."""
+    image = safe_image(sources=["upload", "clipboard"], label="Photo", height=height, elem_id=elem_id, **image_limits)
+    if examples:
+        gr.Examples(
+            examples=[[p] for p in examples],
+            inputs=[image],
+            cache_examples=False,
+            label=examples_label,
+            examples_per_page=8,
+        )
+    return image
 
 
 # ------------------------------------------------------------------------------------------------- exports

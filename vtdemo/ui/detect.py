@@ -32,6 +32,7 @@ from .common import (
     export_dir,
     heads_choice,
     message,
+    photo_input,
     safe_stem,
     status,
     write_json,
@@ -46,7 +47,6 @@ from .components import (
     MultiChoice,
     Number,
     Slider,
-    safe_image,
     upload_name,
 )
 from .detect_views import (
@@ -82,17 +82,7 @@ class DetectTab:
         choices = services.config.choices("detr")
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=280):
-                self.image = safe_image(
-                    sources=["upload", "clipboard"], label="Photo", height=260, elem_id="detect-photo", **image_limits
-                )
-                if examples:
-                    gr.Examples(
-                        examples=[[p] for p in examples],
-                        inputs=[self.image],
-                        cache_examples=False,
-                        label="Examples",
-                        examples_per_page=8,
-                    )
+                self.image = photo_input("detect-photo", 260, examples, image_limits, "Examples")
                 self.model = gr.Dropdown(
                     choices=choices, value=choices[0], allow_custom_value=True, label="Model (repo id or folder)"
                 )
