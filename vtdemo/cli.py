@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from . import cli_output as output
 from .errors import ExplainError, ImageError, VtdemoError
 
 EXIT_IMAGE = 1  # at least one image failed
@@ -155,24 +156,6 @@ def _precision_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _classify_rows(result: Any) -> list[str]:
-    lines = [f"{result.image}  ({result.model})"]
-    for rank, p in enumerate(result.predictions, 1):
-        lines.append(f"  {rank:>2}. {p.score:7.2%}  {p.label}  [{p.index}]")
-    return lines
-
-
-def _detect_rows(result: Any, threshold: float) -> list[str]:
-    w, h = result.size
-    lines = [
-        f"{result.image}  {w}x{h}  ({result.model}): {len(result.detections)} detections with score >= {threshold:g}"
-    ]
-    for det in result.detections:
-        box = ", ".join(f"{v:7.1f}" for v in det.box)
-        lines.append(f"  {det.score:6.3f}  {det.label:<16} [{box}]")
-    return lines
-
-
 def _run_images(
     images: Sequence[str], work: Callable[[str], Any], as_json: bool, rows: Callable[[Any], list[str]], model: str
 ) -> int:
@@ -196,65 +179,6 @@ def _run_images(
         json.dump(out, sys.stdout, indent=2)
         print()
     return status
-
-
-def _save_annotated(result: Any, directory: Path) -> Path:
-    from . import render
-    from .images import load_image
-
-    directory.mkdir(parents=True, exist_ok=True)
-    image = load_image(result.image)
-    drawn = render.draw_boxes(
-        image,
-        [d.box for d in result.detections],
-        [f"{d.label} {d.score:.2f}" for d in result.detections],
-        [d.label_id for d in result.detections],
-    )
-    target = directory / (Path(result.image).stem + ".detections.png")
-    drawn.save(target)
-    return target
-
-
-def _compare_rows(result: Any) -> list[str]:
-    lines = [
-        f"{result.image}  ({result.model}) all methods; deletion: lower is better, insertion: higher "
-        f"(random order in brackets)"
-    ]
-    for s in result.scores:
-        lines.append(
-            f"  {s.method:<20} deletion {s.deletion_auc:.4f} ({s.random_deletion_auc:.4f})  insertion "
-            f"{s.insertion_auc:.4f} ({s.random_insertion_auc:.4f})  {s.seconds:6.2f} s"
-        )
-    for name, why in result.skipped.items():
-        lines.append(f"  {name:<20} skipped: {why}")
-    return lines
-
-
-def _explain_rows(result: Any) -> list[str]:
-    if hasattr(result, "scores"):
-        return _compare_rows(result)
-    t = result.target
-    what = (
-        f"class {t['index']} {t['label']} ({t['score']:.2%})"
-        if "index" in t
-        else f"detection {t['label']} {t['score']:.3f} (query {t['query']})"
-        if "query" in t
-        else f"point {t.get('point')}"
-    )
-    rows, cols = result.grid
-    flat = result.map.flatten()
-    best = int(flat.argmax())
-    lines = [
-        f"{result.image}  ({result.model}) {result.method}: {what}",
-        f"  map {rows}x{cols}, peak at row {best // cols}, col {best % cols}; mean {float(flat.mean()):.3f}",
-    ]
-    if result.deletion is not None:
-        d = result.deletion
-        lines.append(
-            f"  deletion check: area under the probability curve {d['auc']:.4f} with this map, "
-            f"{d['random_auc']:.4f} in random order (lower = the map found what mattered)"
-        )
-    return lines
 
 
 def _check_explain_options(loaded: Any, args: argparse.Namespace) -> None:
@@ -289,18 +213,6 @@ def _parse_point(text: str | None) -> tuple[float, float] | None:
     except ValueError:
         raise VtdemoError(f"--point must be X,Y in pixels, not '{text}'") from None
     return x, y
-
-
-def _save_overlay(result: Any, directory: Path, opacity: float) -> Path:
-    from . import render
-    from .images import load_image
-
-    directory.mkdir(parents=True, exist_ok=True)
-    image = load_image(result.image)
-    drawn = render.overlay(image, result.map.numpy(), result.region, opacity)
-    target = directory / f"{Path(result.image).stem}.{result.method}.png"
-    drawn.save(target)
-    return target
 
 
 def _match(loaded: Any, args: argparse.Namespace) -> int:
@@ -413,10 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     mask_outliers=args.mask_outliers,
                 )
                 if args.out is not None:
-                    _save_overlay(result, args.out, args.opacity)
+                    output.save_overlay(result, args.out, args.opacity)
                 return result
 
-            return _run_images(args.images, explain_one, args.json, _explain_rows, loaded.id)
+            return _run_images(args.images, explain_one, args.json, output.explain_rows, loaded.id)
         if args.command == "classify":
             if args.top_k < 1:
                 raise VtdemoError("--top-k must be at least 1")
@@ -424,7 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.images,
                 lambda im: pipeline.classify(im, loaded, top_k=args.top_k),
                 args.json,
-                _classify_rows,
+                output.classify_rows,
                 loaded.id,
             )
         if not 0.0 <= args.threshold <= 1.0:
@@ -433,11 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         def work(image: str) -> Any:
             result = pipeline.detect(image, loaded, threshold=args.threshold)
             if args.save is not None:
-                saved = _save_annotated(result, args.save)
+                saved = output.save_annotated(result, args.save)
                 logging.getLogger("vtdemo.cli").info("wrote %s", saved)
             return result
 
-        return _run_images(args.images, work, args.json, lambda r: _detect_rows(r, args.threshold), loaded.id)
+        return _run_images(args.images, work, args.json, lambda r: output.detect_rows(r, args.threshold), loaded.id)
     except VtdemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_MODEL
