@@ -68,14 +68,17 @@ def layer_choices(blocks: int) -> list[tuple[str, str]]:
 
 def norm_view(run: ClassifierRun, norms: np.ndarray, outliers: np.ndarray, max_side: int = 640) -> Image.Image:
     """One block's token norms [gh, gw] as square cells (nearest, not smoothed: one cell per token) over the part
-    of the photo the model saw, with a white ring around each outlier cell."""
+    of the photo the model saw, with a white ring around each outlier cell. The colours run from the smallest to
+    the largest ordinary (non-outlier) norm and the outliers get the top colour, so that the ordinary tokens keep
+    their contrast next to outliers tens of times larger."""
     import cv2
 
     shown, scale = render.fit(run.image, max_side)
     x0, y0, x1, y1 = (v * scale for v in run.region)
     w, h = max(1, round(x1 - x0)), max(1, round(y1 - y0))
-    lo, hi = float(norms.min()), float(norms.max())
-    unit = (norms - lo) / (hi - lo) if hi > lo else np.zeros_like(norms)
+    ordinary = norms[~outliers] if (~outliers).any() else norms
+    lo, hi = float(norms.min()), float(ordinary.max())
+    unit = np.clip((norms - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(norms)
     cells = cv2.resize(unit.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)  # [h, w]
     colored = cv2.cvtColor(
         cv2.applyColorMap((cells * 255).round().astype(np.uint8), cv2.COLORMAP_VIRIDIS), cv2.COLOR_BGR2RGB
@@ -148,7 +151,12 @@ class Inspector:
                 elem_id=f"{family}-norms",
             )
             self.text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-norms-text")
-            self.mask = Checkbox(value=False, label="mask outlier tokens out of the rollout", elem_id=f"{family}-mask")
+            self.mask = Checkbox(
+                value=False,
+                label="mask outlier tokens out of the rollout",
+                info="the outliers of the last block are taken out of every layer's attention",
+                elem_id=f"{family}-mask",
+            )
             gr.Markdown(artefacts.CAPTION, elem_classes="vt-caption")
 
     def wire(self, column: ClassifierColumn, classified: Any) -> None:

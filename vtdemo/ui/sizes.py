@@ -15,6 +15,7 @@ a new photo or model runs at the chosen size when the model allows it (else at i
 from __future__ import annotations
 
 import math
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -113,10 +114,21 @@ _RESIZED: OrderedDict[tuple[str, str, int], hub.LoadedModel] = OrderedDict()
 _RESIZED_MAX = 2  # Swin models rebuilt for another size, kept (each holds a copy of the weights)
 
 
+_BASES: dict[int, hub.LoadedModel] = {}  # id(resized model) -> the loaded model it was rebuilt from, while it lives
+
+
+def base_of(loaded: hub.LoadedModel) -> hub.LoadedModel:
+    """The model as loaded (trained size) behind a run's model, which may be a Swin rebuilt for another size."""
+    return _BASES.get(id(loaded), loaded)
+
+
 def _swin_at(loaded: hub.LoadedModel, size: int) -> hub.LoadedModel:
     key = (loaded.id, str(loaded.device), size)
     if key not in _RESIZED:
-        _RESIZED[key] = input_size.at_input_size(_exact(loaded), size)
+        resized = input_size.at_input_size(_exact(loaded), size)
+        _BASES[id(resized)] = loaded
+        weakref.finalize(resized, _BASES.pop, id(resized), None)
+        _RESIZED[key] = resized
         while len(_RESIZED) > _RESIZED_MAX:
             _RESIZED.popitem(last=False)
     _RESIZED.move_to_end(key)
@@ -229,7 +241,7 @@ class SizeControls:
         run = getattr(state, "run", None)
         if run is None:
             return {}
-        loaded = self.column.s.load(run.loaded.id, self.family)
+        loaded = base_of(run.loaded)
         choice, _ = self.fit(loaded, choice)
         value = TRAINED if choice.size is None else str(choice.size)
         out: dict = {self.size: gr.Dropdown(choices=choices(loaded), value=value), self.state: choice}
@@ -250,7 +262,7 @@ class SizeControls:
         if state is None or state.run is None:
             return {col.status: status("Upload a photo first.", "info")}
         try:
-            loaded = col.s.load(state.run.loaded.id, self.family)
+            loaded = base_of(state.run.loaded)
             choice = parse(loaded, size, keep_aspect)
             run = run_at(loaded, state.run.image, choice)
             new = ClassifyState(
