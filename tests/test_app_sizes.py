@@ -105,6 +105,11 @@ def test_a_bigger_size_puts_the_map_on_the_real_patch_grid(client, app):
     assert _raw_maps(client)["vit"].shape == (28, 28)
     overlay_path = overlay["path"] if isinstance(overlay, dict) else overlay
     assert Image.open(overlay_path).size == Image.open(CAT).size  # still drawn over the whole photo
+    out = client.predict("gradcam", None, "mean", 0.0, "mean", None, 0.5, api_name="/explain_vit")
+    assert "Grad-CAM" in out[1] and "running at 448 px" in out[1] and _raw_maps(client)["vit"].shape == (28, 28)
+    out = client.predict("attn-lrp", None, "mean", 0.0, "mean", None, 0.5, api_name="/explain_vit")
+    assert "at the trained input size" in out[2]  # the LRP walk refuses other sizes in one line
+    client.predict("rollout", None, "mean", 0.0, "mean", None, 0.5, api_name="/explain_vit")
     expected = pipeline.run_classifier(loaded, Image.open(CAT).convert("RGB"), input_size=448)
     top = pipeline.predictions(loaded, expected.logits, 5)
     assert [c["label"] for c in label["confidences"]] == [p.label for p in top]  # the model ran at 448
