@@ -187,6 +187,9 @@ def test_inspector_finds_a_planted_high_norm_token_and_masks_it(app):
     assert "**Block 2 of 2**" in text and "**1 high-norm outlier token**" in text and "(3, 11)" in text
     assert "Outliers per block: 1: 1 · 2: 1" in text and "CLS" in text
     assert out[column.inspector.image].size == Image.open(CAT).size
+    shots = ROOT / "artifacts" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    out[column.inspector.image].save(shots / "classify_artefacts_planted.png")  # the ringed token: look at it
     assert column.inspector.inspect(state, "1")[column.inspector.text].startswith("**Block 1 of 2**")
 
     plain = normalize_map(ex.rollout(run.attentions).view(14, 14))
