@@ -108,6 +108,28 @@ EXPECTED = {
     "detect_layers": ([], ["dropdown"], "private"),
     # added with the relevance of a clicked detection (Chefer, Gur & Wolf, ICCV 2021)
     "relevance_map": (["radio", "slider"], ["image", "markdown"], "public"),
+    # added with the Classify columns' input size choice (the size is a gr.State: /classify_* keep their parameters)
+    "resize_vit": (
+        ["dropdown", "checkbox", "slider"],
+        ["label", "image", "markdown", "markdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
+        "public",
+    ),
+    "resize_swin": (
+        ["dropdown", "slider"],
+        ["label", "image", "markdown", "markdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
+        "public",
+    ),
+    "sizes_vit": ([], ["dropdown", "checkbox"], "private"),
+    "sizes_swin": ([], ["dropdown"], "private"),
+    # added with the ViT column's high-norm artefact inspector (Darcet et al., ICLR 2024)
+    "artefacts_vit": (["dropdown"], ["image", "markdown", "dropdown"], "public"),
+    "artefacts_refresh_vit": ([], ["dropdown", "image", "markdown", "checkbox"], "private"),
+    "artefacts_refresh_vit_1": ([], ["dropdown", "image", "markdown", "checkbox"], "private"),
+    "mask_outliers_vit": (
+        ["checkbox", "slider"],
+        ["image", "markdown", "markdown", "dropdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
+        "public",
+    ),
 }
 
 

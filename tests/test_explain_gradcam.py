@@ -82,6 +82,25 @@ def test_vit_gradcam_matches_pytorch_grad_cam(arch, photos):
     torch.testing.assert_close(ex.vit_gradcam(ours, x, 2, block=1), raw, atol=1e-5 * float(raw.max()), rtol=1e-4)
 
 
+def test_vit_gradcam_at_another_input_size_matches_pytorch_grad_cam():
+    arch = "vit_tiny_patch16_224"
+    ref = timm.create_model(arch, pretrained=False, num_classes=10, dynamic_img_size=True, **VIT_ARGS)
+    ref = randomise_classifier(ref, seed=5)
+    ours = VisionTransformer(vit_config(arch, 10, VIT_ARGS)).eval()
+    ours.load_state_dict(vit_convert.from_timm(ref.state_dict()), strict=True)
+    grid = (12, 8)  # a 96 x 64 input of a model trained at 64 x 64 (8 x 8 patches)
+
+    def reshape_transform(t: torch.Tensor) -> torch.Tensor:
+        r = t[:, 1:, :].reshape(t.size(0), grid[0], grid[1], t.size(2))
+        return r.transpose(2, 3).transpose(1, 2)
+
+    x = torch.randn(1, 3, 96, 64, generator=torch.Generator().manual_seed(1))
+    raw, _ = reference(ref, ref.blocks[-1].norm1, reshape_transform, x, 4, grid)
+    m = ex.vit_gradcam(ours, x, 4)
+    assert m.shape == grid and float(m.max()) > 0
+    torch.testing.assert_close(m, raw, atol=1e-5 * float(raw.max()), rtol=1e-4)
+
+
 def test_swin_gradcam_matches_pytorch_grad_cam():
     arch = "swin_tiny_patch4_window7_224"
     ref = randomise_classifier(

@@ -58,10 +58,11 @@ def gradcam(activations: Tensor, gradients: Tensor) -> Tensor:
 
 
 def vit_gradcam(model: Any, x: Tensor, class_index: int, block: int = -1) -> Tensor:
-    """Grad-CAM of a `vtdemo.models.vit.VisionTransformer` at the output of `blocks[block].norm1`: [gh, gw]."""
+    """Grad-CAM of a `vtdemo.models.vit.VisionTransformer` at the output of `blocks[block].norm1`: [gh, gw], the
+    patch grid of this input (which may not be the trained size)."""
     cfg = model.cfg
     _, act, grad = layer_gradients(model, model.blocks[block].norm1, x, class_index)  # [N, C] each
-    gh, gw = cfg.grid_size
+    gh, gw = x.shape[-2] // cfg.patch_size, x.shape[-1] // cfg.patch_size
     prefix = cfg.num_prefix_tokens
     act = act[prefix:].reshape(gh, gw, -1)  # [P, C] -> [gh, gw, C]
     grad = grad[prefix:].reshape(gh, gw, -1)  # [P, C] -> [gh, gw, C]

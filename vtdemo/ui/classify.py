@@ -20,7 +20,6 @@ from ..errors import ExplainError
 from ..explain import registry
 from ..explain.api import deletion_check, explain_run, methods_for_model
 from ..explain.registry import ExplainOptions
-from ..explain.runs import run_classifier
 from ..images import load_image
 from .classify_views import (
     ClassifyState,
@@ -47,6 +46,8 @@ from .common import (
     write_npy,
 )
 from .components import Click, Slider, upload_name
+from .inspector import Inspector
+from .sizes import SizeChoice, SizeControls, run_at, size_note
 
 # ------------------------------------------------------------------------------------------------- one column
 
@@ -85,6 +86,7 @@ class ClassifierColumn:
                     self.head = gr.Dropdown(["mean"], value="mean", label="Head", visible=False, scale=1, min_width=90)
                     self.block = gr.Dropdown([], label="Block", visible=False, scale=2)
                 self.opacity = Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
+                self.sizes = SizeControls(family)
             with gr.Accordion("Sanity check: is the map faithful?", open=False):
                 gr.Markdown(
                     "Delete the patches the map marks as most relevant first and watch the class "
@@ -100,21 +102,25 @@ class ClassifierColumn:
                     elem_id=f"{family}-deletion",
                 )
                 self.check_text = gr.Markdown(elem_classes="vt-caption")
+            self.inspector = Inspector(family) if family == "vit" else None
             self.status = gr.Markdown(elem_classes="vt-status", elem_id=f"{family}-status")
         self.state = services.state()
         self.controls = [self.klass, self.fusion, self.discard, self.head, self.block]
-        self._wire(image)
+        classified = self._wire(image)
+        self.sizes.wire(self, classified)
+        if self.inspector is not None:
+            self.inspector.wire(self, classified)
 
-    def _wire(self, image: gr.components.Component) -> None:
+    def _wire(self, image: gr.components.Component) -> Any:
         f = self.family
 
-        def classify(image_path, model_id, method, opacity, request: gr.Request, progress=gr.Progress()):
-            return self.classify(image_path, model_id, method, opacity, progress, request)
+        def classify(image_path, model_id, method, opacity, size, request: gr.Request, progress=gr.Progress()):
+            return self.classify(image_path, model_id, method, opacity, progress, request, size)
 
-        gr.on(
+        classified = gr.on(
             [image.change, self.model.change],
             classify,
-            inputs=[image, self.model, self.method, self.opacity],
+            inputs=[image, self.model, self.method, self.opacity, self.sizes.state],
             outputs=[self.label, self.overlay, self.caption, self.status, self.state, self.method, *self.controls],
             api_name=f"classify_{f}",
             show_progress="full",
@@ -170,6 +176,7 @@ class ClassifierColumn:
                 api_visibility="undocumented",
                 **VIEW,
             )
+        return classified
 
     # --------------------------------------------------------------------------------------------- views
 
@@ -242,8 +249,9 @@ class ClassifierColumn:
         opacity: float,
         progress: Any = None,
         request: Any = None,
+        size: SizeChoice | None = None,
     ) -> dict:
-        """Run the classifier on the photo (once) and show its top 5 and its map."""
+        """Run the classifier on the photo (once, at the column's input size) and show its top 5 and its map."""
         if not image_path:
             return self._empty("")
         try:
@@ -251,7 +259,8 @@ class ClassifierColumn:
             loaded = self.s.load(model_id, self.family, progress)
             if progress is not None:
                 progress(0.5, desc=f"Running {loaded.id}…")
-            run = run_classifier(loaded, image)
+            choice, refused = self.sizes.fit(loaded, size)
+            run = run_at(loaded, image, choice)
             names = [m.name for m in methods_for_model(loaded)]
             state = ClassifyState(
                 run=run,
@@ -259,6 +268,7 @@ class ClassifierColumn:
                 method=method if method in names else names[0],
                 opacity=float(opacity),
                 predictions=pipeline.predictions(loaded, run.logits, 5),
+                size_note=refused or size_note(loaded, run),
             )
             shown = self._render(state)
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line for the user

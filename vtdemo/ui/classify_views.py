@@ -42,6 +42,7 @@ class ClassifyState:
     target: dict[str, Any] | None = None
     predictions: list[pipeline.Prediction] = field(default_factory=list)
     released: bool = False
+    size_note: str | None = None  # set when the run is not at the trained input size (`vtdemo.ui.sizes`)
 
     def release(self) -> None:
         """Drop the run and the map (the session ended, or the memory budget needs the room)."""
@@ -91,7 +92,10 @@ def caption(state: ClassifyState) -> str:
     if "block" in method.controls:
         rec = run.attentions[run.default_block() if o.block is None else o.block]
         text += f" · stage {rec.stage + 1}, block {rec.block + 1}{' (shifted)' if rec.shift else ''}"
-    return f"{text}. {method.note}"
+    if o.mask_outliers and "mask_outliers" in method.controls:
+        text += " · high-norm outlier tokens masked out"
+    size = f" *Input size: {state.size_note}.*" if state.size_note else ""
+    return f"{text}. {method.note}{size}"
 
 
 def deletion_plot(check: dict[str, Any], width: int = 480, height: int = 220) -> Image.Image:
