@@ -108,6 +108,25 @@ EXPECTED = {
     "detect_layers": ([], ["dropdown"], "private"),
     # added with the relevance of a clicked detection (Chefer, Gur & Wolf, ICCV 2021)
     "relevance_map": (["radio", "slider"], ["image", "markdown"], "public"),
+    # added with the Classify panels: every method side by side (a click on a thumbnail shows it), the insertion
+    # and randomisation sanity checks, and what each Swin stage sees
+    "compare_vit": ([], ["gallery", "image", "markdown"], "public"),
+    "compare_pick_vit": (
+        ["slider"],
+        ["image", "markdown", "markdown", "dropdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
+        "undocumented",
+    ),
+    "insertion_vit": ([], ["image"], "public"),
+    "randomisation_vit": ([], ["image", "markdown"], "public"),
+    "compare_swin": ([], ["gallery", "image", "markdown"], "public"),
+    "compare_pick_swin": (
+        ["slider"],
+        ["image", "markdown", "markdown", "dropdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
+        "undocumented",
+    ),
+    "insertion_swin": ([], ["image"], "public"),
+    "randomisation_swin": ([], ["image", "markdown"], "public"),
+    "stages_swin": ([], ["image", "markdown"], "public"),
 }
 
 
