@@ -180,16 +180,16 @@ def compare(
         seconds = time.perf_counter() - t0
         if i == 0:  # every method explains the same target
             target = result.target
-            x, probability, steps, batch = _measure(run, options, target, steps)
+            x, probability, n_steps, batch = _measure(run, options, target, steps)
         grid = (int(result.map.shape[0]), int(result.map.shape[1]))
         if grid not in random_curves:
             order = torch.randperm(grid[0] * grid[1], generator=torch.Generator().manual_seed(seed))
-            frac, d = deletion.deletion_curve(probability, x, order, grid, steps, batch_size=batch)
-            _, ins = deletion.insertion_curve(probability, x, order, grid, steps, batch_size=batch)
+            frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch)
+            _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch)
             random_curves[grid] = (deletion.area_under_curve(frac, d), deletion.area_under_curve(frac, ins))
         order = deletion.patch_order(result.map)
-        frac, d = deletion.deletion_curve(probability, x, order, grid, steps, batch_size=batch)
-        _, ins = deletion.insertion_curve(probability, x, order, grid, steps, batch_size=batch)
+        frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch)
+        _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch)
         scores.append(
             MethodScore(
                 result.method.name,

@@ -26,14 +26,14 @@ from ..explain.runs import ClassifierRun
 from .classify_views import ClassifyState
 from .common import MODEL, VIEW, message, status
 from .components import Click
-from .panel_views import agreement_heatmap
+from .panel_views import agreement_heatmap, captioned
 
 if TYPE_CHECKING:
     from .classify import ClassifierColumn
 
 #: Points per curve in the app (0, 25, 50, 75, 100 % of the patches): the CLI's default is 20.
 STEPS = 4
-THUMB = 240  # long side of a thumbnail, pixels
+THUMB = 240  # width of a thumbnail, pixels
 
 
 def compare_key(state: ClassifyState) -> tuple[int | None, tuple[float, float] | None]:
@@ -53,10 +53,20 @@ def compare_options(state: ClassifyState) -> ExplainOptions:
     return ExplainOptions(class_index=state.options.class_index, point=point)
 
 
-def thumbnail(run: ClassifierRun, score: MethodScore, max_side: int = THUMB) -> Image.Image:
-    """One method's map over the photo, thumbnail-sized (the part outside the model's crop dimmed)."""
-    shown, scale = render.fit(run.image, max_side)
-    return render.overlay(shown, score.map.numpy(), [v * scale for v in run.region], 0.5)
+def thumbnail(run: ClassifierRun, score: MethodScore, side: int = THUMB) -> Image.Image:
+    """One method's map over the part of the photo the model saw, `side` pixels wide, with its name and its two
+    areas (random order's in brackets) written above it: the gallery's own caption is cut short in its grid."""
+    x0, y0, x1, y1 = (round(v) for v in run.region)
+    crop = run.image.crop((x0, y0, x1, y1))
+    shown = crop.resize((side, max(1, round(side * crop.height / max(crop.width, 1)))), Image.Resampling.BILINEAR)
+    return captioned(
+        render.overlay(shown, score.map.numpy(), None, 0.5),
+        [
+            score.method,
+            f"deletion {score.deletion_auc:.3f} ({score.random_deletion_auc:.3f})",
+            f"insertion {score.insertion_auc:.3f} ({score.random_insertion_auc:.3f})",
+        ],
+    )
 
 
 def thumb_caption(score: MethodScore) -> str:
@@ -89,15 +99,16 @@ class ComparePanel:
         with gr.Accordion("All methods side by side", open=False):
             gr.Markdown(
                 "Every method's map for this photo, how faithful each is (deletion and insertion curves against a "
-                "random order) and how much they agree. Runs the gradient methods once each and the curves: a few "
+                "random order; above each thumbnail, the random order's in brackets) and how much they agree (Spearman "
+                "matrix). Click a thumbnail to show it above. Runs the gradient methods once each and the curves: a few "
                 "seconds for the tiny models, about half a minute for ViT-B on a 2-core CPU.",
                 elem_classes="vt-caption",
             )
             self.button = gr.Button("Compare all methods", size="sm")
             self.gallery = gr.Gallery(
                 label="Methods (click one to show it above)",
-                columns=3,
-                height="auto",
+                show_label=False,
+                columns=2,
                 object_fit="contain",
                 allow_preview=False,
                 interactive=False,
@@ -105,6 +116,7 @@ class ComparePanel:
             )
             self.matrix = gr.Image(
                 label="Agreement (Spearman)",
+                show_label=False,
                 interactive=False,
                 height=300,
                 buttons=["download"],
@@ -159,7 +171,7 @@ class ComparePanel:
                 names = [m.name for m in methods_for_model(state.run.loaded)]
                 result = compare(state.run, compare_options(state), STEPS, methods=names, progress=step)
                 thumbs = [(thumbnail(state.run, s), thumb_caption(s)) for s in result.scores]
-                kept = (key, result, thumbs, agreement_heatmap([s.label for s in result.scores], result.spearman))
+                kept = (key, result, thumbs, agreement_heatmap(result.methods, result.spearman))
                 state.panels["compare"] = kept
         except Exception as exc:  # noqa: BLE001 - one line for the user
             return {self.gallery: None, self.matrix: None, self.text: status(message(exc), "warn")}

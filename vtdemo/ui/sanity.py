@@ -49,15 +49,19 @@ class SanityPanel:
             with gr.Row():
                 self.check_plot = gr.Image(
                     label="Deletion curve",
+                    show_label=False,
                     interactive=False,
-                    height=180,
+                    height=200,
+                    min_width=300,  # side by side where the column is wide enough, one above the other where not
                     buttons=["download"],
                     elem_id=f"{family}-deletion",
                 )
                 self.insertion_plot = gr.Image(
                     label="Insertion curve",
+                    show_label=False,
                     interactive=False,
-                    height=180,
+                    height=200,
+                    min_width=300,
                     buttons=["download"],
                     elem_id=f"{family}-insertion",
                 )
@@ -70,6 +74,7 @@ class SanityPanel:
             self.randomise = gr.Button("Run the randomisation test", size="sm")
             self.random_plot = gr.Image(
                 label="Spearman with the original map, blocks randomised top-down",
+                show_label=False,
                 interactive=False,
                 height=240,
                 buttons=["download"],

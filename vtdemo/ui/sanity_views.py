@@ -26,9 +26,10 @@ def curve_chart(
     xlabel: str,
     width: int = 480,
     height: int = 220,
+    title: str = "",
 ) -> Image.Image:
     """Probability of the explained class (y) against the fraction of patches changed (x): in the map's order
-    (orange) and in a random order (grey), with both areas under the curves."""
+    (orange) and in a random order (grey), with both areas under the curves and `title` at the top left."""
     img = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(img)
     small = render.font(12)
@@ -50,6 +51,7 @@ def curve_chart(
     def points(ys: Sequence[float]) -> list[tuple[float, float]]:
         return [(left + f * (right - left), bottom - (p / top_p) * (bottom - top)) for f, p in zip(fraction, ys)]
 
+    draw.text((left + 6, top + 6), title, fill=(40, 40, 40), font=render.font(14))
     draw.line(points(random_probability), fill=(150, 150, 150), width=2)
     draw.line(points(probability), fill=(230, 120, 0), width=3)
     draw.text((right - 200, top + 6), f"this map: area {auc:.3f}", fill=(230, 120, 0), font=small)
@@ -68,6 +70,7 @@ def deletion_plot(check: dict[str, Any], width: int = 480, height: int = 220) ->
         "patches deleted",
         width,
         height,
+        "Deletion",
     )
 
 
@@ -83,6 +86,7 @@ def insertion_plot(check: dict[str, Any], width: int = 480, height: int = 220) -
         "patches inserted",
         width,
         height,
+        "Insertion",
     )
 
 
@@ -109,7 +113,7 @@ def deletion_caption(check: dict[str, Any], target: dict[str, Any]) -> str:
     return text
 
 
-def randomisation_plot(curve: RandomisationCurve, width: int = 640, height: int = 300) -> Image.Image:
+def randomisation_plot(curve: RandomisationCurve, width: int = 480, height: int = 260) -> Image.Image:
     """Spearman of the map with its original after each cumulative randomisation step (the library's chart)."""
     return randomisation.chart([curve.to_dict()], (width, height), curve.threshold)
 

@@ -46,6 +46,7 @@ class StagesPanel:
                 label="Stage features (first 3 principal components as RGB)",
                 interactive=False,
                 format="png",
+                show_label=False,
                 buttons=["download", "fullscreen"],
                 elem_id=f"{family}-stages",
             )
