@@ -127,6 +127,17 @@ EXPECTED = {
     "insertion_swin": ([], ["image"], "public"),
     "randomisation_swin": ([], ["image", "markdown"], "public"),
     "stages_swin": ([], ["image", "markdown"], "public"),
+    # the panels' views are cleared when a new photo (or model) is classified
+    "clear_panels_vit": (
+        [],
+        ["image", "image", "markdown", "image", "markdown", "gallery", "image", "markdown"],
+        "private",
+    ),
+    "clear_panels_swin": (
+        [],
+        ["image", "image", "markdown", "image", "markdown", "gallery", "image", "markdown", "image", "markdown"],
+        "private",
+    ),
 }
 
 

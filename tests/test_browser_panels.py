@@ -80,3 +80,11 @@ def test_vit_sanity_panel_three_curves(page):
     expect(page.locator("#vit-randomisation img")).to_be_visible()
     page.locator("#vit-deletion").scroll_into_view_if_needed()
     page.screenshot(path=str(SHOTS / "classify_sanity_vit.png"), full_page=True)
+
+
+def test_a_new_photo_clears_the_panels(page):
+    expect(page.locator("#vit-compare button.thumbnail-item")).to_have_count(6)
+    page.locator("#classify-photo input[type=file]").set_input_files(str(ROOT / "assets" / "examples" / "coffee.png"))
+    expect(page.locator("#vit-compare button.thumbnail-item")).to_have_count(0)  # not the cat's maps any more
+    expect(page.locator("#swin-stages img")).to_have_count(0)
+    expect(page.locator("#vit-randomisation img")).to_have_count(0)

@@ -137,6 +137,10 @@ class ClassifierColumn:
         )
         for panel in self.panels:
             panel.wire(self)
+        views = [v for panel in self.panels for v in panel.views]  # a new photo (or model) clears the panels
+        self.label.change(
+            lambda: dict.fromkeys(views), outputs=views, api_name=f"clear_panels_{f}", api_visibility="private", **VIEW
+        )
         clicked = [self.overlay, self.caption, self.status, self.state, self.method, *self.controls]
         self.label.select(
             self.class_clicked,

@@ -123,6 +123,7 @@ class ComparePanel:
                 elem_id=f"{family}-agreement",
             )
             self.text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-compare-text")
+        self.views = [self.gallery, self.matrix, self.text]  # what a new photo clears
 
     def wire(self, column: ClassifierColumn) -> None:
         self.column = column

@@ -81,6 +81,8 @@ class SanityPanel:
                 elem_id=f"{family}-randomisation",
             )
             self.random_text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-randomisation-text")
+        #: what a new photo clears
+        self.views = [self.check_plot, self.insertion_plot, self.check_text, self.random_plot, self.random_text]
 
     def wire(self, column: ClassifierColumn) -> None:
         self.column = column

@@ -51,6 +51,7 @@ class StagesPanel:
                 elem_id=f"{family}-stages",
             )
             self.text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-stages-text")
+        self.views = [self.image, self.text]  # what a new photo clears
 
     def wire(self, column: ClassifierColumn) -> None:
         self.column = column
