@@ -9,9 +9,10 @@ which compares rollout, Grad-CAM, raw attention and their relevance this way, wi
 detection's query gives its predicted class (the query stays the same slot under perturbation).
 
 Cost: the run's forward pass (with attention) is shared by every attention method; a gradient method runs its own
-forward and backward pass once; each map's curves then cost (steps + 1) batched forward passes each, and the random
-order's curves are computed once per grid size. Methods that explain a point are included only when a point is
-given (they are listed under `skipped` otherwise).
+forward and backward pass once; each map's curves then cost (steps - 1) perturbed images each (every curve starts
+and ends at the same two images, the full one and the empty one, which run once: `deletion.end_points`), and the
+random order's curves are computed once per grid size. Methods that explain a point are included only when a point
+is given (they are listed under `skipped` otherwise).
 """
 
 from __future__ import annotations
@@ -181,15 +182,16 @@ def compare(
         if i == 0:  # every method explains the same target
             target = result.target
             x, probability, n_steps, batch = _measure(run, options, target, steps)
+            ends = deletion.end_points(probability, x)  # shared by every curve
         grid = (int(result.map.shape[0]), int(result.map.shape[1]))
         if grid not in random_curves:
             order = torch.randperm(grid[0] * grid[1], generator=torch.Generator().manual_seed(seed))
-            frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch)
-            _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch)
+            frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
+            _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
             random_curves[grid] = (deletion.area_under_curve(frac, d), deletion.area_under_curve(frac, ins))
         order = deletion.patch_order(result.map)
-        frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch)
-        _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch)
+        frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
+        _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
         scores.append(
             MethodScore(
                 result.method.name,
