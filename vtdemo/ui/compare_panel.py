@@ -101,7 +101,7 @@ class ComparePanel:
                 "Every method's map for this photo, how faithful each is (deletion and insertion curves against a "
                 "random order; above each thumbnail, the random order's in brackets) and how much they agree (Spearman "
                 "matrix). Click a thumbnail to show it above. Runs the gradient methods once each and the curves: a few "
-                "seconds for the tiny models, about half a minute for ViT-B on a 2-core CPU.",
+                "seconds for the tiny models, up to half a minute for ViT-B on a 2-core CPU.",
                 elem_classes="vt-caption",
             )
             self.button = gr.Button("Compare all methods", size="sm")
