@@ -130,6 +130,36 @@ EXPECTED = {
         ["image", "markdown", "markdown", "dropdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
         "public",
     ),
+    # added with the Classify panels: every method side by side (a click on a thumbnail shows it), the insertion
+    # and randomisation sanity checks, and what each Swin stage sees
+    "compare_vit": ([], ["gallery", "image", "markdown"], "public"),
+    "compare_pick_vit": (
+        ["slider"],
+        ["image", "markdown", "markdown", "dropdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
+        "undocumented",
+    ),
+    "insertion_vit": ([], ["image"], "public"),
+    "randomisation_vit": ([], ["image", "markdown"], "public"),
+    "compare_swin": ([], ["gallery", "image", "markdown"], "public"),
+    "compare_pick_swin": (
+        ["slider"],
+        ["image", "markdown", "markdown", "dropdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
+        "undocumented",
+    ),
+    "insertion_swin": ([], ["image"], "public"),
+    "randomisation_swin": ([], ["image", "markdown"], "public"),
+    "stages_swin": ([], ["image", "markdown"], "public"),
+    # the panels' views are cleared when a new photo (or model) is classified
+    "clear_panels_vit": (
+        [],
+        ["image", "image", "markdown", "image", "markdown", "gallery", "image", "markdown"],
+        "private",
+    ),
+    "clear_panels_swin": (
+        [],
+        ["image", "image", "markdown", "image", "markdown", "gallery", "image", "markdown", "image", "markdown"],
+        "private",
+    ),
 }
 
 

@@ -56,3 +56,31 @@ def test_insertion_curve_rewards_the_right_map():
     assert areas["wrong"] < deletion.area_under_curve(frac, p) < areas["right"]
     # the right map puts all the evidence back within the first quarter: full probability for 3/4 of the curve
     assert areas["right"] > 0.9 * float(prob(x)[0])
+
+
+def test_known_end_points_give_the_same_curves_with_fewer_images():
+    """Every curve starts and ends at the full image and the empty one: given once (`end_points`), they are not run
+    again, and the curves are the same."""
+    important = [0, 5, 10, 15]
+    model = PatchSum(important)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) + 0.5
+    seen = {"images": 0}
+
+    def prob(images):
+        seen["images"] += images.shape[0]
+        return model(images).softmax(-1)[:, 0]
+
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(2))
+    ends = deletion.end_points(prob, x)
+    assert ends == (pytest.approx(float(prob(x)[0])), pytest.approx(float(prob(torch.zeros_like(x))[0])))
+    for curve in (deletion.deletion_curve, deletion.insertion_curve):
+        seen["images"] = 0
+        frac, plain = curve(prob, x, order, (4, 4), steps=8)
+        assert seen["images"] == 9
+        seen["images"] = 0
+        frac2, known = curve(prob, x, order, (4, 4), steps=8, ends=ends)
+        assert seen["images"] == 7  # the 7 images between the two ends
+        torch.testing.assert_close(frac2, frac)
+        torch.testing.assert_close(known, plain)
+    _, one_step = deletion.deletion_curve(prob, x, order, (4, 4), steps=1, ends=ends)  # nothing in between
+    torch.testing.assert_close(one_step, torch.tensor(ends))

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -169,6 +169,37 @@ def randomisation_for_run(
         for m in methods:
             rhos[m].append(spearman(original[m], maps[m]))
     return {m: RandomisationCurve(m, steps, rhos[m], threshold) for m in methods}
+
+
+def map_randomisation(
+    run: Any,
+    map_of: Callable[[Any], torch.Tensor],
+    name: str,
+    seed: int = 0,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> RandomisationCurve:
+    """The cascade for one map of a cached `ClassifierRun`, whatever its options (the app's map on screen).
+
+    map_of(run) -> [rows, cols] map; it is called on `run` (the original) and then on a re-run of the run's own
+    input `run.x` (same size and preprocessing) through a deep copy of the exact model, randomised cumulatively by
+    `stages`. name: what the verdict calls the map. Costs one forward pass with attention per step (plus what
+    `map_of` costs: a backward pass for gradient methods), and the copy of the model.
+    """
+    from ..engine import exact_model
+    from ..pipeline import run_classifier
+
+    loaded = exact_model(run.loaded)
+    original = map_of(run)
+    model = copy.deepcopy(loaded.model)  # never the cached model
+    prep = run.prep or loaded.preprocess
+    randomised = dataclasses.replace(loaded, model=model, preprocess=prep)  # re-runs give run.x again
+    generator = torch.Generator().manual_seed(seed)
+    steps, rhos = ["original"], [1.0 if spearman(original, original) is not None else None]
+    for step, prefixes in stages(model, loaded.family):
+        randomise_(model, prefixes, generator)
+        steps.append(step)
+        rhos.append(spearman(original, map_of(run_classifier(randomised, run.image))))
+    return RandomisationCurve(name, steps, rhos, threshold)
 
 
 def summarise(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -328,7 +328,7 @@ def deletion_check(
     relevance: [rows, cols] on the model's grid. Returns {"auc", "random_auc", "fraction", "probability",
     "random_probability", "insertion_auc", "random_insertion_auc", "insertion_probability",
     "random_insertion_probability"} (fraction = share of patches removed, or added, at each step);
-    ~(steps + 1) / 8 batched forward passes per curve, four curves.
+    ~(steps - 1) / 8 batched forward passes per curve, four curves, and one of the two end images they share.
     """
     from . import deletion
 
@@ -336,10 +336,11 @@ def deletion_check(
     grid = (int(relevance.shape[0]), int(relevance.shape[1]))
     order = deletion.patch_order(relevance)
     random_order = torch.randperm(relevance.numel(), generator=torch.Generator().manual_seed(seed))
-    frac, prob = deletion.deletion_curve(probability, run.x, order, grid, steps)
-    _, rand = deletion.deletion_curve(probability, run.x, random_order, grid, steps)
-    _, ins = deletion.insertion_curve(probability, run.x, order, grid, steps)
-    _, rand_ins = deletion.insertion_curve(probability, run.x, random_order, grid, steps)
+    ends = deletion.end_points(probability, run.x)  # the full and the empty image, shared by the four curves
+    frac, prob = deletion.deletion_curve(probability, run.x, order, grid, steps, ends=ends)
+    _, rand = deletion.deletion_curve(probability, run.x, random_order, grid, steps, ends=ends)
+    _, ins = deletion.insertion_curve(probability, run.x, order, grid, steps, ends=ends)
+    _, rand_ins = deletion.insertion_curve(probability, run.x, random_order, grid, steps, ends=ends)
     auc = deletion.area_under_curve
     return {
         "auc": auc(frac, prob),

@@ -9,9 +9,10 @@ which compares rollout, Grad-CAM, raw attention and their relevance this way, wi
 detection's query gives its predicted class (the query stays the same slot under perturbation).
 
 Cost: the run's forward pass (with attention) is shared by every attention method; a gradient method runs its own
-forward and backward pass once; each map's curves then cost (steps + 1) batched forward passes each, and the random
-order's curves are computed once per grid size. Methods that explain a point are included only when a point is
-given (they are listed under `skipped` otherwise).
+forward and backward pass once; each map's curves then cost (steps - 1) perturbed images each (every curve starts
+and ends at the same two images, the full one and the empty one, which run once: `deletion.end_points`), and the
+random order's curves are computed once per grid size. Methods that explain a point are included only when a point
+is given (they are listed under `skipped` otherwise).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from ..device import inference
 from ..errors import ExplainError
 from . import deletion, registry
-from .api import MapResult, class_probability, explain_run
+from .api import class_probability, explain_run
 from .registry import ExplainOptions
 from .runs import ClassifierRun, DetrRun
 
@@ -147,7 +148,8 @@ def compare(
 
     options: as for `explain_run` (class_index for classifiers; query for DETR, required); steps: points of each
     curve (default 20 for classifiers, 10 for DETR, whose forward pass is dearer); seed: the random order.
-    progress(done, total, name) is called before each method (for a progress bar).
+    progress(done, total, name) is called before each method (its map and its curves: one step of a progress
+    bar), and once more at the end (name "agreement").
     """
     options = options or ExplainOptions()
     family = run.family
@@ -168,39 +170,28 @@ def compare(
     if not chosen:
         raise ExplainError(f"no method to compare for {family}; skipped: {', '.join(skipped)}")
 
-    results: list[tuple[MapResult, float]] = []
+    random_curves: dict[tuple[int, int], tuple[float, float]] = {}
+    scores: list[MethodScore] = []
+    target: dict[str, Any] = {}
     for i, m in enumerate(chosen):
         if progress is not None:
             progress(i, len(chosen), m.name)
         t0 = time.perf_counter()
-        results.append((explain_run(run, m.name, options), time.perf_counter() - t0))
-    if progress is not None:
-        progress(len(chosen), len(chosen), "scores")
-    target = results[0][0].target
-    if isinstance(run, DetrRun):
-        assert options.query is not None
-        x, _ = run.inputs()
-        probability = detection_probability(run, options.query, int(target["label_id"]))
-        steps = steps or 10
-        batch = 2
-    else:
-        x = run.x
-        probability = class_probability(run, int(target["index"]))
-        steps = steps or 20
-        batch = 8
-
-    random_curves: dict[tuple[int, int], tuple[float, float]] = {}
-    scores = []
-    for result, seconds in results:
+        result = explain_run(run, m.name, options)
+        seconds = time.perf_counter() - t0
+        if i == 0:  # every method explains the same target
+            target = result.target
+            x, probability, n_steps, batch = _measure(run, options, target, steps)
+            ends = deletion.end_points(probability, x)  # shared by every curve
         grid = (int(result.map.shape[0]), int(result.map.shape[1]))
         if grid not in random_curves:
             order = torch.randperm(grid[0] * grid[1], generator=torch.Generator().manual_seed(seed))
-            frac, d = deletion.deletion_curve(probability, x, order, grid, steps, batch_size=batch)
-            _, ins = deletion.insertion_curve(probability, x, order, grid, steps, batch_size=batch)
+            frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
+            _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
             random_curves[grid] = (deletion.area_under_curve(frac, d), deletion.area_under_curve(frac, ins))
         order = deletion.patch_order(result.map)
-        frac, d = deletion.deletion_curve(probability, x, order, grid, steps, batch_size=batch)
-        _, ins = deletion.insertion_curve(probability, x, order, grid, steps, batch_size=batch)
+        frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
+        _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
         scores.append(
             MethodScore(
                 result.method.name,
@@ -215,8 +206,21 @@ def compare(
                 seconds,
             )
         )
+    if progress is not None:
+        progress(len(chosen), len(chosen), "agreement")
     matrix, common = spearman_matrix([s.map for s in scores])
     return Comparison(image_name, run.loaded.id, target, scores, matrix, common, skipped)
+
+
+def _measure(
+    run: ClassifierRun | DetrRun, options: ExplainOptions, target: dict[str, Any], steps: int | None
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], int, int]:
+    """(model input, probability of the target, curve steps, batch size) for the perturbation curves."""
+    if isinstance(run, DetrRun):
+        assert options.query is not None
+        x, _ = run.inputs()
+        return x, detection_probability(run, options.query, int(target["label_id"])), steps or 10, 2
+    return run.x, class_probability(run, int(target["index"])), steps or 20, 8
 
 
 def compare_image(

@@ -31,6 +31,7 @@ def _curve(
     baseline: float,
     batch_size: int,
     insert: bool,
+    ends: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     gh, gw = grid
     P = gh * gw
@@ -40,14 +41,28 @@ def _curve(
     rank[order] = torch.arange(P)  # rank[p] = when patch p is changed
     rank = rank.view(1, 1, gh, gw).float()
     rank = torch.nn.functional.interpolate(rank, size=(H, W), mode="nearest")  # [1, 1, H, W]
+    todo = counts[1:-1] if ends is not None else counts  # the end points are the same two images for every order
     probs = []
-    for start in range(0, len(counts), batch_size):
-        chunk = counts[start : start + batch_size]
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
         changed = rank < chunk.view(-1, 1, 1, 1).to(rank)  # [b, 1, H, W]
         empty = torch.full_like(x, baseline)
         images = torch.where(changed, x, empty) if insert else torch.where(changed, empty, x)  # [b, 3, H, W]
         probs.append(probability(images).float())
+    if ends is not None:
+        p_full, p_empty = ends
+        first, last = (p_empty, p_full) if insert else (p_full, p_empty)
+        probs = [torch.tensor([first]), *probs, torch.tensor([last])]
     return counts.float() / P, torch.cat(probs)
+
+
+def end_points(
+    probability: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, baseline: float = 0.0
+) -> tuple[float, float]:
+    """(probability of the full image x, probability of the baseline image): where every deletion and insertion curve
+    starts and ends, whatever the order. One forward pass of two images; pass it as `ends` to skip them per curve."""
+    p = probability(torch.cat([x, torch.full_like(x, baseline)])).float()
+    return float(p[0]), float(p[1])
 
 
 def deletion_curve(
@@ -58,14 +73,16 @@ def deletion_curve(
     steps: int = 20,
     baseline: float = 0.0,
     batch_size: int = 8,
+    ends: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilities as patches are deleted in `order`.
 
     probability: [B, 3, H, W] -> [B] probability of the explained class.
     x: [1, 3, H, W] model input; grid: (gh, gw) patch grid laid evenly over H x W; order: [P] patch indices.
+    ends: `end_points(probability, x, baseline)`, when known (the first and last images are then not run again).
     Returns (fraction deleted [S+1] from 0 to 1, probability [S+1]).
     """
-    return _curve(probability, x, order, grid, steps, baseline, batch_size, insert=False)
+    return _curve(probability, x, order, grid, steps, baseline, batch_size, insert=False, ends=ends)
 
 
 def insertion_curve(
@@ -76,13 +93,14 @@ def insertion_curve(
     steps: int = 20,
     baseline: float = 0.0,
     batch_size: int = 8,
+    ends: tuple[float, float] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilities as patches are put back in `order` onto the baseline image (arguments as `deletion_curve`).
 
     Returns (fraction inserted [S+1] from 0 to 1, probability [S+1]): the first value is the baseline image's, the
     last the full image's. Higher area = the map found what mattered.
     """
-    return _curve(probability, x, order, grid, steps, baseline, batch_size, insert=True)
+    return _curve(probability, x, order, grid, steps, baseline, batch_size, insert=True, ends=ends)
 
 
 def area_under_curve(fraction: torch.Tensor, probability: torch.Tensor) -> float:

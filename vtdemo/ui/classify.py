@@ -5,7 +5,9 @@ map over the part of the photo the model saw, and re-draws the map from the cach
 methods, their labels and notes, and which controls each one uses come from the method registry
 (`vtdemo.explain.registry`); a click on a class switches to the family's class-specific method. A sanity check per
 column deletes the patches the map marks first (and inserts them into a blank image) and compares with a random
-order. Handlers return dicts keyed by component: what they leave out stays as it is.
+order, and randomises the model block by block (`vtdemo.ui.sanity`); an accordion compares every method
+(`vtdemo.ui.compare_panel`), and the Swin column shows what each stage sees (`vtdemo.ui.stages_panel`). Handlers
+return dicts keyed by component: what they leave out stays as it is.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import gradio as gr
 from .. import pipeline, render
 from ..errors import ExplainError
 from ..explain import registry
-from ..explain.api import deletion_check, explain_run, methods_for_model
+from ..explain.api import explain_run, methods_for_model
 from ..explain.registry import ExplainOptions
 from ..images import load_image
 from .classify_views import (
@@ -26,8 +28,6 @@ from .classify_views import (
     caption,
     class_index_of,
     class_method,
-    deletion_caption,
-    deletion_plot,
     method_choices,
     overlay,
 )
@@ -45,9 +45,12 @@ from .common import (
     write_json,
     write_npy,
 )
+from .compare_panel import ComparePanel
 from .components import Click, Slider, upload_name
 from .inspector import Inspector
+from .sanity import SanityPanel
 from .sizes import SizeChoice, SizeControls, run_at, size_note
+from .stages_panel import StagesPanel
 
 # ------------------------------------------------------------------------------------------------- one column
 
@@ -87,21 +90,9 @@ class ClassifierColumn:
                     self.block = gr.Dropdown([], label="Block", visible=False, scale=2)
                 self.opacity = Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
                 self.sizes = SizeControls(family)
-            with gr.Accordion("Sanity check: is the map faithful?", open=False):
-                gr.Markdown(
-                    "Delete the patches the map marks as most relevant first and watch the class "
-                    "probability; a faithful map makes it fall faster than deleting patches at random.",
-                    elem_classes="vt-caption",
-                )
-                self.check = gr.Button("Run the deletion test", size="sm")
-                self.check_plot = gr.Image(
-                    label="Deletion curve",
-                    interactive=False,
-                    height=220,
-                    buttons=["download"],
-                    elem_id=f"{family}-deletion",
-                )
-                self.check_text = gr.Markdown(elem_classes="vt-caption")
+            self.panels = [SanityPanel(family), ComparePanel(family)] + (
+                [StagesPanel(family)] if family == "swin" else []
+            )
             self.inspector = Inspector(family) if family == "vit" else None
             self.status = gr.Markdown(elem_classes="vt-status", elem_id=f"{family}-status")
         self.state = services.state()
@@ -151,12 +142,11 @@ class ClassifierColumn:
             api_name=f"explain_{f}",
             **VIEW,
         )
-        self.check.click(
-            self.sanity_check,
-            inputs=[self.state],
-            outputs=[self.check_plot, self.check_text],
-            api_name=f"deletion_{f}",
-            **MODEL,
+        for panel in self.panels:
+            panel.wire(self)
+        views = [v for panel in self.panels for v in panel.views]  # a new photo (or model) clears the panels
+        self.label.change(
+            lambda: dict.fromkeys(views), outputs=views, api_name=f"clear_panels_{f}", api_visibility="private", **VIEW
         )
         clicked = [self.overlay, self.caption, self.status, self.state, self.method, *self.controls]
         self.label.select(
@@ -366,17 +356,6 @@ class ClassifierColumn:
         state.options = dataclasses.replace(state.options, point=(point[0] / scale, point[1] / scale))
         state.method, state.opacity = method, float(opacity)
         return {**self._redraw(state), self.method: gr.Dropdown(value=method)}
-
-    def sanity_check(self, state: ClassifyState | None) -> dict:
-        """The deletion (and insertion) curves of the map on screen: a few batched forward passes."""
-        state = self.s.cached(state)
-        if state is None or state.run is None or state.relevance is None or state.target is None:
-            return {self.check_plot: None, self.check_text: status("Upload a photo first.", "info")}
-        try:
-            check = deletion_check(state.run, state.relevance, state.target["index"])
-        except Exception as exc:  # noqa: BLE001
-            return {self.check_plot: None, self.check_text: status(message(exc), "warn")}
-        return {self.check_plot: deletion_plot(check), self.check_text: deletion_caption(check, state.target)}
 
 
 # ------------------------------------------------------------------------------------------------- the tab

@@ -1,11 +1,10 @@
 """What the Classify tab shows, as pure functions of a column's cached state: the method choices for a family, the
-map over the photo (with the Swin window outline at a clicked point), its caption, and the sanity check's deletion /
-insertion chart and its caption. `vtdemo.ui.classify` owns the components and handlers that call these.
+map over the photo (with the Swin window outline at a clicked point), and its caption (the sanity check's charts are in
+`vtdemo.ui.sanity_views`). `vtdemo.ui.classify` owns the components and handlers that call these.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,10 +42,12 @@ class ClassifyState:
     predictions: list[pipeline.Prediction] = field(default_factory=list)
     released: bool = False
     size_note: str | None = None  # set when the run is not at the trained input size (`vtdemo.ui.sizes`)
+    panels: dict[str, Any] = field(default_factory=dict)  # what the column's panels computed for this photo
 
     def release(self) -> None:
         """Drop the run and the map (the session ended, or the memory budget needs the room)."""
         self.run, self.relevance, self.target, self.predictions, self.released = None, None, None, [], True
+        self.panels = {}
 
 
 def window_outline(
@@ -96,64 +97,6 @@ def caption(state: ClassifyState) -> str:
         text += " · high-norm outlier tokens masked out"
     size = f" *Input size: {state.size_note}.*" if state.size_note else ""
     return f"{text}. {method.note}{size}"
-
-
-def deletion_plot(check: dict[str, Any], width: int = 480, height: int = 220) -> Image.Image:
-    """The deletion curves of `deletion_check` as a small chart: probability of the explained class (y) against the
-    fraction of patches deleted (x), most-relevant-first (orange) and in random order (grey)."""
-    img = Image.new("RGB", (width, height), "white")
-    draw = ImageDraw.Draw(img)
-    small = render.font(12)
-    left, right, top, bottom = 48, width - 24, 14, height - 34
-    top_p = max(max(check["probability"]), max(check["random_probability"]), 1e-6)
-    draw.rectangle((left, top, right, bottom), outline=(190, 190, 190))
-    for frac in (0.0, 0.5, 1.0):
-        text = f"{frac:.0%}"
-        draw.text(
-            (left + frac * (right - left) - draw.textlength(text, font=small) / 2, bottom + 4),
-            text,
-            fill=(90, 90, 90),
-            font=small,
-        )
-    draw.text((4, top - 2), f"{top_p:.2g}", fill=(90, 90, 90), font=small)
-    draw.text((left - 14, bottom - 12), "0", fill=(90, 90, 90), font=small)
-    draw.text((left + (right - left) / 2 - 60, height - 15), "patches deleted", fill=(90, 90, 90), font=small)
-
-    def points(ys: Sequence[float]) -> list[tuple[float, float]]:
-        return [
-            (left + f * (right - left), bottom - (p / top_p) * (bottom - top)) for f, p in zip(check["fraction"], ys)
-        ]
-
-    draw.line(points(check["random_probability"]), fill=(150, 150, 150), width=2)
-    draw.line(points(check["probability"]), fill=(230, 120, 0), width=3)
-    draw.text((right - 200, top + 6), f"this map: area {check['auc']:.3f}", fill=(230, 120, 0), font=small)
-    draw.text(
-        (right - 200, top + 22), f"random order: area {check['random_auc']:.3f}", fill=(120, 120, 120), font=small
-    )
-    return img
-
-
-def deletion_caption(check: dict[str, Any], target: dict[str, Any]) -> str:
-    """One line under the chart: what the numbers mean for this map."""
-    ratio = check["auc"] / max(check["random_auc"], 1e-12)
-    verdict = (
-        "the map points at patches the model uses"
-        if ratio < 0.9
-        else "worse than random: the map points away from what the model uses"
-        if ratio > 1.1
-        else "about the same as random: this map says little about what the model used"
-    )
-    text = (
-        f"Deleting the patches this map marks first drops *{target['label']}* from {check['probability'][0]:.1%} "
-        f"with area **{check['auc']:.3f}** under the curve, against **{check['random_auc']:.3f}** in random "
-        f"order (lower is better): {verdict}."
-    )
-    if "insertion_auc" in check:
-        text += (
-            f" Inserting them first into a blank image: area **{check['insertion_auc']:.3f}** against "
-            f"**{check['random_insertion_auc']:.3f}** at random (higher is better)."
-        )
-    return text
 
 
 def class_index_of(run: ClassifierRun, name: str) -> int:
