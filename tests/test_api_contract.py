@@ -111,12 +111,12 @@ EXPECTED = {
     # added with the Classify columns' input size choice (the size is a gr.State: /classify_* keep their parameters)
     "resize_vit": (
         ["dropdown", "checkbox", "slider"],
-        ["label", "image", "markdown", "markdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
+        ["label", "image", "markdown", "markdown", "dropdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
         "public",
     ),
     "resize_swin": (
         ["dropdown", "slider"],
-        ["label", "image", "markdown", "markdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
+        ["label", "image", "markdown", "markdown", "dropdown", "dropdown", "radio", "slider", "dropdown", "dropdown"],
         "public",
     ),
     "sizes_vit": ([], ["dropdown", "checkbox"], "private"),

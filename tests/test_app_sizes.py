@@ -95,7 +95,9 @@ def test_a_bigger_size_puts_the_map_on_the_real_patch_grid(client, app):
     assert "Input size" not in out[2] and _raw_maps(client)["vit"].shape == (14, 14)
 
     out = client.predict("448", False, 0.5, api_name="/resize_vit")
-    label, overlay, caption, status = out[:4]
+    label, overlay, caption, status, method = out[:5]
+    offered = [value for _, value in method["choices"]]  # the ViT LRP walks cover the trained size only
+    assert method["value"] == "rollout" and "gradcam" in offered and not {"attn-lrp", "cp-lrp"} & set(offered)
     assert (
         "trained at 224 px, running at 448 px (28x28 patches): position embeddings interpolated, "
         "predictions may differ" in caption
@@ -106,8 +108,8 @@ def test_a_bigger_size_puts_the_map_on_the_real_patch_grid(client, app):
     assert Image.open(overlay_path).size == Image.open(CAT).size  # still drawn over the whole photo
     out = client.predict("gradcam", None, "mean", 0.0, "mean", None, 0.5, api_name="/explain_vit")
     assert "Grad-CAM" in out[1] and "running at 448 px" in out[1] and _raw_maps(client)["vit"].shape == (28, 28)
-    out = client.predict("attn-lrp", None, "mean", 0.0, "mean", None, 0.5, api_name="/explain_vit")
-    assert "at the trained input size" in out[2]  # the LRP walk refuses other sizes in one line
+    with pytest.raises(Exception, match="not in the list of choices"):  # no longer offered at this size
+        client.predict("attn-lrp", None, "mean", 0.0, "mean", None, 0.5, api_name="/explain_vit")
     client.predict("rollout", None, "mean", 0.0, "mean", None, 0.5, api_name="/explain_vit")
     expected = pipeline.run_classifier(loaded, Image.open(CAT).convert("RGB"), input_size=448)
     top = pipeline.predictions(loaded, expected.logits, 5)
@@ -236,3 +238,15 @@ def test_inspector_through_the_api(client, app):
         assert_clear(call(url, "artefacts_vit", [value], session), "the block must be")
     assert_clear(call(url, "mask_outliers_vit", ["yes", 0.5], session), "true or false")
     assert_clear(call(url, "mask_outliers_vit", [True, math.nan], session), "Opacity must be")
+
+
+def test_the_method_list_follows_the_run(app):
+    """At another input size the ViT LRP walks (trained geometry only) leave the method list; Grad-CAM stays."""
+    from vtdemo.explain.api import methods_for_run
+
+    loaded = hub.load(app[0].repos["vit"], "cpu")
+    photo = Image.open(CAT).convert("RGB")
+    trained = [m.name for m in methods_for_run(pipeline.run_classifier(loaded, photo))]
+    bigger = [m.name for m in methods_for_run(pipeline.run_classifier(loaded, photo, input_size=448))]
+    assert {"attn-lrp", "cp-lrp", "gradcam"} <= set(trained)
+    assert set(trained) - set(bigger) == {"attn-lrp", "cp-lrp"} and "gradcam" in bigger

@@ -106,6 +106,15 @@ def methods_for_model(loaded: hub.LoadedModel) -> list[Method]:
     return found
 
 
+def methods_for_run(run: ClassifierRun) -> list[Method]:
+    """`methods_for_model` for one cached run: without the ViT LRP walks when the run is not at the trained input
+    size (they cover the trained geometry only; the Swin walk follows any size)."""
+    found = methods_for_model(run.loaded)
+    if run.family == "vit" and run.prep is not None:
+        found = [m for m in found if not m.name.endswith("lrp")]
+    return found
+
+
 def classifier_methods(loaded: hub.LoadedModel) -> tuple[str, ...]:
     """The names of `methods_for_model`."""
     return tuple(m.name for m in methods_for_model(loaded))

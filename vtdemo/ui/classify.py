@@ -20,7 +20,7 @@ import gradio as gr
 from .. import pipeline, render
 from ..errors import ExplainError
 from ..explain import registry
-from ..explain.api import explain_run, methods_for_model
+from ..explain.api import explain_run, methods_for_run
 from ..explain.registry import ExplainOptions
 from ..images import load_image
 from .classify_views import (
@@ -251,7 +251,7 @@ class ClassifierColumn:
                 progress(0.5, desc=f"Running {loaded.id}…")
             choice, refused = self.sizes.fit(loaded, size)
             run = run_at(loaded, image, choice)
-            names = [m.name for m in methods_for_model(loaded)]
+            names = [m.name for m in methods_for_run(run)]
             state = ClassifyState(
                 run=run,
                 name=upload_name(image_path),
@@ -271,9 +271,7 @@ class ClassifierColumn:
             **shown,
             self.status: status(f"{loaded.id} · {loaded.family} · {run.x.shape[-2]}px input"),
             self.state: state,
-            self.method: gr.Dropdown(
-                choices=[(m.label, m.name) for m in methods_for_model(loaded)], value=state.method
-            ),
+            self.method: gr.Dropdown(choices=[(m.label, m.name) for m in methods_for_run(run)], value=state.method),
             **self._controls(state, state.method),
         }
 

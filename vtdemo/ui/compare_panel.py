@@ -1,5 +1,5 @@
 """All methods side by side, in a Classify column: every method that applies to the model
-(`vtdemo.explain.api.methods_for_model`) as a thumbnail over the photo, each with its deletion and insertion AUC
+(`vtdemo.explain.api.methods_for_run`) as a thumbnail over the photo, each with its deletion and insertion AUC
 against a random order, and how much the methods agree (Spearman rank correlation between their maps), from
 `vtdemo.explain.compare.compare` (the CLI's `explain --method all`; the protocol of Chefer, Gur & Wolf, CVPR 2021,
 §4, with the curves of Petsiuk et al. 2018).
@@ -19,7 +19,7 @@ from PIL import Image
 
 from .. import render
 from ..explain import registry
-from ..explain.api import methods_for_model
+from ..explain.api import methods_for_run
 from ..explain.compare import Comparison, MethodScore, compare
 from ..explain.registry import ExplainOptions
 from ..explain.runs import ClassifierRun
@@ -169,7 +169,7 @@ class ComparePanel:
                     if progress is not None:
                         progress((done, total), desc=f"{name}…", unit="methods")
 
-                names = [m.name for m in methods_for_model(state.run.loaded)]
+                names = [m.name for m in methods_for_run(state.run)]
                 result = compare(state.run, compare_options(state), STEPS, methods=names, progress=step)
                 thumbs = [(thumbnail(state.run, s), thumb_caption(s)) for s in result.scores]
                 kept = (key, result, thumbs, agreement_heatmap(result.methods, result.spearman))
@@ -194,5 +194,5 @@ class ComparePanel:
         assert state.run is not None
         state.method = registry.get(methods[k], state.run.family).name
         state.opacity = float(opacity)
-        choices = [(m.label, m.name) for m in methods_for_model(state.run.loaded)]
+        choices = [(m.label, m.name) for m in methods_for_run(state.run)]
         return {**self.column._redraw(state), self.column.method: gr.Dropdown(choices=choices, value=state.method)}

@@ -25,6 +25,7 @@ from PIL import Image
 
 from .. import checks, hub, input_size, pipeline, preprocess
 from ..errors import InputError, VtdemoError
+from ..explain.api import methods_for_run
 from ..explain.runs import MAX_PATCHES, ClassifierRun, run_classifier
 from .classify_views import ClassifyState
 from .common import MODEL, VIEW, message, session_of, status
@@ -220,6 +221,7 @@ class SizeControls:
                 column.caption,
                 column.status,
                 column.state,
+                column.method,
                 *column.controls,
                 self.state,
             ],
@@ -265,10 +267,11 @@ class SizeControls:
             loaded = base_of(state.run.loaded)
             choice = parse(loaded, size, keep_aspect)
             run = run_at(loaded, state.run.image, choice)
+            names = [m.name for m in methods_for_run(run)]  # the ViT LRP walks need the trained size
             new = ClassifyState(
                 run=run,
                 name=state.name,
-                method=state.method,
+                method=state.method if state.method in names else names[0],
                 options=state.options,
                 opacity=float(checks.number(opacity, "Opacity", 0.0, 1.0)),
                 predictions=pipeline.predictions(run.loaded, run.logits, 5),
@@ -286,6 +289,7 @@ class SizeControls:
             **shown,
             col.status: status(f"{loaded.id} · {loaded.family} · {w}x{h}px input"),
             col.state: new,
+            col.method: gr.Dropdown(choices=[(m.label, m.name) for m in methods_for_run(run)], value=new.method),
             self.state: choice,
             **col._controls(new, new.method),
         }
