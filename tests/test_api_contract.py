@@ -108,6 +108,19 @@ EXPECTED = {
     "detect_layers": ([], ["dropdown"], "private"),
     # added with the relevance of a clicked detection (Chefer, Gur & Wolf, ICCV 2021)
     "relevance_map": (["radio", "slider"], ["image", "markdown"], "public"),
+    # added with the Masks view of a panoptic DETR (its segments, and a segment's query's attention)
+    "masks": (["slider"], ["image", "html", "dropdown"], "public"),
+    "masks_detect": (["slider"], ["image", "html", "dropdown"], "private"),
+    "segment_map": (
+        ["dropdown", "dropdown", "dropdown", "radio", "slider"],
+        ["image", "markdown", "image", "dropdown"],
+        "public",
+    ),
+    "segment_click": (
+        ["dropdown", "dropdown", "radio", "slider"],
+        ["image", "markdown", "image", "dropdown"],
+        "undocumented",
+    ),
 }
 
 

@@ -57,6 +57,7 @@ from .detect_views import (
     DetectOptions,
     DetectState,
     box_label,
+    chosen_detection,
     class_ids,
     count_text,
     detection_classes,
@@ -68,6 +69,7 @@ from .detect_views import (
     layer_index,
     select,
 )
+from .masks import MasksPanel
 
 __all__ = ["DetectOptions", "DetectState", "DetectTab", "draw_detections"]
 
@@ -110,21 +112,24 @@ class DetectTab:
                     self.nms = Checkbox(value=False, label="Class-aware NMS (DETR needs none: try it and compare)")
                     self.nms_iou = Slider(0.1, 0.95, value=0.5, step=0.05, label="NMS IoU")
                 self.status = gr.Markdown(elem_classes="vt-status", elem_id="detect-status")
-            with gr.Column(scale=2, min_width=420):
-                self.count = gr.Markdown(
-                    "Upload a photo to detect objects.", elem_classes="vt-count", elem_id="detect-count"
-                )
-                self.boxes = BoxImage(
-                    label="Detections (click a label under the photo for its attention)", elem_id="detect-boxes"
-                )
-                self.table = gr.Dataframe(
-                    headers=DETECTION_HEADERS,
-                    interactive=False,
-                    label="Detections (click a row)",
-                    max_height=220,
-                    wrap=True,
-                    elem_id="detect-table",
-                )
+            with gr.Column(scale=2, min_width=420), gr.Tabs():
+                with gr.Tab("Boxes", id="boxes"):
+                    self.count = gr.Markdown(
+                        "Upload a photo to detect objects.", elem_classes="vt-count", elem_id="detect-count"
+                    )
+                    self.boxes = BoxImage(
+                        label="Detections (click a label under the photo for its attention)", elem_id="detect-boxes"
+                    )
+                    self.table = gr.Dataframe(
+                        headers=DETECTION_HEADERS,
+                        interactive=False,
+                        label="Detections (click a row)",
+                        max_height=220,
+                        wrap=True,
+                        elem_id="detect-table",
+                    )
+                with gr.Tab("Masks", id="masks"):
+                    self.masks = MasksPanel(services, self)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=420):
                 self.attn = gr.Image(
@@ -197,7 +202,7 @@ class DetectTab:
 
         inputs = [self.image, self.model, self.threshold, self.classes, self.max_det, self.nms, self.nms_iou]
         shown = [self.attn, self.caption, self.state]
-        gr.on(
+        detected = gr.on(
             [self.image.change, self.model.change],
             detect,
             inputs=[*inputs, *self.view],
@@ -216,7 +221,8 @@ class DetectTab:
             api_name="detect",
             show_progress="full",
             **MODEL,
-        ).then(
+        )
+        detected.then(
             self.layers,
             inputs=[self.state],
             outputs=[self.layer],
@@ -278,6 +284,7 @@ class DetectTab:
             api_name="attention_view",
             **VIEW,
         )
+        self.masks.wire(detected)
 
     def export_section(self) -> None:
         with gr.Accordion("Export", open=False):
@@ -347,7 +354,7 @@ class DetectTab:
                 )
                 image = detr_overlay(run, state.relevance, opacity, point=state.point)
             else:
-                det = next((d for d in state.dets if d.query == state.query), None)
+                det = chosen_detection(state)
                 if det is None:
                     state.relevance = None
                     return {
@@ -554,7 +561,7 @@ class DetectTab:
         state = self.s.cached(state)
         if state is None or state.run is None:
             return {self.attn: None, self.caption: "Detect objects first.", self.state: None}
-        det = next((d for d in state.dets if d.query == state.query), None)
+        det = chosen_detection(state)
         if det is None:
             return {
                 self.caption: status("Click a detection first (a label under the photo, or a table row).", "info"),
