@@ -113,12 +113,12 @@ EXPECTED = {
     "masks_detect": (["slider"], ["image", "html", "dropdown"], "private"),
     "segment_map": (
         ["dropdown", "dropdown", "dropdown", "radio", "slider"],
-        ["image", "markdown", "image", "dropdown"],
+        ["image", "markdown", "image", "dropdown", "dropdown"],
         "public",
     ),
     "segment_click": (
         ["dropdown", "dropdown", "radio", "slider"],
-        ["image", "markdown", "image", "dropdown"],
+        ["image", "markdown", "image", "dropdown", "dropdown"],
         "undocumented",
     ),
 }

@@ -122,7 +122,7 @@ def test_a_segment_gives_its_querys_attention_and_relevance(client, app, in_even
     stuff = next(s for s in expected.segments if s.label_id in COCO_PANOPTIC_STUFF)
     client.predict(handle_file(ASTRONAUT), PANOPTIC_REPO, 0.7, [], 100, False, 0.5, *VIEW, api_name="/detect")
     client.predict(0.7, api_name="/masks")
-    attn, caption, masks, pick = client.predict(stuff.queries[0], *VIEW, api_name="/segment_map")
+    attn, caption, masks, pick, _ = client.predict(stuff.queries[0], *VIEW, api_name="/segment_map")
     pick = pick.get("value") if isinstance(pick, dict) else pick  # an update of the segment list's value
     assert attn is not None and masks is not None and pick == stuff.queries[0]
     assert f"Decoder cross-attention of query {stuff.queries[0]}" in caption
@@ -163,5 +163,5 @@ def test_plain_detr_says_masks_need_a_panoptic_checkpoint(client):
     assert "of 100 queries kept" in out[1]  # the default flow is untouched
     image, legend, pick = client.predict(0.7, api_name="/masks")
     assert image is None and pick is None and "need a panoptic checkpoint" in legend
-    attn, caption, _, _ = client.predict(None, *VIEW, api_name="/segment_map")
+    attn, caption, *_ = client.predict(None, *VIEW, api_name="/segment_map")
     assert "need a panoptic checkpoint" in caption and "\n" not in caption

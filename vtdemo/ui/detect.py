@@ -5,7 +5,8 @@ DETR runs once per photo with attention (`vtdemo.explain.run_detr`); the thresho
 re-render from the cached run (a few ms; the model is not called again). A click on a detection (its label under the
 photo, or a table row) shows its decoder cross-attention; a click on the attention image shows the encoder
 self-attention at that point. The head and layer pickers are built from the run (its heads, its decoder layers).
-The set-matching panel (`vtdemo.ui.matching`) and the webcam's Freeze use this tab's state and photo input.
+The set-matching panel (`vtdemo.ui.matching`) and the webcam's Freeze use this tab's state and photo input; the
+Masks view beside the boxes (`vtdemo.ui.masks`) shows a panoptic DETR's segments and sends a clicked one's query here.
 """
 
 from __future__ import annotations

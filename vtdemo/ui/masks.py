@@ -135,9 +135,14 @@ class MasksPanel:
             elem_id="detect-masks",
         )
         with gr.Row(equal_height=False):
-            self.legend = gr.HTML(NEEDS_PANOPTIC, elem_id="detect-masks-legend")
+            self.legend = gr.HTML(NEEDS_PANOPTIC, elem_id="detect-masks-legend", scale=3)
             self.pick = gr.Dropdown(
-                choices=[], label="Segment", info="Decoder cross-attention of its query (shown below)", scale=0
+                choices=[],
+                label="Segment",
+                info="Decoder cross-attention of its query (shown below)",
+                scale=2,
+                min_width=200,
+                elem_id="detect-masks-pick",
             )
 
     def wire(self, detected: Any) -> None:
@@ -153,7 +158,7 @@ class MasksPanel:
             **VIEW,
         )
         d.threshold.change(self.render, inputs=[d.state, d.threshold], outputs=outputs, api_name="masks", **VIEW)
-        shown = [d.attn, d.caption, d.state, self.image, self.pick]
+        shown = [d.attn, d.caption, d.state, self.image, self.pick, d.pick]
         self.image.select(
             self.segment_clicked,
             inputs=[d.state, *d.view],
@@ -213,7 +218,13 @@ class MasksPanel:
         if len(seg.queries) == 1:
             kind = "thing" if seg.isthing else "stuff"
         out[self.detect.caption] = f"Segment **{html.escape(name)}** ({kind}). " + str(out.get(self.detect.caption, ""))
-        return {**out, self.image: masks_image(state.run, state.panoptic, seg.id), self.pick: gr.Dropdown(value=query)}
+        shown = any(det.query == query for det in state.dets)  # the detection picker shows it, or nothing
+        return {
+            **out,
+            self.image: masks_image(state.run, state.panoptic, seg.id),
+            self.pick: gr.Dropdown(value=query),
+            self.detect.pick: gr.Dropdown(value=query if shown else None),
+        }
 
     def segment_clicked(
         self,
