@@ -36,7 +36,7 @@ def page():
 def test_masks_view_legend_and_segment_click(page):
     page.get_by_role("tab", name="Detect").click()
     page.locator("#detect-photo input[type=file]").set_input_files(ASTRONAUT)
-    expect(page.locator("#detect-count")).to_contain_text("of 20 queries kept")
+    expect(page.locator("#detect-count")).to_contain_text("of 20 queries kept", timeout=SLOW)
     page.get_by_role("tab", name="Masks").click()
     legend = page.locator("#detect-masks-legend")
     expect(legend).to_contain_text("Things (countable objects)")
@@ -63,3 +63,13 @@ def test_masks_view_legend_and_segment_click(page):
     page.mouse.up()
     expect(legend).not_to_have_text(before)
     page.screenshot(path=str(SHOTS / "masks_threshold.png"), full_page=True)
+
+    # a plain DETR typed into the model picker: the boxes as before, the Masks view says what it needs in one line
+    picker = page.get_by_role("combobox", name="Model (repo id or folder)")  # the visible one
+    picker.fill("test/tiny-detr")
+    picker.blur()  # a custom value (Enter would pick the highlighted choice "test/tiny-detr-panoptic")
+    expect(page.locator("#detect-status")).to_contain_text("test/tiny-detr ·", timeout=SLOW)  # loads a model first
+    expect(legend).to_contain_text("Masks need a panoptic checkpoint")
+    page.screenshot(path=str(SHOTS / "masks_plain_detr.png"), full_page=True)
+    page.get_by_role("tab", name="Boxes").click()
+    expect(page.locator("#detect-count")).to_contain_text("of 100 queries kept")

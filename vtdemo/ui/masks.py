@@ -140,7 +140,7 @@ class MasksPanel:
                 choices=[],
                 label="Segment",
                 info="Decoder cross-attention of its query (shown below)",
-                scale=2,
+                scale=1,
                 min_width=200,
                 elem_id="detect-masks-pick",
             )
