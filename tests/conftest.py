@@ -56,3 +56,11 @@ def tiny_hub(tmp_path_factory):
 
     cache = tmp_path_factory.mktemp("tiny-hub")
     return TinyHub(cache, write_tiny_repos(cache))
+
+
+@pytest.fixture(scope="session")
+def tiny_panoptic(tiny_hub):
+    """`tiny_hub` with the tiny panoptic DETR (tests/tiny_models.py `write_tiny_panoptic`) added; its repo id."""
+    from tiny_models import write_tiny_panoptic
+
+    return write_tiny_panoptic(tiny_hub.cache)

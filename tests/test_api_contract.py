@@ -160,6 +160,19 @@ EXPECTED = {
         ["image", "image", "markdown", "image", "markdown", "gallery", "image", "markdown", "image", "markdown"],
         "private",
     ),
+    # added with the Masks view of a panoptic DETR (its segments, and a segment's query's attention)
+    "masks": (["slider"], ["image", "html", "dropdown"], "public"),
+    "masks_detect": (["slider"], ["image", "html", "dropdown"], "private"),
+    "segment_map": (
+        ["dropdown", "dropdown", "dropdown", "radio", "slider"],
+        ["image", "markdown", "image", "dropdown", "dropdown"],
+        "public",
+    ),
+    "segment_click": (
+        ["dropdown", "dropdown", "radio", "slider"],
+        ["image", "markdown", "image", "dropdown", "dropdown"],
+        "undocumented",
+    ),
 }
 
 

@@ -140,6 +140,117 @@ def write_tiny_repos(cache: Path, tmp: Path | None = None) -> dict[str, str]:
     return {"vit": VIT_REPO, "swin": SWIN_REPO, "detr": DETR_REPO}
 
 
+PANOPTIC_REPO = "test/tiny-detr-panoptic"
+#: The 53 COCO panoptic "stuff" categories, id -> name (cocodataset/panopticapi `panoptic_coco_categories.json`,
+#: `isthing: 0`); the 80 "things" are COCO's detection categories (ids 1-90).
+COCO_PANOPTIC_STUFF = {
+    92: "banner", 93: "blanket", 95: "bridge", 100: "cardboard", 107: "counter", 109: "curtain", 112: "door-stuff",
+    118: "floor-wood", 119: "flower", 122: "fruit", 125: "gravel", 128: "house", 130: "light", 133: "mirror-stuff",
+    138: "net", 141: "pillow", 144: "platform", 145: "playingfield", 147: "railroad", 148: "river", 149: "road",
+    151: "roof", 154: "sand", 155: "sea", 156: "shelf", 159: "snow", 161: "stairs", 166: "tent", 168: "towel",
+    171: "wall-brick", 175: "wall-stone", 176: "wall-tile", 177: "wall-wood", 178: "water-other",
+    180: "window-blind", 181: "window-other", 184: "tree-merged", 185: "fence-merged", 186: "ceiling-merged",
+    187: "sky-other-merged", 188: "cabinet-merged", 189: "table-merged", 190: "floor-other-merged",
+    191: "pavement-merged", 192: "mountain-merged", 193: "grass-merged", 194: "dirt-merged", 195: "paper-merged",
+    196: "food-other-merged", 197: "building-other-merged", 198: "rock-merged", 199: "wall-other-merged",
+    200: "rug-merged",
+}  # fmt: skip
+#: Labels the tiny panoptic model predicts: car, cat, dog, person (things); road, tree, grass (stuff).
+PANOPTIC_LABELS = (1, 3, 17, 18, 149, 184, 193)
+
+
+def _plant_mask_head(model: torch.nn.Module, references: list[Path], seed: int) -> None:
+    """Aim a random DetrForSegmentation so that its masks follow its attention and its classes differ per query.
+
+    The mask head is planted to pass the sum of its attention-map channels (`bbox_attention`, one per head) through
+    every conv + GroupNorm + ReLU stage unchanged up to an affine map (centre taps 1, the FPN adapters 0), so each
+    query's mask is where it attends over the encoder memory (blocky: stride 32). The attention's query projection
+    and the class head read the directions in which the decoder outputs of one photo differ between queries (their
+    principal components over a few reference photos, whitened), so queries attend to different places and predict
+    different classes among `PANOPTIC_LABELS`."""
+    from PIL import Image
+
+    from vtdemo import preprocess
+
+    g = torch.Generator().manual_seed(seed)
+    cfg = preprocess.config_from_hf(DETR_PREPROCESSOR, detr=True)
+    d_model = model.config.d_model
+    with torch.no_grad():
+        head = model.mask_head
+        for i, block in enumerate([head.conv1, head.conv2] + [stage.refine for stage in head.fpn_stages]):
+            block.conv.weight.zero_()
+            block.conv.bias.zero_()
+            if i == 0:
+                block.conv.weight[0, d_model:, 1, 1] = 1.0  # the attention maps (after the d_model features)
+            else:
+                block.conv.weight[0, 0, 1, 1] = 1.0
+            block.norm.weight.fill_(1.0)
+            block.norm.bias.zero_()
+            block.norm.bias[0] = 2.0  # stays positive through the ReLU
+        for stage in head.fpn_stages:
+            stage.fpn_adapter.weight.zero_()
+            stage.fpn_adapter.bias.zero_()
+        head.output_conv.weight.zero_()
+        head.output_conv.weight[0, 0, 1, 1] = 1.0
+        head.output_conv.bias.fill_(-6.0)  # positive only near where the query attends most
+        outputs = []
+        for path in references:
+            pixel_values, pixel_mask = preprocess.detr_inputs([Image.open(path).convert("RGB")], cfg)
+            outputs.append(
+                model.detr.model(pixel_values=pixel_values, pixel_mask=pixel_mask.long()).last_hidden_state[0]
+            )
+        within = torch.cat([h - h.mean(0) for h in outputs])  # [P*Q, C]
+        _, sv, vh = torch.linalg.svd(within, full_matrices=False)
+        white = vh[:8] / (sv[:8, None] / within.shape[0] ** 0.5)  # [8, C]: unit-variance read-outs
+        mean = torch.stack([h.mean(0) for h in outputs]).mean(0)  # [C]
+        q = torch.randn(d_model, 8, generator=g) @ white
+        model.bbox_attention.q_proj.weight.copy_(q)
+        model.bbox_attention.q_proj.bias.copy_(-(q @ mean))
+        classes = model.detr.class_labels_classifier
+        classes.weight.zero_()
+        classes.bias.fill_(-10.0)
+        classes.bias[-1] = 0.0  # "no object"
+        w = torch.randn(len(PANOPTIC_LABELS), 8, generator=g) @ white * 2.0
+        classes.weight[list(PANOPTIC_LABELS)] = w
+        classes.bias[list(PANOPTIC_LABELS)] = 1.0 - w @ mean
+
+
+def write_tiny_panoptic(cache: Path) -> str:
+    """A tiny transformers `DetrForSegmentation` repo (the `facebook/detr-resnet-50-panoptic` format: 250 classes with
+    COCO panoptic ids and names, 20 queries, width 32, 1 + 1 layers, 8 heads) in the Hub cache `cache`; its masks
+    follow its attention (`_plant_mask_head`). Returns the repo id."""
+    import transformers
+
+    from vtdemo.labels import coco
+
+    names = dict(enumerate(coco())) | COCO_PANOPTIC_STUFF
+    torch.manual_seed(0)  # the backbone keeps transformers' random initialisation
+    config = transformers.DetrConfig(
+        use_timm_backbone=True,
+        use_pretrained_backbone=False,
+        id2label={i: names.get(i, "N/A") for i in range(250)},
+        **dict(
+            DETR_ARGS,
+            num_queries=20,
+            encoder_layers=1,
+            decoder_layers=1,
+            encoder_attention_heads=8,  # the mask head needs d_model + heads divisible by 8
+            decoder_attention_heads=8,
+        ),
+    )
+    model = randomise_detr(transformers.DetrForSegmentation(config), 5)
+    examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    _plant_mask_head(model, sorted(p for p in examples.iterdir() if p.suffix in (".png", ".jpg")), 6)
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        files: dict[str, bytes | dict] = {
+            p.name: p.read_bytes() for p in Path(d).iterdir() if p.name in ("config.json", "model.safetensors")
+        }
+    files["preprocessor_config.json"] = DETR_PREPROCESSOR
+    write_repo(cache, PANOPTIC_REPO, files)
+    return PANOPTIC_REPO
+
+
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "out/hub")
-    print(write_tiny_repos(target))
+    print(write_tiny_repos(target), write_tiny_panoptic(target))

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .. import hub, postprocess, preprocess
+from .. import hub, postprocess, postprocess_panoptic, preprocess
 from ..device import inference
 from ..errors import VtdemoError
 
@@ -99,6 +99,31 @@ class ClassifierRun:
 
 
 @dataclass
+class PanopticMasks:
+    """What panoptic post-processing needs of one run, at every threshold: the queries whose best class is not "no
+    object" (no other query can become a segment) with their class logits and mask logits, in float32."""
+
+    queries: torch.Tensor  # [S] query indices
+    logits: torch.Tensor  # [S, K+1]
+    masks: torch.Tensor  # [S, h, w] mask logits on the stride-4 grid of the (unpadded) input
+
+    def segments(self, image_size: tuple[int, int], threshold: float) -> postprocess_panoptic.PanopticResult:
+        """`postprocess_panoptic.panoptic_segments` at the original size (width, height), "stuff" labels fused (one
+        sky, as DETR's `PostProcessPanoptic`); segment queries are the run's query indices."""
+        width, height = image_size
+        result = postprocess_panoptic.panoptic_segments(
+            self.logits,
+            self.masks,
+            threshold=threshold,
+            fuse=postprocess_panoptic.coco_stuff_ids(self.logits.shape[-1] - 1),
+            target_size=(height, width),
+        )
+        for seg in result.segments:
+            seg.queries = [int(self.queries[q]) for q in seg.queries]
+        return result
+
+
+@dataclass
 class DetrRun:
     """One DETR forward pass (batch of one) kept for explanations and re-thresholding."""
 
@@ -106,6 +131,7 @@ class DetrRun:
     image: Image.Image
     output: Any  # vtdemo.models.detr.DetrOutput with attentions
     scored: postprocess.DetrScores
+    masks: PanopticMasks | None = None  # a panoptic checkpoint's (DetrForSegmentation) mask logits
 
     @property
     def family(self) -> str:
@@ -206,7 +232,8 @@ def run_detr(loaded: hub.LoadedModel, image: Image.Image, keep_dtype: torch.dtyp
     """Forward once with attention; keeps per-query scores and boxes in original-image pixels.
 
     keep_dtype: store the attention maps in this dtype (the app keeps float16: an 800-px photo's six encoder maps
-    are ~150 MB in float32); maps are computed in float32 either way.
+    are ~150 MB in float32); maps are computed in float32 either way. A panoptic model's mask logits are kept in
+    `DetrRun.masks` (float32, object queries only); with keep_dtype the output's full `pred_masks` are dropped.
     """
     pixel_values, pixel_mask = preprocess.detr_inputs([image], loaded.preprocess)
     with inference(loaded.device):
@@ -216,4 +243,13 @@ def run_detr(loaded: hub.LoadedModel, image: Image.Image, keep_dtype: torch.dtyp
         for name in ("encoder_attn", "decoder_self_attn", "decoder_cross_attn"):
             setattr(out, name, [a.to(keep_dtype) for a in getattr(out, name)])
     scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), image.size)
-    return DetrRun(loaded=loaded, image=image, output=out, scored=scored)
+    masks = None
+    if getattr(out, "pred_masks", None) is not None:
+        logits = out.logits[0].cpu()  # [Q, K+1]
+        objects = (logits.argmax(-1) != logits.shape[-1] - 1).nonzero().flatten()  # [S]
+        masks = PanopticMasks(
+            objects, logits[objects], out.pred_masks[0, objects.to(out.pred_masks.device)].float().cpu()
+        )
+        if keep_dtype is not None:
+            out.pred_masks = None
+    return DetrRun(loaded=loaded, image=image, output=out, scored=scored, masks=masks)

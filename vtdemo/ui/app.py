@@ -39,8 +39,9 @@ EXAMPLES = examples_dir()  # the checkout's assets/examples, or the installed pa
 
 INTRO = """# vtdemo · see what vision transformers see
 Upload a photo (or pick an example). **Classify** compares ViT and Swin and shows where each looked; **Detect** finds
-objects with DETR and shows what each detection attended to; **Webcam** runs DETR live; **How it works** explains
-the three models in one picture each. Models load on first use (the first run takes longer)."""
+objects with DETR and shows what each detection attended to (with a panoptic DETR, its **Masks** view shows each
+segment, things vs stuff); **Webcam** runs DETR live; **How it works** explains the three models in one picture
+each. Models load on first use (the first run takes longer)."""
 
 CSS = """
 .vt-caption p { font-size: 0.92em; color: var(--body-text-color-subdued); margin: 0; }

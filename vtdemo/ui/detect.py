@@ -5,7 +5,8 @@ DETR runs once per photo with attention (`vtdemo.explain.run_detr`); the thresho
 re-render from the cached run (a few ms; the model is not called again). A click on a detection (its label under the
 photo, or a table row) shows its decoder cross-attention; a click on the attention image shows the encoder
 self-attention at that point. The head and layer pickers are built from the run (its heads, its decoder layers).
-The set-matching panel (`vtdemo.ui.matching`) and the webcam's Freeze use this tab's state and photo input.
+The set-matching panel (`vtdemo.ui.matching`) and the webcam's Freeze use this tab's state and photo input; the
+Masks view beside the boxes (`vtdemo.ui.masks`) shows a panoptic DETR's segments and sends a clicked one's query here.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from .detect_views import (
     DetectOptions,
     DetectState,
     box_label,
+    chosen_detection,
     class_ids,
     count_text,
     detection_classes,
@@ -68,6 +70,7 @@ from .detect_views import (
     layer_index,
     select,
 )
+from .masks import MasksPanel
 
 __all__ = ["DetectOptions", "DetectState", "DetectTab", "draw_detections"]
 
@@ -100,21 +103,24 @@ class DetectTab:
                     self.nms = Checkbox(value=False, label="Class-aware NMS (DETR needs none: try it and compare)")
                     self.nms_iou = Slider(0.1, 0.95, value=0.5, step=0.05, label="NMS IoU")
                 self.status = gr.Markdown(elem_classes="vt-status", elem_id="detect-status")
-            with gr.Column(scale=2, min_width=420):
-                self.count = gr.Markdown(
-                    "Upload a photo to detect objects.", elem_classes="vt-count", elem_id="detect-count"
-                )
-                self.boxes = BoxImage(
-                    label="Detections (click a label under the photo for its attention)", elem_id="detect-boxes"
-                )
-                self.table = gr.Dataframe(
-                    headers=DETECTION_HEADERS,
-                    interactive=False,
-                    label="Detections (click a row)",
-                    max_height=220,
-                    wrap=True,
-                    elem_id="detect-table",
-                )
+            with gr.Column(scale=2, min_width=420), gr.Tabs():
+                with gr.Tab("Boxes", id="boxes"):
+                    self.count = gr.Markdown(
+                        "Upload a photo to detect objects.", elem_classes="vt-count", elem_id="detect-count"
+                    )
+                    self.boxes = BoxImage(
+                        label="Detections (click a label under the photo for its attention)", elem_id="detect-boxes"
+                    )
+                    self.table = gr.Dataframe(
+                        headers=DETECTION_HEADERS,
+                        interactive=False,
+                        label="Detections (click a row)",
+                        max_height=220,
+                        wrap=True,
+                        elem_id="detect-table",
+                    )
+                with gr.Tab("Masks", id="masks"):
+                    self.masks = MasksPanel(services, self)
         with gr.Row(equal_height=False):
             with gr.Column(scale=2, min_width=420):
                 self.attn = gr.Image(
@@ -187,7 +193,7 @@ class DetectTab:
 
         inputs = [self.image, self.model, self.threshold, self.classes, self.max_det, self.nms, self.nms_iou]
         shown = [self.attn, self.caption, self.state]
-        gr.on(
+        detected = gr.on(
             [self.image.change, self.model.change],
             detect,
             inputs=[*inputs, *self.view],
@@ -206,7 +212,8 @@ class DetectTab:
             api_name="detect",
             show_progress="full",
             **MODEL,
-        ).then(
+        )
+        detected.then(
             self.layers,
             inputs=[self.state],
             outputs=[self.layer],
@@ -268,6 +275,7 @@ class DetectTab:
             api_name="attention_view",
             **VIEW,
         )
+        self.masks.wire(detected)
 
     def export_section(self) -> None:
         with gr.Accordion("Export", open=False):
@@ -337,7 +345,7 @@ class DetectTab:
                 )
                 image = detr_overlay(run, state.relevance, opacity, point=state.point)
             else:
-                det = next((d for d in state.dets if d.query == state.query), None)
+                det = chosen_detection(state)
                 if det is None:
                     state.relevance = None
                     return {
@@ -544,7 +552,7 @@ class DetectTab:
         state = self.s.cached(state)
         if state is None or state.run is None:
             return {self.attn: None, self.caption: "Detect objects first.", self.state: None}
-        det = next((d for d in state.dets if d.query == state.query), None)
+        det = chosen_detection(state)
         if det is None:
             return {
                 self.caption: status("Click a detection first (a label under the photo, or a table row).", "info"),

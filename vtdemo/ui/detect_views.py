@@ -50,11 +50,23 @@ class DetectState:
     point: tuple[float, float] | None = None
     relevance: torch.Tensor | None = None
     released: bool = False
+    panoptic: Any = None  # a panoptic run's segments at the current threshold (`vtdemo.ui.masks`)
+    segment: int | None = None  # the query of the segment clicked in the Masks view
 
     def release(self) -> None:
         """Drop the run (with its attention) and the map. The box view's files stay until Gradio's cache expiry:
         a client may still be downloading them."""
         self.run, self.canvas, self.relevance, self.dets, self.released = None, None, None, [], True
+        self.panoptic = None
+
+
+def chosen_detection(state: DetectState) -> pipeline.Detection | None:
+    """The detection of the chosen query: one of those shown, or, for a segment picked in the Masks view that the
+    box options hide (class filter, max detections, NMS), its record from the cached scores."""
+    det = next((d for d in state.dets if d.query == state.query), None)
+    if det is None and state.run is not None and state.query is not None and state.query == state.segment:
+        det = pipeline.detections(state.run.loaded, state.run.scored, torch.tensor([state.query]))[0]
+    return det
 
 
 def detection_classes(labels: Sequence[str]) -> list[str]:
