@@ -315,7 +315,7 @@ def test_other_bad_values(app, photo):
         ("class_map_vit", [0.5]),
         ("point_map_swin", [0.5]),
     ):
-        assert_clear(call(url, api, data, session))
+        assert call(url, api, data, session)[0] == "complete", api  # not an error: nothing to do
     assert_clear(call(url, "encoder_map", [math.nan, 3, *VIEW], session), "x must be")
 
 

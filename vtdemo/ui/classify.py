@@ -326,7 +326,7 @@ class ClassifierColumn:
         """A click on a class in the top 5: the class-specific map for it."""
         state = self.s.cached(state)
         if state is None or state.run is None:
-            return {}
+            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         name = evt.value if isinstance(evt.value, str) else (evt.value or {}).get("label")
         method = class_method(state.run.family)
         if not name or method is None:
@@ -335,7 +335,7 @@ class ClassifierColumn:
                 if method
                 else f"{state.run.family} has no class-specific map."
             )
-            return {}
+            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         try:
             state.options = dataclasses.replace(state.options, class_index=class_index_of(state.run, str(name)))
         except ExplainError as exc:
@@ -348,7 +348,7 @@ class ClassifierColumn:
         state = self.s.cached(state)
         point = click_point(evt)
         if state is None or state.run is None or point is None:
-            return {}
+            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         method = next(m.name for m in registry.methods_for(state.run.family) if "point" in m.controls)
         scale = render.fit(state.run.image)[1]
         state.options = dataclasses.replace(state.options, point=(point[0] / scale, point[1] / scale))

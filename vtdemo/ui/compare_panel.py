@@ -184,7 +184,7 @@ class ComparePanel:
         state = self.column.s.cached(state)
         kept = state.panels.get("compare") if state is not None and state.run is not None else None
         if state is None or kept is None:
-            return {}
+            return {self.column.state: gr.skip()}  # no change ({} reads as a missing output)
         methods = kept[1].methods
         k = evt.index
         if isinstance(k, (list, tuple)) and len(k) == 1:

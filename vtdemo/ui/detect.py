@@ -459,7 +459,7 @@ class DetectTab:
         """Threshold / class filter / max detections / NMS: re-select from the cached scores. No model call."""
         state = self.s.cached(state)
         if state is None or state.run is None:
-            return {}
+            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         state.opts = self._options(threshold, classes, max_det, nms, nms_iou, state.run.loaded.labels)
         return {**self._boxes(state), self.state: state}
 
@@ -475,10 +475,10 @@ class DetectTab:
         """A click on a detection (legend entry or table row) -> its decoder cross-attention."""
         state = self.s.cached(state)
         if state is None or not state.dets:
-            return {}
+            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) and evt.index else evt.index
         if not isinstance(index, int) or not 0 <= index < len(state.dets):
-            return {}
+            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         state.method, state.query = "detr-decoder", state.dets[index].query
         return {**self._map(state, head, layer, direction, opacity), self.pick: gr.Dropdown(value=state.query)}
 
@@ -512,7 +512,7 @@ class DetectTab:
         state = self.s.cached(state)
         point = click_point(evt)
         if state is None or state.canvas is None:
-            return {}
+            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         if point is None:
             return {self.caption: status("Click a point on the photo, or enter x and y.", "info")}
         x, y = (v / state.canvas.scale for v in point)

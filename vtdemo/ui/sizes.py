@@ -242,7 +242,7 @@ class SizeControls:
         """After a classify: the sizes of the model now loaded, showing the size it ran at."""
         run = getattr(state, "run", None)
         if run is None:
-            return {}
+            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         loaded = base_of(run.loaded)
         choice, _ = self.fit(loaded, choice)
         value = TRAINED if choice.size is None else str(choice.size)
