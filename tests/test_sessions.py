@@ -8,6 +8,7 @@ to 0.5 s here, Gradio's default is 15 s), and then `demo.unload` releases its ru
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 from pathlib import Path
@@ -40,14 +41,22 @@ def app(tiny_hub):
         yield running
 
 
-@pytest.fixture
-def in_event():
+@contextlib.contextmanager
+def event_listener():
     """Call handlers directly as the server does: inside an event listener, where `gr.Component(...)` is an update."""
     from gradio.context import LocalContext
 
     token = LocalContext.in_event_listener.set(True)
-    yield
-    LocalContext.in_event_listener.reset(token)
+    try:
+        yield
+    finally:
+        LocalContext.in_event_listener.reset(token)
+
+
+@pytest.fixture
+def in_event():
+    with event_listener():
+        yield
 
 
 def _client(url: str) -> Client:
@@ -139,7 +148,7 @@ def test_a_released_run_asks_for_the_photo_again(app, in_event):
     assert "run it again" in RELEASED
 
 
-def test_the_budget_releases_the_least_recently_used_runs(tiny_hub, tmp_path, monkeypatch, in_event):
+def test_the_budget_releases_the_least_recently_used_runs(tiny_hub, tmp_path, monkeypatch):
     """`--cache-mb 0`: only the newest run is kept; with room for two, the one used last survives."""
     import gradio as gr
 
@@ -152,25 +161,26 @@ def test_the_budget_releases_the_least_recently_used_runs(tiny_hub, tmp_path, mo
     services = Services(
         AppConfig(vit_model=repos["vit"], swin_model=repos["swin"], detr_model=repos["detr"], device="cpu", cache_mb=0)
     )
-    with gr.Blocks():
+    with gr.Blocks():  # built as the app is, outside an event
         h = DetectTab(services, [], {})
     runs = services.runs
+    with event_listener():  # the handlers run as inside an event
 
-    def detect(photo, session):
-        return h.detect(photo, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash=session))[
-            h.state
-        ]
+        def detect(photo, session):
+            return h.detect(photo, "", 0.3, [], 100, False, 0.5, *VIEW, request=SimpleNamespace(session_hash=session))[
+                h.state
+            ]
 
-    first, second = detect(CAT, "one"), detect(ASTRONAUT, "two")
-    assert first.released and not second.released and runs.sessions() == {"two"}
+        first, second = detect(CAT, "one"), detect(ASTRONAUT, "two")
+        assert first.released and not second.released and runs.sessions() == {"two"}
 
-    size = footprint(second)
-    runs.budget_bytes = 2 * size + size // 2  # room for two DETR runs
-    third = detect(CAT, "three")
-    h.attention_view(second, *VIEW)  # "two" is used again: now "three" is the least recently used
-    fourth = detect(ASTRONAUT, "four")
-    assert third.released and not second.released and not fourth.released
-    assert runs.sessions() == {"two", "four"}  # (the index holds weak references: Gradio's State keeps runs alive)
+        size = footprint(second)
+        runs.budget_bytes = 2 * size + size // 2  # room for two DETR runs
+        third = detect(CAT, "three")
+        h.attention.attention_view(second, *VIEW)  # "two" is used again: now "three" is the least recently used
+        fourth = detect(ASTRONAUT, "four")
+        assert third.released and not second.released and not fourth.released
+        assert runs.sessions() == {"two", "four"}  # (the index holds weak references: Gradio's State keeps runs alive)
 
 
 @dataclasses.dataclass

@@ -2,9 +2,9 @@
 detection attended to.
 
 DETR runs once per photo with attention (`vtdemo.explain.run_detr`); the threshold, filter, NMS and every map then
-re-render from the cached run (a few ms; the model is not called again). A click on a detection (its label under the
-photo, or a table row) shows its decoder cross-attention; a click on the attention image shows the encoder
-self-attention at that point. The head and layer pickers are built from the run (its heads, its decoder layers).
+re-render from the cached run (a few ms; the model is not called again). The attention row below
+(`vtdemo.ui.detect_attention`) shows what a clicked detection attended to and its relevance; its head and layer
+pickers are built from the run (its heads, its decoder layers).
 The set-matching panel (`vtdemo.ui.matching`) and the webcam's Freeze use this tab's state and photo input; the
 Masks view beside the boxes (`vtdemo.ui.masks`) shows a panoptic DETR's segments and sends a clicked one's query here.
 """
@@ -20,8 +20,6 @@ import torch
 from gradio.utils import get_upload_folder
 
 from .. import pipeline, render
-from ..explain.api import explain_run
-from ..explain.registry import ExplainOptions
 from ..explain.runs import DetrRun, run_detr
 from ..images import load_image
 from ..labels import coco
@@ -29,9 +27,7 @@ from .common import (
     MODEL,
     VIEW,
     Services,
-    click_point,
     export_dir,
-    heads_choice,
     message,
     photo_input,
     safe_stem,
@@ -44,30 +40,23 @@ from .components import (
     BoxImage,
     BoxView,
     Checkbox,
-    Click,
     MultiChoice,
-    Number,
     Slider,
     upload_name,
 )
+from .detect_attention import AttentionView
 from .detect_views import (
     DETECTION_HEADERS,
-    DIRECTIONS,
-    RELEVANCE_CAPTION,
-    RELEVANCE_TARGETS,
     DetectOptions,
     DetectState,
     box_label,
-    chosen_detection,
     class_ids,
     count_text,
     detection_classes,
     detection_rows,
     detr_overlay,
     draw_detections,
-    edge_panels,
     hex_color,
-    layer_index,
     select,
 )
 from .masks import MasksPanel
@@ -121,41 +110,18 @@ class DetectTab:
                     )
                 with gr.Tab("Masks", id="masks"):
                     self.masks = MasksPanel(services, self)
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=420):
-                self.attn = gr.Image(
-                    label="Attention (click the photo: encoder self-attention at that point)",
-                    interactive=False,
-                    format="jpeg",
-                    height=420,
-                    elem_id="detect-attention",
-                )
-                self.caption = gr.Markdown(elem_classes="vt-caption", elem_id="detect-caption")
-            with gr.Column(scale=1, min_width=260):
-                self.pick = gr.Dropdown(choices=[], label="Detection", info="Decoder cross-attention of this query")
-                with gr.Row():
-                    self.head = gr.Dropdown(["mean"], value="mean", label="Head")
-                    # DETR-R50's six layers until a photo's run says how many its model has (`layers`)
-                    self.layer = gr.Dropdown(["last"] + [str(i) for i in range(1, 7)], value="last", label="Layer")
-                self.direction = gr.Radio(
-                    list(DIRECTIONS), value="where it looks", label="Encoder attention at a point"
-                )
-                with gr.Row():
-                    self.px = Number(value=None, label="x", precision=0, minimum=0)
-                    self.py = Number(value=None, label="y", precision=0, minimum=0)
-                point_btn = gr.Button("Encoder attention at (x, y)", size="sm")
-                with gr.Group():
-                    self.relevance_target = gr.Radio(
-                        list(RELEVANCE_TARGETS),
-                        value="class",
-                        label="Relevance of the detection",
-                        info="What it depends on, through every layer (one backward pass)",
-                    )
-                    relevance_btn = gr.Button("Show its relevance", size="sm")
-                self.opacity = Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity")
         self.state = services.state()
-        self.view = [self.head, self.layer, self.direction, self.opacity]
-        self._point_btn, self._relevance_btn = point_btn, relevance_btn
+        self.attention = AttentionView(services, self.state)
+        a = self.attention  # the tab's other parts (and the masks, matching and webcam panels) use these
+        self.attn, self.caption, self.pick, self.head, self.layer, self.opacity = (
+            a.attn,
+            a.caption,
+            a.pick,
+            a.head,
+            a.layer,
+            a.opacity,
+        )
+        self.view = a.view
 
     def wire(self) -> None:
         """Events (called after the matching panel is laid out, so that the page order stays as it was)."""
@@ -192,7 +158,6 @@ class DetectTab:
             )
 
         inputs = [self.image, self.model, self.threshold, self.classes, self.max_det, self.nms, self.nms_iou]
-        shown = [self.attn, self.caption, self.state]
         detected = gr.on(
             [self.image.change, self.model.change],
             detect,
@@ -229,52 +194,7 @@ class DetectTab:
             api_name="rerender",
             **VIEW,
         )
-        for source, name in ((self.boxes, "detection_click"), (self.table, "detection_row")):
-            source.select(
-                self.detection_clicked,
-                inputs=[self.state, *self.view],
-                outputs=[self.attn, self.caption, self.pick, self.state],
-                api_name=name,
-                api_visibility="undocumented",
-                **VIEW,
-            )
-        self.pick.input(
-            self.detection_picked,
-            inputs=[self.state, self.pick, *self.view],
-            outputs=shown,
-            api_name="detection_map",
-            **VIEW,
-        )
-        self.attn.select(
-            self.point_clicked,
-            inputs=[self.state, *self.view],
-            outputs=[self.attn, self.caption, self.px, self.py, self.state],
-            api_name="encoder_click",
-            api_visibility="undocumented",
-            **VIEW,
-        )
-        self._point_btn.click(
-            self.encoder_at,
-            inputs=[self.state, self.px, self.py, *self.view],
-            outputs=shown,
-            api_name="encoder_map",
-            **VIEW,
-        )
-        self._relevance_btn.click(
-            self.relevance_view,
-            inputs=[self.state, self.relevance_target, self.opacity],
-            outputs=shown,
-            api_name="relevance_map",
-            **MODEL,
-        )
-        gr.on(
-            [self.head.input, self.layer.input, self.direction.input, self.opacity.change],
-            self.attention_view,
-            inputs=[self.state, *self.view],
-            outputs=shown,
-            api_name="attention_view",
-            **VIEW,
-        )
+        self.attention.wire(self.boxes, self.table)
         self.masks.wire(detected)
 
     def export_section(self) -> None:
@@ -320,50 +240,6 @@ class DetectTab:
                 choices=picks, value=state.query if any(q == state.query for _, q in picks) else None
             ),
         }
-
-    def _map(
-        self, state: DetectState, head: str | None, layer: str | None, direction: str | None, opacity: float
-    ) -> dict:
-        """Redraw the current map (decoder attention of the chosen detection, or encoder attention at a point)."""
-        run = state.run
-        assert run is not None
-        try:
-            encoder = state.method == "detr-encoder" and state.point is not None
-            options = ExplainOptions(
-                head=heads_choice(head),
-                layer=layer_index(run, layer, encoder),
-                direction=DIRECTIONS.get(direction or "", "row"),
-                point=state.point,
-                query=state.query,
-            )
-            if encoder:
-                assert state.point is not None
-                state.relevance = explain_run(run, "detr-encoder", options).map
-                x, y = state.point
-                caption = f"**Encoder self-attention at ({x:.0f}, {y:.0f})**: " + (
-                    "where this position looks." if options.direction == "row" else "which positions look at it."
-                )
-                image = detr_overlay(run, state.relevance, opacity, point=state.point)
-            else:
-                det = chosen_detection(state)
-                if det is None:
-                    state.relevance = None
-                    return {
-                        self.attn: None,
-                        self.caption: "Click a detection (its label under the photo, or a table "
-                        "row) to see where it looked.",
-                        self.state: state,
-                    }
-                state.relevance = explain_run(run, "detr-decoder", options).map
-                caption = (
-                    f"**Decoder cross-attention of query {det.query}** ({det.label} {det.score:.2f}): the "
-                    "image positions this object query read to place its box. Click the photo here to see "
-                    "the encoder self-attention at a point."
-                )
-                image = detr_overlay(run, state.relevance, opacity, box=det.box)
-        except Exception as exc:  # noqa: BLE001
-            return {self.attn: None, self.caption: status(message(exc), "warn"), self.state: state}
-        return {self.attn: image, self.caption: caption, self.state: state}
 
     def _empty(self, text: str) -> dict:
         return {
@@ -430,7 +306,9 @@ class DetectTab:
         )
         return {
             **boxes,
-            **self._map(state, head, "last" if layer not in self._layers(run) else layer, direction, opacity),
+            **self.attention.render(
+                state, head, "last" if layer not in self._layers(run) else layer, direction, opacity
+            ),
             self.status: status(info),
             self.state: state,
             self.classes: gr.Dropdown(choices=detection_classes(loaded.labels)),
@@ -462,119 +340,6 @@ class DetectTab:
             return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         state.opts = self._options(threshold, classes, max_det, nms, nms_iou, state.run.loaded.labels)
         return {**self._boxes(state), self.state: state}
-
-    def detection_clicked(
-        self,
-        state: DetectState | None,
-        head: str | None,
-        layer: str | None,
-        direction: str | None,
-        opacity: float,
-        evt: Click,
-    ) -> dict:
-        """A click on a detection (legend entry or table row) -> its decoder cross-attention."""
-        state = self.s.cached(state)
-        if state is None or not state.dets:
-            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
-        index = evt.index[0] if isinstance(evt.index, (list, tuple)) and evt.index else evt.index
-        if not isinstance(index, int) or not 0 <= index < len(state.dets):
-            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
-        state.method, state.query = "detr-decoder", state.dets[index].query
-        return {**self._map(state, head, layer, direction, opacity), self.pick: gr.Dropdown(value=state.query)}
-
-    def detection_picked(
-        self,
-        state: DetectState | None,
-        query: int | None,
-        head: str | None,
-        layer: str | None,
-        direction: str | None,
-        opacity: float,
-    ) -> dict:
-        """The detection picker (also the API way to ask for one query's map)."""
-        state = self.s.cached(state)
-        if state is None:
-            return {self.attn: None, self.caption: "Detect objects first.", self.state: None}
-        state.method = "detr-decoder"
-        state.query = None if query in (None, "") else int(query)
-        return self._map(state, head, layer, direction, opacity)
-
-    def point_clicked(
-        self,
-        state: DetectState | None,
-        head: str | None,
-        layer: str | None,
-        direction: str | None,
-        opacity: float,
-        evt: Click,
-    ) -> dict:
-        """A click on the attention image -> encoder self-attention there (and the point in the x / y fields)."""
-        state = self.s.cached(state)
-        point = click_point(evt)
-        if state is None or state.canvas is None:
-            return {self.state: gr.skip()}  # no change ({} reads as a missing output)
-        if point is None:
-            return {self.caption: status("Click a point on the photo, or enter x and y.", "info")}
-        x, y = (v / state.canvas.scale for v in point)
-        return {**self.encoder_at(state, x, y, head, layer, direction, opacity), self.px: round(x), self.py: round(y)}
-
-    def encoder_at(
-        self,
-        state: DetectState | None,
-        x: float | None,
-        y: float | None,
-        head: str | None,
-        layer: str | None,
-        direction: str | None,
-        opacity: float,
-    ) -> dict:
-        """Encoder self-attention at (x, y) original pixels."""
-        state = self.s.cached(state)
-        if state is None or state.run is None:
-            return {self.attn: None, self.caption: "Detect objects first.", self.state: None}
-        if x is None or y is None:
-            return {self.caption: status("Enter x and y in pixels, or click the photo.", "info"), self.state: state}
-        w, h = state.run.image.size
-        state.method, state.point = "detr-encoder", (min(max(float(x), 0), w - 1), min(max(float(y), 0), h - 1))
-        return self._map(state, head, layer, direction, opacity)
-
-    def attention_view(
-        self, state: DetectState | None, head: str | None, layer: str | None, direction: str | None, opacity: float
-    ) -> dict:
-        """Head / layer / direction / opacity changed: redraw the current map."""
-        state = self.s.cached(state)
-        if state is None or state.run is None:
-            return {self.attn: None, self.caption: "", self.state: None}
-        return self._map(state, head, layer, direction, opacity)
-
-    def relevance_view(self, state: DetectState | None, target: str | None, opacity: float) -> dict:
-        """The relevance of the chosen detection for its class, or one map per box edge (a 2x2 panel)."""
-        state = self.s.cached(state)
-        if state is None or state.run is None:
-            return {self.attn: None, self.caption: "Detect objects first.", self.state: None}
-        det = chosen_detection(state)
-        if det is None:
-            return {
-                self.caption: status("Click a detection first (a label under the photo, or a table row).", "info"),
-                self.state: state,
-            }
-        kind = RELEVANCE_TARGETS.get(target or "class", "class")
-        try:
-            result = explain_run(state.run, "detr-relevance", ExplainOptions(query=det.query, target_kind=kind))
-        except Exception as exc:  # noqa: BLE001
-            return {self.attn: None, self.caption: status(message(exc), "warn"), self.state: state}
-        state.method, state.relevance = "detr-relevance", result.map
-        what = f"query {det.query} ({det.label} {det.score:.2f})"
-        if kind == "class" or not result.maps:
-            image = detr_overlay(state.run, result.map, opacity, box=det.box)
-            caption = f"**Relevance of {what} for its class.** {RELEVANCE_CAPTION}"
-        else:
-            image = edge_panels(state.run, result.maps, opacity, det.box)
-            caption = (
-                f"**Relevance of {what} for each box edge** (x0 left, y0 top, x1 right, y1 bottom): which "
-                f"positions pushed that edge outwards. {RELEVANCE_CAPTION}"
-            )
-        return {self.attn: image, self.caption: caption, self.state: state}
 
     def export(self, state: DetectState | None, opacity: float) -> list[str]:
         """Annotated PNG (original size), results JSON (the CLI's `detect --json` schema) and the raw map (.npy)."""

@@ -8,7 +8,7 @@ tab's confidence threshold, recomputed from that cache when the threshold change
 the segments into "things" (countable objects, numbered per class) and "stuff" (amorphous regions: sky, grass,
 road...), the COCO panoptic split (Kirillov et al., "Panoptic Segmentation", CVPR 2019). A click on a segment (or
 a pick in the segment list) shows its query's decoder cross-attention in the tab's attention view, through the
-tab's own `detection_picked`, so the relevance button and the head / layer pickers work for it as for a box.
+tab's `AttentionView.detection_picked`, so the relevance button and the head / layer pickers work for it as for a box.
 A plain DETR has no mask head: the view says so in one line.
 """
 
@@ -208,11 +208,11 @@ class MasksPanel:
         return next((s.id for s in result.segments if state.segment in s.queries), None)
 
     def _show(self, state: DetectState, seg: Segment, view: tuple) -> dict:
-        """A segment chosen: its (first) query's cross-attention through the tab's own `detection_picked`."""
+        """A segment chosen: its (first) query's cross-attention through the tab's `AttentionView.detection_picked`."""
         assert state.run is not None and state.panoptic is not None
         query = seg.queries[0]
         state.segment = query
-        out = self.detect.detection_picked(state, query, *view)
+        out = self.detect.attention.detection_picked(state, query, *view)
         name = segment_names(state.panoptic.segments, state.run.loaded.labels)[seg.id]
         kind = "thing" if seg.isthing else f"stuff, fused from queries {', '.join(map(str, seg.queries))}"
         if len(seg.queries) == 1:
