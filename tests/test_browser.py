@@ -3,7 +3,8 @@
 Upload an example and see the labels and overlays; click a class for its own map; in the Detect tab move the
 threshold slider and see the box count change, click a detection and see its attention map, click the photo for
 encoder attention; run the webcam tab on Chromium's fake camera until annotated frames arrive, then freeze a frame
-into the Detect tab. Screenshots go to artifacts/screenshots/ (look at them).
+into the Detect tab, with the engine (the app's default precision, fast) and frames/s in its status line.
+Screenshots go to artifacts/screenshots/ (look at them).
 """
 
 from __future__ import annotations
@@ -44,8 +45,12 @@ SLOW = 60_000  # ms: first use loads a model on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")
-def url():
-    with launched_app() as (_, address):
+def url(tmp_path_factory):
+    """The app at its default precision, fast (the tiny models are converted once, into an engine cache of this
+    module's own), so that the browser sees what a visitor of the real app sees."""
+    pytest.importorskip("openvino")
+    engine_cache = str(tmp_path_factory.mktemp("engine"))
+    with launched_app(env={"VTDEMO_ENGINE_CACHE": engine_cache}, precision="fast") as (_, address):
         yield address
 
 
@@ -76,6 +81,7 @@ def test_classify_shows_labels_and_overlays(page):
         expect(page.locator(f"#{family}-label")).to_contain_text("%")
         expect(page.locator(f"#{family}-overlay img")).to_be_visible()
         expect(page.locator(f"#{family}-caption")).to_contain_text("rollout")
+        expect(page.locator(f"#{family}-status")).to_contain_text(re.compile(r"OpenVINO \S+ (bf16|f32) on cpu \(fast\)"))
     rows = page.locator("#vit-label .confidence-set, #vit-label button")
     assert rows.count() >= 5
     page.screenshot(path=str(SHOTS / "classify.png"), full_page=True)
@@ -85,6 +91,7 @@ def test_classify_shows_labels_and_overlays(page):
     second.click()
     expect(page.locator("#vit-caption")).to_contain_text("Gradient rollout (one class) for")
     expect(page.locator("#vit-caption")).to_contain_text(name)
+    expect(page.locator("#vit-caption")).to_contain_text("computed on the exact fp32 PyTorch model")
     page.locator("#swin-overlay img").click(position={"x": 60, "y": 60})
     expect(page.locator("#swin-caption")).to_contain_text("Window around a clicked point")
     page.screenshot(path=str(SHOTS / "classify_class_and_window.png"), full_page=True)
@@ -94,6 +101,7 @@ def test_detect_threshold_click_and_point(page):
     page.get_by_role("tab", name="Detect").click()
     page.locator("#detect-photo input[type=file]").set_input_files(ASTRONAUT)
     expect(page.locator("#detect-count")).to_contain_text("of 100 queries kept")
+    expect(page.locator("#detect-status")).to_contain_text(re.compile(r"OpenVINO \S+ f32 on cpu \(fast\)"))
     expect(page.locator("#detect-boxes .legend-item").first).to_be_visible()
     before = _count(page)
     assert before >= 1
@@ -144,6 +152,11 @@ def test_webcam_streams_annotated_frames_and_freezes(page):
     frames = int(re.search(r"frame (\d+)", stats.inner_text()).group(1))
     print(f"\nwebcam (tiny DETR, fake camera): {fps:.1f} processed frames/s after {frames} frames")
     assert frames >= 3
+    text = stats.inner_text()  # the engine that ran the frames, and the one fixed input shape it saw
+    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", text) and "DETR input 427×320 (fixed)" in text
+    assert fps > 0
+    footer = page.locator("#footer-runtime").inner_text()
+    assert "precision fast: OpenVINO" in footer and "gradient methods on the exact fp32 PyTorch model" in footer
 
     number = page.locator("#webcam-threshold input[type=number]")  # the threshold, changed while streaming
     number.fill("0")

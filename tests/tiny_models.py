@@ -232,6 +232,7 @@ def launch_app(**overrides):
         host="127.0.0.1",
         port=free_port(),
         device="cpu",
+        precision="exact",  # the app's default is fast; tests that want the fast engine pass precision="fast"
     )
     settings.update(overrides)
     app = create_app(AppConfig(**settings))

@@ -18,6 +18,7 @@ outputs, so explanations still work from the compiled model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -130,10 +131,12 @@ def load_graph(
     return_attn: bool,
     hint: str,
     progress: Callable[[str], None] | None = None,
+    source: Callable[[], nn.Module] | None = None,
 ) -> CompiledGraph:
     """The compiled graph of `model`: read from the engine cache, or converted (and cached) first.
 
-    hint: "bf16" or "f32" (OpenVINO's INFERENCE_PRECISION_HINT). A cache entry OpenVINO cannot read is removed and
+    hint: "bf16" or "f32" (OpenVINO's INFERENCE_PRECISION_HINT). model: for the shape policy (and the weights
+    unless `source` gives them: only a conversion calls it). A cache entry OpenVINO cannot read is removed and
     rebuilt once; a failing conversion raises (the caller reports it: no silent fallback).
     """
     key = cache.entry_key(
@@ -151,7 +154,8 @@ def load_graph(
             if progress is not None:
                 progress(message)
             t0 = time.perf_counter()
-            folder = cache.store(key, lambda d: convert(family, model, return_attn, d))
+            module = source() if source is not None else model  # the weights (`model` may be a skeleton)
+            folder = cache.store(key, functools.partial(convert, family, module, return_attn))
             log.info("converted %s in %.1f s", model_id, time.perf_counter() - t0)
         try:
             ir = core.read_model(str(folder / "model.xml"))

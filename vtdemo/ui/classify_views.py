@@ -17,6 +17,7 @@ from ..errors import ExplainError
 from ..explain import registry
 from ..explain.registry import ExplainOptions
 from ..explain.runs import ClassifierRun
+from .engine_text import gradient_note
 
 
 def method_choices(family: str) -> list[tuple[str, str]]:
@@ -91,7 +92,7 @@ def caption(state: ClassifyState) -> str:
     if "block" in method.controls:
         rec = run.attentions[run.default_block() if o.block is None else o.block]
         text += f" · stage {rec.stage + 1}, block {rec.block + 1}{' (shifted)' if rec.shift else ''}"
-    return f"{text}. {method.note}"
+    return f"{text}{gradient_note(run.loaded, method.name)}. {method.note}"
 
 
 def deletion_plot(check: dict[str, Any], width: int = 480, height: int = 220) -> Image.Image:

@@ -20,6 +20,7 @@ variables over the defaults.
 | `--live-size` | `VTDEMO_LIVE_SIZE` | 384: DETR's input short side for webcam frames (800 for photos) |
 | `--webcam-limit` | `VTDEMO_WEBCAM_LIMIT` | 300 s of processing per webcam session |
 | | `VTDEMO_WEBCAM_SESSIONS` | 2 webcam streams at once (others wait in the queue) |
+| `--precision` | `VTDEMO_PRECISION` | fast: the fast engine (`vtdemo.engine`), exact = fp32 PyTorch everywhere |
 | `--device` | `VTDEMO_DEVICE` | CUDA, then MPS, then CPU (`vtdemo.device.pick_device`) |
 | | `VTDEMO_ALLOW_FOLDERS` | typed local folders in the pickers: allowed only on localhost without `--share` |
 """
@@ -35,6 +36,7 @@ from ..errors import VtdemoError
 from ..settings import env_flag, env_int, env_text
 
 LIVE_SIZES = (256, 320, 384, 480, 640, 800)
+PRECISIONS = ("exact", "fast")
 
 
 def _env_int(name: str, default: int) -> int:
@@ -63,6 +65,7 @@ class AppConfig:
     webcam_limit: int = 300
     webcam_sessions: int = 2
     device: str | None = None
+    precision: str = "fast"  # "fast" (vtdemo.engine) or "exact" (fp32 PyTorch); gradient methods always run exact
     allow_folders: bool | None = None  # None: only on a private server (see `allow_typed_folders`)
 
     @property
@@ -91,6 +94,13 @@ class AppConfig:
         return [chosen] + [m for m in known if m != chosen]
 
 
+def _env_precision() -> str:
+    value = (env_text("VTDEMO_PRECISION") or "fast").strip().lower()
+    if value not in PRECISIONS:
+        raise SystemExit(f"error: VTDEMO_PRECISION={value!r}: choose from {', '.join(PRECISIONS)}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python app.py", description="vtdemo: see what vision transformers see.")
     p.add_argument("--vit-model", help=f"ViT/DeiT repo id or folder (env VTDEMO_VIT_MODEL; default {hub.DEFAULT_VIT})")
@@ -115,6 +125,12 @@ def parser() -> argparse.ArgumentParser:
         "--webcam-limit", type=int, help="webcam: seconds of processing per session (env VTDEMO_WEBCAM_LIMIT; 300)"
     )
     p.add_argument("--device", help="cuda, mps or cpu (env VTDEMO_DEVICE; default: the best available)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fast: optimized engine (OpenVINO on CPU) for forward passes; exact: fp32 PyTorch for everything "
+        "(env VTDEMO_PRECISION; default fast; gradient methods always run exact)",
+    )
     return p
 
 
@@ -140,6 +156,7 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
         webcam_limit=a.webcam_limit if a.webcam_limit is not None else _env_int("VTDEMO_WEBCAM_LIMIT", 300),
         webcam_sessions=_env_int("VTDEMO_WEBCAM_SESSIONS", 2),
         device=a.device or env_text("VTDEMO_DEVICE"),
+        precision=a.precision or _env_precision(),
     )
     if cfg.max_sessions < 1:
         raise SystemExit("error: --max-sessions must be at least 1")

@@ -68,6 +68,7 @@ from .detect_views import (
     layer_index,
     select,
 )
+from .engine_text import gradient_note
 
 __all__ = ["DetectOptions", "DetectState", "DetectTab", "draw_detections"]
 
@@ -428,7 +429,7 @@ class DetectTab:
         h, w = run.feature_size
         info = (
             f"{loaded.id} · {seconds:.2f} s on {self.s.device.type.upper()} · feature grid {h}×{w} · "
-            f"{run.scored.scores.numel()} queries"
+            f"{run.scored.scores.numel()} queries · {self.s.engine_line(loaded)}"
         )
         return {
             **boxes,
@@ -566,7 +567,7 @@ class DetectTab:
         except Exception as exc:  # noqa: BLE001
             return {self.attn: None, self.caption: status(message(exc), "warn"), self.state: state}
         state.method, state.relevance = "detr-relevance", result.map
-        what = f"query {det.query} ({det.label} {det.score:.2f})"
+        what = f"query {det.query} ({det.label} {det.score:.2f}){gradient_note(state.run.loaded, 'detr-relevance')}"
         if kind == "class" or not result.maps:
             image = detr_overlay(state.run, result.map, opacity, box=det.box)
             caption = f"**Relevance of {what} for its class.** {RELEVANCE_CAPTION}"
@@ -586,7 +587,11 @@ class DetectTab:
         folder = export_dir()
         stem = safe_stem(state.name)
         result = pipeline.DetectResult(
-            image=state.name, model=state.run.loaded.id, size=list(state.run.image.size), detections=state.dets
+            image=state.name,
+            model=state.run.loaded.id,
+            size=list(state.run.image.size),
+            detections=state.dets,
+            runtime=pipeline.runtime_info(state.run.loaded, state.method),
         )
         draw_detections(state.run.image, state.dets).save(folder / f"{stem}.detections.png")
         files = [folder / f"{stem}.detections.png", write_json(folder / f"{stem}.detect.json", [result.to_dict()])]
