@@ -41,6 +41,7 @@ ARGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
+ENGINE = re.compile(r"OpenVINO \S+ (bf16|f32) on cpu \(fast\)")  # the app's default precision on this CPU
 SLOW = 60_000  # ms: first use loads a model on a shared 2-core machine
 
 
@@ -81,7 +82,7 @@ def test_classify_shows_labels_and_overlays(page):
         expect(page.locator(f"#{family}-label")).to_contain_text("%")
         expect(page.locator(f"#{family}-overlay img")).to_be_visible()
         expect(page.locator(f"#{family}-caption")).to_contain_text("rollout")
-        expect(page.locator(f"#{family}-status")).to_contain_text(re.compile(r"OpenVINO \S+ (bf16|f32) on cpu \(fast\)"))
+        expect(page.locator(f"#{family}-status")).to_contain_text(ENGINE)
     rows = page.locator("#vit-label .confidence-set, #vit-label button")
     assert rows.count() >= 5
     page.screenshot(path=str(SHOTS / "classify.png"), full_page=True)

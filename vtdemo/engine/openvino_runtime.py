@@ -90,23 +90,43 @@ def convert(family: str, model: nn.Module, return_attn: bool, folder: Path) -> N
     ov.save_model(converted, str(folder / "model.xml"), compress_to_fp16=False)
 
 
+#: Inputs up to this many pixels keep OpenVINO's intermediate buffers between calls (the webcam's fixed canvas, up
+#: to 640 x 864); after a larger one (a photo at DETR's 800 px: ~320 MB of buffers for DETR-R50) they are released.
+KEEP_BUFFERS_PIXELS = 640 * 864
+
+
 class CompiledGraph:
-    """A compiled OpenVINO model with a pool of infer requests (one per concurrent caller)."""
+    """A compiled OpenVINO model with a pool of infer requests (one per concurrent caller).
+
+    OpenVINO's CPU plugin keeps the intermediate memory of the largest input it has run, shared by the compiled
+    model's requests; after an input larger than `KEEP_BUFFERS_PIXELS` that memory is handed back
+    (`CompiledModel.release_memory`, when no other request is running), so one 800-px photo does not keep a few
+    hundred MB resident for a webcam stream that needs a fraction of it.
+    """
 
     def __init__(self, compiled: Any) -> None:
         self.compiled = compiled
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = 0
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         try:
             request = self._idle.get_nowait()
         except queue.Empty:
             request = self.compiled.create_infer_request()
+        with self._lock:
+            self._running += 1
         try:
             result = request.infer([t.detach().cpu().float().contiguous().numpy() for t in inputs])
             return [torch.from_numpy(result[out]) for out in self.compiled.outputs]  # copies (share_outputs=False)
         finally:
             self._idle.put(request)
+            with self._lock:
+                self._running -= 1
+                large = inputs[0].shape[-2] * inputs[0].shape[-1] > KEEP_BUFFERS_PIXELS
+                if large and self._running == 0 and hasattr(self.compiled, "release_memory"):
+                    self.compiled.release_memory()
 
 
 _core_lock = threading.Lock()
