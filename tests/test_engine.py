@@ -44,9 +44,9 @@ def conversions(monkeypatch):
     calls: list[str] = []
     real = openvino_runtime.convert
 
-    def counting(family, model, return_attn, folder, **kwargs):
+    def counting(family, model, return_attn, folder):
         calls.append(family)
-        return real(family, model, return_attn, folder, **kwargs)
+        return real(family, model, return_attn, folder)
 
     monkeypatch.setattr(openvino_runtime, "convert", counting)
     return calls

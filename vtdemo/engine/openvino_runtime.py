@@ -78,17 +78,8 @@ def _trace_inputs(
     return graphs.ClassifierGraph(model, return_attn), (x,), [("x", [-1, *x.shape[1:]])]
 
 
-def weights_fp16(hint: str) -> bool:
-    """Store a graph's weights as fp16 when it runs at bf16. The CPU plugin keeps the IR's constants mapped next to
-    its own bf16 copies, so fp32 constants cost twice what fp16 ones do (ViT-B/16: 164 MB of resident memory more);
-    bf16 keeps 8 mantissa bits, fp16 11, so the stored weights lose nothing the bf16 arithmetic keeps (measured on
-    the full-size random ViT-B/16: fp16-stored against fp32-stored, both at bf16, max |dp| 0.0012, same top 5)."""
-    return hint == "bf16"
-
-
-def convert(family: str, model: nn.Module, return_attn: bool, folder: Path, fp16_weights: bool = False) -> None:
-    """Trace `model` (as its flat graph) and write `model.xml` / `model.bin` into `folder`: weights kept fp32, or
-    stored as fp16 for a graph that runs at bf16 (`weights_fp16`)."""
+def convert(family: str, model: nn.Module, return_attn: bool, folder: Path) -> None:
+    """Trace `model` (as its flat graph) and write `model.xml` / `model.bin` into `folder` (weights kept fp32)."""
     import openvino as ov
 
     module, example, inputs = _trace_inputs(family, model, return_attn)
@@ -96,7 +87,7 @@ def convert(family: str, model: nn.Module, return_attn: bool, folder: Path, fp16
         warnings.simplefilter("ignore")
         with torch.no_grad():
             converted = ov.convert_model(module, example_input=example, input=inputs)
-    ov.save_model(converted, str(folder / "model.xml"), compress_to_fp16=fp16_weights)
+    ov.save_model(converted, str(folder / "model.xml"), compress_to_fp16=False)
 
 
 #: Inputs up to this many pixels keep OpenVINO's intermediate buffers between calls (the webcam's fixed canvas, up
@@ -169,12 +160,7 @@ def load_graph(
     rebuilt once; a failing conversion raises (the caller reports it: no silent fallback).
     """
     key = cache.entry_key(
-        model_id,
-        weights,
-        "openvino",
-        version(),
-        ("attn" if return_attn else "plain") + ("-fp16-weights" if weights_fp16(hint) else ""),
-        shape_policy(family, model),
+        model_id, weights, "openvino", version(), "attn" if return_attn else "plain", shape_policy(family, model)
     )
     core = _ov_core()
     for attempt in (1, 2):
@@ -189,8 +175,7 @@ def load_graph(
                 progress(message)
             t0 = time.perf_counter()
             module = source() if source is not None else model  # the weights (`model` may be a skeleton)
-            write = functools.partial(convert, family, module, return_attn, fp16_weights=weights_fp16(hint))
-            folder = cache.store(key, write)
+            folder = cache.store(key, functools.partial(convert, family, module, return_attn))
             log.info("converted %s in %.1f s", model_id, time.perf_counter() - t0)
         try:
             ir = core.read_model(str(folder / "model.xml"))
