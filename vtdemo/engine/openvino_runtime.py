@@ -104,11 +104,12 @@ class CompiledGraph:
     hundred MB resident for a webcam stream that needs a fraction of it.
     """
 
-    def __init__(self, compiled: Any) -> None:
+    def __init__(self, compiled: Any, weights_file: Path | None = None) -> None:
         self.compiled = compiled
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._running = 0
+        self._weights_file = weights_file  # its mapped pages are dropped after the first call (`drop_file_pages`)
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         try:
@@ -127,6 +128,37 @@ class CompiledGraph:
                 large = inputs[0].shape[-2] * inputs[0].shape[-1] > KEEP_BUFFERS_PIXELS
                 if large and self._running == 0 and hasattr(self.compiled, "release_memory"):
                     self.compiled.release_memory()
+                if self._weights_file is not None:  # the first call made the plugin's own copies (bf16)
+                    drop_file_pages(self._weights_file)
+                    self._weights_file = None
+
+
+def drop_file_pages(path: Path) -> int:
+    """Drop the resident pages of every read-only mapping of `path` in this process (Linux `madvise(MADV_DONTNEED)`);
+    returns the bytes advised. OpenVINO maps the IR's weight file (`model.bin`) and keeps it mapped after compiling,
+    next to its own copies (bf16); those pages stay resident although a bf16 graph never reads them again. Dropping
+    them is safe for a read-only file mapping: a page touched later is read back from the file, unchanged."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return 0
+    target = str(Path(path).resolve())
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        advised = 0
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].strip() == target and "w" not in fields[1]:
+                    lo, hi = (int(v, 16) for v in fields[0].split("-"))
+                    if libc.madvise(lo, hi - lo, 4) == 0:  # 4 = MADV_DONTNEED
+                        advised += hi - lo
+    except (OSError, AttributeError, ValueError) as exc:
+        log.info("could not drop the mapped pages of %s (%s): they stay resident", target, exc)
+        return 0
+    return advised
 
 
 _core_lock = threading.Lock()
@@ -180,7 +212,7 @@ def load_graph(
         try:
             ir = core.read_model(str(folder / "model.xml"))
             compiled = core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
-            return CompiledGraph(compiled)
+            return CompiledGraph(compiled, folder / "model.bin")
         except RuntimeError as exc:  # a damaged IR that passed the size check
             if attempt == 2:
                 raise
