@@ -17,7 +17,7 @@ variables over the defaults.
 | `--concurrency` | `VTDEMO_CONCURRENCY` | 1 model call at a time (2-core CPU) |
 | `--cache-mb` | `VTDEMO_CACHE_MB` | 2048 MiB for all visitors' cached runs together (least recently used go) |
 | `--max-sessions` | `VTDEMO_MAX_SESSIONS` | 1000 sessions whose state Gradio keeps (~0.3 MB each; oldest go first) |
-| `--live-size` | `VTDEMO_LIVE_SIZE` | 384: DETR's input short side for webcam frames (800 for photos) |
+| `--live-size` | `VTDEMO_LIVE_SIZE` | 480 at precision fast, 384 exact: the webcam's fixed DETR input short side (`LIVE_WHY`) |
 | `--webcam-limit` | `VTDEMO_WEBCAM_LIMIT` | 300 s of processing per webcam session |
 | | `VTDEMO_WEBCAM_SESSIONS` | 2 webcam streams at once (others wait in the queue) |
 | `--precision` | `VTDEMO_PRECISION` | fast: the fast engine (`vtdemo.engine`), exact = fp32 PyTorch everywhere |
@@ -37,6 +37,14 @@ from ..settings import env_flag, env_int, env_text
 
 LIVE_SIZES = (256, 320, 384, 480, 640, 800)
 PRECISIONS = ("exact", "fast")
+#: The webcam's default DETR short side per precision, and why (README "Webcam input size" has the measurements).
+LIVE_DEFAULTS = {"fast": 480, "exact": 384}
+LIVE_WHY = {
+    "fast": "the fast path ran DETR-R50 frames 3-5x faster than the exact one at 256-480 px on this 2-core CPU, "
+    "which puts 480 px at an estimated ~10 frames/s (above the 5 frames/s a live view needs, with margin for a "
+    "busy machine) while 640 px would fall below it",
+    "exact": "the exact PyTorch path keeps about 4 frames/s up to 384 px on a 2-core CPU and drops to 2.6 at 480",
+}
 
 
 def _env_int(name: str, default: int) -> int:
@@ -61,7 +69,7 @@ class AppConfig:
     concurrency: int = 1
     cache_mb: int = 2048
     max_sessions: int = 1000
-    live_size: int = 384
+    live_size: int = LIVE_DEFAULTS["fast"]  # from_args: LIVE_DEFAULTS of the precision unless given
     webcam_limit: int = 300
     webcam_sessions: int = 2
     device: str | None = None
@@ -120,7 +128,11 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="sessions whose state Gradio keeps, oldest forgotten first (env VTDEMO_MAX_SESSIONS; 1000)",
     )
-    p.add_argument("--live-size", type=int, help="webcam: DETR input short side in px (env VTDEMO_LIVE_SIZE; 384)")
+    p.add_argument(
+        "--live-size",
+        type=int,
+        help="webcam: DETR input short side in px, fixed (env VTDEMO_LIVE_SIZE; 480 at precision fast, 384 exact)",
+    )
     p.add_argument(
         "--webcam-limit", type=int, help="webcam: seconds of processing per session (env VTDEMO_WEBCAM_LIMIT; 300)"
     )
@@ -139,6 +151,7 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
     a = parser().parse_args(argv)
     port = a.port if a.port is not None else _env_int("VTDEMO_PORT", 0) or _env_int("GRADIO_SERVER_PORT", 0)
     folders = env_text("VTDEMO_ALLOW_FOLDERS")
+    precision = a.precision or _env_precision()
     cfg = AppConfig(
         vit_model=a.vit_model or env_text("VTDEMO_VIT_MODEL", hub.DEFAULT_VIT) or hub.DEFAULT_VIT,
         swin_model=a.swin_model or env_text("VTDEMO_SWIN_MODEL", hub.DEFAULT_SWIN) or hub.DEFAULT_SWIN,
@@ -152,11 +165,11 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
         concurrency=a.concurrency if a.concurrency is not None else _env_int("VTDEMO_CONCURRENCY", 1),
         cache_mb=a.cache_mb if a.cache_mb is not None else _env_int("VTDEMO_CACHE_MB", 2048),
         max_sessions=a.max_sessions if a.max_sessions is not None else _env_int("VTDEMO_MAX_SESSIONS", 1000),
-        live_size=a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", 384),
+        live_size=a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", LIVE_DEFAULTS[precision]),
         webcam_limit=a.webcam_limit if a.webcam_limit is not None else _env_int("VTDEMO_WEBCAM_LIMIT", 300),
         webcam_sessions=_env_int("VTDEMO_WEBCAM_SESSIONS", 2),
         device=a.device or env_text("VTDEMO_DEVICE"),
-        precision=a.precision or _env_precision(),
+        precision=precision,
     )
     if cfg.max_sessions < 1:
         raise SystemExit("error: --max-sessions must be at least 1")

@@ -22,7 +22,7 @@ from .. import engine, hub, live
 from ..images import load_image
 from .common import VIEW, Services, export_dir, message, session_of, status
 from .components import Slider, safe_image
-from .config import LIVE_SIZES
+from .config import LIVE_DEFAULTS, LIVE_SIZES, LIVE_WHY
 from .detect import DetectTab, draw_detections
 
 WINDOW_S = 3.0  # FPS is measured over this many seconds
@@ -107,12 +107,16 @@ class WebcamTab:
     def __init__(self, services: Services, detect: DetectTab, tabs: gr.Tabs, image_limits: dict[str, Any]) -> None:
         self.s = services
         size = services.config.live_size
+        h, w = live.canvas(size)
+        default = LIVE_DEFAULTS.get(services.config.precision)
+        why = f" ({LIVE_WHY[services.config.precision]})" if size == default else " (set by whoever runs the app)"
         gr.Markdown(
-            f"Live DETR on your camera. To keep up on a CPU, frames go to DETR at **{size} px** on their short "
-            "side (photos use 800); change it below. A frame that arrives while another is being processed "
+            f"Live DETR on your camera. Frames go to DETR at one fixed size, **{w}×{h} px** (short side {size}; "
+            f"photos use 800){why}; change it below. A frame that arrives while another is being processed "
             "is dropped, so the picture never falls behind. **Freeze** sends the current frame to the Detect "
             "tab, at full resolution, for explanations. The model is the one picked in the Detect tab.",
             elem_classes="vt-caption",
+            elem_id="webcam-why",
         )
         with gr.Row(equal_height=False):
             cam = safe_image(
@@ -130,7 +134,7 @@ class WebcamTab:
             )
         with gr.Row(equal_height=False):
             threshold = Slider(0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold", elem_id="webcam-threshold")
-            live_size = gr.Dropdown(choices=list(LIVE_SIZES), value=size, label="DETR input short side (px)")
+            live_size = gr.Dropdown(choices=sorted({*LIVE_SIZES, size}), value=size, label="DETR input short side (px)")
             freeze = gr.Button("Freeze: explain this frame", variant="secondary")
         stats = gr.Markdown(
             "Click the camera, allow access, then press **Record**.", elem_classes="vt-count", elem_id="webcam-stats"
