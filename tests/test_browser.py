@@ -79,8 +79,8 @@ def _count(page) -> int:
 def test_classify_shows_labels_and_overlays(page):
     page.locator("#classify-photo input[type=file]").set_input_files(CAT)
     for family in ("vit", "swin"):
-        expect(page.locator(f"#{family}-label")).to_contain_text("%")
-        expect(page.locator(f"#{family}-overlay img")).to_be_visible()
+        expect(page.locator(f"#{family}-label")).to_contain_text("%", timeout=SLOW)  # first use converts the model
+        expect(page.locator(f"#{family}-overlay img")).to_be_visible(timeout=SLOW)
         expect(page.locator(f"#{family}-caption")).to_contain_text("rollout")
         expect(page.locator(f"#{family}-status")).to_contain_text(ENGINE)
     rows = page.locator("#vit-label .confidence-set, #vit-label button")
@@ -101,7 +101,7 @@ def test_classify_shows_labels_and_overlays(page):
 def test_detect_threshold_click_and_point(page):
     page.get_by_role("tab", name="Detect").click()
     page.locator("#detect-photo input[type=file]").set_input_files(ASTRONAUT)
-    expect(page.locator("#detect-count")).to_contain_text("of 100 queries kept")
+    expect(page.locator("#detect-count")).to_contain_text("of 100 queries kept", timeout=SLOW)
     expect(page.locator("#detect-status")).to_contain_text(re.compile(r"OpenVINO \S+ f32 on cpu \(fast\)"))
     expect(page.locator("#detect-boxes .legend-item").first).to_be_visible()
     before = _count(page)
