@@ -15,7 +15,9 @@ openvino | pytorch and `VTDEMO_FAST_DTYPE` = bf16 | f32 | fp16):
 `model(pixel_values, pixel_mask, return_attn=...)`), returning the same records (`ClassifierOutput` with ViT tensors
 or `SwinAttention` records, `DetrOutput`). With gradients enabled (gradient rollout, relevance, LRP) it runs the
 exact PyTorch module instead, so gradient methods always see fp32 PyTorch (logged once per model). Conversion
-happens on the first fast call (or `prepare()`), never at import or load.
+happens on the first fast call (or `prepare()`), never at import or load. `release_weights()` frees the PyTorch
+weights once a graph is compiled (the app does, to keep one copy of each model); `exact` then loads them again
+on demand through the `reload` it was given (`vtdemo.hub.load` at precision exact).
 """
 
 from __future__ import annotations
