@@ -109,10 +109,14 @@ class WebcamTab:
         size = services.config.live_size
         h, w = live.canvas(size)
         default = LIVE_DEFAULTS.get(services.config.precision)
-        why = f" ({LIVE_WHY[services.config.precision]})" if size == default else " (set by whoever runs the app)"
+        why = (
+            f" Why this size: {LIVE_WHY[services.config.precision]}."
+            if size == default
+            else " (Set by whoever runs the app.)"
+        )
         gr.Markdown(
             f"Live DETR on your camera. Frames go to DETR at one fixed size, **{w}×{h} px** (short side {size}; "
-            f"photos use 800){why}; change it below. A frame that arrives while another is being processed "
+            f"photos use 800), so the engine sees one input shape.{why} Change it below. A frame that arrives while another is being processed "
             "is dropped, so the picture never falls behind. **Freeze** sends the current frame to the Detect "
             "tab, at full resolution, for explanations. The model is the one picked in the Detect tab.",
             elem_classes="vt-caption",
