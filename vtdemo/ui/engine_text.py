@@ -39,7 +39,7 @@ def engine_line(loaded: hub.LoadedModel, fallback: str | None = None, exact_size
     fallback: why a model asked for at fast precision runs exact (the converter failed); exact_size: the fast model
     ran its exact PyTorch twin because the input is not the size it was converted at (a ViT at another size)."""
     if exact_size and loaded.precision == "fast":
-        return engine.describe(engine.exact_model(loaded)) + ": this input size runs on the exact model"
+        return f"PyTorch {torch.__version__} f32 on {loaded.device} (exact): this input size runs on the exact model"
     text = engine.describe(loaded)
     if fallback:
         text += f": the fast engine could not convert this model ({fallback}), so it runs exact"
