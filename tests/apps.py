@@ -55,6 +55,7 @@ def launched_app(hub_cache: TinyHub, env: dict[str, str] | None = None, **overri
         host="127.0.0.1",
         port=free_port(),
         device="cpu",
+        precision="exact",  # the app's default is fast; tests that want the fast engine pass precision="fast"
     )
     app = create_app(AppConfig(**{**settings, **overrides}))
     try:

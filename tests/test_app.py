@@ -234,7 +234,8 @@ def test_exports_follow_the_cli_schema(client):
     client.predict(handle_file(CAT), "", "swin-rollout", 0.5, api_name="/classify_swin")
     files = [_path(f) for f in client.predict(api_name="/export_classify")]
     data = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
-    assert [set(d) for d in data] == [{"image", "model", "predictions"}] * 2
+    assert [set(d) for d in data] == [{"image", "model", "predictions", "runtime"}] * 2
+    assert data[0]["runtime"]["engine"] == "pytorch" and data[0]["runtime"]["precision"] == "exact"
     assert data[0]["image"] == "chelsea.png" and set(data[0]["predictions"][0]) == {"index", "label", "score"}
     maps = [np.load(f) for f in files if f.endswith(".npy")]
     assert [m.shape for m in maps] == [(14, 14), (56, 56)] and all(m.max() == pytest.approx(1) for m in maps)
@@ -243,7 +244,7 @@ def test_exports_follow_the_cli_schema(client):
     _detect(client, threshold=0.7)
     files = [_path(f) for f in client.predict(0.55, api_name="/export_detect")]
     data = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
-    assert len(data) == 1 and set(data[0]) == {"image", "model", "size", "detections"}
+    assert len(data) == 1 and set(data[0]) == {"image", "model", "size", "detections", "runtime"}
     assert data[0]["size"] == [512, 512] and data[0]["detections"]
     assert set(data[0]["detections"][0]) == {"label_id", "label", "score", "box"}
     png = next(f for f in files if f.endswith(".detections.png"))
@@ -288,7 +289,8 @@ def test_webcam_frames_and_freeze(app, in_event, tmp_path):
     for _ in range(3):
         out, text, session = h.live(frame, 0.5, 320, "", session)
     assert out.shape == (480, 640, 3) and out.dtype == np.uint8
-    assert "frames/s processed" in text and "DETR input 426×320" in text and session.frames == 3
+    assert "frames/s processed" in text and "DETR input 427×320 (fixed)" in text and session.frames == 3
+    assert "PyTorch" in text and "(exact)" in text  # the engine that ran the frames
     path, tabs = h.freeze(session)
     assert Image.open(path).size == (1920, 1440)
 

@@ -3,7 +3,8 @@
 Upload an example and see the labels and overlays; click a class for its own map; in the Detect tab move the
 threshold slider and see the box count change, click a detection and see its attention map, click the photo for
 encoder attention; run the webcam tab on Chromium's fake camera until annotated frames arrive, then freeze a frame
-into the Detect tab. Screenshots go to artifacts/screenshots/ (look at them).
+into the Detect tab, with the engine (the app's default precision, fast) and frames/s in its status line.
+Screenshots go to artifacts/screenshots/ (look at them).
 """
 
 from __future__ import annotations
@@ -40,12 +41,17 @@ ARGS = [
     "--use-fake-ui-for-media-stream",
     "--use-fake-device-for-media-stream",
 ]
+ENGINE = re.compile(r"OpenVINO \S+ (bf16|f32) on cpu \(fast\)")  # the app's default precision on this CPU
 SLOW = 60_000  # ms: first use loads a model on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")
-def url(tiny_hub):
-    with launched_app(tiny_hub) as (_, address):
+def url(tiny_hub, tmp_path_factory):
+    """The app at its default precision, fast (the tiny models are converted once, into an engine cache of this
+    module's own), so that the browser sees what a visitor of the real app sees."""
+    pytest.importorskip("openvino")
+    engine_cache = str(tmp_path_factory.mktemp("engine"))
+    with launched_app(tiny_hub, env={"VTDEMO_ENGINE_CACHE": engine_cache}, precision="fast") as (_, address):
         yield address
 
 
@@ -73,9 +79,10 @@ def _count(page) -> int:
 def test_classify_shows_labels_and_overlays(page):
     page.locator("#classify-photo input[type=file]").set_input_files(CAT)
     for family in ("vit", "swin"):
-        expect(page.locator(f"#{family}-label")).to_contain_text("%")
-        expect(page.locator(f"#{family}-overlay img")).to_be_visible()
+        expect(page.locator(f"#{family}-label")).to_contain_text("%", timeout=SLOW)  # first use converts the model
+        expect(page.locator(f"#{family}-overlay img")).to_be_visible(timeout=SLOW)
         expect(page.locator(f"#{family}-caption")).to_contain_text("rollout")
+        expect(page.locator(f"#{family}-status")).to_contain_text(ENGINE)
     rows = page.locator("#vit-label .confidence-set, #vit-label button")
     assert rows.count() >= 5
     page.screenshot(path=str(SHOTS / "classify.png"), full_page=True)
@@ -85,6 +92,7 @@ def test_classify_shows_labels_and_overlays(page):
     second.click()
     expect(page.locator("#vit-caption")).to_contain_text("Gradient rollout (one class) for")
     expect(page.locator("#vit-caption")).to_contain_text(name)
+    expect(page.locator("#vit-caption")).to_contain_text("computed on the exact fp32 PyTorch model")
     page.locator("#swin-overlay img").click(position={"x": 60, "y": 60})
     expect(page.locator("#swin-caption")).to_contain_text("Window around a clicked point")
     page.screenshot(path=str(SHOTS / "classify_class_and_window.png"), full_page=True)
@@ -93,7 +101,8 @@ def test_classify_shows_labels_and_overlays(page):
 def test_detect_threshold_click_and_point(page):
     page.get_by_role("tab", name="Detect").click()
     page.locator("#detect-photo input[type=file]").set_input_files(ASTRONAUT)
-    expect(page.locator("#detect-count")).to_contain_text("of 100 queries kept")
+    expect(page.locator("#detect-count")).to_contain_text("of 100 queries kept", timeout=SLOW)
+    expect(page.locator("#detect-status")).to_contain_text(re.compile(r"OpenVINO \S+ f32 on cpu \(fast\)"))
     expect(page.locator("#detect-boxes .legend-item").first).to_be_visible()
     before = _count(page)
     assert before >= 1
@@ -128,6 +137,8 @@ def test_detect_threshold_click_and_point(page):
 
 def test_webcam_streams_annotated_frames_and_freezes(page):
     page.get_by_role("tab", name="Webcam").click()
+    expect(page.locator("#webcam-why")).to_contain_text("640×480 px")  # the default at precision fast, and why
+    expect(page.locator("#webcam-why")).to_contain_text("faster than the exact one")
     page.get_by_text("Click to Access Webcam").click()
     page.locator("#webcam-in").get_by_text("Record", exact=True).click()  # the button's aria-label is "capture photo"
     stats = page.locator("#webcam-stats")
@@ -144,6 +155,11 @@ def test_webcam_streams_annotated_frames_and_freezes(page):
     frames = int(re.search(r"frame (\d+)", stats.inner_text()).group(1))
     print(f"\nwebcam (tiny DETR, fake camera): {fps:.1f} processed frames/s after {frames} frames")
     assert frames >= 3
+    text = stats.inner_text()  # the engine that ran the frames, and the one fixed input shape it saw
+    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", text) and "DETR input 640×480 (fixed)" in text
+    assert fps > 0
+    footer = page.locator("#footer-runtime").inner_text()
+    assert "precision fast: OpenVINO" in footer and "gradient methods on the exact fp32 PyTorch model" in footer
 
     number = page.locator("#webcam-threshold input[type=number]")  # the threshold, changed while streaming
     number.fill("0")

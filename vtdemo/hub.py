@@ -326,7 +326,12 @@ def load(model: str, device: str | torch.device | None = None, precision: str = 
         if precision == "fast":
             from .engine import make_fast
 
-            loaded = make_fast(load(model, dev))
+            with _guard:
+                shared = _cache.get(_key(ref, dev))
+            if shared is not None:  # the exact model is loaded already: share its weights (never released)
+                loaded = make_fast(shared)
+            else:  # weights of its own, which the app releases once compiled (`engine.release_weights`)
+                loaded = make_fast(_build(ref, dev), reload=lambda: load(model, dev).model)
         else:
             loaded = _build(ref, dev)
         with _guard:

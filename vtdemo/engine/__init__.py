@@ -4,6 +4,7 @@
     engine.runtime_info(loaded)  # {"precision": "fast", "engine": "openvino", "version": ..., "dtype": "bf16", ...}
     engine.describe(loaded)      # "OpenVINO 2026.4.1 bf16 on cpu (fast)": for a footer
     engine.exact_model(loaded)   # the same model on the exact PyTorch path (gradient methods use it)
+    engine.release_weights(loaded)  # drop the PyTorch weights after compiling (exact_model reloads them)
     engine.prepare(loaded)       # convert now instead of at the first forward pass (shows progress)
 
 `python -m vtdemo convert MODEL ...` pre-converts into the engine cache (`vtdemo.engine.cache`), e.g. while a
@@ -28,13 +29,23 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("exact", "fast")
 
 
-def make_fast(exact: LoadedModel) -> LoadedModel:
-    """The fast twin of an exact LoadedModel (shares its PyTorch module; converts nothing yet)."""
+def make_fast(exact: LoadedModel, reload: Callable[[], torch.nn.Module] | None = None) -> LoadedModel:
+    """The fast twin of an exact LoadedModel (shares its PyTorch module; converts nothing yet). reload: where the
+    PyTorch module comes from again after `release_weights` (None: its weights are never released)."""
     from .fast import FastModel, choose
 
     choice = choose(str(exact.device))
-    model = FastModel(exact.model, exact.family, exact.id, exact.weights, choice)
+    model = FastModel(exact.model, exact.family, exact.id, exact.weights, choice, reload)
     return dataclasses.replace(exact, model=model, precision="fast")
+
+
+def release_weights(loaded: LoadedModel) -> bool:
+    """Free a fast model's PyTorch weights once its graphs are compiled (the app keeps one copy of each model
+    resident); gradient methods then load the exact model again on demand (`exact_model`). False if nothing was
+    released (an exact model, a PyTorch engine, nothing compiled yet, or weights shared with a cached exact model)."""
+    from .fast import FastModel
+
+    return isinstance(loaded.model, FastModel) and loaded.model.release_weights()
 
 
 def exact_model(loaded: LoadedModel) -> LoadedModel:

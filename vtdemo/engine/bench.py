@@ -4,17 +4,18 @@ End to end from a decoded photo (an RGB PIL image of `assets/examples`): ours = 
 `pipeline.detect` (preprocess, forward, post-process) with precision exact and fast; references = timm fp32 (its
 own data transform from `resolve_data_config`, forward, softmax top-5) and transformers fp32 (`DetrImageProcessor`,
 forward, `post_process_object_detection`), same random weights, timed alternately in one run. Conversion happens
-before timing, into a temporary engine cache (these random models are never reused). The webcam row times the live
-path (`forward_detr` + scores + selection on a 640x480 frame at short side 384, the same pipeline calls as
-`vtdemo.ui.webcam.process_frame`, without drawing). The memory row is the resident memory that the fast engine's
-compiled copies of ViT-B/16, Swin-T and DETR-R50 (both DETR graphs) add to a process that already holds the exact
-models.
+before timing, into a temporary engine cache (these random models are never reused). The webcam rows time the live
+path (`vtdemo.live.detect_frame`: a 640x480 frame into the fixed canvas, forward, selection; what the webcam tab runs
+without drawing) at several short sides, fast as the app holds it against exact. The memory row is the resident
+memory of ViT-B/16, Swin-T and DETR-R50 as the app holds them at precision fast (OpenVINO graphs with attention
+outputs, PyTorch weights released) against exact (the PyTorch models), each in a fresh process.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -170,39 +171,57 @@ def bench_fast(runs: int) -> list[Any]:
     ]
 
 
+#: Short sides the webcam benchmark times (the app's `vtdemo.ui.config.LIVE_SIZES` up to 640).
+WEBCAM_SIZES = (256, 320, 384, 480, 640)
+
+
+def _app_fast(exact: Any) -> Any:
+    """A fast twin as the app holds it: compiled with attention outputs, PyTorch weights released (its own copy of
+    the module, so that `exact` keeps working), plain calls served by the attention graph."""
+    import copy
+
+    from . import make_fast, prepare, release_weights
+
+    fast = make_fast(dataclasses.replace(exact, model=copy.deepcopy(exact.model)), reload=lambda: exact.model)
+    prepare(fast, with_attention=True)
+    release_weights(fast)
+    return fast
+
+
 @_with_engine_cache
 def bench_webcam(runs: int) -> list[Any]:
-    """The live path at short side 384 on a 640x480 frame: fast against exact (frames/s = 1000 / ms)."""
+    """The live path (`vtdemo.live.detect_frame`: a 640x480 frame into the fixed canvas, forward, selection) at
+    each of `WEBCAM_SIZES`, fast (as the app holds it) against exact, alternately in one run."""
     import numpy as np
-    from PIL import Image
 
-    from .. import pipeline, postprocess
+    from .. import live
     from ..bench import Timing, _median_ms
 
     _, _, exact = _loaded_detr()
-    exact = dataclasses.replace(
-        exact, preprocess=dataclasses.replace(exact.preprocess, shortest_edge=384, longest_edge=round(384 * 1333 / 800))
-    )
-    fast = _fast(exact)
-    frame = Image.fromarray(np.random.default_rng(0).integers(0, 255, size=(480, 640, 3), dtype=np.uint8))
-
-    def live(loaded: Any) -> Any:
-        out = pipeline.forward_detr(loaded, [frame])
-        scored = postprocess.detr_scores(out.logits[0], out.boxes[0], frame.size)
-        return pipeline.detections(loaded, scored, postprocess.select(scored, 0.7))
-
-    def live_fast() -> Any:
-        return live(fast)
-
-    def live_exact() -> Any:
-        return live(exact)
-
-    f, e = _median_ms([live_fast, live_exact], max(5, runs), warmup=2)
-    return [Timing(f"webcam 384 fast ({1000 / f:.1f} f/s)", f, e, f"our exact ({1000 / e:.1f} f/s)")]
+    fast = _app_fast(exact)
+    frame = np.random.default_rng(0).integers(0, 255, size=(480, 640, 3), dtype=np.uint8)
+    rows = []
+    for size in WEBCAM_SIZES:
+        f, e = _median_ms(
+            [
+                functools.partial(live.detect_frame, fast, frame, size, 0.7),
+                functools.partial(live.detect_frame, exact, frame, size, 0.7),
+            ],
+            max(3, runs),
+            warmup=1,
+        )
+        h, w = live.canvas(size)
+        rows.append(Timing(f"webcam {w}x{h} fast ({1000 / f:.1f} f/s)", f, e, f"our exact ({1000 / e:.1f} f/s)"))
+    return rows
 
 
-def rss_mb() -> float:
-    """Resident memory of this process in MB (Linux /proc; elsewhere the peak from `resource`)."""
+def rss_mb(trim: bool = False) -> float:
+    """Resident memory of this process in MB (Linux /proc; elsewhere the peak from `resource`); trim: collect
+    garbage and hand freed heap pages back to the OS first (what `release_weights` does)."""
+    if trim:
+        from .fast import _return_memory
+
+        _return_memory()
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -216,29 +235,52 @@ def rss_mb() -> float:
 
 @_with_engine_cache
 def bench_fast_memory(runs: int) -> list[Any]:
-    """RSS added by compiling the fast graphs of the three default architectures (exact models already loaded)."""
-    import gc
+    """Resident memory of the three default architectures as the app holds them, fast against exact: each
+    measured in a fresh process from the same engine cache (conversion happens in a process of its own first)."""
+    import subprocess
+    import sys
 
     from ..bench import Timing
 
-    models = [_loaded_classifier("vit")[1], _loaded_classifier("swin")[1], _loaded_detr()[2]]
-    gc.collect()
-    from . import make_fast, prepare
+    code = "from vtdemo.engine.bench import _memory_child; _memory_child()"
+    env = dict(os.environ)
+    figures = {}
+    for mode in ("convert", "exact", "fast"):
+        out = subprocess.run(
+            [sys.executable, "-c", code, mode], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        figures[mode] = json.loads(out.strip().splitlines()[-1])
+    exact, fast = figures["exact"]["added_mb"], figures["fast"]["added_mb"]
+    return [Timing("3 models' RSS, fast vs exact", fast, exact, f"MB; fast adds {fast - exact:.0f} MB (<= 700)")]
 
-    fast = [make_fast(m) for m in models]
-    # Convert in this process first (conversion itself needs memory that is freed again), then measure compiling.
-    for m in fast:
-        prepare(m, with_attention=True)
-    prepare(fast[2], with_attention=False)
-    fresh = [make_fast(m) for m in models]  # new FastModels: compile again from the (now filled) engine cache
-    del fast
-    gc.collect()
-    before = rss_mb()
-    for m in fresh:
-        prepare(m, with_attention=True)
-    prepare(fresh[2], with_attention=False)
-    x = torch.randn(1, 3, 224, 224)
-    with torch.inference_mode():
-        fresh[0].model(x), fresh[1].model(x)  # first inference allocates the runtime's buffers
-    added = rss_mb() - before
-    return [Timing("fast engine RSS, 3 models", added, 700.0, "MB added vs 700 MB target")]
+
+def _no_reload() -> torch.nn.Module:
+    raise RuntimeError("the memory benchmark runs no gradient method: it never needs the exact model back")
+
+
+def _memory_child() -> None:
+    """`bench_fast_memory`'s measurement in this process (argv[1]: convert | exact | fast); prints JSON.
+
+    exact: the three exact models, one classification / detection each; fast: the same as the app holds them
+    (compiled with attention outputs, PyTorch weights released), one call each with and without attention."""
+    import sys
+
+    from .. import pipeline
+    from . import make_fast, prepare, release_weights
+
+    mode = sys.argv[1]
+    photo = _photo()
+    before = rss_mb(trim=True)
+    models = [_loaded_classifier("vit")[1], _loaded_classifier("swin")[1], _loaded_detr()[2]]
+    if mode != "exact":
+        models = [make_fast(m, reload=_no_reload) for m in models]
+        for m in models:
+            prepare(m, with_attention=True)
+            release_weights(m)
+    for m in models:
+        if m.family == "detr":
+            pipeline.detect(photo, m)
+            pipeline.forward_detr(m, [photo], return_attn=True)
+        else:
+            pipeline.classify(photo, m)
+    print(json.dumps({"mode": mode, "added_mb": round(rss_mb(trim=True) - before, 1)}))

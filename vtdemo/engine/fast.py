@@ -15,7 +15,9 @@ openvino | pytorch and `VTDEMO_FAST_DTYPE` = bf16 | f32 | fp16):
 `model(pixel_values, pixel_mask, return_attn=...)`), returning the same records (`ClassifierOutput` with ViT tensors
 or `SwinAttention` records, `DetrOutput`). With gradients enabled (gradient rollout, relevance, LRP) it runs the
 exact PyTorch module instead, so gradient methods always see fp32 PyTorch (logged once per model). Conversion
-happens on the first fast call (or `prepare()`), never at import or load.
+happens on the first fast call (or `prepare()`), never at import or load. `release_weights()` frees the PyTorch
+weights once a graph is compiled (the app does, to keep one copy of each model); `exact` then loads them again
+on demand through the `reload` it was given (`vtdemo.hub.load` at precision exact).
 """
 
 from __future__ import annotations
@@ -135,17 +137,43 @@ def _floats(out: Any) -> Any:
     return out
 
 
+def _return_memory() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim), so that released weights leave the RSS."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "malloc_trim"):
+            libc.malloc_trim(0)
+    except OSError:  # not glibc (macOS, musl): the allocator keeps the pages for reuse, nothing else to do
+        pass
+
+
 class FastModel(nn.Module):
     """Our model on the fast engine; called like the PyTorch module and returning the same records.
 
     exact: the PyTorch module (fp32, the parity-tested path); it also runs whenever gradients are enabled.
+    skeleton: the same module for its structure (config, Swin geometry), which stays after `release_weights`.
+    reload: where `exact` comes from once the weights were released (`vtdemo.hub.load` at precision exact).
     """
 
     def __init__(
-        self, exact: nn.Module, family: str, model_id: str, weights: Path | None, choice: EngineChoice
+        self,
+        exact: nn.Module,
+        family: str,
+        model_id: str,
+        weights: Path | None,
+        choice: EngineChoice,
+        reload: Callable[[], nn.Module] | None = None,
     ) -> None:
         super().__init__()
-        self.exact = exact
+        self.skeleton = exact
+        self._reload = reload
+        self.released = False
         self.family = family
         self.model_id = model_id
         self.weights = weights
@@ -164,12 +192,35 @@ class FastModel(nn.Module):
 
     @property
     def cfg(self) -> Any:
-        return self.exact.cfg
+        return self.skeleton.cfg
+
+    @property
+    def exact(self) -> nn.Module:
+        """The exact PyTorch module: the kept one, or (after `release_weights`) loaded again, once, on demand."""
+        if not self.released:
+            return self.skeleton
+        assert self._reload is not None
+        return self._reload()
+
+    def release_weights(self) -> bool:
+        """Free the PyTorch weights once the compiled graphs hold their own copy (what the app does: it keeps one
+        copy of each model resident); `exact` loads them again when a gradient method asks. Only for a model that
+        knows how to reload them; returns whether the weights were released."""
+        if self._reload is None or self.released or self.choice.engine != "openvino" or not self._graphs:
+            return False
+        self.skeleton.to("meta")  # parameters and buffers become shapes only (structure and config stay)
+        self.released = True
+        _return_memory()
+        log.info("%s: PyTorch weights released (the OpenVINO graph holds the model; exact reloads them)", self.model_id)
+        return True
 
     def _graph_kind(self, return_attn: bool) -> bool:
         # Classifiers: one graph with attention outputs serves both calls (measured no slower than the plain graph,
-        # and one copy of the weights); DETR: the 800-px encoder maps are ~140 MB, so detection alone has its own.
-        return True if self.family != "detr" else return_attn
+        # and one copy of the weights); DETR: the 800-px encoder maps are ~140 MB, so detection alone has its own,
+        # except once the weights were released: then the attention graph serves plain calls too (one copy).
+        if self.family != "detr" or return_attn:
+            return True
+        return self.released and True in self._graphs and False not in self._graphs
 
     def graph(self, return_attn: bool, progress: Callable[[str], None] | None = None) -> openvino_runtime.CompiledGraph:
         """The compiled OpenVINO graph (converted or read from the engine cache on first use)."""
@@ -177,7 +228,14 @@ class FastModel(nn.Module):
         with self._lock:
             if kind not in self._graphs:
                 self._graphs[kind] = openvino_runtime.load_graph(
-                    self.model_id, self.weights, self.family, self.exact, kind, self.choice.dtype, progress
+                    self.model_id,
+                    self.weights,
+                    self.family,
+                    self.skeleton,
+                    kind,
+                    self.choice.dtype,
+                    progress,
+                    source=lambda: self.exact,  # the weights, should this graph need converting
                 )
             return self._graphs[kind]
 
@@ -194,7 +252,7 @@ class FastModel(nn.Module):
         """Does a classifier input have the size the graph was converted for (DETR graphs take any size)?"""
         if self.family == "detr":
             return True
-        size = getattr(self.exact.cfg, "img_size", None)
+        size = getattr(self.skeleton.cfg, "img_size", None)
         return size is None or tuple(x.shape[-2:]) == (size, size)
 
     def forward(self, *inputs: torch.Tensor, return_attn: bool = False, return_tokens: bool = False) -> Any:
@@ -220,6 +278,6 @@ class FastModel(nn.Module):
             if mask is None:
                 mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:])
             arrays = self.graph(return_attn)([pixel_values, mask.float()])
-            return graphs.detr_output(self.exact, arrays, return_attn)
+            return graphs.detr_output(self.skeleton, arrays, return_attn)
         arrays = self.graph(return_attn)([inputs[0]])
-        return graphs.classifier_output(self.exact, arrays if return_attn else arrays[:1], return_attn)
+        return graphs.classifier_output(self.skeleton, arrays if return_attn else arrays[:1], return_attn)

@@ -18,6 +18,7 @@ outputs, so explanations still work from the compiled model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -89,23 +90,75 @@ def convert(family: str, model: nn.Module, return_attn: bool, folder: Path) -> N
     ov.save_model(converted, str(folder / "model.xml"), compress_to_fp16=False)
 
 
-class CompiledGraph:
-    """A compiled OpenVINO model with a pool of infer requests (one per concurrent caller)."""
+#: Inputs up to this many pixels keep OpenVINO's intermediate buffers between calls (the webcam's fixed canvas, up
+#: to 640 x 864); after a larger one (a photo at DETR's 800 px: ~320 MB of buffers for DETR-R50) they are released.
+KEEP_BUFFERS_PIXELS = 640 * 864
 
-    def __init__(self, compiled: Any) -> None:
+
+class CompiledGraph:
+    """A compiled OpenVINO model with a pool of infer requests (one per concurrent caller).
+
+    OpenVINO's CPU plugin keeps the intermediate memory of the largest input it has run, shared by the compiled
+    model's requests; after an input larger than `KEEP_BUFFERS_PIXELS` that memory is handed back
+    (`CompiledModel.release_memory`, when no other request is running), so one 800-px photo does not keep a few
+    hundred MB resident for a webcam stream that needs a fraction of it.
+    """
+
+    def __init__(self, compiled: Any, weights_file: Path | None = None) -> None:
         self.compiled = compiled
         self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._running = 0
+        self._weights_file = weights_file  # its mapped pages are dropped after the first call (`drop_file_pages`)
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         try:
             request = self._idle.get_nowait()
         except queue.Empty:
             request = self.compiled.create_infer_request()
+        with self._lock:
+            self._running += 1
         try:
             result = request.infer([t.detach().cpu().float().contiguous().numpy() for t in inputs])
             return [torch.from_numpy(result[out]) for out in self.compiled.outputs]  # copies (share_outputs=False)
         finally:
             self._idle.put(request)
+            with self._lock:
+                self._running -= 1
+                large = inputs[0].shape[-2] * inputs[0].shape[-1] > KEEP_BUFFERS_PIXELS
+                if large and self._running == 0 and hasattr(self.compiled, "release_memory"):
+                    self.compiled.release_memory()
+                if self._weights_file is not None:  # the first call made the plugin's own copies (bf16)
+                    drop_file_pages(self._weights_file)
+                    self._weights_file = None
+
+
+def drop_file_pages(path: Path) -> int:
+    """Drop the resident pages of every read-only mapping of `path` in this process (Linux `madvise(MADV_DONTNEED)`);
+    returns the bytes advised. OpenVINO maps the IR's weight file (`model.bin`) and keeps it mapped after compiling,
+    next to its own copies (bf16); those pages stay resident although a bf16 graph never reads them again. Dropping
+    them is safe for a read-only file mapping: a page touched later is read back from the file, unchanged."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return 0
+    target = str(Path(path).resolve())
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        advised = 0
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            for line in maps:
+                fields = line.split(maxsplit=5)
+                if len(fields) == 6 and fields[5].strip() == target and "w" not in fields[1]:
+                    lo, hi = (int(v, 16) for v in fields[0].split("-"))
+                    if libc.madvise(lo, hi - lo, 4) == 0:  # 4 = MADV_DONTNEED
+                        advised += hi - lo
+    except (OSError, AttributeError, ValueError) as exc:
+        log.info("could not drop the mapped pages of %s (%s): they stay resident", target, exc)
+        return 0
+    return advised
 
 
 _core_lock = threading.Lock()
@@ -130,10 +183,12 @@ def load_graph(
     return_attn: bool,
     hint: str,
     progress: Callable[[str], None] | None = None,
+    source: Callable[[], nn.Module] | None = None,
 ) -> CompiledGraph:
     """The compiled graph of `model`: read from the engine cache, or converted (and cached) first.
 
-    hint: "bf16" or "f32" (OpenVINO's INFERENCE_PRECISION_HINT). A cache entry OpenVINO cannot read is removed and
+    hint: "bf16" or "f32" (OpenVINO's INFERENCE_PRECISION_HINT). model: for the shape policy (and the weights
+    unless `source` gives them: only a conversion calls it). A cache entry OpenVINO cannot read is removed and
     rebuilt once; a failing conversion raises (the caller reports it: no silent fallback).
     """
     key = cache.entry_key(
@@ -151,12 +206,13 @@ def load_graph(
             if progress is not None:
                 progress(message)
             t0 = time.perf_counter()
-            folder = cache.store(key, lambda d: convert(family, model, return_attn, d))
+            module = source() if source is not None else model  # the weights (`model` may be a skeleton)
+            folder = cache.store(key, functools.partial(convert, family, module, return_attn))
             log.info("converted %s in %.1f s", model_id, time.perf_counter() - t0)
         try:
             ir = core.read_model(str(folder / "model.xml"))
             compiled = core.compile_model(ir, "CPU", {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"})
-            return CompiledGraph(compiled)
+            return CompiledGraph(compiled, folder / "model.bin")
         except RuntimeError as exc:  # a damaged IR that passed the size check
             if attempt == 2:
                 raise

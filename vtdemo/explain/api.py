@@ -95,7 +95,7 @@ def methods_for_model(loaded: hub.LoadedModel) -> list[Method]:
     if loaded.family == "vit" and not getattr(cfg, "class_token", True):
         found = [m for m in found if m.name != "cls-attention"]
     lrp_walkable = (  # the LRP walks (`explain.lrp`, `explain.lrp_swin`) cover plain ViT / DeiT and Swin V1
-        type(getattr(loaded.model, "exact", loaded.model)).__name__ == "SwinTransformer"  # (the fast engine wraps)
+        type(getattr(loaded.model, "skeleton", loaded.model)).__name__ == "SwinTransformer"  # (the fast engine wraps)
         if loaded.family == "swin"
         else getattr(cfg, "class_token", True)
         and not getattr(cfg, "reg_tokens", 0)
@@ -144,6 +144,15 @@ def detection_target(run: DetrRun, query: int) -> dict[str, Any]:
     }
 
 
+def on_exact_model(run: ClassifierRun | DetrRun) -> Any:
+    """The run with its model on the exact fp32 PyTorch path (itself for an exact model): gradient methods (and
+    anything that walks the module, such as LRP, Grad-CAM hooks or DETR relevance) run there, never on the fast
+    engine's compiled graph; the cached forward outputs are kept."""
+    from ..engine import exact_model
+
+    return run if run.loaded.precision != "fast" else replace(run, loaded=exact_model(run.loaded))
+
+
 def explain_run(
     run: ClassifierRun | DetrRun, method: str | None = None, options: ExplainOptions | None = None
 ) -> MapResult:
@@ -171,7 +180,7 @@ def explain_run(
     else:
         target = class_target(run, options.class_index)
         options = replace(options, class_index=target["index"])
-    raw = meth.fn(run, options)
+    raw = meth.fn(on_exact_model(run) if meth.needs_gradients else run, options)
     if isinstance(raw, dict):
         maps = {k: normalize_map(v.detach().cpu()) for k, v in raw.items()}
         combined = normalize_map(torch.stack(list(maps.values())).mean(0))  # [rows, cols]

@@ -112,7 +112,9 @@ def inspect(run: Any, layer: int = -1, k: float = 5.0, min_ratio: float = 2.0) -
     "prefix_names": their names}.
     """
     from ..errors import ExplainError
+    from .runs import with_block_outputs
 
+    run = with_block_outputs(run)  # a fast run: its block outputs from the exact model, once
     if run.tokens is None or run.grid is None:
         raise ExplainError(f"{run.loaded.id}: the artefact inspector needs a ViT run (with its block outputs)")
     cfg = run.loaded.config

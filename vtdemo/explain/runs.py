@@ -253,3 +253,18 @@ def run_detr(loaded: hub.LoadedModel, image: Image.Image, keep_dtype: torch.dtyp
         if keep_dtype is not None:
             out.pred_masks = None
     return DetrRun(loaded=loaded, image=image, output=out, scored=scored, masks=masks)
+
+
+def with_block_outputs(run: ClassifierRun) -> ClassifierRun:
+    """A ViT run with its per-block output tokens: a fast run has none (the compiled graph returns logits and
+    attention only), so they are computed once on the exact PyTorch model (`vtdemo.engine.exact_model`) and kept."""
+    if run.tokens is not None or run.family != "vit" or run.loaded.precision != "fast":
+        return run
+    from ..engine import exact_model
+
+    exact = exact_model(run.loaded)
+    with inference(exact.device):
+        out = exact.model(run.x, return_attn=True, return_tokens=True)
+    run.tokens = [t[0].float() for t in out.tokens]
+    run.grid = run.grid or getattr(out, "grid", None) or tuple(run.loaded.config.grid_size)
+    return run

@@ -32,6 +32,7 @@ from .classify import ClassifyTab
 from .common import Services
 from .config import AppConfig
 from .detect import DetectTab
+from .engine_text import precision_summary
 from .matching import MatchingPanel
 from .webcam import WebcamTab
 
@@ -103,11 +104,13 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
             with gr.Tab("How it works", id="howto"):
                 _howto_tab()
         gr.Markdown(
-            f"Running on **{services.device.type.upper()}** · models: {config.vit_model}, "
+            f"Running on **{services.device.type.upper()}** · precision {precision_summary(config.precision, services.device)}"
+            f" · models: {config.vit_model}, "
             f"{config.swin_model}, {config.detr_model} (any supported repo id or folder can be typed in the "
             "pickers) · example photos from scikit-image (CC0 / public domain) · every action is also an "
             "API (*Use via API* below).",
             elem_classes="vt-caption",
+            elem_id="footer-runtime",
         )
         demo.unload(services.end_session)  # the session is over: release its cached runs now (not an hour later)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)

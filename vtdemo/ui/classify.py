@@ -269,7 +269,10 @@ class ClassifierColumn:
         return {
             self.label: {p.label: p.score for p in state.predictions},
             **shown,
-            self.status: status(f"{loaded.id} · {loaded.family} · {run.x.shape[-2]}px input"),
+            self.status: status(
+                f"{loaded.id} · {loaded.family} · {run.x.shape[-2]}px input · "
+                + self.s.engine_line(loaded, exact_size=run.input_size != run.trained_size)
+            ),
             self.state: state,
             self.method: gr.Dropdown(choices=[(m.label, m.name) for m in methods_for_run(run)], value=state.method),
             **self._controls(state, state.method),
@@ -403,7 +406,9 @@ class ClassifyTab:
             write_json(
                 folder / f"{stem}.classify.json",
                 [
-                    pipeline.ClassifyResult(image=s.name, model=s.run.loaded.id, predictions=s.predictions).to_dict()
+                    pipeline.ClassifyResult(
+                        s.name, s.run.loaded.id, s.predictions, pipeline.runtime_info(s.run.loaded, s.method)
+                    ).to_dict()
                     for s in states
                     if s.run is not None
                 ],

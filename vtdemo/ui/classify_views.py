@@ -16,6 +16,7 @@ from ..errors import ExplainError
 from ..explain import registry
 from ..explain.registry import ExplainOptions
 from ..explain.runs import ClassifierRun
+from .engine_text import gradient_note
 
 
 def method_choices(family: str) -> list[tuple[str, str]]:
@@ -96,7 +97,7 @@ def caption(state: ClassifyState) -> str:
     if o.mask_outliers and "mask_outliers" in method.controls:
         text += " · high-norm outlier tokens masked out"
     size = f" *Input size: {state.size_note}.*" if state.size_note else ""
-    return f"{text}. {method.note}{size}"
+    return f"{text}{gradient_note(run.loaded, method.name)}. {method.note}{size}"
 
 
 def class_index_of(run: ClassifierRun, name: str) -> int:

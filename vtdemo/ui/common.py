@@ -23,12 +23,12 @@ import numpy as np
 import torch
 from gradio.utils import get_upload_folder
 
-from .. import hub
+from .. import engine, hub
 from ..device import pick_device
 from ..errors import VtdemoError
 from ..families import FAMILIES
 from .components import Click, safe_image
-from .config import AppConfig
+from .config import PRECISIONS, AppConfig
 from .sessions import RunIndex
 
 log = logging.getLogger(__name__)
@@ -140,12 +140,19 @@ class Services:
         self.config = config
         self.device = pick_device(config.device)  # chosen once, here
         self.runs = RunIndex(config.cache_mb * 2**20)
+        if config.precision not in PRECISIONS:
+            raise VtdemoError(f"precision {config.precision!r}: choose from {', '.join(PRECISIONS)}")
+        log.info("app precision: %s (gradient methods always run on the exact fp32 PyTorch model)", config.precision)
+        self.fallbacks: dict[str, str] = {}  # model id -> why the fast engine could not convert it (it runs exact)
 
     def default_model(self, family: str) -> str:
         return {"vit": self.config.vit_model, "swin": self.config.swin_model, "detr": self.config.detr_model}[family]
 
     def load(self, model_id: Any, family: str, progress: Any = None) -> hub.LoadedModel:
-        """Load (once, then cached by `hub.load`) with a visible message on first use; check the family fits."""
+        """Load (once, then cached by `hub.load`) at the app's precision, with a visible message on first use and
+        on conversion; check the family fits. A fast model is converted here (DETR: its graph with attention
+        outputs, which the webcam shares) and keeps no PyTorch weights of its own (`engine.release_weights`); one
+        the fast engine cannot convert runs exact (logged, shown, and named in `engine_line`)."""
         if model_id is not None and not isinstance(model_id, str):
             raise VtdemoError("the model must be a Hugging Face repo id (org/name[@revision]) or empty for the default")
         model_id = (model_id or "").strip() or self.default_model(family)
@@ -155,13 +162,12 @@ class Services:
                 f"'{model_id}': local folders can only be chosen by whoever runs the app "
                 "(--vit-model / --swin-model / --detr-model); type a Hugging Face repo id instead"
             )
-        first = not hub.is_loaded(model_id, self.device)
+        precision = self.config.precision
+        first = not hub.is_loaded(model_id, self.device, precision)
         if first and progress is not None:
             progress(0.05, desc=f"Loading {model_id} (first use: downloads the weights if they are not cached)…")
         started = time.perf_counter()
-        loaded = hub.load(model_id, device=self.device)
-        if first and time.perf_counter() - started > 1.0:
-            gr.Info(f"Loaded {model_id} on {self.device.type.upper()} in {time.perf_counter() - started:.1f} s")
+        loaded = hub.load(model_id, device=self.device, precision=precision)
         if family == "detr" and loaded.family != "detr":
             raise VtdemoError(
                 f"{model_id} is an image classifier ({FAMILIES[loaded.family].display}): pick a DETR model "
@@ -169,7 +175,34 @@ class Services:
             )
         if family != "detr" and loaded.family == "detr":
             raise VtdemoError(f"{model_id} is a detection model (DETR): use it in the Detect tab")
+        if loaded.precision == "fast":
+            loaded = self._convert(loaded, progress)
+        if first and time.perf_counter() - started > 1.0:
+            gr.Info(f"Loaded {model_id} on {self.device.type.upper()} in {time.perf_counter() - started:.1f} s")
         return loaded
+
+    def _convert(self, loaded: hub.LoadedModel, progress: Any) -> hub.LoadedModel:
+        """Convert the fast graph now (cached on disk; shown as progress) and release the PyTorch weights; or,
+        if the converter fails, the same model on the exact path, with the reason recorded and shown."""
+        if loaded.id in self.fallbacks:
+            return engine.exact_model(loaded)
+        say = None if progress is None else (lambda text: progress(0.1, desc=text))
+        try:
+            engine.prepare(loaded, True, say)
+        except Exception as exc:  # noqa: BLE001 - any converter failure: run exact, and say so (not silently)
+            reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
+            log.warning("%s: the fast engine could not convert it (%s); running it exact", loaded.id, reason)
+            self.fallbacks[loaded.id] = reason
+            gr.Warning(f"{loaded.id} runs exact (fp32 PyTorch): the fast engine could not convert it ({reason})")
+            return engine.exact_model(loaded)
+        engine.release_weights(loaded)
+        return loaded
+
+    def engine_line(self, loaded: hub.LoadedModel, exact_size: bool = False) -> str:
+        """What produced a result of `loaded`, for a status line (`vtdemo.ui.engine_text.engine_line`)."""
+        from .engine_text import engine_line
+
+        return engine_line(loaded, self.fallbacks.get(loaded.id), exact_size)
 
     def cached(self, state: Any) -> Any:
         """The state if its run is still held (marked as just used); None, with a toast, if it was released."""

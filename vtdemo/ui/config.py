@@ -17,9 +17,10 @@ variables over the defaults.
 | `--concurrency` | `VTDEMO_CONCURRENCY` | 1 model call at a time (2-core CPU) |
 | `--cache-mb` | `VTDEMO_CACHE_MB` | 2048 MiB for all visitors' cached runs together (least recently used go) |
 | `--max-sessions` | `VTDEMO_MAX_SESSIONS` | 1000 sessions whose state Gradio keeps (~0.3 MB each; oldest go first) |
-| `--live-size` | `VTDEMO_LIVE_SIZE` | 384: DETR's input short side for webcam frames (800 for photos) |
+| `--live-size` | `VTDEMO_LIVE_SIZE` | 480 at precision fast, 384 exact: the webcam's fixed DETR input short side (`LIVE_WHY`) |
 | `--webcam-limit` | `VTDEMO_WEBCAM_LIMIT` | 300 s of processing per webcam session |
 | | `VTDEMO_WEBCAM_SESSIONS` | 2 webcam streams at once (others wait in the queue) |
+| `--precision` | `VTDEMO_PRECISION` | fast: the fast engine (`vtdemo.engine`), exact = fp32 PyTorch everywhere |
 | `--device` | `VTDEMO_DEVICE` | CUDA, then MPS, then CPU (`vtdemo.device.pick_device`) |
 | | `VTDEMO_ALLOW_FOLDERS` | typed local folders in the pickers: allowed only on localhost without `--share` |
 """
@@ -35,6 +36,15 @@ from ..errors import VtdemoError
 from ..settings import env_flag, env_int, env_text
 
 LIVE_SIZES = (256, 320, 384, 480, 640, 800)
+PRECISIONS = ("exact", "fast")
+#: The webcam's default DETR short side per precision, and why (README "Webcam input size" has the measurements).
+LIVE_DEFAULTS = {"fast": 480, "exact": 384}
+LIVE_WHY = {
+    "fast": "the fast path ran DETR-R50 frames 3-5x faster than the exact one at 256-480 px on this 2-core CPU, "
+    "which puts 480 px at an estimated ~10 frames/s (above the 5 frames/s a live view needs, with margin for a "
+    "busy machine) while 640 px would fall below it",
+    "exact": "the exact PyTorch path keeps about 4 frames/s up to 384 px on a 2-core CPU and drops to 2.6 at 480",
+}
 
 
 def _env_int(name: str, default: int) -> int:
@@ -59,10 +69,11 @@ class AppConfig:
     concurrency: int = 1
     cache_mb: int = 2048
     max_sessions: int = 1000
-    live_size: int = 384
+    live_size: int = LIVE_DEFAULTS["fast"]  # from_args: LIVE_DEFAULTS of the precision unless given
     webcam_limit: int = 300
     webcam_sessions: int = 2
     device: str | None = None
+    precision: str = "fast"  # "fast" (vtdemo.engine) or "exact" (fp32 PyTorch); gradient methods always run exact
     allow_folders: bool | None = None  # None: only on a private server (see `allow_typed_folders`)
 
     @property
@@ -91,6 +102,13 @@ class AppConfig:
         return [chosen] + [m for m in known if m != chosen]
 
 
+def _env_precision() -> str:
+    value = (env_text("VTDEMO_PRECISION") or "fast").strip().lower()
+    if value not in PRECISIONS:
+        raise SystemExit(f"error: VTDEMO_PRECISION={value!r}: choose from {', '.join(PRECISIONS)}")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python app.py", description="vtdemo: see what vision transformers see.")
     p.add_argument("--vit-model", help=f"ViT/DeiT repo id or folder (env VTDEMO_VIT_MODEL; default {hub.DEFAULT_VIT})")
@@ -110,11 +128,21 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         help="sessions whose state Gradio keeps, oldest forgotten first (env VTDEMO_MAX_SESSIONS; 1000)",
     )
-    p.add_argument("--live-size", type=int, help="webcam: DETR input short side in px (env VTDEMO_LIVE_SIZE; 384)")
+    p.add_argument(
+        "--live-size",
+        type=int,
+        help="webcam: DETR input short side in px, fixed (env VTDEMO_LIVE_SIZE; 480 at precision fast, 384 exact)",
+    )
     p.add_argument(
         "--webcam-limit", type=int, help="webcam: seconds of processing per session (env VTDEMO_WEBCAM_LIMIT; 300)"
     )
     p.add_argument("--device", help="cuda, mps or cpu (env VTDEMO_DEVICE; default: the best available)")
+    p.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="fast: optimized engine (OpenVINO on CPU) for forward passes; exact: fp32 PyTorch for everything "
+        "(env VTDEMO_PRECISION; default fast; gradient methods always run exact)",
+    )
     return p
 
 
@@ -123,6 +151,7 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
     a = parser().parse_args(argv)
     port = a.port if a.port is not None else _env_int("VTDEMO_PORT", 0) or _env_int("GRADIO_SERVER_PORT", 0)
     folders = env_text("VTDEMO_ALLOW_FOLDERS")
+    precision = a.precision or _env_precision()
     cfg = AppConfig(
         vit_model=a.vit_model or env_text("VTDEMO_VIT_MODEL", hub.DEFAULT_VIT) or hub.DEFAULT_VIT,
         swin_model=a.swin_model or env_text("VTDEMO_SWIN_MODEL", hub.DEFAULT_SWIN) or hub.DEFAULT_SWIN,
@@ -136,10 +165,11 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
         concurrency=a.concurrency if a.concurrency is not None else _env_int("VTDEMO_CONCURRENCY", 1),
         cache_mb=a.cache_mb if a.cache_mb is not None else _env_int("VTDEMO_CACHE_MB", 2048),
         max_sessions=a.max_sessions if a.max_sessions is not None else _env_int("VTDEMO_MAX_SESSIONS", 1000),
-        live_size=a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", 384),
+        live_size=a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", LIVE_DEFAULTS[precision]),
         webcam_limit=a.webcam_limit if a.webcam_limit is not None else _env_int("VTDEMO_WEBCAM_LIMIT", 300),
         webcam_sessions=_env_int("VTDEMO_WEBCAM_SESSIONS", 2),
         device=a.device or env_text("VTDEMO_DEVICE"),
+        precision=precision,
     )
     if cfg.max_sessions < 1:
         raise SystemExit("error: --max-sessions must be at least 1")

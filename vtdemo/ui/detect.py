@@ -302,7 +302,7 @@ class DetectTab:
         h, w = run.feature_size
         info = (
             f"{loaded.id} · {seconds:.2f} s on {self.s.device.type.upper()} · feature grid {h}×{w} · "
-            f"{run.scored.scores.numel()} queries"
+            f"{run.scored.scores.numel()} queries · {self.s.engine_line(loaded)}"
         )
         return {
             **boxes,
@@ -349,7 +349,11 @@ class DetectTab:
         folder = export_dir()
         stem = safe_stem(state.name)
         result = pipeline.DetectResult(
-            image=state.name, model=state.run.loaded.id, size=list(state.run.image.size), detections=state.dets
+            image=state.name,
+            model=state.run.loaded.id,
+            size=list(state.run.image.size),
+            detections=state.dets,
+            runtime=pipeline.runtime_info(state.run.loaded, state.method),
         )
         draw_detections(state.run.image, state.dets).save(folder / f"{stem}.detections.png")
         files = [folder / f"{stem}.detections.png", write_json(folder / f"{stem}.detect.json", [result.to_dict()])]

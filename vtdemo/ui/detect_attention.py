@@ -24,6 +24,7 @@ from .detect_views import (
     edge_panels,
     layer_index,
 )
+from .engine_text import gradient_note
 
 
 class AttentionView:
@@ -263,7 +264,7 @@ class AttentionView:
         except Exception as exc:  # noqa: BLE001
             return {self.attn: None, self.caption: status(message(exc), "warn"), self.state: state}
         state.method, state.relevance = "detr-relevance", result.map
-        what = f"query {det.query} ({det.label} {det.score:.2f})"
+        what = f"query {det.query} ({det.label} {det.score:.2f}){gradient_note(state.run.loaded, 'detr-relevance')}"
         if kind == "class" or not result.maps:
             image = detr_overlay(state.run, result.map, opacity, box=det.box)
             caption = f"**Relevance of {what} for its class.** {RELEVANCE_CAPTION}"

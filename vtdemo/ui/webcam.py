@@ -9,7 +9,6 @@ photos (the pixel limit applies before decoding); DETR sees them at a reduced in
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -19,12 +18,11 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from .. import hub, pipeline, postprocess
+from .. import engine, hub, live
 from ..images import load_image
-from ..preprocess import detr_size
 from .common import VIEW, Services, export_dir, message, session_of, status
 from .components import Slider, safe_image
-from .config import LIVE_SIZES
+from .config import LIVE_DEFAULTS, LIVE_SIZES, LIVE_WHY
 from .detect import DetectTab, draw_detections
 
 WINDOW_S = 3.0  # FPS is measured over this many seconds
@@ -39,7 +37,8 @@ class LiveSession:
     frames: int = 0
     latency_ms: float = 0.0
     last_frame: np.ndarray | None = None
-    input_size: tuple[int, int] | None = None  # (width, height) DETR saw
+    input_size: tuple[int, int] | None = None  # (width, height) DETR saw: the fixed canvas
+    engine: str = ""  # what ran DETR, e.g. "OpenVINO 2026.4.1 f32 on cpu (fast)"
     detections: int = 0
     released: bool = False
 
@@ -64,19 +63,8 @@ class LiveSession:
         boxes = f"{self.detections} box{'es' if self.detections != 1 else ''}"
         return (
             f"**{self.fps():.1f} frames/s processed** · {self.latency_ms:.0f} ms per frame · "
-            f"DETR input {size} · {boxes} · frame {self.frames}"
+            f"DETR input {size} (fixed) · {boxes} · frame {self.frames} · {self.engine}"
         )
-
-
-def live_model(loaded: hub.LoadedModel, short_side: int) -> hub.LoadedModel:
-    """The same model with DETR's input short side reduced to `short_side` (long side scaled as 1333/800).
-
-    Weights are shared; only the preprocessing record differs, so nothing is loaded twice.
-    """
-    prep = loaded.preprocess
-    short = min(int(short_side), prep.shortest_edge)
-    longest = None if prep.longest_edge is None else max(short, round(short * prep.longest_edge / prep.shortest_edge))
-    return dataclasses.replace(loaded, preprocess=dataclasses.replace(prep, shortest_edge=short, longest_edge=longest))
 
 
 def shrink_frame(frame: np.ndarray, max_side: int = FRAME_MAX) -> np.ndarray:
@@ -91,22 +79,24 @@ def shrink_frame(frame: np.ndarray, max_side: int = FRAME_MAX) -> np.ndarray:
 
 
 def process_frame(
-    session: LiveSession, loaded_live: hub.LoadedModel, frame: np.ndarray, threshold: float, max_side: int = FRAME_MAX
+    session: LiveSession,
+    loaded: hub.LoadedModel,
+    frame: np.ndarray,
+    threshold: float,
+    short_side: int,
+    max_side: int = FRAME_MAX,
 ) -> np.ndarray:
-    """Detect on one frame (RGB uint8 [H, W, 3]) and return it with boxes drawn, at most `max_side` px wide/high."""
+    """Detect on one frame (RGB uint8 [H, W, 3]) at the fixed input `live.canvas(short_side)` and return it with
+    boxes drawn, at most `max_side` px wide/high."""
     started = time.perf_counter()
     small = shrink_frame(np.ascontiguousarray(frame[..., :3]), max_side)
-    image = Image.fromarray(small)
-    out = pipeline.forward_detr(loaded_live, [image])
-    scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), image.size)
-    dets = pipeline.detections(loaded_live, scored, postprocess.select(scored, threshold))
-    drawn = np.asarray(draw_detections(image, dets))
+    dets = live.detect_frame(loaded, small, short_side, threshold)
+    drawn = np.asarray(draw_detections(Image.fromarray(small), dets))
     session.last_frame = frame
     session.detections = len(dets)
-    h, w = detr_size(
-        image.height, image.width, loaded_live.preprocess.shortest_edge, loaded_live.preprocess.longest_edge
-    )
+    h, w = live.canvas(short_side)
     session.input_size = (w, h)
+    session.engine = engine.describe(loaded)
     session.record(started, time.perf_counter())
     return drawn
 
@@ -117,12 +107,20 @@ class WebcamTab:
     def __init__(self, services: Services, detect: DetectTab, tabs: gr.Tabs, image_limits: dict[str, Any]) -> None:
         self.s = services
         size = services.config.live_size
+        h, w = live.canvas(size)
+        default = LIVE_DEFAULTS.get(services.config.precision)
+        why = (
+            f" Why this size: {LIVE_WHY[services.config.precision]}."
+            if size == default
+            else " (Set by whoever runs the app.)"
+        )
         gr.Markdown(
-            f"Live DETR on your camera. To keep up on a CPU, frames go to DETR at **{size} px** on their short "
-            "side (photos use 800); change it below. A frame that arrives while another is being processed "
+            f"Live DETR on your camera. Frames go to DETR at one fixed size, **{w}×{h} px** (short side {size}; "
+            f"photos use 800), so the engine sees one input shape.{why} Change it below. A frame that arrives while another is being processed "
             "is dropped, so the picture never falls behind. **Freeze** sends the current frame to the Detect "
             "tab, at full resolution, for explanations. The model is the one picked in the Detect tab.",
             elem_classes="vt-caption",
+            elem_id="webcam-why",
         )
         with gr.Row(equal_height=False):
             cam = safe_image(
@@ -140,7 +138,7 @@ class WebcamTab:
             )
         with gr.Row(equal_height=False):
             threshold = Slider(0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold", elem_id="webcam-threshold")
-            live_size = gr.Dropdown(choices=list(LIVE_SIZES), value=size, label="DETR input short side (px)")
+            live_size = gr.Dropdown(choices=sorted({*LIVE_SIZES, size}), value=size, label="DETR input short side (px)")
             freeze = gr.Button("Freeze: explain this frame", variant="secondary")
         stats = gr.Markdown(
             "Click the camera, allow access, then press **Record**.", elem_classes="vt-count", elem_id="webcam-stats"
@@ -177,8 +175,7 @@ class WebcamTab:
         try:
             pixels = np.asarray(load_image(frame))  # the pixel limit applies before decoding, as for photos
             loaded = self.s.load(model_id, "detr")
-            live = live_model(loaded, int(live_size or self.s.config.live_size))
-            drawn = process_frame(session, live, pixels, float(threshold))
+            drawn = process_frame(session, loaded, pixels, float(threshold), int(live_size or self.s.config.live_size))
         except Exception as exc:  # noqa: BLE001
             return gr.skip(), status(message(exc), "warn"), session
         last = session.last_frame

@@ -1,0 +1,65 @@
+"""DETR on live frames at one fixed input shape: the webcam tab's model call, and what its benchmark times.
+
+A photo goes to DETR at its own aspect ratio (short side 800), so every photo is a new input shape. Live frames go
+into a fixed canvas instead: `canvas(short_side)` = short_side x 4/3 short_side (height x width, a 4:3 webcam frame
+filled exactly), each frame resized to fit inside it with its aspect ratio kept and padded at the bottom and right,
+with `pixel_mask` marking the padding (DETR's own batching pads the same way, Carion et al. 2020, and its attention
+ignores padded positions). The runtime then sees one shape for the whole stream: OpenVINO's dynamic-shape graph
+compiles its kernels for that shape once instead of per frame size. DETR's boxes are relative to the unpadded image
+(as in facebookresearch/detr's `PostProcess`), so they map back onto the frame directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import hub, pipeline, postprocess, preprocess
+from .device import inference
+
+ASPECT = 4 / 3  # width / height of the canvas: webcams deliver 4:3 (640x480) unless asked otherwise
+
+
+def canvas(short_side: int) -> tuple[int, int]:
+    """(height, width) of the fixed DETR input for a short side, e.g. 384 -> (384, 512)."""
+    return int(short_side), round(int(short_side) * ASPECT)
+
+
+def fit(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) of an image of `size` (w, h) scaled to fit inside `box` (h, w) with its aspect ratio kept."""
+    (w, h), (bh, bw) = size, box
+    scale = min(bh / h, bw / w)
+    return max(1, min(bw, round(w * scale))), max(1, min(bh, round(h * scale)))
+
+
+def inputs(
+    image: Image.Image, cfg: preprocess.PreprocessConfig, short_side: int
+) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    """A frame -> (pixel_values [1, 3, H, W], pixel_mask [1, H, W] bool True = frame, (w, h) of the frame inside);
+    H x W = `canvas(short_side)` whatever the frame's size."""
+    H, W = canvas(short_side)
+    w, h = fit(image.size, (H, W))
+    resized = image.resize((w, h), Image.Resampling.BILINEAR) if (w, h) != image.size else image
+    # DETR's normalisation, no further resize: at this short side and no long-side limit the rule keeps (h, w)
+    same = dataclasses.replace(cfg, shortest_edge=min(w, h), longest_edge=None)
+    values, _ = preprocess.detr_inputs([resized], same)  # [1, 3, h, w]
+    pixel_values = torch.zeros(1, 3, H, W)
+    pixel_mask = torch.zeros(1, H, W, dtype=torch.bool)
+    pixel_values[:, :, :h, :w] = values
+    pixel_mask[:, :h, :w] = True
+    return pixel_values, pixel_mask, (w, h)
+
+
+def detect_frame(
+    loaded: hub.LoadedModel, frame: np.ndarray, short_side: int, threshold: float
+) -> list[pipeline.Detection]:
+    """Detections (score >= threshold) on an RGB frame [h, w, 3] uint8, boxes in the frame's pixels."""
+    image = Image.fromarray(frame)
+    pixel_values, pixel_mask, _ = inputs(image, loaded.preprocess, short_side)
+    with inference(loaded.device):
+        out = loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=False)
+    scored = postprocess.detr_scores(out.logits[0].float().cpu(), out.boxes[0].float().cpu(), image.size)
+    return pipeline.detections(loaded, scored, postprocess.select(scored, threshold))
