@@ -150,7 +150,7 @@ def on_exact_model(run: ClassifierRun | DetrRun) -> Any:
     engine's compiled graph; the cached forward outputs are kept."""
     from ..engine import exact_model
 
-    return run if run.loaded.precision != "fast" else replace(run, loaded=exact_model(run.loaded))
+    return run if getattr(run.loaded, "precision", "exact") != "fast" else replace(run, loaded=exact_model(run.loaded))
 
 
 def explain_run(
