@@ -50,11 +50,11 @@ def test_precision_flag_and_variable(monkeypatch):
     monkeypatch.delenv("VTDEMO_PRECISION", raising=False)
     monkeypatch.delenv("VTDEMO_LIVE_SIZE", raising=False)
     fast = config.from_args([])
-    assert fast.precision == "fast" and fast.live_size == 480  # the app's defaults
+    assert fast.precision == "fast" and fast.live_size == 320  # the app's defaults
     monkeypatch.setenv("VTDEMO_PRECISION", "exact")
     exact = config.from_args([])
-    assert exact.precision == "exact" and exact.live_size == 384  # the webcam's size follows the precision
-    assert config.from_args(["--live-size", "320"]).live_size == 320
+    assert exact.precision == "exact" and exact.live_size == 256  # the webcam's size follows the precision
+    assert config.from_args(["--live-size", "384"]).live_size == 384
     assert config.from_args(["--precision", "fast"]).precision == "fast"  # the flag wins over the variable
     monkeypatch.setenv("VTDEMO_PRECISION", "quick")
     with pytest.raises(SystemExit, match="VTDEMO_PRECISION='quick': choose from exact, fast"):

@@ -137,8 +137,8 @@ def test_detect_threshold_click_and_point(page):
 
 def test_webcam_streams_annotated_frames_and_freezes(page):
     page.get_by_role("tab", name="Webcam").click()
-    expect(page.locator("#webcam-why")).to_contain_text("640×480 px")  # the default at precision fast, and why
-    expect(page.locator("#webcam-why")).to_contain_text("faster than the exact one")
+    expect(page.locator("#webcam-why")).to_contain_text("427×320 px")  # the default at precision fast, and why
+    expect(page.locator("#webcam-why")).to_contain_text("the largest size above the 5 frames/s")
     page.get_by_text("Click to Access Webcam").click()
     page.locator("#webcam-in").get_by_text("Record", exact=True).click()  # the button's aria-label is "capture photo"
     stats = page.locator("#webcam-stats")
@@ -156,7 +156,7 @@ def test_webcam_streams_annotated_frames_and_freezes(page):
     print(f"\nwebcam (tiny DETR, fake camera): {fps:.1f} processed frames/s after {frames} frames")
     assert frames >= 3
     text = stats.inner_text()  # the engine that ran the frames, and the one fixed input shape it saw
-    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", text) and "DETR input 640×480 (fixed)" in text
+    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", text) and "DETR input 427×320 (fixed)" in text
     assert fps > 0
     footer = page.locator("#footer-runtime").inner_text()
     assert "precision fast: OpenVINO" in footer and "gradient methods on the exact fp32 PyTorch model" in footer

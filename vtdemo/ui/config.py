@@ -17,7 +17,7 @@ variables over the defaults.
 | `--concurrency` | `VTDEMO_CONCURRENCY` | 1 model call at a time (2-core CPU) |
 | `--cache-mb` | `VTDEMO_CACHE_MB` | 2048 MiB for all visitors' cached runs together (least recently used go) |
 | `--max-sessions` | `VTDEMO_MAX_SESSIONS` | 1000 sessions whose state Gradio keeps (~0.3 MB each; oldest go first) |
-| `--live-size` | `VTDEMO_LIVE_SIZE` | 480 at precision fast, 384 exact: the webcam's fixed DETR input short side (`LIVE_WHY`) |
+| `--live-size` | `VTDEMO_LIVE_SIZE` | 320 at precision fast, 256 exact: the webcam's fixed DETR input short side (`LIVE_WHY`) |
 | `--webcam-limit` | `VTDEMO_WEBCAM_LIMIT` | 300 s of processing per webcam session |
 | | `VTDEMO_WEBCAM_SESSIONS` | 2 webcam streams at once (others wait in the queue) |
 | `--precision` | `VTDEMO_PRECISION` | fast: the fast engine (`vtdemo.engine`), exact = fp32 PyTorch everywhere |
@@ -38,12 +38,12 @@ from ..settings import env_flag, env_int, env_text
 LIVE_SIZES = (256, 320, 384, 480, 640, 800)
 PRECISIONS = ("exact", "fast")
 #: The webcam's default DETR short side per precision, and why (README "Webcam input size" has the measurements).
-LIVE_DEFAULTS = {"fast": 480, "exact": 384}
+LIVE_DEFAULTS = {"fast": 320, "exact": 256}
 LIVE_WHY = {
-    "fast": "the fast path ran DETR-R50 frames 3-5x faster than the exact one at 256-480 px on this 2-core CPU, "
-    "which puts 480 px at an estimated ~10 frames/s (above the 5 frames/s a live view needs, with margin for a "
-    "busy machine) while 640 px would fall below it",
-    "exact": "the exact PyTorch path keeps about 4 frames/s up to 384 px on a 2-core CPU and drops to 2.6 at 480",
+    "fast": "measured on an idle 2-core AMD EPYC, the fast path runs DETR-R50 webcam frames at 6.5 frames/s at "
+    "320 px, 4.4 at 384 and 3.2 at 480: 320 px is the largest size above the 5 frames/s a live view needs",
+    "exact": "measured on an idle 2-core AMD EPYC, the exact PyTorch path runs DETR-R50 webcam frames at 6.3 "
+    "frames/s at 256 px, 4.8 at 320 and 3.4 at 384: 256 px is the largest size above 5 frames/s",
 }
 
 
@@ -131,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--live-size",
         type=int,
-        help="webcam: DETR input short side in px, fixed (env VTDEMO_LIVE_SIZE; 480 at precision fast, 384 exact)",
+        help="webcam: DETR input short side in px, fixed (env VTDEMO_LIVE_SIZE; 320 at precision fast, 256 exact)",
     )
     p.add_argument(
         "--webcam-limit", type=int, help="webcam: seconds of processing per session (env VTDEMO_WEBCAM_LIMIT; 300)"
