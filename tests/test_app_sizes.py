@@ -250,3 +250,20 @@ def test_the_method_list_follows_the_run(app):
     bigger = [m.name for m in methods_for_run(pipeline.run_classifier(loaded, photo, input_size=448))]
     assert {"attn-lrp", "cp-lrp", "gradcam"} <= set(trained)
     assert set(trained) - set(bigger) == {"attn-lrp", "cp-lrp"} and "gradcam" in bigger
+
+
+def test_a_flat_map_says_so(app):
+    """A map with one value everywhere (e.g. Grad-CAM with no positive evidence) gets a caption saying it is flat."""
+    import torch
+
+    from vtdemo.ui.classify_views import EMPTY, caption
+
+    _, state = _column_and_state(app)
+    state.target = {"index": 0, "label": "tench", "score": 0.01}
+    grid = state.run.patch_grid
+    for flat in (torch.zeros(grid), torch.full(grid, 0.5)):
+        state.relevance = flat
+        assert caption(state).endswith(EMPTY)
+    state.relevance = torch.zeros(grid)
+    state.relevance[3, 4] = 1.0
+    assert EMPTY not in caption(state)

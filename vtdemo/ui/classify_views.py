@@ -97,7 +97,20 @@ def caption(state: ClassifyState) -> str:
     if o.mask_outliers and "mask_outliers" in method.controls:
         text += " · high-norm outlier tokens masked out"
     size = f" *Input size: {state.size_note}.*" if state.size_note else ""
-    return f"{text}{gradient_note(run.loaded, method.name)}. {method.note}{size}"
+    return f"{text}{gradient_note(run.loaded, method.name)}. {method.note}{size}{empty_note(state.relevance)}"
+
+
+EMPTY = (
+    " **This map is flat**: the method gives every patch the same value here (for a gradient method: no patch has "
+    "positive evidence for this class), so it shows nothing; try another method or class."
+)
+
+
+def empty_note(relevance: torch.Tensor | None) -> str:
+    """`EMPTY` for a map whose values are all the same (all zero included), else ''."""
+    if relevance is None or relevance.numel() == 0:
+        return ""
+    return EMPTY if float(relevance.max() - relevance.min()) <= 1e-12 else ""
 
 
 def class_index_of(run: ClassifierRun, name: str) -> int:
