@@ -75,3 +75,17 @@ def wait_until(condition: Callable[[], bool], seconds: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def counting_forward(loaded: Any) -> tuple[dict[str, int], Callable[[], None]]:
+    """Count a loaded model's forward calls (an instance attribute: nn.Module.__call__ finds it); returns the counter
+    {"n": calls} and a function that removes the wrapper."""
+    calls = {"n": 0}
+    forward = loaded.model.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        return forward(*args, **kwargs)
+
+    loaded.model.forward = counted
+    return calls, lambda: delattr(loaded.model, "forward")

@@ -24,7 +24,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from apps import launched_app  # noqa: E402
+from apps import counting_forward, launched_app  # noqa: E402
 from vtdemo import hub, pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,19 +62,6 @@ def _detect(client, image=ASTRONAUT, model=None, threshold=0.7):
     return client.predict(handle_file(image), model or "", threshold, [], 100, False, 0.5, *VIEW, api_name="/detect")
 
 
-def _counting(loaded):
-    """Wrap a loaded model's forward with a call counter (instance attribute: nn.Module.__call__ finds it)."""
-    calls = {"n": 0}
-    forward = loaded.model.forward
-
-    def counted(*args, **kwargs):
-        calls["n"] += 1
-        return forward(*args, **kwargs)
-
-    loaded.model.forward = counted
-    return calls, lambda: delattr(loaded.model, "forward")
-
-
 def test_startup_is_quick_and_loads_no_model(app):
     vt, _ = app
     assert vt.loaded_at_start == []
@@ -97,7 +84,7 @@ def test_classify_both_families(client, app):
 def test_explanation_controls_rerender_from_the_cache(client, app):
     client.predict(handle_file(CAT), "", "rollout", 0.5, api_name="/classify_vit")
     loaded = hub.load(app[0].repos["vit"], "cpu")
-    calls, restore = _counting(loaded)
+    calls, restore = counting_forward(loaded)
     try:
         out = client.predict("rollout", None, "max", 0.5, "mean", None, 0.7, api_name="/explain_vit")
         assert out[0] is not None and calls["n"] == 0  # rollout: no forward pass
@@ -125,7 +112,7 @@ def test_detect_then_rerender_without_a_model_call(client, app):
     expected = {t: len(pipeline.detect(ASTRONAUT, loaded, threshold=t).detections) for t in (0.3, 0.7, 0.9)}
     assert expected[0.3] > expected[0.7] > expected[0.9] >= 1  # the tiny model gives something to see
 
-    calls, restore = _counting(loaded)
+    calls, restore = counting_forward(loaded)
     try:
         out = _detect(client)
         assert calls["n"] == 1

@@ -9,6 +9,7 @@ Screenshots go to artifacts/screenshots/ (look at them).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import time
@@ -55,19 +56,28 @@ def url(tiny_hub, tmp_path_factory):
         yield address
 
 
-@pytest.fixture(scope="module")
-def page(url):
+@contextlib.contextmanager
+def browser_page(url: str, width: int = 1400, height: int = 1000, timeout_ms: int = SLOW, **context_args):
+    """The app at `url` in a fresh headless system Chromium (every browser test module opens its page this way)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, permissions=["camera"])
+        context = browser.new_context(viewport={"width": width, "height": height}, **context_args)
         page = context.new_page()
-        page.set_default_timeout(SLOW)
+        page.set_default_timeout(timeout_ms)
         page.goto(url, wait_until="load")
+        try:
+            yield page
+        finally:
+            context.close()
+            browser.close()
+
+
+@pytest.fixture(scope="module")
+def page(url):
+    with browser_page(url, permissions=["camera"]) as page:
         expect(page.get_by_text("see what vision transformers see")).to_be_visible()
         yield page
-        context.close()
-        browser.close()
 
 
 def _count(page) -> int:

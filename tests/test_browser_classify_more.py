@@ -12,28 +12,20 @@ pytestmark = pytest.mark.browser
 
 pytest.importorskip("playwright.sync_api")
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 from apps import launched_app  # noqa: E402
-from test_browser import ARGS, CAT, CHROMIUM, SHOTS, SLOW  # noqa: E402 - skips this module without Chromium
+from test_browser import CAT, SHOTS, browser_page  # noqa: E402 - skips this module without Chromium
 
 METHODS = ("AttnLRP (one class)", "CP-LRP (one class)", "Grad-CAM (one class)")
 
 
 @pytest.fixture(scope="module")
 def page(tiny_hub):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with launched_app(tiny_hub) as (_, url), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(SLOW)
-        page.goto(url, wait_until="load")
+    with launched_app(tiny_hub) as (_, url), browser_page(url) as page:
         page.locator("#classify-photo input[type=file]").set_input_files(CAT)
         expect(page.locator("#vit-caption")).to_contain_text("rollout")
         yield page
-        context.close()
-        browser.close()
 
 
 def _choose(page, combobox: str, option: str) -> list[str]:

@@ -7,27 +7,19 @@ from __future__ import annotations
 
 import pytest
 
-from test_browser import ARGS, ASTRONAUT, CHROMIUM, SHOTS, SLOW  # noqa: F401  (skips without Chromium)
+from test_browser import ASTRONAUT, SHOTS, SLOW, browser_page  # noqa: F401  (skips without Chromium)
 
 pytestmark = pytest.mark.browser
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 from apps import launched_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def page(tiny_hub, tiny_panoptic):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with launched_app(tiny_hub, detr_model=tiny_panoptic) as (_, url), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        page = context.new_page()
-        page.set_default_timeout(SLOW)
-        page.goto(url, wait_until="load")
+    with launched_app(tiny_hub, detr_model=tiny_panoptic) as (_, url), browser_page(url) as page:
         yield page
-        context.close()
-        browser.close()
 
 
 def test_masks_view_legend_and_segment_click(page):
@@ -66,7 +58,7 @@ def test_masks_view_legend_and_segment_click(page):
     picker.fill("test/tiny-detr")
     picker.blur()  # a custom value (Enter would pick the highlighted choice "test/tiny-detr-panoptic")
     expect(page.locator("#detect-status")).to_contain_text("test/tiny-detr ·", timeout=SLOW)  # loads a model first
-    expect(legend).to_contain_text("Masks need a panoptic checkpoint")
+    expect(legend).to_contain_text("Masks need a panoptic checkpoint", timeout=SLOW)  # the plain DETR loads first
     page.screenshot(path=str(SHOTS / "masks_plain_detr.png"), full_page=True)
     page.get_by_role("tab", name="Boxes").click()
     expect(page.locator("#detect-count")).to_contain_text("of 100 queries kept")

@@ -5,46 +5,27 @@ with its three curves. Screenshots go to artifacts/screenshots/classify_*.png (l
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.skip("no system Chromium (apt-get install chromium)", allow_module_level=True)
 pytest.importorskip("playwright.sync_api")
-pytest.importorskip("timm")
-pytest.importorskip("transformers")
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
 from apps import launched_app  # noqa: E402
+from test_browser import CAT, ROOT, SHOTS, browser_page  # noqa: E402 - skips this module without Chromium
 
-ROOT = Path(__file__).resolve().parents[1]
-SHOTS = ROOT / "artifacts" / "screenshots"
-CAT = str(ROOT / "assets" / "examples" / "chelsea.png")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-SLOW = 120_000  # ms: a shared 2-core machine
+SLOW = 120_000  # ms: the comparison and randomisation runs on a shared 2-core machine
 
 
 @pytest.fixture(scope="module")
 def page(tiny_hub):
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    with launched_app(tiny_hub) as (_, url), sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        context = browser.new_context(viewport={"width": 1500, "height": 1100})
-        page = context.new_page()
-        page.set_default_timeout(SLOW)
-        page.goto(url, wait_until="load")
+    with launched_app(tiny_hub) as (_, url), browser_page(url, 1500, 1100, SLOW) as page:
         page.locator("#classify-photo input[type=file]").set_input_files(CAT)
         for family in ("vit", "swin"):
             expect(page.locator(f"#{family}-overlay img")).to_be_visible()
         yield page
-        context.close()
-        browser.close()
 
 
 def test_vit_comparison_grid_and_click(page):

@@ -29,7 +29,7 @@ httpx = pytest.importorskip("httpx")
 from gradio_client import Client, handle_file  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from apps import launched_app  # noqa: E402
+from apps import counting_forward, launched_app  # noqa: E402
 from vtdemo import hub  # noqa: E402
 from vtdemo.evaluate.faithfulness import edge_map  # noqa: E402
 from vtdemo.evaluate.randomisation import map_randomisation  # noqa: E402
@@ -54,19 +54,6 @@ def app(tiny_hub):
 @pytest.fixture(scope="module")
 def client(app):
     return Client(app[1], verbose=False, download_files=False)
-
-
-def _counting(loaded):
-    """Count the loaded model's forward calls (instance attribute: nn.Module.__call__ finds it)."""
-    calls = {"n": 0}
-    forward = loaded.model.forward
-
-    def counted(*args, **kwargs):
-        calls["n"] += 1
-        return forward(*args, **kwargs)
-
-    loaded.model.forward = counted
-    return calls, lambda: delattr(loaded.model, "forward")
 
 
 def _state(app, family: str) -> tuple[object, ClassifyState]:
@@ -99,7 +86,7 @@ def test_comparison_grid_captions_are_each_maps_own_deletion_check(client, app):
         assert f"deletion {check['auc']:.3f} (random {check['random_auc']:.3f}" in caption
         assert f"insertion {check['insertion_auc']:.3f} (random {check['random_insertion_auc']:.3f}" in caption
 
-    calls, restore = _counting(loaded)
+    calls, restore = counting_forward(loaded)
     try:
         again = client.predict(api_name="/compare_vit")
     finally:
@@ -125,7 +112,7 @@ def test_agreement_is_scipys_spearman_and_a_click_shows_that_method(app):
             if i != j and not math.isnan(rho[i, j]):
                 assert rho[i, j] == pytest.approx(spearmanr(maps[i], maps[j]).statistic, abs=1e-9)
 
-    calls, restore = _counting(state.run.loaded)
+    calls, restore = counting_forward(state.run.loaded)
     try:
         for k in (3, 0, 2):  # gradcam, rollout, cls-attention
             shown = panel.pick(state, 0.5, Click(None, {"index": k, "value": None}))
@@ -151,7 +138,7 @@ def test_swin_stage_view_once_per_photo(client, app):
     strip = Image.open(image["path"] if isinstance(image, dict) else image)
     assert 1.2 < strip.width / strip.height < 1.6  # the crop and four stages, three a row
     loaded = hub.load(app[0].services.default_model("swin"), "cpu")
-    calls, restore = _counting(loaded)
+    calls, restore = counting_forward(loaded)
     try:
         assert client.predict(api_name="/stages_swin")[1] == text
     finally:
@@ -164,7 +151,7 @@ def test_sanity_panel_three_curves(client, app):
     chart, text = client.predict(api_name="/deletion_vit")  # unchanged contract: the chart and the caption
     assert chart is not None and "area" in text and "Inserting" in text
     loaded = hub.load(app[0].services.default_model("vit"), "cpu")
-    calls, restore = _counting(loaded)
+    calls, restore = counting_forward(loaded)
     try:
         assert client.predict(api_name="/insertion_vit") is not None
     finally:

@@ -23,8 +23,8 @@ pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from apps import launched_app  # noqa: E402
-from test_app import ASTRONAUT, VIEW, _counting, in_event  # noqa: E402, F401
+from apps import counting_forward, launched_app  # noqa: E402
+from test_app import ASTRONAUT, VIEW, in_event  # noqa: E402, F401
 from test_hostile import call  # noqa: E402
 from tiny_models import COCO_PANOPTIC_STUFF, PANOPTIC_REPO  # noqa: E402
 from vtdemo import hub, pipeline  # noqa: E402
@@ -64,7 +64,7 @@ def _legend(html: str) -> dict[str, list[tuple[str, float]]]:
 def test_segments_equal_the_library_and_rethreshold_without_a_model_call(app, in_event):  # noqa: F811
     tab = app[0].detect
     loaded = hub.load(PANOPTIC_REPO, "cpu")
-    calls, restore = _counting(loaded)
+    calls, restore = counting_forward(loaded)
     try:
         state = tab.detect(ASTRONAUT, PANOPTIC_REPO, 0.7, [], 100, False, 0.5, *VIEW)[tab.state]
         assert state.run.masks is not None and state.run.output.pred_masks is None  # only the object queries kept
