@@ -187,6 +187,7 @@ def test_the_budget_releases_the_least_recently_used_runs(tiny_hub, tmp_path, mo
 class FakeRun:
     data: np.ndarray
     released: bool = False
+    superseded: bool = False
 
     def release(self) -> None:
         self.data, self.released = None, True
@@ -224,3 +225,49 @@ def test_limits_have_defaults_and_can_be_changed(monkeypatch, app):
     vt, _ = app
     assert vt.demo.state_session_capacity == 1000 and vt.demo.state_holder.capacity == 1000
     assert vt.services.runs.budget_bytes == 2048 * 2**20
+
+
+def test_a_view_of_a_replaced_run_writes_nothing(app, in_event):
+    """The visitor moved a slider, then ran another photo before that re-render ended (Gradio runs view and model
+    events of one session concurrently): the late view of the old run must not land over the new one (it once put
+    the old photo's legend back, CI run of stop 16). Every output of such a handler is `gr.skip()`."""
+    vt, _ = app
+    h, runs = vt.detect, vt.services.runs
+    visitor = SimpleNamespace(session_hash="visitor-late")
+    old = h.detect(CAT, "", 0.3, [], 100, False, 0.5, *VIEW, request=visitor)[h.state]
+    new = h.detect(ASTRONAUT, "", 0.3, [], 100, False, 0.5, *VIEW, request=visitor)[h.state]
+    assert old.superseded and not new.superseded and runs.runs_of("visitor-late") == {"detect": new}
+    skip = {"__type__": "update"}
+    for late in (h.rerender(old, 0.5, [], 100, False, 0.5), h.masks.render(old, 0.5)):
+        assert late and all(v == skip for v in late.values()), late
+    current = h.rerender(new, 0.5, [], 100, False, 0.5)
+    assert current[h.state] is new and current[h.count] != skip
+    assert h.masks.render(new, 0.5)[h.masks.legend] != skip  # "Masks need a panoptic checkpoint"
+    runs.end("visitor-late")
+
+
+def test_fresh_drops_outputs_when_the_run_is_replaced_during_the_work():
+    from vtdemo.ui.common import fresh
+
+    index = RunIndex(budget_bytes=10**6)
+    old, new = FakeRun(np.zeros(1, np.uint8)), FakeRun(np.zeros(1, np.uint8))
+    index.hold("s", "vit", old)
+
+    @fresh
+    def view(state):  # a newer photo arrives while this view renders
+        index.hold("s", "vit", new)
+        return {"legend": "old photo's legend", "state": state}
+
+    assert view(old) == {"legend": {"__type__": "update"}, "state": {"__type__": "update"}}
+
+    @fresh
+    def steps(state):
+        yield {"text": "first"}
+        index.hold("s", "vit", FakeRun(np.zeros(1, np.uint8)))
+        yield {"text": "second"}
+        yield {"text": "never"}
+
+    assert list(steps(new)) == [{"text": "first"}, {"text": {"__type__": "update"}}]
+    # a run derived from a replaced one (the same photo at another size) is not held over the newer run
+    assert not index.hold("s", "vit", FakeRun(np.zeros(1, np.uint8)), replacing=old)
+    assert index.hold("s", "vit", FakeRun(np.zeros(1, np.uint8)), replacing=None)

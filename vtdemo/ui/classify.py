@@ -37,6 +37,7 @@ from .common import (
     Services,
     click_point,
     export_dir,
+    fresh,
     heads_choice,
     message,
     photo_input,
@@ -278,6 +279,7 @@ class ClassifierColumn:
             **self._controls(state, state.method),
         }
 
+    @fresh
     def explain(
         self,
         state: ClassifyState | None,
@@ -325,6 +327,7 @@ class ClassifierColumn:
             }
         return self._redraw(state)
 
+    @fresh
     def class_clicked(self, state: ClassifyState | None, opacity: float, evt: Click) -> dict:
         """A click on a class in the top 5: the class-specific map for it."""
         state = self.s.cached(state)
@@ -346,6 +349,7 @@ class ClassifierColumn:
         state.method, state.opacity = method, float(opacity)
         return {**self._redraw(state), self.method: gr.Dropdown(value=method)}
 
+    @fresh
     def point_clicked(self, state: ClassifyState | None, opacity: float, evt: Click) -> dict:
         """A click on the map: the point method of the family (Swin: the window around that point)."""
         state = self.s.cached(state)

@@ -42,6 +42,7 @@ class ClassifyState:
     target: dict[str, Any] | None = None
     predictions: list[pipeline.Prediction] = field(default_factory=list)
     released: bool = False
+    superseded: bool = False  # a newer run of this session replaced it (`RunIndex.hold`)
     size_note: str | None = None  # set when the run is not at the trained input size (`vtdemo.ui.sizes`)
     panels: dict[str, Any] = field(default_factory=dict)  # what the column's panels computed for this photo
 

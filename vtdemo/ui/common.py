@@ -10,11 +10,14 @@ run says so (`RELEASED`) and asks for the photo again.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import math
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +44,43 @@ STATE_TTL_S = 3600  # a photo's cached run is dropped this long after its last u
 #: Event settings: re-renders from the cache never wait behind someone else's model call.
 VIEW = dict(concurrency_id="view", concurrency_limit=4, trigger_mode="always_last", show_progress="hidden")
 MODEL = dict(concurrency_id="model")
+
+
+def _stale(args: tuple, kwargs: dict) -> bool:
+    """Is any argument a run state (a class with a `superseded` field) that a newer run replaced?"""
+    return any(hasattr(type(v), "superseded") and v.superseded for v in (*args, *kwargs.values()))
+
+
+def _skip_all(out: Any) -> Any:
+    if isinstance(out, dict):
+        return {k: gr.skip() for k in out}
+    if isinstance(out, tuple):
+        return tuple(gr.skip() for _ in out)
+    return gr.skip()
+
+
+def fresh(fn: Callable) -> Callable:
+    """For a handler that reads a photo's cached run: if the visitor ran a newer photo or model while it worked (its
+    state was `superseded`, see `RunIndex.hold`), its outputs are dropped (`gr.skip()` each), so that a late view
+    of the old run never lands over the new one (Gradio runs view and model events of one session concurrently)."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def steps(*args: Any, **kwargs: Any) -> Any:
+            for out in fn(*args, **kwargs):
+                if _stale(args, kwargs):
+                    yield _skip_all(out)
+                    return
+                yield out
+
+        return steps
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        out = fn(*args, **kwargs)
+        return _skip_all(out) if _stale(args, kwargs) else out
+
+    return call
 
 
 def message(exc: BaseException) -> str:

@@ -24,7 +24,7 @@ from ..explain.compare import Comparison, MethodScore, compare
 from ..explain.registry import ExplainOptions
 from ..explain.runs import ClassifierRun
 from .classify_views import ClassifyState
-from .common import MODEL, VIEW, message, status
+from .common import MODEL, VIEW, fresh, message, status
 from .components import Click
 from .panel_views import agreement_heatmap, captioned
 
@@ -155,6 +155,7 @@ class ComparePanel:
             **VIEW,
         )
 
+    @fresh
     def compare(self, state: ClassifyState | None, progress: Any = None) -> dict:
         """Every method on the cached run (or the comparison already kept for this photo, class and point)."""
         state = self.column.s.cached(state)
@@ -179,6 +180,7 @@ class ComparePanel:
         _, result, thumbs, heat = kept
         return {self.gallery: thumbs, self.matrix: heat, self.text: summary(result), self.column.state: state}
 
+    @fresh
     def pick(self, state: ClassifyState | None, opacity: float, evt: Click) -> dict:
         """A click on thumbnail k: method k becomes the column's map (re-rendered from the cached run)."""
         state = self.column.s.cached(state)

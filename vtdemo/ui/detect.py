@@ -28,6 +28,7 @@ from .common import (
     VIEW,
     Services,
     export_dir,
+    fresh,
     message,
     photo_input,
     safe_stem,
@@ -319,12 +320,14 @@ class DetectTab:
     def _layers(run: DetrRun) -> list[str]:
         return ["last"] + [str(i) for i in range(1, max(run.decoder_layers, run.encoder_layers) + 1)]
 
+    @fresh
     def layers(self, state: DetectState | None) -> Any:
         """The layer picker for the run's model (after `detect`)."""
         if state is None or state.run is None:
             return gr.skip()
         return gr.Dropdown(choices=self._layers(state.run))
 
+    @fresh
     def rerender(
         self,
         state: DetectState | None,

@@ -12,7 +12,7 @@ import gradio as gr
 
 from ..explain.api import explain_run
 from ..explain.registry import ExplainOptions
-from .common import MODEL, VIEW, Services, click_point, heads_choice, message, status
+from .common import MODEL, VIEW, Services, click_point, fresh, heads_choice, message, status
 from .components import Click, Number, Slider
 from .detect_views import (
     DIRECTIONS,
@@ -163,6 +163,7 @@ class AttentionView:
             return {self.attn: None, self.caption: status(message(exc), "warn"), self.state: state}
         return {self.attn: image, self.caption: caption, self.state: state}
 
+    @fresh
     def detection_clicked(
         self,
         state: DetectState | None,
@@ -182,6 +183,7 @@ class AttentionView:
         state.method, state.query = "detr-decoder", state.dets[index].query
         return {**self.render(state, head, layer, direction, opacity), self.pick: gr.Dropdown(value=state.query)}
 
+    @fresh
     def detection_picked(
         self,
         state: DetectState | None,
@@ -199,6 +201,7 @@ class AttentionView:
         state.query = None if query in (None, "") else int(query)
         return self.render(state, head, layer, direction, opacity)
 
+    @fresh
     def point_clicked(
         self,
         state: DetectState | None,
@@ -218,6 +221,7 @@ class AttentionView:
         x, y = (v / state.canvas.scale for v in point)
         return {**self.encoder_at(state, x, y, head, layer, direction, opacity), self.px: round(x), self.py: round(y)}
 
+    @fresh
     def encoder_at(
         self,
         state: DetectState | None,
@@ -238,6 +242,7 @@ class AttentionView:
         state.method, state.point = "detr-encoder", (min(max(float(x), 0), w - 1), min(max(float(y), 0), h - 1))
         return self.render(state, head, layer, direction, opacity)
 
+    @fresh
     def attention_view(
         self, state: DetectState | None, head: str | None, layer: str | None, direction: str | None, opacity: float
     ) -> dict:
@@ -247,6 +252,7 @@ class AttentionView:
             return {self.attn: None, self.caption: "", self.state: None}
         return self.render(state, head, layer, direction, opacity)
 
+    @fresh
     def relevance_view(self, state: DetectState | None, target: str | None, opacity: float) -> dict:
         """The relevance of the chosen detection for its class, or one map per box edge (a 2x2 panel)."""
         state = self.s.cached(state)

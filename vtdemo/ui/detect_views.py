@@ -50,6 +50,7 @@ class DetectState:
     point: tuple[float, float] | None = None
     relevance: torch.Tensor | None = None
     released: bool = False
+    superseded: bool = False  # a newer run of this session replaced it (`RunIndex.hold`)
     panoptic: Any = None  # a panoptic run's segments at the current threshold (`vtdemo.ui.masks`)
     segment: int | None = None  # the query of the segment clicked in the Masks view
 

@@ -25,7 +25,7 @@ from ..device import inference
 from ..explain import artefacts
 from ..explain.runs import ClassifierRun
 from .classify_views import ClassifyState
-from .common import MODEL, VIEW, message, status
+from .common import MODEL, VIEW, fresh, message, status
 from .components import Checkbox
 
 if TYPE_CHECKING:
@@ -199,6 +199,7 @@ class Inspector:
             self.layer: gr.Dropdown(choices=layer_choices(blocks), value=value),
         }
 
+    @fresh
     def refresh(self, state: ClassifyState | None) -> dict:
         """After a (re-)run: the last block's norms when the run kept its block outputs (no model call)."""
         run = getattr(state, "run", None)
@@ -212,6 +213,7 @@ class Inspector:
         except Exception as exc:  # noqa: BLE001
             return {self.image: None, self.text: status(message(exc), "warn"), self.mask: mask}
 
+    @fresh
     def inspect(self, state: ClassifyState | None, layer: Any) -> dict:
         """The chosen block's token norms (one exact pass first if the run kept no block outputs)."""
         state = self.column.s.cached(state)
@@ -222,6 +224,7 @@ class Inspector:
         except Exception as exc:  # noqa: BLE001 - one line for the user
             return {self.image: None, self.text: status(message(exc), "warn")}
 
+    @fresh
     def masked(self, state: ClassifyState | None, on: bool, opacity: Any) -> dict:
         """The switch: the column's map as the rollout with the outlier tokens masked out (or not)."""
         col = self.column

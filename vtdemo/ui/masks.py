@@ -24,7 +24,7 @@ from PIL import Image
 from .. import render
 from ..explain.runs import DetrRun
 from ..postprocess_panoptic import PanopticResult, Segment
-from .common import VIEW, Services, click_point, message, status
+from .common import VIEW, Services, click_point, fresh, message, status
 from .components import Click
 from .detect_views import DetectState
 
@@ -173,6 +173,7 @@ class MasksPanel:
 
     # --------------------------------------------------------------------------------------------- handlers
 
+    @fresh
     def render(self, state: DetectState | None, threshold: float) -> dict:
         """The segments at this threshold, from the run's cached mask logits (no model call)."""
         state = self.s.cached(state)
@@ -226,6 +227,7 @@ class MasksPanel:
             self.detect.pick: gr.Dropdown(value=query if shown else None),
         }
 
+    @fresh
     def segment_clicked(
         self,
         state: DetectState | None,
@@ -247,6 +249,7 @@ class MasksPanel:
             return {self.detect.caption: status("No segment there: click a coloured region.", "info")}
         return self._show(state, seg, (head, layer, direction, opacity))
 
+    @fresh
     def segment_picked(
         self,
         state: DetectState | None,

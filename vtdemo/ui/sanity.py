@@ -22,7 +22,7 @@ from ..evaluate.randomisation import map_randomisation
 from ..explain import registry
 from ..explain.api import deletion_check, explain_run
 from .classify_views import ClassifyState
-from .common import MODEL, message, status
+from .common import MODEL, fresh, message, status
 from .sanity_views import deletion_caption, deletion_plot, insertion_plot, randomisation_caption, randomisation_plot
 
 if TYPE_CHECKING:
@@ -121,6 +121,7 @@ class SanityPanel:
         state.panels["deletion"] = (state.relevance, check)
         return check
 
+    @fresh
     def deletion(self, state: ClassifyState | None) -> dict:
         """The deletion curves of the map on screen: a few batched forward passes."""
         state = self.column.s.cached(state)
@@ -133,6 +134,7 @@ class SanityPanel:
         assert state.target is not None
         return {self.check_plot: deletion_plot(check), self.check_text: deletion_caption(check, state.target)}
 
+    @fresh
     def insertion(self, state: ClassifyState | None) -> dict:
         """The insertion curves of the same check (no forward pass when the deletion test ran)."""
         state = self.column.s.cached(state)
@@ -144,6 +146,7 @@ class SanityPanel:
             gr.Warning(message(exc))
             return {self.insertion_plot: None}
 
+    @fresh
     def randomisation(self, state: ClassifyState | None) -> dict:
         """The cascading randomisation curve of the map on screen, with its verdict."""
         state = self.column.s.cached(state)

@@ -7,7 +7,8 @@ hour after the session is closed (in case the tab comes back), and a real DETR r
 attention: a few dozen visitors an hour would exhaust a small server. `RunIndex` fixes both:
 
 - `hold(session, slot, state)` indexes a new run under its session and slot ("vit", "swin", "detect", "webcam"; one
-  run per slot: the newer replaces the older) and, when the runs held together exceed the budget, releases the least
+  run per slot: the newer replaces the older, which is marked `superseded` so that a view event still working on it
+  cannot write it back over the newer one, see `vtdemo.ui.common.fresh`) and, when the runs held together exceed the budget, releases the least
   recently used ones (never the one just held);
 - `touch(state)` marks a run as used (the budget releases the least recently used first);
 - `end(session)` releases every run of a session: the app calls it from `demo.unload`, when Gradio notices that the
@@ -86,17 +87,27 @@ class RunIndex:
             self._entries.pop(key)
         self._keys = {id(s): k for k, e in self._entries.items() if (s := e.ref()) is not None}
 
-    def hold(self, session: str | None, slot: str, state: Any, nbytes: int | None = None) -> None:
-        """Index `state` as the run of `session` in `slot`; release older runs if the budget is exceeded."""
+    def hold(
+        self, session: str | None, slot: str, state: Any, nbytes: int | None = None, replacing: Any = None
+    ) -> bool:
+        """Index `state` as the run of `session` in `slot`; release older runs if the budget is exceeded.
+
+        `replacing`: the run that `state` was derived from (e.g. the same photo at another size); if a newer run has
+        superseded it meanwhile, `state` is not held (False): the newer run stays the session's."""
         if state is None:
-            return
+            return False
         session = session or "-"  # direct calls (tests, scripts) have no session: one shared key
         nbytes = footprint(state) if nbytes is None else int(nbytes)
         with self._lock:
+            if getattr(replacing, "superseded", False):
+                return False
             victims = []
             self._prune()
             key = (session, slot)
-            self._entries.pop(key, None)
+            old = self._entries.pop(key, None)
+            previous = old.ref() if old is not None else None
+            if previous is not None and previous is not state and hasattr(previous, "superseded"):
+                previous.superseded = True
             self._entries[key] = _Entry(weakref.ref(state), nbytes)
             self._keys[id(state)] = key
             total = sum(e.nbytes for e in self._entries.values())
@@ -109,6 +120,7 @@ class RunIndex:
                 victims.append(old.ref())
             self._keys = {id(s): k for k, e in self._entries.items() if (s := e.ref()) is not None}
             self._release(victims)
+            return True
 
     def touch(self, state: Any) -> None:
         """The visitor used this run: it is now the most recently used."""

@@ -28,7 +28,7 @@ from ..errors import InputError, VtdemoError
 from ..explain.api import methods_for_run
 from ..explain.runs import MAX_PATCHES, ClassifierRun, run_classifier
 from .classify_views import ClassifyState
-from .common import MODEL, VIEW, message, session_of, status
+from .common import MODEL, VIEW, fresh, message, session_of, status
 from .components import Checkbox
 from .inspector import ensure_tokens
 
@@ -238,6 +238,7 @@ class SizeControls:
         except VtdemoError as exc:
             return SizeChoice(), f"{exc}; running at the trained size"
 
+    @fresh
     def refresh(self, state: ClassifyState | None, choice: SizeChoice | None) -> dict:
         """After a classify: the sizes of the model now loaded, showing the size it ran at."""
         run = getattr(state, "run", None)
@@ -255,7 +256,7 @@ class SizeControls:
         """`resize` for a column without the aspect switch (Swin)."""
         return self.resize(state, size, False, opacity, request)
 
-    def resize(
+    def resize(  # not `fresh`: it replaces its input run itself (`hold(replacing=...)`)
         self, state: ClassifyState | None, size: Any, keep_aspect: Any, opacity: Any, request: gr.Request
     ) -> dict:
         """Re-run the cached photo at another input size: top 5, map (on the new patch grid), caption with the note."""
@@ -282,7 +283,8 @@ class SizeControls:
             shown = col._render(new)
         except Exception as exc:  # noqa: BLE001 - one line for the user
             return {col.status: status(message(exc), "warn")}
-        col.s.runs.hold(session_of(request), self.family, new)
+        if not col.s.runs.hold(session_of(request), self.family, new, replacing=state):
+            return {col.state: gr.skip()}  # a newer photo arrived meanwhile: it stays (see `fresh`)
         h, w = run.input_size
         return {
             col.label: {p.label: p.score for p in new.predictions},

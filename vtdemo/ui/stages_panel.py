@@ -14,7 +14,7 @@ import gradio as gr
 
 from ..explain.stages import StagePCA, run_stage_pca
 from .classify_views import ClassifyState
-from .common import MODEL, message, status
+from .common import MODEL, fresh, message, status
 from .panel_views import stage_strip
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ class StagesPanel:
             **MODEL,
         )
 
+    @fresh
     def show(self, state: ClassifyState | None) -> dict:
         """The strip for the cached run (computed once per photo)."""
         state = self.column.s.cached(state)
