@@ -49,11 +49,16 @@ def _path(value) -> str:
 def test_precision_flag_and_variable(monkeypatch):
     monkeypatch.delenv("VTDEMO_PRECISION", raising=False)
     monkeypatch.delenv("VTDEMO_LIVE_SIZE", raising=False)
+    monkeypatch.setattr(config, "_avx512", lambda: True)  # the CPU the defaults were measured on
     fast = config.from_args([])
     assert fast.precision == "fast" and fast.live_size == 320  # the app's defaults
     monkeypatch.setenv("VTDEMO_PRECISION", "exact")
     exact = config.from_args([])
     assert exact.precision == "exact" and exact.live_size == 256  # the webcam's size follows the precision
+    monkeypatch.setattr(config, "_avx512", lambda: False)  # an AVX2-only CPU: slower at every size
+    assert config.from_args([]).live_size == 256 and config.from_args(["--precision", "fast"]).live_size == 256
+    assert "no AVX-512" in config.live_default("fast")[1]
+    monkeypatch.setattr(config, "_avx512", lambda: True)
     assert config.from_args(["--live-size", "384"]).live_size == 384
     assert config.from_args(["--precision", "fast"]).precision == "fast"  # the flag wins over the variable
     monkeypatch.setenv("VTDEMO_PRECISION", "quick")

@@ -147,8 +147,13 @@ def test_detect_threshold_click_and_point(page):
 
 def test_webcam_streams_annotated_frames_and_freezes(page):
     page.get_by_role("tab", name="Webcam").click()
-    expect(page.locator("#webcam-why")).to_contain_text("427×320 px")  # the default at precision fast, and why
-    expect(page.locator("#webcam-why")).to_contain_text("the largest size above the 5 frames/s")
+    from vtdemo import live
+    from vtdemo.ui.config import live_default
+
+    size, why = live_default("fast")  # this CPU's default at precision fast (320, or 256 without AVX-512), and why
+    h, w = live.canvas(size)
+    expect(page.locator("#webcam-why")).to_contain_text(f"{w}×{h} px")
+    expect(page.locator("#webcam-why")).to_contain_text(why[:60])
     page.get_by_text("Click to Access Webcam").click()
     page.locator("#webcam-in").get_by_text("Record", exact=True).click()  # the button's aria-label is "capture photo"
     stats = page.locator("#webcam-stats")
@@ -166,7 +171,7 @@ def test_webcam_streams_annotated_frames_and_freezes(page):
     print(f"\nwebcam (tiny DETR, fake camera): {fps:.1f} processed frames/s after {frames} frames")
     assert frames >= 3
     text = stats.inner_text()  # the engine that ran the frames, and the one fixed input shape it saw
-    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", text) and "DETR input 427×320 (fixed)" in text
+    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", text) and f"DETR input {w}×{h} (fixed)" in text
     assert fps > 0
     footer = page.locator("#footer-runtime").inner_text()
     assert "precision fast: OpenVINO" in footer and "gradient methods on the exact fp32 PyTorch model" in footer

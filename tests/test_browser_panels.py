@@ -31,7 +31,8 @@ def page(tiny_hub):
 def test_vit_comparison_grid_and_click(page):
     page.get_by_text("All methods side by side").first.click()
     page.get_by_role("button", name="Compare all methods").first.click()
-    expect(page.locator("#vit-compare-text")).to_contain_text("Spearman")
+    expect(page.locator("#vit-compare-text")).to_contain_text("Spearman")  # the maps and the matrix first
+    expect(page.locator("#vit-compare-text")).to_contain_text("Fewest patches to delete")  # then the curves' areas
     thumbs = page.locator("#vit-compare button.thumbnail-item")
     assert thumbs.count() == 6
     expect(page.locator("#vit-agreement img")).to_be_visible()

@@ -98,9 +98,14 @@ def test_comparison_grid_captions_are_each_maps_own_deletion_check(client, app):
 def test_agreement_is_scipys_spearman_and_a_click_shows_that_method(app):
     column, state = _state(app, "vit")
     panel = column.panels[1]
-    out = panel.compare(state)
+    first, out = list(panel.compare(state))  # the maps and the matrix first, then the same with the curves' areas
     _, result, thumbs, _ = state.panels["compare"]
     assert len(thumbs) == len(result.scores) and out[panel.gallery] == thumbs
+    assert [c for _, c in first[panel.gallery]] == [
+        f"{s.label} · deletion and insertion curves: being measured" for s in result.scores
+    ]
+    assert "Measuring each map's deletion and insertion curves" in first[panel.text]
+    assert first[panel.matrix] is not None and all(s.scored for s in result.scores)
     rho = np.array([[np.nan if v is None else v for v in row] for row in result.spearman])
     maps = [s.map.flatten().numpy() for s in result.scores]  # all on the 14x14 patch grid
     constant = [float(m.std()) == 0.0 for m in maps]  # no rank correlation: None (the tiny Grad-CAM is flat)
@@ -120,7 +125,7 @@ def test_agreement_is_scipys_spearman_and_a_click_shows_that_method(app):
             assert shown[column.method].value == result.scores[k].method
             assert result.scores[k].label in shown[column.caption]
             assert torch.allclose(state.relevance, result.scores[k].map)  # the same map, now the main one
-        panel.compare(state)  # asking again
+        assert len(list(panel.compare(state))) == 1  # asking again: the kept result, at once
     finally:
         restore()
     assert calls["n"] == 1  # only the Grad-CAM re-render's own forward+backward; no comparison re-run

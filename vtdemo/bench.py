@@ -149,6 +149,7 @@ def bench_vit_relevance(runs: int) -> list[Timing]:
     from .explain import gradcam
     from .explain import vit as ex_vit
     from .explain.api import explain_run
+    from .explain.compare import GRID_STEPS, compare, compare_maps
     from .explain.registry import ExplainOptions, names_for
     from .explain.runs import ClassifierRun
     from .models import vit
@@ -169,20 +170,31 @@ def bench_vit_relevance(runs: int) -> list[Timing]:
         _, attns, grads = ex_vit.class_gradients(model, x, 3)
         return ex_vit.grad_rollout(attns, grads)  # type: ignore[arg-type]
 
-    def all_maps() -> None:  # one forward with attention, then every registered ViT method's map
+    def cached_run() -> ClassifierRun:  # the photo's forward pass with attention, as the app caches it
         out = model(x, return_attn=True)
         stand_in: Any = dict(loaded=loaded, image=None)  # a namespace for the model, no photo: enough for maps
-        run = ClassifierRun(**stand_in, x=x, logits=out.logits[0], attentions=[a[0] for a in out.attentions])
+        return ClassifierRun(**stand_in, x=x, logits=out.logits[0], attentions=[a[0] for a in out.attentions])
+
+    def all_maps() -> None:  # one forward with attention, then every registered ViT method's map
+        run = cached_run()
         for name in names_for("vit"):
             explain_run(run, name, ExplainOptions(class_index=3))
 
-    o1, o2, o3, r = _median_ms(
-        [grad_rollout, lambda: gradcam.vit_gradcam(model, x, 3), all_maps, lambda: model(x)], runs
+    def grid_maps() -> None:  # what the app's comparison shows first: every map + the Spearman matrix
+        compare_maps(cached_run(), ExplainOptions(class_index=3))
+
+    def grid() -> None:  # the whole comparison grid as the app computes it: + deletion / insertion, 5-point curves
+        compare(cached_run(), ExplainOptions(class_index=3), steps=GRID_STEPS)
+
+    o1, o2, o3, o4, o5, r = _median_ms(
+        [grad_rollout, lambda: gradcam.vit_gradcam(model, x, 3), all_maps, grid_maps, grid, lambda: model(x)], runs
     )
     return [
         Timing("ViT-B/16 grad-rollout", o1, r, "our forward"),
         Timing("ViT-B/16 Grad-CAM", o2, r, "our forward"),
         Timing(f"ViT-B/16 all {len(names_for('vit'))} maps", o3, r, "our forward"),
+        Timing("ViT-B/16 grid: maps+matrix", o4, r, "our forward"),
+        Timing(f"ViT-B/16 grid: + AUCs ({GRID_STEPS + 1} pt)", o5, r, "our forward"),
     ]
 
 

@@ -34,6 +34,8 @@ from .registry import ExplainOptions
 from .runs import ClassifierRun, DetrRun
 
 Progress = Callable[[int, int, str], None]  # (done, total, method name) before each method
+#: Curve steps of the app's comparison grid (points at 0, 25, 50, 75, 100 % of the patches; the CLI's default is 20).
+GRID_STEPS = 4
 
 
 @dataclass
@@ -51,6 +53,11 @@ class MethodScore:
     insertion_auc: float
     random_insertion_auc: float
     seconds: float  # computing the map (not the curves)
+
+    @property
+    def scored(self) -> bool:
+        """Are the curves measured (`score_maps`)? Until then the four AUCs are NaN."""
+        return not math.isnan(self.deletion_auc)
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -144,13 +151,27 @@ def compare(
     progress: Progress | None = None,
     image_name: str = "image",
 ) -> Comparison:
-    """Every applicable method (or those in `methods`) on the run's target, scored and compared.
+    """Every applicable method (or those in `methods`) on the run's target, scored and compared: `compare_maps`,
+    then `score_maps`.
 
     options: as for `explain_run` (class_index for classifiers; query for DETR, required); steps: points of each
     curve (default 20 for classifiers, 10 for DETR, whose forward pass is dearer); seed: the random order.
-    progress(done, total, name) is called before each method (its map and its curves: one step of a progress
-    bar), and once more at the end (name "agreement").
+    progress(done, total, name) is called before each method's map, once with name "agreement", then before each
+    method's curves (name "<method> curves") and once more at the end (name "scored").
     """
+    result = compare_maps(run, options, methods, progress, image_name)
+    return score_maps(run, result, options, steps, seed, progress)
+
+
+def compare_maps(
+    run: ClassifierRun | DetrRun,
+    options: ExplainOptions | None = None,
+    methods: list[str] | None = None,
+    progress: Progress | None = None,
+    image_name: str = "image",
+) -> Comparison:
+    """Phase one: every method's map and the agreement matrix, without the curves (each score's AUCs are NaN until
+    `score_maps`): what the app shows first, while the curves are still being measured."""
     options = options or ExplainOptions()
     family = run.family
     if isinstance(run, DetrRun) and options.query is None:
@@ -170,46 +191,60 @@ def compare(
     if not chosen:
         raise ExplainError(f"no method to compare for {family}; skipped: {', '.join(skipped)}")
 
-    random_curves: dict[tuple[int, int], tuple[float, float]] = {}
     scores: list[MethodScore] = []
     target: dict[str, Any] = {}
+    nan = math.nan
     for i, m in enumerate(chosen):
         if progress is not None:
             progress(i, len(chosen), m.name)
         t0 = time.perf_counter()
         result = explain_run(run, m.name, options)
         seconds = time.perf_counter() - t0
-        if i == 0:  # every method explains the same target
-            target = result.target
-            x, probability, n_steps, batch = _measure(run, options, target, steps)
-            ends = deletion.end_points(probability, x)  # shared by every curve
-        grid = (int(result.map.shape[0]), int(result.map.shape[1]))
-        if grid not in random_curves:
-            order = torch.randperm(grid[0] * grid[1], generator=torch.Generator().manual_seed(seed))
-            frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
-            _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
-            random_curves[grid] = (deletion.area_under_curve(frac, d), deletion.area_under_curve(frac, ins))
-        order = deletion.patch_order(result.map)
-        frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
-        _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
+        target = target or result.target  # every method explains the same target
+        label, grads = result.method.label, result.method.needs_gradients
         scores.append(
-            MethodScore(
-                result.method.name,
-                result.method.label,
-                result.method.needs_gradients,
-                result.map,
-                result.maps,
-                deletion.area_under_curve(frac, d),
-                random_curves[grid][0],
-                deletion.area_under_curve(frac, ins),
-                random_curves[grid][1],
-                seconds,
-            )
+            MethodScore(result.method.name, label, grads, result.map, result.maps, nan, nan, nan, nan, seconds)
         )
     if progress is not None:
         progress(len(chosen), len(chosen), "agreement")
     matrix, common = spearman_matrix([s.map for s in scores])
     return Comparison(image_name, run.loaded.id, target, scores, matrix, common, skipped)
+
+
+def score_maps(
+    run: ClassifierRun | DetrRun,
+    result: Comparison,
+    options: ExplainOptions | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> Comparison:
+    """Phase two: each map's deletion and insertion curves (and the random order's, once per grid), filled into
+    `result`'s scores in place; returns `result`."""
+    options = options or ExplainOptions()
+    x, probability, n_steps, batch = _measure(run, options, result.target, steps)
+    ends = deletion.end_points(probability, x)  # shared by every curve
+    random_curves: dict[tuple[int, int], tuple[float, float]] = {}
+    for i, score in enumerate(result.scores):
+        if progress is not None:
+            progress(i, len(result.scores), f"{score.method} curves")
+        grid = (int(score.map.shape[0]), int(score.map.shape[1]))
+        if grid not in random_curves:
+            order = torch.randperm(grid[0] * grid[1], generator=torch.Generator().manual_seed(seed))
+            frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
+            _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
+            random_curves[grid] = (deletion.area_under_curve(frac, d), deletion.area_under_curve(frac, ins))
+        order = deletion.patch_order(score.map)
+        frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
+        _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
+        score.deletion_auc, score.insertion_auc = (
+            deletion.area_under_curve(frac, d),
+            deletion.area_under_curve(frac, ins),
+        )
+        score.random_deletion_auc, score.random_insertion_auc = random_curves[grid]
+    if progress is not None:
+        progress(len(result.scores), len(result.scores), "scored")
+    return result
 
 
 def _measure(

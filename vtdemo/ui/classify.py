@@ -116,6 +116,7 @@ class ClassifierColumn:
             outputs=[self.label, self.overlay, self.caption, self.status, self.state, self.method, *self.controls],
             api_name=f"classify_{f}",
             show_progress="full",
+            show_progress_on=[self.label, self.overlay],  # not over the column's controls (outputs too)
             **MODEL,
         )
         gr.on(

@@ -6,12 +6,15 @@ against a random order, and how much the methods agree (Spearman rank correlatio
 
 It runs on request, on the column's cached run: the attention methods reuse its forward pass, each gradient method
 runs its own forward and backward pass once, and each map's curves cost (STEPS + 1) perturbed images per curve.
+It answers in two steps: the maps and the agreement matrix as soon as they exist (`compare_maps`, about ten forward
+passes for ViT-B), then the same thumbnails with their areas once the curves are measured (`score_maps`).
 The result is kept in the column's state per photo, class and point: asking again, or clicking a thumbnail, does not
 run the model. A click on a thumbnail makes that method the column's main map (through the column's own re-render).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import gradio as gr
@@ -20,7 +23,7 @@ from PIL import Image
 from .. import render
 from ..explain import registry
 from ..explain.api import methods_for_run
-from ..explain.compare import Comparison, MethodScore, compare
+from ..explain.compare import GRID_STEPS, Comparison, MethodScore, compare_maps, score_maps
 from ..explain.registry import ExplainOptions
 from ..explain.runs import ClassifierRun
 from .classify_views import ClassifyState
@@ -31,8 +34,7 @@ from .panel_views import agreement_heatmap, captioned
 if TYPE_CHECKING:
     from .classify import ClassifierColumn
 
-#: Points per curve in the app (0, 25, 50, 75, 100 % of the patches): the CLI's default is 20.
-STEPS = 4
+STEPS = GRID_STEPS  # points per curve in the app: 0, 25, 50, 75, 100 % of the patches (the CLI's default is 20)
 THUMB = 240  # width of a thumbnail, pixels
 
 
@@ -59,18 +61,20 @@ def thumbnail(run: ClassifierRun, score: MethodScore, side: int = THUMB) -> Imag
     x0, y0, x1, y1 = (round(v) for v in run.region)
     crop = run.image.crop((x0, y0, x1, y1))
     shown = crop.resize((side, max(1, round(side * crop.height / max(crop.width, 1)))), Image.Resampling.BILINEAR)
+    lines = [
+        f"deletion {score.deletion_auc:.3f} ({score.random_deletion_auc:.3f})",
+        f"insertion {score.insertion_auc:.3f} ({score.random_insertion_auc:.3f})",
+    ]
     return captioned(
         render.overlay(shown, score.map.numpy(), None, 0.5),
-        [
-            score.method,
-            f"deletion {score.deletion_auc:.3f} ({score.random_deletion_auc:.3f})",
-            f"insertion {score.insertion_auc:.3f} ({score.random_insertion_auc:.3f})",
-        ],
+        [score.method, *(lines if score.scored else ["deletion, insertion: measuring…"])],
     )
 
 
 def thumb_caption(score: MethodScore) -> str:
     """A thumbnail's caption: its name and its two areas, each next to the random order's."""
+    if not score.scored:
+        return f"{score.label} · deletion and insertion curves: being measured"
     return (
         f"{score.label} · deletion {score.deletion_auc:.3f} (random {score.random_deletion_auc:.3f}, lower is "
         f"better) · insertion {score.insertion_auc:.3f} (random {score.random_insertion_auc:.3f}, higher is better)"
@@ -79,15 +83,22 @@ def thumb_caption(score: MethodScore) -> str:
 
 def summary(result: Comparison) -> str:
     """The line under the grid: what was explained and how to read it."""
+    agreement = (
+        f"The matrix is the Spearman rank correlation of each pair of maps on a {result.spearman_grid[0]}x"
+        f"{result.spearman_grid[1]} grid. Click a thumbnail to make it the main map."
+    )
+    if not all(s.scored for s in result.scores):
+        return (
+            f"Every map explains *{result.target['label']}* ({result.target['score']:.1%}). {agreement} Measuring "
+            f"each map's deletion and insertion curves ({STEPS + 1} points each) now: the areas follow."
+        )
     best_del = min(result.scores, key=lambda s: s.deletion_auc)
     best_ins = max(result.scores, key=lambda s: s.insertion_auc)
     skipped = f" Left out: {', '.join(result.skipped)}." if result.skipped else ""
     return (
         f"Every map explains *{result.target['label']}* ({result.target['score']:.1%}). Fewest patches to delete "
         f"before the class goes: **{best_del.label}**; fewest to insert to bring it back: **{best_ins.label}** "
-        f"(curves at {STEPS + 1} points; the CLI's `explain --method all` uses 21). The matrix is the Spearman rank "
-        f"correlation of each pair of maps on a {result.spearman_grid[0]}x{result.spearman_grid[1]} grid. Click a "
-        f"thumbnail to make it the main map.{skipped}"
+        f"(curves at {STEPS + 1} points; the CLI's `explain --method all` uses 21). {agreement}{skipped}"
     )
 
 
@@ -100,8 +111,9 @@ class ComparePanel:
             gr.Markdown(
                 "Every method's map for this photo, how faithful each is (deletion and insertion curves against a "
                 "random order; above each thumbnail, the random order's in brackets) and how much they agree (Spearman "
-                "matrix). Click a thumbnail to show it above. Runs the gradient methods once each and the curves: a few "
-                "seconds for the tiny models, up to half a minute for ViT-B on a 2-core CPU.",
+                "matrix). Click a thumbnail to show it above. Runs the gradient methods once each (the maps and the "
+                "matrix appear first: a few seconds for ViT-B on a 2-core CPU), then measures the curves (the areas "
+                "follow, up to half a minute more).",
                 elem_classes="vt-caption",
             )
             self.button = gr.Button("Compare all methods", size="sm")
@@ -129,7 +141,7 @@ class ComparePanel:
         self.column = column
 
         def run(state, progress=gr.Progress()):
-            return self.compare(state, progress)
+            yield from self.compare(state, progress)
 
         self.button.click(
             run,
@@ -137,6 +149,7 @@ class ComparePanel:
             outputs=[self.gallery, self.matrix, self.text, column.state],
             api_name=f"compare_{self.family}",
             show_progress="full",
+            show_progress_on=[self.text],  # the thumbnails stay visible while their curves are measured
             **MODEL,
         )
         self.gallery.select(
@@ -156,27 +169,48 @@ class ComparePanel:
         )
 
     @fresh
-    def compare(self, state: ClassifyState | None, progress: Any = None) -> dict:
-        """Every method on the cached run (or the comparison already kept for this photo, class and point)."""
+    def compare(self, state: ClassifyState | None, progress: Any = None) -> Iterator[dict]:
+        """Every method on the cached run (or the comparison already kept for this photo, class and point): first
+        the maps and the agreement matrix, then (a second update) the same thumbnails with their curves' AUCs."""
         state = self.column.s.cached(state)
         if state is None or state.run is None:
-            return {self.gallery: None, self.matrix: None, self.text: status("Upload a photo first.", "info")}
+            yield {self.gallery: None, self.matrix: None, self.text: status("Upload a photo first.", "info")}
+            return
+        run = state.run
         key = compare_key(state)
         kept = state.panels.get("compare")
         try:
             if kept is None or kept[0] != key:
-
-                def step(done: int, total: int, name: str) -> None:
-                    if progress is not None:
-                        progress((done, total), desc=f"{name}…", unit="methods")
-
-                names = [m.name for m in methods_for_run(state.run)]
-                result = compare(state.run, compare_options(state), STEPS, methods=names, progress=step)
-                thumbs = [(thumbnail(state.run, s), thumb_caption(s)) for s in result.scores]
-                kept = (key, result, thumbs, agreement_heatmap(result.methods, result.spearman))
-                state.panels["compare"] = kept
+                names = [m.name for m in methods_for_run(run)]
+                result = compare_maps(run, compare_options(state), names, self._progress(progress, "map"))
+                kept = self._keep(state, key, result)
+                yield self._shown(state, kept)
+            result = kept[1]
+            if not all(s.scored for s in result.scores):
+                score_maps(run, result, compare_options(state), STEPS, progress=self._progress(progress, "curves"))
+                kept = self._keep(state, key, result)
         except Exception as exc:  # noqa: BLE001 - one line for the user
-            return {self.gallery: None, self.matrix: None, self.text: status(message(exc), "warn")}
+            yield {self.gallery: None, self.matrix: None, self.text: status(message(exc), "warn")}
+            return
+        yield self._shown(state, kept)
+
+    @staticmethod
+    def _progress(progress: Any, what: str) -> Callable[[int, int, str], None]:
+        def step(done: int, total: int, name: str) -> None:
+            if progress is not None:
+                progress((done, total), desc=f"{name}…", unit="maps" if what == "map" else "curves")
+
+        return step
+
+    def _keep(self, state: ClassifyState, key: Any, result: Comparison) -> tuple:
+        """(key, result, thumbnails, agreement image), kept in the state (thumbnails redrawn once scored)."""
+        assert state.run is not None
+        thumbs = [(thumbnail(state.run, s), thumb_caption(s)) for s in result.scores]
+        kept = (key, result, thumbs, agreement_heatmap(result.methods, result.spearman))
+        state.panels["compare"] = kept
+        return kept
+
+    def _shown(self, state: ClassifyState, kept: tuple) -> dict:
         _, result, thumbs, heat = kept
         return {self.gallery: thumbs, self.matrix: heat, self.text: summary(result), self.column.state: state}
 

@@ -17,7 +17,7 @@ variables over the defaults.
 | `--concurrency` | `VTDEMO_CONCURRENCY` | 1 model call at a time (2-core CPU) |
 | `--cache-mb` | `VTDEMO_CACHE_MB` | 2048 MiB for all visitors' cached runs together (least recently used go) |
 | `--max-sessions` | `VTDEMO_MAX_SESSIONS` | 1000 sessions whose state Gradio keeps (~0.3 MB each; oldest go first) |
-| `--live-size` | `VTDEMO_LIVE_SIZE` | 320 at precision fast, 256 exact: the webcam's fixed DETR input short side (`LIVE_WHY`) |
+| `--live-size` | `VTDEMO_LIVE_SIZE` | 320 at precision fast, 256 exact (256 on a CPU without AVX-512): the webcam's fixed DETR input short side (`live_default`) |
 | `--webcam-limit` | `VTDEMO_WEBCAM_LIMIT` | 300 s of processing per webcam session |
 | | `VTDEMO_WEBCAM_SESSIONS` | 2 webcam streams at once (others wait in the queue) |
 | `--precision` | `VTDEMO_PRECISION` | fast: the fast engine (`vtdemo.engine`), exact = fp32 PyTorch everywhere |
@@ -37,14 +37,38 @@ from ..settings import env_flag, env_int, env_text
 
 LIVE_SIZES = (256, 320, 384, 480, 640, 800)
 PRECISIONS = ("exact", "fast")
-#: The webcam's default DETR short side per precision, and why (README "Webcam input size" has the measurements).
+#: The webcam's default DETR short side per precision on a CPU with AVX-512 (`LIVE_SLOW_CPU` without), and why
+#: (README "Webcam input size" has the measurements).
 LIVE_DEFAULTS = {"fast": 320, "exact": 256}
 LIVE_WHY = {
-    "fast": "measured on an idle 2-core AMD EPYC, the fast path runs DETR-R50 webcam frames at 6.5 frames/s at "
-    "320 px, 4.4 at 384 and 3.2 at 480: 320 px is the largest size above the 5 frames/s a live view needs",
-    "exact": "measured on an idle 2-core AMD EPYC, the exact PyTorch path runs DETR-R50 webcam frames at 6.3 "
-    "frames/s at 256 px, 4.8 at 320 and 3.4 at 384: 256 px is the largest size above 5 frames/s",
+    "fast": "measured on an idle 2-core AMD EPYC with AVX-512, the fast path runs DETR-R50 webcam frames at 6.5 "
+    "frames/s at 320 px, 4.4 at 384 and 3.2 at 480: 320 px is the largest size above the 5 frames/s a live view needs",
+    "exact": "measured on an idle 2-core AMD EPYC with AVX-512, the exact PyTorch path runs DETR-R50 webcam frames at "
+    "6.3 frames/s at 256 px, 4.8 at 320 and 3.4 at 384: 256 px is the largest size above 5 frames/s",
 }
+#: Without AVX-512 (AVX2 only) every size is slower: the smallest offered size, and why.
+LIVE_SLOW_CPU = (
+    256,
+    "this CPU has no AVX-512; measured on an idle 2-core AVX2-only AMD EPYC, the fast path runs DETR-R50 webcam "
+    "frames at 4.6 frames/s at 256 px and 3.5 at 320 (the exact path 3.2 and 2.7): 256 px, the smallest offered "
+    "size, is the closest to a live 5 frames/s",
+)
+
+
+def _avx512() -> bool:
+    """Does this CPU have AVX-512 (Linux /proc/cpuinfo; assumed yes where it cannot be read)?"""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return True
+
+
+def live_default(precision: str) -> tuple[int, str]:
+    """(the webcam's default short side, why) for this precision on this CPU."""
+    if not _avx512():
+        return LIVE_SLOW_CPU
+    return LIVE_DEFAULTS[precision], LIVE_WHY[precision]
 
 
 def _env_int(name: str, default: int) -> int:
@@ -69,12 +93,16 @@ class AppConfig:
     concurrency: int = 1
     cache_mb: int = 2048
     max_sessions: int = 1000
-    live_size: int = LIVE_DEFAULTS["fast"]  # from_args: LIVE_DEFAULTS of the precision unless given
+    live_size: int = 0  # 0: this precision's default on this CPU (`live_default`)
     webcam_limit: int = 300
     webcam_sessions: int = 2
     device: str | None = None
     precision: str = "fast"  # "fast" (vtdemo.engine) or "exact" (fp32 PyTorch); gradient methods always run exact
     allow_folders: bool | None = None  # None: only on a private server (see `allow_typed_folders`)
+
+    def __post_init__(self) -> None:
+        if not self.live_size:
+            object.__setattr__(self, "live_size", live_default(self.precision)[0])
 
     @property
     def server_name(self) -> str:
@@ -152,6 +180,7 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
     port = a.port if a.port is not None else _env_int("VTDEMO_PORT", 0) or _env_int("GRADIO_SERVER_PORT", 0)
     folders = env_text("VTDEMO_ALLOW_FOLDERS")
     precision = a.precision or _env_precision()
+    live_size = a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", live_default(precision)[0])
     cfg = AppConfig(
         vit_model=a.vit_model or env_text("VTDEMO_VIT_MODEL", hub.DEFAULT_VIT) or hub.DEFAULT_VIT,
         swin_model=a.swin_model or env_text("VTDEMO_SWIN_MODEL", hub.DEFAULT_SWIN) or hub.DEFAULT_SWIN,
@@ -165,7 +194,7 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
         concurrency=a.concurrency if a.concurrency is not None else _env_int("VTDEMO_CONCURRENCY", 1),
         cache_mb=a.cache_mb if a.cache_mb is not None else _env_int("VTDEMO_CACHE_MB", 2048),
         max_sessions=a.max_sessions if a.max_sessions is not None else _env_int("VTDEMO_MAX_SESSIONS", 1000),
-        live_size=a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", LIVE_DEFAULTS[precision]),
+        live_size=live_size,
         webcam_limit=a.webcam_limit if a.webcam_limit is not None else _env_int("VTDEMO_WEBCAM_LIMIT", 300),
         webcam_sessions=_env_int("VTDEMO_WEBCAM_SESSIONS", 2),
         device=a.device or env_text("VTDEMO_DEVICE"),
@@ -175,6 +204,6 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
         raise SystemExit("error: --max-sessions must be at least 1")
     if cfg.cache_mb < 0:
         raise SystemExit("error: --cache-mb must be 0 or more (0: keep only the newest run)")
-    if cfg.live_size < 64:
+    if live_size < 64:
         raise SystemExit("error: --live-size must be at least 64 pixels")
     return cfg

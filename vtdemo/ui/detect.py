@@ -177,6 +177,7 @@ class DetectTab:
             ],
             api_name="detect",
             show_progress="full",
+            show_progress_on=[self.boxes, self.count],  # not over the controls it also updates
             **MODEL,
         )
         detected.then(

@@ -227,6 +227,7 @@ class SizeControls:
             ],
             api_name=f"resize_{self.family}",
             show_progress="full",
+            show_progress_on=[column.label, column.overlay],
             **MODEL,
         )
 

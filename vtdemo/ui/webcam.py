@@ -22,7 +22,7 @@ from .. import engine, hub, live
 from ..images import load_image
 from .common import VIEW, Services, export_dir, message, session_of, status
 from .components import Slider, safe_image
-from .config import LIVE_DEFAULTS, LIVE_SIZES, LIVE_WHY
+from .config import LIVE_SIZES, live_default
 from .detect import DetectTab, draw_detections
 
 WINDOW_S = 3.0  # FPS is measured over this many seconds
@@ -108,12 +108,8 @@ class WebcamTab:
         self.s = services
         size = services.config.live_size
         h, w = live.canvas(size)
-        default = LIVE_DEFAULTS.get(services.config.precision)
-        why = (
-            f" Why this size: {LIVE_WHY[services.config.precision]}."
-            if size == default
-            else " (Set by whoever runs the app.)"
-        )
+        default, reason = live_default(services.config.precision)
+        why = f" Why this size: {reason}." if size == default else " (Set by whoever runs the app.)"
         gr.Markdown(
             f"Live DETR on your camera. Frames go to DETR at one fixed size, **{w}×{h} px** (short side {size}; "
             f"photos use 800), so the engine sees one input shape.{why} Change it below. A frame that arrives while another is being processed "
