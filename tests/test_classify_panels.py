@@ -105,7 +105,7 @@ def test_agreement_is_scipys_spearman_and_a_click_shows_that_method(app):
         f"{s.label} · deletion and insertion curves: being measured" for s in result.scores
     ]
     assert "Measuring each map's deletion and insertion curves" in first[panel.text]
-    assert first[panel.matrix] is not None and all(s.scored for s in result.scores)
+    assert first[panel.matrix] is out[panel.matrix] and all(s.scored for s in result.scores)  # drawn once
     rho = np.array([[np.nan if v is None else v for v in row] for row in result.spearman])
     maps = [s.map.flatten().numpy() for s in result.scores]  # all on the 14x14 patch grid
     constant = [float(m.std()) == 0.0 for m in maps]  # no rank correlation: None (the tiny Grad-CAM is flat)

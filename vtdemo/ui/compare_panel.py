@@ -203,10 +203,13 @@ class ComparePanel:
         return step
 
     def _keep(self, state: ClassifyState, key: Any, result: Comparison) -> tuple:
-        """(key, result, thumbnails, agreement image), kept in the state (thumbnails redrawn once scored)."""
+        """(key, result, thumbnails, agreement image), kept in the state (only the thumbnails are redrawn once
+        scored)."""
         assert state.run is not None
         thumbs = [(thumbnail(state.run, s), thumb_caption(s)) for s in result.scores]
-        kept = (key, result, thumbs, agreement_heatmap(result.methods, result.spearman))
+        old = state.panels.get("compare")
+        same = old is not None and old[0] == key and old[1] is result  # scored now: the matrix is unchanged
+        kept = (key, result, thumbs, old[3] if same else agreement_heatmap(result.methods, result.spearman))
         state.panels["compare"] = kept
         return kept
 
