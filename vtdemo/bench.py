@@ -278,7 +278,7 @@ def _fast_bench(name: str) -> Callable[[int], list[Timing]]:
     return run
 
 
-# Issue #12: the fast path, end to end from a decoded photo, against timm / transformers fp32 (vtdemo.engine.bench).
+# The fast path, end to end from a decoded photo, against timm / transformers fp32 (vtdemo.engine.bench).
 BENCHES.update(
     {
         "fast": _fast_bench("bench_fast"),

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import socket
 import threading
@@ -35,7 +34,7 @@ from . import labels as label_names
 from .checkpoint import build_checked
 from .device import pick_device
 from .errors import CheckpointError, ModelUnavailableError, UnsupportedModelError
-from .settings import env_flag, env_int
+from .settings import env_flag, env_int, env_text
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +153,7 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
                 ref.repo,
                 filename,
                 revision=ref.revision,
-                cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+                cache_dir=env_text("HF_HUB_CACHE"),
                 local_files_only=offline,
             )
         )
@@ -175,7 +174,7 @@ def hub_reachable(ttl: float = 60.0) -> bool:
     Without it, huggingface_hub retries each request five times with back-off (~25 s per file) before giving up or
     falling back to the cache; with no DNS we go straight to the cache (`local_files_only`) instead.
     """
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    host = urlparse(env_text("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
     now = time.monotonic()
     seen = _reachable.get(host)
     if seen is None or now - seen[0] > ttl:

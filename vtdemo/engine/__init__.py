@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ..settings import env_flag
+
 if TYPE_CHECKING:
     from ..hub import LoadedModel
 
@@ -69,9 +71,7 @@ def runtime_info(loaded: LoadedModel) -> dict[str, Any]:
     if isinstance(model, FastModel):
         c = model.choice
         return {"precision": "fast", "engine": c.engine, "version": c.version, "dtype": c.dtype, "device": c.device}
-    import os
-
-    cuda_half = loaded.device.type == "cuda" and os.environ.get("VTDEMO_AUTOCAST", "1") != "0"
+    cuda_half = loaded.device.type == "cuda" and env_flag("VTDEMO_AUTOCAST", True)
     return {
         "precision": "exact",
         "engine": "pytorch",

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..settings import env_text
+
 log = logging.getLogger(__name__)
 
 #: Bump when the graphs (`vtdemo.engine.graphs`) change what they output: old entries are then not read.
@@ -31,13 +33,13 @@ GRAPH_FORMAT = 1
 
 def cache_root() -> Path:
     """Where converted models live (see the module docstring)."""
-    given = os.environ.get("VTDEMO_ENGINE_CACHE")
+    given = env_text("VTDEMO_ENGINE_CACHE")
     if given:
         return Path(given).expanduser()
-    hub = os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+    hub = env_text("HF_HUB_CACHE") or env_text("HUGGINGFACE_HUB_CACHE")
     if hub:
         return Path(hub).expanduser().parent / "vtdemo-engine"
-    home = os.environ.get("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
+    home = env_text("HF_HOME") or str(Path.home() / ".cache" / "huggingface")
     return Path(home).expanduser() / "vtdemo-engine"
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -34,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..settings import env_text
 from . import graphs, openvino_runtime
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,8 @@ def _torch_cpu_bf16() -> bool:
 def choose(device: str) -> EngineChoice:
     """The fast engine for a device ("cpu", "cuda", "cuda:0", "mps"); decided once per process and device."""
     kind = torch.device(device).type
-    engine = os.environ.get("VTDEMO_FAST_ENGINE", "").strip().lower() or None
-    dtype = os.environ.get("VTDEMO_FAST_DTYPE", "").strip().lower() or None
+    engine = (env_text("VTDEMO_FAST_ENGINE") or "").strip().lower() or None
+    dtype = (env_text("VTDEMO_FAST_DTYPE") or "").strip().lower() or None
     if engine is not None and engine not in ENGINES:
         raise ValueError(f"VTDEMO_FAST_ENGINE={engine!r}: choose from {', '.join(ENGINES)}")
     if dtype is not None and dtype not in DTYPES:
@@ -109,7 +109,7 @@ def dtype_for(choice: EngineChoice, family: str) -> str:
         family == "detr"
         and choice.engine == "openvino"
         and choice.dtype == "bf16"
-        and not os.environ.get("VTDEMO_FAST_DTYPE")
+        and not env_text("VTDEMO_FAST_DTYPE")
     ):
         return "f32"
     return choice.dtype
