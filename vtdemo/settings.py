@@ -8,7 +8,7 @@ import), so that a script or a test can change them before a call.
 | `VTDEMO_DEVICE` | (best available) | cuda, mps or cpu |
 | `VTDEMO_AUTOCAST` | 1 | fp16 autocast on CUDA (0 turns it off) |
 | `VTDEMO_ENGINE_CACHE` | next to the Hub cache | where the fast engine keeps converted models (`vtdemo.engine.cache`) |
-| `VTDEMO_FAST_ENGINE`, `VTDEMO_FAST_DTYPE` | (chosen per device) | force the fast engine / its dtype (`vtdemo.engine.fast`) |
+| `VTDEMO_FAST_ENGINE`, `VTDEMO_FAST_DTYPE` | (chosen per device) | force the fast engine / its dtype |
 | `HF_HUB_OFFLINE`, `HF_HUB_CACHE`, `HF_HOME`, `HF_ENDPOINT` | | as huggingface_hub reads them |
 
 The app's own settings (models, host, limits) are `vtdemo.ui.config.AppConfig`, read once at start-up.

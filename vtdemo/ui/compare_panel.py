@@ -32,7 +32,7 @@ from .components import Click
 from .panel_views import agreement_heatmap, captioned
 
 if TYPE_CHECKING:
-    from .classify import ClassifierColumn
+    from .classify_column import ClassifierColumn
 
 STEPS = GRID_STEPS  # points per curve in the app: 0, 25, 50, 75, 100 % of the patches (the CLI's default is 20)
 THUMB = 240  # width of a thumbnail, pixels

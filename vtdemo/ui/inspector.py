@@ -29,7 +29,7 @@ from .common import MODEL, VIEW, fresh, message, status
 from .components import Checkbox
 
 if TYPE_CHECKING:
-    from .classify import ClassifierColumn
+    from .classify_column import ClassifierColumn
 
 LAST = "last"
 NO_TOKENS = (

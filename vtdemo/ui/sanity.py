@@ -26,7 +26,7 @@ from .common import MODEL, fresh, message, status
 from .sanity_views import deletion_caption, deletion_plot, insertion_plot, randomisation_caption, randomisation_plot
 
 if TYPE_CHECKING:
-    from .classify import ClassifierColumn
+    from .classify_column import ClassifierColumn
 
 
 def _shown(state: ClassifyState | None) -> bool:

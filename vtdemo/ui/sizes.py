@@ -33,7 +33,7 @@ from .components import Checkbox
 from .inspector import ensure_tokens
 
 if TYPE_CHECKING:
-    from .classify import ClassifierColumn
+    from .classify_column import ClassifierColumn
 
 TRAINED = "trained"
 #: ViT sizes offered, as multiples of the trained size (224 px: 112, 176, 288, 336, 384, 448 at patch 16).

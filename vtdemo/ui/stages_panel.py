@@ -18,7 +18,7 @@ from .common import MODEL, fresh, message, status
 from .panel_views import stage_strip
 
 if TYPE_CHECKING:
-    from .classify import ClassifierColumn
+    from .classify_column import ClassifierColumn
 
 
 def stages_caption(stages: list[StagePCA]) -> str:
