@@ -346,3 +346,29 @@ def test_resume_refuses_a_file_of_another_model(repos, tmp_path):
     )
     assert code == 2 and f"holds results of someone/else, not {repos['vit']}" in stderr
     assert out.read_text().count("\n") == 1
+
+
+def test_method_choices_follow_the_registry(repos, tmp_path):
+    """--methods takes every registered method of the model that needs no point (Grad-CAM and the LRP rules among
+    them, the anchors of Chefer et al.'s table); the default is that whole list; a point method is refused."""
+    from vtdemo.evaluate.cli import _methods
+    from vtdemo.explain.registry import methods_for
+
+    loaded = hub.load(repos["vit"], device="cpu")
+    registered = [m.name for m in methods_for("vit") if m.target != "point"]
+    assert {"gradcam", "attn-lrp", "cp-lrp", "rollout"} <= set(_methods(loaded, None)) <= set(registered)
+    make_folder(tmp_path / "imgs", 1, broken=False)
+    out = tmp_path / "r.jsonl"
+    code, _, stderr = run_cli(
+        "evaluate", "faithfulness", "--model", repos["vit"], "--methods", "gradcam,attn-lrp",
+        "--images", str(tmp_path / "imgs"), "--out", str(out), "--device", "cpu",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert [r["method"] for r in lines(out)] == ["gradcam", "attn-lrp", "random"]
+    swin = hub.load(repos["swin"], device="cpu")
+    code, _, stderr = run_cli(
+        "evaluate", "faithfulness", "--model", repos["swin"], "--methods", "swin-window",
+        "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "s.jsonl"), "--device", "cpu",
+    )  # fmt: skip
+    assert code == 2 and "needs a point" in stderr
+    assert "swin-window" not in _methods(swin, None)

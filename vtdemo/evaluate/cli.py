@@ -117,26 +117,25 @@ def _sink(args: argparse.Namespace, key: Any, model: str) -> Any:
     return sink
 
 
-#: Methods that need a clicked point: not for a folder of images.
-NEEDS_POINT = ("swin-window",)
-_FALLBACK = {"vit": ("rollout", "grad-rollout", "cls-attention"), "swin": ("swin-rollout", "swin-grad-rollout")}
-
-
 def _methods(loaded: Any, text: str | None) -> list[str]:
-    from .. import pipeline
+    """The method names asked for with --methods (default: every registered method of this model that needs no
+    clicked point), checked against the method registry (`vtdemo.explain.api.methods_for_model`)."""
     from ..errors import VtdemoError
+    from ..explain.api import methods_for_model
     from .faithfulness import CONTROLS
 
-    known = getattr(pipeline, "CLASSIFIER_METHODS", {}).get(loaded.family)
+    applicable = methods_for_model(loaded)
+    known = [m.name for m in applicable if m.target != "point"]
     if text is None:
-        return [m for m in (known or _FALLBACK[loaded.family]) if m not in NEEDS_POINT]
+        return known
     methods = list(dict.fromkeys(m.strip() for m in text.split(",") if m.strip()))
+    needs_point = {m.name for m in applicable if m.target == "point"}
     for m in methods:
-        if m in NEEDS_POINT:
+        if m in needs_point:
             raise VtdemoError(f"method '{m}' needs a point in each image: not available for a folder")
-        if known is not None and m not in known and m not in CONTROLS:
+        if m not in known and m not in CONTROLS:
             raise VtdemoError(
-                f"method '{m}' does not apply to {loaded.family}; choose from {', '.join((*known, *CONTROLS))}"
+                f"method '{m}' does not apply to {loaded.id}; choose from {', '.join((*known, *CONTROLS))}"
             )
     if not methods:
         raise VtdemoError("--methods is empty")
