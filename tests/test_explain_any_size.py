@@ -89,7 +89,9 @@ def test_maps_follow_the_grid_of_a_run_at_another_size(tiny_repos, photos):
     run = pipeline.run_classifier(loaded, photos["astronaut"], input_size=64)  # trained at 32: grid 4x4 -> 8x8
     assert run.grid == (8, 8) and run.input_size == (64, 64) and run.trained_size == (32, 32)
     assert "trained at 32x32" in run.size_note and "8x8 patches" in run.size_note
-    for method in pipeline.CLASSIFIER_METHODS["vit"]:
+    offered = [m.name for m in pipeline.methods_for_run(run)]
+    assert {"rollout", "grad-rollout", "cls-attention", "gradcam"} <= set(offered)
+    for method in offered:
         m, _ = pipeline.classifier_map(run, method)
         assert m.shape == (8, 8)
     with torch.inference_mode():  # the run's logits are timm's at that size
@@ -130,8 +132,8 @@ def test_deit3_maps_and_the_masked_rollout_switch(tiny_repos, photos):
 
     loaded = hub.load(tiny_repos["deit3_small_patch16_224"][0])
     run = pipeline.run_classifier(loaded, photos["rocket"])
-    assert set(pipeline.CLASSIFIER_METHODS["vit"]) <= set(pipeline.classifier_methods(loaded))
-    for method in pipeline.CLASSIFIER_METHODS["vit"]:
+    assert {"rollout", "grad-rollout", "cls-attention", "gradcam"} <= set(pipeline.classifier_methods(loaded))
+    for method in pipeline.classifier_methods(loaded):
         assert pipeline.classifier_map(run, method)[0].shape == (4, 4)
     report = pipeline.artefact_maps(run, k=0.5, min_ratio=1.0)  # a loose rule, so that something is flagged
     outliers = report["outliers"]

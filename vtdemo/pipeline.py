@@ -21,14 +21,13 @@ from .errors import VtdemoError
 
 # Explanations live in vtdemo.explain (runs, the method registry, the API); re-exported here for existing callers.
 from .explain.api import (  # noqa: F401
-    CLASSIFIER_METHODS,
-    DETR_METHODS,
     Explanation,
     classifier_map,
     classifier_methods,
     deletion_check,
     detr_map,
     explain,
+    methods_for_run,
 )
 from .explain.artefacts import inspect as artefact_maps  # noqa: F401
 from .explain.runs import ClassifierRun, DetrRun, run_classifier, run_detr  # noqa: F401

@@ -26,13 +26,6 @@ from . import normalize_map, registry
 from .registry import ExplainOptions, Method
 from .runs import ClassifierRun, DetrRun, run_classifier, run_detr
 
-#: The methods the app's dropdowns show today, per family (the registry holds more; `registry.methods_for`).
-CLASSIFIER_METHODS = {
-    "vit": ("rollout", "grad-rollout", "cls-attention"),
-    "swin": ("swin-rollout", "swin-grad-rollout", "swin-window"),
-}
-DETR_METHODS = ("detr-decoder", "detr-encoder")
-
 
 @dataclass
 class MapResult:
