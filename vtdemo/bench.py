@@ -10,7 +10,8 @@ transformers. Machines are noisy: compare ratios from the same run, not absolute
 `swin-explain` is ours against ourselves: forward with attention + window-aware rollout against the plain
 forward, target at most 2.0x. `vit-relevance` and `detr-relevance` (not in the default set: run them with `--only`)
 time the gradient maps, every ViT method's map, and DETR relevance at 800 px against a plain forward of the same
-model, and print the peak memory of one DETR relevance map (RSS above the loaded model).
+model, and print the peak memory of one DETR relevance map (RSS above the loaded model). `evaluate` times one
+image of each `vtdemo evaluate` protocol (run it with `--threads 1` for images/s per core).
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ class Timing:
         return self.ours_ms / self.ref_ms
 
 
-def _median_ms(fns: list[Callable[[], object]], runs: int, warmup: int = 2) -> list[float]:
-    """Run the callables alternately (so drifts in machine load hit both), return each one's median in ms."""
+def _median_ms(fns: list[Callable[[], object]], runs: int, warmup: int = 2, inference: bool = True) -> list[float]:
+    """Run the callables alternately (so drifts in machine load hit both), return each one's median in ms.
+    inference: under `torch.inference_mode` (False for work that takes gradients on tensors it makes itself)."""
     times: list[list[float]] = [[] for _ in fns]
-    with torch.inference_mode():
+    with torch.inference_mode(inference):
         for _ in range(warmup):
             for fn in fns:
                 fn()
@@ -258,6 +260,49 @@ def bench_detr_relevance(runs: int) -> list[Timing]:
     return [Timing("DETR-R50 800x1066 relevance", o, r, "our forward")]
 
 
+def bench_evaluate(runs: int) -> list[Timing]:
+    """Seconds per image of each `vtdemo evaluate` protocol at full size (random ViT-B/16 and DETR-R50, a 640x480
+    photo), against one plain forward of the same model; with `--threads 1`, 1000 / ms is images/s per core.
+    faithfulness: rollout + grad-rollout + random, both tests; randomisation: rollout + grad-rollout, every block;
+    coco: one DETR forward and its 100 detections. Medians of max(1, runs // 5) images (each is many passes)."""
+    import numpy as np
+    from PIL import Image
+
+    from . import hub, labels, preprocess
+    from .evaluate import work
+    from .models import detr, vit
+
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))  # [H, W, 3] uint8
+    cfg = vit.config_from_timm("vit_base_patch16_224", 1000)
+    cpu = torch.device("cpu")
+    classifier = hub.LoadedModel(
+        "vit-b16-random", "vit", "timm", vit.VisionTransformer(cfg).eval().requires_grad_(False), cfg,
+        labels.imagenet(), preprocess.config_from_timm({"mean": (0.5,) * 3, "std": (0.5,) * 3, "crop_pct": 0.9}), cpu,
+    )  # fmt: skip
+    dcfg = detr.DetrConfig()
+    detector = hub.LoadedModel(
+        "detr-r50-random", "detr", "transformers", detr.DETR(dcfg).eval().requires_grad_(False), dcfg,
+        labels.coco(), preprocess.config_from_hf({}, detr=True), cpu,
+    )  # fmt: skip
+    methods = ["rollout", "grad-rollout"]
+    faithful = work.faithfulness(classifier, dict(methods=methods, batch_size=16, seed=0, labels={}))
+    randomised = work.randomisation(classifier, dict(seed=0, threshold=0.5))
+    coco = work.coco(detector, dict(ids={"photo": 1}))
+    x = torch.randn(1, 3, 224, 224)
+    xd, mask = torch.randn(1, 3, 800, 1066), torch.ones(1, 800, 1066, dtype=torch.bool)
+    n = max(1, runs // 5)
+    forward = [lambda: faithful([("photo", photo, [*methods, "random"])]), lambda: classifier.model(x)]
+    f, r = _median_ms(forward, n, 0, inference=False)  # the evaluators take the gradients they need
+    g, _ = _median_ms([lambda: randomised([("photo", photo, methods)]), lambda: classifier.model(x)], n, 0, False)
+    c, rd = _median_ms([lambda: coco([("photo", photo, ["detections"])]), lambda: detector.model(xd, mask)], n, 1)
+    return [
+        Timing("evaluate faithfulness ViT-B", f, r, "our forward"),
+        Timing("evaluate randomisation ViT-B", g, r, "our forward"),
+        Timing("evaluate coco DETR-R50", c, rd, "our forward"),
+    ]
+
+
 BENCHES: dict[str, Callable[[int], list[Timing]]] = {
     "vit": bench_vit,
     "swin": bench_swin,
@@ -266,6 +311,7 @@ BENCHES: dict[str, Callable[[int], list[Timing]]] = {
     "swin-explain": bench_swin_explain,
     "vit-relevance": bench_vit_relevance,
     "detr-relevance": bench_detr_relevance,
+    "evaluate": bench_evaluate,
 }
 
 

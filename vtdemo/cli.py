@@ -7,7 +7,7 @@
                              [--layer L] [--deletion] [--out DIR] [--json] IMAGE...
     python -m vtdemo serve [--host H] [--port P] [--vit-model M] ...   (the web app, as `python app.py`)
     python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain,vit-relevance,detr-relevance,
-                            fast,webcam,fast-memory]
+                            fast,webcam,fast-memory,evaluate]
     python -m vtdemo convert MODEL [MODEL ...]   (pre-convert for --precision fast, e.g. while a Space is built)
     python -m vtdemo evaluate {faithfulness,randomisation,coco} ...
 
@@ -133,7 +133,8 @@ def _parser() -> argparse.ArgumentParser:
         "--only",
         default="vit,swin,detr,vit-explain,swin-explain",
         help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain (default), and "
-        "vit-relevance,detr-relevance (gradient maps and DETR relevance at 800 px, with its memory)",
+        "vit-relevance,detr-relevance (gradient maps and DETR relevance at 800 px, with its memory), "
+        "fast,webcam,fast-memory (the fast engine), evaluate (seconds per image of each evaluate protocol)",
     )
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 
