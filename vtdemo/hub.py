@@ -128,6 +128,15 @@ def _hub_error_message(ref: ModelRef, filename: str, exc: Exception) -> str:
     )
 
 
+def unavailable(where: str) -> str:
+    """What a web visitor reads when `where` cannot be fetched or read on the server (the operator's remedy is in
+    the log and in docs/deployment.md)."""
+    return (
+        f"{where} could not be loaded on this server right now (it cannot download it, or its files are not usable "
+        "here). Pick one of the models in the list, or try again later."
+    )
+
+
 def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | None:
     """Path of `filename` in the folder or the Hub repo (downloaded into the cache if needed).
 
@@ -160,7 +169,7 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
     except Exception as exc:  # huggingface_hub raises many types; each becomes one readable line
         message = _hub_error_message(ref, filename, exc)
         if type(exc).__name__ in {"GatedRepoError", "RepositoryNotFoundError", "RevisionNotFoundError"} or required:
-            raise ModelUnavailableError(message) from None
+            raise ModelUnavailableError(message, visitor=unavailable(ref.text)) from None
         log.debug("optional %s not available: %s", filename, message)
         return None
 
@@ -330,14 +339,23 @@ def load(model: str, device: str | torch.device | None = None, precision: str = 
             if shared is not None:  # the exact model is loaded already: share its weights (never released)
                 loaded = make_fast(shared)
             else:  # weights of its own, which the app releases once compiled (`engine.release_weights`)
-                loaded = make_fast(_build(ref, dev), reload=lambda: load(model, dev).model)
+                loaded = make_fast(_visitor_safe(ref, dev), reload=lambda: load(model, dev).model)
         else:
-            loaded = _build(ref, dev)
+            loaded = _visitor_safe(ref, dev)
         with _guard:
             _cache[key] = loaded
             while len(_cache) > cache_size():
                 _cache.popitem(last=False)
     return loaded
+
+
+def _visitor_safe(ref: ModelRef, dev: torch.device) -> LoadedModel:
+    """`_build`, with a visitor's line on a damaged checkpoint (its message names server paths and their fix)."""
+    try:
+        return _build(ref, dev)
+    except CheckpointError as exc:
+        exc.visitor = exc.visitor or unavailable(ref.text)
+        raise
 
 
 def clear_cache() -> None:

@@ -40,9 +40,20 @@ def max_pixels() -> int:
 
 
 def _name(src: ImageSource) -> str:
+    """How a message names the image: a file by its own name only (an upload's server folder is nobody's business)."""
     if isinstance(src, (str, os.PathLike)):
-        return str(src)
+        return Path(src).name or str(src)
     return {bytes: "uploaded bytes", np.ndarray: "array"}.get(type(src), "image")
+
+
+def too_large(name: str, width: int | None, height: int | None, pixels: int) -> ImageError:
+    """The refusal of an image above `max_pixels()`, in words a visitor can act on (the operator's setting,
+    VTDEMO_MAX_PIXELS, is in the docs)."""
+    size = f"{width}x{height} = " if width and height else ""
+    return ImageError(
+        f"{name}: {size}{pixels / 1e6:.3g} megapixels is too large: resize the photo to at most "
+        f"{max_pixels() / 1e6:.3g} megapixels"
+    )
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -99,10 +110,7 @@ def load_image(src: ImageSource) -> Image.Image:
         image = _open_bytes(data, name)
     limit = max_pixels()
     if image.width * image.height > limit:
-        raise ImageError(
-            f"{name}: {image.width}x{image.height} is {image.width * image.height:,} pixels, "
-            f"above the limit of {limit:,} (set VTDEMO_MAX_PIXELS to change it)"
-        )
+        raise too_large(name, image.width, image.height, image.width * image.height)
     if image.width < 1 or image.height < 1:
         raise ImageError(f"{name}: the image is empty (0 pixels)")
     try:
@@ -138,22 +146,16 @@ def _open_bytes(data: bytes, name: str) -> Image.Image:
         raise ImageError(f"{name}: unsupported format ({_kind(data)}); use {ALLOWED_TEXT}") from None
     except Image.DecompressionBombError as exc:  # Pillow's own header check, above ~179 M pixels
         found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(found.group(1)):,} pixels" if found else "too many pixels"
-        raise ImageError(
-            f"{name}: {size}, above the limit of {max_pixels():,} (set VTDEMO_MAX_PIXELS to change it)"
-        ) from None
+        raise too_large(name, None, None, int(found.group(1)) if found else 10**9) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: cannot read the image ({exc})") from None
     w, h = image.size
     if w * h > max_pixels():
-        raise ImageError(
-            f"{name}: {w}x{h} is {w * h:,} pixels, above the limit of {max_pixels():,} "
-            "(set VTDEMO_MAX_PIXELS to change it)"
-        )
+        raise too_large(name, w, h, w * h)
     try:
         image.load()
-    except Image.DecompressionBombError as exc:
-        raise ImageError(f"{name}: image too large ({exc})") from None
+    except Image.DecompressionBombError:
+        raise too_large(name, w, h, w * h) from None
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageError(f"{name}: the image data is damaged or truncated ({exc})") from None
     return image

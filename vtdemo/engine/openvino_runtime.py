@@ -203,8 +203,8 @@ def load_graph(
                 f"outputs), once; cached in {cache.cache_root()}"
             )
             log.info(message)
-            if progress is not None:
-                progress(message)
+            if progress is not None:  # the visitor's line: no folder of the host
+                progress(f"Preparing the fast engine for {model_id} (first use only)…")
             t0 = time.perf_counter()
             module = source() if source is not None else model  # the weights (`model` may be a skeleton)
             folder = cache.store(key, functools.partial(convert, family, module, return_attn))

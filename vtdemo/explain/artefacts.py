@@ -115,10 +115,10 @@ def inspect(run: Any, layer: int = -1, k: float = 5.0, min_ratio: float = 2.0) -
     from .runs import with_block_outputs
 
     run = with_block_outputs(run)  # a fast run: its block outputs from the exact model, once
-    if run.tokens is None or run.grid is None:
+    if run.tokens is None:
         raise ExplainError(f"{run.loaded.id}: the artefact inspector needs a ViT run (with its block outputs)")
     cfg = run.loaded.config
-    norms = token_norms(run.tokens, cfg.num_prefix_tokens, run.grid)  # [L, gh, gw]
+    norms = token_norms(run.tokens, cfg.num_prefix_tokens, run.patch_grid)  # [L, gh, gw]
     if not -norms.shape[0] <= layer < norms.shape[0]:
         raise ExplainError(f"layer {layer} is out of range: the model has {norms.shape[0]} blocks")
     index = range(norms.shape[0])[layer]

@@ -42,8 +42,12 @@ class ClassifierRun:
 
     @property
     def patch_grid(self) -> tuple[int, int]:
-        """ViT: (rows, cols) of this run's patch grid (it follows the input size)."""
-        return self.grid or tuple(self.loaded.config.grid_size)
+        """ViT: (rows, cols) of this run's patch grid (it follows the input size; a fast run reports none, so it is
+        read from the input's shape)."""
+        if self.grid:
+            return self.grid
+        p = self.loaded.config.patch_size
+        return int(self.x.shape[-2]) // p, int(self.x.shape[-1]) // p  # [1, 3, h, w] -> (h / p, w / p)
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -258,7 +262,7 @@ def run_detr(loaded: hub.LoadedModel, image: Image.Image, keep_dtype: torch.dtyp
 def with_block_outputs(run: ClassifierRun) -> ClassifierRun:
     """A ViT run with its per-block output tokens: a fast run has none (the compiled graph returns logits and
     attention only), so they are computed once on the exact PyTorch model (`vtdemo.engine.exact_model`) and kept."""
-    if run.tokens is not None or run.family != "vit" or run.loaded.precision != "fast":
+    if run.tokens is not None or run.family != "vit":
         return run
     from ..engine import exact_model
 
@@ -266,5 +270,5 @@ def with_block_outputs(run: ClassifierRun) -> ClassifierRun:
     with inference(exact.device):
         out = exact.model(run.x, return_attn=True, return_tokens=True)
     run.tokens = [t[0].float() for t in out.tokens]
-    run.grid = run.grid or getattr(out, "grid", None) or tuple(run.loaded.config.grid_size)
+    run.grid = run.grid or getattr(out, "grid", None) or run.patch_grid
     return run

@@ -101,9 +101,11 @@ def stage_pca(model: Any, x: Tensor) -> list[StagePCA]:
 
 
 def run_stage_pca(run: Any) -> list[StagePCA]:
-    """`stage_pca` for a cached Swin `ClassifierRun` (one more forward pass, without attention)."""
+    """`stage_pca` for a cached Swin `ClassifierRun` (one more forward pass, without attention), on the exact
+    PyTorch model: a fast engine's compiled graph has no stages to hook (`vtdemo.engine.exact_model`)."""
+    from ..engine import exact_model
     from ..errors import ExplainError
 
     if run.family != "swin":
         raise ExplainError(f"stage colours apply to Swin models (patch merging); {run.loaded.id} is {run.family}")
-    return stage_pca(run.loaded.model, run.x)
+    return stage_pca(exact_model(run.loaded).model, run.x)

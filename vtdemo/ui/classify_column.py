@@ -19,7 +19,7 @@ from typing import Any
 import gradio as gr
 
 from .. import pipeline, render
-from ..errors import ExplainError
+from ..errors import ExplainError, ImageError, VtdemoError
 from ..explain import registry
 from ..explain.api import explain_run, methods_for_run
 from ..explain.registry import ExplainOptions
@@ -50,6 +50,11 @@ from .sizes import SizeChoice, SizeControls, run_at, size_note
 from .stages_panel import StagesPanel
 
 # ------------------------------------------------------------------------------------------------- one column
+
+
+def _skip(outputs: dict) -> dict:
+    """The same outputs, each left as it is on the page."""
+    return dict.fromkeys(outputs, gr.skip())
 
 
 class ClassifierColumn:
@@ -102,13 +107,15 @@ class ClassifierColumn:
     def _wire(self, image: gr.components.Component) -> Any:
         f = self.family
 
-        def classify(image_path, model_id, method, opacity, size, request: gr.Request, progress=gr.Progress()):
-            return self.classify(image_path, model_id, method, opacity, progress, request, size)
+        def classify(
+            image_path, model_id, method, opacity, size, previous, request: gr.Request, progress=gr.Progress()
+        ):
+            return self.classify(image_path, model_id, method, opacity, progress, request, size, previous)
 
         classified = gr.on(
             [image.change, self.model.change],
             classify,
-            inputs=[image, self.model, self.method, self.opacity, self.sizes.state],
+            inputs=[image, self.model, self.method, self.opacity, self.sizes.state, self.state],
             outputs=[self.label, self.overlay, self.caption, self.status, self.state, self.method, *self.controls],
             api_name=f"classify_{f}",
             show_progress="full",
@@ -120,10 +127,10 @@ class ClassifierColumn:
                 self.method.input,
                 self.klass.input,
                 self.fusion.input,
-                self.discard.change,
+                self.discard.input,
                 self.head.input,
                 self.block.input,
-                self.opacity.change,
+                self.opacity.input,
             ],
             self.explain,
             inputs=[
@@ -219,6 +226,16 @@ class ClassifierColumn:
             **self._controls(None, method),
         }
 
+    def _model_refused(self, model_id: Any, exc: VtdemoError, previous: ClassifyState | None) -> dict:
+        """A model id that did not load: one toast; the column keeps the previous model's result (if it has one)
+        and its status line says which model that is."""
+        text = f"'{str(model_id or '').strip()[:80]}' was not loaded: {message(exc)}"
+        gr.Warning(text)
+        if previous is None or previous.run is None or previous.released:
+            return self._empty(text)
+        kept = f"{text} Still showing {previous.run.loaded.id}."
+        return {**_skip(self._empty("")), self.status: status(kept, "warn")}
+
     def _redraw(self, state: ClassifyState) -> dict:
         """Render, or put the failure in the status line; then the controls."""
         try:
@@ -238,13 +255,24 @@ class ClassifierColumn:
         progress: Any = None,
         request: Any = None,
         size: SizeChoice | None = None,
+        previous: ClassifyState | None = None,
     ) -> dict:
-        """Run the classifier on the photo (once, at the column's input size) and show its top 5 and its map."""
+        """Run the classifier on the photo (once, at the column's input size) and show its top 5 and its map.
+        previous: the column's state before (kept on screen when the model cannot be loaded)."""
         if not image_path:
             return self._empty("")
         try:
             image = load_image(image_path)
+        except ImageError as exc:  # the photo's problem: said once for the tab (by the first column), not per column
+            text = message(exc)
+            if self.family == "vit":
+                gr.Warning(text)
+            return self._empty(text if self.family == "vit" else "")
+        try:
             loaded = self.s.load(model_id, self.family, progress)
+        except VtdemoError as exc:  # a model that cannot be loaded: the previous result stays, and says whose it is
+            return self._model_refused(model_id, exc, previous)
+        try:
             if progress is not None:
                 progress(0.5, desc=f"Running {loaded.id}…")
             choice, refused = self.sizes.fit(loaded, size)

@@ -28,7 +28,7 @@ from gradio.utils import get_upload_folder
 
 from .. import engine, hub
 from ..device import pick_device
-from ..errors import VtdemoError
+from ..errors import VtdemoError, for_visitor
 from ..families import FAMILIES
 from .components import Click, safe_image
 from .config import PRECISIONS, AppConfig
@@ -84,9 +84,12 @@ def fresh(fn: Callable) -> Callable:
 
 
 def message(exc: BaseException) -> str:
-    """One line for the user. Our errors already say what to do; anything else is logged with its traceback."""
+    """One line for a visitor. Our errors already say what to do (an operator's remedy goes to the log, the visitor
+    reads `for_visitor`); anything else is logged with its traceback."""
     if isinstance(exc, VtdemoError):
-        return str(exc)
+        if exc.visitor:
+            log.warning("%s", exc)  # the operator's line: what to set or delete on the server
+        return for_visitor(exc)
     log.exception("unexpected error in a handler")
     text = (str(exc).strip().splitlines() or [""])[0][:300]
     return f"Unexpected error ({type(exc).__name__}: {text}). The app keeps running; please report this."

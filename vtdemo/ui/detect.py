@@ -20,6 +20,7 @@ import torch
 from gradio.utils import get_upload_folder
 
 from .. import pipeline, render
+from ..errors import VtdemoError
 from ..explain.runs import DetrRun, run_detr
 from ..images import load_image
 from ..labels import coco
@@ -139,6 +140,7 @@ class DetectTab:
             layer,
             direction,
             opacity,
+            previous,
             request: gr.Request,
             progress=gr.Progress(),
         ):
@@ -156,13 +158,14 @@ class DetectTab:
                 opacity,
                 progress,
                 request,
+                previous,
             )
 
         inputs = [self.image, self.model, self.threshold, self.classes, self.max_det, self.nms, self.nms_iou]
         detected = gr.on(
             [self.image.change, self.model.change],
             detect,
-            inputs=[*inputs, *self.view],
+            inputs=[*inputs, *self.view, self.state],
             outputs=[
                 self.boxes,
                 self.count,
@@ -189,7 +192,7 @@ class DetectTab:
             **VIEW,
         )
         gr.on(
-            [self.threshold.change, self.classes.change, self.max_det.change, self.nms.input, self.nms_iou.change],
+            [self.threshold.input, self.classes.input, self.max_det.input, self.nms.input, self.nms_iou.input],
             self.rerender,
             inputs=[self.state, *inputs[2:]],
             outputs=[self.boxes, self.count, self.table, self.state, self.pick],
@@ -274,13 +277,23 @@ class DetectTab:
         opacity: float,
         progress: Any = None,
         request: Any = None,
+        previous: DetectState | None = None,
     ) -> dict:
-        """Run DETR once (with attention) and show the boxes and the best detection's attention."""
+        """Run DETR once (with attention) and show the boxes and the best detection's attention. previous: the
+        tab's state before (kept on screen when the model cannot be loaded)."""
         if not image_path:
             return self._empty("")
         try:
             image = load_image(image_path)
-            loaded = self.s.load(model_id, "detr", progress)
+            try:
+                loaded = self.s.load(model_id, "detr", progress)
+            except VtdemoError as exc:
+                text = f"'{str(model_id or '').strip()[:80]}' was not loaded: {message(exc)}"
+                if previous is None or previous.run is None or previous.released:
+                    raise VtdemoError(text) from None
+                gr.Warning(text)
+                kept = f"{text} Still showing {previous.run.loaded.id}."
+                return {**dict.fromkeys(self._empty(""), gr.skip()), self.status: status(kept, "warn")}
             if progress is not None:
                 progress(0.5, desc=f"Running {loaded.id}…")
             started = time.perf_counter()

@@ -109,7 +109,7 @@ class AttentionView:
             **MODEL,
         )
         gr.on(
-            [self.head.input, self.layer.input, self.direction.input, self.opacity.change],
+            [self.head.input, self.layer.input, self.direction.input, self.opacity.input],
             self.attention_view,
             inputs=[self.state, *self.view],
             outputs=shown,

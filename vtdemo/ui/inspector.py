@@ -8,7 +8,7 @@ block, and a switch re-draws the column's map as the rollout with them masked ou
 `vtdemo.explain.artefacts.masked_rollout`).
 
 A run of the fast engine keeps no block outputs (`tokens_wanted` in `vtdemo.explain.runs`): the panel then runs
-one exact fp32 pass on the same input for them (`ensure_tokens`), a model call.
+one exact fp32 pass on the same input for them (`vtdemo.explain.runs.with_block_outputs`), a model call.
 """
 
 from __future__ import annotations
@@ -21,9 +21,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .. import checks, render
-from ..device import inference
 from ..explain import artefacts
-from ..explain.runs import ClassifierRun
+from ..explain.runs import ClassifierRun, with_block_outputs
 from .classify_views import ClassifyState
 from .common import MODEL, VIEW, fresh, message, status
 from .components import Checkbox
@@ -36,20 +35,6 @@ NO_TOKENS = (
     "This run kept no block outputs (the fast engine returns logits and attention only): press "
     "**Show token norms** for one exact pass that computes them."
 )
-
-
-def ensure_tokens(run: ClassifierRun) -> ClassifierRun:
-    """Give a ViT run its block outputs ([N, C] per block) if it has none: one exact fp32 forward pass on `run.x`
-    (the attention of the run is kept as it is)."""
-    if run.tokens is not None or run.family != "vit":
-        return run
-    from ..engine import exact_model
-
-    loaded = exact_model(run.loaded)
-    with inference(loaded.device):
-        out = loaded.model(run.x, return_tokens=True)
-    run.tokens = [t[0].float() for t in out.tokens]
-    return run
 
 
 def layer_index(value: Any, blocks: int) -> int:
@@ -220,7 +205,7 @@ class Inspector:
         if state is None or state.run is None:
             return {self.image: None, self.text: status("Upload a photo first.", "info")}
         try:
-            return self._show(ensure_tokens(state.run), layer)
+            return self._show(with_block_outputs(state.run), layer)
         except Exception as exc:  # noqa: BLE001 - one line for the user
             return {self.image: None, self.text: status(message(exc), "warn")}
 
@@ -234,7 +219,7 @@ class Inspector:
         try:
             opacity = checks.number(opacity, "Opacity", 0.0, 1.0)
             if on:
-                ensure_tokens(state.run)
+                with_block_outputs(state.run)
         except Exception as exc:  # noqa: BLE001 - one line for the user
             return {col.status: status(message(exc), "warn")}
         state.options = dataclasses.replace(state.options, mask_outliers=bool(on))

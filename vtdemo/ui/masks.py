@@ -157,7 +157,7 @@ class MasksPanel:
             api_visibility="private",
             **VIEW,
         )
-        d.threshold.change(self.render, inputs=[d.state, d.threshold], outputs=outputs, api_name="masks", **VIEW)
+        d.threshold.input(self.render, inputs=[d.state, d.threshold], outputs=outputs, api_name="masks", **VIEW)
         shown = [d.attn, d.caption, d.state, self.image, self.pick, d.pick]
         self.image.select(
             self.segment_clicked,

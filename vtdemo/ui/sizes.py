@@ -26,11 +26,10 @@ from PIL import Image
 from .. import checks, hub, input_size, pipeline, preprocess
 from ..errors import InputError, VtdemoError
 from ..explain.api import methods_for_run
-from ..explain.runs import MAX_PATCHES, ClassifierRun, run_classifier
+from ..explain.runs import MAX_PATCHES, ClassifierRun, run_classifier, with_block_outputs
 from .classify_views import ClassifyState
 from .common import MODEL, VIEW, fresh, message, session_of, status
 from .components import Checkbox
-from .inspector import ensure_tokens
 
 if TYPE_CHECKING:
     from .classify_column import ClassifierColumn
@@ -280,7 +279,7 @@ class SizeControls:
                 size_note=size_note(loaded, run),
             )
             if new.options.mask_outliers and run.family == "vit":
-                ensure_tokens(run)
+                with_block_outputs(run)
             shown = col._render(new)
         except Exception as exc:  # noqa: BLE001 - one line for the user
             return {col.status: status(message(exc), "warn")}
