@@ -92,16 +92,16 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
     with gr.Blocks(title="vtdemo: what vision transformers see", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs() as tabs:
-            with gr.Tab("Classify", id="classify"):
+            with gr.Tab("Classify", id="classify", elem_id="classify-tab"):
                 classify = ClassifyTab(services, examples, limits)
-            with gr.Tab("Detect", id="detect"):
+            with gr.Tab("Detect", id="detect", elem_id="detect-tab"):
                 detect = DetectTab(services, examples, limits)
                 MatchingPanel(services, detect)
                 detect.export_section()
                 detect.wire()
-            with gr.Tab("Webcam", id="webcam"):
+            with gr.Tab("Webcam", id="webcam", elem_id="webcam-tab"):
                 webcam = WebcamTab(services, detect, tabs, limits)
-            with gr.Tab("How it works", id="howto"):
+            with gr.Tab("How it works", id="howto", elem_id="howto-tab"):
                 _howto_tab()
         gr.Markdown(
             f"Running on **{services.device.type.upper()}** · precision {precision_summary(config.precision, services.device)}"

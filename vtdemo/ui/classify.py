@@ -10,7 +10,7 @@ import gradio as gr
 from .. import pipeline, render
 from .classify_column import ClassifierColumn
 from .classify_views import ClassifyState
-from .common import MODEL, Services, export_dir, photo_input, safe_stem, write_json, write_npy
+from .common import MODEL, Services, export_dir, not_yet, photo_input, safe_stem, write_json, write_npy
 
 # ------------------------------------------------------------------------------------------------- the tab
 
@@ -47,12 +47,12 @@ class ClassifyTab:
             **MODEL,
         )
 
-    def export(self, vit: ClassifyState | None, swin: ClassifyState | None) -> list[str]:
+    def export(self, vit: ClassifyState | None, swin: ClassifyState | None) -> Any:
         """Results JSON (the CLI's `classify --json` schema, one object per model), overlays (PNG, original size)
         and raw maps (.npy, the model's own grid)."""
         states = [s for s in (self.s.cached(vit), self.s.cached(swin)) if s is not None and s.run is not None]
         if not states:
-            raise gr.Error("Nothing to export yet: classify a photo first.")
+            return not_yet("Nothing to export yet: classify a photo first.")
         folder = export_dir()
         stem = safe_stem(states[0].name)
         files = [

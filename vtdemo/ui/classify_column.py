@@ -63,10 +63,14 @@ class ClassifierColumn:
     def __init__(self, services: Services, family: str, image: gr.components.Component) -> None:
         self.s, self.family = services, family
         choices = services.config.choices(family)
-        with gr.Column(scale=1, min_width=320):
+        with gr.Column(scale=1, min_width=320, elem_id=f"{family}-column"):
             gr.Markdown(f"### {'ViT / DeiT' if family == 'vit' else 'Swin'}")
             self.model = gr.Dropdown(
-                choices=choices, value=choices[0], allow_custom_value=True, label="Model (repo id or folder)"
+                choices=choices,
+                value=choices[0],
+                allow_custom_value=True,
+                label="Model (repo id or folder)",
+                elem_id=f"{family}-model",
             )
             hint = " (click a class for its own map)" if class_method(family) else ""
             self.label = gr.Label(num_top_classes=5, label=f"Top 5{hint}", elem_id=f"{family}-label")
@@ -79,18 +83,23 @@ class ClassifierColumn:
                 elem_id=f"{family}-overlay",
             )
             self.caption = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-caption")
-            with gr.Accordion("Explanation settings", open=True):
+            with gr.Accordion("Explanation settings", open=False):
                 self.method = gr.Dropdown(
-                    choices=method_choices(family), value=registry.default_for(family).name, label="Method"
+                    choices=method_choices(family),
+                    value=registry.default_for(family).name,
+                    label="Method",
+                    elem_id=f"{family}-method",
                 )
                 self.klass = gr.Dropdown(choices=[], label="Class", visible=False)
                 with gr.Row():
                     self.fusion = gr.Radio(["mean", "max", "min"], value="mean", label="Head fusion")
-                    self.discard = Slider(0.0, 0.95, value=0.0, step=0.05, label="Discard lowest")
+                    self.discard = Slider(
+                        0.0, 0.95, value=0.0, step=0.05, label="Discard lowest", elem_id=f"{family}-discard"
+                    )
                 with gr.Row():
                     self.head = gr.Dropdown(["mean"], value="mean", label="Head", visible=False, scale=1, min_width=90)
                     self.block = gr.Dropdown([], label="Block", visible=False, scale=2)
-                self.opacity = Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity")
+                self.opacity = Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity", elem_id=f"{family}-opacity")
                 self.sizes = SizeControls(family)
             self.panels = [SanityPanel(family), ComparePanel(family)] + (
                 [StagesPanel(family)] if family == "swin" else []

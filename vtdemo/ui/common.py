@@ -95,6 +95,12 @@ def message(exc: BaseException) -> str:
     return f"Unexpected error ({type(exc).__name__}: {text}). The app keeps running; please report this."
 
 
+def not_yet(text: str) -> Any:
+    """A button pressed before there is anything to act on: a hint (an info toast), and no output changes."""
+    gr.Info(text)
+    return gr.skip()
+
+
 def status(text: str = "", kind: str = "ok") -> str:
     """A status line: plain, a warning or a hint."""
     if not text:

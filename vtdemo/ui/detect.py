@@ -31,6 +31,7 @@ from .common import (
     export_dir,
     fresh,
     message,
+    not_yet,
     photo_input,
     safe_stem,
     status,
@@ -78,7 +79,11 @@ class DetectTab:
             with gr.Column(scale=1, min_width=280):
                 self.image = photo_input("detect-photo", 260, examples, image_limits, "Examples")
                 self.model = gr.Dropdown(
-                    choices=choices, value=choices[0], allow_custom_value=True, label="Model (repo id or folder)"
+                    choices=choices,
+                    value=choices[0],
+                    allow_custom_value=True,
+                    label="Model (repo id or folder)",
+                    elem_id="detect-model",
                 )
                 self.threshold = Slider(
                     0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold", elem_id="detect-threshold"
@@ -89,10 +94,10 @@ class DetectTab:
                     value=[],
                     label="Only these classes (empty: all)",
                 )
-                self.max_det = Slider(1, 100, value=100, step=1, label="Max detections")
+                self.max_det = Slider(1, 100, value=100, step=1, label="Max detections", elem_id="detect-max-det")
                 with gr.Group():
                     self.nms = Checkbox(value=False, label="Class-aware NMS (DETR needs none: try it and compare)")
-                    self.nms_iou = Slider(0.1, 0.95, value=0.5, step=0.05, label="NMS IoU")
+                    self.nms_iou = Slider(0.1, 0.95, value=0.5, step=0.05, label="NMS IoU", elem_id="detect-nms-iou")
                 self.status = gr.Markdown(elem_classes="vt-status", elem_id="detect-status")
             with gr.Column(scale=2, min_width=420), gr.Tabs():
                 with gr.Tab("Boxes", id="boxes"):
@@ -358,11 +363,11 @@ class DetectTab:
         state.opts = self._options(threshold, classes, max_det, nms, nms_iou, state.run.loaded.labels)
         return {**self._boxes(state), self.state: state}
 
-    def export(self, state: DetectState | None, opacity: float) -> list[str]:
+    def export(self, state: DetectState | None, opacity: float) -> Any:
         """Annotated PNG (original size), results JSON (the CLI's `detect --json` schema) and the raw map (.npy)."""
         state = self.s.cached(state)
         if state is None or state.run is None:
-            raise gr.Error("Nothing to export yet: detect objects in a photo first.")
+            return not_yet("Nothing to export yet: detect objects in a photo first.")
         folder = export_dir()
         stem = safe_stem(state.name)
         result = pipeline.DetectResult(

@@ -27,6 +27,10 @@ from .detect_views import (
 from .engine_text import gradient_note
 
 
+#: Browser-side: scroll the attention row into view (as little as needed) after a detection is clicked.
+SHOW_MAP = "() => document.getElementById('detect-attention')?.scrollIntoView({block: 'nearest'})"
+
+
 class AttentionView:
     """The attention image and caption, the detection / head / layer / direction / point / relevance controls, and
     their handlers. `state` is the Detect tab's cached run (`DetectState`)."""
@@ -64,7 +68,7 @@ class AttentionView:
                         info="What it depends on, through every layer (one backward pass)",
                     )
                     self._relevance_btn = gr.Button("Show its relevance", size="sm")
-                self.opacity = Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity")
+                self.opacity = Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity", elem_id="detect-opacity")
         self.view = [self.head, self.layer, self.direction, self.opacity]
 
     def wire(self, boxes: gr.components.Component, table: gr.components.Component) -> None:
@@ -78,7 +82,7 @@ class AttentionView:
                 api_name=name,
                 api_visibility="undocumented",
                 **VIEW,
-            )
+            ).then(None, js=SHOW_MAP)  # the clicked detection's map below the photo, brought into view
         self.pick.input(
             self.detection_picked,
             inputs=[self.state, self.pick, *self.view],

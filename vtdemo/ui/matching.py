@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 from .. import pipeline, render
 from ..errors import ExplainError, VtdemoError
 from ..labels import coco
-from .common import VIEW, Services, message, status
+from .common import VIEW, Services, message, not_yet, status
 from .components import Table
 from .detect import DetectState, DetectTab
 
@@ -132,11 +132,11 @@ class MatchingPanel:
             self.match, inputs=[state, self.gt], outputs=[self.image, self.table, self.text], api_name="match", **VIEW
         )
 
-    def fill(self, state: DetectState | None) -> list[list[Any]]:
+    def fill(self, state: DetectState | None) -> Any:
         """The shown detections as a starting ground truth (edit it to see the matching change)."""
         state = self.s.cached(state)
         if state is None or not state.dets:
-            raise gr.Error("Detect objects first (with at least one box shown).")
+            return not_yet("Detect objects first (with at least one box shown).")
         return [[d.label, *[round(v) for v in d.box]] for d in state.dets[:5]]
 
     def load(self, path: str | None, state: DetectState | None) -> Any:
@@ -159,7 +159,7 @@ class MatchingPanel:
         """Hungarian matching of the cached 100 predictions to the ground truth: (image, table, text)."""
         state = self.s.cached(state)
         if state is None or state.run is None:
-            raise gr.Error("Detect objects first: the matching uses DETR's predictions for the photo.")
+            return gr.skip(), gr.skip(), not_yet("Detect objects first: the matching uses DETR's predictions.")
         try:
             gt_rows = ground_truth_rows(rows)
             if not gt_rows:

@@ -65,7 +65,7 @@ class SanityPanel:
                     buttons=["download"],
                     elem_id=f"{family}-insertion",
                 )
-            self.check_text = gr.Markdown(elem_classes="vt-caption")
+            self.check_text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-sanity-text")
             gr.Markdown(
                 "Does the map depend on what the model learned? Randomise the weights block by block, from the top "
                 "down, and see whether the map changes: one forward pass per block (and the method's own backward "
