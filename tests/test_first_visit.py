@@ -42,6 +42,8 @@ pytest.importorskip("openvino")
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
+expect.set_options(timeout=15_000)  # a view re-render waits behind a model call on a shared 2-core machine
+
 from apps import free_port, wait_until  # noqa: E402
 from hubcache import repo_dir  # noqa: E402
 
@@ -275,7 +277,7 @@ def test_each_example_classifies(visit):
         page.locator("#classify-tab .gallery-item, #classify-tab [data-testid='example'] img").nth(i).click()
         for family in ("vit", "swin"):
             expect(page.locator(f"#{family}-label")).to_contain_text("%", timeout=SLOW)
-            expect(page.locator(f"#{family}-caption")).not_to_be_empty()
+            expect(page.locator(f"#{family}-caption")).not_to_be_empty(timeout=SLOW)
         expect(page.locator("#vit-overlay img")).to_be_visible()
         if i == 0:
             visit.timed("first classify, both columns (s)", started)

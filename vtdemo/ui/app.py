@@ -44,6 +44,30 @@ objects with DETR and shows what each detection attended to (with a panoptic DET
 segment, things vs stuff); **Webcam** runs DETR live; **How it works** explains the three models in one picture
 each. Models load on first use (the first run takes longer)."""
 
+START = (
+    "**New here?** Try the cat: two transformers name what they see and show where they looked. "
+    "The **How it works** tab explains each picture and every term in one line."
+)
+
+GLOSSARY = """### Words used in this app, in one line each
+- **Attention rollout**: follows the attention from the class token back through every layer (multiplying the
+  layers' attention, with the skip connections counted) to show which patches fed the answer.
+- **Head fusion**: each layer has several attention *heads*; mean, max or min says how they are combined into one.
+- **Discard lowest**: drops that fraction of the weakest attention links before the layers are multiplied (a sharper map).
+- **Gradient rollout**: rollout weighted by how much each attention link raised the chosen class (class-specific).
+- **Grad-CAM**: the last layer's features weighted by the class's gradient (a classic CNN method, here on tokens).
+- **AttnLRP / CP-LRP**: layer-wise relevance propagation: the class score is split backwards, layer by layer, onto the
+  pixels; AttnLRP also passes it through the attention, CP-LRP treats the attention as fixed.
+- **Deletion / insertion area**: delete the most relevant patches first (or insert them into a blank photo) and
+  measure the class probability; a faithful map makes it fall (rise) fast: a small deletion area, a large insertion one.
+- **Spearman**: how similarly two maps rank the patches, from -1 (opposite) to 1 (same order).
+- **Randomisation test**: if a map hardly changes when the model's weights are randomised, it does not explain the model.
+- **Precision**: *fast* runs an optimised engine at reduced precision; *exact* runs the reference float32 model. Maps
+  that need gradients always run exact.
+- **Query (DETR)**: one of DETR's 100 learned slots; each proposes at most one object.
+- **Cross-attention / encoder attention (DETR)**: where a detection looked in the image / where one image position looked.
+"""
+
 CSS = """
 .vt-caption p { font-size: 0.92em; color: var(--body-text-color-subdued); margin: 0; }
 .vt-status p { font-size: 0.85em; margin: 0; }
@@ -68,6 +92,7 @@ def _howto_tab() -> None:
     for text, key in ((howto.VIT_TEXT, "vit"), (howto.SWIN_TEXT, "swin"), (howto.DETR_TEXT, "detr")):
         gr.Markdown(text)
         gr.Image(value=figures[key], show_label=False, interactive=False, format="png", buttons=[], container=False)
+    gr.Markdown(GLOSSARY, elem_id="glossary")
 
 
 @dataclass
@@ -91,6 +116,9 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
     examples, limits = example_paths(), image_limits(config)
     with gr.Blocks(title="vtdemo: what vision transformers see", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
+        with gr.Row(equal_height=True):
+            gr.Markdown(START, elem_classes="vt-caption")
+            start = gr.Button("Try the cat", size="sm", variant="primary", scale=0, min_width=140, elem_id="try-cat")
         with gr.Tabs() as tabs:
             with gr.Tab("Classify", id="classify", elem_id="classify-tab"):
                 classify = ClassifyTab(services, examples, limits)
@@ -111,6 +139,10 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
             "API (*Use via API* below).",
             elem_classes="vt-caption",
             elem_id="footer-runtime",
+        )
+        cat = next((p for p in examples if "chelsea" in p), examples[0] if examples else None)
+        start.click(
+            lambda: (gr.Tabs(selected="classify"), cat), outputs=[tabs, classify.image], api_visibility="private"
         )
         demo.unload(services.end_session)  # the session is over: release its cached runs now (not an hour later)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)

@@ -92,7 +92,12 @@ class ClassifierColumn:
                 )
                 self.klass = gr.Dropdown(choices=[], label="Class", visible=False)
                 with gr.Row():
-                    self.fusion = gr.Radio(["mean", "max", "min"], value="mean", label="Head fusion")
+                    self.fusion = gr.Radio(
+                        ["mean", "max", "min"],
+                        value="mean",
+                        label="Head fusion",
+                        info="how each layer's attention heads are combined",
+                    )
                     self.discard = Slider(
                         0.0, 0.95, value=0.0, step=0.05, label="Discard lowest", elem_id=f"{family}-discard"
                     )

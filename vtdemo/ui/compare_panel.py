@@ -111,9 +111,8 @@ class ComparePanel:
             gr.Markdown(
                 "Every method's map for this photo, how faithful each is (deletion and insertion curves against a "
                 "random order; above each thumbnail, the random order's in brackets) and how much they agree (Spearman "
-                "matrix). Click a thumbnail to show it above. Runs the gradient methods once each (the maps and the "
-                "matrix appear first: a few seconds for ViT-B on a 2-core CPU), then measures the curves (the areas "
-                "follow, up to half a minute more).",
+                "matrix). Click a thumbnail to show it above. The maps and the matrix appear first; the areas "
+                "follow once the curves are measured (that part takes longest).",
                 elem_classes="vt-caption",
             )
             self.button = gr.Button("Compare all methods", size="sm")

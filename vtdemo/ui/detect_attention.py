@@ -26,7 +26,6 @@ from .detect_views import (
 )
 from .engine_text import gradient_note
 
-
 #: Browser-side: scroll the attention row into view (as little as needed) after a detection is clicked.
 SHOW_MAP = "() => document.getElementById('detect-attention')?.scrollIntoView({block: 'nearest'})"
 

@@ -68,9 +68,8 @@ class SanityPanel:
             self.check_text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-sanity-text")
             gr.Markdown(
                 "Does the map depend on what the model learned? Randomise the weights block by block, from the top "
-                "down, and see whether the map changes: one forward pass per block (and the method's own backward "
-                "pass): seconds on the tiny models, tens of seconds for ViT-B on a 2-core CPU, gradient methods "
-                "about three times as long.",
+                "down, and see whether the map changes (one model run per block, so it takes a while; gradient "
+                "methods take about three times as long).",
                 elem_classes="vt-caption",
             )
             self.randomise = gr.Button("Run the randomisation test", size="sm")

@@ -108,8 +108,13 @@ class WebcamTab:
         self.s = services
         size = services.config.live_size
         h, w = live.canvas(size)
-        default, reason = live_default(services.config.precision)
-        why = f" Why this size: {reason}." if size == default else " (Set by whoever runs the app.)"
+        default, _ = live_default(services.config.precision)  # the measurements behind it: docs/performance.md
+        why = (
+            " Why this size: it is the largest that keeps the picture close to live (about 5 frames/s) on this "
+            "server's processor."
+            if size == default
+            else " (Set by whoever runs the app.)"
+        )
         gr.Markdown(
             f"Live DETR on your camera. Frames go to DETR at one fixed size, **{w}×{h} px** (short side {size}; "
             f"photos use 800), so the engine sees one input shape.{why} Change it below. A frame that arrives while another is being processed "
