@@ -58,7 +58,8 @@ def test_masks_view_legend_and_segment_click(page):
     picker.fill("test/tiny-detr")
     picker.blur()  # a custom value (Enter would pick the highlighted choice "test/tiny-detr-panoptic")
     expect(page.locator("#detect-status")).to_contain_text("test/tiny-detr ·", timeout=SLOW)  # loads a model first
-    expect(legend).to_contain_text("Masks need a panoptic checkpoint", timeout=SLOW)  # the plain DETR loads first
+    # the plain DETR loads first
+    expect(legend).to_contain_text("Masks need a panoptic model: pick facebook/detr-resnet-50-panoptic", timeout=SLOW)
     page.screenshot(path=str(SHOTS / "masks_plain_detr.png"), full_page=True)
     page.get_by_role("tab", name="Boxes").click()
     expect(page.locator("#detect-count")).to_contain_text("of 100 queries kept")

@@ -242,7 +242,7 @@ def test_a_view_of_a_replaced_run_writes_nothing(app, in_event):
         assert late and all(v == skip for v in late.values()), late
     current = h.rerender(new, 0.5, [], 100, False, 0.5)
     assert current[h.state] is new and current[h.count] != skip
-    assert h.masks.render(new, 0.5)[h.masks.legend] != skip  # "Masks need a panoptic checkpoint"
+    assert h.masks.render(new, 0.5)[h.masks.legend] != skip  # "Masks need a panoptic model"
     runs.end("visitor-late")
 
 

@@ -65,6 +65,7 @@ class Architecture:
 DEFAULT_VIT = "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k"
 DEFAULT_SWIN = "timm/swin_tiny_patch4_window7_224.ms_in1k"
 DEFAULT_DETR = "facebook/detr-resnet-50"
+PANOPTIC_DETR = "facebook/detr-resnet-50-panoptic"  # offered in the Detect picker for the Masks view
 
 FAMILIES: dict[str, Family] = {
     "vit": Family(
@@ -103,7 +104,7 @@ FAMILIES: dict[str, Family] = {
         "DETR",
         "detect",
         DEFAULT_DETR,
-        (DEFAULT_DETR, "facebook/detr-resnet-101", "facebook/detr-resnet-50@no_timm"),
+        (DEFAULT_DETR, "facebook/detr-resnet-101", PANOPTIC_DETR, "facebook/detr-resnet-50@no_timm"),
     ),
 }
 

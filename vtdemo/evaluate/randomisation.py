@@ -241,7 +241,7 @@ def chart(
     or a `summarise` row; None values are left as gaps. The dashed line is the verdict threshold.
     """
     W, H = size
-    left, right, top, bottom = 44, 12, 12, 64
+    left, right, top, bottom = 58, 12, 12, 78
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     steps = list(curves[0]["steps"]) if curves else ["original"]
@@ -253,16 +253,31 @@ def chart(
     for r in (-1.0, -0.5, 0.0, 0.5, 1.0):
         y = xy(0, r)[1]
         draw.line([(left, y), (W - right, y)], fill=(225, 225, 225))
-        draw.text((4, y - 6), f"{r:+.1f}", fill=(90, 90, 90))
+        draw.text((left - 34, y - 6), f"{r:+.1f}" if r else "0", fill=(90, 90, 90))
     for t in (threshold, -threshold):
         y = xy(0, t)[1]
         for x0 in range(left, W - right, 10):
             draw.line([(x0, y), (min(x0 + 5, W - right), y)], fill=(150, 150, 150))
-    every = max(1, len(steps) // 8)
-    for i, name in enumerate(steps):
-        if i % every == 0 or i == len(steps) - 1:
-            x = min(max(xy(i, -1)[0] - 3 * len(name), 0), W - 6 * len(name) - 2)
-            draw.text((x, H - bottom + 4), name, fill=(60, 60, 60))
+    # the y axis' name, written upwards along the left edge
+    name = "Spearman with the original map"
+    label = Image.new("RGB", (int(draw.textlength(name)) + 4, 14), "white")
+    ImageDraw.Draw(label).text((2, 1), name, fill=(60, 60, 60))
+    label = label.rotate(90, expand=True)
+    img.paste(label, (2, max(0, int(top + (H - top - bottom - label.height) / 2))))
+    # step names under the axis, each only where it does not run into the one before it
+    def place(i: int) -> tuple[float, float]:  # (x, width) of step i's name, centred under its point
+        width = draw.textlength(steps[i])
+        return min(max(xy(i, -1)[0] - width / 2, left - 10), W - width - 2), width
+
+    last_x = place(len(steps) - 1)[0]  # the last step is always named
+    shown_until = -1.0
+    for i, step in enumerate(steps):
+        x, width = place(i)
+        if i == len(steps) - 1 or (x > shown_until + 6 and x + width + 6 < last_x):
+            draw.text((x, H - bottom + 4), step, fill=(60, 60, 60))
+            shown_until = x + width
+    axis = "weights randomised block by block, from the top down"
+    draw.text((left + (W - left - right - draw.textlength(axis)) / 2, H - bottom + 20), axis, fill=(60, 60, 60))
     for k, c in enumerate(curves):
         colour = PALETTE[k % len(PALETTE)]
         values = c.get("spearman", c.get("mean_spearman")) or []

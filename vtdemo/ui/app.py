@@ -29,7 +29,7 @@ import gradio as gr
 from ..assets import example_photos, examples_dir
 from . import howto
 from .classify import ClassifyTab
-from .common import Services
+from .common import COLORBAR_CSS, Services
 from .config import AppConfig
 from .detect import DetectTab
 from .engine_text import precision_summary
@@ -68,12 +68,16 @@ GLOSSARY = """### Words used in this app, in one line each
 - **Cross-attention / encoder attention (DETR)**: where a detection looked in the image / where one image position looked.
 """
 
-CSS = """
+CSS = (
+    """
 .vt-caption p { font-size: 0.92em; color: var(--body-text-color-subdued); margin: 0; }
 .vt-status p { font-size: 0.85em; margin: 0; }
 .vt-count p { font-size: 1.05em; margin: 0; }
 footer { margin-top: 0.5em; }
+.vt-thumbs .caption-label { display: none !important; }
 """
+    + COLORBAR_CSS
+)
 
 
 def example_paths() -> list[str]:
@@ -93,6 +97,11 @@ def _howto_tab() -> None:
         gr.Markdown(text)
         gr.Image(value=figures[key], show_label=False, interactive=False, format="png", buttons=[], container=False)
     gr.Markdown(GLOSSARY, elem_id="glossary")
+
+
+def offer_photo(classified: str | None, current: str | None) -> Any:
+    """Opening the Detect tab: the Classify tab's photo, when the Detect tab has none yet."""
+    return classified if classified and not current else gr.skip()
 
 
 @dataclass
@@ -122,7 +131,7 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
         with gr.Tabs() as tabs:
             with gr.Tab("Classify", id="classify", elem_id="classify-tab"):
                 classify = ClassifyTab(services, examples, limits)
-            with gr.Tab("Detect", id="detect", elem_id="detect-tab"):
+            with gr.Tab("Detect", id="detect", elem_id="detect-tab") as detect_tab:
                 detect = DetectTab(services, examples, limits)
                 MatchingPanel(services, detect)
                 detect.export_section()
@@ -139,6 +148,9 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
             "API (*Use via API* below).",
             elem_classes="vt-caption",
             elem_id="footer-runtime",
+        )
+        detect_tab.select(  # the Detect tab offers the photo already classified (if it has none of its own)
+            offer_photo, inputs=[classify.image, detect.image], outputs=detect.image, api_visibility="private"
         )
         cat = next((p for p in examples if "chelsea" in p), examples[0] if examples else None)
         start.click(

@@ -37,6 +37,7 @@ from .common import (
     VIEW,
     Services,
     click_point,
+    colorbar,
     fresh,
     heads_choice,
     message,
@@ -75,13 +76,14 @@ class ClassifierColumn:
             hint = " (click a class for its own map)" if class_method(family) else ""
             self.label = gr.Label(num_top_classes=5, label=f"Top 5{hint}", elem_id=f"{family}-label")
             self.overlay = gr.Image(
-                label="Where it looked" + (" (click a point)" if family == "swin" else ""),
+                label=self._heading(None),
                 interactive=False,
                 format="jpeg",
                 height=320,
                 buttons=["download", "fullscreen"],
                 elem_id=f"{family}-overlay",
             )
+            colorbar(f"{family}-colorbar")
             self.caption = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-caption")
             with gr.Accordion("Explanation settings", open=False):
                 self.method = gr.Dropdown(
@@ -226,13 +228,19 @@ class ClassifierColumn:
         call = options if method.target == "class" else dataclasses.replace(options, class_index=None)
         result = explain_run(run, method.name, call)
         state.options, state.relevance, state.target = options, result.map, result.target
-        return {self.overlay: overlay(state), self.caption: caption(state), self.status: ""}
+        shown = gr.Image(value=overlay(state), label=self._heading(state.target if method.target == "class" else None))
+        return {self.overlay: shown, self.caption: caption(state), self.status: ""}
+
+    def _heading(self, target: dict[str, Any] | None) -> str:
+        """The map's heading: the class it explains when the method is class-specific (a clicked class included)."""
+        where = f"Where it looked for “{target['label']}”" if target else "Where it looked"
+        return where + (" (click a point)" if self.family == "swin" else "")
 
     def _empty(self, text: str, kind: str = "warn") -> dict:
         method = registry.default_for(self.family).name
         return {
             self.label: None,
-            self.overlay: None,
+            self.overlay: gr.Image(value=None, label=self._heading(None)),
             self.caption: "",
             self.status: status(text, kind),
             self.state: None,

@@ -101,6 +101,25 @@ def not_yet(text: str) -> Any:
     return gr.skip()
 
 
+#: The heat maps' colour scale (OpenCV's COLORMAP_JET, `vtdemo.render.heatmap`), from the lowest to the highest value.
+JET_STOPS = ("#00007f", "#0000ff", "#007fff", "#00ffff", "#7fff7f", "#ffff00", "#ff7f00", "#ff0000", "#7f0000")
+COLORBAR_CSS = (
+    ".vt-colorbar { display: flex; align-items: center; gap: 0.5em; font-size: 0.8em; margin: 0.15em 0 0.3em; }\n"
+    ".vt-colorbar .bar { flex: 1; height: 0.7em; border-radius: 2px; "
+    f"background: linear-gradient(to right, {', '.join(JET_STOPS)}); }}\n"
+)
+
+
+def colorbar(elem_id: str) -> gr.HTML:
+    """The colour scale under a heat map: low (dark blue) to high (dark red), relative to the map's own range."""
+    return gr.HTML(
+        '<div class="vt-colorbar" title="colours are relative to this map\'s own lowest and highest value">'
+        '<span>low</span><span class="bar"></span><span>high</span></div>',
+        elem_id=elem_id,
+        padding=False,
+    )
+
+
 def status(text: str = "", kind: str = "ok") -> str:
     """A status line: plain, a warning or a hint."""
     if not text:

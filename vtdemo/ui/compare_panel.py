@@ -124,6 +124,7 @@ class ComparePanel:
                 allow_preview=False,
                 interactive=False,
                 elem_id=f"{family}-compare",
+                elem_classes="vt-thumbs",  # its caption overlay is hidden: each thumbnail has it written above
             )
             self.matrix = gr.Image(
                 label="Agreement (Spearman)",

@@ -12,7 +12,7 @@ import gradio as gr
 
 from ..explain.api import explain_run
 from ..explain.registry import ExplainOptions
-from .common import MODEL, VIEW, Services, click_point, fresh, heads_choice, message, status
+from .common import MODEL, VIEW, Services, click_point, colorbar, fresh, heads_choice, message, status
 from .components import Click, Number, Slider
 from .detect_views import (
     DIRECTIONS,
@@ -45,6 +45,7 @@ class AttentionView:
                     height=420,
                     elem_id="detect-attention",
                 )
+                colorbar("detect-colorbar")
                 self.caption = gr.Markdown(elem_classes="vt-caption", elem_id="detect-caption")
             with gr.Column(scale=1, min_width=260):
                 self.pick = gr.Dropdown(choices=[], label="Detection", info="Decoder cross-attention of this query")

@@ -23,14 +23,15 @@ from PIL import Image
 
 from .. import render
 from ..explain.runs import DetrRun
+from ..families import PANOPTIC_DETR
 from ..postprocess_panoptic import PanopticResult, Segment
 from .common import VIEW, Services, click_point, fresh, message, status
 from .components import Click
 from .detect_views import DetectState
 
 NEEDS_PANOPTIC = (
-    "Masks need a panoptic checkpoint (a DetrForSegmentation repo, e.g. facebook/detr-resnet-50-panoptic): type "
-    "it in the model picker. This model predicts boxes only."
+    f"Masks need a panoptic model: pick **{PANOPTIC_DETR}** in the model picker on the left (it is in its list). "
+    "This model predicts boxes only."
 )
 SPLIT_NOTE = (
     "Things vs stuff: the COCO panoptic split (category ids 1-90 are things, 92-200 stuff). Only the confidence "
