@@ -264,6 +264,7 @@ def chart(
     ImageDraw.Draw(label).text((2, 1), name, fill=(60, 60, 60))
     label = label.rotate(90, expand=True)
     img.paste(label, (2, max(0, int(top + (H - top - bottom - label.height) / 2))))
+
     # step names under the axis, each only where it does not run into the one before it
     def place(i: int) -> tuple[float, float]:  # (x, width) of step i's name, centred under its point
         width = draw.textlength(steps[i])
