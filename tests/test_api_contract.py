@@ -104,6 +104,12 @@ EXPECTED = {
     "webcam": (["image", "slider", "dropdown", "dropdown"], ["image", "markdown"], "public"),
     "freeze": ([], ["image", "tabs"], "public"),
     "end_session": ([], [], "private"),
+    # added for the first visit: a start button, the Detect tab offering the classified photo, a clicked
+    # detection's map scrolled into view (browser-side only)
+    "try_cat": ([], ["tabs", "image"], "private"),
+    "offer_photo": (["image", "image"], ["image"], "private"),
+    "detection_click_scroll": ([], [], "private"),
+    "detection_row_scroll": ([], [], "private"),
     # added when the Detect tab's layer picker began to be built from the run (a private follow-up of /detect)
     "detect_layers": ([], ["dropdown"], "private"),
     # added with the relevance of a clicked detection (Chefer, Gur & Wolf, ICCV 2021)

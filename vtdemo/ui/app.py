@@ -150,11 +150,18 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
             elem_id="footer-runtime",
         )
         detect_tab.select(  # the Detect tab offers the photo already classified (if it has none of its own)
-            offer_photo, inputs=[classify.image, detect.image], outputs=detect.image, api_visibility="private"
+            offer_photo,
+            inputs=[classify.image, detect.image],
+            outputs=detect.image,
+            api_name="offer_photo",
+            api_visibility="private",
         )
         cat = next((p for p in examples if "chelsea" in p), examples[0] if examples else None)
         start.click(
-            lambda: (gr.Tabs(selected="classify"), cat), outputs=[tabs, classify.image], api_visibility="private"
+            lambda: (gr.Tabs(selected="classify"), cat),
+            outputs=[tabs, classify.image],
+            api_name="try_cat",
+            api_visibility="private",
         )
         demo.unload(services.end_session)  # the session is over: release its cached runs now (not an hour later)
     demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)

@@ -82,7 +82,7 @@ class AttentionView:
                 api_name=name,
                 api_visibility="undocumented",
                 **VIEW,
-            ).then(None, js=SHOW_MAP)  # the clicked detection's map below the photo, brought into view
+            ).then(None, js=SHOW_MAP, api_name=f"{name}_scroll", api_visibility="private")  # its map into view
         self.pick.input(
             self.detection_picked,
             inputs=[self.state, self.pick, *self.view],
