@@ -110,6 +110,7 @@ EXPECTED = {
     "offer_photo": (["image", "image"], ["image"], "private"),
     "detection_click_scroll": ([], [], "private"),
     "detection_row_scroll": ([], [], "private"),
+    "crop_note": (["checkbox"], ["markdown"], "private"),
     # added when the Detect tab's layer picker began to be built from the run (a private follow-up of /detect)
     "detect_layers": ([], ["dropdown"], "private"),
     # added with the relevance of a clicked detection (Chefer, Gur & Wolf, ICCV 2021)

@@ -234,7 +234,7 @@ def visit(request, tiny_hub, tiny_panoptic, tmp_path_factory):
         page.goto(url, wait_until="load")
         expect(page.locator("#classify-photo")).to_be_visible()
         v = Visit(page, folder)
-        v.precision = precision
+        v.browser, v.url = browser, url
         v.timings["app start to process answering (s)"] = round(start_s, 2)
         v.timings["page load to usable (s)"] = round(time.perf_counter() - t0, 2)
         try:
@@ -306,6 +306,15 @@ def test_classify_sliders_methods_and_classes(visit):
             rows.nth(k).click()
             expect(page.locator(f"#{family}-caption")).to_contain_text(name, timeout=SLOW)
             visit.check(f"{family} class {k + 1}")
+    aspect = page.get_by_label("keep the photo's aspect ratio")
+    aspect.check()
+    expect(page.locator("#vit-caption")).to_contain_text("aspect ratio", timeout=SLOW)  # at once, no other click
+    expect(page.locator("#crop-note")).to_contain_text("ViT sees the whole photo")
+    visit.check("vit keep the photo's aspect ratio")
+    aspect.uncheck()
+    expect(page.locator("#crop-note")).to_contain_text("its center crop")
+    expect(page.locator("#vit-caption")).not_to_contain_text("aspect ratio", timeout=SLOW)
+    visit.check("vit square crop again")
     page.locator("#swin-overlay img").click(position={"x": 60, "y": 60})
     expect(page.locator("#swin-caption")).to_contain_text("Window around a clicked point")
     visit.check("swin click the photo")
@@ -443,3 +452,32 @@ def test_newcomer_mistakes_one_message_each(visit, tmp_path):
     expect(page.locator("#vit-status")).to_contain_text("was not loaded", timeout=SLOW)
     expect(page.locator("#vit-label")).to_contain_text("%")  # the previous result stays
     visit.check("nonsense model id", warnings=1)
+
+
+def test_phone_width(visit):
+    """At 390 px: every tab in sight (no overflow menu), the photo, then both results one above the other, then
+    the examples; nothing wider than the screen."""
+    context = visit.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(SLOW)
+        page.goto(visit.url, wait_until="load")
+        page.locator("#try-cat").click()
+        for family in ("vit", "swin"):
+            expect(page.locator(f"#{family}-label")).to_contain_text("%", timeout=SLOW)
+        for name in ("Classify", "Detect", "Webcam", "How it works"):
+            expect(page.get_by_role("tab", name=name, exact=True)).to_be_visible()
+        top = {
+            k: page.locator(sel).first.bounding_box()["y"]
+            for k, sel in (
+                ("photo", "#classify-photo"),
+                ("vit", "#vit-label"),
+                ("swin", "#swin-label"),
+                ("examples", "#classify-tab .gallery-item, #classify-tab [data-testid='example'] img"),
+            )
+        }
+        assert top["photo"] < top["vit"] < top["swin"] < top["examples"], top
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path=str(visit.folder / "phone_390.png"), full_page=True)
+    finally:
+        context.close()

@@ -75,6 +75,15 @@ CSS = (
 .vt-count p { font-size: 1.05em; margin: 0; }
 footer { margin-top: 0.5em; }
 .vt-thumbs .caption-label { display: none !important; }
+.vt-start { align-items: center; }
+/* a phone: the photo, then both results (ViT above Swin, same scale), then the examples and the export */
+@media (max-width: 720px) {
+  #classify-photo-col { display: contents !important; }
+  #classify-photo-col > * { order: 3; flex: 1 1 100% !important; min-width: 100% !important; }
+  #classify-photo-col > #classify-photo { order: 0; }
+  #vit-column { order: 1; }
+  #swin-column { order: 2; }
+}
 """
     + COLORBAR_CSS
 )
@@ -125,10 +134,10 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
     examples, limits = example_paths(), image_limits(config)
     with gr.Blocks(title="vtdemo: what vision transformers see", delete_cache=(1800, 3600)) as demo:
         gr.Markdown(INTRO)
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False, elem_classes="vt-start"):
             gr.Markdown(START, elem_classes="vt-caption")
             start = gr.Button("Try the cat", size="sm", variant="primary", scale=0, min_width=140, elem_id="try-cat")
-        with gr.Tabs() as tabs:
+        with gr.Tabs(overflow_behavior="wrap") as tabs:  # on a phone every tab stays in sight
             with gr.Tab("Classify", id="classify", elem_id="classify-tab"):
                 classify = ClassifyTab(services, examples, limits)
             with gr.Tab("Detect", id="detect", elem_id="detect-tab") as detect_tab:

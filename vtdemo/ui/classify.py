@@ -15,21 +15,27 @@ from .common import MODEL, Services, export_dir, not_yet, photo_input, safe_stem
 # ------------------------------------------------------------------------------------------------- the tab
 
 
+def crop_note(vit_keeps_aspect: Any) -> str:
+    """What the maps are drawn over: the center crop each model saw, or for ViT the whole photo."""
+    if vit_keeps_aspect is True:
+        return (
+            "ViT sees the whole photo at its aspect ratio; Swin's map is drawn over its center crop (the dimmed "
+            "border was cut off)."
+        )
+    return "Maps are drawn over the part of the photo the model saw (its center crop); the dimmed border was cut off."
+
+
 class ClassifyTab:
     """The photo, its examples and export, and the two columns."""
 
     def __init__(self, services: Services, examples: list[str], image_limits: dict[str, Any]) -> None:
         self.s = services
         with gr.Row(equal_height=False):
-            with gr.Column(scale=1, min_width=260):
+            with gr.Column(scale=1, min_width=260, elem_id="classify-photo-col"):
                 self.image = photo_input(
                     "classify-photo", 300, examples, image_limits, "Examples (CC0 / public domain)"
                 )
-                gr.Markdown(
-                    "Maps are drawn over the part of the photo the model saw (its center crop); the dimmed "
-                    "border was cut off.",
-                    elem_classes="vt-caption",
-                )
+                note = gr.Markdown(crop_note(False), elem_classes="vt-caption", elem_id="crop-note")
                 with gr.Accordion("Export", open=False):
                     export = gr.Button("Export results", size="sm")
                     self.files = gr.File(
@@ -39,6 +45,10 @@ class ClassifyTab:
                     )
             self.vit = ClassifierColumn(services, "vit", self.image)
             self.swin = ClassifierColumn(services, "swin", self.image)
+        if self.vit.sizes.aspect is not None:  # the note follows the ViT column's "keep the photo's aspect ratio"
+            self.vit.sizes.aspect.input(
+                crop_note, inputs=self.vit.sizes.aspect, outputs=note, api_name="crop_note", api_visibility="private"
+            )
         export.click(
             self.export,
             inputs=[self.vit.state, self.swin.state],
