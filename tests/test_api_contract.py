@@ -111,6 +111,8 @@ EXPECTED = {
     "detection_click_scroll": ([], [], "private"),
     "detection_row_scroll": ([], [], "private"),
     "crop_note": (["checkbox"], ["markdown"], "private"),
+    "heading_vit": ([], ["image"], "private"),
+    "heading_swin": ([], ["image"], "private"),
     # added when the Detect tab's layer picker began to be built from the run (a private follow-up of /detect)
     "detect_layers": ([], ["dropdown"], "private"),
     # added with the relevance of a clicked detection (Chefer, Gur & Wolf, ICCV 2021)

@@ -10,6 +10,7 @@ serve.
 from __future__ import annotations
 
 import json
+import logging
 import statistics
 import time
 from pathlib import Path
@@ -252,14 +253,18 @@ def test_bad_file_gives_one_line_and_the_app_keeps_working(client, tmp_path):
     assert len(out[0]["confidences"]) == 5
 
 
-def test_unavailable_model_says_which_repo_and_how_to_fix(client):
-    out = client.predict(handle_file(CAT), "nobody/not-a-model", "rollout", 0.5, api_name="/classify_vit")
-    assert not out[0]
-    assert "nobody/not-a-model" in out[3] and "HF_HUB_OFFLINE" in out[3] and "folder" in out[3]
+def test_unavailable_model_says_which_repo_and_what_to_do(client, caplog):
+    """The visitor reads what they can do; the operator's remedy (variables, cache, folders) goes to the log."""
+    with caplog.at_level(logging.WARNING):
+        out = client.predict(handle_file(CAT), "nobody/not-a-model", "rollout", 0.5, api_name="/classify_vit")
+    assert "'nobody/not-a-model' was not loaded" in out[3] and "Pick one of the models in the list" in out[3]
+    assert "HF_HUB" not in out[3] and "folder" not in out[3]
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("nobody/not-a-model" in m and "HF_HUB_OFFLINE" in m and "folder" in m for m in logged), logged
     out = client.predict(handle_file(CAT), "", "swin-rollout", 0.5, api_name="/classify_swin")
     assert len(out[0]["confidences"]) == 5  # the other model still works
     out = _detect(client, model="nobody/no-detr")
-    assert out[0] is None and "nobody/no-detr" in out[3]
+    assert "'nobody/no-detr' was not loaded" in out[3]
     out = client.predict(handle_file(CAT), "test/tiny-detr", "rollout", 0.5, api_name="/classify_vit")
     assert "detection model" in out[3] and "Detect tab" in out[3]
 

@@ -305,6 +305,7 @@ def test_classify_sliders_methods_and_classes(visit):
             name = rows.nth(k).inner_text().split("\n")[0].strip()
             rows.nth(k).click()
             expect(page.locator(f"#{family}-caption")).to_contain_text(name, timeout=SLOW)
+            expect(page.locator(f"#{family}-overlay")).to_contain_text(f"Where it looked for “{name}”")
             visit.check(f"{family} class {k + 1}")
     aspect = page.get_by_label("keep the photo's aspect ratio")
     aspect.check()

@@ -163,6 +163,14 @@ class ClassifierColumn:
             api_name=f"explain_{f}",
             **VIEW,
         )
+        self.caption.change(
+            self.heading,
+            inputs=[self.state],
+            outputs=[self.overlay],
+            api_name=f"heading_{f}",
+            api_visibility="private",
+            **VIEW,
+        )
         for panel in self.panels:
             panel.wire(self)
         views = [v for panel in self.panels for v in panel.views]  # a new photo (or model) clears the panels
@@ -228,8 +236,16 @@ class ClassifierColumn:
         call = options if method.target == "class" else dataclasses.replace(options, class_index=None)
         result = explain_run(run, method.name, call)
         state.options, state.relevance, state.target = options, result.map, result.target
-        shown = gr.Image(value=overlay(state), label=self._heading(state.target if method.target == "class" else None))
-        return {self.overlay: shown, self.caption: caption(state), self.status: ""}
+        return {self.overlay: overlay(state), self.caption: caption(state), self.status: ""}
+
+    def heading(self, state: ClassifyState | None) -> Any:
+        """After the map changed (its caption did): the map's heading names the class a class-specific map explains
+        (a clicked class included), not the top class above it. Only the heading changes (a label-only update)."""
+        run = getattr(state, "run", None)
+        if state is None or run is None or state.target is None:
+            return gr.Image(label=self._heading(None))
+        specific = registry.get(state.method, run.family).target == "class"
+        return gr.Image(label=self._heading(state.target if specific else None))
 
     def _heading(self, target: dict[str, Any] | None) -> str:
         """The map's heading: the class it explains when the method is class-specific (a clicked class included)."""
@@ -240,7 +256,7 @@ class ClassifierColumn:
         method = registry.default_for(self.family).name
         return {
             self.label: None,
-            self.overlay: gr.Image(value=None, label=self._heading(None)),
+            self.overlay: None,
             self.caption: "",
             self.status: status(text, kind),
             self.state: None,
