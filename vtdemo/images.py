@@ -40,9 +40,9 @@ def max_pixels() -> int:
 
 
 def _name(src: ImageSource) -> str:
-    """How a message names the image: a file by its own name only (an upload's server folder is nobody's business)."""
+    """How a message names the image by default: a path as given (the CLI's user typed it)."""
     if isinstance(src, (str, os.PathLike)):
-        return Path(src).name or str(src)
+        return str(src)
     return {bytes: "uploaded bytes", np.ndarray: "array"}.get(type(src), "image")
 
 
@@ -90,9 +90,11 @@ def _from_array(arr: np.ndarray) -> Image.Image:
     return Image.fromarray(arr)
 
 
-def load_image(src: ImageSource) -> Image.Image:
-    """Open `src` and return an RGB image in display orientation; raise `ImageError` with a one-line reason."""
-    name = _name(src)
+def load_image(src: ImageSource, name: str | None = None) -> Image.Image:
+    """Open `src` and return an RGB image in display orientation; raise `ImageError` with a one-line reason.
+    name: how the messages name the image (the app passes the file's own name: an upload's server folder is
+    nobody's business); by default the path as given."""
+    name = name or _name(src)
     if isinstance(src, np.ndarray):
         image = _from_array(src)
     elif isinstance(src, Image.Image):

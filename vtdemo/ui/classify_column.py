@@ -300,7 +300,7 @@ class ClassifierColumn:
         if not image_path:
             return self._empty("")
         try:
-            image = load_image(image_path)
+            image = load_image(image_path, upload_name(image_path))
         except ImageError as exc:  # the photo's problem: said once for the tab (by the first column), not per column
             text = message(exc)
             if self.family == "vit":

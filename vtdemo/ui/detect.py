@@ -289,7 +289,7 @@ class DetectTab:
         if not image_path:
             return self._empty("")
         try:
-            image = load_image(image_path)
+            image = load_image(image_path, upload_name(image_path))
             try:
                 loaded = self.s.load(model_id, "detr", progress)
             except VtdemoError as exc:

@@ -174,7 +174,9 @@ class WebcamTab:
         if frame is None:
             return gr.skip(), gr.skip(), session
         try:
-            pixels = np.asarray(load_image(frame))  # the pixel limit applies before decoding, as for photos
+            pixels = np.asarray(
+                load_image(frame, "the camera frame")
+            )  # the pixel limit applies before decoding, as for photos
             loaded = self.s.load(model_id, "detr")
             drawn = process_frame(session, loaded, pixels, float(threshold), int(live_size or self.s.config.live_size))
         except Exception as exc:  # noqa: BLE001
