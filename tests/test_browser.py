@@ -110,8 +110,11 @@ def test_classify_shows_labels_and_overlays(page):
 
 def test_detect_threshold_click_and_point(page):
     page.get_by_role("tab", name="Detect").click()
-    page.locator("#detect-photo input[type=file]").set_input_files(ASTRONAUT)
+    # the tab offers the photo already classified (the cat) and detects in it; then the astronaut replaces it
     expect(page.locator("#detect-count")).to_contain_text("of 100 queries kept", timeout=SLOW)
+    cat = page.locator("#detect-boxes img").first.get_attribute("src")
+    page.locator("#detect-photo input[type=file]").set_input_files(ASTRONAUT)
+    expect(page.locator("#detect-boxes img").first).not_to_have_attribute("src", cat or "", timeout=SLOW)
     expect(page.locator("#detect-status")).to_contain_text(re.compile(r"OpenVINO \S+ f32 on cpu \(fast\)"))
     expect(page.locator("#detect-boxes .legend-item").first).to_be_visible()
     before = _count(page)

@@ -25,6 +25,7 @@ def page(tiny_hub):
     with launched_app(tiny_hub) as (_, url), browser_page(url) as page:
         page.locator("#classify-photo input[type=file]").set_input_files(CAT)
         expect(page.locator("#vit-caption")).to_contain_text("rollout")
+        page.locator("#vit-column button.label-wrap", has_text="Explanation settings").click()  # closed at first
         yield page
 
 
