@@ -25,7 +25,6 @@ from .explain.api import (  # noqa: F401
     classifier_map,
     classifier_methods,
     deletion_check,
-    detr_map,
     explain,
     methods_for_run,
 )

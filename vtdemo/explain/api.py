@@ -2,7 +2,7 @@
 
 - `explain_run(run, method, options)`: one registered method on a cached run -> `MapResult` (map max 1, optional
   named sub-maps, the target it explains). Everything else here is built on it.
-- `classifier_map`, `detr_map`: the long-standing keyword interfaces (the app calls them), now thin wrappers.
+- `classifier_map`: the long-standing keyword interface for a classifier run, a thin wrapper.
 - `explain(image, model, ...)`: image -> one `Explanation` (the CLI's `explain`, `--json` schema in `to_dict`).
 - `deletion_check`: deletion and insertion curves of a classifier map, each against a random order
   (`vtdemo.explain.deletion`).
@@ -212,22 +212,6 @@ def classifier_map(
     )
     result = explain_run(run, method, opts)
     return result.map, result.target
-
-
-def detr_map(
-    run: DetrRun,
-    method: str = "detr-decoder",
-    query: int | None = None,
-    point: tuple[float, float] | None = None,
-    layer: int = -1,
-    head: int | None = None,
-    direction: str = "row",
-) -> torch.Tensor:
-    """A DETR map on the backbone grid [h, w] (max 1): decoder cross-attention of `query`, or encoder
-    self-attention at `point` (x, y original pixels; direction 'row' = where it looks, 'column' = who looks at it),
-    or any other registered DETR method (see `explain_run` for several maps)."""
-    opts = ExplainOptions(query=query, point=point, layer=layer, head=head, direction=direction)
-    return explain_run(run, method, opts).map
 
 
 def pick_detection(run: DetrRun, detection: int, threshold: float) -> int:

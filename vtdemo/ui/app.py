@@ -177,11 +177,6 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
     return VtdemoApp(demo=demo, services=services, classify=classify, detect=detect, webcam=webcam)
 
 
-def build_app(config: AppConfig | None = None) -> gr.Blocks:
-    """The app's Blocks (`create_app(config).demo`)."""
-    return create_app(config).demo
-
-
 def launch_options(config: AppConfig) -> dict[str, Any]:
     """Keyword arguments for `demo.launch()` (Gradio 6 takes theme and css here).
 
