@@ -137,3 +137,20 @@ def test_first_conversion_progress_names_no_folder(app, tmp_path, monkeypatch):
     assert any("Preparing the fast engine" in text for text in said), said
     assert not any(SERVER_PATH.search(text) or str(tmp_path) in text for text in said), said
     assert np.isfinite(loaded.model(run_classifier(loaded, Image.open(CAT).convert("RGB")).x).logits).all()
+
+
+def test_no_view_listens_to_a_slider_change(tiny_hub):
+    """A slider's `change` also fires when the page itself sets its value, so a re-render that listens to it can
+    start itself again (a dragged threshold once sent requests forever): every slider listener is `input`."""
+    from vtdemo.ui.app import create_app
+    from vtdemo.ui.config import AppConfig
+
+    vt = create_app(AppConfig(**{f"{k}_model": v for k, v in tiny_hub.repos.items()}, precision="exact"))
+    config = vt.demo.get_config_file()
+    kinds = {c["id"]: c["type"] for c in config["components"]}
+    sliders = {i for i, t in kinds.items() if t == "slider"}
+    assert len(sliders) >= 8  # threshold, max detections, NMS IoU, opacities, discards, the webcam's threshold
+    triggers = [(block, event) for dep in config["dependencies"] for block, event in dep["targets"]]
+    changed = [(kinds[b], b) for b, e in triggers if b in sliders and e == "change"]
+    assert not changed, changed
+    assert any(b in sliders and e == "input" for b, e in triggers)
