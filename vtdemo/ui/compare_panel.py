@@ -98,7 +98,7 @@ def summary(result: Comparison) -> str:
     return (
         f"Every map explains *{result.target['label']}* ({result.target['score']:.1%}). Fewest patches to delete "
         f"before the class goes: **{best_del.label}**; fewest to insert to bring it back: **{best_ins.label}** "
-        f"(curves at {STEPS + 1} points; the CLI's `explain --method all` uses 21). {agreement}{skipped}"
+        f"(curves at {STEPS + 1} points: a quick estimate). {agreement}{skipped}"
     )
 
 

@@ -211,7 +211,7 @@ class DetectTab:
         with gr.Accordion("Export", open=False):
             export = gr.Button("Export results", size="sm")
             files = gr.File(
-                label="Downloads: annotated PNG, results JSON (CLI schema), attention map (PNG, .npy)",
+                label="Downloads: annotated PNG, results JSON, attention map (PNG, .npy)",
                 file_count="multiple",
                 interactive=False,
             )

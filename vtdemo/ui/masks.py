@@ -30,7 +30,7 @@ from .components import Click
 from .detect_views import DetectState
 
 NEEDS_PANOPTIC = (
-    f"Masks need a panoptic model: pick **{PANOPTIC_DETR}** in the model picker on the left (it is in its list). "
+    f"Masks need a panoptic model: pick {PANOPTIC_DETR} in the model picker on the left (it is in its list). "
     "This model predicts boxes only."
 )
 SPLIT_NOTE = (
