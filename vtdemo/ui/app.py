@@ -76,6 +76,8 @@ CSS = (
 footer { margin-top: 0.5em; }
 .vt-thumbs .caption-label { display: none !important; }
 .vt-start { align-items: center; }
+.vt-details { display: inline; }
+.vt-details summary { display: inline; cursor: pointer; text-decoration: underline dotted; }
 /* a phone: the photo, then both results (ViT above Swin, same scale), then the examples and the export */
 @media (max-width: 720px) {
   #classify-photo-col { display: contents !important; }

@@ -42,6 +42,7 @@ from .common import (
     heads_choice,
     message,
     status,
+    with_details,
 )
 from .compare_panel import ComparePanel
 from .components import Click, Slider, upload_name
@@ -334,8 +335,11 @@ class ClassifierColumn:
             self.label: {p.label: p.score for p in state.predictions},
             **shown,
             self.status: status(
-                f"{loaded.id} · {loaded.family} · {run.x.shape[-2]}px input · "
-                + self.s.engine_line(loaded, exact_size=run.input_size != run.trained_size)
+                with_details(
+                    f"{loaded.id}",
+                    f"{loaded.family} · {run.x.shape[-2]}px input · "
+                    + self.s.engine_line(loaded, exact_size=run.input_size != run.trained_size),
+                )
             ),
             self.state: state,
             self.method: gr.Dropdown(choices=[(m.label, m.name) for m in methods_for_run(run)], value=state.method),

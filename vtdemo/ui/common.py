@@ -120,6 +120,11 @@ def colorbar(elem_id: str) -> gr.HTML:
     )
 
 
+def with_details(shown: str, details: str) -> str:
+    """A status line whose technical part (engine, precision, grid sizes) sits in a collapsed "details" element."""
+    return f"{shown} <details class='vt-details'><summary>details</summary>{details}</details>"
+
+
 def status(text: str = "", kind: str = "ok") -> str:
     """A status line: plain, a warning or a hint."""
     if not text:

@@ -35,6 +35,7 @@ from .common import (
     photo_input,
     safe_stem,
     status,
+    with_details,
     write_json,
     write_npy,
 )
@@ -320,9 +321,10 @@ class DetectTab:
             return self._empty(text)
         self.s.runs.hold(getattr(request, "session_hash", None), "detect", state)
         h, w = run.feature_size
-        info = (
-            f"{loaded.id} · {seconds:.2f} s on {self.s.device.type.upper()} · feature grid {h}×{w} · "
-            f"{run.scored.scores.numel()} queries · {self.s.engine_line(loaded)}"
+        info = with_details(
+            f"{loaded.id} · {seconds:.2f} s",
+            f"on {self.s.device.type.upper()} · feature grid {h}×{w} · {run.scored.scores.numel()} queries · "
+            + self.s.engine_line(loaded),
         )
         return {
             **boxes,
