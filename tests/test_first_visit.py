@@ -161,6 +161,15 @@ def drag(page, slider_id: str, to: float) -> None:
     page.mouse.up()
 
 
+def type_model(page, picker_id: str, model: str) -> None:
+    """Type a repo id into a model picker and leave it (Enter would pick the highlighted choice instead)."""
+    box = page.locator(f"#{picker_id} input")
+    box.scroll_into_view_if_needed()
+    box.click()
+    box.fill(model)
+    box.blur()
+
+
 def choose(page, dropdown_id: str, option: str | None = None) -> list[str]:
     """Open a dropdown, pick `option` (or none: just read the offer and close it); returns what it offered."""
     box = page.locator(f"#{dropdown_id} input")
@@ -308,6 +317,9 @@ def test_classify_sliders_methods_and_classes(visit):
             expect(page.locator(f"#{family}-caption")).to_contain_text(name, timeout=SLOW)
             expect(page.locator(f"#{family}-overlay")).to_contain_text(f"Where it looked for “{name}”")
             visit.check(f"{family} class {k + 1}")
+        choose(page, f"{family}-method", "Grad-CAM (one class)")  # another class-specific method: the class stays
+        expect(page.locator(f"#{family}-caption")).to_contain_text(f"Grad-CAM (one class) for {name}", timeout=SLOW)
+        visit.check(f"{family} the chosen class survives a method switch")
     aspect = page.get_by_label("keep the photo's aspect ratio")
     aspect.check()
     expect(page.locator("#vit-caption")).to_contain_text("aspect ratio", timeout=SLOW)  # at once, no other click
@@ -405,11 +417,11 @@ def test_detect_clicks_and_panels(visit):
     page.get_by_role("tab", name="Masks").click()
     expect(page.locator("#detect-masks-legend")).to_contain_text("pick facebook/detr-resnet-50-panoptic", timeout=SLOW)
     visit.check("masks view of a plain DETR")
-    choose(page, "detect-model", "facebook/detr-resnet-50-panoptic")
+    type_model(page, "detect-model", "facebook/detr-resnet-50-panoptic")
     expect(page.locator("#detect-masks-legend")).to_contain_text("segments", timeout=SLOW)
     expect(page.locator("#detect-masks img")).to_be_visible()
     visit.check("masks view of the panoptic DETR")
-    choose(page, "detect-model", "facebook/detr-resnet-50")
+    type_model(page, "detect-model", "facebook/detr-resnet-50")
     expect(page.locator("#detect-masks-legend")).to_contain_text("pick facebook/detr-resnet-50-panoptic", timeout=SLOW)
     visit.check("back to the plain DETR")
     page.get_by_role("tab", name="Boxes").click()
@@ -448,9 +460,7 @@ def test_newcomer_mistakes_one_message_each(visit, tmp_path):
     page.locator("#classify-tab .gallery-item, #classify-tab [data-testid='example'] img").first.click()
     expect(page.locator("#vit-label")).to_contain_text("%", timeout=SLOW)
     visit.check("a good photo after the bad ones")
-    model = page.locator("#vit-model input")
-    model.fill("nobody/no-such-model")
-    model.press("Enter")
+    type_model(page, "vit-model", "nobody/no-such-model")
     expect(page.locator("#vit-status")).to_contain_text("was not loaded", timeout=SLOW)
     expect(page.locator("#vit-label")).to_contain_text("%")  # the previous result stays
     visit.check("nonsense model id", warnings=1)

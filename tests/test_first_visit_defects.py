@@ -154,3 +154,14 @@ def test_no_view_listens_to_a_slider_change(tiny_hub):
     changed = [(kinds[b], b) for b, e in triggers if b in sliders and e == "change"]
     assert not changed, changed
     assert any(b in sliders and e == "input" for b, e in triggers)
+
+
+def test_masks_of_a_panoptic_detr_at_the_default_precision(client, tiny_panoptic):
+    """The fast graphs return boxes and attention only: a panoptic DETR picked at precision fast runs exact, so the
+    Masks view shows its segments (it said "Masks need a panoptic model" for the panoptic model itself)."""
+    astronaut = str(ROOT / "assets" / "examples" / "astronaut.png")
+    view = ("mean", "last", "where it looks", 0.55)
+    out = client.predict(handle_file(astronaut), tiny_panoptic, 0.5, [], 100, False, 0.5, *view, api_name="/detect")
+    assert "of 20 queries kept" in out[1] and "(exact)" in out[3], out[3]
+    image, legend, _ = client.predict(0.5, api_name="/masks")
+    assert image is not None and "segments</b> cover" in legend, legend

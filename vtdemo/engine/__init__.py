@@ -33,9 +33,13 @@ PRECISIONS = ("exact", "fast")
 
 def make_fast(exact: LoadedModel, reload: Callable[[], torch.nn.Module] | None = None) -> LoadedModel:
     """The fast twin of an exact LoadedModel (shares its PyTorch module; converts nothing yet). reload: where the
-    PyTorch module comes from again after `release_weights` (None: its weights are never released)."""
+    PyTorch module comes from again after `release_weights` (None: its weights are never released). A panoptic
+    DETR stays exact: its masks come from the PyTorch mask head only."""
     from .fast import FastModel, choose
 
+    if hasattr(exact.model, "mask_head"):  # the fast graphs return boxes and attention, not panoptic masks
+        log.info("%s: a panoptic model has no fast graph (no masks there); it runs exact", exact.id)
+        return exact
     choice = choose(str(exact.device))
     model = FastModel(exact.model, exact.family, exact.id, exact.weights, choice, reload)
     return dataclasses.replace(exact, model=model, precision="fast")
