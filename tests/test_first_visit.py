@@ -150,7 +150,8 @@ def drag(page, slider_id: str, to: float) -> None:
     """Drag a slider's thumb with the mouse from where it is to fraction `to` of its track."""
     track = page.locator(f"#{slider_id} input[type=range]")
     track.scroll_into_view_if_needed()
-    lo, hi, value = (float(track.get_attribute(a) or 0) for a in ("min", "max", "value"))
+    lo, hi = (float(track.get_attribute(a) or 0) for a in ("min", "max"))
+    value = float(track.input_value())  # the live value (the attribute is only the initial one)
     box = track.bounding_box()
     assert box is not None, slider_id
     y = box["y"] + box["height"] / 2

@@ -116,7 +116,7 @@ class DetectTab:
                         wrap=True,
                         elem_id="detect-table",
                     )
-                with gr.Tab("Masks", id="masks"):
+                with gr.Tab("Masks", id="masks") as self.masks_tab:
                     self.masks = MasksPanel(services, self)
         self.state = services.state()
         self.attention = AttentionView(services, self.state)

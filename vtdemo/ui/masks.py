@@ -158,7 +158,16 @@ class MasksPanel:
             api_visibility="private",
             **VIEW,
         )
-        d.threshold.input(self.render, inputs=[d.state, d.threshold], outputs=outputs, api_name="masks", **VIEW)
+        # once per threshold change (at the mouse's release, not at every step of a drag: the boxes follow the drag)
+        # and whenever the view is opened
+        gr.on(
+            [d.threshold.release, d.masks_tab.select],
+            self.render,
+            inputs=[d.state, d.threshold],
+            outputs=outputs,
+            api_name="masks",
+            **VIEW,
+        )
         shown = [d.attn, d.caption, d.state, self.image, self.pick, d.pick]
         self.image.select(
             self.segment_clicked,
