@@ -24,7 +24,7 @@ from . import StateDict, drop, merge_qkv, rename
 _DOWNSAMPLE = re.compile(r"^layers\.(\d+)\.downsample\.")
 
 
-def _merge_to_next_stage(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
+def merge_to_next_stage(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
     """`layers.S.downsample.*` (end of stage S) -> `layers.{S+1}.downsample.*` (start of stage S+1)."""
     return {_DOWNSAMPLE.sub(lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", k): v for k, v in state_dict.items()}
 
@@ -36,7 +36,7 @@ def from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
         state_dict = nested
     sd = drop(state_dict, [r"\.relative_position_index$", r"\.attn_mask$"])
     if "layers.0.downsample.reduction.weight" in sd:  # pre-0.9 layout: stage 0 ends with a merge
-        sd = _merge_to_next_stage(sd)
+        sd = merge_to_next_stage(sd)
     return rename(sd, [(r"^head\.(weight|bias)$", r"head.fc.\1")])
 
 
@@ -60,4 +60,4 @@ def from_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
         ],
     )
     sd = merge_qkv(sd, "{}.attn.query", "{}.attn.key", "{}.attn.value", "{}.attn.qkv")
-    return _merge_to_next_stage(sd)
+    return merge_to_next_stage(sd)

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from . import StateDict, drop, merge_qkv, rename
-from .swin import _merge_to_next_stage
+from .swin import merge_to_next_stage
 
 _DERIVED = [r"\.relative_position_index$", r"\.relative_coords_table$", r"\.attn_mask$", r"\.k_bias$"]
 
@@ -34,7 +34,7 @@ def from_timm(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
         state_dict = inner
     sd = drop(state_dict, _DERIVED)
     if "layers.0.downsample.reduction.weight" in sd:  # old layout: stage 0 ends with a merge
-        sd = _merge_to_next_stage(sd)
+        sd = merge_to_next_stage(sd)
         sd = rename(sd, [(r"^head\.(weight|bias)$", r"head.fc.\1")])
     return sd
 
@@ -62,4 +62,4 @@ def from_hf(state_dict: Mapping[str, torch.Tensor]) -> StateDict:
         ],
     )
     sd = merge_qkv(sd, "{}.attn.query", "{}.attn.key", "{}.attn.value", "{}.attn.qkv")  # weights only now
-    return _merge_to_next_stage(sd)
+    return merge_to_next_stage(sd)

@@ -137,7 +137,7 @@ def _floats(out: Any) -> Any:
     return out
 
 
-def _return_memory() -> None:
+def return_memory() -> None:
     """Hand freed heap pages back to the OS (glibc's malloc_trim), so that released weights leave the RSS."""
     import ctypes
     import ctypes.util
@@ -210,7 +210,7 @@ class FastModel(nn.Module):
             return False
         self.skeleton.to("meta")  # parameters and buffers become shapes only (structure and config stay)
         self.released = True
-        _return_memory()
+        return_memory()
         log.info("%s: PyTorch weights released (the OpenVINO graph holds the model; exact reloads them)", self.model_id)
         return True
 

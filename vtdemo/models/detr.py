@@ -306,7 +306,7 @@ def _resnet(name: str, dilation: bool) -> nn.Module:
     return net
 
 
-def _conv_bn(x: Tensor, conv: nn.Conv2d, bn: Any, relu: bool = True) -> Tensor:  # bn: FrozenBatchNorm2d
+def conv_bn(x: Tensor, conv: nn.Conv2d, bn: Any, relu: bool = True) -> Tensor:  # bn: FrozenBatchNorm2d
     """conv -> frozen BN (-> ReLU) as one convolution: w' = w * s, b' = beta - mean * s, s = gamma / sqrt(var + eps)."""
     scale = bn.weight * (bn.running_var + bn.eps).rsqrt()  # [C_out]
     weight = conv.weight * scale[:, None, None, None]  # [C_out, C_in, k, k]
@@ -340,14 +340,14 @@ class DETR(nn.Module):
         net: Any = self.backbone  # torchvision ResNet: its submodules are typed as `Tensor | Module`
         # Always a copy: an input that merely passes for channels-last (a permuted size-1 batch) runs as NCHW.
         x = pixel_values.clone(memory_format=torch.channels_last)  # [B, 3, H, W], stored [B, H, W, 3]
-        x = F.max_pool2d(_conv_bn(x, net.conv1, net.bn1), kernel_size=3, stride=2, padding=1)  # [B, 64, H/4, W/4]
+        x = F.max_pool2d(conv_bn(x, net.conv1, net.bn1), kernel_size=3, stride=2, padding=1)  # [B, 64, H/4, W/4]
         for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
             for block in layer:
-                out = _conv_bn(x, block.conv1, block.bn1)
-                out = _conv_bn(out, block.conv2, block.bn2)
-                out = _conv_bn(out, block.conv3, block.bn3, relu=False)
+                out = conv_bn(x, block.conv1, block.bn1)
+                out = conv_bn(out, block.conv2, block.bn2)
+                out = conv_bn(out, block.conv3, block.bn3, relu=False)
                 down = block.downsample  # None, or Sequential(conv 1x1, frozen BN)
-                shortcut = x if down is None else _conv_bn(x, down[0], down[1], relu=False)
+                shortcut = x if down is None else conv_bn(x, down[0], down[1], relu=False)
                 x = F.relu_(out.add_(shortcut))  # in place: a fresh activation is a costly allocation on CPU
         return x
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .detr import DETR, DetrConfig, DetrOutput, _conv_bn, sine_position_encoding
+from .detr import DETR, DetrConfig, DetrOutput, conv_bn, sine_position_encoding
 
 
 @dataclass
@@ -141,15 +141,15 @@ class DetrPanoptic(nn.Module):
         computed as `DETR.backbone_features` does (folded frozen BN, channels-last)."""
         net: Any = self.detr.backbone  # torchvision ResNet
         x = pixel_values.clone(memory_format=torch.channels_last)  # [B, 3, H, W], stored [B, H, W, 3]
-        x = F.max_pool2d(_conv_bn(x, net.conv1, net.bn1), kernel_size=3, stride=2, padding=1)  # [B, 64, H/4, W/4]
+        x = F.max_pool2d(conv_bn(x, net.conv1, net.bn1), kernel_size=3, stride=2, padding=1)  # [B, 64, H/4, W/4]
         outs = []
         for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
             for block in layer:
-                out = _conv_bn(x, block.conv1, block.bn1)
-                out = _conv_bn(out, block.conv2, block.bn2)
-                out = _conv_bn(out, block.conv3, block.bn3, relu=False)
+                out = conv_bn(x, block.conv1, block.bn1)
+                out = conv_bn(out, block.conv2, block.bn2)
+                out = conv_bn(out, block.conv3, block.bn3, relu=False)
                 down = block.downsample  # None or (1x1 conv, frozen BN)
-                shortcut = x if down is None else _conv_bn(x, down[0], down[1], relu=False)
+                shortcut = x if down is None else conv_bn(x, down[0], down[1], relu=False)
                 x = F.relu(out + shortcut)  # not in place: the layer outputs are kept for the mask head
             outs.append(x)
         return outs

@@ -1,4 +1,4 @@
-"""`python -m vtdemo bench`: our forward passes against timm / transformers, same weights, same process.
+"""Benchmarks of our models at precision exact: our forward passes against timm / transformers, same weights.
 
 Each pair is built once (the reference with random weights, ours loaded from the reference's state dict through
 our converters), then both run alternately on the same input: a few warm-up runs, then `runs` timed runs each.
@@ -16,106 +16,62 @@ image of each `vtdemo evaluate` protocol (run it with `--threads 1` for images/s
 
 from __future__ import annotations
 
-import statistics
-import sys
-import tempfile
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from .errors import VtdemoError
-
-
-@dataclass
-class Timing:
-    name: str
-    ours_ms: float
-    ref_ms: float
-    reference: str
-
-    @property
-    def ratio(self) -> float:
-        return self.ours_ms / self.ref_ms
-
-
-def _median_ms(fns: list[Callable[[], object]], runs: int, warmup: int = 2, inference: bool = True) -> list[float]:
-    """Run the callables alternately (so drifts in machine load hit both), return each one's median in ms.
-    inference: under `torch.inference_mode` (False for work that takes gradients on tensors it makes itself)."""
-    times: list[list[float]] = [[] for _ in fns]
-    with torch.inference_mode(inference):
-        for _ in range(warmup):
-            for fn in fns:
-                fn()
-        for _ in range(runs):
-            for i, fn in enumerate(fns):
-                t0 = time.perf_counter()
-                fn()
-                times[i].append((time.perf_counter() - t0) * 1000)
-    return [statistics.median(t) for t in times]
-
-
-def _saved_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """A transformers model's weights as `save_pretrained` writes them (the Hub-era key names)."""
-    from safetensors.torch import load_file
-
-    with tempfile.TemporaryDirectory() as d:
-        model.save_pretrained(d)
-        return load_file(str(Path(d) / "model.safetensors"))
+from .harness import Timing, median_ms, peak_rss_delta, saved_state_dict
 
 
 def bench_vit(runs: int) -> list[Timing]:
     import timm
 
-    from .convert import vit as conv
-    from .models import vit
+    from ..convert import vit as conv
+    from ..models import vit
 
     ref = timm.create_model("vit_base_patch16_224", pretrained=False).eval()
     ours = vit.VisionTransformer(vit.config_from_timm("vit_base_patch16_224", 1000)).eval()
     ours.load_state_dict(conv.from_timm(ref.state_dict()), strict=True)
     x = torch.randn(1, 3, 224, 224)
-    o, r = _median_ms([lambda: ours(x), lambda: ref(x)], runs)
+    o, r = median_ms([lambda: ours(x), lambda: ref(x)], runs)
     return [Timing("ViT-B/16 224", o, r, "timm")]
 
 
 def bench_swin(runs: int) -> list[Timing]:
     import timm
 
-    from .convert import swin as conv
-    from .models import swin
+    from ..convert import swin as conv
+    from ..models import swin
 
     ref = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False).eval()
     ours = swin.SwinTransformer(swin.config_from_timm("swin_tiny_patch4_window7_224", 1000)).eval()
     ours.load_state_dict(conv.from_timm(ref.state_dict()), strict=True)
     x = torch.randn(1, 3, 224, 224)
-    o, r = _median_ms([lambda: ours(x), lambda: ref(x)], runs)
+    o, r = median_ms([lambda: ours(x), lambda: ref(x)], runs)
     return [Timing("Swin-T 224", o, r, "timm")]
 
 
 def bench_detr(runs: int) -> list[Timing]:
     import transformers
 
-    from .convert import detr as conv
-    from .models import detr
+    from ..convert import detr as conv
+    from ..models import detr
 
     legacy: dict[str, Any] = dict(use_timm_backbone=True, use_pretrained_backbone=False, backbone="resnet50")
     ref = transformers.DetrForObjectDetection(transformers.DetrConfig(**legacy)).eval()
     ours = detr.DETR(detr.config_from_hf(ref.config.to_dict())).eval()
-    ours.load_state_dict(conv.from_hf(_saved_state_dict(ref)), strict=True)
+    ours.load_state_dict(conv.from_hf(saved_state_dict(ref)), strict=True)
     x = torch.randn(1, 3, 800, 1066)
     mask = torch.ones(1, 800, 1066, dtype=torch.bool)
-    o, r = _median_ms(
+    o, r = median_ms(
         [lambda: ours(x, mask), lambda: ref(pixel_values=x, pixel_mask=mask.long())], max(3, runs // 2), warmup=1
     )
     return [Timing("DETR-R50 800x1066", o, r, "transformers")]
 
 
 def bench_swin_explain(runs: int) -> list[Timing]:
-    from .explain import swin as ex_swin
-    from .models import swin
+    from ..explain import swin as ex_swin
+    from ..models import swin
 
     model = swin.SwinTransformer(swin.config_from_timm("swin_tiny_patch4_window7_224", 1000)).eval()
     x = torch.randn(1, 3, 224, 224)
@@ -123,14 +79,14 @@ def bench_swin_explain(runs: int) -> list[Timing]:
     def explained() -> torch.Tensor:
         return ex_swin.rollout(model(x, return_attn=True).attentions)
 
-    o, r = _median_ms([explained, lambda: model(x)], runs)
+    o, r = median_ms([explained, lambda: model(x)], runs)
     return [Timing("Swin-T rollout (+forward)", o, r, "our forward")]
 
 
 def bench_vit_explain(runs: int) -> list[Timing]:
     """Classification + attention rollout against classification alone (target: at most 1.15x)."""
-    from .explain import vit as ex_vit
-    from .models import vit
+    from ..explain import vit as ex_vit
+    from ..models import vit
 
     model = vit.VisionTransformer(vit.config_from_timm("vit_base_patch16_224", 1000)).eval()
     x = torch.randn(1, 3, 224, 224)
@@ -139,7 +95,7 @@ def bench_vit_explain(runs: int) -> list[Timing]:
         out = model(x, return_attn=True)
         return ex_vit.rollout([a[0] for a in out.attentions])
 
-    o, r = _median_ms([explained, lambda: model(x)], runs)
+    o, r = median_ms([explained, lambda: model(x)], runs)
     return [Timing("ViT-B/16 rollout (+forward)", o, r, "our forward")]
 
 
@@ -148,13 +104,13 @@ def bench_vit_relevance(runs: int) -> list[Timing]:
     at most 2.5x a forward, all maps of the comparison at most 10x). Ours against ourselves, random weights."""
     from types import SimpleNamespace
 
-    from .explain import gradcam
-    from .explain import vit as ex_vit
-    from .explain.api import explain_run
-    from .explain.compare import GRID_STEPS, compare, compare_maps
-    from .explain.registry import ExplainOptions, names_for
-    from .explain.runs import ClassifierRun
-    from .models import vit
+    from ..explain import gradcam
+    from ..explain import vit as ex_vit
+    from ..explain.api import explain_run
+    from ..explain.compare import GRID_STEPS, compare, compare_maps
+    from ..explain.registry import ExplainOptions, names_for
+    from ..explain.runs import ClassifierRun
+    from ..models import vit
 
     cfg = vit.config_from_timm("vit_base_patch16_224", 1000)
     model = vit.VisionTransformer(cfg).eval().requires_grad_(False)  # frozen, as the hub loads it
@@ -188,7 +144,7 @@ def bench_vit_relevance(runs: int) -> list[Timing]:
     def grid() -> None:  # the whole comparison grid as the app computes it: + deletion / insertion, 5-point curves
         compare(cached_run(), ExplainOptions(class_index=3), steps=GRID_STEPS)
 
-    o1, o2, o3, o4, o5, r = _median_ms(
+    o1, o2, o3, o4, o5, r = median_ms(
         [grad_rollout, lambda: gradcam.vit_gradcam(model, x, 3), all_maps, grid_maps, grid, lambda: model(x)], runs
     )
     return [
@@ -200,48 +156,11 @@ def bench_vit_relevance(runs: int) -> list[Timing]:
     ]
 
 
-def _rss_bytes() -> int:
-    """Resident set size of this process (Linux /proc; 0 elsewhere)."""
-    import os
-
-    try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError):
-        return 0
-
-
-def peak_rss_delta(fn: Callable[[], object], interval: float = 0.005) -> int:
-    """Peak resident memory above the level before `fn`, sampled every `interval` s by a thread (torch's CPU
-    allocations are invisible to tracemalloc; large blocks are mmapped and returned, so RSS follows them)."""
-    import gc
-    import threading
-
-    gc.collect()
-    base = peak = _rss_bytes()
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _rss_bytes())
-            time.sleep(interval)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        thread.join()
-    return max(peak, _rss_bytes()) - base
-
-
 def bench_detr_relevance(runs: int) -> list[Timing]:
     """DETR-R50 relevance for one detection at 800 x 1066 against a plain forward (issue target: at most 3x), and
     the peak memory of one relevance map above the loaded model (target: under 2 GB)."""
-    from .explain import detr_relevance
-    from .models import detr
+    from ..explain import detr_relevance
+    from ..models import detr
 
     model = detr.DETR(detr.DetrConfig()).eval().requires_grad_(False)
     x = torch.randn(1, 3, 800, 1066)
@@ -252,7 +171,7 @@ def bench_detr_relevance(runs: int) -> list[Timing]:
     print(f"{'DETR-R50 800 relevance peak':<28} {peak / 2**20:9.0f} MiB above the loaded model (RSS)")
     boxes = peak_rss_delta(lambda: detr_relevance.relevance_maps(model, x, mask, 0, "box"))
     print(f"{'DETR-R50 800 box-edge peak':<28} {boxes / 2**20:9.0f} MiB above the loaded model (RSS)")
-    o, r = _median_ms(
+    o, r = median_ms(
         [lambda: detr_relevance.relevance_maps(model, x, mask, 0, "class"), lambda: model(x, mask)],
         max(2, runs // 2),
         warmup=1,
@@ -268,9 +187,9 @@ def bench_evaluate(runs: int) -> list[Timing]:
     import numpy as np
     from PIL import Image
 
-    from . import hub, labels, preprocess
-    from .evaluate import work
-    from .models import detr, vit
+    from .. import hub, labels, preprocess
+    from ..evaluate import work
+    from ..models import detr, vit
 
     rng = np.random.default_rng(0)
     photo = Image.fromarray(rng.integers(0, 255, (480, 640, 3), dtype=np.uint8))  # [H, W, 3] uint8
@@ -297,81 +216,11 @@ def bench_evaluate(runs: int) -> list[Timing]:
         return classifier.model(x)
 
     # each protocol alternates with its own reference forward; the evaluators take the gradients they need
-    f, rf = _median_ms([lambda: faithful([("photo", photo, [*methods, "random"])]), forward], n, 0, inference=False)
-    g, rg = _median_ms([lambda: randomised([("photo", photo, methods)]), forward], n, 0, inference=False)
-    c, rd = _median_ms([lambda: coco([("photo", photo, ["detections"])]), lambda: detector.model(xd, mask)], n, 1)
+    f, rf = median_ms([lambda: faithful([("photo", photo, [*methods, "random"])]), forward], n, 0, inference=False)
+    g, rg = median_ms([lambda: randomised([("photo", photo, methods)]), forward], n, 0, inference=False)
+    c, rd = median_ms([lambda: coco([("photo", photo, ["detections"])]), lambda: detector.model(xd, mask)], n, 1)
     return [
         Timing("evaluate faithfulness ViT-B", f, rf, "our forward"),
         Timing("evaluate randomisation ViT-B", g, rg, "our forward"),
         Timing("evaluate coco DETR-R50", c, rd, "our forward"),
     ]
-
-
-BENCHES: dict[str, Callable[[int], list[Timing]]] = {
-    "vit": bench_vit,
-    "swin": bench_swin,
-    "detr": bench_detr,
-    "vit-explain": bench_vit_explain,
-    "swin-explain": bench_swin_explain,
-    "vit-relevance": bench_vit_relevance,
-    "detr-relevance": bench_detr_relevance,
-    "evaluate": bench_evaluate,
-}
-
-
-def _fast_bench(name: str) -> Callable[[int], list[Timing]]:
-    def run(runs: int) -> list[Timing]:  # imported on use: the fast engine needs OpenVINO
-        from .engine import bench as fast_bench
-
-        return getattr(fast_bench, name)(runs)
-
-    return run
-
-
-# The fast path, end to end from a decoded photo, against timm / transformers fp32 (vtdemo.engine.bench).
-BENCHES.update(
-    {
-        "fast": _fast_bench("bench_fast"),
-        "webcam": _fast_bench("bench_webcam"),
-        "fast-memory": _fast_bench("bench_fast_memory"),
-    }
-)
-
-
-def _cpu_name() -> str:
-    """`lscpu`'s model name and the flags that decide the fast path (bf16 / AMX units), from /proc/cpuinfo."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    wanted = [f for f in ("avx512_bf16", "amx_bf16", "amx_int8", "avx512_vnni") if f in flags]
-    return f"{name} ({', '.join(wanted) or 'no bf16/AMX flags'})"
-
-
-def run_bench(runs: int = 10, only: list[str] | None = None, threads: int | None = None) -> int:
-    """Print a table of medians and ratios; returns the exit status."""
-    try:
-        import timm  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError:
-        raise VtdemoError(
-            "the benchmark compares against timm and transformers: pip install -r requirements-dev.txt"
-        ) from None
-    if threads:
-        torch.set_num_threads(threads)
-    import platform
-
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU fp32, batch 1, median of {runs} runs, "
-        f"CPU {_cpu_name() or platform.processor()}"
-    )
-    print(f"{'model':<28} {'ours ms':>9} {'ref ms':>9} {'ratio':>6}  reference")
-    for name in only or list(BENCHES):
-        if name not in BENCHES:
-            raise VtdemoError(f"unknown benchmark '{name}'; choose from {', '.join(BENCHES)}")
-        for t in BENCHES[name](runs):
-            print(f"{t.name:<28} {t.ours_ms:9.1f} {t.ref_ms:9.1f} {t.ratio:6.2f}  {t.reference}")
-            sys.stdout.flush()
-    return 0

@@ -18,18 +18,18 @@ import functools
 import json
 import os
 import tempfile
-from pathlib import Path
 from typing import Any
 
 import torch
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "assets" / "examples"
+from ..assets import examples_dir
+from .harness import rss_mb
 
 
 def _photo(name: str = "chelsea.png") -> Any:
     from PIL import Image
 
-    return Image.open(EXAMPLES / name).convert("RGB")
+    return Image.open(examples_dir() / name).convert("RGB")
 
 
 def _loaded_classifier(family: str) -> tuple[Any, Any]:
@@ -69,10 +69,10 @@ def _loaded_detr() -> tuple[Any, Any, Any]:
     import transformers
 
     from .. import labels, preprocess
-    from ..bench import _saved_state_dict
     from ..convert import detr as conv
     from ..hub import LoadedModel
     from ..models import detr
+    from .harness import saved_state_dict
 
     config: Any = transformers.DetrConfig(
         use_timm_backbone=True,
@@ -82,7 +82,7 @@ def _loaded_detr() -> tuple[Any, Any, Any]:
     ref = transformers.DetrForObjectDetection(config).eval()
     cfg = detr.config_from_hf(ref.config.to_dict())
     ours = detr.DETR(cfg).eval().requires_grad_(False)
-    ours.load_state_dict(conv.from_hf(_saved_state_dict(ref)), strict=True)
+    ours.load_state_dict(conv.from_hf(saved_state_dict(ref)), strict=True)
     pp: dict[str, Any] = {"size": {"shortest_edge": 800, "longest_edge": 1333}, "resample": 2}
     processor: Any = transformers.DetrImageProcessor(size=pp["size"], resample=2)
     loaded = LoadedModel(
@@ -99,7 +99,7 @@ def _loaded_detr() -> tuple[Any, Any, Any]:
 
 
 def _fast(loaded: Any) -> Any:
-    from . import make_fast, prepare
+    from ..engine import make_fast, prepare
 
     fast = make_fast(loaded)
     prepare(fast, with_attention=False)
@@ -130,7 +130,7 @@ def bench_fast(runs: int) -> list[Any]:
     from timm.data import create_transform, resolve_data_config
 
     from .. import pipeline
-    from ..bench import Timing, _median_ms
+    from .harness import Timing, median_ms
 
     rows = []
     photo = _photo()
@@ -142,7 +142,7 @@ def bench_fast(runs: int) -> list[Any]:
         def timm_e2e(ref: Any = ref, transform: Any = transform) -> Any:
             return ref(transform(photo)[None]).softmax(-1).topk(5)
 
-        e, f, r = _median_ms(
+        e, f, r = median_ms(
             [
                 functools.partial(pipeline.classify, photo, exact),
                 functools.partial(pipeline.classify, photo, fast),
@@ -162,7 +162,7 @@ def bench_fast(runs: int) -> list[Any]:
         return processor.post_process_object_detection(out, threshold=0.7, target_sizes=[street.size[::-1]])
 
     n = max(3, runs // 2)
-    e, f, r = _median_ms(
+    e, f, r = median_ms(
         [lambda: pipeline.detect(street, exact), lambda: pipeline.detect(street, fast), hf_e2e], n, warmup=1
     )
     return rows + [
@@ -180,7 +180,7 @@ def _app_fast(exact: Any) -> Any:
     the module, so that `exact` keeps working), plain calls served by the attention graph."""
     import copy
 
-    from . import make_fast, prepare, release_weights
+    from ..engine import make_fast, prepare, release_weights
 
     fast = make_fast(dataclasses.replace(exact, model=copy.deepcopy(exact.model)), reload=lambda: exact.model)
     prepare(fast, with_attention=True)
@@ -195,14 +195,14 @@ def bench_webcam(runs: int) -> list[Any]:
     import numpy as np
 
     from .. import live
-    from ..bench import Timing, _median_ms
+    from .harness import Timing, median_ms
 
     _, _, exact = _loaded_detr()
     fast = _app_fast(exact)
     frame = np.random.default_rng(0).integers(0, 255, size=(480, 640, 3), dtype=np.uint8)
     rows = []
     for size in WEBCAM_SIZES:
-        f, e = _median_ms(
+        f, e = median_ms(
             [
                 functools.partial(live.detect_frame, fast, frame, size, 0.7),
                 functools.partial(live.detect_frame, exact, frame, size, 0.7),
@@ -215,24 +215,6 @@ def bench_webcam(runs: int) -> list[Any]:
     return rows
 
 
-def rss_mb(trim: bool = False) -> float:
-    """Resident memory of this process in MB (Linux /proc; elsewhere the peak from `resource`); trim: collect
-    garbage and hand freed heap pages back to the OS first (what `release_weights` does)."""
-    if trim:
-        from .fast import _return_memory
-
-        _return_memory()
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 @_with_engine_cache
 def bench_fast_memory(runs: int) -> list[Any]:
     """Resident memory of the three default architectures as the app holds them, fast against exact: each
@@ -240,9 +222,9 @@ def bench_fast_memory(runs: int) -> list[Any]:
     import subprocess
     import sys
 
-    from ..bench import Timing
+    from .harness import Timing
 
-    code = "from vtdemo.engine.bench import _memory_child; _memory_child()"
+    code = "from vtdemo.bench.engine import memory_child; memory_child()"
     env = dict(os.environ)
     figures = {}
     for mode in ("convert", "exact", "fast"):
@@ -258,7 +240,7 @@ def _no_reload() -> torch.nn.Module:
     raise RuntimeError("the memory benchmark runs no gradient method: it never needs the exact model back")
 
 
-def _memory_child() -> None:
+def memory_child() -> None:
     """`bench_fast_memory`'s measurement in this process (argv[1]: convert | exact | fast); prints JSON.
 
     exact: the three exact models, one classification / detection each; fast: the same as the app holds them
@@ -266,7 +248,7 @@ def _memory_child() -> None:
     import sys
 
     from .. import pipeline
-    from . import make_fast, prepare, release_weights
+    from ..engine import make_fast, prepare, release_weights
 
     mode = sys.argv[1]
     photo = _photo()
