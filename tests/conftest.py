@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,6 @@ import pytest
 # Offline before anything imports huggingface_hub (it reads the variable at import), and for our loader too.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
 
@@ -49,10 +47,10 @@ def photos():
 
 @pytest.fixture(scope="session")
 def tiny_hub(tmp_path_factory):
-    """The tiny ViT, Swin and DETR repos (tests/tiny_models.py), written once per test run into a Hub cache folder
-    that pytest removes with its other temporary folders: `TinyHub(cache, repos)`."""
-    from apps import TinyHub
-    from tiny_models import write_tiny_repos
+    """The tiny ViT, Swin and DETR repos (tests/support/tiny_models.py), written once per test run into a Hub cache
+    folder that pytest removes with its other temporary folders: `TinyHub(cache, repos)`."""
+    from tests.support.apps import TinyHub
+    from tests.support.tiny_models import write_tiny_repos
 
     cache = tmp_path_factory.mktemp("tiny-hub")
     return TinyHub(cache, write_tiny_repos(cache))
@@ -60,7 +58,7 @@ def tiny_hub(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_panoptic(tiny_hub):
-    """`tiny_hub` with the tiny panoptic DETR (tests/tiny_models.py `write_tiny_panoptic`) added; its repo id."""
-    from tiny_models import write_tiny_panoptic
+    """`tiny_hub` with the tiny panoptic DETR (`tests.support.tiny_models.write_tiny_panoptic`) added; its repo id."""
+    from tests.support.tiny_models import write_tiny_panoptic
 
     return write_tiny_panoptic(tiny_hub.cache)

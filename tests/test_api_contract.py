@@ -11,7 +11,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
-from apps import launched_app  # noqa: E402
+from tests.support.apps import launched_app  # noqa: E402
 
 #: api_name -> (input component kinds without gr.State, output kinds without gr.State, visibility)
 EXPECTED = {

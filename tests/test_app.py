@@ -25,7 +25,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from apps import counting_forward, launched_app  # noqa: E402
+from tests.support.apps import counting_forward, launched_app  # noqa: E402
 from vtdemo import hub, pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -25,7 +25,7 @@ pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from apps import launched_app  # noqa: E402
+from tests.support.apps import launched_app  # noqa: E402
 from vtdemo import engine, hub, pipeline  # noqa: E402
 from vtdemo.engine import openvino_runtime  # noqa: E402
 from vtdemo.engine.fast import FastModel  # noqa: E402

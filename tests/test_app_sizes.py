@@ -24,8 +24,8 @@ pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from apps import launched_app  # noqa: E402
-from test_hostile import assert_clear, call, upload  # noqa: E402
+from tests.support.apps import launched_app  # noqa: E402
+from tests.test_hostile import assert_clear, call, upload  # noqa: E402
 from vtdemo import hub, pipeline  # noqa: E402
 from vtdemo.errors import InputError  # noqa: E402
 from vtdemo.explain import artefacts, normalize_map  # noqa: E402

@@ -71,9 +71,9 @@ def test_norms_on_the_grid_by_hand():
 
 def test_planted_high_norm_token_is_found_and_masked():
     timm = pytest.importorskip("timm")
+    from tests.support.weights import randomise_classifier
     from vtdemo.convert import vit as convert
     from vtdemo.models.vit import VisionTransformer, config_from_timm
-    from weights import randomise_classifier
 
     args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
     ref = randomise_classifier(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **args), 5)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import vtdemo
-from hubcache import write_repo
+from tests.support.hubcache import write_repo
 from vtdemo import hub
 from vtdemo.errors import CheckpointError, ModelUnavailableError, UnsupportedModelError
 
@@ -94,7 +94,7 @@ def test_weights_missing_entirely(hf_cache):
 def test_wrong_family_for_the_task(hf_cache, tmp_path):
     import timm
 
-    from hubcache import write_timm_repo
+    from tests.support.hubcache import write_timm_repo
 
     args = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
     write_timm_repo(
@@ -121,7 +121,7 @@ def test_no_network_without_offline_flag_uses_the_cache_at_once(hf_cache, tmp_pa
 
     import timm
 
-    from hubcache import write_timm_repo
+    from tests.support.hubcache import write_timm_repo
 
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setattr(hub, "hub_reachable", lambda: False)
@@ -160,7 +160,7 @@ def test_a_lying_config_costs_nothing(hf_cache, tmp_path, monkeypatch):
 
     import torch
 
-    from hubcache import safetensors_bytes
+    from tests.support.hubcache import safetensors_bytes
     from vtdemo.models import vit as vit_model
 
     built_on = []

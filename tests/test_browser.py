@@ -28,7 +28,7 @@ pytest.importorskip("transformers")
 
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
-from apps import launched_app  # noqa: E402
+from tests.support.apps import launched_app  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "artifacts" / "screenshots"

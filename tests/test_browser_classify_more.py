@@ -14,8 +14,8 @@ pytest.importorskip("playwright.sync_api")
 
 from playwright.sync_api import expect  # noqa: E402
 
-from apps import launched_app  # noqa: E402
-from test_browser import CAT, SHOTS, browser_page  # noqa: E402 - skips this module without Chromium
+from tests.support.apps import launched_app  # noqa: E402
+from tests.test_browser import CAT, SHOTS, browser_page  # noqa: E402 - skips this module without Chromium
 
 METHODS = ("AttnLRP (one class)", "CP-LRP (one class)", "Grad-CAM (one class)")
 

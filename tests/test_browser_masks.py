@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import pytest
 
-from test_browser import ASTRONAUT, SHOTS, SLOW, browser_page  # noqa: F401  (skips without Chromium)
+from tests.test_browser import ASTRONAUT, SHOTS, SLOW, browser_page  # noqa: F401  (skips without Chromium)
 
 pytestmark = pytest.mark.browser
 
 from playwright.sync_api import expect  # noqa: E402
 
-from apps import launched_app  # noqa: E402
+from tests.support.apps import launched_app  # noqa: E402
 
 
 @pytest.fixture(scope="module")

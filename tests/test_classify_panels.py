@@ -29,7 +29,7 @@ httpx = pytest.importorskip("httpx")
 from gradio_client import Client, handle_file  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
-from apps import counting_forward, launched_app  # noqa: E402
+from tests.support.apps import counting_forward, launched_app  # noqa: E402
 from vtdemo import hub  # noqa: E402
 from vtdemo.evaluate.faithfulness import edge_map  # noqa: E402
 from vtdemo.evaluate.randomisation import map_randomisation  # noqa: E402

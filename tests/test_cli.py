@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from hubcache import write_timm_repo
+from tests.support.hubcache import write_timm_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 timm = pytest.importorskip("timm")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from test_cli import ROOT, run_cli, tiny_cache  # noqa: F401  (tiny_cache is a fixture)
+from tests.test_cli import ROOT, run_cli, tiny_cache  # noqa: F401  (tiny_cache is a fixture)
 
 IMAGE = str(ROOT / "assets/examples/chelsea.png")
 

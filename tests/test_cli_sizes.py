@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hubcache import write_timm_repo
-from test_cli import run_cli
-from tiny_models import VIT_ARGS
-from weights import randomise_classifier
+from tests.support.hubcache import write_timm_repo
+from tests.support.tiny_models import VIT_ARGS
+from tests.support.weights import randomise_classifier
+from tests.test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 timm = pytest.importorskip("timm")

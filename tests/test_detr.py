@@ -15,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.support.weights import randomise_detr_calibrated
 from vtdemo.convert.detr import from_hf, from_original, is_no_timm
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.models.detr import (
@@ -25,7 +26,6 @@ from vtdemo.models.detr import (
     config_from_hf,
     sine_position_encoding,
 )
-from weights import randomise_detr_calibrated
 
 TINY = DetrConfig(d_model=32, num_heads=2, encoder_layers=2, decoder_layers=2, ffn_dim=64, num_queries=10)
 TINY_HF = dict(

@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import vtdemo
-from hubcache import write_transformers_repo
-from test_detr import to_tensor
+from tests.support.hubcache import write_transformers_repo
+from tests.support.weights import randomise_detr_calibrated
+from tests.test_detr import to_tensor
 from vtdemo import hub, pipeline
 from vtdemo.convert.detr_panoptic import from_hf
 from vtdemo.explain import registry
@@ -23,7 +24,6 @@ from vtdemo.explain.registry import ExplainOptions
 from vtdemo.models.detr import config_from_hf
 from vtdemo.models.detr_panoptic import DetrPanoptic, MHAttentionMap
 from vtdemo.postprocess_panoptic import coco_is_thing, panoptic_segments, segments_of_output
-from weights import randomise_detr_calibrated
 
 transformers = pytest.importorskip("transformers")
 
@@ -62,7 +62,7 @@ def pair(tmp_path_factory, images):
 def images():
     from PIL import Image
 
-    from conftest import EXAMPLES
+    from tests.conftest import EXAMPLES
 
     return [Image.open(p).convert("RGB") for p in sorted(EXAMPLES.iterdir()) if p.suffix.lower() in {".jpg", ".png"}]
 

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """The app's tiny ViT / Swin / DETR repos in a Hub cache, and an engine cache of their own."""
-    from tiny_models import write_tiny_repos
+    from tests.support.tiny_models import write_tiny_repos
 
     root = tmp_path_factory.mktemp("engine")
     repos = write_tiny_repos(root / "hub")

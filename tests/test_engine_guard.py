@@ -1,5 +1,5 @@
 """The fidelity guard of the fast path on full-size models (ViT-B/16, Swin-T, DETR-R50; random weights in the real
-Hub formats, tests/full_models.py), on the example photos: fast vs exact, the issue's bar (`engine.fidelity`).
+Hub formats, tests/support/full_models.py), on the example photos: fast vs exact, the issue's bar (`engine.fidelity`).
 
 The exact path is pinned to timm / transformers by the parity tests; this pins the fast path to the exact one.
 Slow (three conversions, ~1-3 min each on two busy cores); the engine cache is per test session.
@@ -19,7 +19,7 @@ from vtdemo.engine import fidelity, runtime_info  # noqa: E402
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):
-    from full_models import write_full_repos
+    from tests.support.full_models import write_full_repos
 
     root = tmp_path_factory.mktemp("full")
     repos = write_full_repos(root / "hub")

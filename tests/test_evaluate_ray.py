@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from test_evaluate_runner import METHODS, coco_set, make_folder, repos  # noqa: F401  (repos is a fixture)
+from tests.test_evaluate_runner import METHODS, coco_set, make_folder, repos  # noqa: F401  (repos is a fixture)
 from vtdemo import cli
 
 

@@ -1,7 +1,7 @@
 """`python -m vtdemo evaluate ...` on a folder: JSONL streaming, labels, bad input, resume after a kill, COCO end
 to end.
 
-The models are the tiny random checkpoints of `tests/tiny_models.py` in a temporary Hub cache (offline).
+The models are the tiny random checkpoints of `tests/support/tiny_models.py` in a temporary Hub cache (offline).
 """
 
 from __future__ import annotations

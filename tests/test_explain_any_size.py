@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hubcache import write_timm_repo
+from tests.support.hubcache import write_timm_repo
+from tests.support.weights import randomise
 from vtdemo import hub, pipeline, preprocess
 from vtdemo.errors import VtdemoError
-from weights import randomise
 
 timm = pytest.importorskip("timm")
 
@@ -146,7 +146,7 @@ def test_deit3_maps_and_the_masked_rollout_switch(tiny_repos, photos):
 
 
 def test_other_sizes_are_refused_for_swin_for_now(hf_cache, tmp_path, photos):
-    from tiny_models import SWIN_ARGS
+    from tests.support.tiny_models import SWIN_ARGS
 
     ref = randomise(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, **SWIN_ARGS))
     write_timm_repo(hf_cache, "test/swin", ref, SWIN_ARGS, tmp_path, formats=("model.safetensors",))

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from test_cli import ROOT, run_cli, tiny_cache  # noqa: F401  (tiny_cache is a fixture)
-from test_explain_vit import PatchSum
+from tests.test_cli import ROOT, run_cli, tiny_cache  # noqa: F401  (tiny_cache is a fixture)
+from tests.test_explain_vit import PatchSum
 from vtdemo.explain import registry
 from vtdemo.explain.compare import compare, spearman_matrix
 from vtdemo.explain.registry import Method

@@ -160,7 +160,7 @@ def reference_relevance(hf, pixel_values: torch.Tensor, query: int, kind: str) -
 
 @pytest.fixture(scope="module")
 def detr_pair(tmp_path_factory, photos):
-    from test_detr import TINY_HF, build_hf, to_tensor
+    from tests.test_detr import TINY_HF, build_hf, to_tensor
 
     torch.manual_seed(0)
     calibration = to_tensor(photos["rocket"], 192, 128)[None]

@@ -23,7 +23,7 @@ timm = pytest.importorskip("timm")
 pgc = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
 
-from weights import randomise_classifier  # noqa: E402
+from tests.support.weights import randomise_classifier  # noqa: E402
 
 VIT_ARGS = dict(img_size=64, patch_size=8, embed_dim=32, depth=3, num_heads=2)
 SWIN_ARGS = dict(img_size=64, patch_size=4, embed_dim=32, depths=(2, 2, 2), num_heads=(2, 4, 8), window_size=4)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from test_explain_vit import PatchSum
+from tests.test_explain_vit import PatchSum
 from vtdemo.explain import deletion
 
 

@@ -29,10 +29,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.support.weights import randomise_classifier
 from vtdemo.explain import lrp, lrp_swin
 from vtdemo.models.swin import SwinConfig, SwinTransformer
 from vtdemo.models.vit import VisionTransformer, ViTConfig
-from weights import randomise_classifier
 
 VIT = ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)  # 16 patches + CLS
 # Grids 16 / 8 / 4 with window 4: shifted blocks (shift 2) in stages 0 and 1, two merges, stage 2 one window.

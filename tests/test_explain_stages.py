@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.support.weights import randomise_classifier
 from vtdemo.convert.swin import from_timm
 from vtdemo.explain import stages
 from vtdemo.models.swin import SwinTransformer, config_from_timm
-from weights import randomise_classifier
 
 ARGS = dict(img_size=64, patch_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 16), window_size=4)
 

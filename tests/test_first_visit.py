@@ -1,7 +1,7 @@
 """The first visit: the app exactly as `python app.py` starts it, driven in headless Chromium as a person does.
 
 The app runs as its own process (`python app.py`, no flags: default precision, default limits, default models),
-offline, on a Hub cache that holds the tiny checkpoints (tests/tiny_models.py) under the default repo ids; the
+offline, on a Hub cache that holds the tiny checkpoints (tests/support/tiny_models.py) under the default repo ids; the
 exact tier sets VTDEMO_PRECISION=exact, as an operator would. In every tab the test uploads the examples, drags
 every slider with the mouse, clicks every button, opens every panel, picks every method and every class of the
 top 5, clicks detections and the photo; and, after each step, checks what a visitor would see:
@@ -44,8 +44,8 @@ from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 expect.set_options(timeout=15_000)  # a view re-render waits behind a model call on a shared 2-core machine
 
-from apps import free_port, wait_until  # noqa: E402
-from hubcache import repo_dir  # noqa: E402
+from tests.support.apps import free_port, wait_until  # noqa: E402
+from tests.support.hubcache import repo_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "artifacts" / "first-visit"

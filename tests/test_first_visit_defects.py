@@ -28,7 +28,7 @@ pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from apps import launched_app  # noqa: E402
+from tests.support.apps import launched_app  # noqa: E402
 from vtdemo import hub  # noqa: E402
 from vtdemo.explain import artefacts, stages  # noqa: E402
 from vtdemo.explain.runs import run_classifier  # noqa: E402

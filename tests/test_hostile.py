@@ -29,7 +29,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
-from apps import launched_app  # noqa: E402
+from tests.support.apps import launched_app  # noqa: E402
 from vtdemo.ui.components import NOT_UPLOADED  # noqa: E402
 
 VIEW = ["mean", "last", "where it looks", 0.55]  # head, layer, encoder direction, opacity

@@ -9,11 +9,11 @@ import torch
 from torchvision.ops import clip_boxes_to_image
 
 import vtdemo
-from hubcache import write_transformers_repo
-from tiny_models import DETR_ARGS
+from tests.support.hubcache import write_transformers_repo
+from tests.support.tiny_models import DETR_ARGS
+from tests.support.weights import randomise_detr
 from vtdemo import hub
 from vtdemo.labels import coco
-from weights import randomise_detr
 
 transformers = pytest.importorskip("transformers")
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import vtdemo
-from hubcache import write_timm_repo, write_transformers_repo
+from tests.support.hubcache import write_timm_repo, write_transformers_repo
+from tests.support.weights import randomise
 from vtdemo import hub
-from weights import randomise
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -65,7 +65,7 @@ def test_transformers_format(hf_cache, tmp_path, photos):
 
 def test_file_with_derived_buffers_and_relative_position_index_loads(hf_cache, tmp_path):
     """2023 timm uploads carry `relative_position_index` and `attn_mask` buffers: they are ignored, not an error."""
-    from hubcache import safetensors_bytes
+    from tests.support.hubcache import safetensors_bytes
 
     ref = randomise(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, **TINY_ARGS))
     snap = write_timm_repo(

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import vtdemo
-from hubcache import write_timm_repo, write_transformers_repo
+from tests.support.hubcache import write_timm_repo, write_transformers_repo
+from tests.support.weights import randomise_swinv2
 from vtdemo import hub, pipeline
 from vtdemo.errors import VtdemoError
 from vtdemo.explain import registry
@@ -18,7 +19,6 @@ from vtdemo.explain import swin as ex
 from vtdemo.explain.api import explain_run
 from vtdemo.explain.registry import ExplainOptions
 from vtdemo.models.swinv2 import SwinTransformerV2
-from weights import randomise_swinv2
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")

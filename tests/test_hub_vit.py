@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import vtdemo
-from hubcache import write_timm_repo, write_transformers_repo
+from tests.support.hubcache import write_timm_repo, write_transformers_repo
+from tests.support.weights import randomise
 from vtdemo import hub
-from weights import randomise
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -114,7 +114,7 @@ def test_config_that_disagrees_with_weights_names_keys(hf_cache, tmp_path):
 
 
 def test_unsupported_architecture_lists_what_is_supported(hf_cache):
-    from hubcache import write_repo
+    from tests.support.hubcache import write_repo
 
     write_repo(hf_cache, "org/bert", {"config.json": {"model_type": "bert", "architectures": ["BertModel"]}})
     with pytest.raises(vtdemo.VtdemoError, match="'bert' model; vtdemo supports .*ViT"):
@@ -125,7 +125,7 @@ def test_pickle_with_code_is_refused(hf_cache, tmp_path):
     """A pytorch_model.bin that would run code when unpickled is never executed (weights_only=True)."""
     import pickle
 
-    from hubcache import write_repo
+    from tests.support.hubcache import write_repo
 
     class Evil:
         def __reduce__(self):

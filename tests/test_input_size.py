@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import vtdemo
-from hubcache import write_timm_repo
+from tests.support.hubcache import write_timm_repo
+from tests.support.weights import randomise_classifier, randomise_swinv2
 from vtdemo import hub, pipeline
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.input_size import at_input_size, sizes
-from weights import randomise_classifier, randomise_swinv2
 
 timm = pytest.importorskip("timm")
 

@@ -23,10 +23,10 @@ pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
-from apps import counting_forward, launched_app  # noqa: E402
-from test_app import ASTRONAUT, VIEW, in_event  # noqa: E402, F401
-from test_hostile import call  # noqa: E402
-from tiny_models import COCO_PANOPTIC_STUFF, PANOPTIC_REPO  # noqa: E402
+from tests.support.apps import counting_forward, launched_app  # noqa: E402
+from tests.support.tiny_models import COCO_PANOPTIC_STUFF, PANOPTIC_REPO  # noqa: E402
+from tests.test_app import ASTRONAUT, VIEW, in_event  # noqa: E402, F401
+from tests.test_hostile import call  # noqa: E402
 from vtdemo import hub, pipeline  # noqa: E402
 from vtdemo.images import load_image  # noqa: E402
 from vtdemo.labels import coco  # noqa: E402

@@ -5,7 +5,7 @@ defaults: a queue of 32 waiting requests and one model call at a time. Twenty `g
 own thread and with its own photo (an example photo flipped, rotated, cropped or tinted, so that all twenty differ
 and give different results), fire their five requests at once (detect, and classify with ViT or Swin, mixed):
 100 requests in flight, three times what the queue holds. The clients run in a process of their own
-(tests/overload_clients.py), so that the memory measured here is the server's alone. Every request must end as
+(tests/support/overload_clients.py), so that the memory measured here is the server's alone. Every request must end as
 one of
 
 - completed: the result is the one that photo gives (computed beforehand with `vtdemo.pipeline` and the app's own
@@ -43,7 +43,7 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 pytest.importorskip("gradio_client")
 
-from apps import launched_app, wait_until  # noqa: E402
+from tests.support.apps import launched_app, wait_until  # noqa: E402
 from vtdemo import hub, pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,11 +185,11 @@ def gone_files(verdict: str, report: dict) -> str:
 
 
 def storm(plan: dict, folder: Path) -> dict:
-    """Run the visitors (tests/overload_clients.py) in a process of their own; returns what they saw."""
+    """Run the visitors (tests/support/overload_clients.py) in a process of their own; returns what they saw."""
     plan_file = folder / "plan.json"
     plan_file.write_text(json.dumps(plan), encoding="utf-8")
     done = subprocess.run(
-        [sys.executable, str(Path(__file__).with_name("overload_clients.py")), str(plan_file)],
+        [sys.executable, "-m", "tests.support.overload_clients", str(plan_file)],
         capture_output=True,
         text=True,
         timeout=plan["deadline_s"] + 90,

@@ -23,7 +23,7 @@ pytest.importorskip("gradio_client")
 
 from gradio_client import Client, handle_file  # noqa: E402
 
-from apps import launched_app, wait_until  # noqa: E402
+from tests.support.apps import launched_app, wait_until  # noqa: E402
 from vtdemo.ui import config as ui_config  # noqa: E402
 from vtdemo.ui.common import RELEASED  # noqa: E402
 from vtdemo.ui.sessions import RunIndex, footprint  # noqa: E402

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.support.weights import randomise_classifier
 from vtdemo.convert.swin import from_hf, from_timm
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.models.swin import (
@@ -26,7 +27,6 @@ from vtdemo.models.swin import (
     window_partition,
     window_reverse,
 )
-from weights import randomise_classifier
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")

@@ -10,10 +10,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.support.weights import randomise_classifier
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.explain import swin as ex
 from vtdemo.models.swin import PRESETS, SwinConfig, SwinTransformer, allowed_sizes, config_at_size, with_input_size
-from weights import randomise_classifier
 
 timm = pytest.importorskip("timm")
 

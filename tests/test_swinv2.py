@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from hubcache import hub_state_dict
+from tests.support.hubcache import hub_state_dict
+from tests.support.weights import randomise_swinv2
 from vtdemo.convert.swinv2 import from_hf, from_timm
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.models.swin import SwinAttention
@@ -29,7 +30,6 @@ from vtdemo.models.swinv2 import (
     log_relative_coords,
     with_input_size,
 )
-from weights import randomise_swinv2
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hubcache import hub_state_dict
+from tests.support.hubcache import hub_state_dict
+from tests.support.weights import randomise
 from vtdemo import preprocess
 from vtdemo.convert import vit as convert
 from vtdemo.models.vit import VisionTransformer, ViTConfig, config_from_hf, config_from_timm
-from weights import randomise
 
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=10)
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hubcache import hub_state_dict
+from tests.support.hubcache import hub_state_dict
+from tests.support.weights import randomise
 from vtdemo.convert import vit as convert
 from vtdemo.models.vit import VisionTransformer, ViTConfig, config_from_hf, config_from_timm, resample_pos_embed
-from weights import randomise
 
 timm = pytest.importorskip("timm")
 from timm.layers import resample_abs_pos_embed  # noqa: E402
@@ -129,7 +129,7 @@ def test_transformers_checkpoints_follow_interpolate_pos_encoding(kind, size, tm
 @pytest.mark.parametrize("size", [(448, 448), (224, 336)])
 def test_full_size_vit_b16_at_another_size_equals_timm(size):
     """ViT-B/16 trained at 224 (14x14 grid) run at 448 (28x28) and at 224x336 (14x21), random weights."""
-    from weights import randomise_classifier
+    from tests.support.weights import randomise_classifier
 
     ref = randomise_classifier(timm.create_model("vit_base_patch16_224", pretrained=False, dynamic_img_size=True), 0)
     ours = VisionTransformer(config_from_timm("vit_base_patch16_224", 1000)).eval()

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import vtdemo
-from hubcache import write_timm_repo
+from tests.support.hubcache import write_timm_repo
+from tests.support.weights import randomise, randomise_classifier
 from vtdemo import hub
 from vtdemo.convert import vit as convert
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.models.vit import PRESETS, VisionTransformer, config_from_timm
-from weights import randomise, randomise_classifier
 
 timm = pytest.importorskip("timm")
 

@@ -1,4 +1,4 @@
-"""The app launched in the test process on the tiny repos (tests/tiny_models.py), offline.
+"""The app launched in the test process on the tiny repos (tests/support/tiny_models.py), offline.
 
 `launched_app(tiny_hub)` is a context manager that yields the `vtdemo.ui.app.VtdemoApp` (its Blocks as `.demo`, the
 tabs' handlers as `.classify` / `.detect` / `.webcam`, the shared `.services`) and its URL; `tiny_hub` is the session

@@ -1,11 +1,12 @@
 """The visitors of tests/test_overload.py: N `gradio_client` clients in threads, each firing its requests at once.
 
-Run in a process of its own (`python tests/overload_clients.py PLAN.json`), so that the server's memory, measured in
-the test's process, holds nothing of the clients. PLAN.json: {"url", "deadline_s", "threshold", "clients": [{"photo":
-path, "requests": [endpoint, ...]}, ...], "after": {"photo", "requests"}}. Prints one JSON object: per client and
-request the outcome as seen by the client ("ok" with the answer's identifying part, "refused" with the message,
-"timeout", or "error" with the exception), the session hashes, and the same for one client that comes after the
-storm. The test judges the answers. Every wait is bounded by the deadline; threads are joined with a timeout.
+Run in a process of its own (`python -m tests.support.overload_clients PLAN.json`, from the repository root), so
+that the server's memory, measured in the test's process, holds nothing of the clients. PLAN.json: {"url",
+"deadline_s", "threshold", "clients": [{"photo": path, "requests": [endpoint, ...]}, ...], "after": {"photo",
+"requests"}}. Prints one JSON object: per client and request the outcome as seen by the client ("ok" with the
+answer's identifying part, "refused" with the message, "timeout", or "error" with the exception), the session
+hashes, and the same for one client that comes after the storm. The test judges the answers. Every wait is bounded
+by the deadline; threads are joined with a timeout.
 """
 
 from __future__ import annotations

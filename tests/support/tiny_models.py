@@ -1,8 +1,9 @@
 """Tiny ViT, Swin and DETR checkpoints in the exact Hub formats, for the app and browser tests.
 
 The app is pointed at these repos (offline, in a temporary Hugging Face cache: the session fixture `tiny_hub` in
-tests/conftest.py writes them once per test run; tests/apps.py launches the app on them), so every test goes through
-the same loading path as a real download. The weights are random but shaped so that the app has something to show:
+tests/conftest.py writes them once per test run; tests/support/apps.py launches the app on them), so every test goes
+through the same loading path as a real download. The weights are random but shaped so that the app has something to
+show:
 
 - ViT: timm `vit_tiny_patch16_224` format, 224 px input, 14x14 patches, width 32, depth 2, 1000 ImageNet classes;
 - Swin: timm `swin_tiny_patch4_window7_224` format, width 32, depths 2-2-2-2, window 7, 1000 classes;
@@ -11,8 +12,9 @@ the same loading path as a real download. The weights are random but shaped so t
   with scores spread from ~0.1 to ~0.95 (some queries above 0.7, more above 0.3) and boxes of varied places and
   sizes. Its preprocessor works at a short side of 320 px to keep the tests fast on two cores.
 
-Run `python tests/tiny_models.py DIR` to write them into DIR (a Hub cache) and print the repo ids; then e.g.
-`HF_HUB_OFFLINE=1 HF_HUB_CACHE=DIR python app.py --vit-model test/tiny-vit ...` shows the app with them.
+Run `python -m tests.support.tiny_models DIR` (from the repository root) to write them into DIR (a Hub cache) and
+print the repo ids; then e.g. `HF_HUB_OFFLINE=1 HF_HUB_CACHE=DIR python app.py --vit-model test/tiny-vit ...` shows
+the app with them.
 """
 
 from __future__ import annotations
@@ -23,12 +25,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-if str(Path(__file__).resolve().parents[1]) not in sys.path:  # run as a script: make `vtdemo` importable
-    sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
-
-from hubcache import write_repo, write_timm_repo  # noqa: E402
-from weights import randomise_classifier, randomise_detr  # noqa: E402
+from tests.support.hubcache import write_repo, write_timm_repo
+from tests.support.weights import randomise_classifier, randomise_detr
 
 VIT_REPO = "test/tiny-vit"
 SWIN_REPO = "test/tiny-swin"
@@ -128,7 +126,7 @@ def write_tiny_repos(cache: Path, tmp: Path | None = None) -> dict[str, str]:
             use_timm_backbone=True, use_pretrained_backbone=False, id2label=dict(enumerate(coco())), **DETR_ARGS
         )
         detr = randomise_detr(transformers.DetrForObjectDetection(config), 3)
-        examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
+        examples = Path(__file__).resolve().parents[2] / "assets" / "examples"
         _spread_heads(detr, sorted(p for p in examples.iterdir() if p.suffix in (".png", ".jpg")), 4)
         with tempfile.TemporaryDirectory(dir=work) as d:
             detr.save_pretrained(d)
@@ -239,7 +237,7 @@ def write_tiny_panoptic(cache: Path) -> str:
         ),
     )
     model = randomise_detr(transformers.DetrForSegmentation(config), 5)
-    examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    examples = Path(__file__).resolve().parents[2] / "assets" / "examples"
     _plant_mask_head(model, sorted(p for p in examples.iterdir() if p.suffix in (".png", ".jpg")), 6)
     with tempfile.TemporaryDirectory() as d:
         model.save_pretrained(d)

@@ -1,8 +1,8 @@
 """Full-size ViT-B/16, Swin-T and DETR-R50 checkpoints (random weights) in the exact Hub formats, for the fast
 path's fidelity guard: the three default architectures at their real sizes, built with timm / transformers and
-written as timm's `save_for_hf` and transformers' `save_pretrained` write them (tests/hubcache.py).
+written as timm's `save_for_hf` and transformers' `save_pretrained` write them (tests/support/hubcache.py).
 
-The classifiers are randomised like the tiny app models (tests/tiny_models.py): activations O(1), visibly
+The classifiers are randomised like the tiny app models (tests/support/tiny_models.py): activations O(1), visibly
 non-uniform attention. DETR is randomised as the tiny one but without sharpening q/k (x3 there) and with only the
 class head aimed (`aim_class_head`): the full tiny recipe makes a full-size random DETR chaotic (a 1e-3 change of
 its input moves boxes by hundreds of pixels), which no trained DETR is. Even so its 100 decoder outputs are nearly
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from hubcache import write_repo, write_timm_repo
-from tiny_models import DETR_PREPROCESSOR, _spread_heads
-from weights import randomise_classifier, randomise_detr
+from tests.support.hubcache import write_repo, write_timm_repo
+from tests.support.tiny_models import DETR_PREPROCESSOR, _spread_heads
+from tests.support.weights import randomise_classifier, randomise_detr
 
 VIT_REPO = "test/full-vit-b16"
 SWIN_REPO = "test/full-swin-t"
@@ -32,7 +32,7 @@ def aim_class_head(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     320 px); the box head keeps its random weights, which already give boxes all over the image."""
     box = model.bbox_predictor.layers[2]
     saved = (box.weight.detach().clone(), box.bias.detach().clone())
-    examples = Path(__file__).resolve().parents[1] / "assets" / "examples"
+    examples = Path(__file__).resolve().parents[2] / "assets" / "examples"
     _spread_heads(model, sorted(p for p in examples.iterdir() if p.suffix in (".png", ".jpg")), seed)
     with torch.no_grad():
         box.weight.copy_(saved[0])

@@ -1,0 +1,1 @@
+"""vtdemo's tests, in layers: unit/, parity/, app/, browser/; helpers in support/ (see CONTRIBUTING.md)."""
