@@ -27,3 +27,8 @@ def normalize_map(m: torch.Tensor) -> torch.Tensor:
     m = m.float().clamp(min=0)
     top = m.max()
     return m / top if top > 0 else m
+
+
+# The built-in methods register themselves in `registry` (as timm's models/__init__.py imports its model modules);
+# last, so that they may use what this module defines.
+from . import methods  # noqa: E402,F401

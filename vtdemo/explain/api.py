@@ -81,31 +81,13 @@ def _rows(m: torch.Tensor) -> list[list[float]]:
 
 
 def methods_for_model(loaded: hub.LoadedModel) -> list[Method]:
-    """The registered methods that apply to this model: its family's, without cls-attention for a ViT that has no
-    CLS token (register ViTs that classify from the mean of their patch tokens)."""
-    found = registry.methods_for(loaded.family)
-    cfg = loaded.config
-    if loaded.family == "vit" and not getattr(cfg, "class_token", True):
-        found = [m for m in found if m.name != "cls-attention"]
-    lrp_walkable = (  # the LRP walks (`explain.lrp`, `explain.lrp_swin`) cover plain ViT / DeiT and Swin V1
-        type(getattr(loaded.model, "skeleton", loaded.model)).__name__ == "SwinTransformer"  # (the fast engine wraps)
-        if loaded.family == "swin"
-        else getattr(cfg, "class_token", True)
-        and not getattr(cfg, "reg_tokens", 0)
-        and getattr(cfg, "init_values", None) is None
-    )
-    if not lrp_walkable:
-        found = [m for m in found if not m.name.endswith("lrp")]
-    return found
+    """The registered methods that apply to this model (each entry decides: `Method.why_not`)."""
+    return [m for m in registry.methods_for(loaded.family) if m.why_not(loaded) is None]
 
 
-def methods_for_run(run: ClassifierRun) -> list[Method]:
-    """`methods_for_model` for one cached run: without the ViT LRP walks when the run is not at the trained input
-    size (they cover the trained geometry only; the Swin walk follows any size)."""
-    found = methods_for_model(run.loaded)
-    if run.family == "vit" and run.prep is not None:
-        found = [m for m in found if not m.name.endswith("lrp")]
-    return found
+def methods_for_run(run: ClassifierRun | DetrRun) -> list[Method]:
+    """The methods that apply to one cached run (e.g. the ViT LRP walks only at the trained input size)."""
+    return [m for m in registry.methods_for(run.family) if m.why_not(run.loaded, run) is None]
 
 
 def classifier_methods(loaded: hub.LoadedModel) -> tuple[str, ...]:
@@ -157,6 +139,9 @@ def explain_run(
     """
     options = options or ExplainOptions()
     meth = registry.get(method, run.family)
+    why = meth.why_not(run.loaded, run)
+    if why is not None:
+        raise ExplainError(why)
     if options.target_kind not in registry.TARGET_KINDS:
         raise ExplainError(f"target '{options.target_kind}' is unknown; choose from {', '.join(registry.TARGET_KINDS)}")
     if options.mask_outliers and "mask_outliers" not in meth.controls:

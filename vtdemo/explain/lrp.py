@@ -7,8 +7,8 @@ Implements
   Conservative Propagation", ICML 2022 (arXiv 2202.07304), the conservative baseline.
 Public reference implementation: rachtibat/LRP-eXplains-Transformers (PyPI `lxt`, `lxt/efficient/rules.py` and
 `lxt/efficient/patches.py`), which, like us, writes every rule as a modified gradient so that one backward pass
-gives relevance = input x modified gradient ("Gradient x Input framework"). tests/test_explain_lrp.py checks our maps
-against lxt's own patched models on the same weights and against an explicit, layer-by-layer LRP written from the
+gives relevance = input x modified gradient ("Gradient x Input framework"). tests/parity/test_explain_lrp.py checks our
+maps against lxt's own patched models on the same weights and against an explicit, layer-by-layer LRP written from the
 papers' equations.
 
 How it runs. `vit_lrp` walks our `VisionTransformer`'s modules in a relevance-aware forward pass (the model file is

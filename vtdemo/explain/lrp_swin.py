@@ -26,9 +26,9 @@ to Swin (Liu et al. 2021, arXiv 2103.14030):
   proportion to its share of the mean) and the classifier Linear.
 
 Conservation, as for ViT: with CP-LRP, logit_c = sum(map) + the relevance kept by all biases (patch conv, q/k/v,
-out-proj, MLP, head) and LayerNorm betas, exactly (checked to float64 precision in tests/test_explain_lrp.py); with
-AttnLRP the relative-position bias and the softmax steps keep relevance too. tests/test_explain_lrp.py also checks
-the windowed propagation against a dense construction (global attention over the whole stage grid with the window
+out-proj, MLP, head) and LayerNorm betas, exactly (checked to float64 precision in tests/parity/test_explain_lrp.py);
+with AttnLRP the relative-position bias and the softmax steps keep relevance too. tests/parity/test_explain_lrp.py also
+checks the windowed propagation against a dense construction (global attention over the whole stage grid with the window
 and shift structure as an explicit [HW, HW] mask and bias, built from coordinates) using lxt's own rule functions.
 """
 

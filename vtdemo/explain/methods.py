@@ -14,7 +14,7 @@ from typing import Any, cast
 from torch import Tensor
 
 from ..errors import ExplainError
-from .registry import ExplainOptions, Method, register
+from .registry import ExplainOptions, method
 from .runs import ClassifierRun, DetrRun
 
 ABNAR = "Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers (arXiv 2005.00928)"
@@ -33,6 +33,15 @@ CPLRP = (
 )
 
 
+def _has_cls_token(loaded: Any, run: Any) -> str | None:
+    if not getattr(loaded.config, "class_token", True):
+        return (
+            f"{loaded.id} has no CLS token (it classifies from the mean of its patch tokens): "
+            "cls-attention does not apply; use rollout or grad-rollout"
+        )
+    return None
+
+
 def _grid(run: ClassifierRun, flat: Tensor) -> Tensor:
     return flat.view(*run.patch_grid)  # [P] -> [gh, gw]: the run's own patch grid (it follows the input size)
 
@@ -46,6 +55,15 @@ def _need_point(name: str, options: ExplainOptions) -> tuple[float, float]:
 # ----------------------------------------------------------------------------------------------- ViT / DeiT
 
 
+@method(
+    name="rollout",
+    label="Attention rollout",
+    note="How much each patch flows into the CLS token through all layers (Abnar & Zuidema 2020).",
+    paper=ABNAR,
+    families={"vit"},
+    target="none",
+    controls={"head_fusion", "discard", "start_layer", "mask_outliers"},
+)
 def _rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import artefacts, vit
 
@@ -61,6 +79,16 @@ def _rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     return _grid(run, flat)
 
 
+@method(
+    name="grad-rollout",
+    label="Gradient rollout (one class)",
+    note="Attention weighted by its gradient for one class (Chefer et al. 2021): click a class to change it.",
+    paper=CHEFER,
+    families={"vit"},
+    target="class",
+    needs_gradients=True,
+    controls={"class_index"},
+)
 def _grad_rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import vit
 
@@ -71,14 +99,18 @@ def _grad_rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     return _grid(run, flat)
 
 
+@method(
+    name="cls-attention",
+    label="CLS attention, last layer",
+    note="Where the CLS token looks in the last layer (one head, or the mean of all heads).",
+    paper="Dosovitskiy et al. 2021, An Image is Worth 16x16 Words (arXiv 2010.11929)",
+    families={"vit"},
+    target="none",
+    controls={"head"},
+    applies=_has_cls_token,
+)
 def _cls_attention(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import vit
-
-    if not run.loaded.config.class_token:
-        raise ExplainError(
-            f"{run.loaded.id} has no CLS token (it classifies from the mean of its patch tokens): "
-            "cls-attention does not apply; use rollout or grad-rollout"
-        )
 
     per_head = vit.cls_attention(run.attentions, run.loaded.config.num_prefix_tokens)  # [nh, P]
     if o.head is not None and not -per_head.shape[0] <= o.head < per_head.shape[0]:
@@ -86,6 +118,17 @@ def _cls_attention(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     return _grid(run, per_head.mean(0) if o.head is None else per_head[o.head])
 
 
+@method(
+    name="gradcam",
+    label="Grad-CAM (one class)",
+    note="Last block's tokens weighted by the mean gradient of the class (Grad-CAM, the papers' baseline): coarse, "
+    "and blind to attention.",
+    paper=GRADCAM,
+    families={"vit"},
+    target="class",
+    needs_gradients=True,
+    controls={"class_index", "layer"},
+)
 def _gradcam(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import gradcam
 
@@ -99,12 +142,33 @@ def _gradcam(run: ClassifierRun, o: ExplainOptions) -> Tensor:
 # ----------------------------------------------------------------------------------------------- Swin
 
 
+@method(
+    name="swin-rollout",
+    label="Window-aware rollout",
+    note="Rollout through the shifted windows and patch merging; an approximation, since Swin has no CLS token: it "
+    "averages what the final tokens draw on.",
+    paper=f"{ABNAR}, carried through {SWIN}",
+    families={"swin"},
+    target="none",
+    controls={"head_fusion", "discard"},
+)
 def _swin_rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import swin
 
     return swin.rollout(run.attentions, head_fusion=o.head_fusion, discard_ratio=o.discard)
 
 
+@method(
+    name="swin-grad-rollout",
+    label="Gradient rollout (one class)",
+    note="Window attention weighted by its gradient for one class (Chefer et al. 2021, carried through the shifted "
+    "windows and patch merging; an approximation like the rollout): click a class to change it.",
+    paper=f"{CHEFER}, carried through {SWIN}",
+    families={"swin"},
+    target="class",
+    needs_gradients=True,
+    controls={"class_index"},
+)
 def _swin_grad_rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import swin
 
@@ -113,6 +177,15 @@ def _swin_grad_rollout(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     return swin.grad_rollout(cast(Sequence[swin.SwinAttention], attns), grads)
 
 
+@method(
+    name="swin-window",
+    label="Window around a clicked point",
+    note="Click the image: the attention of the window around that point, in one block.",
+    paper=f"{SWIN}; microsoft/Swin-Transformer issue #130",
+    families={"swin"},
+    target="point",
+    controls={"point", "block", "head"},
+)
 def _swin_window(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import swin
 
@@ -123,6 +196,17 @@ def _swin_window(run: ClassifierRun, o: ExplainOptions) -> Tensor:
         raise ExplainError(str(exc)) from None
 
 
+@method(
+    name="swin-gradcam",
+    label="Grad-CAM (one class)",
+    note="Last stage's tokens (7 x 7 for Swin-T) weighted by the mean gradient of the class (Grad-CAM): coarse, and "
+    "blind to attention.",
+    paper=GRADCAM,
+    families={"swin"},
+    target="class",
+    needs_gradients=True,
+    controls={"class_index", "layer"},
+)
 def _swin_gradcam(run: ClassifierRun, o: ExplainOptions) -> Tensor:
     from . import gradcam
 
@@ -136,42 +220,117 @@ def _swin_gradcam(run: ClassifierRun, o: ExplainOptions) -> Tensor:
 # ----------------------------------------------------------------------------------------------- LRP
 
 
-def _lrp(rule: str) -> Any:
-    """An adapter for `vtdemo.explain.lrp.vit_lrp` / `lrp_swin.swin_lrp` with one rule ("attnlrp" / "cplrp")."""
+def _vit_lrp_walkable(loaded: Any, run: Any) -> str | None:
+    """The ViT LRP walk (`explain.lrp`) covers a plain ViT / DeiT with a CLS token at its trained input size."""
+    cfg = loaded.config
+    if not cfg.class_token or cfg.reg_tokens or cfg.init_values is not None:
+        return (
+            f"LRP is implemented for ViT / DeiT with a CLS token, without LayerScale or registers; {loaded.id} "
+            "is not one: use grad-rollout"
+        )
+    if run is not None and run.prep is not None:
+        return "LRP is implemented at the trained input size only: use grad-rollout at another size"
+    return None
 
-    def fn(run: ClassifierRun, o: ExplainOptions) -> Tensor:
-        assert o.class_index is not None
-        if run.family == "vit":
-            from .lrp import vit_lrp
 
-            cfg = run.loaded.config
-            if not cfg.class_token or cfg.reg_tokens or cfg.init_values is not None or run.prep is not None:
-                raise ExplainError(
-                    f"LRP is implemented for ViT / DeiT with a CLS token, without LayerScale or "
-                    f"registers, at the trained input size; {run.loaded.id} is not one: use "
-                    "grad-rollout"
-                )
-            explain_fn: Any = vit_lrp
-        else:
-            from ..models.swin import SwinTransformer
-            from .lrp_swin import swin_lrp
+def _swin_lrp_walkable(loaded: Any, run: Any) -> str | None:
+    """The Swin LRP walk (`explain.lrp_swin`) covers Swin V1 at any input size (a fast model wraps its skeleton)."""
+    model = getattr(loaded.model, "skeleton", loaded.model)
+    if type(model).__name__ != "SwinTransformer":
+        return f"LRP is implemented for Swin (V1) only; {loaded.id} is not one: use swin-grad-rollout"
+    return None
 
-            if type(run.loaded.model) is not SwinTransformer:
-                raise ExplainError(
-                    f"LRP is implemented for Swin (V1) only; {run.loaded.id} is not one: use swin-grad-rollout"
-                )
-            explain_fn = swin_lrp
-        try:
-            return explain_fn(run.loaded.model, run.x, o.class_index, rule=rule)  # signed: the API keeps the positive
-        except ValueError as exc:
-            raise ExplainError(str(exc)) from None
 
-    return fn
+def _lrp_map(run: ClassifierRun, o: ExplainOptions, rule: str) -> Tensor:
+    """`vtdemo.explain.lrp.vit_lrp` / `lrp_swin.swin_lrp` with one rule ("attnlrp" / "cplrp"); signed (the API
+    keeps the positive part). The entries' `applies` has checked the model."""
+    assert o.class_index is not None
+    from .lrp import vit_lrp
+    from .lrp_swin import swin_lrp
+
+    explain_fn: Any = vit_lrp if run.family == "vit" else swin_lrp
+    try:
+        return explain_fn(run.loaded.model, run.x, o.class_index, rule=rule)
+    except ValueError as exc:
+        raise ExplainError(str(exc)) from None
+
+
+@method(
+    name="attn-lrp",
+    label="AttnLRP (one class)",
+    note="Relevance of each patch for the class, propagated back through every layer including softmax and the q/k "
+    "products (AttnLRP); positive evidence shown.",
+    paper=ATTNLRP,
+    families={"vit"},
+    target="class",
+    needs_gradients=True,
+    controls={"class_index"},
+    applies=_vit_lrp_walkable,
+)
+def _vit_attn_lrp(run: ClassifierRun, o: ExplainOptions) -> Tensor:
+    return _lrp_map(run, o, "attnlrp")
+
+
+@method(
+    name="swin-attn-lrp",
+    label="AttnLRP (one class)",
+    note="AttnLRP through Swin's shifted windows, mask, position bias and patch merges, on the stage-1 grid; positive "
+    "evidence shown.",
+    paper=f"{ATTNLRP}, carried through {SWIN}",
+    families={"swin"},
+    target="class",
+    needs_gradients=True,
+    controls={"class_index"},
+    applies=_swin_lrp_walkable,
+)
+def _swin_attn_lrp(run: ClassifierRun, o: ExplainOptions) -> Tensor:
+    return _lrp_map(run, o, "attnlrp")
+
+
+@method(
+    name="cp-lrp",
+    label="CP-LRP (one class)",
+    note="Relevance for the class with the attention weights held fixed (conservative propagation: the map plus what "
+    "the biases keep adds up to the logit); positive evidence shown.",
+    paper=CPLRP,
+    families={"vit"},
+    target="class",
+    needs_gradients=True,
+    controls={"class_index"},
+    applies=_vit_lrp_walkable,
+)
+def _vit_cp_lrp(run: ClassifierRun, o: ExplainOptions) -> Tensor:
+    return _lrp_map(run, o, "cplrp")
+
+
+@method(
+    name="swin-cp-lrp",
+    label="CP-LRP (one class)",
+    note="CP-LRP through Swin's windows and merges (attention held fixed, relevance conserved), on the stage-1 grid; "
+    "positive evidence shown.",
+    paper=f"{CPLRP}, carried through {SWIN}",
+    families={"swin"},
+    target="class",
+    needs_gradients=True,
+    controls={"class_index"},
+    applies=_swin_lrp_walkable,
+)
+def _swin_cp_lrp(run: ClassifierRun, o: ExplainOptions) -> Tensor:
+    return _lrp_map(run, o, "cplrp")
 
 
 # ----------------------------------------------------------------------------------------------- DETR
 
 
+@method(
+    name="detr-decoder",
+    label="Decoder cross-attention",
+    note="Where the detection's query gathered its evidence in one decoder layer (raw attention, not relevance).",
+    paper=f"{DETR}, Fig. 6",
+    families={"detr"},
+    target="detection",
+    controls={"query", "layer", "head"},
+)
 def _detr_decoder(run: DetrRun, o: ExplainOptions) -> Tensor:
     from . import detr
 
@@ -180,6 +339,15 @@ def _detr_decoder(run: DetrRun, o: ExplainOptions) -> Tensor:
     return detr.decoder_attention(run.output, o.query, layer=o.layer, head=o.head)
 
 
+@method(
+    name="detr-encoder",
+    label="Encoder self-attention at a point",
+    note="Click the image: where that position looks in one encoder layer ('row'), or who looks at it ('column').",
+    paper=f"{DETR}, Fig. 3",
+    families={"detr"},
+    target="point",
+    controls={"point", "layer", "head", "direction"},
+)
 def _detr_encoder(run: DetrRun, o: ExplainOptions) -> Tensor:
     from . import detr
 
@@ -191,6 +359,17 @@ def _detr_encoder(run: DetrRun, o: ExplainOptions) -> Tensor:
         raise ExplainError(str(exc)) from None
 
 
+@method(
+    name="detr-relevance",
+    label="Relevance for the detection",
+    note="Which image positions the detection's class (or, with target 'box', each box edge) depends on, through "
+    "every encoder and decoder layer: gradient-weighted attention (Chefer et al. 2021), not raw attention.",
+    paper=CHEFER_GENERIC,
+    families={"detr"},
+    target="detection",
+    needs_gradients=True,
+    controls={"query", "target_kind"},
+)
 def _detr_relevance(run: DetrRun, o: ExplainOptions) -> Tensor | dict[str, Tensor]:
     from . import detr_relevance
 
@@ -199,193 +378,3 @@ def _detr_relevance(run: DetrRun, o: ExplainOptions) -> Tensor | dict[str, Tenso
     values, mask = run.inputs()
     maps = detr_relevance.relevance_maps(run.loaded.model, values, mask, o.query, o.target_kind)
     return maps["class"] if o.target_kind == "class" else maps
-
-
-def _entry(
-    name: str,
-    label: str,
-    note: str,
-    paper: str,
-    families: set[str],
-    target: str,
-    grads: bool,
-    controls: set[str],
-    fn: Any,
-) -> Method:
-    return register(Method(name, label, note, paper, frozenset(families), target, grads, frozenset(controls), fn))
-
-
-_entry(
-    "rollout",
-    "Attention rollout",
-    "How much each patch flows into the CLS token through all layers (Abnar & Zuidema 2020).",
-    ABNAR,
-    {"vit"},
-    "none",
-    False,
-    {"head_fusion", "discard", "start_layer", "mask_outliers"},
-    _rollout,
-)
-_entry(
-    "grad-rollout",
-    "Gradient rollout (one class)",
-    "Attention weighted by its gradient for one class (Chefer et al. 2021): click a class to change it.",
-    CHEFER,
-    {"vit"},
-    "class",
-    True,
-    {"class_index"},
-    _grad_rollout,
-)
-_entry(
-    "cls-attention",
-    "CLS attention, last layer",
-    "Where the CLS token looks in the last layer (one head, or the mean of all heads).",
-    "Dosovitskiy et al. 2021, An Image is Worth 16x16 Words (arXiv 2010.11929)",
-    {"vit"},
-    "none",
-    False,
-    {"head"},
-    _cls_attention,
-)
-_entry(
-    "swin-rollout",
-    "Window-aware rollout",
-    "Rollout through the shifted windows and patch merging; an approximation, since Swin has no CLS token: it "
-    "averages what the final tokens draw on.",
-    f"{ABNAR}, carried through {SWIN}",
-    {"swin"},
-    "none",
-    False,
-    {"head_fusion", "discard"},
-    _swin_rollout,
-)
-_entry(
-    "swin-grad-rollout",
-    "Gradient rollout (one class)",
-    "Window attention weighted by its gradient for one class (Chefer et al. 2021, carried through the shifted "
-    "windows and patch merging; an approximation like the rollout): click a class to change it.",
-    f"{CHEFER}, carried through {SWIN}",
-    {"swin"},
-    "class",
-    True,
-    {"class_index"},
-    _swin_grad_rollout,
-)
-_entry(
-    "swin-window",
-    "Window around a clicked point",
-    "Click the image: the attention of the window around that point, in one block.",
-    f"{SWIN}; microsoft/Swin-Transformer issue #130",
-    {"swin"},
-    "point",
-    False,
-    {"point", "block", "head"},
-    _swin_window,
-)
-_entry(
-    "detr-decoder",
-    "Decoder cross-attention",
-    "Where the detection's query gathered its evidence in one decoder layer (raw attention, not relevance).",
-    f"{DETR}, Fig. 6",
-    {"detr"},
-    "detection",
-    False,
-    {"query", "layer", "head"},
-    _detr_decoder,
-)
-_entry(
-    "detr-encoder",
-    "Encoder self-attention at a point",
-    "Click the image: where that position looks in one encoder layer ('row'), or who looks at it ('column').",
-    f"{DETR}, Fig. 3",
-    {"detr"},
-    "point",
-    False,
-    {"point", "layer", "head", "direction"},
-    _detr_encoder,
-)
-_entry(
-    "gradcam",
-    "Grad-CAM (one class)",
-    "Last block's tokens weighted by the mean gradient of the class (Grad-CAM, the papers' baseline): coarse, "
-    "and blind to attention.",
-    GRADCAM,
-    {"vit"},
-    "class",
-    True,
-    {"class_index", "layer"},
-    _gradcam,
-)
-_entry(
-    "swin-gradcam",
-    "Grad-CAM (one class)",
-    "Last stage's tokens (7 x 7 for Swin-T) weighted by the mean gradient of the class (Grad-CAM): coarse, and "
-    "blind to attention.",
-    GRADCAM,
-    {"swin"},
-    "class",
-    True,
-    {"class_index", "layer"},
-    _swin_gradcam,
-)
-_entry(
-    "detr-relevance",
-    "Relevance for the detection",
-    "Which image positions the detection's class (or, with target 'box', each box edge) depends on, through "
-    "every encoder and decoder layer: gradient-weighted attention (Chefer et al. 2021), not raw attention.",
-    CHEFER_GENERIC,
-    {"detr"},
-    "detection",
-    True,
-    {"query", "target_kind"},
-    _detr_relevance,
-)
-_entry(
-    "attn-lrp",
-    "AttnLRP (one class)",
-    "Relevance of each patch for the class, propagated back through every layer including softmax and the q/k "
-    "products (AttnLRP); positive evidence shown.",
-    ATTNLRP,
-    {"vit"},
-    "class",
-    True,
-    {"class_index"},
-    _lrp("attnlrp"),
-)
-_entry(
-    "cp-lrp",
-    "CP-LRP (one class)",
-    "Relevance for the class with the attention weights held fixed (conservative propagation: the map plus what "
-    "the biases keep adds up to the logit); positive evidence shown.",
-    CPLRP,
-    {"vit"},
-    "class",
-    True,
-    {"class_index"},
-    _lrp("cplrp"),
-)
-_entry(
-    "swin-attn-lrp",
-    "AttnLRP (one class)",
-    "AttnLRP through Swin's shifted windows, mask, position bias and patch merges, on the stage-1 grid; positive "
-    "evidence shown.",
-    f"{ATTNLRP}, carried through {SWIN}",
-    {"swin"},
-    "class",
-    True,
-    {"class_index"},
-    _lrp("attnlrp"),
-)
-_entry(
-    "swin-cp-lrp",
-    "CP-LRP (one class)",
-    "CP-LRP through Swin's windows and merges (attention held fixed, relevance conserved), on the stage-1 grid; "
-    "positive evidence shown.",
-    f"{CPLRP}, carried through {SWIN}",
-    {"swin"},
-    "class",
-    True,
-    {"class_index"},
-    _lrp("cplrp"),
-)

@@ -4,12 +4,14 @@ An entry (`Method`) names the method, says what it shows in one line, which pape
 families it applies to, what it explains (a class, a detection, a point, or nothing in particular), whether it
 needs a backward pass, which options it reads, and the function that computes it. The CLI's `--method` choices and
 help, the Python API's dispatch (`vtdemo.explain.api`) and the app's dropdowns read this table, so adding a method
-is one function plus one `register(Method(...))` call (as timm's `register_model` does for architectures).
+is one function with a `@method(...)` decorator above it (as timm's `@register_model`). An entry also decides when it
+applies to a model or run (`applies`: None, or the reason it does not), and every caller asks it (`why_not`).
 
 Every method function has the same signature, `fn(run, options) -> Tensor | dict[str, Tensor]`: `run` is a cached
 forward pass (`vtdemo.explain.runs.ClassifierRun` or `DetrRun`), `options` one `ExplainOptions`; it returns a
 non-negative map on the model's own grid ([rows, cols], any scale: the API scales it to maximum 1), or several
-named maps (e.g. one per box edge) in a dict. The built-in entries live in `vtdemo.explain.methods`.
+named maps (e.g. one per box edge) in a dict. The built-in entries live in `vtdemo.explain.methods`; this module
+imports none of them (the package's `__init__` imports `methods`, as timm's `models/__init__.py` does).
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ExplainError
+from ..families import FAMILIES as _FAMILY_TABLE
 
-FAMILIES = ("vit", "swin", "detr")
+FAMILIES = tuple(_FAMILY_TABLE)  # ("vit", "swin", "detr"): the family registry's names
 TARGETS = ("class", "detection", "point", "none")
 TARGET_KINDS = ("class", "box")
 
@@ -53,12 +56,15 @@ class ExplainOptions:
 
 
 MethodFn = Callable[[Any, ExplainOptions], Any]
+#: (loaded model, run or None) -> None when the method applies, else the reason in one line (naming what to use).
+AppliesFn = Callable[[Any, Any], "str | None"]
 
 
 @dataclass(frozen=True)
 class Method:
     """One explanation method. families: subset of FAMILIES; target: one of TARGETS; controls: names of the
-    `ExplainOptions` fields the method reads (the app shows only those controls)."""
+    `ExplainOptions` fields the method reads (the app shows only those controls); applies: when it applies beyond
+    its family (see `why_not`), None = always."""
 
     name: str
     label: str
@@ -69,6 +75,7 @@ class Method:
     needs_gradients: bool
     controls: frozenset[str]
     fn: MethodFn
+    applies: AppliesFn | None = None
 
     def __post_init__(self) -> None:
         unknown = self.families - set(FAMILIES)
@@ -82,6 +89,13 @@ class Method:
         if not self.controls <= fields:
             raise ValueError(f"method {self.name}: unknown controls {sorted(self.controls - fields)}")
 
+    def why_not(self, loaded: Any, run: Any = None) -> str | None:
+        """None when this method applies to `loaded` (and to `run`, a cached forward pass of it, when given: e.g. at
+        another input size); else one line saying why not and what to use instead. The one place each rule lives."""
+        if loaded.family not in self.families:
+            return f"method '{self.name}' does not apply to {loaded.family} models"
+        return self.applies(loaded, run) if self.applies is not None else None
+
 
 #: All registered methods by name, in registration order (the first one of a family is its default).
 METHODS: dict[str, Method] = {}
@@ -93,6 +107,40 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {method.name!r} is already registered")
     METHODS[method.name] = method
     return method
+
+
+def method(
+    *,
+    name: str,
+    label: str,
+    note: str,
+    paper: str,
+    families: set[str],
+    target: str,
+    needs_gradients: bool = False,
+    controls: set[str] = frozenset(),  # type: ignore[assignment]
+    applies: AppliesFn | None = None,
+) -> Callable[[MethodFn], MethodFn]:
+    """Decorator: register the function below as a method (keywords as `Method`'s fields); returns the function."""
+
+    def add(fn: MethodFn) -> MethodFn:
+        register(
+            Method(
+                name=name,
+                label=label,
+                note=note,
+                paper=paper,
+                families=frozenset(families),
+                target=target,
+                needs_gradients=needs_gradients,
+                controls=frozenset(controls),
+                fn=fn,
+                applies=applies,
+            )
+        )
+        return fn
+
+    return add
 
 
 def methods_for(family: str) -> list[Method]:
@@ -135,6 +183,3 @@ def help_text() -> str:
         for m in METHODS.values()
     ]
     return "; ".join(parts)
-
-
-from . import methods as _methods  # noqa: E402,F401  (fills METHODS with the built-in entries)

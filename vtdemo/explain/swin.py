@@ -33,7 +33,7 @@ Cost. We never form the [HW, HW] product. The map is a row vector times the prod
 left as vector-matrix products, v^T <- v^T A'_l per block (gather v into windows [nW, N], one batched [1, N] x
 [N, N] product per window, scatter back) and v^T <- v^T M per merge (each child gets a quarter of its parent):
 O(HW * N) per block, a few milliseconds for all of Swin-T, and exactly equal to the row mean of the dense product
-(tests/test_explain_swin.py checks it against an explicit dense construction). `grad_rollout` shares that
+(tests/unit/test_explain_swin.py checks it against an explicit dense construction). `grad_rollout` shares that
 propagation (`_mean_readout`) with its own per-window operators.
 
 Where we differ from the ViT rollout in `vtdemo.explain.vit`: no CLS row (the readout is the mean of the final
@@ -232,7 +232,7 @@ def grad_rollout(
     has no CLS token, so the readout is the mean over the final tokens (the head's average pool):
         full = (1/N_final) 1^T (I + Abar_L) ... M ... (I + Abar_1),
     computed right to left as vector-matrix products like `rollout` (exactly the row mean of the dense product;
-    tests/test_explain_swin.py checks it against an explicit dense construction).
+    tests/unit/test_explain_swin.py checks it against an explicit dense construction).
 
     The identity path. Expanding the product, the one path that crosses no attention at all (identity in every
     block, merges only) contributes exactly 1/N1 to every stage-1 token, whatever the class: merges keep a uniform
