@@ -1,4 +1,4 @@
-"""The visitors of tests/test_overload.py: N `gradio_client` clients in threads, each firing its requests at once.
+"""The visitors of tests/app/test_overload.py: N `gradio_client` clients in threads, each firing its requests at once.
 
 Run in a process of its own (`python -m tests.support.overload_clients PLAN.json`, from the repository root), so
 that the server's memory, measured in the test's process, holds nothing of the clients. PLAN.json: {"url",

@@ -1,6 +1,6 @@
 """The fidelity guard: how far the fast path's results are from the exact path's, on real photos.
 
-The issue's bar (checked by tests/test_engine_guard.py and reported by `python -m vtdemo bench --only fast`):
+The issue's bar (checked by tests/parity/test_engine_guard.py and reported by `python -m vtdemo bench --only fast`):
 - classifiers: the same top-5 set, max |Δp| <= 0.02 over all classes; the default attention map (rollout for ViT,
   window-aware rollout for Swin) within 0.02 of its maximum (both maps scaled to max 1);
 - DETR: at the default threshold 0.7 the same detections (same queries), boxes within 3 px (xyxy, original

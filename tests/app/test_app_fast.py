@@ -1,0 +1,234 @@
+"""The app at precision fast (its default) on tiny checkpoints, through gradio_client and the raw handlers.
+
+Covers: `--precision` / VTDEMO_PRECISION; the footer, the status lines and the webcam line name the engine; every
+classifier method of the dropdowns works on a fast-loaded model, the gradient ones on the exact PyTorch model (their
+maps equal the exact model's, and the caption says so); the exports carry `runtime` as the CLI's JSON does; the
+webcam feeds OpenVINO one input shape whatever the frame size; the app keeps no PyTorch copy of a fast model until a
+gradient method asks; a model the converter fails on runs exact, logged and named with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("openvino")
+pytest.importorskip("timm")
+pytest.importorskip("transformers")
+pytest.importorskip("gradio_client")
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+from tests.support.apps import launched_app  # noqa: E402
+from vtdemo import engine, hub, pipeline  # noqa: E402
+from vtdemo.engine import openvino_runtime  # noqa: E402
+from vtdemo.engine.fast import FastModel  # noqa: E402
+from vtdemo.explain import api, registry  # noqa: E402
+from vtdemo.ui import config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CAT = str(ROOT / "assets" / "examples" / "chelsea.png")
+ASTRONAUT = str(ROOT / "assets" / "examples" / "astronaut.png")
+VIEW = ("mean", "last", "where it looks", 0.55)
+ENGINE = r"OpenVINO \S+ (bf16|f32) on cpu \(fast\)"
+
+
+def _path(value) -> str:
+    if isinstance(value, dict):
+        value = value.get("value", value)
+        return value["path"] if isinstance(value, dict) and "path" in value else value
+    return value
+
+
+def test_precision_flag_and_variable(monkeypatch):
+    monkeypatch.delenv("VTDEMO_PRECISION", raising=False)
+    monkeypatch.delenv("VTDEMO_LIVE_SIZE", raising=False)
+    monkeypatch.setattr(config, "_avx512", lambda: True)  # the CPU the defaults were measured on
+    fast = config.from_args([])
+    assert fast.precision == "fast" and fast.live_size == 320  # the app's defaults
+    monkeypatch.setenv("VTDEMO_PRECISION", "exact")
+    exact = config.from_args([])
+    assert exact.precision == "exact" and exact.live_size == 256  # the webcam's size follows the precision
+    monkeypatch.setattr(config, "_avx512", lambda: False)  # an AVX2-only CPU: slower at every size
+    assert config.from_args([]).live_size == 256 and config.from_args(["--precision", "fast"]).live_size == 256
+    assert "no AVX-512" in config.live_default("fast")[1]
+    monkeypatch.setattr(config, "_avx512", lambda: True)
+    assert config.from_args(["--live-size", "384"]).live_size == 384
+    assert config.from_args(["--precision", "fast"]).precision == "fast"  # the flag wins over the variable
+    monkeypatch.setenv("VTDEMO_PRECISION", "quick")
+    with pytest.raises(SystemExit, match="VTDEMO_PRECISION='quick': choose from exact, fast"):
+        config.from_args([])
+    with pytest.raises(SystemExit):
+        config.from_args(["--precision", "half"])
+
+
+@pytest.fixture(scope="module")
+def app(tiny_hub, tmp_path_factory):
+    cache = str(tmp_path_factory.mktemp("engine"))
+    with launched_app(tiny_hub, env={"VTDEMO_ENGINE_CACHE": cache}, precision="fast") as (vt, url):
+        vt.repos = tiny_hub.repos
+        yield vt, url
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    return Client(app[1], verbose=False, download_files=False)
+
+
+def test_footer_names_the_precision(app):
+    footer = next(b.value for b in app[0].demo.blocks.values() if getattr(b, "elem_id", None) == "footer-runtime")
+    assert "precision fast: OpenVINO" in footer and "gradient methods on the exact fp32 PyTorch model" in footer
+
+
+def test_classify_status_names_the_engine_and_every_method_works(client, app):
+    import re
+
+    for family, methods in (
+        ("vit", ("rollout", "grad-rollout", "cls-attention", "gradcam", "attn-lrp", "cp-lrp")),
+        ("swin", ("swin-rollout", "swin-grad-rollout", "swin-window", "swin-gradcam", "swin-attn-lrp", "swin-cp-lrp")),
+    ):
+        out = client.predict(handle_file(CAT), "", methods[0], 0.5, api_name=f"/classify_{family}")
+        assert re.search(ENGINE, out[3]), out[3]
+        loaded = hub.load(app[0].repos[family], "cpu", precision="fast")
+        assert isinstance(loaded.model, FastModel) and loaded.model.released  # no PyTorch copy kept
+        dropdown = next(o for o in out if isinstance(o, dict) and methods[0] in str(o.get("choices")))
+        assert {v for _, v in dropdown["choices"]} == set(methods)  # the dropdown offers all of them
+        for method in methods:
+            image, caption, status = client.predict(
+                method, None, "mean", 0.0, "mean", None, 0.5, api_name=f"/explain_{family}"
+            )[:3]
+            assert image is not None and "⚠️" not in status, (method, status)
+            needs = registry.METHODS[method].needs_gradients
+            assert ("computed on the exact fp32 PyTorch model" in caption) == needs, (method, caption)
+
+
+def test_gradient_map_of_a_fast_model_is_the_exact_models(client, app):
+    """The app's grad-rollout on the fast-loaded ViT equals grad-rollout on the exact model loaded on its own."""
+    top = client.predict(handle_file(CAT), "", "rollout", 0.5, api_name="/classify_vit")[0]
+    second = top["confidences"][1]["label"]
+    client.predict("grad-rollout", second, "mean", 0.0, "mean", None, 0.5, api_name="/explain_vit")
+    files = [_path(f) for f in client.predict(api_name="/export_classify")]
+    shown = np.load(next(f for f in files if f.endswith(".vit.grad-rollout.npy")))
+    data = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    assert data[0]["runtime"]["precision"] == "fast" and data[0]["runtime"]["engine"] == "openvino"
+    assert data[0]["runtime"]["gradients"] == "exact"  # the map came from the exact model
+    exact = hub.load(app[0].repos["vit"], "cpu")  # precision exact (the copy the gradient method loaded)
+    index = exact.labels.index(second)
+    ref = pipeline.explain(CAT, exact, "grad-rollout", class_index=index).map
+    np.testing.assert_allclose(shown, ref.numpy(), atol=1e-5)
+
+
+def test_detect_status_export_and_relevance_say_what_ran(client, app):
+    import re
+
+    out = client.predict(handle_file(ASTRONAUT), "", 0.5, [], 100, False, 0.5, *VIEW, api_name="/detect")
+    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", out[4] if isinstance(out[4], str) else str(out))
+    query = out[2]["data"][0][-1]
+    client.predict(query, *VIEW, api_name="/detection_map")
+    _, caption = client.predict("class", 0.5, api_name="/relevance_map")
+    assert "computed on the exact fp32 PyTorch model" in caption
+    files = [_path(f) for f in client.predict(0.55, api_name="/export_detect")]
+    data = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    runtime = data[0]["runtime"]
+    assert {k: runtime[k] for k in ("precision", "engine", "dtype")} == {
+        "precision": "fast",
+        "engine": "openvino",
+        "dtype": "f32",
+    }
+    assert runtime["gradients"] == "exact" and set(data[0]) == {"image", "model", "size", "detections", "runtime"}
+
+
+@pytest.fixture
+def in_event():
+    """Call handlers directly as the server does: inside an event listener (as tests/app/test_app.py does)."""
+    from gradio.context import LocalContext
+
+    token = LocalContext.in_event_listener.set(True)
+    yield
+    LocalContext.in_event_listener.reset(token)
+
+
+def test_webcam_names_the_engine_and_feeds_one_shape(app, in_event, tmp_path, monkeypatch):
+    shapes = []
+    real = openvino_runtime.CompiledGraph.__call__
+
+    def recording(self, inputs):
+        shapes.append(tuple(inputs[0].shape))
+        return real(self, inputs)
+
+    monkeypatch.setattr(openvino_runtime.CompiledGraph, "__call__", recording)
+    h = app[0].webcam
+    session = None
+    for size in ((1920, 1440), (1280, 720), (480, 640)):  # 4:3, 16:9 and a portrait frame
+        path = tmp_path / f"frame{size[0]}.png"
+        Image.open(ASTRONAUT).convert("RGB").resize(size).save(path)
+        out, text, session = h.live(str(path), 0.5, 320, "", session)
+        assert isinstance(out, np.ndarray), text
+    assert shapes == [(1, 3, 320, 427)] * 3  # one input shape for OpenVINO, whatever the frame
+    assert "frames/s processed" in text and "DETR input 427×320 (fixed)" in text
+    assert "OpenVINO" in text and "f32 on cpu (fast)" in text
+
+
+def test_a_model_the_converter_fails_on_runs_exact_and_says_why(tiny_hub, tmp_path, monkeypatch, caplog):
+    from vtdemo.ui.common import Services
+
+    cache, repos = tiny_hub
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VTDEMO_ENGINE_CACHE", str(tmp_path / "engine"))
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("Cannot convert aten::made_up_op\nsecond line")
+
+    monkeypatch.setattr(openvino_runtime, "convert", failing)
+    hub.clear_cache()
+    try:
+        services = Services(config.AppConfig(vit_model=repos["vit"], device="cpu", precision="fast"))
+        with caplog.at_level(logging.WARNING):
+            loaded = services.load("", "vit")
+        assert loaded.precision == "exact" and not isinstance(loaded.model, FastModel)
+        assert "could not convert" in caplog.text and "made_up_op" in caplog.text
+        line = services.engine_line(loaded)
+        assert line.startswith("PyTorch") and "(exact)" in line
+        assert "the fast engine could not convert this model (RuntimeError: Cannot convert aten::made_up_op)" in line
+        assert services.load("", "vit").precision == "exact"  # not retried on every request
+        assert pipeline.runtime_info(loaded)["precision"] == "exact"  # and the JSON says exact
+    finally:
+        hub.clear_cache()
+
+
+def test_released_weights_come_back_for_gradients_only(tiny_hub, tmp_path, monkeypatch):
+    """After `release_weights` the fast model has no PyTorch tensors; a gradient method loads the exact model."""
+    cache, repos = tiny_hub
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VTDEMO_ENGINE_CACHE", str(tmp_path / "engine"))
+    hub.clear_cache()
+    try:
+        fast = hub.load(repos["swin"], "cpu", precision="fast")
+        assert not hub.is_loaded(repos["swin"], "cpu")  # no exact copy in the cache
+        assert not engine.release_weights(fast)  # nothing compiled yet: nothing released
+        engine.prepare(fast)
+        assert engine.release_weights(fast)
+        assert all(p.device.type == "meta" for p in fast.model.skeleton.parameters())
+        image = Image.open(CAT).convert("RGB")
+        run = api.run_classifier(fast, image)  # forward passes still work (OpenVINO)
+        assert not hub.is_loaded(repos["swin"], "cpu")
+        result = api.explain_run(run, "swin-grad-rollout")
+        assert hub.is_loaded(repos["swin"], "cpu")  # loaded on demand, for the gradients
+        exact = hub.load(repos["swin"], "cpu")
+        assert all(p.device.type == "cpu" for p in exact.model.parameters())
+        ref = api.explain_run(
+            api.run_classifier(exact, image),
+            "swin-grad-rollout",
+            api.ExplainOptions(class_index=result.target["index"]),
+        )
+        torch.testing.assert_close(result.map, ref.map, atol=1e-5, rtol=0)
+    finally:
+        hub.clear_cache()

@@ -1,0 +1,245 @@
+"""The fast path (vtdemo.engine) on tiny models: same records as the exact path, outputs and attention within the
+guard, gradients on the exact model, the conversion cache (miss, hit, corrupt, stale), and the precision reported."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("openvino")
+pytest.importorskip("timm")
+
+from vtdemo import hub, pipeline  # noqa: E402
+from vtdemo.engine import cache, exact_model, fidelity, openvino_runtime, runtime_info  # noqa: E402
+from vtdemo.engine.fast import FastModel, choose  # noqa: E402
+from vtdemo.models.swin import SwinAttention  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """The app's tiny ViT / Swin / DETR repos in a Hub cache, and an engine cache of their own."""
+    from tests.support.tiny_models import write_tiny_repos
+
+    root = tmp_path_factory.mktemp("engine")
+    repos = write_tiny_repos(root / "hub")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_CACHE", str(root / "hub"))
+        mp.setenv("VTDEMO_ENGINE_CACHE", str(root / "engine"))
+        hub.clear_cache()
+        yield root, repos
+        hub.clear_cache()
+
+
+@pytest.fixture
+def conversions(monkeypatch):
+    """Counts calls of the OpenVINO conversion (a cache miss converts, a hit does not)."""
+    calls: list[str] = []
+    real = openvino_runtime.convert
+
+    def counting(family, model, return_attn, folder):
+        calls.append(family)
+        return real(family, model, return_attn, folder)
+
+    monkeypatch.setattr(openvino_runtime, "convert", counting)
+    return calls
+
+
+def test_fast_classifiers_match_exact_records(tiny, photos):
+    _, repos = tiny
+    for family in ("vit", "swin"):
+        exact, fast = hub.load(repos[family]), hub.load(repos[family], precision="fast")
+        assert isinstance(fast.model, FastModel) and fast.model.exact is exact.model  # one copy of the weights
+        assert hub.load(repos[family], precision="fast") is fast  # cached per precision
+        x = pipeline.preprocess.classifier_input(photos["chelsea"], exact.preprocess)
+        with torch.inference_mode():
+            a, b = exact.model(x, return_attn=True), fast.model(x, return_attn=True)
+            plain = fast.model(x)
+        assert plain.attentions is None and torch.equal(plain.logits, b.logits)
+        assert b.logits.dtype == torch.float32 and b.logits.shape == a.logits.shape
+        assert (a.logits.softmax(-1) - b.logits.softmax(-1)).abs().max() <= 0.02
+        assert len(a.attentions) == len(b.attentions)
+        for ra, rb in zip(a.attentions, b.attentions, strict=False):
+            if family == "swin":
+                assert isinstance(rb, SwinAttention)
+                assert (ra.stage, ra.block, ra.grid, ra.window, ra.shift) == (
+                    rb.stage,
+                    rb.block,
+                    rb.grid,
+                    rb.window,
+                    rb.shift,
+                )
+                ra, rb = ra.attn, rb.attn
+            assert ra.shape == rb.shape
+            assert torch.allclose(rb.sum(-1), torch.ones(()), atol=2e-2)  # still probabilities
+            assert (ra - rb).abs().mean() <= 1e-3  # single sharp entries may move more; the maps are guarded below
+        for name, image in photos.items():
+            gaps = fidelity.classifier_gaps(exact, fast, image)
+            assert fidelity.within_guard(gaps), (family, name, gaps)
+
+
+def test_fast_batches_for_the_deletion_check(tiny, photos):
+    _, repos = tiny
+    exact, fast = hub.load(repos["vit"]), hub.load(repos["vit"], precision="fast")
+    x = torch.cat([pipeline.preprocess.classifier_input(p, exact.preprocess) for p in photos.values()])  # [4, ...]
+    with torch.inference_mode():
+        a, b = exact.model(x).logits.softmax(-1), fast.model(x).logits.softmax(-1)
+    assert b.shape == a.shape and (a - b).abs().max() <= 0.02
+
+
+def test_gradient_methods_run_on_the_exact_model(tiny, photos):
+    _, repos = tiny
+    for family, method in (("vit", "grad-rollout"), ("swin", "swin-grad-rollout")):
+        exact, fast = hub.load(repos[family]), hub.load(repos[family], precision="fast")
+        run_a, run_b = pipeline.run_classifier(exact, photos["coffee"]), pipeline.run_classifier(fast, photos["coffee"])
+        cls = int(run_a.logits.argmax())
+        map_a, _ = pipeline.classifier_map(run_a, method, class_index=cls)
+        map_b, _ = pipeline.classifier_map(run_b, method, class_index=cls)
+        assert torch.equal(map_a, map_b)  # same input tensor, same PyTorch fp32 backward pass
+        assert exact_model(fast).model is exact.model and exact_model(exact) is exact
+        assert exact_model(fast).precision == "exact"
+
+
+def test_fast_detr_within_guard(tiny, photos):
+    _, repos = tiny
+    exact, fast = hub.load(repos["detr"]), hub.load(repos["detr"], precision="fast")
+    seen = 0
+    for name, image in photos.items():
+        gaps = fidelity.detr_gaps(exact, fast, image)
+        assert fidelity.within_guard(gaps), (name, gaps)
+        seen += int(gaps["detections"])
+    assert seen > 0  # the guard compared some detections
+    a = pipeline.forward_detr(exact, [photos["rocket"]])  # the plain graph (no attention outputs)
+    b = pipeline.forward_detr(fast, [photos["rocket"]])
+    assert b.encoder_attn is None and b.feature_size == a.feature_size
+    assert torch.equal(a.feature_mask, b.feature_mask)
+    assert (a.logits.softmax(-1) - b.logits.softmax(-1)).abs().max() <= 0.02
+    assert (a.boxes - b.boxes).abs().max() <= 3 / max(photos["rocket"].size)
+
+
+def test_conversion_cache_miss_hit_corrupt(tiny, photos, conversions, caplog):
+    root, repos = tiny
+    exact = hub.load(repos["vit"])
+    x = pipeline.preprocess.classifier_input(photos["chelsea"], exact.preprocess)
+    with torch.inference_mode():
+        want = exact.model(x).logits.softmax(-1)
+
+    def fresh_run() -> torch.Tensor:
+        model = FastModel(exact.model, "vit", exact.id, exact.weights, choose("cpu"))  # a new process, in effect
+        with torch.inference_mode():
+            got = model(x).logits.softmax(-1)
+        assert (got - want).abs().max() <= 0.02
+        return got
+
+    key = cache.entry_key(
+        exact.id,
+        exact.weights,
+        "openvino",
+        openvino_runtime.version(),
+        "attn",
+        openvino_runtime.shape_policy("vit", exact.model),
+    )
+    cache.remove(key)
+    fresh_run()
+    assert conversions == ["vit"]  # miss: converted
+    folder = cache.lookup(key)
+    assert folder is not None and folder.parent == root / "engine" and (folder / "model.xml").is_file()
+    fresh_run()
+    assert conversions == ["vit"]  # hit: read back, not converted
+
+    (folder / "model.bin").write_bytes((folder / "model.bin").read_bytes()[:1000])  # truncated
+    fresh_run()
+    assert conversions == ["vit", "vit"] and "truncated" in caplog.text
+    (folder / "entry.json").write_text("{not json")
+    fresh_run()
+    assert conversions == ["vit"] * 3 and "corrupt" in caplog.text
+    xml = (folder / "model.xml").read_bytes()
+    (folder / "model.xml").write_bytes(b"<" * len(xml))  # same size, unreadable: OpenVINO refuses it
+    fresh_run()
+    assert conversions == ["vit"] * 4 and "rebuilding" in caplog.text
+
+
+def test_cache_key_follows_weights_runtime_and_location(tiny, tmp_path, monkeypatch):
+    _, repos = tiny
+    exact = hub.load(repos["vit"])
+    base = cache.entry_key(exact.id, exact.weights, "openvino", "1.0", "attn", "static")
+    assert cache.entry_dir(base) == cache.entry_dir(dict(base))
+    for change in ({"runtime_version": "1.1"}, {"graph": "plain"}, {"shapes": "dynamic-hw"}):
+        assert cache.entry_dir({**base, **change}) != cache.entry_dir(base)
+    copy = tmp_path / "model.safetensors"
+    copy.write_bytes(Path(exact.weights).read_bytes())
+    other = cache.entry_key(exact.id, copy, "openvino", "1.0", "attn", "static")
+    os.utime(copy, ns=(1, 1))  # the same file edited later: another key
+    assert cache.entry_key(exact.id, copy, "openvino", "1.0", "attn", "static") != other
+    monkeypatch.delenv("VTDEMO_ENGINE_CACHE")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    assert cache.cache_root() == tmp_path / "hf" / "vtdemo-engine"  # next to the Hub cache
+
+
+def test_precision_reported_and_refused(tiny):
+    _, repos = tiny
+    exact, fast = hub.load(repos["vit"]), hub.load(repos["vit"], precision="fast")
+    assert runtime_info(exact) == {
+        "precision": "exact",
+        "engine": "pytorch",
+        "version": torch.__version__,
+        "dtype": "f32",
+        "device": "cpu",
+    }
+    info = runtime_info(fast)
+    assert info["precision"] == "fast" and info["engine"] == "openvino" and info["device"] == "cpu"
+    import openvino
+
+    assert openvino.__version__.startswith(info["version"])
+    caps = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+    assert info["dtype"] == ("bf16" if "BF16" in caps else "f32")
+    with pytest.raises(Exception, match="precision"):
+        hub.load(repos["vit"], precision="fp8")
+
+
+def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ,
+        HF_HUB_CACHE=str(root / "hub"),
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(ROOT),
+        VTDEMO_ENGINE_CACHE=str(root / "engine"),
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "vtdemo", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+    )
+
+
+def test_cli_precision_flag_and_convert(tiny):
+    root, repos = tiny
+    image = str(ROOT / "assets/examples/chelsea.png")
+    proc = run_cli("convert", repos["swin"], root=root)
+    assert proc.returncode == 0 and "ready (OpenVINO" in proc.stdout, proc.stderr
+    for args in (("classify", "--model", repos["swin"]), ("explain", "--model", repos["swin"])):
+        fast = run_cli(*args, "--precision", "fast", "--json", image, root=root)
+        exact = run_cli(*args, "--json", image, root=root)
+        assert fast.returncode == 0 and exact.returncode == 0, fast.stderr + exact.stderr
+        (f,), (e,) = json.loads(fast.stdout), json.loads(exact.stdout)
+        assert f["runtime"]["precision"] == "fast" and f["runtime"]["engine"] == "openvino"
+        assert e["runtime"]["precision"] == "exact" and e["runtime"]["engine"] == "pytorch"
+        assert set(f) == set(e)
+    proc = run_cli(
+        "explain",
+        "--model",
+        repos["vit"],
+        "--method",
+        "grad-rollout",
+        "--precision",
+        "fast",
+        "--json",
+        image,
+        root=root,
+    )
+    assert json.loads(proc.stdout)[0]["runtime"]["gradients"] == "exact"
