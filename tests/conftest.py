@@ -26,11 +26,11 @@ def hf_cache(tmp_path, monkeypatch):
     cache.mkdir()
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    from vtdemo import hub
+    from vtdemo import loader
 
-    hub.clear_cache()
+    loader.clear_cache()
     yield cache
-    hub.clear_cache()
+    loader.clear_cache()
 
 
 @pytest.fixture(scope="session")

@@ -24,7 +24,7 @@ def __getattr__(name: str) -> Any:
 
         return getattr(pipeline, name)
     if name == "load_model":
-        from .hub import load
+        from .loader import load
 
         return load
     if name == "VtdemoError":

@@ -33,13 +33,15 @@ from typing import Any
 from . import __version__
 from . import cli_output as output
 from .errors import ExplainError, ImageError, VtdemoError
+from .families import DEFAULT_THRESHOLD
+from .settings import PRECISIONS
 
 EXIT_IMAGE = 1  # at least one image failed
 EXIT_MODEL = 2  # the model could not be loaded, or an option does not fit it (e.g. a method of another family)
 
 
 def _parser() -> argparse.ArgumentParser:
-    from .hub import DEFAULT_DETR, DEFAULT_VIT
+    from .families import DEFAULT_DETR, DEFAULT_VIT
 
     p = argparse.ArgumentParser(prog="python -m vtdemo", description="See what vision transformers see.")
     p.add_argument("-v", "--verbose", action="store_true", help="log progress (model loading, timings)")
@@ -55,7 +57,12 @@ def _parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("detect", help="objects with DETR")
     d.add_argument("--model", default=DEFAULT_DETR, help=f"repo id, repo@revision or folder (default {DEFAULT_DETR})")
-    d.add_argument("--threshold", type=float, default=0.7, help="minimum score, 0..1 (default 0.7; 0 = all queries)")
+    d.add_argument(
+        "--threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        help=f"minimum score, 0..1 (default {DEFAULT_THRESHOLD}; 0 = all queries)",
+    )
     d.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     d.add_argument("--save", type=Path, metavar="DIR", help="write each annotated image into DIR")
     _precision_flag(d)
@@ -64,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     e = sub.add_parser("explain", help="what the model looked at: a relevance map per image")
     e.add_argument("--model", default=DEFAULT_VIT, help=f"repo id, repo@revision or folder (default {DEFAULT_VIT})")
     from .explain import registry
+    from .explain.vit import FUSIONS
 
     e.add_argument(
         "--method",
@@ -71,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
         "insertion scores and their rank agreement",
     )
     e.add_argument("--class", dest="class_index", type=int, help="class index to explain (default: the top class)")
-    e.add_argument("--head-fusion", choices=("mean", "max", "min"), default="mean")
+    e.add_argument("--head-fusion", choices=FUSIONS, default="mean")
     e.add_argument("--discard", type=float, default=0.0, help="rollout: drop this fraction of the lowest attention")
     e.add_argument("--start-layer", type=int, default=0, help="rollout: first layer to include")
     e.add_argument("--head", type=int, help="one attention head instead of fusing them")
@@ -90,7 +98,9 @@ def _parser() -> argparse.ArgumentParser:
         default=-1,
         help="detr-decoder / detr-encoder: layer; gradcam: block; swin-gradcam: stage (-1 = last)",
     )
-    e.add_argument("--threshold", type=float, default=0.7, help="detr-decoder: score threshold for detections")
+    e.add_argument(
+        "--threshold", type=float, default=DEFAULT_THRESHOLD, help="detr-decoder: score threshold for detections"
+    )
     e.add_argument("--point", help="X,Y in image pixels (swin-window, detr-encoder)")
     e.add_argument(
         "--input-size",
@@ -150,7 +160,7 @@ def _parser() -> argparse.ArgumentParser:
 def _precision_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
-        choices=("exact", "fast"),
+        choices=PRECISIONS,
         default="exact",
         help="exact: fp32 PyTorch (default); fast: optimized runtime at reduced precision (OpenVINO bf16 "
         "on CPUs with bf16 units; gradient methods still run exact)",
@@ -274,16 +284,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_evaluate(args)
 
         if args.command == "convert":
-            from .engine import describe, preconvert
+            from . import pipeline
 
             for name in args.models:
-                loaded = preconvert(name, progress=lambda msg: print(msg, file=sys.stderr))
-                print(f"{loaded.id}: ready ({describe(loaded)})")
+                loaded = pipeline.preconvert(name, progress=lambda msg: print(msg, file=sys.stderr))
+                print(f"{loaded.id}: ready ({pipeline.describe(loaded)})")
             return 0
 
-        from . import hub, pipeline
+        from . import pipeline
 
-        loaded = hub.load(args.model, precision=getattr(args, "precision", "exact"))
+        loaded = pipeline.load_model(args.model, precision=getattr(args, "precision", "exact"))
         if args.command == "match":
             return _match(loaded, args)
         if args.command == "explain":
@@ -292,10 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             def explain_one(image: str) -> Any:
                 if args.method == "all":
-                    from .explain.compare import compare_image
-                    from .explain.registry import ExplainOptions
-
-                    opts = ExplainOptions(
+                    opts = pipeline.ExplainOptions(
                         class_index=args.class_index,
                         head_fusion=args.head_fusion,
                         discard=args.discard,
@@ -305,7 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         layer=args.layer,
                         target_kind=args.target,
                     )
-                    return compare_image(image, loaded, opts, detection=args.detection, threshold=args.threshold)
+                    return pipeline.compare_image(
+                        image, loaded, opts, detection=args.detection, threshold=args.threshold
+                    )
                 result = pipeline.explain(
                     image,
                     loaded,

@@ -66,6 +66,8 @@ DEFAULT_VIT = "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k"
 DEFAULT_SWIN = "timm/swin_tiny_patch4_window7_224.ms_in1k"
 DEFAULT_DETR = "facebook/detr-resnet-50"
 PANOPTIC_DETR = "facebook/detr-resnet-50-panoptic"  # offered in the Detect picker for the Masks view
+#: The detectors' default confidence threshold (DETR's own demos; the CLI, the API and the app's sliders start here).
+DEFAULT_THRESHOLD = 0.7
 
 FAMILIES: dict[str, Family] = {
     "vit": Family(

@@ -1,4 +1,5 @@
-"""Model id -> files -> config -> our architecture -> converted weights -> strict load. Cached.
+"""Model id -> files -> config -> our architecture -> converted weights -> strict load (`build`; cached by
+`vtdemo.loader`).
 
 A model id is a Hugging Face repo id (`timm/vit_base_patch16_224.augreg2_in21k_ft_in1k`), optionally with a revision
 (`facebook/detr-resnet-50@no_timm`), or a local folder holding the same files. Files come through
@@ -18,9 +19,7 @@ import json
 import logging
 import re
 import socket
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,16 +31,11 @@ from torch import nn
 from . import families, preprocess
 from . import labels as label_names
 from .checkpoint import build_checked
-from .device import pick_device
-from .errors import CheckpointError, ModelUnavailableError, UnsupportedModelError
-from .settings import env_flag, env_int, env_text
+from .errors import CheckpointError, ModelUnavailableError
+from .settings import env_flag, env_text
 
 log = logging.getLogger(__name__)
 
-# The family registry (`vtdemo.families`) holds the defaults, the suggested repos and the architectures.
-DEFAULT_VIT, DEFAULT_SWIN, DEFAULT_DETR = families.DEFAULT_VIT, families.DEFAULT_SWIN, families.DEFAULT_DETR
-KNOWN_MODELS = {name: list(f.known) for name, f in families.FAMILIES.items()}
-SUPPORTED = families.SUPPORTED
 FIX_OFFLINE = (
     "connect once to download it, set HF_HUB_OFFLINE=1 with a filled cache (HF_HUB_CACHE), "
     "or pass a local folder with its config.json and weights"
@@ -49,11 +43,6 @@ FIX_OFFLINE = (
 
 MAX_ID_LENGTH = 255  # the Hub allows 96 characters per repo name; longer ids are never valid
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
-
-
-def cache_size() -> int:
-    """How many loaded models are kept per process ($VTDEMO_MODEL_CACHE, default 6), read when a model loads."""
-    return env_int("VTDEMO_MODEL_CACHE", 6, minimum=1)
 
 
 @dataclass
@@ -241,7 +230,7 @@ def read_weights(ref: ModelRef) -> tuple[dict[str, torch.Tensor], Path]:
     return data, path
 
 
-def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
+def build(ref: ModelRef, device: torch.device) -> LoadedModel:
     source = ref.text
     config_path = fetch_file(ref, "config.json")
     assert config_path is not None  # required: a missing file raised
@@ -291,75 +280,3 @@ def _build(ref: ModelRef, device: torch.device) -> LoadedModel:
         device=device,
         weights=weights_path,
     )
-
-
-_cache: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
-_locks: dict[tuple[str, str, str], threading.Lock] = {}
-_guard = threading.Lock()
-
-
-def _key(ref: ModelRef, device: torch.device, precision: str = "exact") -> tuple[str, str, str]:
-    return (str(ref.folder) if ref.folder else f"{ref.repo}@{ref.revision or 'main'}", str(device), precision)
-
-
-def is_loaded(model: str, device: str | torch.device | None = None, precision: str = "exact") -> bool:
-    """Is this model already loaded (so that `load` returns at once)? False for ids that are not valid."""
-    try:
-        ref = parse_model_id(model)
-    except ModelUnavailableError:
-        return False
-    key = _key(ref, torch.device(device) if device is not None else pick_device(), precision)
-    with _guard:
-        return key in _cache
-
-
-def load(model: str, device: str | torch.device | None = None, precision: str = "exact") -> LoadedModel:
-    """Load (once) and return the model named by a repo id, `repo@revision` or a folder; LRU-cached per device and
-    precision. precision: "exact" (fp32 PyTorch, the parity-tested path) or "fast" (`vtdemo.engine`: an optimized
-    runtime at reduced precision, converted on first use)."""
-    if precision not in ("exact", "fast"):
-        raise UnsupportedModelError(f"precision '{precision}' is not one of exact, fast")
-    ref = parse_model_id(model)
-    dev = torch.device(device) if device is not None else pick_device()
-    key = _key(ref, dev, precision)
-    with _guard:
-        if key in _cache:
-            _cache.move_to_end(key)
-            return _cache[key]
-        lock = _locks.setdefault(key, threading.Lock())
-    with lock:  # one load per key at a time; other keys load in parallel
-        with _guard:
-            if key in _cache:
-                return _cache[key]
-        if precision == "fast":
-            from .engine import make_fast
-
-            with _guard:
-                shared = _cache.get(_key(ref, dev))
-            if shared is not None:  # the exact model is loaded already: share its weights (never released)
-                loaded = make_fast(shared)
-            else:  # weights of its own, which the app releases once compiled (`engine.release_weights`)
-                loaded = make_fast(_visitor_safe(ref, dev), reload=lambda: load(model, dev).model)
-        else:
-            loaded = _visitor_safe(ref, dev)
-        with _guard:
-            _cache[key] = loaded
-            while len(_cache) > cache_size():
-                _cache.popitem(last=False)
-    return loaded
-
-
-def _visitor_safe(ref: ModelRef, dev: torch.device) -> LoadedModel:
-    """`_build`, with a visitor's line on a damaged checkpoint (its message names server paths and their fix)."""
-    try:
-        return _build(ref, dev)
-    except CheckpointError as exc:
-        exc.visitor = exc.visitor or unavailable(ref.text)
-        raise
-
-
-def clear_cache() -> None:
-    """Forget every loaded model (tests; freeing memory)."""
-    with _guard:
-        _cache.clear()
-        _locks.clear()

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import hub, pipeline, postprocess, preprocess
+from . import hub, postprocess, preprocess
 from .device import inference
+from .records import Detection, detections
 
 ASPECT = 4 / 3  # width / height of the canvas: webcams deliver 4:3 (640x480) unless asked otherwise
 
@@ -53,13 +54,11 @@ def inputs(
     return pixel_values, pixel_mask, (w, h)
 
 
-def detect_frame(
-    loaded: hub.LoadedModel, frame: np.ndarray, short_side: int, threshold: float
-) -> list[pipeline.Detection]:
+def detect_frame(loaded: hub.LoadedModel, frame: np.ndarray, short_side: int, threshold: float) -> list[Detection]:
     """Detections (score >= threshold) on an RGB frame [h, w, 3] uint8, boxes in the frame's pixels."""
     image = Image.fromarray(frame)
     pixel_values, pixel_mask, _ = inputs(image, loaded.preprocess, short_side)
     with inference(loaded.device):
         out = loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=False)
     scored = postprocess.detr_scores(out.logits[0].float().cpu(), out.boxes[0].float().cpu(), image.size)
-    return pipeline.detections(loaded, scored, postprocess.select(scored, threshold))
+    return detections(loaded, scored, postprocess.select(scored, threshold))

@@ -14,6 +14,7 @@ import torch
 from torchvision.ops import batched_nms, box_convert, clip_boxes_to_image
 
 from . import checks
+from .families import DEFAULT_THRESHOLD
 
 
 def top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +47,7 @@ def detr_scores(logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int
 
 def select(
     det: DetrScores,
-    threshold: float = 0.7,
+    threshold: float = DEFAULT_THRESHOLD,
     classes: set[int] | None = None,
     max_detections: int | None = None,
     nms_iou: float | None = None,

@@ -20,6 +20,9 @@ import os
 
 from .errors import VtdemoError
 
+#: The precisions a model runs at: exact (fp32 PyTorch, parity-tested) or fast (`vtdemo.engine`).
+PRECISIONS = ("exact", "fast")
+
 TRUE = frozenset({"1", "true", "yes", "on"})
 
 

@@ -26,7 +26,7 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from tests.support.apps import counting_forward, launched_app  # noqa: E402
-from vtdemo import hub, pipeline  # noqa: E402
+from vtdemo import loader, pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "assets" / "examples"
@@ -41,7 +41,7 @@ def app(tiny_hub):
     started = time.perf_counter()
     with launched_app(tiny_hub) as (vt, url):
         vt.startup_seconds = time.perf_counter() - started
-        vt.loaded_at_start = [r for r in repos.values() if hub.is_loaded(r, "cpu")]
+        vt.loaded_at_start = [r for r in repos.values() if loader.is_loaded(r, "cpu")]
         vt.repos = repos
         yield vt, url
 
@@ -74,7 +74,7 @@ def test_classify_both_families(client, app):
     label, overlay, caption, status = out[:4]
     assert len(label["confidences"]) == 5
     names = [c["label"] for c in label["confidences"]]
-    assert all(n in hub.load(app[0].repos["vit"], "cpu").labels for n in names)
+    assert all(n in loader.load(app[0].repos["vit"], "cpu").labels for n in names)
     assert "Attention rollout" in caption and "tiny-vit" in status
     assert Image.open(_path(overlay)).size == Image.open(CAT).size  # the photo's size (below the display cap)
 
@@ -84,7 +84,7 @@ def test_classify_both_families(client, app):
 
 def test_explanation_controls_rerender_from_the_cache(client, app):
     client.predict(handle_file(CAT), "", "rollout", 0.5, api_name="/classify_vit")
-    loaded = hub.load(app[0].repos["vit"], "cpu")
+    loaded = loader.load(app[0].repos["vit"], "cpu")
     calls, restore = counting_forward(loaded)
     try:
         out = client.predict("rollout", None, "max", 0.5, "mean", None, 0.7, api_name="/explain_vit")
@@ -109,7 +109,7 @@ def test_explanation_controls_rerender_from_the_cache(client, app):
 
 
 def test_detect_then_rerender_without_a_model_call(client, app):
-    loaded = hub.load(app[0].repos["detr"], "cpu")
+    loaded = loader.load(app[0].repos["detr"], "cpu")
     expected = {t: len(pipeline.detect(ASTRONAUT, loaded, threshold=t).detections) for t in (0.3, 0.7, 0.9)}
     assert expected[0.3] > expected[0.7] > expected[0.9] >= 1  # the tiny model gives something to see
 

@@ -26,7 +26,7 @@ pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from tests.support.apps import launched_app  # noqa: E402
-from vtdemo import engine, hub, pipeline  # noqa: E402
+from vtdemo import engine, loader, pipeline  # noqa: E402
 from vtdemo.engine import openvino_runtime  # noqa: E402
 from vtdemo.engine.fast import FastModel  # noqa: E402
 from vtdemo.explain import api, registry  # noqa: E402
@@ -95,7 +95,7 @@ def test_classify_status_names_the_engine_and_every_method_works(client, app):
     ):
         out = client.predict(handle_file(CAT), "", methods[0], 0.5, api_name=f"/classify_{family}")
         assert re.search(ENGINE, out[3]), out[3]
-        loaded = hub.load(app[0].repos[family], "cpu", precision="fast")
+        loaded = loader.load(app[0].repos[family], "cpu", precision="fast")
         assert isinstance(loaded.model, FastModel) and loaded.model.released  # no PyTorch copy kept
         dropdown = next(o for o in out if isinstance(o, dict) and methods[0] in str(o.get("choices")))
         assert {v for _, v in dropdown["choices"]} == set(methods)  # the dropdown offers all of them
@@ -118,7 +118,7 @@ def test_gradient_map_of_a_fast_model_is_the_exact_models(client, app):
     data = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
     assert data[0]["runtime"]["precision"] == "fast" and data[0]["runtime"]["engine"] == "openvino"
     assert data[0]["runtime"]["gradients"] == "exact"  # the map came from the exact model
-    exact = hub.load(app[0].repos["vit"], "cpu")  # precision exact (the copy the gradient method loaded)
+    exact = loader.load(app[0].repos["vit"], "cpu")  # precision exact (the copy the gradient method loaded)
     index = exact.labels.index(second)
     ref = pipeline.explain(CAT, exact, "grad-rollout", class_index=index).map
     np.testing.assert_allclose(shown, ref.numpy(), atol=1e-5)
@@ -187,7 +187,7 @@ def test_a_model_the_converter_fails_on_runs_exact_and_says_why(tiny_hub, tmp_pa
         raise RuntimeError("Cannot convert aten::made_up_op\nsecond line")
 
     monkeypatch.setattr(openvino_runtime, "convert", failing)
-    hub.clear_cache()
+    loader.clear_cache()
     try:
         services = Services(config.AppConfig(vit_model=repos["vit"], device="cpu", precision="fast"))
         with caplog.at_level(logging.WARNING):
@@ -200,7 +200,7 @@ def test_a_model_the_converter_fails_on_runs_exact_and_says_why(tiny_hub, tmp_pa
         assert services.load("", "vit").precision == "exact"  # not retried on every request
         assert pipeline.runtime_info(loaded)["precision"] == "exact"  # and the JSON says exact
     finally:
-        hub.clear_cache()
+        loader.clear_cache()
 
 
 def test_released_weights_come_back_for_gradients_only(tiny_hub, tmp_path, monkeypatch):
@@ -209,26 +209,26 @@ def test_released_weights_come_back_for_gradients_only(tiny_hub, tmp_path, monke
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("VTDEMO_ENGINE_CACHE", str(tmp_path / "engine"))
-    hub.clear_cache()
+    loader.clear_cache()
     try:
-        fast = hub.load(repos["swin"], "cpu", precision="fast")
-        assert not hub.is_loaded(repos["swin"], "cpu")  # no exact copy in the cache
+        fast = loader.load(repos["swin"], "cpu", precision="fast")
+        assert not loader.is_loaded(repos["swin"], "cpu")  # no exact copy in the cache
         assert not engine.release_weights(fast)  # nothing compiled yet: nothing released
         engine.prepare(fast)
         assert engine.release_weights(fast)
         assert all(p.device.type == "meta" for p in fast.model.skeleton.parameters())
         image = Image.open(CAT).convert("RGB")
-        run = api.run_classifier(fast, image)  # forward passes still work (OpenVINO)
-        assert not hub.is_loaded(repos["swin"], "cpu")
+        run = pipeline.run_classifier(fast, image)  # forward passes still work (OpenVINO)
+        assert not loader.is_loaded(repos["swin"], "cpu")
         result = api.explain_run(run, "swin-grad-rollout")
-        assert hub.is_loaded(repos["swin"], "cpu")  # loaded on demand, for the gradients
-        exact = hub.load(repos["swin"], "cpu")
+        assert loader.is_loaded(repos["swin"], "cpu")  # loaded on demand, for the gradients
+        exact = loader.load(repos["swin"], "cpu")
         assert all(p.device.type == "cpu" for p in exact.model.parameters())
         ref = api.explain_run(
-            api.run_classifier(exact, image),
+            pipeline.run_classifier(exact, image),
             "swin-grad-rollout",
-            api.ExplainOptions(class_index=result.target["index"]),
+            pipeline.ExplainOptions(class_index=result.target["index"]),
         )
         torch.testing.assert_close(result.map, ref.map, atol=1e-5, rtol=0)
     finally:
-        hub.clear_cache()
+        loader.clear_cache()

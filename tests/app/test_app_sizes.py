@@ -26,11 +26,10 @@ from gradio_client import Client, handle_file  # noqa: E402
 
 from tests.app.test_hostile import assert_clear, call, upload  # noqa: E402
 from tests.support.apps import launched_app  # noqa: E402
-from vtdemo import hub, pipeline  # noqa: E402
+from vtdemo import loader, pipeline  # noqa: E402
 from vtdemo.errors import InputError  # noqa: E402
 from vtdemo.explain import artefacts, normalize_map  # noqa: E402
 from vtdemo.explain import vit as ex  # noqa: E402
-from vtdemo.ui import sizes  # noqa: E402
 from vtdemo.ui.classify_views import ClassifyState  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,15 +60,18 @@ def _raw_maps(client) -> dict[str, np.ndarray]:
 
 
 def test_offered_sizes_and_refusals_by_hand(app):
-    vit = hub.load(app[0].repos["vit"], "cpu")  # 224 px, patch 16
-    swin = hub.load(app[0].repos["swin"], "cpu")  # 224 px, patch 4, window 7 in every stage
+    vit = loader.load(app[0].repos["vit"], "cpu")  # 224 px, patch 16
+    swin = loader.load(app[0].repos["swin"], "cpu")  # 224 px, patch 4, window 7 in every stage
     # 224 * (1/2, 3/4, 9/7, 3/2, 12/7, 2) = 112, 168 -> 176 (10.5 patches rounds up), 288, 336, 384, 448
-    assert sizes.offered_sizes(vit) == [112, 176, 288, 336, 384, 448]
+    assert pipeline.offered_sizes(vit) == [112, 176, 288, 336, 384, 448]
     # Swin-T geometry: stage 4 is S/32 tokens and must tile into 7x7 windows: 224 (7) and 448 (14) up to 2 x 224
-    assert sizes.offered_sizes(swin) == [448]
-    assert sizes.parse(vit, "448") == sizes.SizeChoice(448) and sizes.parse(vit, "224") == sizes.SizeChoice()
-    assert sizes.parse(vit, "trained", True) == sizes.SizeChoice(None, True)
-    assert sizes.parse(vit, 512) == sizes.SizeChoice(512)  # 32x32 = 1024 patches, the most a run may have
+    assert pipeline.offered_sizes(swin) == [448]
+    assert (
+        pipeline.parse_size(vit, "448") == pipeline.SizeChoice(448)
+        and pipeline.parse_size(vit, "224") == pipeline.SizeChoice()
+    )
+    assert pipeline.parse_size(vit, "trained", True) == pipeline.SizeChoice(None, True)
+    assert pipeline.parse_size(vit, 512) == pipeline.SizeChoice(512)  # 32x32 = 1024 patches, the most a run may have
     for value, says in (
         ("abc", "must be a number"),
         (math.nan, "finite number"),
@@ -80,17 +82,17 @@ def test_offered_sizes_and_refusals_by_hand(app):
         ([448], "must be a number"),
     ):
         with pytest.raises(InputError, match=says):
-            sizes.parse(vit, value)
+            pipeline.parse_size(vit, value)
     with pytest.raises(InputError, match="true or false"):
-        sizes.parse(vit, "448", "yes")
+        pipeline.parse_size(vit, "448", "yes")
     with pytest.raises(InputError, match="runs at 224, 448 px only"):
-        sizes.parse(swin, "336")
+        pipeline.parse_size(swin, "336")
     with pytest.raises(InputError, match="ViT/DeiT models only"):
-        sizes.parse(swin, "448", True)
+        pipeline.parse_size(swin, "448", True)
 
 
 def test_a_bigger_size_puts_the_map_on_the_real_patch_grid(client, app):
-    loaded = hub.load(app[0].repos["vit"], "cpu")
+    loaded = loader.load(app[0].repos["vit"], "cpu")
     out = client.predict(handle_file(CAT), "", "rollout", 0.5, api_name="/classify_vit")
     assert "Input size" not in out[2] and _raw_maps(client)["vit"].shape == (14, 14)
 
@@ -166,7 +168,7 @@ def test_bad_sizes_are_refused_in_one_line(app):
 
 def _column_and_state(app, photo=CAT) -> tuple[object, ClassifyState]:
     column = app[0].classify.vit
-    loaded = hub.load(app[0].repos["vit"], "cpu")
+    loaded = loader.load(app[0].repos["vit"], "cpu")
     run = pipeline.run_classifier(loaded, Image.open(photo).convert("RGB"))
     state = ClassifyState(
         run=run, name="chelsea.png", method="rollout", predictions=pipeline.predictions(loaded, run.logits, 5)
@@ -199,7 +201,7 @@ def test_inspector_finds_a_planted_high_norm_token_and_masks_it(app):
     torch.testing.assert_close(state.relevance, expected)
     assert state.relevance[3, 11] == 0 and plain[3, 11] > 0
     assert (state.relevance - plain).abs().max() > 1e-3  # masking moved the map
-    assert "outlier tokens masked out" in column._redraw(state)[column.caption]
+    assert "outlier tokens masked out" in column.redraw(state)[column.caption]
     column.inspector.masked(state, False, 0.5)
     torch.testing.assert_close(state.relevance, plain)
 
@@ -244,7 +246,7 @@ def test_the_method_list_follows_the_run(app):
     """At another input size the ViT LRP walks (trained geometry only) leave the method list; Grad-CAM stays."""
     from vtdemo.explain.api import methods_for_run
 
-    loaded = hub.load(app[0].repos["vit"], "cpu")
+    loaded = loader.load(app[0].repos["vit"], "cpu")
     photo = Image.open(CAT).convert("RGB")
     trained = [m.name for m in methods_for_run(pipeline.run_classifier(loaded, photo))]
     bigger = [m.name for m in methods_for_run(pipeline.run_classifier(loaded, photo, input_size=448))]

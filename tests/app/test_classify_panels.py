@@ -30,12 +30,12 @@ from gradio_client import Client, handle_file  # noqa: E402
 from scipy.stats import spearmanr  # noqa: E402
 
 from tests.support.apps import counting_forward, launched_app  # noqa: E402
-from vtdemo import hub  # noqa: E402
+from vtdemo import loader  # noqa: E402
 from vtdemo.evaluate.faithfulness import edge_map  # noqa: E402
 from vtdemo.evaluate.randomisation import map_randomisation  # noqa: E402
 from vtdemo.explain.api import deletion_check, explain_run, methods_for_model  # noqa: E402
 from vtdemo.explain.registry import ExplainOptions  # noqa: E402
-from vtdemo.explain.runs import run_classifier  # noqa: E402
+from vtdemo.pipeline import run_classifier  # noqa: E402  (the run records the app holds)
 from vtdemo.ui.classify_views import ClassifyState  # noqa: E402
 from vtdemo.ui.compare_panel import STEPS  # noqa: E402
 from vtdemo.ui.components import Click  # noqa: E402
@@ -59,16 +59,16 @@ def client(app):
 def _state(app, family: str) -> tuple[object, ClassifyState]:
     """A column of the launched app and a fresh state for the cat photo on its model (what /classify_* holds)."""
     column = getattr(app[0].classify, family)
-    loaded = hub.load(column.s.default_model(family), "cpu")
+    loaded = loader.load(column.s.default_model(family), "cpu")
     run = run_classifier(loaded, Image.open(CAT).convert("RGB"))
     state = ClassifyState(run=run, name="cat", method=methods_for_model(loaded)[0].name)
-    column._render(state)
+    column.render(state)
     return column, state
 
 
 def test_comparison_grid_captions_are_each_maps_own_deletion_check(client, app):
     client.predict(handle_file(CAT), "", "rollout", 0.5, api_name="/classify_vit")
-    loaded = hub.load(app[0].services.default_model("vit"), "cpu")
+    loaded = loader.load(app[0].services.default_model("vit"), "cpu")
     methods = methods_for_model(loaded)
     gallery, matrix, text = client.predict(api_name="/compare_vit")
     assert len(gallery) == len(methods) == 6
@@ -142,7 +142,7 @@ def test_swin_stage_view_once_per_photo(client, app):
         assert grid in text
     strip = Image.open(image["path"] if isinstance(image, dict) else image)
     assert 1.2 < strip.width / strip.height < 1.6  # the crop and four stages, three a row
-    loaded = hub.load(app[0].services.default_model("swin"), "cpu")
+    loaded = loader.load(app[0].services.default_model("swin"), "cpu")
     calls, restore = counting_forward(loaded)
     try:
         assert client.predict(api_name="/stages_swin")[1] == text
@@ -155,7 +155,7 @@ def test_sanity_panel_three_curves(client, app):
     client.predict(handle_file(CAT), "", "rollout", 0.5, api_name="/classify_vit")
     chart, text = client.predict(api_name="/deletion_vit")  # unchanged contract: the chart and the caption
     assert chart is not None and "area" in text and "Inserting" in text
-    loaded = hub.load(app[0].services.default_model("vit"), "cpu")
+    loaded = loader.load(app[0].services.default_model("vit"), "cpu")
     calls, restore = counting_forward(loaded)
     try:
         assert client.predict(api_name="/insertion_vit") is not None

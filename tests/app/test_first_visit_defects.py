@@ -29,7 +29,7 @@ pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from tests.support.apps import launched_app  # noqa: E402
-from vtdemo import hub  # noqa: E402
+from vtdemo import loader  # noqa: E402
 from vtdemo.explain import artefacts, stages  # noqa: E402
 from vtdemo.explain.runs import run_classifier  # noqa: E402
 
@@ -60,7 +60,7 @@ def test_stage_view_works_on_a_fast_swin_and_shows_the_exact_models_stages(clien
     image, text = client.predict(api_name="/stages_swin")
     assert image is not None and "Unexpected error" not in text and "patch merging" in text
     # the same variance shares as the stages of the exact model on the same input (timm-parity-tested module)
-    exact = hub.load(app[0].repos["swin"], "cpu")
+    exact = loader.load(app[0].repos["swin"], "cpu")
     expected = stages.stage_pca(exact.model, run_classifier(exact, Image.open(CAT).convert("RGB")).x)
     for s in expected:
         assert f"{s.grid[0]}x{s.grid[1]} ({s.channels} ch)" in text
@@ -73,7 +73,7 @@ def test_artefact_inspector_and_mask_work_on_a_fast_vit(client, app):
     assert image is not None and "⚠" not in text, text
     assert text.startswith("**Block 2 of 2**")  # the tiny ViT has two blocks
     # the panel's median norm is the norm of the exact model's own block output (read on the same input here)
-    exact = hub.load(app[0].repos["vit"], "cpu")
+    exact = loader.load(app[0].repos["vit"], "cpu")
     run = run_classifier(exact, Image.open(CAT).convert("RGB"))
     median = float(artefacts.inspect(run)["norms"][-1].median())
     assert f"median norm {median:.3g}" in text
@@ -130,7 +130,7 @@ def test_first_conversion_progress_names_no_folder(app, tmp_path, monkeypatch):
         if desc:
             said.append(desc)
 
-    hub.clear_cache()
+    loader.clear_cache()
     services = app[0].services
     loaded = services.load(app[0].repos["vit"], "vit", progress)
     assert loaded.precision == "fast"

@@ -27,7 +27,7 @@ from tests.app.test_app import ASTRONAUT, VIEW, in_event  # noqa: E402, F401
 from tests.app.test_hostile import call  # noqa: E402
 from tests.support.apps import counting_forward, launched_app  # noqa: E402
 from tests.support.tiny_models import COCO_PANOPTIC_STUFF, PANOPTIC_REPO  # noqa: E402
-from vtdemo import hub, pipeline  # noqa: E402
+from vtdemo import loader, pipeline  # noqa: E402
 from vtdemo.images import load_image  # noqa: E402
 from vtdemo.labels import coco  # noqa: E402
 from vtdemo.postprocess_panoptic import coco_stuff_ids, segments_of_output  # noqa: E402
@@ -46,7 +46,7 @@ def client(app):
 
 def _reference(threshold: float):
     """The library's post-processing of a fresh float32 forward (full `pred_masks`, no cache), stuff fused."""
-    loaded = hub.load(PANOPTIC_REPO, "cpu")
+    loaded = loader.load(PANOPTIC_REPO, "cpu")
     image = load_image(ASTRONAUT)
     run = pipeline.run_detr(loaded, image)
     return segments_of_output(run.output, image.size, threshold=threshold, fuse=coco_stuff_ids(250)), image.size
@@ -63,7 +63,7 @@ def _legend(html: str) -> dict[str, list[tuple[str, float]]]:
 
 def test_segments_equal_the_library_and_rethreshold_without_a_model_call(app, in_event):  # noqa: F811
     tab = app[0].detect
-    loaded = hub.load(PANOPTIC_REPO, "cpu")
+    loaded = loader.load(PANOPTIC_REPO, "cpu")
     calls, restore = counting_forward(loaded)
     try:
         state = tab.detect(ASTRONAUT, PANOPTIC_REPO, 0.7, [], 100, False, 0.5, *VIEW)[tab.state]
@@ -91,7 +91,7 @@ def test_legend_splits_things_and_stuff_as_coco_panoptic(client):
     image, legend, _ = client.predict(0.7, api_name="/masks")
     assert image is not None
     expected, (w, h) = _reference(0.7)
-    labels = hub.load(PANOPTIC_REPO, "cpu").labels
+    labels = loader.load(PANOPTIC_REPO, "cpu").labels
     things = [s for s in expected.segments if s.label_id not in COCO_PANOPTIC_STUFF]
     stuff = [s for s in expected.segments if s.label_id in COCO_PANOPTIC_STUFF]
     assert things and stuff  # the tiny model's photo has both

@@ -44,7 +44,7 @@ pytest.importorskip("transformers")
 pytest.importorskip("gradio_client")
 
 from tests.support.apps import launched_app, wait_until  # noqa: E402
-from vtdemo import hub, pipeline  # noqa: E402
+from vtdemo import loader, pipeline  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "assets" / "examples"
@@ -122,8 +122,8 @@ def plan(i: int) -> list[str]:
 
 def expected_results(paths: list[Path], repos: dict[str, str]) -> dict[tuple[str, int], tuple]:
     """What each client's photo must give at each endpoint it calls (photo 0: at all three, for the warm-up), from
-    direct pipeline calls with the very model objects the app uses (`hub.load` caches them by repo and device)."""
-    models = {family: hub.load(repos[family], "cpu") for family in ("vit", "swin", "detr")}
+    direct pipeline calls with the very model objects the app uses (`vtdemo.loader` caches them by repo and device)."""
+    models = {family: loader.load(repos[family], "cpu") for family in ("vit", "swin", "detr")}
     out = {}
     for i, path in enumerate(paths):
         for endpoint in sorted(set(plan(i)) | ({"detect", *METHODS} if i == 0 else set())):  # 0: the warm-up

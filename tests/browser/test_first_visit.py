@@ -62,10 +62,14 @@ SERVER_TEXT = re.compile(r"/tmp/|/root/|/home/|gradio/[0-9a-f]{16,}|\b[0-9a-f]{4
 
 def _default_hub(tiny_hub, tiny_panoptic, folder: Path) -> Path:
     """A Hub cache with the tiny repos under the app's default repo ids (and the panoptic one under its own)."""
-    from vtdemo import hub
+    from vtdemo import families
 
     cache = folder / "hub"
-    for family, default in (("vit", hub.DEFAULT_VIT), ("swin", hub.DEFAULT_SWIN), ("detr", hub.DEFAULT_DETR)):
+    for family, default in (
+        ("vit", families.DEFAULT_VIT),
+        ("swin", families.DEFAULT_SWIN),
+        ("detr", families.DEFAULT_DETR),
+    ):
         shutil.copytree(repo_dir(tiny_hub.cache, tiny_hub.repos[family]), repo_dir(cache, default))
     shutil.copytree(repo_dir(tiny_hub.cache, tiny_panoptic), repo_dir(cache, "facebook/detr-resnet-50-panoptic"))
     return cache

@@ -16,7 +16,7 @@ import vtdemo
 from tests.parity.test_detr import to_tensor
 from tests.support.hubcache import write_transformers_repo
 from tests.support.weights import randomise_detr_calibrated
-from vtdemo import hub, pipeline
+from vtdemo import loader, pipeline
 from vtdemo.convert.detr_panoptic import from_hf
 from vtdemo.explain import registry
 from vtdemo.explain.api import explain_run
@@ -174,7 +174,7 @@ def test_hub_loads_a_panoptic_checkpoint(pair, hf_cache, tmp_path, images):
     ref, _, _ = pair
     processor = transformers.DetrImageProcessor(size={"shortest_edge": 128, "longest_edge": 200})
     write_transformers_repo(hf_cache, "facebook/detr-tiny-panoptic", ref, tmp_path, processor.to_dict())
-    loaded = hub.load("facebook/detr-tiny-panoptic")
+    loaded = loader.load("facebook/detr-tiny-panoptic")
     assert loaded.family == "detr" and isinstance(loaded.model, DetrPanoptic)
     image = images[1]
     inputs = processor(image, return_tensors="pt")

@@ -13,7 +13,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
-from vtdemo import hub  # noqa: E402
+from vtdemo import loader  # noqa: E402
 from vtdemo.engine import fidelity, runtime_info  # noqa: E402
 
 
@@ -26,14 +26,14 @@ def full(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_CACHE", str(root / "hub"))
         mp.setenv("VTDEMO_ENGINE_CACHE", str(root / "engine"))
-        hub.clear_cache()
+        loader.clear_cache()
         yield repos
-        hub.clear_cache()
+        loader.clear_cache()
 
 
 @pytest.mark.parametrize("family", ["vit", "swin"])
 def test_classifier_guard(full, photos, family):
-    exact, fast = hub.load(full[family]), hub.load(full[family], precision="fast")
+    exact, fast = loader.load(full[family]), loader.load(full[family], precision="fast")
     assert runtime_info(fast)["engine"] == "openvino"
     for name, image in photos.items():
         gaps = fidelity.classifier_gaps(exact, fast, image)
@@ -41,7 +41,7 @@ def test_classifier_guard(full, photos, family):
 
 
 def test_detr_guard(full, photos):
-    exact, fast = hub.load(full["detr"]), hub.load(full["detr"], precision="fast")
+    exact, fast = loader.load(full["detr"]), loader.load(full["detr"], precision="fast")
     compared = 0
     for name, image in photos.items():
         gaps = fidelity.detr_gaps(exact, fast, image)

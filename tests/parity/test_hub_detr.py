@@ -12,7 +12,7 @@ import vtdemo
 from tests.support.hubcache import write_transformers_repo
 from tests.support.tiny_models import DETR_ARGS
 from tests.support.weights import randomise_detr
-from vtdemo import hub
+from vtdemo import loader
 from vtdemo.labels import coco
 
 transformers = pytest.importorskip("transformers")
@@ -115,4 +115,4 @@ def test_no_timm_file_really_uses_the_other_names(detr_pair, hf_cache, tmp_path)
     keys = load_file(str(snap / "model.safetensors")).keys()
     assert any(".embedder.embedder.convolution." in k for k in keys)
     assert not any("conv_encoder.model.conv1" in k for k in keys)
-    assert hub.load("facebook/detr-test@no_timm").family == "detr"
+    assert loader.load("facebook/detr-test@no_timm").family == "detr"

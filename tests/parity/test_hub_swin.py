@@ -11,7 +11,7 @@ import torch
 import vtdemo
 from tests.support.hubcache import write_timm_repo, write_transformers_repo
 from tests.support.weights import randomise
-from vtdemo import hub
+from vtdemo import loader
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -36,7 +36,7 @@ def test_timm_format(weights, hf_cache, tmp_path, photos):
     result = vtdemo.classify(photos["coffee"], model=repo, top_k=5)
     assert [p.index for p in result.predictions] == idx
     assert [p.score for p in result.predictions] == pytest.approx(probs, abs=1e-5)
-    loaded = hub.load(repo)
+    loaded = loader.load(repo)
     assert (loaded.format, loaded.family) == ("timm", "swin")
 
 
@@ -75,5 +75,5 @@ def test_file_with_derived_buffers_and_relative_position_index_loads(hf_cache, t
     state.update({k: v for k, v in ref.named_buffers() if k.endswith(("relative_position_index", "attn_mask"))})
     assert any(k.endswith("relative_position_index") for k in state)
     (snap / "model.safetensors").write_bytes(safetensors_bytes(state, tmp_path))
-    loaded = hub.load("timm/swin_tiny_patch4_window7_224.buffers")
+    loaded = loader.load("timm/swin_tiny_patch4_window7_224.buffers")
     assert loaded.family == "swin"

@@ -12,7 +12,7 @@ import torch
 import vtdemo
 from tests.support.hubcache import write_timm_repo, write_transformers_repo
 from tests.support.weights import randomise_swinv2
-from vtdemo import hub, pipeline
+from vtdemo import loader, pipeline
 from vtdemo.errors import VtdemoError
 from vtdemo.explain import registry
 from vtdemo.explain import swin as ex
@@ -52,7 +52,7 @@ def test_timm_format(weights, hf_cache, tmp_path, photos):
     result = vtdemo.classify(photos["coffee"], model=repo, top_k=5)
     assert [p.index for p in result.predictions] == idx
     assert [p.score for p in result.predictions] == pytest.approx(probs, abs=1e-5)
-    loaded = hub.load(repo)
+    loaded = loader.load(repo)
     assert (loaded.format, loaded.family) == ("timm", "swin") and isinstance(loaded.model, SwinTransformerV2)
     with torch.inference_mode():
         torch.testing.assert_close(loaded.model(x.unsqueeze(0)).logits, logits, atol=1e-4, rtol=0)
@@ -75,7 +75,7 @@ def test_transformers_format(hf_cache, tmp_path, photos):
     )
     write_transformers_repo(hf_cache, "microsoft/swinv2-test", ref, tmp_path, processor.to_dict())
     pixels = processor(photos["astronaut"], return_tensors="pt")["pixel_values"]
-    loaded = hub.load("microsoft/swinv2-test")
+    loaded = loader.load("microsoft/swinv2-test")
     with torch.inference_mode():
         logits = ref(pixel_values=pixels).logits
         torch.testing.assert_close(loaded.model(pixels).logits, logits, atol=1e-4, rtol=0)
@@ -91,7 +91,7 @@ def test_swin_explanations_run_on_v2(hf_cache, tmp_path, photos):
     ref = randomise_swinv2(timm.create_model("swinv2_tiny_window8_256", pretrained=False, num_classes=10, **ARGS), 2)
     repo = "timm/swinv2_tiny_window8_256.explain"
     write_timm_repo(hf_cache, repo, ref, ARGS, tmp_path, formats=("model.safetensors",))
-    run = pipeline.run_classifier(hub.load(repo), photos["chelsea"])
+    run = pipeline.run_classifier(loader.load(repo), photos["chelsea"])
     roll = ex.rollout(run.attentions)
     assert roll.shape == (16, 16)
     torch.testing.assert_close(roll.sum(), torch.tensor(1.0))

@@ -11,7 +11,7 @@ import torch
 import vtdemo
 from tests.support.hubcache import write_timm_repo, write_transformers_repo
 from tests.support.weights import randomise
-from vtdemo import hub
+from vtdemo import loader
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -40,7 +40,7 @@ def test_timm_format(arch, weights, hf_cache, tmp_path, photos):
     assert [p.index for p in result.predictions] == idx
     assert [p.score for p in result.predictions] == pytest.approx(probs, abs=1e-5)
     assert result.predictions[0].label == f"class {idx[0]}"  # 10 classes: no ImageNet names invented
-    loaded = hub.load(repo)
+    loaded = loader.load(repo)
     assert loaded.format == "timm" and loaded.family == "vit"
 
 
@@ -80,16 +80,16 @@ def test_revision_and_local_folder(hf_cache, tmp_path, photos):
     b = randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS), 2)
     write_timm_repo(hf_cache, "org/model", a, TINY_ARGS, tmp_path)
     snap_b = write_timm_repo(hf_cache, "org/model", b, TINY_ARGS, tmp_path, revision="v2")
-    main = hub.load("org/model").model.head.weight
-    v2 = hub.load("org/model@v2").model.head.weight
+    main = loader.load("org/model").model.head.weight
+    v2 = loader.load("org/model@v2").model.head.weight
     assert torch.equal(main, a.head.weight) and torch.equal(v2, b.head.weight)
-    folder = hub.load(str(snap_b)).model.head.weight  # a plain folder with the same files
+    folder = loader.load(str(snap_b)).model.head.weight  # a plain folder with the same files
     assert torch.equal(folder, b.head.weight)
 
 
 def test_offline_unknown_repo_says_what_to_do(hf_cache):
     with pytest.raises(vtdemo.VtdemoError) as err:
-        hub.load("nobody/not-a-model")
+        loader.load("nobody/not-a-model")
     message = str(err.value)
     assert "nobody/not-a-model" in message and "HF_HUB_OFFLINE" in message and "folder" in message
 
@@ -100,14 +100,14 @@ def test_corrupt_safetensors_names_the_file(hf_cache, tmp_path):
     weights = snap / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # truncated download
     with pytest.raises(vtdemo.VtdemoError, match=r"model\.safetensors.*corrupt or truncated.*delete"):
-        hub.load("org/broken")
+        loader.load("org/broken")
 
 
 def test_config_that_disagrees_with_weights_names_keys(hf_cache, tmp_path):
     ref = randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS))
     write_timm_repo(hf_cache, "org/mismatch", ref, dict(TINY_ARGS, depth=3, embed_dim=48), tmp_path)
     with pytest.raises(vtdemo.VtdemoError) as err:
-        hub.load("org/mismatch")
+        loader.load("org/mismatch")
     message = str(err.value)
     assert "missing keys: blocks.2." in message and "shape mismatches" in message
     assert "blocks.0.mlp.fc1.weight (128, 32) vs (192, 48)" in message
@@ -118,7 +118,7 @@ def test_unsupported_architecture_lists_what_is_supported(hf_cache):
 
     write_repo(hf_cache, "org/bert", {"config.json": {"model_type": "bert", "architectures": ["BertModel"]}})
     with pytest.raises(vtdemo.VtdemoError, match="'bert' model; vtdemo supports .*ViT"):
-        hub.load("org/bert")
+        loader.load("org/bert")
 
 
 def test_pickle_with_code_is_refused(hf_cache, tmp_path):
@@ -142,11 +142,11 @@ def test_pickle_with_code_is_refused(hf_cache, tmp_path):
     }
     write_repo(hf_cache, "org/evil", {"config.json": config, "pytorch_model.bin": pickle.dumps(Evil())})
     with pytest.raises(vtdemo.VtdemoError, match="pytorch_model.bin cannot be read safely"):
-        hub.load("org/evil")
+        loader.load("org/evil")
     assert not (tmp_path / "PWNED").exists()
 
 
 def test_models_are_cached(hf_cache, tmp_path):
     ref = randomise(timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=10, **TINY_ARGS))
     write_timm_repo(hf_cache, "org/cached", ref, TINY_ARGS, tmp_path)
-    assert hub.load("org/cached") is hub.load("org/cached@main")
+    assert loader.load("org/cached") is loader.load("org/cached@main")

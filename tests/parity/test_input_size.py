@@ -11,7 +11,7 @@ import torch
 import vtdemo
 from tests.support.hubcache import write_timm_repo
 from tests.support.weights import randomise_classifier, randomise_swinv2
-from vtdemo import hub, pipeline
+from vtdemo import loader, pipeline
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.input_size import at_input_size, sizes
 
@@ -40,7 +40,7 @@ def test_hub_model_at_twice_its_size_matches_timm(arch, args, hf_cache, tmp_path
     x = timm.data.create_transform(**data_cfg)(photos["coffee"]).unsqueeze(0)  # [1, 3, 128, 128]
     with torch.inference_mode():
         probs, idx = big(x).softmax(-1)[0].topk(5)
-    loaded = hub.load(repo)
+    loaded = loader.load(repo)
     assert 128 in sizes(loaded)
     resized = at_input_size(loaded, 128)
     assert loaded.config.img_size == 64 and resized.config.img_size == 128  # the cached model is unchanged
@@ -55,7 +55,7 @@ def test_refusals_name_what_works(hf_cache, tmp_path):
     arch, args = V1
     ref = randomise_classifier(timm.create_model(arch, pretrained=False, num_classes=10, **args), 0)
     write_timm_repo(hf_cache, "timm/swin.refuse", ref, args, tmp_path, formats=("model.safetensors",))
-    loaded = hub.load("timm/swin.refuse")
+    loaded = loader.load("timm/swin.refuse")
     with pytest.raises(UnsupportedModelError, match="sizes it runs at: 32, 64, 96, 128"):
         at_input_size(loaded, 80)  # grids 20 / 10: the second stage is not a whole number of 4 x 4 windows
     assert at_input_size(loaded, 64) is loaded

@@ -11,7 +11,7 @@ import torch
 import vtdemo
 from tests.support.hubcache import write_timm_repo
 from tests.support.weights import randomise, randomise_classifier
-from vtdemo import hub
+from vtdemo import loader
 from vtdemo.convert import vit as convert
 from vtdemo.errors import UnsupportedModelError
 from vtdemo.models.vit import PRESETS, VisionTransformer, config_from_timm
@@ -98,7 +98,7 @@ def _check_hub_round_trip(
     written = json.loads((snap / "config.json").read_text())
     data_cfg = timm.data.resolve_data_config(pretrained_cfg=written["pretrained_cfg"])
     x_ref = timm.data.create_transform(**data_cfg)(photo).unsqueeze(0)
-    loaded = hub.load(repo)
+    loaded = loader.load(repo)
     from vtdemo import preprocess
 
     x = preprocess.classifier_input(photo, loaded.preprocess)

@@ -38,7 +38,7 @@ def launched_app(hub_cache: TinyHub, env: dict[str, str] | None = None, **overri
     `env`: extra environment variables for the block (e.g. a short GRADIO_HEARTBEAT_INTERVAL); `overrides`: AppConfig
     fields. The loaded-model cache is emptied before and after, and the app is closed.
     """
-    from vtdemo import hub
+    from vtdemo import loader
     from vtdemo.ui.app import create_app
     from vtdemo.ui.config import AppConfig
 
@@ -47,7 +47,7 @@ def launched_app(hub_cache: TinyHub, env: dict[str, str] | None = None, **overri
     mp.setenv("HF_HUB_OFFLINE", "1")
     for name, value in (env or {}).items():
         mp.setenv(name, value)
-    hub.clear_cache()
+    loader.clear_cache()
     settings: dict[str, Any] = dict(
         vit_model=hub_cache.repos["vit"],
         swin_model=hub_cache.repos["swin"],
@@ -63,7 +63,7 @@ def launched_app(hub_cache: TinyHub, env: dict[str, str] | None = None, **overri
         yield app, url
     finally:
         app.demo.close()
-        hub.clear_cache()
+        loader.clear_cache()
         mp.undo()
 
 

@@ -114,18 +114,18 @@ def test_caption_says_what_the_dots_are():
 
 
 def test_masking_is_refused_for_other_methods(tiny_hub, monkeypatch, photos):
-    from vtdemo import hub
+    from vtdemo import loader
     from vtdemo.errors import ExplainError
     from vtdemo.explain.api import explain_run
     from vtdemo.explain.registry import ExplainOptions
     from vtdemo.explain.runs import run_classifier
 
     monkeypatch.setenv("HF_HUB_CACHE", str(tiny_hub.cache))
-    hub.clear_cache()
-    run = run_classifier(hub.load(tiny_hub.repos["vit"], "cpu"), photos["chelsea"])
+    loader.clear_cache()
+    run = run_classifier(loader.load(tiny_hub.repos["vit"], "cpu"), photos["chelsea"])
     masked = ExplainOptions(mask_outliers=True)
     assert tuple(explain_run(run, "rollout", masked).map.shape) == run.patch_grid
     for method in ("grad-rollout", "cls-attention"):
         with pytest.raises(ExplainError, match="ViT rollout only"):
             explain_run(run, method, masked)
-    hub.clear_cache()
+    loader.clear_cache()

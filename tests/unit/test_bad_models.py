@@ -9,7 +9,7 @@ import pytest
 
 import vtdemo
 from tests.support.hubcache import write_repo
-from vtdemo import hub
+from vtdemo import hub, loader
 from vtdemo.errors import CheckpointError, ModelUnavailableError, UnsupportedModelError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +33,7 @@ def one_line(exc: BaseException) -> str:
 @pytest.mark.parametrize("model_id", ["nobody/nothing", "nobody/nothing@v1.0", "gpt2"])
 def test_offline_with_an_empty_cache(hf_cache, model_id):
     with pytest.raises(ModelUnavailableError) as err:
-        hub.load(model_id)
+        loader.load(model_id)
     message = one_line(err.value)
     assert model_id.split("@")[0] in message and "connect once" in message and "HF_HUB_OFFLINE=1" in message
 
@@ -41,15 +41,15 @@ def test_offline_with_an_empty_cache(hf_cache, model_id):
 @pytest.mark.parametrize("text", ["", "   ", "not a repo id!", "a/b/c/d", "../secret"])
 def test_text_that_is_no_model_id(hf_cache, text):
     with pytest.raises(ModelUnavailableError) as err:
-        hub.load(text)
+        loader.load(text)
     one_line(err.value)
 
 
 def test_missing_and_empty_folders(tmp_path):
     with pytest.raises(ModelUnavailableError, match="no such folder"):
-        hub.load(str(tmp_path / "absent" / "model"))
+        loader.load(str(tmp_path / "absent" / "model"))
     with pytest.raises(ModelUnavailableError, match="has no config.json"):
-        hub.load(str(tmp_path))
+        loader.load(str(tmp_path))
 
 
 @pytest.mark.parametrize(
@@ -65,7 +65,7 @@ def test_missing_and_empty_folders(tmp_path):
 def test_unsupported_architectures_say_what_is_supported(hf_cache, config, words):
     write_repo(hf_cache, "org/foreign", {"config.json": config, "model.safetensors": b""})
     with pytest.raises(UnsupportedModelError) as err:
-        hub.load("org/foreign")
+        loader.load("org/foreign")
     message = one_line(err.value)
     assert words in message and ("ViT" in message or "vit_" in message)
 
@@ -73,14 +73,14 @@ def test_unsupported_architectures_say_what_is_supported(hf_cache, config, words
 def test_config_json_that_is_not_json(hf_cache):
     write_repo(hf_cache, "org/badjson", {"config.json": "{ not json"})
     with pytest.raises(CheckpointError, match=r"config.json.*not valid JSON.*delete it"):
-        hub.load("org/badjson")
+        loader.load("org/badjson")
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00" * 7, b"\xff" * 64])
 def test_zero_byte_or_garbage_safetensors(hf_cache, content):
     write_repo(hf_cache, "org/garbage", {"config.json": VIT_CONFIG, "model.safetensors": content})
     with pytest.raises(CheckpointError) as err:
-        hub.load("org/garbage")
+        loader.load("org/garbage")
     message = one_line(err.value)
     assert "model.safetensors" in message and "downloaded again" in message
 
@@ -88,7 +88,7 @@ def test_zero_byte_or_garbage_safetensors(hf_cache, content):
 def test_weights_missing_entirely(hf_cache):
     write_repo(hf_cache, "org/noweights", {"config.json": VIT_CONFIG})
     with pytest.raises(ModelUnavailableError, match="neither model.safetensors nor pytorch_model.bin"):
-        hub.load("org/noweights")
+        loader.load("org/noweights")
 
 
 def test_wrong_family_for_the_task(hf_cache, tmp_path):
@@ -130,9 +130,9 @@ def test_no_network_without_offline_flag_uses_the_cache_at_once(hf_cache, tmp_pa
         hf_cache, "org/cached", timm.create_model("vit_tiny_patch16_224", num_classes=5, **args), args, tmp_path
     )
     start = time.monotonic()
-    assert hub.load("org/cached").family == "vit"
+    assert loader.load("org/cached").family == "vit"
     with pytest.raises(ModelUnavailableError, match="no connection to the Hugging Face Hub"):
-        hub.load("org/missing")
+        loader.load("org/missing")
     assert time.monotonic() - start < 10
 
 
@@ -184,7 +184,7 @@ def test_a_lying_config_costs_nothing(hf_cache, tmp_path, monkeypatch):
     write_repo(hf_cache, "org/liar", {"config.json": big, "model.safetensors": weights})
     started = time.perf_counter()
     with pytest.raises(CheckpointError) as err:
-        hub.load("org/liar")
+        loader.load("org/liar")
     assert time.perf_counter() - started < 1.0
     assert "missing keys" in one_line(err.value) and built_on == ["meta"]
 
@@ -196,12 +196,12 @@ def test_a_lying_config_costs_nothing(hf_cache, tmp_path, monkeypatch):
 def test_absurd_sizes_in_a_config_are_refused_before_building(hf_cache, change):
     write_repo(hf_cache, "org/absurd", {"config.json": dict(VIT_CONFIG, **change), "model.safetensors": b"x"})
     with pytest.raises((UnsupportedModelError, CheckpointError)) as err:
-        hub.load("org/absurd")
+        loader.load("org/absurd")
     one_line(err.value)
 
 
 @pytest.mark.parametrize("text", ["org/" + "x" * 300, "/" + "y" * 400, "a" * 5000 + "/b"])
 def test_model_ids_too_long_for_the_file_system(hf_cache, text):
     with pytest.raises(ModelUnavailableError, match="at most 255") as err:
-        hub.load(text)
+        loader.load(text)
     one_line(err.value)

@@ -15,7 +15,7 @@ import torch
 pytest.importorskip("openvino")
 pytest.importorskip("timm")
 
-from vtdemo import hub, pipeline  # noqa: E402
+from vtdemo import loader, pipeline, preprocess  # noqa: E402
 from vtdemo.engine import cache, exact_model, fidelity, openvino_runtime, runtime_info  # noqa: E402
 from vtdemo.engine.fast import FastModel, choose  # noqa: E402
 from vtdemo.models.swin import SwinAttention  # noqa: E402
@@ -33,9 +33,9 @@ def tiny(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HF_HUB_CACHE", str(root / "hub"))
         mp.setenv("VTDEMO_ENGINE_CACHE", str(root / "engine"))
-        hub.clear_cache()
+        loader.clear_cache()
         yield root, repos
-        hub.clear_cache()
+        loader.clear_cache()
 
 
 @pytest.fixture
@@ -55,10 +55,10 @@ def conversions(monkeypatch):
 def test_fast_classifiers_match_exact_records(tiny, photos):
     _, repos = tiny
     for family in ("vit", "swin"):
-        exact, fast = hub.load(repos[family]), hub.load(repos[family], precision="fast")
+        exact, fast = loader.load(repos[family]), loader.load(repos[family], precision="fast")
         assert isinstance(fast.model, FastModel) and fast.model.exact is exact.model  # one copy of the weights
-        assert hub.load(repos[family], precision="fast") is fast  # cached per precision
-        x = pipeline.preprocess.classifier_input(photos["chelsea"], exact.preprocess)
+        assert loader.load(repos[family], precision="fast") is fast  # cached per precision
+        x = preprocess.classifier_input(photos["chelsea"], exact.preprocess)
         with torch.inference_mode():
             a, b = exact.model(x, return_attn=True), fast.model(x, return_attn=True)
             plain = fast.model(x)
@@ -87,8 +87,8 @@ def test_fast_classifiers_match_exact_records(tiny, photos):
 
 def test_fast_batches_for_the_deletion_check(tiny, photos):
     _, repos = tiny
-    exact, fast = hub.load(repos["vit"]), hub.load(repos["vit"], precision="fast")
-    x = torch.cat([pipeline.preprocess.classifier_input(p, exact.preprocess) for p in photos.values()])  # [4, ...]
+    exact, fast = loader.load(repos["vit"]), loader.load(repos["vit"], precision="fast")
+    x = torch.cat([preprocess.classifier_input(p, exact.preprocess) for p in photos.values()])  # [4, ...]
     with torch.inference_mode():
         a, b = exact.model(x).logits.softmax(-1), fast.model(x).logits.softmax(-1)
     assert b.shape == a.shape and (a - b).abs().max() <= 0.02
@@ -97,7 +97,7 @@ def test_fast_batches_for_the_deletion_check(tiny, photos):
 def test_gradient_methods_run_on_the_exact_model(tiny, photos):
     _, repos = tiny
     for family, method in (("vit", "grad-rollout"), ("swin", "swin-grad-rollout")):
-        exact, fast = hub.load(repos[family]), hub.load(repos[family], precision="fast")
+        exact, fast = loader.load(repos[family]), loader.load(repos[family], precision="fast")
         run_a, run_b = pipeline.run_classifier(exact, photos["coffee"]), pipeline.run_classifier(fast, photos["coffee"])
         cls = int(run_a.logits.argmax())
         map_a, _ = pipeline.classifier_map(run_a, method, class_index=cls)
@@ -109,7 +109,7 @@ def test_gradient_methods_run_on_the_exact_model(tiny, photos):
 
 def test_fast_detr_within_guard(tiny, photos):
     _, repos = tiny
-    exact, fast = hub.load(repos["detr"]), hub.load(repos["detr"], precision="fast")
+    exact, fast = loader.load(repos["detr"]), loader.load(repos["detr"], precision="fast")
     seen = 0
     for name, image in photos.items():
         gaps = fidelity.detr_gaps(exact, fast, image)
@@ -126,8 +126,8 @@ def test_fast_detr_within_guard(tiny, photos):
 
 def test_conversion_cache_miss_hit_corrupt(tiny, photos, conversions, caplog):
     root, repos = tiny
-    exact = hub.load(repos["vit"])
-    x = pipeline.preprocess.classifier_input(photos["chelsea"], exact.preprocess)
+    exact = loader.load(repos["vit"])
+    x = preprocess.classifier_input(photos["chelsea"], exact.preprocess)
     with torch.inference_mode():
         want = exact.model(x).logits.softmax(-1)
 
@@ -168,7 +168,7 @@ def test_conversion_cache_miss_hit_corrupt(tiny, photos, conversions, caplog):
 
 def test_cache_key_follows_weights_runtime_and_location(tiny, tmp_path, monkeypatch):
     _, repos = tiny
-    exact = hub.load(repos["vit"])
+    exact = loader.load(repos["vit"])
     base = cache.entry_key(exact.id, exact.weights, "openvino", "1.0", "attn", "static")
     assert cache.entry_dir(base) == cache.entry_dir(dict(base))
     for change in ({"runtime_version": "1.1"}, {"graph": "plain"}, {"shapes": "dynamic-hw"}):
@@ -185,7 +185,7 @@ def test_cache_key_follows_weights_runtime_and_location(tiny, tmp_path, monkeypa
 
 def test_precision_reported_and_refused(tiny):
     _, repos = tiny
-    exact, fast = hub.load(repos["vit"]), hub.load(repos["vit"], precision="fast")
+    exact, fast = loader.load(repos["vit"]), loader.load(repos["vit"], precision="fast")
     assert runtime_info(exact) == {
         "precision": "exact",
         "engine": "pytorch",
@@ -201,7 +201,7 @@ def test_precision_reported_and_refused(tiny):
     caps = openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     assert info["dtype"] == ("bf16" if "BF16" in caps else "f32")
     with pytest.raises(Exception, match="precision"):
-        hub.load(repos["vit"], precision="fp8")
+        loader.load(repos["vit"], precision="fp8")
 
 
 def run_cli(*args: str, root: Path) -> subprocess.CompletedProcess:

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from scipy.stats import spearmanr
 
-from vtdemo import cli, hub
+from vtdemo import cli, loader
 from vtdemo.evaluate import randomisation as rz
 
 
@@ -26,9 +26,9 @@ def loaded(tiny_hub):
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_CACHE", str(cache))
     mp.setenv("HF_HUB_OFFLINE", "1")
-    hub.clear_cache()
-    yield {k: hub.load(ids[k], "cpu") for k in ("vit", "swin")}
-    hub.clear_cache()
+    loader.clear_cache()
+    yield {k: loader.load(ids[k], "cpu") for k in ("vit", "swin")}
+    loader.clear_cache()
     mp.undo()
 
 
@@ -49,7 +49,7 @@ def test_an_edge_detector_survives_and_gradient_rollout_does_not(loaded, seed):
     assert grad.verdict.startswith("passes")
     # the randomisation ran on a copy: the cached model is untouched
     assert all(torch.equal(before[k], v) for k, v in vit.model.state_dict().items())
-    assert hub.load(vit.id, "cpu") is vit
+    assert loader.load(vit.id, "cpu") is vit
     record = json.loads(json.dumps(grad.to_dict()))
     assert record["passes"] is True and len(record["spearman"]) == 5
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vtdemo import cli, hub
+from vtdemo import cli, loader
 from vtdemo.evaluate import coco as cc
 from vtdemo.evaluate import perturbation as pt
 from vtdemo.evaluate.faithfulness import FaithfulnessEvaluator
@@ -36,9 +36,9 @@ def repos(tiny_hub):
     mp = pytest.MonkeyPatch()
     mp.setenv("HF_HUB_CACHE", str(cache))
     mp.setenv("HF_HUB_OFFLINE", "1")
-    hub.clear_cache()
+    loader.clear_cache()
     yield ids
-    hub.clear_cache()
+    loader.clear_cache()
     mp.undo()
 
 
@@ -354,7 +354,7 @@ def test_method_choices_follow_the_registry(repos, tmp_path):
     from vtdemo.evaluate.cli import _methods
     from vtdemo.explain.registry import methods_for
 
-    loaded = hub.load(repos["vit"], device="cpu")
+    loaded = loader.load(repos["vit"], device="cpu")
     registered = [m.name for m in methods_for("vit") if m.target != "point"]
     assert {"gradcam", "attn-lrp", "cp-lrp", "rollout"} <= set(_methods(loaded, None)) <= set(registered)
     make_folder(tmp_path / "imgs", 1, broken=False)
@@ -365,7 +365,7 @@ def test_method_choices_follow_the_registry(repos, tmp_path):
     )  # fmt: skip
     assert code == 0, stderr
     assert [r["method"] for r in lines(out)] == ["gradcam", "attn-lrp", "random"]
-    swin = hub.load(repos["swin"], device="cpu")
+    swin = loader.load(repos["swin"], device="cpu")
     code, _, stderr = run_cli(
         "evaluate", "faithfulness", "--model", repos["swin"], "--methods", "swin-window",
         "--images", str(tmp_path / "imgs"), "--out", str(tmp_path / "s.jsonl"), "--device", "cpu",

@@ -8,7 +8,7 @@ import torch
 
 from tests.support.hubcache import write_timm_repo
 from tests.support.weights import randomise
-from vtdemo import hub, pipeline, preprocess
+from vtdemo import loader, pipeline, preprocess
 from vtdemo.errors import VtdemoError
 
 timm = pytest.importorskip("timm")
@@ -85,11 +85,11 @@ def tiny_repos(hf_cache, tmp_path):
 
 def test_maps_follow_the_grid_of_a_run_at_another_size(tiny_repos, photos):
     repo, ref = tiny_repos["vit_tiny_patch16_224"]
-    loaded = hub.load(repo)
+    loaded = loader.load(repo)
     run = pipeline.run_classifier(loaded, photos["astronaut"], input_size=64)  # trained at 32: grid 4x4 -> 8x8
     assert run.grid == (8, 8) and run.input_size == (64, 64) and run.trained_size == (32, 32)
     assert "trained at 32x32" in run.size_note and "8x8 patches" in run.size_note
-    offered = [m.name for m in pipeline.methods_for_run(run)]
+    offered = [m.name for m in run.methods()]
     assert {"rollout", "grad-rollout", "cls-attention", "gradcam"} <= set(offered)
     for method in offered:
         m, _ = pipeline.classifier_map(run, method)
@@ -110,7 +110,7 @@ def test_register_model_maps_use_the_mean_of_patch_rows(tiny_repos, photos):
     from vtdemo.explain import normalize_map
     from vtdemo.explain import vit as ex
 
-    loaded = hub.load(tiny_repos["vit_medium_patch16_reg4_gap_256"][0])
+    loaded = loader.load(tiny_repos["vit_medium_patch16_reg4_gap_256"][0])
     assert loaded.config.num_prefix_tokens == 4 and loaded.config.readout == "avg"
     run = pipeline.run_classifier(loaded, photos["coffee"])
     m, _ = pipeline.classifier_map(run, "rollout")
@@ -122,7 +122,7 @@ def test_register_model_maps_use_the_mean_of_patch_rows(tiny_repos, photos):
         pipeline.classifier_map(run, "cls-attention")
     methods = pipeline.classifier_methods(loaded)
     assert "cls-attention" not in methods and {"rollout", "grad-rollout"} <= set(methods)
-    report = pipeline.artefact_maps(run)
+    report = run.artefacts()
     assert report["norms"].shape == (2, 4, 4) and report["prefix_names"] == [f"register {i}" for i in range(1, 5)]
     assert report["prefix_norms"].shape == (2, 4)
 
@@ -130,25 +130,30 @@ def test_register_model_maps_use_the_mean_of_patch_rows(tiny_repos, photos):
 def test_deit3_maps_and_the_masked_rollout_switch(tiny_repos, photos):
     from vtdemo.explain import artefacts, normalize_map
 
-    loaded = hub.load(tiny_repos["deit3_small_patch16_224"][0])
+    loaded = loader.load(tiny_repos["deit3_small_patch16_224"][0])
     run = pipeline.run_classifier(loaded, photos["rocket"])
     assert {"rollout", "grad-rollout", "cls-attention", "gradcam"} <= set(pipeline.classifier_methods(loaded))
     for method in pipeline.classifier_methods(loaded):
         assert pipeline.classifier_map(run, method)[0].shape == (4, 4)
-    report = pipeline.artefact_maps(run, k=0.5, min_ratio=1.0)  # a loose rule, so that something is flagged
+    report = artefacts.inspect(run, k=0.5, min_ratio=1.0)  # a loose rule, so that something is flagged
     outliers = report["outliers"]
     assert outliers.any() and torch.equal(outliers, artefacts.find_outliers(report["norms"][-1], 0.5, 1.0)[0])
     masked, _ = pipeline.classifier_map(run, "rollout", mask_outliers=True)
-    default = pipeline.artefact_maps(run)["outliers"]  # the switch uses the default rule
+    default = run.artefacts()["outliers"]  # the switch uses the default rule
     torch.testing.assert_close(masked, normalize_map(artefacts.masked_rollout(run.attentions, default).view(4, 4)))
     with pytest.raises(VtdemoError, match="rollout only"):
         pipeline.classifier_map(run, "grad-rollout", mask_outliers=True)
 
 
-def test_other_sizes_are_refused_for_swin_for_now(hf_cache, tmp_path, photos):
+def test_swin_runs_at_the_sizes_its_windows_allow_and_refuses_others(hf_cache, tmp_path, photos):
     from tests.support.tiny_models import SWIN_ARGS
 
     ref = randomise(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, num_classes=10, **SWIN_ARGS))
     write_timm_repo(hf_cache, "test/swin", ref, SWIN_ARGS, tmp_path, formats=("model.safetensors",))
-    with pytest.raises(VtdemoError, match="ViT/DeiT models only"):
-        pipeline.run_classifier(hub.load("test/swin"), photos["chelsea"], input_size=448)
+    loaded = loader.load("test/swin")
+    with pytest.raises(VtdemoError, match="ViT/DeiT models only"):  # a Swin keeps its square windows
+        pipeline.run_classifier(loaded, photos["chelsea"], keep_aspect=True)
+    with pytest.raises(VtdemoError, match="runs at 224, 448 px only, not 336"):  # the sizes its windows allow
+        pipeline.run_classifier(loaded, photos["chelsea"], input_size=336)
+    run = pipeline.run_classifier(loaded, photos["chelsea"], input_size=448)  # rebuilt for 448: twice the tokens
+    assert run.input_size == (448, 448) and run.model_as_loaded is loaded

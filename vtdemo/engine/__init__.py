@@ -1,14 +1,15 @@
 """Fast inference engines for our models: precision "fast" next to the exact fp32 PyTorch path.
 
-    loaded = vtdemo.load_model("facebook/detr-resnet-50", precision="fast")   # LoadedModel, cached
+    loaded = vtdemo.load_model("facebook/detr-resnet-50", precision="fast")   # LoadedModel (vtdemo.loader)
     engine.runtime_info(loaded)  # {"precision": "fast", "engine": "openvino", "version": ..., "dtype": "bf16", ...}
     engine.describe(loaded)      # "OpenVINO 2026.4.1 bf16 on cpu (fast)": for a footer
     engine.exact_model(loaded)   # the same model on the exact PyTorch path (gradient methods use it)
     engine.release_weights(loaded)  # drop the PyTorch weights after compiling (exact_model reloads them)
     engine.prepare(loaded)       # convert now instead of at the first forward pass (shows progress)
 
-`python -m vtdemo convert MODEL ...` pre-converts into the engine cache (`vtdemo.engine.cache`), e.g. while a
-Hugging Face Space is built. See `vtdemo.engine.fast` for what "fast" picks where, `vtdemo.engine.graphs` for how
+`python -m vtdemo convert MODEL ...` pre-converts into the engine cache (`vtdemo.engine.cache`, through
+`vtdemo.loader.preconvert`), e.g. while a Hugging Face Space is built.
+See `vtdemo.engine.fast` for what "fast" picks where, `vtdemo.engine.graphs` for how
 the attention maps stay available, `vtdemo.engine.openvino_runtime` for the input-shape policy.
 """
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
     from ..hub import LoadedModel
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = ("exact", "fast")
 
 
 def make_fast(exact: LoadedModel, reload: Callable[[], torch.nn.Module] | None = None) -> LoadedModel:
@@ -101,12 +100,16 @@ def prepare(loaded: LoadedModel, with_attention: bool = True, progress: Callable
         loaded.model.prepare(with_attention, progress)
 
 
-def preconvert(model: str, progress: Callable[[str], None] | None = None) -> LoadedModel:
-    """Load `model` with precision "fast" and convert every graph the app uses into the engine cache."""
-    from .. import hub
+def precision_summary(precision: str, device: torch.device) -> str:
+    """The words for an app's precision, e.g. 'fast: OpenVINO 2026.4.1 bf16 (DETR f32) on CPU; gradient methods on
+    the exact fp32 PyTorch model' or 'exact: PyTorch 2.x f32 on CPU'."""
+    kind = device.type.upper()
+    if precision != "fast":
+        return f"exact: PyTorch {torch.__version__} f32 on {kind}"
+    from .fast import choose, dtype_for
 
-    loaded = hub.load(model, device="cpu", precision="fast")
-    prepare(loaded, True, progress)
-    if loaded.family == "detr":
-        prepare(loaded, False, progress)
-    return loaded
+    choice = choose(str(device))
+    name = {"openvino": "OpenVINO", "pytorch": "PyTorch"}[choice.engine]
+    detr = dtype_for(choice, "detr")
+    dtype = choice.dtype if detr == choice.dtype else f"{choice.dtype} (DETR {detr})"
+    return f"fast: {name} {choice.version} {dtype} on {kind}; gradient methods on the exact fp32 PyTorch model"

@@ -17,7 +17,7 @@ or `SwinAttention` records, `DetrOutput`). With gradients enabled (gradient roll
 exact PyTorch module instead, so gradient methods always see fp32 PyTorch (logged once per model). Conversion
 happens on the first fast call (or `prepare()`), never at import or load. `release_weights()` frees the PyTorch
 weights once a graph is compiled (the app does, to keep one copy of each model); `exact` then loads them again
-on demand through the `reload` it was given (`vtdemo.hub.load` at precision exact).
+on demand through the `reload` it was given (`vtdemo.loader.load` at precision exact).
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ class FastModel(nn.Module):
 
     exact: the PyTorch module (fp32, the parity-tested path); it also runs whenever gradients are enabled.
     skeleton: the same module for its structure (config, Swin geometry), which stays after `release_weights`.
-    reload: where `exact` comes from once the weights were released (`vtdemo.hub.load` at precision exact).
+    reload: where `exact` comes from once the weights were released (`vtdemo.loader.load` at precision exact).
     """
 
     def __init__(

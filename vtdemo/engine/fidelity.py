@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from PIL import Image
 
+from ..families import DEFAULT_THRESHOLD
+
 GUARD = {"top5": True, "dp": 0.02, "map": 0.02, "box_px": 3.0}
 
 
@@ -37,7 +39,9 @@ def classifier_gaps(exact: Any, fast: Any, image: Image.Image) -> dict[str, floa
     return {"top5_same": same, "dp": float((pa - pb).abs().max()), "map": _map_gap(ma, mb)}
 
 
-def detr_gaps(exact: Any, fast: Any, image: Image.Image, threshold: float = 0.7) -> dict[str, float | bool | int]:
+def detr_gaps(
+    exact: Any, fast: Any, image: Image.Image, threshold: float = DEFAULT_THRESHOLD
+) -> dict[str, float | bool | int]:
     """{"same_set", "detections", "box_px", "decoder_map", "encoder_map"} for one photo."""
     from .. import pipeline, postprocess
     from ..explain import detr as ex

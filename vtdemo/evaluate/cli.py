@@ -59,7 +59,7 @@ def _common(p: argparse.ArgumentParser, default_model: str, methods: bool) -> No
 
 def add_evaluate_parser(sub: Any) -> None:
     """Add the `evaluate` command (with its three protocols) to the top-level subparsers `sub`."""
-    from ..hub import DEFAULT_DETR, DEFAULT_VIT
+    from ..families import DEFAULT_DETR, DEFAULT_VIT
 
     ev = sub.add_parser("evaluate", help="measure explanations (perturbation, randomisation) and DETR (COCO AP)")
     proto = ev.add_subparsers(dest="protocol", required=True)
@@ -143,10 +143,10 @@ def _methods(loaded: Any, text: str | None) -> list[str]:
 
 
 def _classifier(args: argparse.Namespace) -> Any:
-    from .. import hub
+    from .. import pipeline
     from ..errors import VtdemoError
 
-    loaded = hub.load(args.model, device=args.device)
+    loaded = pipeline.load_model(args.model, device=args.device)
     if loaded.family == "detr":
         raise VtdemoError(f"{loaded.id} is a detection model: use `evaluate coco` (or pick a ViT/DeiT/Swin model)")
     return loaded
@@ -244,7 +244,6 @@ def randomisation(args: argparse.Namespace) -> int:
 
 
 def coco(args: argparse.Namespace) -> int:
-    from .. import hub
     from ..errors import VtdemoError
     from . import coco as cc
     from .runner import list_images
@@ -267,7 +266,9 @@ def coco(args: argparse.Namespace) -> int:
             f"{len(annotations['images']) - len(ids)} of the {len(annotations['images'])} annotated images are "
             f"not in {args.images}: AP is over the images evaluated"
         )
-    loaded = hub.load(args.model, device=args.device)
+    from .. import pipeline
+
+    loaded = pipeline.load_model(args.model, device=args.device)
     if loaded.family != "detr":
         raise VtdemoError(f"{loaded.id} is an image classifier: COCO AP needs a DETR model")
     sink = _sink(args, lambda r: (r["image"], "detections"), loaded.id)

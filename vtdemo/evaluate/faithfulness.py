@@ -1,6 +1,6 @@
 """One image through the perturbation tests for several explanation methods (see `perturbation` for the protocol).
 
-Besides the methods of the classifier (called through `vtdemo.pipeline.classifier_map`), two controls are offered:
+Besides the methods of the classifier (called through `vtdemo.explain.api.classifier_map`), two controls are offered:
 - `random`: the random baseline of `perturbation.random_map` (always evaluated, as the reference point);
 - `edge`: a map computed from the input alone, the Sobel gradient magnitude of the model input (channel mean)
   averaged onto the patch grid (`scipy.ndimage.sobel`): the edge-detector comparison of Adebayo et al. 2018.
@@ -41,11 +41,11 @@ def image_seed(name: str, seed: int) -> int:
 
 
 def method_maps(run: Any, methods: Sequence[str], class_index: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """method -> [gh, gw] map of one cached classifier run (`vtdemo.pipeline.run_classifier`), for `class_index`.
+    """method -> [gh, gw] map of one cached classifier run (`vtdemo.explain.runs.run_classifier`), for `class_index`.
 
     The controls are laid on the grid of the first real map (or a 16-pixel grid when only controls are asked for).
     """
-    from ..pipeline import classifier_map
+    from ..explain.api import classifier_map
 
     maps: dict[str, torch.Tensor] = {}
     for method in methods:
@@ -91,7 +91,7 @@ class FaithfulnessEvaluator:
         self.blank = perturbation.blank_value(cfg.mean, cfg.std)
 
     def _predict(self, batch: torch.Tensor) -> torch.Tensor:
-        from ..pipeline import inference
+        from ..device import inference
 
         with inference(self.loaded.device):
             return self.loaded.model(batch.to(self.loaded.device)).logits.float().argmax(-1)  # [B]
@@ -101,7 +101,7 @@ class FaithfulnessEvaluator:
     ) -> list[dict[str, Any]]:
         """One record per method: {"image", "model", "method", "label", "predicted", "target", "steps",
         "positive", "negative" (hits 0/1 at fraction 0 then each step), "positive_auc", "negative_auc" (x100)}."""
-        from ..pipeline import run_classifier
+        from ..explain.runs import run_classifier
 
         methods = list(methods) if methods is not None else self.methods
         run = run_classifier(self.loaded, image)

@@ -133,12 +133,12 @@ def cascading_randomisation(
 ) -> dict[str, RandomisationCurve]:
     """The check for one image: method -> curve (see module docstring).
 
-    loaded: a ViT/DeiT/Swin `vtdemo.hub.LoadedModel`; image: RGB; methods: `vtdemo.pipeline` classifier methods
+    loaded: a ViT/DeiT/Swin `vtdemo.hub.LoadedModel`; image: RGB; methods: registered classifier methods
     and/or the controls of `vtdemo.evaluate.faithfulness` ("edge", "random"); class_index: the class every map
     explains (default: the original model's top class). Costs (1 + number of steps) forward passes with attention,
     plus a backward pass per step for gradient methods.
     """
-    from ..pipeline import run_classifier
+    from ..explain.runs import run_classifier
 
     return randomisation_for_run(run_classifier(loaded, image), methods, seed, threshold, class_index)
 
@@ -150,8 +150,8 @@ def randomisation_for_run(
     threshold: float = DEFAULT_THRESHOLD,
     class_index: int | None = None,
 ) -> dict[str, RandomisationCurve]:
-    """As `cascading_randomisation`, from a cached `vtdemo.pipeline.ClassifierRun` (what the app keeps per image)."""
-    from ..pipeline import run_classifier
+    """As `cascading_randomisation`, from a cached `vtdemo.explain.runs.ClassifierRun` (what the app keeps)."""
+    from ..explain.runs import run_classifier
     from .faithfulness import method_maps
 
     loaded, image = run.loaded, run.image
@@ -186,7 +186,7 @@ def map_randomisation(
     `map_of` costs: a backward pass for gradient methods), and the copy of the model.
     """
     from ..engine import exact_model
-    from ..pipeline import run_classifier
+    from ..explain.runs import run_classifier
 
     loaded = exact_model(run.loaded)
     original = map_of(run)

@@ -45,10 +45,10 @@ class _Evaluate:
         names: dict[str, str],
         missing: dict[str, list[str]],
     ) -> None:
-        from .. import hub
+        from .. import pipeline
         from .work import BUILDERS
 
-        self.work = BUILDERS[protocol](hub.load(model, device=device), options)
+        self.work = BUILDERS[protocol](pipeline.load_model(model, device=device), options)
         self.names, self.missing = names, missing
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:

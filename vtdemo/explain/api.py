@@ -3,11 +3,11 @@
 - `explain_run(run, method, options)`: one registered method on a cached run -> `MapResult` (map max 1, optional
   named sub-maps, the target it explains). Everything else here is built on it.
 - `classifier_map`: the long-standing keyword interface for a classifier run, a thin wrapper.
-- `explain(image, model, ...)`: image -> one `Explanation` (the CLI's `explain`, `--json` schema in `to_dict`).
 - `deletion_check`: deletion and insertion curves of a classifier map, each against a random order
   (`vtdemo.explain.deletion`).
 
-`vtdemo.pipeline` re-exports all of these under their old names.
+The image-level entry points (`explain(image, model, ...)`, the CLI's `explain`) are `vtdemo.pipeline`'s: it loads
+the image and the model, then calls these.
 """
 
 from __future__ import annotations
@@ -21,10 +21,9 @@ import torch
 from .. import hub
 from ..device import inference
 from ..errors import ExplainError
-from ..images import ImageSource, load_image
 from . import normalize_map, registry
 from .registry import ExplainOptions, Method
-from .runs import ClassifierRun, DetrRun, run_classifier, run_detr
+from .runs import ClassifierRun, DetrRun
 
 
 @dataclass
@@ -212,90 +211,6 @@ def pick_detection(run: DetrRun, detection: int, threshold: float) -> int:
             f"only {len(keep)} detections with score >= {threshold:g}; detection {detection} does not exist ({allowed})"
         )
     return int(keep[detection])
-
-
-def explain(
-    image: ImageSource,
-    model: str | hub.LoadedModel = hub.DEFAULT_VIT,
-    method: str | None = None,
-    class_index: int | None = None,
-    head_fusion: str = "mean",
-    discard: float = 0.0,
-    start_layer: int = 0,
-    detection: int = 0,
-    threshold: float = 0.7,
-    point: tuple[float, float] | None = None,
-    head: int | None = None,
-    name: str | None = None,
-    deletion: bool = False,
-    target_kind: str = "class",
-    layer: int = -1,
-    block: int | None = None,
-    direction: str = "row",
-    input_size: int | None = None,
-    keep_aspect: bool = False,
-    mask_outliers: bool = False,
-) -> Explanation:
-    """One explanation map for one image (the CLI's `explain`); see `explain_run` for the methods' options.
-
-    detection / threshold: which detection a DETR detection method explains (the K-th kept by score).
-    deletion: also run the deletion and insertion checks (classifiers only); the result goes to
-    `Explanation.deletion`. input_size / keep_aspect: a ViT at another input size (`runs.run_classifier`);
-    mask_outliers: the ViT rollout with the high-norm artefact tokens masked out.
-    """
-    from .. import pipeline
-
-    loaded = pipeline._as_loaded(model)
-    rgb = load_image(image)
-    label = pipeline._name(image, name)
-    opts = ExplainOptions(
-        class_index=class_index,
-        head_fusion=head_fusion,
-        discard=discard,
-        start_layer=start_layer,
-        head=head,
-        point=point,
-        block=block,
-        layer=layer,
-        direction=direction,
-        target_kind=target_kind,
-        mask_outliers=mask_outliers,
-    )
-    if loaded.family != "detr":
-        meth = registry.get(method, loaded.family)
-        run = run_classifier(loaded, rgb, input_size, keep_aspect)
-        result = explain_run(run, meth.name, opts)
-        check = deletion_check(run, result.map, result.target["index"]) if deletion else None
-        return Explanation(
-            label,
-            loaded.id,
-            meth.name,
-            result.target,
-            result.map,
-            run.region,
-            check,
-            result.maps,
-            pipeline.runtime_info(loaded, meth.name),
-        )
-    meth = registry.get(method, "detr")
-    drun = run_detr(loaded, rgb)
-    if meth.target == "detection":
-        try:
-            opts = replace(opts, query=pick_detection(drun, detection, threshold))
-        except ExplainError as exc:
-            raise ExplainError(f"{label}: {exc}") from None
-    result = explain_run(drun, meth.name, opts)
-    return Explanation(
-        label,
-        loaded.id,
-        meth.name,
-        result.target,
-        result.map,
-        drun.region,
-        None,
-        result.maps,
-        pipeline.runtime_info(loaded, meth.name),
-    )
 
 
 def deletion_check(

@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -256,32 +256,3 @@ def _measure(
         x, _ = run.inputs()
         return x, detection_probability(run, options.query, int(target["label_id"])), steps or 10, 2
     return run.x, class_probability(run, int(target["index"])), steps or 20, 8
-
-
-def compare_image(
-    image: Any,
-    model: Any,
-    options: ExplainOptions | None = None,
-    detection: int = 0,
-    threshold: float = 0.7,
-    name: str | None = None,
-    **kwargs: Any,
-) -> Comparison:
-    """image -> `compare` (the CLI's `explain --method all`): one forward pass with attention, then every method.
-    model: repo id, folder or loaded model; detection / threshold: which DETR detection (K-th kept by score)."""
-    from .. import pipeline
-    from .api import pick_detection
-    from .runs import run_classifier, run_detr
-
-    loaded = pipeline._as_loaded(model)
-    rgb = pipeline.load_image(image)
-    label = pipeline._name(image, name)
-    options = options or ExplainOptions()
-    if loaded.family == "detr":
-        drun = run_detr(loaded, rgb)
-        try:
-            options = replace(options, query=pick_detection(drun, detection, threshold))
-        except ExplainError as exc:
-            raise ExplainError(f"{label}: {exc}") from None
-        return compare(drun, options, image_name=label, **kwargs)
-    return compare(run_classifier(loaded, rgb), options, image_name=label, **kwargs)

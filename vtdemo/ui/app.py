@@ -26,13 +26,13 @@ from typing import Any
 
 import gradio as gr
 
+from .. import pipeline
 from ..assets import example_photos, examples_dir
 from . import howto
 from .classify import ClassifyTab
 from .common import COLORBAR_CSS, Services
 from .config import AppConfig
 from .detect import DetectTab
-from .engine_text import precision_summary
 from .matching import MatchingPanel
 from .webcam import WebcamTab
 
@@ -130,7 +130,7 @@ class VtdemoApp:
 
 
 def create_app(config: AppConfig | None = None) -> VtdemoApp:
-    """The whole app. Loads no model: each one loads on first use and stays cached (`vtdemo.hub.load`)."""
+    """The whole app. Loads no model: each one loads on first use and stays cached (`vtdemo.loader`)."""
     config = config or AppConfig()
     services = Services(config)
     examples, limits = example_paths(), image_limits(config)
@@ -152,7 +152,7 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
             with gr.Tab("How it works", id="howto", elem_id="howto-tab"):
                 _howto_tab()
         gr.Markdown(
-            f"Running on **{services.device.type.upper()}** · precision {precision_summary(config.precision, services.device)}"
+            f"Running on **{services.device.type.upper()}** · precision {pipeline.precision_summary(config.precision, services.device)}"
             f" · models: {config.vit_model}, "
             f"{config.swin_model}, {config.detr_model} (any supported repo id or folder can be typed in the "
             "pickers) · example photos from scikit-image (CC0 / public domain) · every action is also an "

@@ -1,7 +1,7 @@
 """One column of the Classify tab (`vtdemo.ui.classify`): a ViT/DeiT or a Swin model, its components, state and
 handlers.
 
-The column runs its model once per photo (`vtdemo.explain.run_classifier`, attention kept), shows the top 5 and a
+The column runs its model once per photo (`vtdemo.pipeline.run_classifier`, attention kept), shows the top 5 and a
 map over the part of the photo the model saw, and re-draws the map from the cached run when a control changes. The
 methods, their labels and notes, and which controls each one uses come from the method registry
 (`vtdemo.explain.registry`); a click on a class switches to the family's class-specific method. A sanity check per
@@ -20,10 +20,7 @@ import gradio as gr
 
 from .. import pipeline, render
 from ..errors import ExplainError, ImageError, VtdemoError
-from ..explain import registry
-from ..explain.api import explain_run, methods_for_run
-from ..explain.registry import ExplainOptions
-from ..images import load_image
+from ..pipeline import ExplainOptions, SizeChoice
 from .classify_views import (
     ClassifyState,
     caption,
@@ -48,7 +45,7 @@ from .compare_panel import ComparePanel
 from .components import Click, Slider, upload_name
 from .inspector import Inspector
 from .sanity import SanityPanel
-from .sizes import SizeChoice, SizeControls, run_at, size_note
+from .sizes import SizeControls
 from .stages_panel import StagesPanel
 
 # ------------------------------------------------------------------------------------------------- one column
@@ -89,14 +86,14 @@ class ClassifierColumn:
             with gr.Accordion("Explanation settings", open=False):
                 self.method = gr.Dropdown(
                     choices=method_choices(family),
-                    value=registry.default_for(family).name,
+                    value=pipeline.default_method(family).name,
                     label="Method",
                     elem_id=f"{family}-method",
                 )
                 self.klass = gr.Dropdown(choices=[], label="Class", visible=False)
                 with gr.Row():
                     self.fusion = gr.Radio(
-                        ["mean", "max", "min"],
+                        list(pipeline.FUSIONS),
                         value="mean",
                         label="Head fusion",
                         info="how each layer's attention heads are combined",
@@ -187,7 +184,7 @@ class ClassifierColumn:
             api_visibility="undocumented",
             **VIEW,
         )
-        if any("point" in m.controls for m in registry.methods_for(f)):
+        if any("point" in m.controls for m in pipeline.methods_for(f)):
             self.overlay.select(
                 self.point_clicked,
                 inputs=[self.state, self.opacity],
@@ -200,9 +197,9 @@ class ClassifierColumn:
 
     # --------------------------------------------------------------------------------------------- views
 
-    def _controls(self, state: ClassifyState | None, method_name: str) -> dict:
+    def control_updates(self, state: ClassifyState | None, method_name: str) -> dict:
         """Class / fusion / discard / head / block: shown only where the method reads them (registry `controls`)."""
-        method = registry.get(method_name, self.family)
+        method = pipeline.get_method(method_name, self.family)
         run = state.run if state else None
         classes = [p.label for p in state.predictions] if state else []
         current = state.target["label"] if state and state.target else None
@@ -224,18 +221,18 @@ class ClassifierColumn:
             self.block: gr.Dropdown(choices=blocks, value=block, visible="block" in method.controls),
         }
 
-    def _render(self, state: ClassifyState) -> dict:
+    def render(self, state: ClassifyState) -> dict:
         """Compute the map for the state's method and options, and show it."""
         run = state.run
         assert run is not None
         options = state.options
-        method = registry.get(state.method, run.family)
+        method = pipeline.get_method(state.method, run.family)
         if "point" in method.controls and options.point is None:  # a window view starts at the centre
             x0, y0, x1, y1 = run.region
             options = dataclasses.replace(options, point=((x0 + x1) / 2, (y0 + y1) / 2))
         # the clicked class is kept for when a class-specific method is chosen again; the others explain the top one
         call = options if method.target == "class" else dataclasses.replace(options, class_index=None)
-        result = explain_run(run, method.name, call)
+        result = run.explain(method.name, call)
         state.options, state.relevance, state.target = options, result.map, result.target
         return {self.overlay: overlay(state), self.caption: caption(state), self.status: ""}
 
@@ -245,7 +242,7 @@ class ClassifierColumn:
         run = getattr(state, "run", None)
         if state is None or run is None or state.target is None:
             return gr.Image(label=self._heading(None))
-        specific = registry.get(state.method, run.family).target == "class"
+        specific = pipeline.get_method(state.method, run.family).target == "class"
         return gr.Image(label=self._heading(state.target if specific else None))
 
     def _heading(self, target: dict[str, Any] | None) -> str:
@@ -254,7 +251,7 @@ class ClassifierColumn:
         return where + (" (click a point)" if self.family == "swin" else "")
 
     def _empty(self, text: str, kind: str = "warn") -> dict:
-        method = registry.default_for(self.family).name
+        method = pipeline.default_method(self.family).name
         return {
             self.label: None,
             self.overlay: None,
@@ -262,7 +259,7 @@ class ClassifierColumn:
             self.status: status(text, kind),
             self.state: None,
             self.method: gr.Dropdown(choices=method_choices(self.family), value=method),
-            **self._controls(None, method),
+            **self.control_updates(None, method),
         }
 
     def _model_refused(self, model_id: Any, exc: VtdemoError, previous: ClassifyState | None) -> dict:
@@ -275,13 +272,13 @@ class ClassifierColumn:
         kept = f"{text} Still showing {previous.run.loaded.id}."
         return {**_skip(self._empty("")), self.status: status(kept, "warn")}
 
-    def _redraw(self, state: ClassifyState) -> dict:
+    def redraw(self, state: ClassifyState) -> dict:
         """Render, or put the failure in the status line; then the controls."""
         try:
-            out = self._render(state)
+            out = self.render(state)
         except Exception as exc:  # noqa: BLE001 - one line for the user, the traceback goes to the log
             out = {self.overlay: None, self.caption: "", self.status: status(message(exc), "warn")}
-        return {**out, self.state: state, **self._controls(state, state.method)}
+        return {**out, self.state: state, **self.control_updates(state, state.method)}
 
     # --------------------------------------------------------------------------------------------- handlers
 
@@ -301,7 +298,7 @@ class ClassifierColumn:
         if not image_path:
             return self._empty("")
         try:
-            image = load_image(image_path, upload_name(image_path))
+            image = pipeline.load_image(image_path, upload_name(image_path))
         except ImageError as exc:  # the photo's problem: said once for the tab (by the first column), not per column
             text = message(exc)
             if self.family == "vit":
@@ -315,17 +312,17 @@ class ClassifierColumn:
             if progress is not None:
                 progress(0.5, desc=f"Running {loaded.id}…")
             choice, refused = self.sizes.fit(loaded, size)
-            run = run_at(loaded, image, choice)
-            names = [m.name for m in methods_for_run(run)]
+            run = pipeline.run_classifier(loaded, image, choice.size, choice.keep_aspect)
+            names = [m.name for m in run.methods()]
             state = ClassifyState(
                 run=run,
                 name=upload_name(image_path),
                 method=method if method in names else names[0],
                 opacity=float(opacity),
                 predictions=pipeline.predictions(loaded, run.logits, 5),
-                size_note=refused or size_note(loaded, run),
+                size_note=refused or pipeline.size_note(loaded, run),
             )
-            shown = self._render(state)
+            shown = self.render(state)
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line for the user
             text = message(exc)
             gr.Warning(text)
@@ -342,8 +339,8 @@ class ClassifierColumn:
                 )
             ),
             self.state: state,
-            self.method: gr.Dropdown(choices=[(m.label, m.name) for m in methods_for_run(run)], value=state.method),
-            **self._controls(state, state.method),
+            self.method: gr.Dropdown(choices=[(m.label, m.name) for m in run.methods()], value=state.method),
+            **self.control_updates(state, state.method),
         }
 
     @fresh
@@ -366,12 +363,12 @@ class ClassifierColumn:
                 self.caption: "",
                 self.status: status("Upload a photo first.", "info"),
                 self.state: None,
-                **self._controls(None, registry.default_for(self.family).name),
+                **self.control_updates(None, pipeline.default_method(self.family).name),
             }
         run = state.run
         assert run is not None
         try:
-            state.method = registry.get(method or state.method, run.family).name
+            state.method = pipeline.get_method(method or state.method, run.family).name
             class_index = state.options.class_index
             if class_name:
                 class_index = class_index_of(run, class_name)
@@ -390,9 +387,9 @@ class ClassifierColumn:
                 self.caption: "",
                 self.status: status(message(exc), "warn"),
                 self.state: state,
-                **self._controls(state, state.method),
+                **self.control_updates(state, state.method),
             }
-        return self._redraw(state)
+        return self.redraw(state)
 
     @fresh
     def class_clicked(self, state: ClassifyState | None, opacity: float, evt: Click) -> dict:
@@ -414,7 +411,7 @@ class ClassifierColumn:
         except ExplainError as exc:
             return {self.status: status(str(exc), "warn")}
         state.method, state.opacity = method, float(opacity)
-        return {**self._redraw(state), self.method: gr.Dropdown(value=method)}
+        return {**self.redraw(state), self.method: gr.Dropdown(value=method)}
 
     @fresh
     def point_clicked(self, state: ClassifyState | None, opacity: float, evt: Click) -> dict:
@@ -423,8 +420,8 @@ class ClassifierColumn:
         point = click_point(evt)
         if state is None or state.run is None or point is None:
             return {self.state: gr.skip()}  # no change ({} reads as a missing output)
-        method = next(m.name for m in registry.methods_for(state.run.family) if "point" in m.controls)
+        method = next(m.name for m in pipeline.methods_for(state.run.family) if "point" in m.controls)
         scale = render.fit(state.run.image)[1]
         state.options = dataclasses.replace(state.options, point=(point[0] / scale, point[1] / scale))
         state.method, state.opacity = method, float(opacity)
-        return {**self._redraw(state), self.method: gr.Dropdown(value=method)}
+        return {**self.redraw(state), self.method: gr.Dropdown(value=method)}

@@ -6,27 +6,48 @@ map over the photo (with the Swin window outline at a clicked point), and its ca
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from PIL import Image, ImageDraw
 
 from .. import pipeline, render
 from ..errors import ExplainError
-from ..explain import registry
-from ..explain.registry import ExplainOptions
-from ..explain.runs import ClassifierRun
+from ..pipeline import ClassifierRun, ExplainOptions
 from .engine_text import gradient_note
 
 
 def method_choices(family: str) -> list[tuple[str, str]]:
     """(label, value) pairs for a family's method dropdown, from the registry."""
-    return [(m.label, m.name) for m in registry.methods_for(family)]
+    return [(m.label, m.name) for m in pipeline.methods_for(family)]
 
 
 def class_method(family: str) -> str | None:
     """The family's class-specific method (what a click on a class shows): the first registered one."""
-    return next((m.name for m in registry.methods_for(family) if m.target == "class"), None)
+    return next((m.name for m in pipeline.methods_for(family) if m.target == "class"), None)
+
+
+class ColumnView(Protocol):
+    """What a classifier column offers its panels (`ClassifierColumn`): its components, its session cache `s`, and
+    the updates that redraw it. Panels receive the column as this and touch nothing else of it."""
+
+    family: str
+    s: Any  # `common.Services`: the session's runs, the config
+    state: Any  # gr.State holding a ClassifyState
+    label: Any
+    overlay: Any
+    caption: Any
+    status: Any
+    method: Any
+    opacity: Any
+    controls: list[Any]
+    sizes: Any  # the column's `sizes.SizeControls` (its `resized` event)
+
+    def render(self, state: ClassifyState) -> dict: ...
+
+    def redraw(self, state: ClassifyState) -> dict: ...
+
+    def control_updates(self, state: ClassifyState | None, method_name: str) -> dict: ...
 
 
 @dataclass
@@ -56,11 +77,10 @@ def window_outline(
     run: ClassifierRun, point: tuple[float, float], block: int | None, scale: float = 1.0
 ) -> list[tuple[float, float, float, float]]:
     """The window around `point` (original pixels) in one Swin block, as boxes in displayed pixels."""
-    from ..explain import swin as ex_swin
 
     x0, y0, x1, y1 = run.region
     block = run.default_block() if block is None else block
-    boxes = ex_swin.window_box(run.attentions, run.point_in_input(point), block, reachable=False)
+    boxes = pipeline.window_box(run.attentions, run.point_in_input(point), block, reachable=False)
     w, h = x1 - x0, y1 - y0
     return [
         ((x0 + a * w) * scale, (y0 + b * h) * scale, (x0 + c * w) * scale, (y0 + d * h) * scale) for a, b, c, d in boxes
@@ -74,7 +94,7 @@ def overlay(state: ClassifyState, max_side: int = render.DISPLAY_MAX) -> Image.I
     shown, scale = render.fit(run.image, max_side)
     out = render.overlay(shown, state.relevance.numpy(), [v * scale for v in run.region], state.opacity)
     point = state.options.point
-    if point is not None and "point" in registry.get(state.method, run.family).controls:
+    if point is not None and "point" in pipeline.get_method(state.method, run.family).controls:
         draw = ImageDraw.Draw(out)
         for box in window_outline(run, point, state.options.block, scale):
             draw.rectangle(box, outline=(255, 255, 255), width=max(2, round(max(out.size) / 300)))
@@ -86,7 +106,7 @@ def caption(state: ClassifyState) -> str:
     """One line under the map: what it shows."""
     run, o, target = state.run, state.options, state.target
     assert run is not None and target is not None
-    method = registry.get(state.method, run.family)
+    method = pipeline.get_method(state.method, run.family)
     text = f"**{method.label}**"
     if method.target == "class":
         text += f" for *{target['label']}* ({target['score']:.1%})"

@@ -2,7 +2,7 @@
 small helpers that turn results and failures into what Gradio shows.
 
 `Services` is made once per app (`vtdemo.ui.app.create_app`) and handed to each tab. Models load through
-`vtdemo.hub.load` (its cache is the only one); the first use of a model in this process shows a progress message.
+`vtdemo.loader.load` (its cache is the only one); the first use of a model in this process shows a progress message.
 Each photo's run lives in a `gr.State` of the visitor's session and is indexed by `vtdemo.ui.sessions.RunIndex`, so
 that it is released when the session ends or the memory budget needs the room; a view control that gets a released
 run says so (`RELEASED`) and asks for the photo again.
@@ -26,12 +26,10 @@ import numpy as np
 import torch
 from gradio.utils import get_upload_folder
 
-from .. import engine, hub
-from ..device import pick_device
+from .. import pipeline
 from ..errors import VtdemoError, for_visitor
-from ..families import FAMILIES
 from .components import Click, safe_image
-from .config import PRECISIONS, AppConfig
+from .config import AppConfig
 from .sessions import RunIndex
 
 log = logging.getLogger(__name__)
@@ -201,7 +199,7 @@ def write_npy(path: Path, relevance: torch.Tensor) -> Path:
 def _is_path(text: str) -> bool:
     """Does a picker value name a local path rather than a Hub repo id?"""
     try:
-        return hub.looks_like_path(text) or Path(text).expanduser().exists()
+        return pipeline.looks_like_path(text) or Path(text).expanduser().exists()
     except (OSError, ValueError):  # a name too long for the file system, a NUL byte: not a usable path either
         return True
 
@@ -211,20 +209,20 @@ class Services:
 
     def __init__(self, config: AppConfig):
         self.config = config
-        self.device = pick_device(config.device)  # chosen once, here
+        self.device = pipeline.pick_device(config.device)  # chosen once, here
         self.runs = RunIndex(config.cache_mb * 2**20)
-        if config.precision not in PRECISIONS:
-            raise VtdemoError(f"precision {config.precision!r}: choose from {', '.join(PRECISIONS)}")
+        if config.precision not in pipeline.PRECISIONS:
+            raise VtdemoError(f"precision {config.precision!r}: choose from {', '.join(pipeline.PRECISIONS)}")
         log.info("app precision: %s (gradient methods always run on the exact fp32 PyTorch model)", config.precision)
         self.fallbacks: dict[str, str] = {}  # model id -> why the fast engine could not convert it (it runs exact)
 
     def default_model(self, family: str) -> str:
         return {"vit": self.config.vit_model, "swin": self.config.swin_model, "detr": self.config.detr_model}[family]
 
-    def load(self, model_id: Any, family: str, progress: Any = None) -> hub.LoadedModel:
-        """Load (once, then cached by `hub.load`) at the app's precision, with a visible message on first use and
+    def load(self, model_id: Any, family: str, progress: Any = None) -> pipeline.LoadedModel:
+        """Load (once, then cached by `vtdemo.loader`) at the app's precision, with a visible message on first use and
         on conversion; check the family fits. A fast model is converted here (DETR: its graph with attention
-        outputs, which the webcam shares) and keeps no PyTorch weights of its own (`engine.release_weights`); one
+        outputs, which the webcam shares) and keeps no PyTorch weights of its own (`pipeline.release_weights`); one
         the fast engine cannot convert runs exact (logged, shown, and named in `engine_line`)."""
         if model_id is not None and not isinstance(model_id, str):
             raise VtdemoError("the model must be a Hugging Face repo id (org/name[@revision]) or empty for the default")
@@ -236,15 +234,15 @@ class Services:
                 "(--vit-model / --swin-model / --detr-model); type a Hugging Face repo id instead"
             )
         precision = self.config.precision
-        first = not hub.is_loaded(model_id, self.device, precision)
+        first = not pipeline.is_loaded(model_id, self.device, precision)
         if first and progress is not None:
             progress(0.05, desc=f"Loading {model_id} (first use: downloads the weights if they are not cached)…")
         started = time.perf_counter()
-        loaded = hub.load(model_id, device=self.device, precision=precision)
+        loaded = pipeline.load_model(model_id, device=self.device, precision=precision)
         if family == "detr" and loaded.family != "detr":
             raise VtdemoError(
-                f"{model_id} is an image classifier ({FAMILIES[loaded.family].display}): pick a DETR model "
-                f"here, e.g. {hub.DEFAULT_DETR}, and use the Classify tab for classifiers"
+                f"{model_id} is an image classifier ({pipeline.FAMILIES[loaded.family].display}): pick a DETR model "
+                f"here, e.g. {pipeline.DEFAULT_DETR}, and use the Classify tab for classifiers"
             )
         if family != "detr" and loaded.family == "detr":
             raise VtdemoError(f"{model_id} is a detection model (DETR): use it in the Detect tab")
@@ -254,24 +252,24 @@ class Services:
             gr.Info(f"Loaded {model_id} on {self.device.type.upper()} in {time.perf_counter() - started:.1f} s")
         return loaded
 
-    def _convert(self, loaded: hub.LoadedModel, progress: Any) -> hub.LoadedModel:
+    def _convert(self, loaded: pipeline.LoadedModel, progress: Any) -> pipeline.LoadedModel:
         """Convert the fast graph now (cached on disk; shown as progress) and release the PyTorch weights; or,
         if the converter fails, the same model on the exact path, with the reason recorded and shown."""
         if loaded.id in self.fallbacks:
-            return engine.exact_model(loaded)
+            return pipeline.exact_model(loaded)
         say = None if progress is None else (lambda text: progress(0.1, desc=text))
         try:
-            engine.prepare(loaded, True, say)
+            pipeline.prepare(loaded, True, say)
         except Exception as exc:  # noqa: BLE001 - any converter failure: run exact, and say so (not silently)
             reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
             log.warning("%s: the fast engine could not convert it (%s); running it exact", loaded.id, reason)
             self.fallbacks[loaded.id] = reason
             gr.Warning(f"{loaded.id} runs exact (fp32 PyTorch): the fast engine could not convert it ({reason})")
-            return engine.exact_model(loaded)
-        engine.release_weights(loaded)
+            return pipeline.exact_model(loaded)
+        pipeline.release_weights(loaded)
         return loaded
 
-    def engine_line(self, loaded: hub.LoadedModel, exact_size: bool = False) -> str:
+    def engine_line(self, loaded: pipeline.LoadedModel, exact_size: bool = False) -> str:
         """What produced a result of `loaded`, for a status line (`vtdemo.ui.engine_text.engine_line`)."""
         from .engine_text import engine_line
 

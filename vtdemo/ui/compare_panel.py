@@ -15,24 +15,17 @@ run the model. A click on a thumbnail makes that method the column's main map (t
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 from PIL import Image
 
-from .. import render
-from ..explain import registry
-from ..explain.api import methods_for_run
-from ..explain.compare import GRID_STEPS, Comparison, MethodScore, compare_maps, score_maps
-from ..explain.registry import ExplainOptions
-from ..explain.runs import ClassifierRun
-from .classify_views import ClassifyState
+from .. import pipeline, render
+from ..pipeline import GRID_STEPS, ClassifierRun, Comparison, ExplainOptions, MethodScore
+from .classify_views import ClassifyState, ColumnView
 from .common import MODEL, VIEW, fresh, message, status
 from .components import Click
 from .panel_views import agreement_heatmap, captioned
-
-if TYPE_CHECKING:
-    from .classify_column import ClassifierColumn
 
 STEPS = GRID_STEPS  # points per curve in the app: 0, 25, 50, 75, 100 % of the patches (the CLI's default is 20)
 THUMB = 240  # width of a thumbnail, pixels
@@ -137,7 +130,7 @@ class ComparePanel:
             self.text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-compare-text")
         self.views = [self.gallery, self.matrix, self.text]  # what a new photo clears
 
-    def wire(self, column: ClassifierColumn) -> None:
+    def wire(self, column: ColumnView) -> None:
         self.column = column
 
         def run(state, progress=gr.Progress()):
@@ -181,13 +174,13 @@ class ComparePanel:
         kept = state.panels.get("compare")
         try:
             if kept is None or kept[0] != key:
-                names = [m.name for m in methods_for_run(run)]
-                result = compare_maps(run, compare_options(state), names, self._progress(progress, "map"))
+                names = [m.name for m in run.methods()]
+                result = run.compare_maps(compare_options(state), names, self._progress(progress, "map"))
                 kept = self._keep(state, key, result)
                 yield self._shown(state, kept)
             result = kept[1]
             if not all(s.scored for s in result.scores):
-                score_maps(run, result, compare_options(state), STEPS, progress=self._progress(progress, "curves"))
+                run.score_maps(result, compare_options(state), STEPS, progress=self._progress(progress, "curves"))
                 kept = self._keep(state, key, result)
         except Exception as exc:  # noqa: BLE001 - one line for the user
             yield {self.gallery: None, self.matrix: None, self.text: status(message(exc), "warn")}
@@ -231,7 +224,7 @@ class ComparePanel:
         if not isinstance(k, int) or isinstance(k, bool) or not 0 <= k < len(methods):
             return {self.column.status: status(f"Pick one of the {len(methods)} thumbnails.", "warn")}
         assert state.run is not None
-        state.method = registry.get(methods[k], state.run.family).name
+        state.method = pipeline.get_method(methods[k], state.run.family).name
         state.opacity = float(opacity)
-        choices = [(m.label, m.name) for m in methods_for_run(state.run)]
-        return {**self.column._redraw(state), self.column.method: gr.Dropdown(choices=choices, value=state.method)}
+        choices = [(m.label, m.name) for m in state.run.methods()]
+        return {**self.column.redraw(state), self.column.method: gr.Dropdown(choices=choices, value=state.method)}

@@ -6,9 +6,9 @@ variables over the defaults.
 
 | flag | variable | default |
 |---|---|---|
-| `--vit-model` | `VTDEMO_VIT_MODEL` | `hub.DEFAULT_VIT` |
-| `--swin-model` | `VTDEMO_SWIN_MODEL` | `hub.DEFAULT_SWIN` |
-| `--detr-model` | `VTDEMO_DETR_MODEL` | `hub.DEFAULT_DETR` |
+| `--vit-model` | `VTDEMO_VIT_MODEL` | `DEFAULT_VIT` |
+| `--swin-model` | `VTDEMO_SWIN_MODEL` | `DEFAULT_SWIN` |
+| `--detr-model` | `VTDEMO_DETR_MODEL` | `DEFAULT_DETR` |
 | `--host` | `VTDEMO_HOST` (else Gradio's `GRADIO_SERVER_NAME`) | 127.0.0.1 |
 | `--port` | `VTDEMO_PORT` (else `GRADIO_SERVER_PORT`) | 7860 |
 | `--share` | `VTDEMO_SHARE=1` | off: no public link |
@@ -31,12 +31,11 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .. import hub
+from .. import pipeline
 from ..errors import VtdemoError
 from ..settings import env_flag, env_int, env_text
 
 LIVE_SIZES = (256, 320, 384, 480, 640, 800)
-PRECISIONS = ("exact", "fast")
 #: The webcam's default DETR short side per precision on a CPU with AVX-512 (`LIVE_SLOW_CPU` without), and why
 #: (README "Webcam input size" has the measurements).
 LIVE_DEFAULTS = {"fast": 320, "exact": 256}
@@ -82,9 +81,9 @@ def _env_int(name: str, default: int) -> int:
 class AppConfig:
     """What the app runs and how. Models are repo ids (`org/name[@revision]`) or local folders."""
 
-    vit_model: str = hub.DEFAULT_VIT
-    swin_model: str = hub.DEFAULT_SWIN
-    detr_model: str = hub.DEFAULT_DETR
+    vit_model: str = pipeline.DEFAULT_VIT
+    swin_model: str = pipeline.DEFAULT_SWIN
+    detr_model: str = pipeline.DEFAULT_DETR
     host: str | None = None  # None: Gradio's default (GRADIO_SERVER_NAME or 127.0.0.1)
     port: int | None = None  # None: GRADIO_SERVER_PORT or 7860 (the next free one)
     share: bool = False
@@ -126,22 +125,28 @@ class AppConfig:
     def choices(self, family: str) -> list[str]:
         """The model picker's list for a family: the configured model first, then the known ones."""
         chosen = {"vit": self.vit_model, "swin": self.swin_model, "detr": self.detr_model}[family]
-        known = hub.KNOWN_MODELS[family]
+        known = list(pipeline.FAMILIES[family].known)
         return [chosen] + [m for m in known if m != chosen]
 
 
 def _env_precision() -> str:
     value = (env_text("VTDEMO_PRECISION") or "fast").strip().lower()
-    if value not in PRECISIONS:
-        raise SystemExit(f"error: VTDEMO_PRECISION={value!r}: choose from {', '.join(PRECISIONS)}")
+    if value not in pipeline.PRECISIONS:
+        raise SystemExit(f"error: VTDEMO_PRECISION={value!r}: choose from {', '.join(pipeline.PRECISIONS)}")
     return value
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python app.py", description="vtdemo: see what vision transformers see.")
-    p.add_argument("--vit-model", help=f"ViT/DeiT repo id or folder (env VTDEMO_VIT_MODEL; default {hub.DEFAULT_VIT})")
-    p.add_argument("--swin-model", help=f"Swin repo id or folder (env VTDEMO_SWIN_MODEL; default {hub.DEFAULT_SWIN})")
-    p.add_argument("--detr-model", help=f"DETR repo id or folder (env VTDEMO_DETR_MODEL; default {hub.DEFAULT_DETR})")
+    p.add_argument(
+        "--vit-model", help=f"ViT/DeiT repo id or folder (env VTDEMO_VIT_MODEL; default {pipeline.DEFAULT_VIT})"
+    )
+    p.add_argument(
+        "--swin-model", help=f"Swin repo id or folder (env VTDEMO_SWIN_MODEL; default {pipeline.DEFAULT_SWIN})"
+    )
+    p.add_argument(
+        "--detr-model", help=f"DETR repo id or folder (env VTDEMO_DETR_MODEL; default {pipeline.DEFAULT_DETR})"
+    )
     p.add_argument("--host", help="address to listen on (env VTDEMO_HOST; default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, help="port (env VTDEMO_PORT; default 7860)")
     p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
@@ -167,7 +172,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cuda, mps or cpu (env VTDEMO_DEVICE; default: the best available)")
     p.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=pipeline.PRECISIONS,
         help="fast: optimized engine (OpenVINO on CPU) for forward passes; exact: fp32 PyTorch for everything "
         "(env VTDEMO_PRECISION; default fast; gradient methods always run exact)",
     )
@@ -182,9 +187,9 @@ def from_args(argv: Sequence[str] | None = None) -> AppConfig:
     precision = a.precision or _env_precision()
     live_size = a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", live_default(precision)[0])
     cfg = AppConfig(
-        vit_model=a.vit_model or env_text("VTDEMO_VIT_MODEL", hub.DEFAULT_VIT) or hub.DEFAULT_VIT,
-        swin_model=a.swin_model or env_text("VTDEMO_SWIN_MODEL", hub.DEFAULT_SWIN) or hub.DEFAULT_SWIN,
-        detr_model=a.detr_model or env_text("VTDEMO_DETR_MODEL", hub.DEFAULT_DETR) or hub.DEFAULT_DETR,
+        vit_model=a.vit_model or env_text("VTDEMO_VIT_MODEL", pipeline.DEFAULT_VIT) or pipeline.DEFAULT_VIT,
+        swin_model=a.swin_model or env_text("VTDEMO_SWIN_MODEL", pipeline.DEFAULT_SWIN) or pipeline.DEFAULT_SWIN,
+        detr_model=a.detr_model or env_text("VTDEMO_DETR_MODEL", pipeline.DEFAULT_DETR) or pipeline.DEFAULT_DETR,
         host=a.host or env_text("VTDEMO_HOST") or env_text("GRADIO_SERVER_NAME"),
         port=port or None,
         share=a.share or env_flag("VTDEMO_SHARE"),

@@ -1,7 +1,7 @@
 """The Detect tab: DETR boxes with a threshold, class filter, max detections and optional NMS, and what each
 detection attended to.
 
-DETR runs once per photo with attention (`vtdemo.explain.run_detr`); the threshold, filter, NMS and every map then
+DETR runs once per photo with attention (`vtdemo.pipeline.run_detr`); the threshold, filter, NMS and every map then
 re-render from the cached run (a few ms; the model is not called again). The attention row below
 (`vtdemo.ui.detect_attention`) shows what a clicked detection attended to and its relevance; its head and layer
 pickers are built from the run (its heads, its decoder layers).
@@ -21,9 +21,8 @@ from gradio.utils import get_upload_folder
 
 from .. import pipeline, render
 from ..errors import VtdemoError
-from ..explain.runs import DetrRun, run_detr
-from ..images import load_image
 from ..labels import coco
+from ..pipeline import DetrRun
 from .common import (
     MODEL,
     VIEW,
@@ -87,7 +86,12 @@ class DetectTab:
                     elem_id="detect-model",
                 )
                 self.threshold = Slider(
-                    0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold", elem_id="detect-threshold"
+                    0.0,
+                    1.0,
+                    value=pipeline.DEFAULT_THRESHOLD,
+                    step=0.01,
+                    label="Confidence threshold",
+                    elem_id="detect-threshold",
                 )
                 self.classes = MultiChoice(
                     choices=detection_classes(coco()),
@@ -290,7 +294,7 @@ class DetectTab:
         if not image_path:
             return self._empty("")
         try:
-            image = load_image(image_path, upload_name(image_path))
+            image = pipeline.load_image(image_path, upload_name(image_path))
             try:
                 loaded = self.s.load(model_id, "detr", progress)
             except VtdemoError as exc:
@@ -303,7 +307,7 @@ class DetectTab:
             if progress is not None:
                 progress(0.5, desc=f"Running {loaded.id}…")
             started = time.perf_counter()
-            run = run_detr(loaded, image, keep_dtype=torch.float16)  # halves a session's memory
+            run = pipeline.run_detr(loaded, image, keep_dtype=torch.float16)  # halves a session's memory
             seconds = time.perf_counter() - started
             shown, scale = render.fit(image)
             state = DetectState(

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..explain.api import explain_run
-from ..explain.registry import ExplainOptions
+from ..pipeline import ExplainOptions
 from .common import MODEL, VIEW, Services, click_point, colorbar, fresh, heads_choice, message, status
 from .components import Click, Number, Slider
 from .detect_views import (
@@ -140,7 +139,7 @@ class AttentionView:
             )
             if encoder:
                 assert state.point is not None
-                state.relevance = explain_run(run, "detr-encoder", options).map
+                state.relevance = run.explain("detr-encoder", options).map
                 x, y = state.point
                 caption = f"**Encoder self-attention at ({x:.0f}, {y:.0f})**: " + (
                     "where this position looks." if options.direction == "row" else "which positions look at it."
@@ -156,7 +155,7 @@ class AttentionView:
                         "row) to see where it looked.",
                         self.state: state,
                     }
-                state.relevance = explain_run(run, "detr-decoder", options).map
+                state.relevance = run.explain("detr-decoder", options).map
                 caption = (
                     f"**Decoder cross-attention of query {det.query}** ({det.label} {det.score:.2f}): the "
                     "image positions this object query read to place its box. Click the photo here to see "
@@ -270,7 +269,7 @@ class AttentionView:
             }
         kind = RELEVANCE_TARGETS.get(target or "class", "class")
         try:
-            result = explain_run(state.run, "detr-relevance", ExplainOptions(query=det.query, target_kind=kind))
+            result = state.run.explain("detr-relevance", ExplainOptions(query=det.query, target_kind=kind))
         except Exception as exc:  # noqa: BLE001
             return {self.attn: None, self.caption: status(message(exc), "warn"), self.state: state}
         state.method, state.relevance = "detr-relevance", result.map

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from .. import pipeline, postprocess, render
+from .. import pipeline, render
 from ..errors import ExplainError
-from ..explain.runs import DetrRun
+from ..pipeline import DetrRun
 from .components import BoxCanvas
 
 DETECTION_HEADERS = ["#", "class", "score", "x0", "y0", "x1", "y1", "query"]
@@ -30,7 +30,7 @@ RELEVANCE_CAPTION = (
 
 @dataclass
 class DetectOptions:
-    threshold: float = 0.7
+    threshold: float = pipeline.DEFAULT_THRESHOLD
     classes: set[int] | None = None
     max_detections: int | None = None
     nms_iou: float | None = None
@@ -85,7 +85,7 @@ def class_ids(labels: Sequence[str], names: Sequence[str] | None) -> set[int] | 
 
 def select(run: DetrRun, opts: DetectOptions) -> list[pipeline.Detection]:
     """The detections to show, score-sorted: no model call, only `postprocess.select` on the cached scores."""
-    keep = postprocess.select(run.scored, opts.threshold, opts.classes, opts.max_detections, opts.nms_iou)
+    keep = run.select(opts.threshold, opts.classes, opts.max_detections, opts.nms_iou)
     return pipeline.detections(run.loaded, run.scored, keep)
 
 

@@ -12,43 +12,27 @@ from typing import Any
 
 import torch
 
-from .. import engine, hub
-from ..explain import registry
+from .. import pipeline
 
 EXACT_NOTE = "computed on the exact fp32 PyTorch model"
 
 
-def precision_summary(precision: str, device: torch.device) -> str:
-    """The footer's words for the app's precision, e.g. 'fast: OpenVINO 2026.4.1 bf16 (DETR f32) on CPU; gradient
-    methods on the exact fp32 PyTorch model' or 'exact: PyTorch 2.x f32 on CPU'."""
-    kind = device.type.upper()
-    if precision != "fast":
-        return f"exact: PyTorch {torch.__version__} f32 on {kind}"
-    from ..engine.fast import choose, dtype_for
-
-    choice = choose(str(device))
-    name = {"openvino": "OpenVINO", "pytorch": "PyTorch"}[choice.engine]
-    detr = dtype_for(choice, "detr")
-    dtype = choice.dtype if detr == choice.dtype else f"{choice.dtype} (DETR {detr})"
-    return f"fast: {name} {choice.version} {dtype} on {kind}; gradient methods on the exact fp32 PyTorch model"
-
-
-def engine_line(loaded: hub.LoadedModel, fallback: str | None = None, exact_size: bool = False) -> str:
+def engine_line(loaded: pipeline.LoadedModel, fallback: str | None = None, exact_size: bool = False) -> str:
     """The status-line part naming what produced a result, e.g. 'OpenVINO 2026.4.1 bf16 on cpu (fast)'.
 
     fallback: why a model asked for at fast precision runs exact (the converter failed); exact_size: the fast model
     ran its exact PyTorch twin because the input is not the size it was converted at (a ViT at another size)."""
     if exact_size and loaded.precision == "fast":
         return f"PyTorch {torch.__version__} f32 on {loaded.device} (exact): this input size runs on the exact model"
-    text = engine.describe(loaded)
+    text = pipeline.describe(loaded)
     if fallback:
         text += f": the fast engine could not convert this model ({fallback}), so it runs exact"
     return text
 
 
-def gradient_note(loaded: hub.LoadedModel, method: str) -> str:
+def gradient_note(loaded: pipeline.LoadedModel, method: str) -> str:
     """' (computed on the exact fp32 PyTorch model)' for a gradient method of a fast model, else ''."""
-    meth: Any = registry.METHODS.get(method)
+    meth: Any = pipeline.METHODS.get(method)
     if meth is not None and meth.needs_gradients and loaded.precision == "fast":
         return f" ({EXACT_NOTE})"
     return ""

@@ -14,21 +14,17 @@ one exact fp32 pass on the same input for them (`vtdemo.explain.runs.with_block_
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .. import checks, render
-from ..explain import artefacts
-from ..explain.runs import ClassifierRun, with_block_outputs
-from .classify_views import ClassifyState
+from .. import checks, pipeline, render
+from ..pipeline import ClassifierRun
+from .classify_views import ClassifyState, ColumnView
 from .common import MODEL, VIEW, fresh, message, status
 from .components import Checkbox
-
-if TYPE_CHECKING:
-    from .classify_column import ClassifierColumn
 
 LAST = "last"
 NO_TOKENS = (
@@ -100,7 +96,7 @@ def report_text(report: dict[str, Any]) -> str:
         )
     else:
         text += "**no high-norm outlier tokens**."
-    per_block = [int(artefacts.find_outliers(norms[i])[0].sum()) for i in range(norms.shape[0])]
+    per_block = [int(pipeline.find_outliers(norms[i])[0].sum()) for i in range(norms.shape[0])]
     text += " Outliers per block: " + " · ".join(f"{i + 1}: {n}" for i, n in enumerate(per_block)) + "."
     names, prefix = report["prefix_names"], report["prefix_norms"][layer]
     if names:
@@ -142,9 +138,9 @@ class Inspector:
                 info="the outliers of the last block are taken out of every layer's attention",
                 elem_id=f"{family}-mask",
             )
-            gr.Markdown(artefacts.CAPTION, elem_classes="vt-caption")
+            gr.Markdown(pipeline.ARTEFACTS_CAPTION, elem_classes="vt-caption")
 
-    def wire(self, column: ClassifierColumn, classified: Any) -> None:
+    def wire(self, column: ColumnView, classified: Any) -> None:
         self.column = column
         panel = [self.layer, self.image, self.text, self.mask]
         for i, event in enumerate((classified, column.sizes.resized)):
@@ -175,7 +171,7 @@ class Inspector:
     def _show(self, run: ClassifierRun, layer: Any) -> dict:
         blocks = len(run.tokens or run.attentions)
         index = layer_index(layer, blocks)
-        report = artefacts.inspect(run, index)
+        report = run.artefacts(index)
         view = norm_view(run, report["norms"][index].numpy(), report["outliers"].numpy())
         value = LAST if layer in (None, "", LAST) else str(index + 1)
         return {
@@ -205,7 +201,7 @@ class Inspector:
         if state is None or state.run is None:
             return {self.image: None, self.text: status("Upload a photo first.", "info")}
         try:
-            return self._show(with_block_outputs(state.run), layer)
+            return self._show(state.run.with_block_outputs(), layer)
         except Exception as exc:  # noqa: BLE001 - one line for the user
             return {self.image: None, self.text: status(message(exc), "warn")}
 
@@ -219,11 +215,11 @@ class Inspector:
         try:
             opacity = checks.number(opacity, "Opacity", 0.0, 1.0)
             if on:
-                with_block_outputs(state.run)
+                state.run.with_block_outputs()
         except Exception as exc:  # noqa: BLE001 - one line for the user
             return {col.status: status(message(exc), "warn")}
         state.options = dataclasses.replace(state.options, mask_outliers=bool(on))
         if on and state.method != "rollout":
             state.method = "rollout"  # masking applies to the attention rollout
         state.opacity = float(opacity)
-        return {**col._redraw(state), col.method: gr.Dropdown(value=state.method)}
+        return {**col.redraw(state), col.method: gr.Dropdown(value=state.method)}

@@ -22,9 +22,7 @@ import numpy as np
 from PIL import Image
 
 from .. import render
-from ..explain.runs import DetrRun
-from ..families import PANOPTIC_DETR
-from ..postprocess_panoptic import PanopticResult, Segment
+from ..pipeline import PANOPTIC_DETR, DetrRun, PanopticResult, Segment
 from .common import VIEW, Services, click_point, fresh, message, status
 from .components import Click
 from .detect_views import DetectState

@@ -1,7 +1,7 @@
 """The set-matching panel of the Detect tab: how DETR is trained.
 
 The visitor enters (or uploads) ground-truth boxes; the cached 100 predictions of the photo are matched one-to-one to
-them with the Hungarian algorithm (`vtdemo.pipeline.match_run`, the same code as the CLI's `match`), and the
+them with the Hungarian algorithm (`vtdemo.pipeline.match_output`, the same code as the CLI's `match`), and the
 assignment is drawn on the photo with the loss terms. No model call: the predictions come from the Detect tab's run.
 """
 
@@ -141,14 +141,13 @@ class MatchingPanel:
 
     def load(self, path: str | None, state: DetectState | None) -> Any:
         """An uploaded JSON ([[label, x0, y0, x1, y1], ...] or COCO annotations) -> table rows."""
-        from ..explain import matching
 
         if not path:
             return gr.skip()
         state = self.s.cached(state)
         labels = state.run.loaded.labels if state and state.run else coco()
         try:
-            gt = matching.parse_ground_truth(Path(path).read_text(encoding="utf-8"), labels)
+            gt = pipeline.parse_ground_truth(Path(path).read_text(encoding="utf-8"), labels)
         except (OSError, UnicodeDecodeError) as exc:
             raise gr.Error(f"cannot read the file: {exc}") from None
         except VtdemoError as exc:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw
 
 from .. import render
-from ..explain.stages import StagePCA
+from ..pipeline import StagePCA
 
 
 def diverging(rho: float | None) -> tuple[int, int, int]:

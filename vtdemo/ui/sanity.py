@@ -14,19 +14,14 @@ Both are kept in the column's state for the map they checked (a new map, a new c
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import gradio as gr
 
-from ..evaluate.randomisation import map_randomisation
-from ..explain import registry
-from ..explain.api import deletion_check, explain_run
-from .classify_views import ClassifyState
+from .. import pipeline
+from .classify_views import ClassifyState, ColumnView
 from .common import MODEL, fresh, message, status
 from .sanity_views import deletion_caption, deletion_plot, insertion_plot, randomisation_caption, randomisation_plot
-
-if TYPE_CHECKING:
-    from .classify_column import ClassifierColumn
 
 
 def _shown(state: ClassifyState | None) -> bool:
@@ -85,7 +80,7 @@ class SanityPanel:
         #: what a new photo clears
         self.views = [self.check_plot, self.insertion_plot, self.check_text, self.random_plot, self.random_text]
 
-    def wire(self, column: ClassifierColumn) -> None:
+    def wire(self, column: ColumnView) -> None:
         self.column = column
         f = self.family
         self.check.click(
@@ -116,7 +111,7 @@ class SanityPanel:
         if kept is not None and kept[0] is state.relevance:
             return kept[1]
         assert state.run is not None and state.relevance is not None and state.target is not None
-        check = deletion_check(state.run, state.relevance, state.target["index"])
+        check = state.run.deletion_check(state.relevance, state.target["index"])
         state.panels["deletion"] = (state.relevance, check)
         return check
 
@@ -155,11 +150,9 @@ class SanityPanel:
         kept = state.panels.get("randomisation")
         try:
             if kept is None or kept[0] is not state.relevance:
-                method = registry.get(state.method, state.run.family)
+                method = pipeline.get_method(state.method, state.run.family)
                 options = dataclasses.replace(state.options, class_index=int(state.target["index"]))  # same class
-                curve = map_randomisation(
-                    state.run, lambda run: explain_run(run, method.name, options).map, method.label
-                )
+                curve = state.run.randomisation(method, options)
                 kept = state.panels["randomisation"] = (state.relevance, curve)
         except Exception as exc:  # noqa: BLE001
             return {self.random_plot: None, self.random_text: status(message(exc), "warn")}

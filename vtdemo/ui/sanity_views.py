@@ -12,9 +12,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from .. import render
-from ..evaluate import randomisation
-from ..evaluate.randomisation import RandomisationCurve
+from .. import pipeline, render
+from ..pipeline import RandomisationCurve
 
 
 def curve_chart(
@@ -115,7 +114,7 @@ def deletion_caption(check: dict[str, Any], target: dict[str, Any]) -> str:
 
 def randomisation_plot(curve: RandomisationCurve, width: int = 480, height: int = 260) -> Image.Image:
     """Spearman of the map with its original after each cumulative randomisation step (the library's chart)."""
-    return randomisation.chart([curve.to_dict()], (width, height), curve.threshold)
+    return pipeline.randomisation_chart([curve.to_dict()], (width, height), curve.threshold)
 
 
 def randomisation_caption(curve: RandomisationCurve, label: str) -> str:

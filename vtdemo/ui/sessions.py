@@ -35,7 +35,7 @@ from PIL import Image
 def footprint(obj: Any, _seen: set | None = None, _depth: int = 0) -> int:
     """Bytes of the tensors, arrays and images reachable from `obj` through dataclasses, lists, tuples and dicts.
 
-    Shared storages count once; models (`torch.nn.Module`, `vtdemo.hub.LoadedModel`) are shared by all runs and
+    Shared storages count once; models (`torch.nn.Module`, `vtdemo.pipeline.LoadedModel`) are shared by all runs and
     not counted. An estimate for the budget, not an exact measure of Python's heap.
     """
     seen = set() if _seen is None else _seen

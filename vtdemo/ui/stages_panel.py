@@ -8,17 +8,12 @@ One more forward pass (without attention) on request; the result is kept in the 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import gradio as gr
 
-from ..explain.stages import StagePCA, run_stage_pca
-from .classify_views import ClassifyState
+from ..pipeline import StagePCA
+from .classify_views import ClassifyState, ColumnView
 from .common import MODEL, fresh, message, status
 from .panel_views import stage_strip
-
-if TYPE_CHECKING:
-    from .classify_column import ClassifierColumn
 
 
 def stages_caption(stages: list[StagePCA]) -> str:
@@ -53,7 +48,7 @@ class StagesPanel:
             self.text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-stages-text")
         self.views = [self.image, self.text]  # what a new photo clears
 
-    def wire(self, column: ClassifierColumn) -> None:
+    def wire(self, column: ColumnView) -> None:
         self.column = column
         self.button.click(
             self.show,
@@ -73,7 +68,7 @@ class StagesPanel:
             kept = state.panels.get("stages")
             if kept is None:
                 run = state.run
-                stages = run_stage_pca(run)
+                stages = run.stage_pca()
                 crop = run.image.crop(tuple(round(v) for v in run.region))
                 kept = state.panels["stages"] = (stage_strip(crop, stages), stages_caption(stages))
         except Exception as exc:  # noqa: BLE001 - one line for the user

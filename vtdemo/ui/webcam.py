@@ -18,8 +18,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from .. import engine, hub, live
-from ..images import load_image
+from .. import pipeline
 from .common import VIEW, Services, export_dir, message, session_of, status
 from .components import Slider, safe_image
 from .config import LIVE_SIZES, live_default
@@ -80,23 +79,23 @@ def shrink_frame(frame: np.ndarray, max_side: int = FRAME_MAX) -> np.ndarray:
 
 def process_frame(
     session: LiveSession,
-    loaded: hub.LoadedModel,
+    loaded: pipeline.LoadedModel,
     frame: np.ndarray,
     threshold: float,
     short_side: int,
     max_side: int = FRAME_MAX,
 ) -> np.ndarray:
-    """Detect on one frame (RGB uint8 [H, W, 3]) at the fixed input `live.canvas(short_side)` and return it with
+    """Detect on one frame (RGB uint8 [H, W, 3]) at the fixed input `pipeline.canvas(short_side)` and return it with
     boxes drawn, at most `max_side` px wide/high."""
     started = time.perf_counter()
     small = shrink_frame(np.ascontiguousarray(frame[..., :3]), max_side)
-    dets = live.detect_frame(loaded, small, short_side, threshold)
+    dets = pipeline.detect_frame(loaded, small, short_side, threshold)
     drawn = np.asarray(draw_detections(Image.fromarray(small), dets))
     session.last_frame = frame
     session.detections = len(dets)
-    h, w = live.canvas(short_side)
+    h, w = pipeline.canvas(short_side)
     session.input_size = (w, h)
-    session.engine = engine.describe(loaded)
+    session.engine = pipeline.describe(loaded)
     session.record(started, time.perf_counter())
     return drawn
 
@@ -107,7 +106,7 @@ class WebcamTab:
     def __init__(self, services: Services, detect: DetectTab, tabs: gr.Tabs, image_limits: dict[str, Any]) -> None:
         self.s = services
         size = services.config.live_size
-        h, w = live.canvas(size)
+        h, w = pipeline.canvas(size)
         default, _ = live_default(services.config.precision)  # the measurements behind it: docs/performance.md
         why = (
             " Why this size: it is the largest that keeps the picture close to live (about 5 frames/s) on this "
@@ -138,7 +137,14 @@ class WebcamTab:
                 label="Live detections", streaming=True, interactive=False, format="jpeg", elem_id="webcam-out"
             )
         with gr.Row(equal_height=False):
-            threshold = Slider(0.0, 1.0, value=0.7, step=0.01, label="Confidence threshold", elem_id="webcam-threshold")
+            threshold = Slider(
+                0.0,
+                1.0,
+                value=pipeline.DEFAULT_THRESHOLD,
+                step=0.01,
+                label="Confidence threshold",
+                elem_id="webcam-threshold",
+            )
             live_size = gr.Dropdown(choices=sorted({*LIVE_SIZES, size}), value=size, label="DETR input short side (px)")
             freeze = gr.Button("Freeze: explain this frame", variant="secondary")
         stats = gr.Markdown(
@@ -175,7 +181,7 @@ class WebcamTab:
             return gr.skip(), gr.skip(), session
         try:
             pixels = np.asarray(
-                load_image(frame, "the camera frame")
+                pipeline.load_image(frame, "the camera frame")
             )  # the pixel limit applies before decoding, as for photos
             loaded = self.s.load(model_id, "detr")
             drawn = process_frame(session, loaded, pixels, float(threshold), int(live_size or self.s.config.live_size))

@@ -1,0 +1,150 @@
+"""The one way in: load a model, run it on a photo, and ask the run for everything else.
+
+    from vtdemo import pipeline
+    loaded = pipeline.load_model("timm/vit_base_patch16_224.augreg2_in21k_ft_in1k")   # cached (vtdemo.loader)
+    run = pipeline.run_classifier(loaded, pipeline.load_image("cat.jpg"))            # one forward pass, kept
+    run.predictions(5); run.methods(); run.explain("grad-rollout").map               # a map on the patch grid
+    pipeline.classify("cat.jpg").to_dict()                                           # image in, JSON out (the CLI)
+
+The app (`vtdemo.ui`), the CLI, `evaluate` and the benchmarks use this package; the app imports nothing else of
+vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
+
+- models: `load_model`, `is_loaded`, `preconvert`, `LoadedModel`, the family registry (`FAMILIES`, the defaults),
+  engines and precisions (`PRECISIONS`, `describe`, `exact_model`, `precision_summary`, `prepare`, `release_weights`,
+  `runtime_info`), `pick_device`, `looks_like_path`;
+- photos: `load_image` (the one door for images);
+- runs (`runs.py`): `run_classifier` (at any input size the model allows: `SizeChoice`, `parse_size`, ...),
+  `run_detr`; the records' methods give predictions / detections, methods, maps, sanity checks, comparisons;
+- explanations: `ExplainOptions`, `Method`, `methods_for`, `get_method`, `default_method`, and the pieces a view
+  draws (`Comparison`, `StagePCA`, `RandomisationCurve`, the artefact inspector's rule, a Swin window's box);
+- one image in, one result out (`results.py`): `classify`, `detect`, `match`, `explain`, `compare_image`, with
+  the records `ClassifyResult`, `DetectResult`, `Prediction`, `Detection`, `Explanation`;
+- the webcam: `detect_frame`, `canvas`.
+"""
+
+from __future__ import annotations
+
+from ..device import pick_device
+from ..engine import describe, exact_model, precision_summary, prepare, release_weights
+from ..evaluate.randomisation import RandomisationCurve
+from ..evaluate.randomisation import chart as randomisation_chart
+from ..explain.api import (
+    Explanation,
+    MapResult,
+    classifier_map,
+    classifier_methods,
+    deletion_check,
+    explain_run,
+    methods_for_model,
+)
+from ..explain.artefacts import CAPTION as ARTEFACTS_CAPTION
+from ..explain.artefacts import find_outliers
+from ..explain.compare import GRID_STEPS, Comparison, MethodScore
+from ..explain.matching import parse_ground_truth
+from ..explain.registry import METHODS, ExplainOptions, Method, methods_for
+from ..explain.registry import default_for as default_method
+from ..explain.registry import get as get_method
+from ..explain.runs import MAX_PATCHES
+from ..explain.stages import StagePCA
+from ..explain.swin import window_box
+from ..explain.vit import FUSIONS
+from ..families import DEFAULT_DETR, DEFAULT_SWIN, DEFAULT_THRESHOLD, DEFAULT_VIT, FAMILIES, PANOPTIC_DETR
+from ..hub import LoadedModel, looks_like_path
+from ..images import ImageSource, load_image
+from ..input_size import TRAINED, SizeChoice, offered_sizes, size_note, trained_side
+from ..input_size import parse as parse_size
+from ..live import canvas, detect_frame
+from ..loader import is_loaded, preconvert
+from ..loader import load as load_model
+from ..postprocess_panoptic import PanopticResult, Segment
+from ..records import ClassifyResult, Detection, DetectResult, Prediction, detections, predictions
+from ..settings import PRECISIONS
+from .results import (
+    classify,
+    compare_image,
+    detect,
+    explain,
+    forward_classifier,
+    forward_detr,
+    match,
+    match_output,
+    runtime_info,
+)
+from .runs import ClassifierRun, DetrRun, run_classifier, run_detr
+
+__all__ = [
+    "ARTEFACTS_CAPTION",
+    "DEFAULT_DETR",
+    "DEFAULT_SWIN",
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_VIT",
+    "FAMILIES",
+    "FUSIONS",
+    "GRID_STEPS",
+    "MAX_PATCHES",
+    "METHODS",
+    "PANOPTIC_DETR",
+    "PRECISIONS",
+    "TRAINED",
+    "ClassifierRun",
+    "ClassifyResult",
+    "Comparison",
+    "DetectResult",
+    "Detection",
+    "DetrRun",
+    "ExplainOptions",
+    "Explanation",
+    "ImageSource",
+    "LoadedModel",
+    "MapResult",
+    "Method",
+    "MethodScore",
+    "PanopticResult",
+    "Prediction",
+    "RandomisationCurve",
+    "Segment",
+    "SizeChoice",
+    "StagePCA",
+    "canvas",
+    "classifier_map",
+    "classifier_methods",
+    "classify",
+    "compare_image",
+    "default_method",
+    "deletion_check",
+    "describe",
+    "exact_model",
+    "detect",
+    "detect_frame",
+    "detections",
+    "explain",
+    "explain_run",
+    "find_outliers",
+    "forward_classifier",
+    "forward_detr",
+    "get_method",
+    "is_loaded",
+    "load_image",
+    "load_model",
+    "looks_like_path",
+    "match",
+    "match_output",
+    "methods_for",
+    "methods_for_model",
+    "offered_sizes",
+    "parse_ground_truth",
+    "parse_size",
+    "pick_device",
+    "precision_summary",
+    "preconvert",
+    "predictions",
+    "prepare",
+    "randomisation_chart",
+    "release_weights",
+    "run_classifier",
+    "run_detr",
+    "runtime_info",
+    "size_note",
+    "trained_side",
+    "window_box",
+]

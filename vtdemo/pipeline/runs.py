@@ -1,0 +1,128 @@
+"""Run records: one forward pass of one model on one photo, kept, that answers everything asked of it afterwards.
+
+`run_classifier(loaded, image, input_size, keep_aspect)` -> `ClassifierRun`; `run_detr(loaded, image)` -> `DetrRun`.
+A record knows its predictions or detections, the methods that apply to it, its maps (`explain(method, options)`),
+its sanity checks and its comparison grid; it calls the model again only where a method needs it (a backward pass,
+block outputs, stage colours, a randomised copy). The data of a run and the pure functions on it live in
+`vtdemo.explain.runs` and `vtdemo.explain`; these records are what the app, the CLI and `evaluate` hold.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from PIL import Image
+
+from .. import input_size as sizes
+from .. import postprocess
+from ..evaluate.randomisation import RandomisationCurve, map_randomisation
+from ..explain import api, artefacts, compare, stages
+from ..explain import runs as base
+from ..explain.registry import ExplainOptions, Method
+from ..hub import LoadedModel
+from ..records import Detection, Prediction, detections, predictions
+
+Progress = Callable[[int, int, str], None]
+
+
+class ClassifierRun(base.ClassifierRun):
+    """A classifier's run (see `vtdemo.explain.runs.ClassifierRun` for its fields: loaded, image, x, logits, ...)."""
+
+    @property
+    def model_as_loaded(self) -> LoadedModel:
+        """The model as loaded (trained size) behind this run's model, which may be a Swin rebuilt for another size."""
+        return sizes.base_of(self.loaded)
+
+    def predictions(self, top_k: int = 5) -> list[Prediction]:
+        return predictions(self.loaded, self.logits, top_k)
+
+    def methods(self) -> list[Method]:
+        """The registered methods that apply to this run (each entry decides: `Method.why_not`)."""
+        return api.methods_for_run(self)
+
+    def explain(self, method: str | None = None, options: ExplainOptions | None = None) -> api.MapResult:
+        """One map (max 1) on the model's grid, with the target it explains (`vtdemo.explain.api.explain_run`)."""
+        return api.explain_run(self, method, options)
+
+    def deletion_check(self, relevance: torch.Tensor, class_index: int) -> dict[str, Any]:
+        """Deletion and insertion curves of a map, each against a random order (`explain.api.deletion_check`)."""
+        return api.deletion_check(self, relevance, class_index)
+
+    def randomisation(self, method: Method, options: ExplainOptions) -> RandomisationCurve:
+        """Cascading parameter randomisation of one map (Adebayo et al. 2018; `evaluate.randomisation`)."""
+        return map_randomisation(self, lambda run: api.explain_run(run, method.name, options).map, method.label)
+
+    def compare_maps(
+        self, options: ExplainOptions, methods: list[str] | None = None, progress: Progress | None = None
+    ) -> compare.Comparison:
+        """Every applicable method's map and their agreement (`explain.compare.compare_maps`)."""
+        return compare.compare_maps(self, options, methods, progress)
+
+    def score_maps(
+        self, result: compare.Comparison, options: ExplainOptions, steps: int, progress: Progress | None = None
+    ) -> compare.Comparison:
+        """Deletion and insertion areas of a comparison's maps (`explain.compare.score_maps`)."""
+        return compare.score_maps(self, result, options, steps, progress=progress)
+
+    def with_block_outputs(self) -> ClassifierRun:
+        """This run with its per-block output tokens (one exact pass for a fast run; kept)."""
+        base.with_block_outputs(self)
+        return self
+
+    def artefacts(self, layer: int = -1) -> dict[str, Any]:
+        """The high-norm artefact tokens of a ViT run (`explain.artefacts.inspect`)."""
+        return artefacts.inspect(self, layer)
+
+    def stage_pca(self) -> list[stages.StagePCA]:
+        """A Swin run's stages as colours (`explain.stages.run_stage_pca`)."""
+        return stages.run_stage_pca(self)
+
+
+class DetrRun(base.DetrRun):
+    """A DETR run (see `vtdemo.explain.runs.DetrRun`: loaded, image, output, scored, masks)."""
+
+    def select(
+        self,
+        threshold: float = postprocess.DEFAULT_THRESHOLD,
+        classes: set[int] | None = None,
+        max_detections: int | None = None,
+        nms_iou: float | None = None,
+    ) -> torch.Tensor:
+        """Indices of the queries shown at these settings, by score (`postprocess.select`)."""
+        return postprocess.select(self.scored, threshold, classes, max_detections, nms_iou)
+
+    def detections(self, keep: torch.Tensor) -> list[Detection]:
+        return detections(self.loaded, self.scored, keep)
+
+    def methods(self) -> list[Method]:
+        return api.methods_for_run(self)
+
+    def explain(self, method: str | None = None, options: ExplainOptions | None = None) -> api.MapResult:
+        return api.explain_run(self, method, options)
+
+
+def _as(cls: type, run: Any) -> Any:
+    return cls(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)})
+
+
+def run_classifier(
+    loaded: LoadedModel, image: Image.Image, input_size: int | None = None, keep_aspect: bool = False
+) -> ClassifierRun:
+    """Forward once with attention at an input size (short side in px; None = the trained size): a ViT at any
+    multiple of its patch (optionally at the photo's aspect ratio; `explain.runs.input_preprocess` checks it), a
+    Swin at the sizes its windows allow (`input_size.parse` checks it: one line naming them otherwise)."""
+    if loaded.family == "swin" and (input_size is not None or keep_aspect):
+        choice = sizes.parse(loaded, input_size or sizes.TRAINED, keep_aspect)
+    else:
+        choice = sizes.SizeChoice(input_size, keep_aspect)
+    run: ClassifierRun = _as(ClassifierRun, sizes.run_at(loaded, image, choice))
+    return run
+
+
+def run_detr(loaded: LoadedModel, image: Image.Image, keep_dtype: torch.dtype | None = None) -> DetrRun:
+    """Forward once with attention; per-query scores and boxes in original pixels (`explain.runs.run_detr`)."""
+    run: DetrRun = _as(DetrRun, base.run_detr(loaded, image, keep_dtype))
+    return run
