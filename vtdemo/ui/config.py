@@ -1,35 +1,18 @@
 """The app's settings: which models, where to listen, and the limits that protect the host. No Gradio here.
 
-Every setting has a command-line flag (`python app.py --help`) and an environment variable, so that a Hugging Face
-Space (which runs `python app.py` with no arguments) is configured through its variables. Flags win over variables,
-variables over the defaults.
-
-| flag | variable | default |
-|---|---|---|
-| `--vit-model` | `VTDEMO_VIT_MODEL` | `DEFAULT_VIT` |
-| `--swin-model` | `VTDEMO_SWIN_MODEL` | `DEFAULT_SWIN` |
-| `--detr-model` | `VTDEMO_DETR_MODEL` | `DEFAULT_DETR` |
-| `--host` | `VTDEMO_HOST` (else Gradio's `GRADIO_SERVER_NAME`) | 127.0.0.1 |
-| `--port` | `VTDEMO_PORT` (else `GRADIO_SERVER_PORT`) | 7860 |
-| `--share` | `VTDEMO_SHARE=1` | off: no public link |
-| `--max-file-size` | `VTDEMO_MAX_FILE_SIZE` | 20mb per upload |
-| `--queue-size` | `VTDEMO_QUEUE_SIZE` | 32 waiting requests, then "busy, try again" |
-| `--concurrency` | `VTDEMO_CONCURRENCY` | 1 model call at a time (2-core CPU) |
-| `--cache-mb` | `VTDEMO_CACHE_MB` | 2048 MiB for all visitors' cached runs together (least recently used go) |
-| `--max-sessions` | `VTDEMO_MAX_SESSIONS` | 1000 sessions whose state Gradio keeps (~0.3 MB each; oldest go first) |
-| `--live-size` | `VTDEMO_LIVE_SIZE` | 320 at precision fast, 256 exact (256 on a CPU without AVX-512): the webcam's fixed DETR input short side (`live_default`) |
-| `--webcam-limit` | `VTDEMO_WEBCAM_LIMIT` | 300 s of processing per webcam session |
-| | `VTDEMO_WEBCAM_SESSIONS` | 2 webcam streams at once (others wait in the queue) |
-| `--precision` | `VTDEMO_PRECISION` | fast: the fast engine (`vtdemo.engine`), exact = fp32 PyTorch everywhere |
-| `--device` | `VTDEMO_DEVICE` | CUDA, then MPS, then CPU (`vtdemo.device.pick_device`) |
-| | `VTDEMO_ALLOW_FOLDERS` | typed local folders in the pickers: allowed only on localhost without `--share` |
+Each setting is declared once, in `SETTINGS`: its `AppConfig` field, its command-line flag (`python app.py --help`),
+its environment variable, its default and its help. The parser, `from_args` (flags win over variables, variables
+over the defaults), `AppConfig`'s defaults and the docs' table (`settings_table()`, in docs/deployment.md, checked
+by a test) all follow from it. A Hugging Face Space runs `python app.py` with no arguments and is configured
+through the variables.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from .. import pipeline
 from ..errors import VtdemoError
@@ -37,20 +20,19 @@ from ..settings import env_flag, env_int, env_text
 
 LIVE_SIZES = (256, 320, 384, 480, 640, 800)
 #: The webcam's default DETR short side per precision on a CPU with AVX-512 (`LIVE_SLOW_CPU` without), and why
-#: (README "Webcam input size" has the measurements).
+#: (the measurements: docs/performance.md, "Webcam input size").
 LIVE_DEFAULTS = {"fast": 320, "exact": 256}
 LIVE_WHY = {
-    "fast": "measured on an idle 2-core AMD EPYC with AVX-512, the fast path runs DETR-R50 webcam frames at 6.5 "
-    "frames/s at 320 px, 4.4 at 384 and 3.2 at 480: 320 px is the largest size above the 5 frames/s a live view needs",
-    "exact": "measured on an idle 2-core AMD EPYC with AVX-512, the exact PyTorch path runs DETR-R50 webcam frames at "
-    "6.3 frames/s at 256 px, 4.8 at 320 and 3.4 at 384: 256 px is the largest size above 5 frames/s",
+    "fast": "the largest size at which the fast path keeps DETR-R50 above the 5 frames/s a live view needs on a "
+    "2-core CPU with AVX-512",
+    "exact": "the largest size at which the exact PyTorch path keeps DETR-R50 above 5 frames/s on a 2-core CPU with "
+    "AVX-512",
 }
 #: Without AVX-512 (AVX2 only) every size is slower: the smallest offered size, and why.
 LIVE_SLOW_CPU = (
     256,
-    "this CPU has no AVX-512; measured on an idle 2-core AVX2-only AMD EPYC, the fast path runs DETR-R50 webcam "
-    "frames at 4.6 frames/s at 256 px and 3.5 at 320 (the exact path 3.2 and 2.7): 256 px, the smallest offered "
-    "size, is the closest to a live 5 frames/s",
+    "this CPU has no AVX-512: every size is slower there, and 256 px, the smallest offered size, is the closest to a "
+    "live 5 frames/s",
 )
 
 
@@ -70,34 +52,132 @@ def live_default(precision: str) -> tuple[int, str]:
     return LIVE_DEFAULTS[precision], LIVE_WHY[precision]
 
 
-def _env_int(name: str, default: int) -> int:
-    try:
-        return env_int(name, default)
-    except VtdemoError as exc:
-        raise SystemExit(f"error: {exc}") from None
+@dataclass(frozen=True)
+class Setting:
+    """One app setting. name: the `AppConfig` field; flag: its command-line flag (None: variable only); env: its
+    variable; kind: str | int | bool; default: the value when neither is given (what the docs show: `shown`);
+    fallback: another variable read when `env` is unset (Gradio's own); minimum: the smallest int accepted."""
+
+    name: str
+    flag: str | None
+    env: str
+    kind: type
+    default: Any
+    help: str
+    shown: str = ""
+    fallback: str | None = None
+    choices: tuple[str, ...] | None = None
+    minimum: int | None = None
+
+    @property
+    def default_text(self) -> str:
+        return self.shown or ("off" if self.default is False else str(self.default))
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("vit_model", "--vit-model", "VTDEMO_VIT_MODEL", str, pipeline.DEFAULT_VIT, "ViT/DeiT repo id or folder"),
+    Setting("swin_model", "--swin-model", "VTDEMO_SWIN_MODEL", str, pipeline.DEFAULT_SWIN, "Swin repo id or folder"),
+    Setting("detr_model", "--detr-model", "VTDEMO_DETR_MODEL", str, pipeline.DEFAULT_DETR, "DETR repo id or folder"),
+    Setting(
+        "host",
+        "--host",
+        "VTDEMO_HOST",
+        str,
+        None,
+        "address to listen on (0.0.0.0 for all)",
+        shown="127.0.0.1",
+        fallback="GRADIO_SERVER_NAME",
+    ),
+    Setting("port", "--port", "VTDEMO_PORT", int, None, "port", shown="7860", fallback="GRADIO_SERVER_PORT"),
+    Setting("share", "--share", "VTDEMO_SHARE", bool, False, "create a public gradio.live link", shown="off"),
+    Setting("max_file_size", "--max-file-size", "VTDEMO_MAX_FILE_SIZE", str, "20mb", "largest upload, e.g. 20mb"),
+    Setting(
+        "queue_size", "--queue-size", "VTDEMO_QUEUE_SIZE", int, 32, "requests allowed to wait before 'busy'", minimum=1
+    ),
+    Setting("concurrency", "--concurrency", "VTDEMO_CONCURRENCY", int, 1, "model calls run at once", minimum=1),
+    Setting(
+        "cache_mb",
+        "--cache-mb",
+        "VTDEMO_CACHE_MB",
+        int,
+        2048,
+        "memory for all visitors' cached runs together, in MiB (0: keep only the newest run)",
+        minimum=0,
+    ),
+    Setting(
+        "max_sessions",
+        "--max-sessions",
+        "VTDEMO_MAX_SESSIONS",
+        int,
+        1000,
+        "sessions whose state Gradio keeps, oldest forgotten first",
+        minimum=1,
+    ),
+    Setting(
+        "live_size",
+        "--live-size",
+        "VTDEMO_LIVE_SIZE",
+        int,
+        0,
+        "webcam: DETR input short side in px, fixed",
+        shown="320 at precision fast, 256 exact (256 without AVX-512)",
+        minimum=64,
+    ),
+    Setting(
+        "webcam_limit", "--webcam-limit", "VTDEMO_WEBCAM_LIMIT", int, 300, "webcam: seconds of processing per session"
+    ),
+    Setting("webcam_sessions", None, "VTDEMO_WEBCAM_SESSIONS", int, 2, "webcam streams at once (others wait)"),
+    Setting("device", "--device", "VTDEMO_DEVICE", str, None, "cuda, mps or cpu", shown="the best available"),
+    Setting(
+        "precision",
+        "--precision",
+        "VTDEMO_PRECISION",
+        str,
+        "fast",
+        "fast: the fast engine for forward passes; exact: fp32 PyTorch for everything (gradient methods always "
+        "run exact)",
+        choices=pipeline.PRECISIONS,
+    ),
+    Setting(
+        "allow_folders",
+        None,
+        "VTDEMO_ALLOW_FOLDERS",
+        bool,
+        None,
+        "allow local folders typed into the model pickers",
+        shown="only on localhost without --share",
+    ),
+)
+BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def _default(name: str) -> Any:
+    return field(default=BY_NAME[name].default)
 
 
 @dataclass(frozen=True)
 class AppConfig:
-    """What the app runs and how. Models are repo ids (`org/name[@revision]`) or local folders."""
+    """What the app runs and how (each field's flag, variable and default: `SETTINGS`). Models are repo ids
+    (`org/name[@revision]`) or local folders; live_size 0 = this precision's default on this CPU (`live_default`);
+    host / port None = Gradio's defaults; allow_folders None = only on a private server (`allow_typed_folders`)."""
 
-    vit_model: str = pipeline.DEFAULT_VIT
-    swin_model: str = pipeline.DEFAULT_SWIN
-    detr_model: str = pipeline.DEFAULT_DETR
-    host: str | None = None  # None: Gradio's default (GRADIO_SERVER_NAME or 127.0.0.1)
-    port: int | None = None  # None: GRADIO_SERVER_PORT or 7860 (the next free one)
-    share: bool = False
-    max_file_size: str = "20mb"
-    queue_size: int = 32
-    concurrency: int = 1
-    cache_mb: int = 2048
-    max_sessions: int = 1000
-    live_size: int = 0  # 0: this precision's default on this CPU (`live_default`)
-    webcam_limit: int = 300
-    webcam_sessions: int = 2
-    device: str | None = None
-    precision: str = "fast"  # "fast" (vtdemo.engine) or "exact" (fp32 PyTorch); gradient methods always run exact
-    allow_folders: bool | None = None  # None: only on a private server (see `allow_typed_folders`)
+    vit_model: str = _default("vit_model")
+    swin_model: str = _default("swin_model")
+    detr_model: str = _default("detr_model")
+    host: str | None = _default("host")
+    port: int | None = _default("port")
+    share: bool = _default("share")
+    max_file_size: str = _default("max_file_size")
+    queue_size: int = _default("queue_size")
+    concurrency: int = _default("concurrency")
+    cache_mb: int = _default("cache_mb")
+    max_sessions: int = _default("max_sessions")
+    live_size: int = _default("live_size")
+    webcam_limit: int = _default("webcam_limit")
+    webcam_sessions: int = _default("webcam_sessions")
+    device: str | None = _default("device")
+    precision: str = _default("precision")
+    allow_folders: bool | None = _default("allow_folders")
 
     def __post_init__(self) -> None:
         if not self.live_size:
@@ -129,86 +209,66 @@ class AppConfig:
         return [chosen] + [m for m in known if m != chosen]
 
 
-def _env_precision() -> str:
-    value = (env_text("VTDEMO_PRECISION") or "fast").strip().lower()
-    if value not in pipeline.PRECISIONS:
-        raise SystemExit(f"error: VTDEMO_PRECISION={value!r}: choose from {', '.join(pipeline.PRECISIONS)}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
+    """`python app.py --help`: one flag per setting that has one (its variable and default in the help)."""
     p = argparse.ArgumentParser(prog="python app.py", description="vtdemo: see what vision transformers see.")
-    p.add_argument(
-        "--vit-model", help=f"ViT/DeiT repo id or folder (env VTDEMO_VIT_MODEL; default {pipeline.DEFAULT_VIT})"
-    )
-    p.add_argument(
-        "--swin-model", help=f"Swin repo id or folder (env VTDEMO_SWIN_MODEL; default {pipeline.DEFAULT_SWIN})"
-    )
-    p.add_argument(
-        "--detr-model", help=f"DETR repo id or folder (env VTDEMO_DETR_MODEL; default {pipeline.DEFAULT_DETR})"
-    )
-    p.add_argument("--host", help="address to listen on (env VTDEMO_HOST; default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, help="port (env VTDEMO_PORT; default 7860)")
-    p.add_argument("--share", action="store_true", help="create a public gradio.live link (off by default)")
-    p.add_argument("--max-file-size", help="largest upload, e.g. 20mb (env VTDEMO_MAX_FILE_SIZE)")
-    p.add_argument("--queue-size", type=int, help="requests allowed to wait before 'busy' (env VTDEMO_QUEUE_SIZE; 32)")
-    p.add_argument("--concurrency", type=int, help="model calls run at once (env VTDEMO_CONCURRENCY; 1)")
-    p.add_argument(
-        "--cache-mb", type=int, help="memory for all visitors' cached runs together, in MiB (env VTDEMO_CACHE_MB; 2048)"
-    )
-    p.add_argument(
-        "--max-sessions",
-        type=int,
-        help="sessions whose state Gradio keeps, oldest forgotten first (env VTDEMO_MAX_SESSIONS; 1000)",
-    )
-    p.add_argument(
-        "--live-size",
-        type=int,
-        help="webcam: DETR input short side in px, fixed (env VTDEMO_LIVE_SIZE; 320 at precision fast, 256 exact)",
-    )
-    p.add_argument(
-        "--webcam-limit", type=int, help="webcam: seconds of processing per session (env VTDEMO_WEBCAM_LIMIT; 300)"
-    )
-    p.add_argument("--device", help="cuda, mps or cpu (env VTDEMO_DEVICE; default: the best available)")
-    p.add_argument(
-        "--precision",
-        choices=pipeline.PRECISIONS,
-        help="fast: optimized engine (OpenVINO on CPU) for forward passes; exact: fp32 PyTorch for everything "
-        "(env VTDEMO_PRECISION; default fast; gradient methods always run exact)",
-    )
+    for s in SETTINGS:
+        if s.flag is None:
+            continue
+        text = f"{s.help} (env {s.env}; default {s.default_text})"
+        if s.kind is bool:
+            p.add_argument(s.flag, dest=s.name, action="store_true", default=None, help=text)
+        else:
+            p.add_argument(s.flag, dest=s.name, type=s.kind, choices=s.choices, help=text)
     return p
 
 
+def _from_env(s: Setting) -> Any:
+    """The variable's value (or its fallback's), parsed as the setting's kind; None when neither is set."""
+    for name in (s.env, s.fallback):
+        if name is None or env_text(name) is None:
+            continue
+        try:
+            if s.kind is bool:
+                return env_flag(name)
+            if s.kind is int:
+                return env_int(name, 0)
+        except VtdemoError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        value = (env_text(name) or "").strip()
+        if s.choices:
+            value = value.lower()
+            if value not in s.choices:
+                raise SystemExit(f"error: {name}={value!r}: choose from {', '.join(s.choices)}")
+        return value or None
+    return None
+
+
+def _value(s: Setting, flags: argparse.Namespace) -> Any:
+    """Flag, then variable, then default; an int below its minimum is refused in one line."""
+    value = getattr(flags, s.name, None)
+    if value is None:
+        value = _from_env(s)
+    if value is None:
+        value = s.default
+    if s.kind is int and s.minimum is not None and value is not None and value != s.default and value < s.minimum:
+        raise SystemExit(f"error: {s.flag or s.env} must be at least {s.minimum}")
+    return value
+
+
 def from_args(argv: Sequence[str] | None = None) -> AppConfig:
-    """Flags, then environment variables, then defaults."""
-    a = parser().parse_args(argv)
-    port = a.port if a.port is not None else _env_int("VTDEMO_PORT", 0) or _env_int("GRADIO_SERVER_PORT", 0)
-    folders = env_text("VTDEMO_ALLOW_FOLDERS")
-    precision = a.precision or _env_precision()
-    live_size = a.live_size if a.live_size is not None else _env_int("VTDEMO_LIVE_SIZE", live_default(precision)[0])
-    cfg = AppConfig(
-        vit_model=a.vit_model or env_text("VTDEMO_VIT_MODEL", pipeline.DEFAULT_VIT) or pipeline.DEFAULT_VIT,
-        swin_model=a.swin_model or env_text("VTDEMO_SWIN_MODEL", pipeline.DEFAULT_SWIN) or pipeline.DEFAULT_SWIN,
-        detr_model=a.detr_model or env_text("VTDEMO_DETR_MODEL", pipeline.DEFAULT_DETR) or pipeline.DEFAULT_DETR,
-        host=a.host or env_text("VTDEMO_HOST") or env_text("GRADIO_SERVER_NAME"),
-        port=port or None,
-        share=a.share or env_flag("VTDEMO_SHARE"),
-        allow_folders=None if folders is None else env_flag("VTDEMO_ALLOW_FOLDERS"),
-        max_file_size=a.max_file_size or env_text("VTDEMO_MAX_FILE_SIZE", "20mb") or "20mb",
-        queue_size=a.queue_size if a.queue_size is not None else _env_int("VTDEMO_QUEUE_SIZE", 32),
-        concurrency=a.concurrency if a.concurrency is not None else _env_int("VTDEMO_CONCURRENCY", 1),
-        cache_mb=a.cache_mb if a.cache_mb is not None else _env_int("VTDEMO_CACHE_MB", 2048),
-        max_sessions=a.max_sessions if a.max_sessions is not None else _env_int("VTDEMO_MAX_SESSIONS", 1000),
-        live_size=live_size,
-        webcam_limit=a.webcam_limit if a.webcam_limit is not None else _env_int("VTDEMO_WEBCAM_LIMIT", 300),
-        webcam_sessions=_env_int("VTDEMO_WEBCAM_SESSIONS", 2),
-        device=a.device or env_text("VTDEMO_DEVICE"),
-        precision=precision,
-    )
-    if cfg.max_sessions < 1:
-        raise SystemExit("error: --max-sessions must be at least 1")
-    if cfg.cache_mb < 0:
-        raise SystemExit("error: --cache-mb must be 0 or more (0: keep only the newest run)")
-    if live_size < 64:
-        raise SystemExit("error: --live-size must be at least 64 pixels")
-    return cfg
+    """Flags, then environment variables, then defaults (`SETTINGS`)."""
+    flags = parser().parse_args(argv)
+    values = {s.name: _value(s, flags) for s in SETTINGS}
+    values["port"] = values["port"] or None  # 0 = Gradio's default
+    return AppConfig(**values)
+
+
+def settings_table() -> str:
+    """The Markdown table of every setting, as docs/deployment.md shows it (a test keeps the two equal)."""
+    rows = ["| flag | variable | default | what |", "|---|---|---|---|"]
+    for s in SETTINGS:
+        flag = f"`{s.flag}`" if s.flag else ""
+        env = f"`{s.env}`" + (f" (else `{s.fallback}`)" if s.fallback else "")
+        rows.append(f"| {flag} | {env} | {s.default_text} | {s.help} |")
+    return "\n".join(rows) + "\n"
