@@ -71,11 +71,11 @@ DEFAULT_THRESHOLD = 0.7
 
 FAMILIES: dict[str, Family] = {
     "vit": Family(
-        "vit",
-        "ViT / DeiT",
-        "classify",
-        DEFAULT_VIT,
-        (
+        name="vit",
+        display="ViT / DeiT",
+        task="classify",
+        default=DEFAULT_VIT,
+        known=(
             DEFAULT_VIT,
             "timm/vit_base_patch16_224.augreg_in21k_ft_in1k",
             "timm/deit_small_patch16_224.fb_in1k",
@@ -88,11 +88,11 @@ FAMILIES: dict[str, Family] = {
         ),
     ),
     "swin": Family(
-        "swin",
-        "Swin",
-        "classify",
-        DEFAULT_SWIN,
-        (
+        name="swin",
+        display="Swin",
+        task="classify",
+        default=DEFAULT_SWIN,
+        known=(
             DEFAULT_SWIN,
             "timm/swin_small_patch4_window7_224.ms_in1k",
             "timm/swin_base_patch4_window7_224.ms_in22k_ft_in1k",
@@ -102,46 +102,61 @@ FAMILIES: dict[str, Family] = {
         ),
     ),
     "detr": Family(
-        "detr",
-        "DETR",
-        "detect",
-        DEFAULT_DETR,
-        (DEFAULT_DETR, "facebook/detr-resnet-101", PANOPTIC_DETR, "facebook/detr-resnet-50@no_timm"),
+        name="detr",
+        display="DETR",
+        task="detect",
+        default=DEFAULT_DETR,
+        known=(DEFAULT_DETR, "facebook/detr-resnet-101", PANOPTIC_DETR, "facebook/detr-resnet-50@no_timm"),
     ),
 }
 
 #: Tried in order: the more specific entries first (Swin V2 before Swin, panoptic DETR before DETR).
 ARCHITECTURES: tuple[Architecture, ...] = (
     Architecture(
-        "vit",
-        "vit",
-        "vit",
-        "VisionTransformer",
-        "vit",
+        name="vit",
+        family="vit",
+        model="vit",
+        model_class="VisionTransformer",
+        converter="vit",
         timm_prefixes=("vit_", "deit_", "deit3_"),
         hf_model_types=("vit", "deit"),
     ),
     Architecture(
-        "swinv2",
-        "swin",
-        "swinv2",
-        "SwinTransformerV2",
-        "swinv2",
+        name="swinv2",
+        family="swin",
+        model="swinv2",
+        model_class="SwinTransformerV2",
+        converter="swinv2",
         timm_prefixes=("swinv2_",),
         hf_model_types=("swinv2",),
     ),
-    Architecture("swin", "swin", "swin", "SwinTransformer", "swin", timm_prefixes=("swin_",), hf_model_types=("swin",)),
     Architecture(
-        "detr-panoptic",
-        "detr",
-        "detr",
-        "DetrPanoptic",
-        "detr_panoptic",
+        name="swin",
+        family="swin",
+        model="swin",
+        model_class="SwinTransformer",
+        converter="swin",
+        timm_prefixes=("swin_",),
+        hf_model_types=("swin",),
+    ),
+    Architecture(
+        name="detr-panoptic",
+        family="detr",
+        model="detr",
+        model_class="DetrPanoptic",
+        converter="detr_panoptic",
         hf_model_types=("detr",),
         hf_architectures=("DetrForSegmentation",),
         model_module="detr_panoptic",
     ),
-    Architecture("detr", "detr", "detr", "DETR", "detr", hf_model_types=("detr",)),
+    Architecture(
+        name="detr",
+        family="detr",
+        model="detr",
+        model_class="DETR",
+        converter="detr",
+        hf_model_types=("detr",),
+    ),
 )
 
 SUPPORTED = (
