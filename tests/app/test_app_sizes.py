@@ -30,7 +30,7 @@ from vtdemo import loader, pipeline  # noqa: E402
 from vtdemo.errors import InputError  # noqa: E402
 from vtdemo.explain import artefacts, normalize_map  # noqa: E402
 from vtdemo.explain import vit as ex  # noqa: E402
-from vtdemo.ui.classify_views import ClassifyState  # noqa: E402
+from vtdemo.ui.classify.views import ClassifyState  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CAT = str(ROOT / "assets" / "examples" / "chelsea.png")  # 451x300
@@ -258,7 +258,7 @@ def test_a_flat_map_says_so(app):
     """A map with one value everywhere (e.g. Grad-CAM with no positive evidence) gets a caption saying it is flat."""
     import torch
 
-    from vtdemo.ui.classify_views import EMPTY, caption
+    from vtdemo.ui.classify.views import EMPTY, caption
 
     _, state = _column_and_state(app)
     state.target = {"index": 0, "label": "tench", "score": 0.01}

@@ -36,10 +36,10 @@ from vtdemo.evaluate.randomisation import map_randomisation  # noqa: E402
 from vtdemo.explain.api import deletion_check, explain_run, methods_for_model  # noqa: E402
 from vtdemo.explain.registry import ExplainOptions  # noqa: E402
 from vtdemo.pipeline import run_classifier  # noqa: E402  (the run records the app holds)
-from vtdemo.ui.classify_views import ClassifyState  # noqa: E402
-from vtdemo.ui.compare_panel import STEPS  # noqa: E402
+from vtdemo.ui.classify.compare import STEPS  # noqa: E402
+from vtdemo.ui.classify.sanity_views import randomisation_caption  # noqa: E402
+from vtdemo.ui.classify.views import ClassifyState  # noqa: E402
 from vtdemo.ui.components import Click  # noqa: E402
-from vtdemo.ui.sanity_views import randomisation_caption  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 CAT = str(ROOT / "assets" / "examples" / "chelsea.png")

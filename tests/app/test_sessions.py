@@ -154,7 +154,7 @@ def test_the_budget_releases_the_least_recently_used_runs(tiny_hub, tmp_path, mo
 
     from vtdemo.ui.common import Services
     from vtdemo.ui.config import AppConfig
-    from vtdemo.ui.detect import DetectTab
+    from vtdemo.ui.detect.tab import DetectTab
 
     cache, repos = tiny_hub
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))

@@ -29,11 +29,11 @@ import gradio as gr
 from .. import pipeline
 from ..assets import example_photos, examples_dir
 from . import howto
-from .classify import ClassifyTab
+from .classify.tab import ClassifyTab
 from .common import COLORBAR_CSS, Services
 from .config import AppConfig
-from .detect import DetectTab
-from .matching import MatchingPanel
+from .detect.matching import MatchingPanel
+from .detect.tab import DetectTab
 from .webcam import WebcamTab
 
 EXAMPLES = examples_dir()  # the checkout's assets/examples, or the installed package's copy

@@ -22,7 +22,7 @@ from .. import pipeline
 from .common import VIEW, Services, export_dir, message, session_of, status
 from .components import Slider, safe_image
 from .config import LIVE_SIZES, live_default
-from .detect import DetectTab, draw_detections
+from .detect.tab import DetectTab, draw_detections
 
 WINDOW_S = 3.0  # FPS is measured over this many seconds
 FRAME_MAX = 640  # frames are shrunk to this long side first (the fake camera of the browser tests sends 1920x1440)

@@ -20,11 +20,11 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .. import checks, pipeline, render
-from ..pipeline import ClassifierRun
-from .classify_views import ClassifyState, ColumnView
-from .common import MODEL, VIEW, fresh, message, status
-from .components import Checkbox
+from ... import checks, pipeline, render
+from ...pipeline import ClassifierRun
+from ..common import MODEL, VIEW, fresh, message, status
+from ..components import Checkbox
+from .views import ClassifyState, ColumnView
 
 LAST = "last"
 NO_TOKENS = (

@@ -1,5 +1,5 @@
 """The Classify tab: one photo, its examples and export, and a ViT/DeiT column and a Swin column side by side
-(`vtdemo.ui.classify_column`), each running its own model on the same photo."""
+(`vtdemo.ui.classify.column`), each running its own model on the same photo."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 import gradio as gr
 
-from .. import pipeline, render
-from .classify_column import ClassifierColumn
-from .classify_views import ClassifyState
-from .common import MODEL, Services, export_dir, not_yet, photo_input, safe_stem, write_json, write_npy
+from ... import pipeline, render
+from ..common import MODEL, Services, export_dir, not_yet, photo_input, safe_stem, write_json, write_npy
+from .column import ClassifierColumn
+from .views import ClassifyState
 
 # ------------------------------------------------------------------------------------------------- the tab
 

@@ -3,10 +3,10 @@ detection attended to.
 
 DETR runs once per photo with attention (`vtdemo.pipeline.run_detr`); the threshold, filter, NMS and every map then
 re-render from the cached run (a few ms; the model is not called again). The attention row below
-(`vtdemo.ui.detect_attention`) shows what a clicked detection attended to and its relevance; its head and layer
+(`vtdemo.ui.detect.attention`) shows what a clicked detection attended to and its relevance; its head and layer
 pickers are built from the run (its heads, its decoder layers).
-The set-matching panel (`vtdemo.ui.matching`) and the webcam's Freeze use this tab's state and photo input; the
-Masks view beside the boxes (`vtdemo.ui.masks`) shows a panoptic DETR's segments and sends a clicked one's query here.
+The set-matching panel (`vtdemo.ui.detect.matching`) and the webcam's Freeze use this tab's state and photo input; the
+Masks view beside the boxes (`vtdemo.ui.detect.masks`) shows a panoptic DETR's segments and sends a clicked one's query here.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import gradio as gr
 import torch
 from gradio.utils import get_upload_folder
 
-from .. import pipeline, render
-from ..errors import VtdemoError
-from ..labels import coco
-from ..pipeline import DetrRun
-from .common import (
+from ... import pipeline, render
+from ...errors import VtdemoError
+from ...labels import coco
+from ...pipeline import DetrRun
+from ..common import (
     MODEL,
     VIEW,
     Services,
@@ -38,7 +38,7 @@ from .common import (
     write_json,
     write_npy,
 )
-from .components import (
+from ..components import (
     BoxCanvas,
     BoxImage,
     BoxView,
@@ -47,8 +47,9 @@ from .components import (
     Slider,
     upload_name,
 )
-from .detect_attention import AttentionView
-from .detect_views import (
+from .attention import AttentionView
+from .masks import MasksPanel
+from .views import (
     DETECTION_HEADERS,
     DetectOptions,
     DetectState,
@@ -62,7 +63,6 @@ from .detect_views import (
     hex_color,
     select,
 )
-from .masks import MasksPanel
 
 __all__ = ["DetectOptions", "DetectState", "DetectTab", "draw_detections"]
 

@@ -18,10 +18,10 @@ from typing import Any
 
 import gradio as gr
 
-from .. import pipeline
-from .classify_views import ClassifyState, ColumnView
-from .common import MODEL, fresh, message, status
+from ... import pipeline
+from ..common import MODEL, fresh, message, status
 from .sanity_views import deletion_caption, deletion_plot, insertion_plot, randomisation_caption, randomisation_plot
+from .views import ClassifyState, ColumnView
 
 
 def _shown(state: ClassifyState | None) -> bool:

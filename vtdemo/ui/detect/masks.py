@@ -21,11 +21,11 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from .. import render
-from ..pipeline import PANOPTIC_DETR, DetrRun, PanopticResult, Segment
-from .common import VIEW, Services, click_point, fresh, message, status
-from .components import Click
-from .detect_views import DetectState
+from ... import render
+from ...pipeline import PANOPTIC_DETR, DetrRun, PanopticResult, Segment
+from ..common import VIEW, Services, click_point, fresh, message, status
+from ..components import Click
+from .views import DetectState
 
 NEEDS_PANOPTIC = (
     f"Masks need a panoptic model: pick {PANOPTIC_DETR} in the model picker on the left (it is in its list). "

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..pipeline import ExplainOptions
-from .common import MODEL, VIEW, Services, click_point, colorbar, fresh, heads_choice, message, status
-from .components import Click, Number, Slider
-from .detect_views import (
+from ...pipeline import ExplainOptions
+from ..common import MODEL, VIEW, Services, click_point, colorbar, fresh, heads_choice, message, status
+from ..components import Click, Number, Slider
+from ..engine_text import gradient_note
+from .views import (
     DIRECTIONS,
     RELEVANCE_CAPTION,
     RELEVANCE_TARGETS,
@@ -23,7 +24,6 @@ from .detect_views import (
     edge_panels,
     layer_index,
 )
-from .engine_text import gradient_note
 
 #: Browser-side: scroll the attention row into view (as little as needed) after a detection is clicked.
 SHOW_MAP = "() => document.getElementById('detect-attention')?.scrollIntoView({block: 'nearest'})"

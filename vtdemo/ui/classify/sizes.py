@@ -18,12 +18,12 @@ from typing import Any
 
 import gradio as gr
 
-from .. import checks, pipeline
-from ..errors import VtdemoError
-from ..pipeline import TRAINED, SizeChoice
-from .classify_views import ClassifyState, ColumnView
-from .common import MODEL, VIEW, fresh, message, session_of, status
-from .components import Checkbox
+from ... import checks, pipeline
+from ...errors import VtdemoError
+from ...pipeline import TRAINED, SizeChoice
+from ..common import MODEL, VIEW, fresh, message, session_of, status
+from ..components import Checkbox
+from .views import ClassifyState, ColumnView
 
 
 def choices(loaded: pipeline.LoadedModel | None) -> list[tuple[str, str]]:

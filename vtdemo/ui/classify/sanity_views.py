@@ -2,7 +2,7 @@
 of `vtdemo.explain.api.deletion_check` as small charts with their captions (Petsiuk et al. 2018, RISE,
 arXiv 1806.07421, §4.1), and the cascading parameter randomisation curve of
 `vtdemo.evaluate.randomisation.map_randomisation` with its verdict (Adebayo et al., NeurIPS 2018, arXiv 1810.03292,
-§3.1). `vtdemo.ui.sanity` owns the components and handlers that call these.
+§3.1). `vtdemo.ui.classify.sanity` owns the components and handlers that call these.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from .. import pipeline, render
-from ..pipeline import RandomisationCurve
+from ... import pipeline, render
+from ...pipeline import RandomisationCurve
 
 
 def curve_chart(

@@ -1,4 +1,4 @@
-"""One column of the Classify tab (`vtdemo.ui.classify`): a ViT/DeiT or a Swin model, its components, state and
+"""One column of the Classify tab (`vtdemo.ui.classify.tab`): a ViT/DeiT or a Swin model, its components, state and
 handlers.
 
 The column runs its model once per photo (`vtdemo.pipeline.run_classifier`, attention kept), shows the top 5 and a
@@ -6,8 +6,8 @@ map over the part of the photo the model saw, and re-draws the map from the cach
 methods, their labels and notes, and which controls each one uses come from the method registry
 (`vtdemo.explain.registry`); a click on a class switches to the family's class-specific method. A sanity check per
 column deletes the patches the map marks first (and inserts them into a blank image) and compares with a random
-order, and randomises the model block by block (`vtdemo.ui.sanity`); an accordion compares every method
-(`vtdemo.ui.compare_panel`), and the Swin column shows what each stage sees (`vtdemo.ui.stages_panel`). Handlers
+order, and randomises the model block by block (`vtdemo.ui.classify.sanity`); an accordion compares every method
+(`vtdemo.ui.classify.compare`), and the Swin column shows what each stage sees (`vtdemo.ui.classify.stages`). Handlers
 return dicts keyed by component: what they leave out stays as it is.
 """
 
@@ -18,18 +18,10 @@ from typing import Any
 
 import gradio as gr
 
-from .. import pipeline, render
-from ..errors import ExplainError, ImageError, VtdemoError
-from ..pipeline import ExplainOptions, SizeChoice
-from .classify_views import (
-    ClassifyState,
-    caption,
-    class_index_of,
-    class_method,
-    method_choices,
-    overlay,
-)
-from .common import (
+from ... import pipeline, render
+from ...errors import ExplainError, ImageError, VtdemoError
+from ...pipeline import ExplainOptions, SizeChoice
+from ..common import (
     MODEL,
     VIEW,
     Services,
@@ -41,12 +33,20 @@ from .common import (
     status,
     with_details,
 )
-from .compare_panel import ComparePanel
-from .components import Click, Slider, upload_name
+from ..components import Click, Slider, upload_name
+from .compare import ComparePanel
 from .inspector import Inspector
 from .sanity import SanityPanel
 from .sizes import SizeControls
-from .stages_panel import StagesPanel
+from .stages import StagesPanel
+from .views import (
+    ClassifyState,
+    caption,
+    class_index_of,
+    class_method,
+    method_choices,
+    overlay,
+)
 
 # ------------------------------------------------------------------------------------------------- one column
 

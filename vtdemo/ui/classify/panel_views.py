@@ -1,6 +1,6 @@
 """Pure drawings for the Classify tab's panels: the agreement matrix of the method comparison (a heat map of
-Spearman rank correlations, `vtdemo.ui.compare_panel`) and the strip of Swin stage colours next to the photo crop
-(`vtdemo.ui.stages_panel`). PIL only; no Gradio.
+Spearman rank correlations, `vtdemo.ui.classify.compare`) and the strip of Swin stage colours next to the photo crop
+(`vtdemo.ui.classify.stages`). PIL only; no Gradio.
 """
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw
 
-from .. import render
-from ..pipeline import StagePCA
+from ... import render
+from ...pipeline import StagePCA
 
 
 def diverging(rho: float | None) -> tuple[int, int, int]:

@@ -20,12 +20,12 @@ from typing import Any
 import gradio as gr
 from PIL import Image
 
-from .. import pipeline, render
-from ..pipeline import GRID_STEPS, ClassifierRun, Comparison, ExplainOptions, MethodScore
-from .classify_views import ClassifyState, ColumnView
-from .common import MODEL, VIEW, fresh, message, status
-from .components import Click
+from ... import pipeline, render
+from ...pipeline import GRID_STEPS, ClassifierRun, Comparison, ExplainOptions, MethodScore
+from ..common import MODEL, VIEW, fresh, message, status
+from ..components import Click
 from .panel_views import agreement_heatmap, captioned
+from .views import ClassifyState, ColumnView
 
 STEPS = GRID_STEPS  # points per curve in the app: 0, 25, 50, 75, 100 % of the patches (the CLI's default is 20)
 THUMB = 240  # width of a thumbnail, pixels

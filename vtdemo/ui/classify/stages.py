@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import gradio as gr
 
-from ..pipeline import StagePCA
-from .classify_views import ClassifyState, ColumnView
-from .common import MODEL, fresh, message, status
+from ...pipeline import StagePCA
+from ..common import MODEL, fresh, message, status
 from .panel_views import stage_strip
+from .views import ClassifyState, ColumnView
 
 
 def stages_caption(stages: list[StagePCA]) -> str:

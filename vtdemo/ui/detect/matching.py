@@ -14,12 +14,12 @@ import gradio as gr
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .. import pipeline, render
-from ..errors import ExplainError, VtdemoError
-from ..labels import coco
-from .common import VIEW, Services, message, not_yet, status
-from .components import Table
-from .detect import DetectState, DetectTab
+from ... import pipeline, render
+from ...errors import ExplainError, VtdemoError
+from ...labels import coco
+from ..common import VIEW, Services, message, not_yet, status
+from ..components import Table
+from .tab import DetectState, DetectTab
 
 GT_HEADERS = ["label", "x0", "y0", "x1", "y1"]
 MATCH_HEADERS = ["object", "query", "predicted", "score", "cost", "class", "L1", "-GIoU"]

@@ -1,6 +1,6 @@
 """What the Classify tab shows, as pure functions of a column's cached state: the method choices for a family, the
 map over the photo (with the Swin window outline at a clicked point), and its caption (the sanity check's charts are in
-`vtdemo.ui.sanity_views`). `vtdemo.ui.classify` owns the components and handlers that call these.
+`vtdemo.ui.classify.sanity_views`). `vtdemo.ui.classify.column` owns the components and handlers that call these.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Any, Protocol
 import torch
 from PIL import Image, ImageDraw
 
-from .. import pipeline, render
-from ..errors import ExplainError
-from ..pipeline import ClassifierRun, ExplainOptions
-from .engine_text import gradient_note
+from ... import pipeline, render
+from ...errors import ExplainError
+from ...pipeline import ClassifierRun, ExplainOptions
+from ..engine_text import gradient_note
 
 
 def method_choices(family: str) -> list[tuple[str, str]]:
@@ -64,7 +64,7 @@ class ClassifyState:
     predictions: list[pipeline.Prediction] = field(default_factory=list)
     released: bool = False
     superseded: bool = False  # a newer run of this session replaced it (`RunIndex.hold`)
-    size_note: str | None = None  # set when the run is not at the trained input size (`vtdemo.ui.sizes`)
+    size_note: str | None = None  # set when the run is not at the trained input size (`vtdemo.ui.classify.sizes`)
     panels: dict[str, Any] = field(default_factory=dict)  # what the column's panels computed for this photo
 
     def release(self) -> None:

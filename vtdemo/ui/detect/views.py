@@ -1,6 +1,6 @@
 """What the Detect tab shows, as pure functions of its cached state: which detections pass the options (from the
 cached scores, no model call), the box legend, count line and table rows, DETR maps over the photo (with the explained
-box or clicked point), the 2x2 box-edge relevance panel, and the layer picker's values. `vtdemo.ui.detect` owns the
+box or clicked point), the 2x2 box-edge relevance panel, and the layer picker's values. `vtdemo.ui.detect.tab` owns the
 components and handlers that call these.
 """
 
@@ -13,10 +13,10 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw
 
-from .. import pipeline, render
-from ..errors import ExplainError
-from ..pipeline import DetrRun
-from .components import BoxCanvas
+from ... import pipeline, render
+from ...errors import ExplainError
+from ...pipeline import DetrRun
+from ..components import BoxCanvas
 
 DETECTION_HEADERS = ["#", "class", "score", "x0", "y0", "x1", "y1", "query"]
 DIRECTIONS = {"where it looks": "row", "who looks at it": "column"}
@@ -51,7 +51,7 @@ class DetectState:
     relevance: torch.Tensor | None = None
     released: bool = False
     superseded: bool = False  # a newer run of this session replaced it (`RunIndex.hold`)
-    panoptic: Any = None  # a panoptic run's segments at the current threshold (`vtdemo.ui.masks`)
+    panoptic: Any = None  # a panoptic run's segments at the current threshold (`vtdemo.ui.detect.masks`)
     segment: int | None = None  # the query of the segment clicked in the Masks view
 
     def release(self) -> None:
