@@ -13,6 +13,8 @@ httpx = pytest.importorskip("httpx")
 
 from tests.support.apps import launched_app  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the app launched on the tiny checkpoints: its start-up and a model run per test
+
 #: api_name -> (input component kinds without gr.State, output kinds without gr.State, visibility)
 EXPECTED = {
     "load_example": (["dataset"], ["image"], "undocumented"),

@@ -28,6 +28,8 @@ from gradio_client import Client, handle_file  # noqa: E402
 from tests.support.apps import counting_forward, launched_app  # noqa: E402
 from vtdemo import loader, pipeline  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the app launched on the tiny checkpoints: its start-up and a model run per test
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "assets" / "examples"
 CAT = str(EXAMPLES / "chelsea.png")

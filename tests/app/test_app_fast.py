@@ -32,6 +32,8 @@ from vtdemo.engine.fast import FastModel  # noqa: E402
 from vtdemo.explain import api, registry  # noqa: E402
 from vtdemo.ui import config  # noqa: E402
 
+pytestmark = pytest.mark.slow  # conversions to the fast engine, 5-20 s a test
+
 ROOT = Path(__file__).resolve().parents[2]
 CAT = str(ROOT / "assets" / "examples" / "chelsea.png")
 ASTRONAUT = str(ROOT / "assets" / "examples" / "astronaut.png")

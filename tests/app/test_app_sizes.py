@@ -32,6 +32,8 @@ from vtdemo.explain import artefacts, normalize_map  # noqa: E402
 from vtdemo.explain import vit as ex  # noqa: E402
 from vtdemo.ui.classify.views import ClassifyState  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the app launched on the tiny checkpoints: its start-up and a model run per test
+
 ROOT = Path(__file__).resolve().parents[2]
 CAT = str(ROOT / "assets" / "examples" / "chelsea.png")  # 451x300
 ASTRONAUT = str(ROOT / "assets" / "examples" / "astronaut.png")

@@ -41,6 +41,8 @@ from vtdemo.ui.classify.sanity_views import randomisation_caption  # noqa: E402
 from vtdemo.ui.classify.views import ClassifyState  # noqa: E402
 from vtdemo.ui.components import Click  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the app launched on the tiny checkpoints: its start-up and a model run per test
+
 ROOT = Path(__file__).resolve().parents[2]
 CAT = str(ROOT / "assets" / "examples" / "chelsea.png")
 

@@ -33,6 +33,8 @@ from vtdemo import loader  # noqa: E402
 from vtdemo.explain import artefacts, stages  # noqa: E402
 from vtdemo.explain.runs import run_classifier  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the app at precision fast: conversions, 5-20 s a test
+
 ROOT = Path(__file__).resolve().parents[2]
 CAT = str(ROOT / "assets" / "examples" / "chelsea.png")
 SERVER_PATH = re.compile(r"/tmp/|gradio/[0-9a-f]{20,}|[0-9a-f]{40,}|HF_HUB|VTDEMO_|\.cache")

@@ -32,6 +32,8 @@ httpx = pytest.importorskip("httpx")
 from tests.support.apps import launched_app  # noqa: E402
 from vtdemo.ui.components import NOT_UPLOADED  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the app launched on the tiny checkpoints: its start-up and a model run per test
+
 VIEW = ["mean", "last", "where it looks", 0.55]  # head, layer, encoder direction, opacity
 
 

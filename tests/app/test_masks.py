@@ -32,6 +32,8 @@ from vtdemo.images import load_image  # noqa: E402
 from vtdemo.labels import coco  # noqa: E402
 from vtdemo.postprocess_panoptic import coco_stuff_ids, segments_of_output  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the app launched on the tiny checkpoints: its start-up and a model run per test
+
 
 @pytest.fixture(scope="module")
 def app(tiny_hub, tiny_panoptic):

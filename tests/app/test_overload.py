@@ -46,6 +46,8 @@ pytest.importorskip("gradio_client")
 from tests.support.apps import launched_app, wait_until  # noqa: E402
 from vtdemo import loader, pipeline  # noqa: E402
 
+pytestmark = pytest.mark.slow  # 20 clients against a launched app (~70 s)
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "assets" / "examples"
 CLIENTS = 20

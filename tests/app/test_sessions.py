@@ -28,6 +28,8 @@ from vtdemo.ui import config as ui_config  # noqa: E402
 from vtdemo.ui.common import RELEASED  # noqa: E402
 from vtdemo.ui.sessions import RunIndex, footprint  # noqa: E402
 
+pytestmark = pytest.mark.slow  # sessions that end by heartbeat: waits of seconds
+
 ROOT = Path(__file__).resolve().parents[2]
 CAT = str(ROOT / "assets" / "examples" / "chelsea.png")
 ASTRONAUT = str(ROOT / "assets" / "examples" / "astronaut.png")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a launched app driven in Chromium
 
 CHROMIUM = shutil.which("chromium")
 if CHROMIUM is None:

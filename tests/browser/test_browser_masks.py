@@ -9,7 +9,7 @@ import pytest
 
 from tests.browser.test_browser import ASTRONAUT, SHOTS, SLOW, browser_page  # noqa: F401  (skips without Chromium)
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a launched app driven in Chromium
 
 from playwright.sync_api import expect  # noqa: E402
 

@@ -477,6 +477,7 @@ def test_parity_padded_batch_with_attention(pair, images):
 # ----------------------------------------------------------------------------------------------- full size
 
 
+@pytest.mark.slow
 def test_full_size_parity(tmp_path, photos, images):
     """detr-resnet-50 (random, randomised weights) on a real photo at DETR's size: 800 x 1199."""
     hf, hub_sd, config = build_hf(tmp_path, images["calibration"], use_timm_backbone=True, num_labels=91)

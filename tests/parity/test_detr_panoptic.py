@@ -211,6 +211,7 @@ def _iou(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a & b).sum()) / max(float((a | b).sum()), 1.0)
 
 
+@pytest.mark.slow
 def test_full_size_matches_transformers(images):
     """detr-resnet-50-panoptic's architecture (d_model 256, 6 + 6 layers, 100 queries, 250 classes), random weights."""
     from safetensors.torch import load_file

@@ -16,6 +16,8 @@ pytest.importorskip("transformers")
 from vtdemo import loader  # noqa: E402
 from vtdemo.engine import fidelity, runtime_info  # noqa: E402
 
+pytestmark = pytest.mark.slow  # full-size models and three conversions to the fast engine
+
 
 @pytest.fixture(scope="module")
 def full(tmp_path_factory):

@@ -172,6 +172,7 @@ def detr_pair(tmp_path_factory, photos):
     return hf, ours, x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["class", "box"])
 def test_matches_the_published_rules_on_transformers_detr(detr_pair, kind):
     hf, ours, x = detr_pair

@@ -211,6 +211,7 @@ def _transformers_copy(model: VisionTransformer):
     return hf
 
 
+@pytest.mark.slow
 def test_attnlrp_equals_lxt_on_transformers_vit():
     """lxt's AttnLRP patches (attention wrapper, LayerNorm, GELU identity rule) on transformers' eager ViT."""
     _, patches, _ = _lxt()
@@ -347,6 +348,7 @@ def _explicit_vit_lrp(model: Any, img: torch.Tensor, c: int, rule: str) -> tuple
     return R_img, absorbed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", lrp.RULES)
 def test_vit_equals_explicit_lrp(rule):
     """2 blocks, 4 patches + CLS, width 8: our modified-gradient LRP equals the layer-by-layer rules."""
@@ -432,6 +434,7 @@ def _conservation_gap(forward, model: torch.nn.Module, x: torch.Tensor, c: int) 
     return float(logit.detach()), pixels, float(logit.detach()) - total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distilled", [False, True])
 def test_vit_cplrp_conserves_the_logit(distilled):
     """CP-LRP: pixels + biases + betas + embeddings + prefix tokens hold exactly the logit; AttnLRP loses some in
@@ -590,6 +593,7 @@ def test_swin_config_has_shifts_and_merges(swin64):
     assert [s.downsample is not None for s in model.layers] == [False, True, True]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rule", lrp.RULES)
 def test_swin_windowed_relevance_equals_dense_reference(swin64, rule):
     model, x = swin64

@@ -66,6 +66,7 @@ def reference_detections(model, processor, image, threshold):
     return res["scores"][order], res["labels"][order], boxes[order]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("naming", ["main", "no_timm"])
 @pytest.mark.parametrize("form", ["old", "new"])
 def test_detect_equals_transformers(naming, form, detr_pair, hf_cache, tmp_path, photos):
@@ -94,6 +95,7 @@ def test_detect_equals_transformers(naming, form, detr_pair, hf_cache, tmp_path,
     assert all(d.label == coco()[d.label_id] for d in result.detections)
 
 
+@pytest.mark.slow
 def test_thresholds_filter_like_the_reference(detr_pair, hf_cache, tmp_path, photos):
     model = detr_pair[0]
     write_transformers_repo(hf_cache, "facebook/detr-test", model, tmp_path, NEW_FORM)

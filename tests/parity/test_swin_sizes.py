@@ -62,6 +62,7 @@ def test_tiny_at_twice_the_size_matches_timm():
     assert [r.shift for r in out.attentions] == timm_shifts
 
 
+@pytest.mark.slow
 def test_swin_t_at_448_matches_timm():
     cfg = PRESETS[FULL]
     _, big, ours = _pair(FULL, replace_classes(cfg, 1000), {}, 448, seed=5)

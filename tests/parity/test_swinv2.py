@@ -135,6 +135,7 @@ def test_tiny_matches_transformers(pretrained):
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_full_size_tiny_window8_256_matches_timm():
     ref = randomise_swinv2(timm.create_model(ARCH, pretrained=False), seed=4)
     ours = _ours_from_timm(ref, config_from_timm(ARCH + ".ms_in1k", 1000))

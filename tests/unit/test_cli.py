@@ -13,6 +13,8 @@ import torch
 
 from tests.support.hubcache import write_timm_repo
 
+pytestmark = pytest.mark.slow  # the CLI in a process of its own per test (5-25 s each on two cores)
+
 ROOT = Path(__file__).resolve().parents[2]
 timm = pytest.importorskip("timm")
 TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)

@@ -9,6 +9,8 @@ import pytest
 
 from tests.unit.test_cli import ROOT, run_cli, tiny_cache  # noqa: F401  (tiny_cache is a fixture)
 
+pytestmark = pytest.mark.slow  # the CLI in a process of its own per test (5-25 s each on two cores)
+
 IMAGE = str(ROOT / "assets/examples/chelsea.png")
 
 

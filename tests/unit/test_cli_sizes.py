@@ -12,6 +12,8 @@ from tests.support.tiny_models import VIT_ARGS
 from tests.support.weights import randomise_classifier
 from tests.unit.test_cli import run_cli
 
+pytestmark = pytest.mark.slow  # the CLI in a process of its own per test (5-25 s each on two cores)
+
 ROOT = Path(__file__).resolve().parents[2]
 timm = pytest.importorskip("timm")
 

@@ -20,6 +20,8 @@ from vtdemo.engine import cache, exact_model, fidelity, openvino_runtime, runtim
 from vtdemo.engine.fast import FastModel, choose  # noqa: E402
 from vtdemo.models.swin import SwinAttention  # noqa: E402
 
+pytestmark = pytest.mark.slow  # conversions to the fast engine (OpenVINO), 5-30 s a test
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

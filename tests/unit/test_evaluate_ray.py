@@ -21,6 +21,7 @@ def run(*argv: str) -> tuple[int, str, str]:
     return code, err.getvalue(), out.getvalue()
 
 
+@pytest.mark.slow
 def test_ray_engine_writes_what_the_local_engine_writes(repos, tmp_path, photos):  # noqa: F811
     ray = pytest.importorskip("ray", reason="Ray is optional: pip install 'ray[data]'")
     pytest.importorskip("ray.data")

@@ -67,6 +67,7 @@ def lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_faithfulness_streams_a_line_per_image_and_method(repos, tmp_path):
     names = make_folder(tmp_path / "imgs", 3)
     out = tmp_path / "r.jsonl"
@@ -159,6 +160,7 @@ def test_labels_set_the_target_and_must_match(repos, tmp_path):
     assert code == 2 and "outside 0..999" in stderr
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_to_the_same_file(repos, tmp_path, monkeypatch):
     make_folder(tmp_path / "imgs", 3, broken=False)
     args = [
@@ -196,6 +198,7 @@ def test_an_interrupted_run_resumes_to_the_same_file(repos, tmp_path, monkeypatc
     assert part.read_bytes() == full.read_bytes()
 
 
+@pytest.mark.slow
 def test_a_killed_process_loses_nothing_written(repos, tiny_hub, tmp_path):
     make_folder(tmp_path / "imgs", 4, broken=False)
     cache, _ = tiny_hub

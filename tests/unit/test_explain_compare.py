@@ -75,6 +75,7 @@ def test_faithful_map_wins_and_each_method_runs_once(monkeypatch):
     assert d["spearman"]["methods"] == ["oracle", "anti"] and d["methods"][0]["grid"] == [4, 4]
 
 
+@pytest.mark.slow
 def test_cli_all_methods(tiny_cache):  # noqa: F811
     cache, repos = tiny_cache
     image = str(ROOT / "assets/examples/coffee.png")

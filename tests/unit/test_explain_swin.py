@@ -481,6 +481,7 @@ def tiny_model() -> SwinTransformer:
     return _model(TINY)
 
 
+@pytest.mark.slow
 def test_grad_rollout_equals_dense_reference(tiny_model):
     x = _tiny_input()
     for c in (0, 3, 7):
@@ -619,6 +620,7 @@ def test_grad_rollout_refuses_bad_input(tiny_model, tiny):
         ex.class_gradients(tiny_model, torch.randn(2, 3, 64, 64), 0)
 
 
+@pytest.mark.slow
 def test_pipeline_swin_grad_rollout(tiny_model):
     """The `swin-grad-rollout` method of `classifier_map`: the class's map, scaled to max 1; another class, another
     map (the app's click on a class)."""

@@ -210,6 +210,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, worst)
 """
 
 
+@pytest.mark.slow
 def test_thin_images_cost_megabytes_and_milliseconds():
     """1xN, Nx1 and 2x40000 images on every preprocessing path (timm, transformers crop and squash, DETR): peak
     memory grows by a few MB and each takes well under a second (before: 1x20000 took 58 s and +12 GB). Measured in
