@@ -117,3 +117,13 @@ def test_lrp_entries_are_the_lrp_functions_on_the_run():
         got = explain_run(run, name, ExplainOptions(class_index=3))
         assert got.target["index"] == 3
         torch.testing.assert_close(got.map, normalize_map(vit_lrp(model, x, 3, rule=rule)))
+
+
+def test_a_detector_tabs_fixed_views_ask_the_registry_for_their_methods():
+    """The Detect tab's three views (attention at a clicked point, a detection's attention, its relevance) find their
+    methods by target and gradient need, so that another detector family brings its own."""
+    assert registry.for_view("detr", "point").name == "detr-encoder"
+    assert registry.for_view("detr", "detection").name == "detr-decoder"
+    assert registry.for_view("detr", "detection", needs_gradients=True).name == "detr-relevance"
+    with pytest.raises(ExplainError, match="no attention method for a detection applies to model family 'vit'"):
+        registry.for_view("vit", "detection")

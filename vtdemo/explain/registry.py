@@ -160,6 +160,17 @@ def default_for(family: str) -> Method:
     return found[0]
 
 
+def for_view(family: str, target: str, needs_gradients: bool = False) -> Method:
+    """The method behind one of a detector tab's fixed views: the family's first method with this target ("point":
+    attention at a clicked point; "detection": a detection's map) that does (`needs_gradients`: relevance) or does not
+    need gradients (raw attention). ExplainError in one line when the family has none."""
+    for m in methods_for(family):
+        if m.target == target and m.needs_gradients == needs_gradients:
+            return m
+    kind = "gradient" if needs_gradients else "attention"
+    raise ExplainError(f"no {kind} method for a {target} applies to model family {family!r}")
+
+
 def get(name: str | None, family: str) -> Method:
     """The method `name` for a model of `family` (None = the family's default).
 

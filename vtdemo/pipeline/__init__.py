@@ -15,7 +15,8 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
 - photos: `load_image` (the one door for images);
 - runs (`runs.py`): `run_classifier` (at any input size the model allows: `SizeChoice`, `parse_size`, ...),
   `run_detr`; the records' methods give predictions / detections, methods, maps, sanity checks, comparisons;
-- explanations: `ExplainOptions`, `Method`, `methods_for`, `get_method`, `default_method`, and the pieces a view
+- explanations: `ExplainOptions`, `Method`, `methods_for`, `get_method`, `default_method`, `view_method` (the
+  method behind a detector tab's fixed view), and the pieces a view
   draws (`Comparison`, `StagePCA`, `RandomisationCurve`, the artefact inspector's rule, a Swin window's box);
 - one image in, one result out (`results.py`): `classify`, `detect`, `match`, `explain`, `compare_image`, with
   the records `ClassifyResult`, `DetectResult`, `Prediction`, `Detection`, `Explanation`;
@@ -43,6 +44,7 @@ from ..explain.compare import GRID_STEPS, Comparison, MethodScore
 from ..explain.matching import parse_ground_truth
 from ..explain.registry import METHODS, ExplainOptions, Method, methods_for
 from ..explain.registry import default_for as default_method
+from ..explain.registry import for_view as view_method
 from ..explain.registry import get as get_method
 from ..explain.runs import MAX_PATCHES
 from ..explain.stages import StagePCA
@@ -146,5 +148,6 @@ __all__ = [
     "runtime_info",
     "size_note",
     "trained_side",
+    "view_method",
     "window_box",
 ]

@@ -8,8 +8,11 @@ the exact model). Every map re-renders from the tab's cached run; the head and l
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
+from ... import pipeline
 from ...pipeline import ExplainOptions
 from ..common import MODEL, VIEW, Services, click_point, colorbar, fresh, heads_choice, message, status
 from ..components import Click, Number, Slider
@@ -27,6 +30,21 @@ from .views import (
 
 #: Browser-side: scroll the attention row into view (as little as needed) after a detection is clicked.
 SHOW_MAP = "() => document.getElementById('detect-attention')?.scrollIntoView({block: 'nearest'})"
+
+
+def point_method(run: Any) -> str:
+    """The family's method behind the view at a clicked point (DETR: encoder self-attention), from the registry."""
+    return pipeline.view_method(run.family, "point").name
+
+
+def attention_method(run: Any) -> str:
+    """The family's method behind a detection's attention view (DETR: decoder cross-attention)."""
+    return pipeline.view_method(run.family, "detection").name
+
+
+def relevance_method(run: Any) -> str:
+    """The family's gradient method for a detection (DETR: relevance through every layer)."""
+    return pipeline.view_method(run.family, "detection", needs_gradients=True).name
 
 
 class AttentionView:
@@ -129,7 +147,7 @@ class AttentionView:
         run = state.run
         assert run is not None
         try:
-            encoder = state.method == "detr-encoder" and state.point is not None
+            encoder = state.method == point_method(run) and state.point is not None
             options = ExplainOptions(
                 head=heads_choice(head),
                 layer=layer_index(run, layer, encoder),
@@ -139,7 +157,7 @@ class AttentionView:
             )
             if encoder:
                 assert state.point is not None
-                state.relevance = run.explain("detr-encoder", options).map
+                state.relevance = run.explain(point_method(run), options).map
                 x, y = state.point
                 caption = f"**Encoder self-attention at ({x:.0f}, {y:.0f})**: " + (
                     "where this position looks." if options.direction == "row" else "which positions look at it."
@@ -155,7 +173,7 @@ class AttentionView:
                         "row) to see where it looked.",
                         self.state: state,
                     }
-                state.relevance = run.explain("detr-decoder", options).map
+                state.relevance = run.explain(attention_method(run), options).map
                 caption = (
                     f"**Decoder cross-attention of query {det.query}** ({det.label} {det.score:.2f}): the "
                     "image positions this object query read to place its box. Click the photo here to see "
@@ -183,7 +201,7 @@ class AttentionView:
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) and evt.index else evt.index
         if not isinstance(index, int) or not 0 <= index < len(state.dets):
             return {self.state: gr.skip()}  # no change ({} reads as a missing output)
-        state.method, state.query = "detr-decoder", state.dets[index].query
+        state.method, state.query = attention_method(state.run), state.dets[index].query
         return {**self.render(state, head, layer, direction, opacity), self.pick: gr.Dropdown(value=state.query)}
 
     @fresh
@@ -200,7 +218,7 @@ class AttentionView:
         state = self.s.cached(state)
         if state is None:
             return {self.attn: None, self.caption: "Detect objects first.", self.state: None}
-        state.method = "detr-decoder"
+        state.method = attention_method(state.run)
         state.query = None if query in (None, "") else int(query)
         return self.render(state, head, layer, direction, opacity)
 
@@ -242,7 +260,10 @@ class AttentionView:
         if x is None or y is None:
             return {self.caption: status("Enter x and y in pixels, or click the photo.", "info"), self.state: state}
         w, h = state.run.image.size
-        state.method, state.point = "detr-encoder", (min(max(float(x), 0), w - 1), min(max(float(y), 0), h - 1))
+        state.method, state.point = (
+            point_method(state.run),
+            (min(max(float(x), 0), w - 1), min(max(float(y), 0), h - 1)),
+        )
         return self.render(state, head, layer, direction, opacity)
 
     @fresh
@@ -269,11 +290,12 @@ class AttentionView:
             }
         kind = RELEVANCE_TARGETS.get(target or "class", "class")
         try:
-            result = state.run.explain("detr-relevance", ExplainOptions(query=det.query, target_kind=kind))
+            method = relevance_method(state.run)
+            result = state.run.explain(method, ExplainOptions(query=det.query, target_kind=kind))
         except Exception as exc:  # noqa: BLE001
             return {self.attn: None, self.caption: status(message(exc), "warn"), self.state: state}
-        state.method, state.relevance = "detr-relevance", result.map
-        what = f"query {det.query} ({det.label} {det.score:.2f}){gradient_note(state.run.loaded, 'detr-relevance')}"
+        state.method, state.relevance = method, result.map
+        what = f"query {det.query} ({det.label} {det.score:.2f}){gradient_note(state.run.loaded, method)}"
         if kind == "class" or not result.maps:
             image = detr_overlay(state.run, result.map, opacity, box=det.box)
             caption = f"**Relevance of {what} for its class.** {RELEVANCE_CAPTION}"

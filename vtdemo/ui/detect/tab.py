@@ -316,6 +316,7 @@ class DetectTab:
                 canvas=BoxCanvas.create(get_upload_folder(), shown, scale),
                 opts=self._options(threshold, classes, max_det, nms, nms_iou, loaded.labels),
             )
+            state.method = pipeline.view_method(run.family, "detection").name  # the attention view comes first
             state.dets = select(run, state.opts)
             state.query = state.dets[0].query if state.dets else None
             boxes = self._boxes(state)

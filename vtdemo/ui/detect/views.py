@@ -45,7 +45,9 @@ class DetectState:
     canvas: BoxCanvas | None
     opts: DetectOptions = field(default_factory=DetectOptions)
     dets: list[pipeline.Detection] = field(default_factory=list)
-    method: str = "detr-decoder"  # or "detr-encoder" after a click on the photo
+    method: str = (
+        ""  # the method on screen: the detection attention view's, or the point view's after a click (`attention.py`)
+    )
     query: int | None = None
     point: tuple[float, float] | None = None
     relevance: torch.Tensor | None = None
