@@ -352,3 +352,17 @@ def test_typed_folders_only_on_a_private_server(tmp_path, monkeypatch):
     assert from_args(["--host", "0.0.0.0"]).allow_typed_folders
     monkeypatch.setenv("VTDEMO_ALLOW_FOLDERS", "no")
     assert not from_args(["--host", "127.0.0.1"]).allow_typed_folders
+
+
+def test_try_the_cat_works_from_any_working_directory(app, tmp_path, monkeypatch):
+    """"Try the cat" returns the example photo's path; Gradio serves a returned file only from the working directory,
+    the temp directory or `allowed_paths`. Started from another directory (`python /path/to/app.py`, the installed
+    `vtdemo serve`), the button showed "Error" until the examples were allowed (found by hand this round)."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # neither the checkout nor above the examples
+    from tests.app.test_hostile import call  # a raw call: the endpoint is private to the page
+
+    kind, outputs = call(app[1], "try_cat", [])
+    assert kind == "complete", outputs
+    assert Path(_path(outputs[1])).name == "chelsea.png"

@@ -185,8 +185,13 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
     `show_error=True`: the handlers turn every failure into one line of their own (an unexpected one is logged with
     its traceback and shown as "Unexpected error (...)"), so what reaches the page is always a sentence, never a
     traceback; and Gradio's own refusals before a handler runs (a file that was not uploaded, a value outside a
-    dropdown's choices) are shown with their reason instead of a bare "Error"."""
+    dropdown's choices) are shown with their reason instead of a bare "Error".
+
+    `allowed_paths`: the example photos, which "Try the cat" returns as a path: Gradio serves a returned file only
+    from the working directory, the temp directory or these, so without it the button showed "Error" whenever the
+    app was started from another directory (`python /path/to/app.py`, the installed `vtdemo serve`)."""
     return dict(
+        allowed_paths=[str(EXAMPLES)],
         server_name=config.server_name,
         server_port=config.server_port,
         share=config.share,
