@@ -355,7 +355,7 @@ def test_typed_folders_only_on_a_private_server(tmp_path, monkeypatch):
 
 
 def test_try_the_cat_works_from_any_working_directory(app, tmp_path, monkeypatch):
-    """"Try the cat" returns the example photo's path; Gradio serves a returned file only from the working directory,
+    """ "Try the cat" returns the example photo's path; Gradio serves a returned file only from the working directory,
     the temp directory or `allowed_paths`. Started from another directory (`python /path/to/app.py`, the installed
     `vtdemo serve`), the button showed "Error" until the examples were allowed (found by hand this round)."""
     elsewhere = tmp_path / "elsewhere"
