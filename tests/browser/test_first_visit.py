@@ -185,6 +185,7 @@ def choose(page, dropdown_id: str, option: str | None = None) -> list[str]:
     offered = [o.split("\n")[-1].strip() for o in options.all_inner_texts()]  # "✓\nname" for the chosen one
     if option is None:
         page.keyboard.press("Escape")
+        box.blur()  # as a person moves on: Gradio's dropdown opens on focus, so a click on a focused one does nothing
     else:  # typed and Enter, as a keyboard user does: a click on the list can miss while it re-renders
         box.fill(option)
         page.keyboard.press("Enter")
