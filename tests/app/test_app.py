@@ -318,9 +318,12 @@ def test_serves_nothing_outside_its_files(app):
     import httpx
 
     _, url = app
-    for path in ("/etc/passwd", str(ROOT / "app.py"), str(EXAMPLES / "chelsea.png")):
+    escape = f"{EXAMPLES}/../../app.py"  # out of the examples folder by '..'
+    for path in ("/etc/passwd", str(ROOT / "app.py"), escape, str(ROOT / "vtdemo" / "__init__.py")):
         response = httpx.get(f"{url.rstrip('/')}/gradio_api/file={path}")
         assert response.status_code == 403, path
+    # the example photos are the app's own public files ("Try the cat" returns one: `launch_options`)
+    assert httpx.get(f"{url.rstrip('/')}/gradio_api/file={EXAMPLES / 'chelsea.png'}").status_code == 200
 
 
 def test_upload_size_is_limited(app, client, tmp_path):
