@@ -60,6 +60,8 @@ CONFIG_BOUNDS = {
     "mlp_ratio": 16,
     "in_chans": 16,
 }
+#: Fields that may be 0: a ViT without a head (`num_classes=0`, a feature model such as DINOv2's backbones).
+MAY_BE_ZERO = {"num_classes"}
 
 
 def check_config_bounds(cfg: Any, source: str) -> None:
@@ -71,9 +73,11 @@ def check_config_bounds(cfg: Any, source: str) -> None:
         value = getattr(cfg, field.name)
         values = list(value) if isinstance(value, (tuple, list)) else [value]
         total = sum(values) if field.name == "depths" else max(values, default=0)
-        if not values or min(values) <= 0 or total > limit:
+        lowest = 0 if field.name in MAY_BE_ZERO else 1
+        if not values or min(values) < lowest or total > limit:
+            what = "values from 0" if lowest == 0 else "positive values"
             raise UnsupportedModelError(
-                f"{source}: config.json gives {field.name}={value!r}; vtdemo accepts positive values up to {limit}"
+                f"{source}: config.json gives {field.name}={value!r}; vtdemo accepts {what} up to {limit}"
             )
 
 

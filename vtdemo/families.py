@@ -110,8 +110,20 @@ FAMILIES: dict[str, Family] = {
     ),
 }
 
-#: Tried in order: the more specific entries first (Swin V2 before Swin, panoptic DETR before DETR).
+#: Tried in order: the more specific entries first (DINOv2 before ViT, Swin V2 before Swin, panoptic DETR before DETR).
 ARCHITECTURES: tuple[Architecture, ...] = (
+    Architecture(
+        name="dinov2",
+        family="vit",
+        model="dinov2",
+        model_class="VisionTransformer",
+        model_module="vit",
+        converter="dinov2",
+        timm_prefixes=tuple(
+            f"vit_{size}_patch14_{reg}dinov2" for size in ("small", "base", "large", "giant") for reg in ("", "reg4_")
+        ),
+        hf_model_types=("dinov2", "dinov2_with_registers"),
+    ),
     Architecture(
         name="vit",
         family="vit",
@@ -160,8 +172,8 @@ ARCHITECTURES: tuple[Architecture, ...] = (
 )
 
 SUPPORTED = (
-    "timm vit_*/deit_*/deit3_*/vit_*_reg*_gap_*/swin_*/swinv2_* repos and transformers ViT, DeiT, Swin, "
-    "Swin V2 and DETR (ResNet-50/101, detection or panoptic) repos"
+    "timm vit_*/deit_*/deit3_*/vit_*_reg*_gap_*/vit_*_patch14_*dinov2/swin_*/swinv2_* repos and transformers ViT, "
+    "DeiT, DINOv2 (with or without registers), Swin, Swin V2 and DETR (ResNet-50/101, detection or panoptic) repos"
 )
 
 

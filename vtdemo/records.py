@@ -60,7 +60,9 @@ class DetectResult:
 
 
 def predictions(loaded: LoadedModel, logits: torch.Tensor, top_k: int) -> list[Prediction]:
-    """logits [K] -> the top-k predictions with names."""
+    """logits [K] -> the top-k predictions with names; none for a model without a head (its output is features)."""
+    if not loaded.labels:
+        return []
     probs, idx = postprocess.top_k(logits.detach().cpu(), top_k)
     return [Prediction(int(i), loaded.labels[int(i)], float(p)) for p, i in zip(probs, idx, strict=True)]
 

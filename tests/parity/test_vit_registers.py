@@ -68,7 +68,7 @@ def test_tiny_parity_and_attention_path(arch):
 
 
 @pytest.mark.parametrize(
-    "arch", ["vit_pwee_patch16_reg1_gap_256", "vit_base_patch14_reg4_dinov2", "vit_so150m_patch16_reg4_map_256"]
+    "arch", ["vit_pwee_patch16_reg1_gap_256", "vit_base_patch16_rope_reg1_gap_256", "vit_so150m_patch16_reg4_map_256"]
 )
 def test_other_register_models_are_refused_by_name(arch):
     with pytest.raises(UnsupportedModelError, match="not supported.*deit3_base_patch16_384"):

@@ -95,7 +95,10 @@ def classifier_methods(loaded: hub.LoadedModel) -> tuple[str, ...]:
 
 
 def class_target(run: ClassifierRun, class_index: int | None) -> dict[str, Any]:
-    """{"index", "label", "score"} of the class to explain (None = the top class); ExplainError if out of range."""
+    """{"index", "label", "score"} of the class to explain (None = the top class); ExplainError if out of range.
+    A model without a head (a feature model) has no class: {} (its maps explain the CLS token, not a class)."""
+    if not run.loaded.labels:
+        return {}
     probs = run.logits.softmax(-1)
     index = int(probs.argmax()) if class_index is None else int(class_index)
     if not 0 <= index < probs.numel():
@@ -156,7 +159,7 @@ def explain_run(
             target = {"point": list(options.point) if options.point else None}
     else:
         target = class_target(run, options.class_index)
-        options = replace(options, class_index=target["index"])
+        options = replace(options, class_index=target.get("index"))
     raw = meth.fn(on_exact_model(run) if meth.needs_gradients else run, options)
     if isinstance(raw, dict):
         maps = {k: normalize_map(v.detach().cpu()) for k, v in raw.items()}

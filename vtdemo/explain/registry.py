@@ -94,6 +94,11 @@ class Method:
         another input size); else one line saying why not and what to use instead. The one place each rule lives."""
         if loaded.family not in self.families:
             return f"method '{self.name}' does not apply to {loaded.family} models"
+        if self.target == "class" and not loaded.labels:
+            return (
+                f"{loaded.id} has no classifier head (a feature model): there is no class for '{self.name}' to "
+                "explain; use rollout or cls-attention"
+            )
         return self.applies(loaded, run) if self.applies is not None else None
 
 

@@ -98,13 +98,16 @@ def rollout_matrix(
 
 
 def read_out(R: torch.Tensor, num_prefix: int = 1, readout: str = "token", token: int = 0) -> torch.Tensor:
-    """[N, N] rolled-out matrix -> [P]: row `token` ("token" readout) or the mean of the patch rows ("avg"), over
+    """[N, N] rolled-out matrix -> [P]: row `token` ("token" readout), the mean of the patch rows ("avg"), or the
+    mean of the two ("token_avg": DINOv2's linear heads read [CLS, mean of patches], each half of the input), over
     the patch columns."""
     if readout == "token":
         return R[token, num_prefix:]  # [P]
     if readout == "avg":
         return R[num_prefix:, num_prefix:].mean(dim=0)  # [P]
-    raise ValueError(f"readout must be 'token' or 'avg', not {readout!r}")
+    if readout == "token_avg":
+        return 0.5 * (R[token, num_prefix:] + R[num_prefix:, num_prefix:].mean(dim=0))  # [P]
+    raise ValueError(f"readout must be 'token', 'avg' or 'token_avg', not {readout!r}")
 
 
 def rollout(

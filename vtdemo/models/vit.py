@@ -14,7 +14,8 @@ and the prefix tokens are concatenated after adding them, otherwise they cover e
 - no dropout / drop-path / representation layer / pre-norm (inference only; no Hub checkpoint we load uses them);
 - attention probabilities are an explicit output (`return_attn=True`, plain softmax path), and so are the block
   outputs (`return_tokens=True`); otherwise the fused `F.scaled_dot_product_attention` kernel runs;
-- readouts "token" (CLS) and "avg" (mean of the patch tokens, prefix excluded) only;
+- readouts "token" (CLS), "avg" (mean of the patch tokens, prefix excluded) and "token_avg" (both concatenated:
+  the linear heads of DINOv2, `vtdemo.models.dinov2`); `num_classes=0` keeps no head (features out, as timm);
 - other input sizes (`dynamic_img_size`, timm's `dynamic_img_size=True` semantics): any height and width that are
   multiples of the patch size; the position embeddings of the patch grid are resampled bicubically as timm's
   `resample_abs_pos_embed` does (prefix positions kept; antialias on) or, for transformers checkpoints, as
@@ -192,7 +193,8 @@ class VisionTransformer(nn.Module):
         )
         self.norm: nn.Module = nn.Identity() if cfg.use_fc_norm else nn.LayerNorm(C, eps=cfg.ln_eps)
         self.fc_norm: nn.Module = nn.LayerNorm(C, eps=cfg.ln_eps) if cfg.use_fc_norm else nn.Identity()
-        self.head = nn.Linear(C, cfg.num_classes)
+        head_in = 2 * C if cfg.readout == "token_avg" else C  # [CLS, mean of patches] for "token_avg"
+        self.head: nn.Module = nn.Linear(head_in, cfg.num_classes) if cfg.has_head else nn.Identity()
         self.head_dist = nn.Linear(C, cfg.num_classes) if cfg.distill_head else None
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         for token in (self.cls_token, self.reg_token):
@@ -219,7 +221,8 @@ class VisionTransformer(nn.Module):
         return x, grid
 
     def forward(self, x: torch.Tensor, return_attn: bool = False, return_tokens: bool = False) -> ClassifierOutput:
-        """x: [B, 3, H, W] normalised image -> logits [B, num_classes], the patch grid, and on request the per-block
+        """x: [B, 3, H, W] normalised image -> logits [B, num_classes] (a model without a head: the pooled features
+        [B, C]), the patch grid, and on request the per-block
         attention [B, nh, N, N] and the per-block output tokens [B, N, C] (the residual stream after each block,
         before the final norm)."""
         x, grid = self.embed(x)
@@ -231,6 +234,9 @@ class VisionTransformer(nn.Module):
         x = self.norm(x)
         if self.cfg.readout == "avg":
             logits = self.head(self.fc_norm(x[:, self.cfg.num_prefix_tokens :].mean(dim=1)))  # [B, K]
+        elif self.cfg.readout == "token_avg":  # DINOv2's linear classifiers: [CLS, mean of the patch tokens]
+            pooled = torch.cat([x[:, 0], x[:, self.cfg.num_prefix_tokens :].mean(dim=1)], dim=-1)  # [B, 2C]
+            logits = self.head(self.fc_norm(pooled))  # [B, K]
         else:
             logits = self.head(self.fc_norm(x[:, 0]))  # [B, K]
         if self.head_dist is not None:  # DeiT distilled: inference averages the two heads (as timm does)

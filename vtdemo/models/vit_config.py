@@ -12,7 +12,9 @@ from typing import Any
 
 from ..errors import UnsupportedModelError
 
-READOUTS = ("token", "avg")
+#: "token": the CLS token; "avg": the mean of the patch tokens; "token_avg": both, concatenated (transformers'
+#: `Dinov2ForImageClassification`: a linear head on [CLS, mean of patches], 2C wide).
+READOUTS = ("token", "avg", "token_avg")
 
 
 @dataclass(frozen=True)
@@ -26,7 +28,9 @@ class ViTConfig:
     no_embed_class: position embeddings for the patch tokens only (DeiT III, register ViTs).
     global_pool: the readout, "token" (the CLS token) or "avg" (mean over the patch tokens, registers excluded).
     fc_norm: the final LayerNorm after the pooling (`fc_norm`) instead of before it (`norm`); None = timm's default,
-    on exactly for "avg". init_values: LayerScale on both residual branches (`ls1.gamma`, `ls2.gamma`) when set.
+    on exactly for "avg". num_classes 0: no head, the model returns the pooled features [B, C] in place of logits
+    (timm's `num_classes=0`; DINOv2's backbones). init_values: LayerScale on both residual branches (`ls1.gamma`,
+    `ls2.gamma`) when set.
     img_size: the trained input size; dynamic_img_size: accept other multiples of the patch size at run time
     (position embeddings resampled; `pos_antialias` as timm, off for transformers checkpoints).
     """
@@ -55,7 +59,7 @@ class ViTConfig:
     def __post_init__(self) -> None:
         if self.global_pool not in READOUTS:
             raise UnsupportedModelError(f"ViT readout '{self.global_pool}' is not supported (only {READOUTS})")
-        if self.global_pool == "token" and not self.class_token:
+        if self.global_pool in ("token", "token_avg") and not self.class_token:
             raise UnsupportedModelError("a ViT with token readout needs its CLS token (class_token=True)")
 
     @property
@@ -65,8 +69,14 @@ class ViTConfig:
 
     @property
     def readout(self) -> str:
-        """ "token": logits from the CLS token (row 0); "avg": from the mean of the patch tokens."""
+        """ "token": logits from the CLS token (row 0); "avg": from the mean of the patch tokens; "token_avg": from
+        both (concatenated)."""
         return self.global_pool
+
+    @property
+    def has_head(self) -> bool:
+        """False for a feature model (num_classes 0): no classes to predict or to explain."""
+        return self.num_classes > 0
 
     @property
     def use_fc_norm(self) -> bool:
