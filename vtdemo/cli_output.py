@@ -13,6 +13,8 @@ def classify_rows(result: Any) -> list[str]:
     lines = [f"{result.image}  ({result.model})"]
     for rank, p in enumerate(result.predictions, 1):
         lines.append(f"  {rank:>2}. {p.score:7.2%}  {p.label}  [{p.index}]")
+    if not result.predictions:
+        lines.append("  no classes: this is a feature model (no classifier head); `vtdemo explain` shows its maps")
     return lines
 
 

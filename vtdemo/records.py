@@ -67,6 +67,16 @@ def predictions(loaded: LoadedModel, logits: torch.Tensor, top_k: int) -> list[P
     return [Prediction(int(i), loaded.labels[int(i)], float(p)) for p, i in zip(probs, idx, strict=True)]
 
 
+def no_head_note(loaded: LoadedModel) -> str | None:
+    """One line for a model without a head (a feature model), which shows no top 5; None for a classifier."""
+    if loaded.labels:
+        return None
+    return (
+        f"{loaded.id} is a feature model (no classifier head): it predicts no classes. Its maps show where its "
+        "CLS token looks; see What a self-supervised ViT sees."
+    )
+
+
 def detections(loaded: LoadedModel, scored: postprocess.DetrScores, keep: torch.Tensor) -> list[Detection]:
     """Selected queries -> Detection records (box rounded to 0.01 px)."""
     return [

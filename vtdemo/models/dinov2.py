@@ -22,13 +22,14 @@ The references, and what each file format means for us:
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Any
 
 from ..errors import UnsupportedModelError
 from .vit_config import ViTConfig
 
-__all__ = ["PRESETS", "config_from_hf", "config_from_timm", "SUPPORTED"]
+__all__ = ["PRESETS", "config_from_hf", "config_from_timm", "registers_partner", "SUPPORTED"]
 
 # name -> (width, depth, heads): timm's and transformers' sizes of the DINOv2 ViTs.
 _SIZES = {"small": (384, 12, 6), "base": (768, 12, 12), "large": (1024, 24, 16)}
@@ -128,3 +129,23 @@ def config_from_hf(config: dict[str, Any]) -> ViTConfig:
         dynamic_img_size=True,
         pos_antialias=config.get("model_type") == "dinov2_with_registers",
     )
+
+
+# The two names of one DINOv2 model, without and with registers, in each format's repos.
+_PARTNERS = (
+    (re.compile(r"^(.*/)?dinov2-with-registers-(.+)$"), r"\1dinov2-\2"),
+    (re.compile(r"^(.*/)?dinov2-(?!with-registers-)(.+)$"), r"\1dinov2-with-registers-\2"),
+    (re.compile(r"^(.*vit_\w+_patch14_)reg4_(dinov2.*)$"), r"\1\2"),
+    (re.compile(r"^(.*vit_\w+_patch14_)(dinov2.*)$"), r"\1reg4_\2"),
+)
+
+
+def registers_partner(model_id: str) -> str | None:
+    """The same DINOv2 model with registers if `model_id` has none, and without if it has (Hub naming:
+    `facebook/dinov2-small` <-> `facebook/dinov2-with-registers-small`, `timm/vit_small_patch14_dinov2.lvd142m` <->
+    `timm/vit_small_patch14_reg4_dinov2.lvd142m`); None for any other id."""
+    name = model_id.partition("@")[0]  # a revision of one repo says nothing of the other's
+    for pattern, replacement in _PARTNERS:
+        if pattern.match(name):
+            return pattern.sub(replacement, name)
+    return None

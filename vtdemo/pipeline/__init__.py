@@ -41,6 +41,7 @@ from ..explain.api import (
 from ..explain.artefacts import CAPTION as ARTEFACTS_CAPTION
 from ..explain.artefacts import find_outliers
 from ..explain.compare import GRID_STEPS, Comparison, MethodScore
+from ..explain.dino import FOREGROUND_THRESHOLD, MASS_KEPT, FeatureColours
 from ..explain.matching import parse_ground_truth
 from ..explain.registry import METHODS, ExplainOptions, Method, methods_for
 from ..explain.registry import default_for as default_method
@@ -58,8 +59,9 @@ from ..input_size import parse as parse_size
 from ..live import canvas, detect_frame
 from ..loader import is_loaded, preconvert
 from ..loader import load as load_model
+from ..models.dinov2 import registers_partner
 from ..postprocess_panoptic import PanopticResult, Segment
-from ..records import ClassifyResult, Detection, DetectResult, Prediction, detections, predictions
+from ..records import ClassifyResult, Detection, DetectResult, Prediction, detections, no_head_note, predictions
 from ..settings import PRECISIONS
 from .results import (
     classify,
@@ -72,9 +74,15 @@ from .results import (
     match_output,
     runtime_info,
 )
-from .runs import ClassifierRun, DetrRun, run_classifier, run_detr
+from .runs import ClassifierRun, DetrRun, feature_colours, run_classifier, run_detr
 
 __all__ = [
+    "FOREGROUND_THRESHOLD",
+    "FeatureColours",
+    "MASS_KEPT",
+    "feature_colours",
+    "no_head_note",
+    "registers_partner",
     "ARTEFACTS_CAPTION",
     "DEFAULT_DETR",
     "DEFAULT_SWIN",

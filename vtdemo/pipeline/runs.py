@@ -18,8 +18,9 @@ from PIL import Image
 
 from .. import input_size as sizes
 from .. import postprocess
+from ..errors import ExplainError
 from ..evaluate.randomisation import RandomisationCurve, map_randomisation
-from ..explain import api, artefacts, compare, stages
+from ..explain import api, artefacts, compare, dino, stages
 from ..explain import runs as base
 from ..explain.registry import ExplainOptions, Method
 from ..hub import LoadedModel
@@ -47,24 +48,36 @@ class ClassifierRun(base.ClassifierRun):
         """One map (max 1) on the model's grid, with the target it explains (`vtdemo.explain.api.explain_run`)."""
         return api.explain_run(self, method, options)
 
+    def need_classes(self, what: str) -> None:
+        """Raise one line when this run's model has no head: `what` measures a class probability."""
+        if not self.loaded.labels:
+            raise ExplainError(
+                f"{self.loaded.id} has no classifier head (a feature model): {what} measures how a class's "
+                "probability changes, so it needs a model with classes (e.g. a *-imagenet1k-1-layer DINOv2)"
+            )
+
     def deletion_check(self, relevance: torch.Tensor, class_index: int) -> dict[str, Any]:
         """Deletion and insertion curves of a map, each against a random order (`explain.api.deletion_check`)."""
+        self.need_classes("the deletion check")
         return api.deletion_check(self, relevance, class_index)
 
     def randomisation(self, method: Method, options: ExplainOptions) -> RandomisationCurve:
         """Cascading parameter randomisation of one map (Adebayo et al. 2018; `evaluate.randomisation`)."""
+        self.need_classes("the randomisation check")
         return map_randomisation(self, lambda run: api.explain_run(run, method.name, options).map, method.label)
 
     def compare_maps(
         self, options: ExplainOptions, methods: list[str] | None = None, progress: Progress | None = None
     ) -> compare.Comparison:
         """Every applicable method's map and their agreement (`explain.compare.compare_maps`)."""
+        self.need_classes("the comparison (its maps explain one class and are scored on it)")
         return compare.compare_maps(self, options, methods, progress)
 
     def score_maps(
         self, result: compare.Comparison, options: ExplainOptions, steps: int, progress: Progress | None = None
     ) -> compare.Comparison:
         """Deletion and insertion areas of a comparison's maps (`explain.compare.score_maps`)."""
+        self.need_classes("scoring the maps")
         return compare.score_maps(self, result, options, steps, progress=progress)
 
     def with_block_outputs(self) -> ClassifierRun:
@@ -75,6 +88,28 @@ class ClassifierRun(base.ClassifierRun):
     def artefacts(self, layer: int = -1) -> dict[str, Any]:
         """The high-norm artefact tokens of a ViT run (`explain.artefacts.inspect`)."""
         return artefacts.inspect(self, layer)
+
+    def heads(self, layer: int = -1, keep: float = dino.MASS_KEPT) -> tuple[torch.Tensor, torch.Tensor]:
+        """A ViT run's CLS attention per head at one layer (default the last) on the patch grid, and DINO's mask of
+        each (the largest values holding `keep` of the head's mass): ([nh, gh, gw], bool [nh, gh, gw])."""
+        if self.family != "vit" or not self.loaded.config.class_token:
+            raise ExplainError(f"{self.loaded.id} has no CLS token: its heads have no CLS attention to show")
+        maps = dino.head_maps(self.attentions[layer], self.loaded.config.num_prefix_tokens, self.patch_grid)
+        return maps, dino.mass_mask(maps, keep)
+
+    def patch_features(self) -> torch.Tensor:
+        """A ViT run's patch tokens after the final norm [P, C] (DINOv2's features; one exact pass for a fast run)."""
+        if self.family != "vit":
+            raise ExplainError(f"patch features are read from ViT models; {self.loaded.id} is {self.family}")
+        from ..engine import exact_model
+
+        self.with_block_outputs()
+        assert self.tokens is not None
+        exact = exact_model(self.loaded)
+        norm: Any = exact.model.norm  # the final LayerNorm of `vtdemo.models.vit.VisionTransformer`
+        with torch.inference_mode():
+            tokens = norm(self.tokens[-1].to(exact.device))  # [N, C]
+        return tokens[self.loaded.config.num_prefix_tokens :].float().cpu()  # [P, C]
 
     def stage_pca(self) -> list[stages.StagePCA]:
         """A Swin run's stages as colours (`explain.stages.run_stage_pca`)."""
@@ -120,6 +155,12 @@ def run_classifier(
         choice = sizes.SizeChoice(input_size, keep_aspect)
     run: ClassifierRun = _as(ClassifierRun, sizes.run_at(loaded, image, choice))
     return run
+
+
+def feature_colours(runs: list[ClassifierRun]) -> list[dino.FeatureColours]:
+    """DINOv2's patch-feature colours for one or more runs, with one PCA fitted on all of them (matching parts of two
+    photos get the same colours; `explain.dino.feature_colours`)."""
+    return dino.feature_colours([run.patch_features() for run in runs], [run.patch_grid for run in runs])
 
 
 def run_detr(loaded: LoadedModel, image: Image.Image, keep_dtype: torch.dtype | None = None) -> DetrRun:

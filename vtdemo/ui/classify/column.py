@@ -35,6 +35,7 @@ from ..common import (
 )
 from ..components import Click, Slider, upload_name
 from .compare import ComparePanel
+from .dino import DinoPanel
 from .inspector import Inspector
 from .sanity import SanityPanel
 from .sizes import SizeControls
@@ -107,7 +108,7 @@ class ClassifierColumn:
                 self.opacity = Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity", elem_id=f"{family}-opacity")
                 self.sizes = SizeControls(family)
             self.panels = [SanityPanel(family), ComparePanel(family)] + (
-                [StagesPanel(family)] if family == "swin" else []
+                [StagesPanel(family)] if family == "swin" else [DinoPanel(family)]
             )
             self.inspector = Inspector(family) if family == "vit" else None
             self.status = gr.Markdown(elem_classes="vt-status", elem_id=f"{family}-status")
@@ -333,7 +334,7 @@ class ClassifierColumn:
             **shown,
             self.status: status(
                 with_details(
-                    f"{loaded.id}",
+                    pipeline.no_head_note(loaded) or f"{loaded.id}",
                     f"{loaded.family} · {run.x.shape[-2]}px input · "
                     + self.s.engine_line(loaded, exact_size=run.input_size != run.trained_size),
                 )

@@ -103,3 +103,53 @@ def stage_strip(crop: Image.Image, stages: Sequence[StagePCA], tile: int = 200, 
         for i, line in enumerate(legend):
             draw.text((x + 6, y + title + 8 + 22 * i), line, fill=(70, 70, 70), font=small)
     return img
+
+
+def _grid_image(tiles: Sequence[tuple[Image.Image, str]], tile: int, columns: int, title: int = 22) -> Image.Image:
+    """Titled square tiles, `columns` a row, on white."""
+    small, gap = render.font(15), 8
+    rows = -(-len(tiles) // columns)
+    img = Image.new("RGB", (columns * (tile + gap) + gap, rows * (tile + title + gap) + gap), "white")
+    draw = ImageDraw.Draw(img)
+    for k, (picture, text) in enumerate(tiles):
+        x, y = gap + (k % columns) * (tile + gap), gap + (k // columns) * (tile + title + gap)
+        draw.text((x, y), text, fill=(40, 40, 40), font=small)
+        img.paste(picture.convert("RGB").resize((tile, tile), Image.Resampling.BILINEAR), (x, y + title))
+    return img
+
+
+def _masked(crop: Image.Image, mask) -> Image.Image:  # noqa: ANN001 - a bool tensor [gh, gw]
+    """The crop where the mask holds, darkened to a fifth elsewhere (nearest-neighbour: each patch a square)."""
+    import numpy as np
+
+    keep = Image.fromarray(np.asarray(mask, dtype=np.uint8) * 255, "L").resize(crop.size, Image.Resampling.NEAREST)
+    return Image.composite(crop.convert("RGB"), Image.eval(crop.convert("RGB"), lambda v: v // 5), keep)
+
+
+def heads_grid(crop: Image.Image, maps, masks, tile: int = 150, columns: int = 4) -> Image.Image:  # noqa: ANN001
+    """Every head's CLS attention over the crop the model saw (maps [nh, gh, gw]), then DINO's mask of each
+    (masks bool [nh, gh, gw]: the photo where the head keeps 60 % of its attention), head by head."""
+    tiles: list[tuple[Image.Image, str]] = []
+    for h in range(maps.shape[0]):
+        tiles.append((render.overlay(crop, maps[h].numpy(), opacity=0.6), f"head {h + 1}: attention"))
+        tiles.append((_masked(crop, masks[h].numpy()), f"head {h + 1}: 60% mask"))
+    return _grid_image(tiles, tile, columns + columns % 2)  # an even count: attention and mask side by side
+
+
+def feature_strip(crops: Sequence[Image.Image], colours: Sequence, tile: int = 220) -> Image.Image:  # noqa: ANN001
+    """For each photo, the crop the model saw and its patch features' colours (`FeatureColours.rgb`, nearest
+    upsampled: every patch a square; background black)."""
+    tiles: list[tuple[Image.Image, str]] = []
+    for k, (crop, c) in enumerate(zip(crops, colours, strict=True), start=1):
+        rgb = (c.rgb.clamp(0, 1) * 255).round().byte().numpy()  # [gh, gw, 3]
+        name = f"photo {k}" if len(crops) > 1 else "the photo"
+        tiles.append((crop, f"{name}: what the model saw"))
+        tiles.append((Image.fromarray(rgb, "RGB").resize((tile, tile), Image.Resampling.NEAREST), f"{name}: features"))
+    return _grid_image(tiles, tile, 2)
+
+
+def registers_pair(crop: Image.Image, maps: Sequence, titles: Sequence[str], tile: int = 220) -> Image.Image:  # noqa: ANN001
+    """The same photo's last-layer CLS attention (mean of heads, [gh, gw] each) from two models, side by side."""
+    return _grid_image(
+        [(render.overlay(crop, m.numpy(), opacity=0.6), t) for m, t in zip(maps, titles, strict=True)], tile, 2
+    )

@@ -111,7 +111,7 @@ class SanityPanel:
         if kept is not None and kept[0] is state.relevance:
             return kept[1]
         assert state.run is not None and state.relevance is not None and state.target is not None
-        check = state.run.deletion_check(state.relevance, state.target["index"])
+        check = state.run.deletion_check(state.relevance, state.target.get("index", -1))
         state.panels["deletion"] = (state.relevance, check)
         return check
 
@@ -151,7 +151,7 @@ class SanityPanel:
         try:
             if kept is None or kept[0] is not state.relevance:
                 method = pipeline.get_method(state.method, state.run.family)
-                options = dataclasses.replace(state.options, class_index=int(state.target["index"]))  # same class
+                options = dataclasses.replace(state.options, class_index=state.target.get("index"))  # same class
                 curve = state.run.randomisation(method, options)
                 kept = state.panels["randomisation"] = (state.relevance, curve)
         except Exception as exc:  # noqa: BLE001
