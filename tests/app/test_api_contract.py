@@ -160,10 +160,14 @@ EXPECTED = {
     "insertion_swin": ([], ["image"], "public"),
     "randomisation_swin": ([], ["image", "markdown"], "public"),
     "stages_swin": ([], ["image", "markdown"], "public"),
+    # the ViT column's self-supervised views (DINO heads and masks, DINOv2 feature colours, registers)
+    "dino_heads_vit": ([], ["image", "markdown"], "public"),
+    "dino_features_vit": (["image"], ["image", "markdown"], "public"),
+    "dino_registers_vit": ([], ["image", "markdown"], "public"),
     # the panels' views are cleared when a new photo (or model) is classified
     "clear_panels_vit": (
         [],
-        ["image", "image", "markdown", "image", "markdown", "gallery", "image", "markdown"],
+        ["image", "image", "markdown", "image", "markdown", "gallery", "image", "markdown", "image", "markdown"],
         "private",
     ),
     "clear_panels_swin": (
