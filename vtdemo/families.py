@@ -85,6 +85,8 @@ FAMILIES: dict[str, Family] = {
             "timm/deit3_small_patch16_224.fb_in22k_ft_in1k",
             "timm/vit_medium_patch16_reg4_gap_256.sbb_in1k",
             "timm/vit_betwixt_patch16_reg4_gap_256.sbb_in1k",
+            "facebook/dinov2-small-imagenet1k-1-layer",
+            "facebook/dinov2-with-registers-small-imagenet1k-1-layer",
         ),
     ),
     "swin": Family(
