@@ -29,6 +29,7 @@ import contextlib
 import logging
 import threading
 import time
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -56,7 +57,7 @@ _locks: dict[Key, threading.Lock] = {}
 _guard = threading.Condition()  # guards the cache and the pins; notified when a pin is released
 _pins: Counter[tuple[str, str]] = Counter()  # (model, device) -> running blocks using it
 _scope = threading.local()  # this thread's `in_use` block: the pins it holds
-_listeners: list[Callable[[LoadedModel], None]] = []
+_listeners: list[weakref.ref] = []  # weak: an app that is gone is not kept alive by the cache
 _budget: list[int | None] = [None]  # bytes; None: the default (`vtdemo.memory.default_budget_mb`)
 
 
@@ -88,8 +89,11 @@ def memory_budget() -> int:
 
 
 def on_evict(listener: Callable[[LoadedModel], None]) -> None:
-    """Call `listener(loaded)` whenever a model leaves the cache (the app releases the cached runs using it)."""
-    _listeners.append(listener)
+    """Call `listener(loaded)` whenever a model leaves the cache (the app releases the cached runs using it). Held
+    weakly (a bound method as long as its object lives): keep a reference to a plain function you pass."""
+    ref = weakref.WeakMethod(listener) if hasattr(listener, "__self__") else weakref.ref(listener)
+    with _guard:
+        _listeners[:] = [r for r in _listeners if r() is not None] + [ref]
 
 
 def _key(ref: ModelRef, device: torch.device, precision: str = "exact") -> Key:
@@ -232,10 +236,12 @@ def _make_room(incoming: int, key: Key, visitor: str | None = None) -> None:
                 raise BusyError(BUSY)
             _guard.wait(left)
     if evicted:
+        with _guard:
+            listeners = [f for r in _listeners if (f := r()) is not None]
         for gone in evicted:
-            for listener in list(_listeners):
+            for listener in listeners:
                 listener(gone)
-        del evicted, gone
+        del evicted, gone, listeners
         return_memory()
 
 

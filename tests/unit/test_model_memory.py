@@ -126,14 +126,16 @@ def test_one_request_using_two_models_does_not_wait_on_itself(hub, monkeypatch):
 def test_eviction_tells_the_listeners(hub):
     vit, swin = hub["vit"], hub["swin"]
     gone: list[str] = []
-    loader._listeners.append(lambda loaded: gone.append(loaded.id))
-    try:
-        loader._budget[0] = max(_alone(vit), _alone(swin))
-        loader.load(vit, "cpu")
-        loader.load(swin, "cpu")
-    finally:
-        loader._listeners.pop()
+
+    def listener(loaded) -> None:
+        gone.append(loaded.id)
+
+    loader.on_evict(listener)
+    loader._budget[0] = max(_alone(vit), _alone(swin))
+    loader.load(vit, "cpu")
+    loader.load(swin, "cpu")
     assert gone == [vit]
+    del listener  # held weakly: gone with the function
 
 
 def _rss() -> int:
