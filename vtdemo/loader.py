@@ -64,9 +64,11 @@ _budget: list[int | None] = [None]  # bytes; None: the default (`vtdemo.memory.d
 @dataclass(frozen=True)
 class Limits:
     """What a model typed by a web visitor must keep to. max_bytes: the largest weight file loaded (checked before
-    downloading); after_load: called with the model reference once it loaded (the app's download budget)."""
+    downloading); before_load / after_load: called with the model reference before it is fetched and once it loaded
+    (the app's download budget, `vtdemo.downloads.DownloadBudget`)."""
 
     max_bytes: int
+    before_load: Callable[[ModelRef], None] | None = None
     after_load: Callable[[ModelRef], None] | None = None
 
 
@@ -176,6 +178,8 @@ def load(
         size = model_size.check(ref, limits.max_bytes) if limits is not None else _size(ref)
         if shared is None:  # new weights come in: make room for them first
             _make_room(size or 0, key, ref.text if limits is not None else None)
+        if limits is not None and limits.before_load is not None:
+            limits.before_load(ref)
         if precision == "fast":
             if shared is not None:  # the exact model is loaded already: share its weights (never released)
                 loaded = make_fast(shared)

@@ -11,7 +11,7 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
 
 - models: `load_model`, `is_loaded`, `preconvert`, `LoadedModel`, the family registry (`FAMILIES`, the defaults),
   the model memory budget and a visitor's limits (`set_model_memory`, `model_memory`, `models_in_use`,
-  `on_model_evicted`, `ModelLimits`, `MB`),
+  `on_model_evicted`, `ModelLimits`, `MB`) and the disk budget of visitors' downloads (`DownloadBudget`),
   engines and precisions (`PRECISIONS`, `describe`, `exact_model`, `precision_summary`, `prepare`, `release_weights`,
   `runtime_info`), `pick_device`, `looks_like_path`;
 - photos: `load_image` (the one door for images);
@@ -28,6 +28,7 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
 from __future__ import annotations
 
 from ..device import pick_device
+from ..downloads import DownloadBudget
 from ..engine import describe, exact_model, precision_summary, prepare, release_weights
 from ..evaluate.randomisation import RandomisationCurve
 from ..evaluate.randomisation import chart as randomisation_chart
@@ -103,6 +104,7 @@ __all__ = [
     "DetectResult",
     "Detection",
     "DetrRun",
+    "DownloadBudget",
     "ExplainOptions",
     "Explanation",
     "ImageSource",

@@ -230,12 +230,17 @@ class Services:
         how = "set" if config.model_memory_mb else "default: 40 percent of this machine's memory, at most 6144"
         log.info(
             "model memory: at most %d MiB for the loaded models together (%s); models typed by visitors: weights of at "
-            "most %d MiB",
+            "most %d MiB, their downloads at most %d MiB on disk",
             budget,
             how,
             config.max_model_mb,
+            config.download_cache_mb,
         )
-        self.limits = pipeline.ModelLimits(config.max_model_mb * pipeline.MB)
+        configured = {config.vit_model, config.swin_model, config.detr_model}
+        self.downloads = pipeline.DownloadBudget(config.download_cache_mb * pipeline.MB, configured)
+        self.limits = pipeline.ModelLimits(
+            config.max_model_mb * pipeline.MB, self.downloads.before_load, self.downloads.after_load
+        )
         pipeline.on_model_evicted(self._model_evicted)  # held weakly: an app that is gone is not called
         self.fallbacks: dict[str, str] = {}  # model id -> why the fast engine could not convert it (it runs exact)
 
