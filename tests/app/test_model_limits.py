@@ -28,11 +28,13 @@ TYPED = "test/typed-swin"  # the tiny Swin under another name: not one the opera
 
 
 @pytest.fixture
-def hub_with_typed(tiny_hub, tmp_path) -> TinyHub:
+def hub_with_typed(tiny_hub, tmp_path):
+    """A copy of the tiny Hub cache with the tiny Swin also under the name `TYPED`; the default budgets after."""
     cache = tmp_path / "hub"
     shutil.copytree(tiny_hub.cache, cache, symlinks=True)
     shutil.copytree(repo_dir(cache, tiny_hub.repos["swin"]), repo_dir(cache, TYPED), symlinks=True)
-    return TinyHub(cache, tiny_hub.repos)
+    yield TinyHub(cache, tiny_hub.repos)
+    loader.set_memory_budget(None)  # the app set the process's model budget: back to the default
 
 
 def test_a_typed_model_over_the_limit_is_refused_the_configured_one_runs(hub_with_typed):
