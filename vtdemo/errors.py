@@ -48,3 +48,8 @@ class ExplainError(VtdemoError):
 
 class InputError(VtdemoError):
     """A parameter value is of the wrong kind or out of range (a NaN threshold, an unknown name, a huge box)."""
+
+
+class BusyError(VtdemoError):
+    """The server cannot take this request now (e.g. the memory for models is held by other visitors' runs): try
+    again shortly."""

@@ -41,6 +41,8 @@ FIX_OFFLINE = (
     "or pass a local folder with its config.json and weights"
 )
 
+#: The weight files a model is read from, in the order tried (`read_weights`; `vtdemo.model_size` checks the same).
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 MAX_ID_LENGTH = 255  # the Hub allows 96 characters per repo name; longer ids are never valid
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
 
@@ -100,7 +102,7 @@ def looks_like_path(text: str) -> bool:
     return text.startswith((".", "/", "~")) or text.count("/") > 1
 
 
-def _hub_error_message(ref: ModelRef, filename: str, exc: Exception) -> str:
+def hub_error_message(ref: ModelRef, filename: str, exc: Exception) -> str:
     name = type(exc).__name__
     where = f"{ref.repo}" + (f"@{ref.revision}" if ref.revision else "")
     if name == "GatedRepoError":
@@ -143,7 +145,7 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
         return None
     from huggingface_hub import hf_hub_download  # imported lazily: it reads HF_* variables at import
 
-    offline = env_flag("HF_HUB_OFFLINE") or not hub_reachable()
+    offline = hub_offline()
     assert ref.repo is not None  # a folder reference was answered above
     try:
         return Path(
@@ -156,11 +158,16 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
             )
         )
     except Exception as exc:  # huggingface_hub raises many types; each becomes one readable line
-        message = _hub_error_message(ref, filename, exc)
+        message = hub_error_message(ref, filename, exc)
         if type(exc).__name__ in {"GatedRepoError", "RepositoryNotFoundError", "RevisionNotFoundError"} or required:
             raise ModelUnavailableError(message, visitor=unavailable(ref.text)) from None
         log.debug("optional %s not available: %s", filename, message)
         return None
+
+
+def hub_offline() -> bool:
+    """Read only the local cache (HF_HUB_OFFLINE is set, or the Hub's host cannot be resolved)?"""
+    return env_flag("HF_HUB_OFFLINE") or not hub_reachable()
 
 
 _reachable: dict[str, tuple[float, bool]] = {}
@@ -198,7 +205,7 @@ def read_json(path: Path, what: str) -> dict[str, Any]:
 
 def read_weights(ref: ModelRef) -> tuple[dict[str, torch.Tensor], Path]:
     """The state dict of `model.safetensors`, else of `pytorch_model.bin` (weights_only); CPU tensors."""
-    path = fetch_file(ref, "model.safetensors", required=False)
+    path = fetch_file(ref, WEIGHT_FILES[0], required=False)
     if path is not None:
         from safetensors.torch import load_file
 
@@ -208,7 +215,7 @@ def read_weights(ref: ModelRef) -> tuple[dict[str, torch.Tensor], Path]:
             raise CheckpointError(
                 f"{path} is corrupt or truncated ({exc}); delete it so that it is downloaded again"
             ) from None
-    path = fetch_file(ref, "pytorch_model.bin", required=False)
+    path = fetch_file(ref, WEIGHT_FILES[1], required=False)
     if path is None:
         where = ref.folder or ref.repo
         raise ModelUnavailableError(

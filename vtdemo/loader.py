@@ -1,27 +1,75 @@
-"""The model cache: load a model once per device and precision, keep the most recently used (`load`).
+"""The model cache: load a model once per device and precision, and keep the resident models within a memory budget
+(`load`).
 
 Above both `vtdemo.hub` (files -> an exact `LoadedModel`) and `vtdemo.engine` (its fast twin), so neither imports the
 other's way up: hub builds, engine converts, this module decides which and keeps the result. The app, the CLI and
 `evaluate` load through here (`vtdemo.load_model` / `vtdemo.pipeline.load_model`).
+
+Two limits keep the cache, least recently used evicted first:
+- bytes (`set_memory_budget`; the app's `VTDEMO_MODEL_MEMORY_MB`, default 40 % of the machine's memory, at most
+  6144 MiB, `vtdemo.memory`): the parameters and buffers of every cached model plus a fast model's compiled graphs,
+  shared weights counted once. Room is made before a model is built (its weight file's size is known by then) and
+  checked again after;
+- count (`VTDEMO_MODEL_CACHE`, default 6): kept as a second, simpler cap for scripts and the CLI.
+
+A model in use is never evicted: code that runs a model wraps the run in `in_use()`, and every model loaded inside
+that block (in this thread) stays until the block ends. A load that cannot make room because the rest is in use waits
+up to `WAIT_S` for those runs to finish, then raises `BusyError` (the visitor's line: try again shortly). An evicted
+model is dropped from the cache, the functions given to `on_evict` are told (the app releases the cached runs that
+still point at it), and the garbage collector and `malloc_trim` hand its memory back to the OS.
+
+Models typed by a web visitor carry `Limits` (the app's `VTDEMO_MAX_MODEL_MB` and the download budget): their weights
+are sized before anything is downloaded (`vtdemo.model_size`) and refused past the limit; the operator's own models
+(flags / variables) are loaded without a size limit but counted in the same memory budget.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
-from collections import OrderedDict
-from collections.abc import Callable
+import time
+import weakref
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import torch
 
+from . import model_size
 from .device import pick_device
-from .engine import make_fast, prepare
-from .errors import CheckpointError, ModelUnavailableError, UnsupportedModelError
+from .engine import make_fast, prepare, resident_bytes
+from .errors import BusyError, CheckpointError, ModelUnavailableError, UnsupportedModelError
 from .hub import LoadedModel, ModelRef, build, parse_model_id, unavailable
+from .memory import MB, default_budget_mb, return_memory
 from .settings import PRECISIONS, env_int
 
-_cache: OrderedDict[tuple[str, str, str], LoadedModel] = OrderedDict()
-_locks: dict[tuple[str, str, str], threading.Lock] = {}
-_guard = threading.Lock()
+log = logging.getLogger(__name__)
+
+#: How long a load waits for models in use by other requests to be released before it answers "busy".
+WAIT_S = 30.0
+BUSY = "The server's memory for models is taken by other visitors' running requests: please try again in a minute."
+
+Key = tuple[str, str, str]  # (model, device, precision)
+
+_cache: OrderedDict[Key, LoadedModel] = OrderedDict()
+_locks: dict[Key, threading.Lock] = {}
+_guard = threading.Condition()  # guards the cache and the pins; notified when a pin is released
+_pins: Counter[tuple[str, str]] = Counter()  # (model, device) -> running blocks using it
+_scope = threading.local()  # this thread's `in_use` block: the pins it holds
+_listeners: list[weakref.ref] = []  # weak: an app that is gone is not kept alive by the cache
+_budget: list[int | None] = [None]  # bytes; None: the default (`vtdemo.memory.default_budget_mb`)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a model typed by a web visitor must keep to. max_bytes: the largest weight file loaded (checked before
+    downloading); before_load / after_load: called with the model reference before it is fetched and once it loaded
+    (the app's download budget, `vtdemo.downloads.DownloadBudget`)."""
+
+    max_bytes: int
+    before_load: Callable[[ModelRef], None] | None = None
+    after_load: Callable[[ModelRef], None] | None = None
 
 
 def cache_size() -> int:
@@ -29,8 +77,67 @@ def cache_size() -> int:
     return env_int("VTDEMO_MODEL_CACHE", 6, minimum=1)
 
 
-def _key(ref: ModelRef, device: torch.device, precision: str = "exact") -> tuple[str, str, str]:
+def set_memory_budget(mb: int | None) -> int:
+    """Keep the resident models within `mb` MiB together (None: the default, 40 % of the machine's memory, at most
+    6144); returns the budget in bytes. Takes effect at the next load."""
+    _budget[0] = None if mb is None else int(mb) * MB
+    return memory_budget()
+
+
+def memory_budget() -> int:
+    """The model memory budget in bytes."""
+    given = _budget[0]
+    return given if given is not None else default_budget_mb() * MB
+
+
+def on_evict(listener: Callable[[LoadedModel], None]) -> None:
+    """Call `listener(loaded)` whenever a model leaves the cache (the app releases the cached runs using it). Held
+    weakly (a bound method as long as its object lives): keep a reference to a plain function you pass."""
+    ref = weakref.WeakMethod(listener) if hasattr(listener, "__self__") else weakref.ref(listener)
+    with _guard:
+        _listeners[:] = [r for r in _listeners if r() is not None] + [ref]
+
+
+def _key(ref: ModelRef, device: torch.device, precision: str = "exact") -> Key:
     return (str(ref.folder) if ref.folder else f"{ref.repo}@{ref.revision or 'main'}", str(device), precision)
+
+
+def resident() -> int:
+    """Bytes held by the cached models together (shared storages once)."""
+    with _guard:
+        return _total()
+
+
+def _total() -> int:
+    seen: set[int] = set()
+    return sum(resident_bytes(m, seen) for m in _cache.values())
+
+
+@contextlib.contextmanager
+def in_use() -> Iterator[None]:
+    """Every model `load` returns inside this block (in this thread) is in use until the block ends: never evicted
+    under a running request. Blocks nest."""
+    outer = getattr(_scope, "pins", None)
+    pins: list[tuple[str, str]] = []
+    _scope.pins = pins
+    try:
+        yield
+    finally:
+        _scope.pins = outer
+        with _guard:
+            for pin in pins:
+                _pins[pin] -= 1
+                if _pins[pin] <= 0:
+                    del _pins[pin]
+            _guard.notify_all()
+
+
+def _pin(key: Key) -> None:
+    """(Under the guard.) Mark the model in use for this thread's `in_use` block, once per block."""
+    pins = getattr(_scope, "pins", None)
+    if pins is not None and key[:2] not in pins:
+        pins.append(key[:2])
+        _pins[key[:2]] += 1
 
 
 def is_loaded(model: str, device: str | torch.device | None = None, precision: str = "exact") -> bool:
@@ -44,10 +151,13 @@ def is_loaded(model: str, device: str | torch.device | None = None, precision: s
         return key in _cache
 
 
-def load(model: str, device: str | torch.device | None = None, precision: str = "exact") -> LoadedModel:
-    """Load (once) and return the model named by a repo id, `repo@revision` or a folder; LRU-cached per device and
-    precision. precision: "exact" (fp32 PyTorch, the parity-tested path) or "fast" (`vtdemo.engine`: an optimized
-    runtime at reduced precision, converted on first use)."""
+def load(
+    model: str, device: str | torch.device | None = None, precision: str = "exact", limits: Limits | None = None
+) -> LoadedModel:
+    """Load (once) and return the model named by a repo id, `repo@revision` or a folder; cached per device and
+    precision within the memory budget (module docstring). precision: "exact" (fp32 PyTorch, the parity-tested path)
+    or "fast" (`vtdemo.engine`: an optimized runtime at reduced precision, converted on first use). limits: a
+    visitor's model (`Limits`); None: the operator's or a script's, no size limit."""
     if precision not in PRECISIONS:
         raise UnsupportedModelError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
     ref = parse_model_id(model)
@@ -55,16 +165,22 @@ def load(model: str, device: str | torch.device | None = None, precision: str = 
     key = _key(ref, dev, precision)
     with _guard:
         if key in _cache:
+            _pin(key)
             _cache.move_to_end(key)
             return _cache[key]
         lock = _locks.setdefault(key, threading.Lock())
-    with lock:  # one load per key at a time; other keys load in parallel
+    with lock:  # one load per key at a time (two visitors asking for one new model: one load, both served)
         with _guard:
             if key in _cache:
+                _pin(key)
                 return _cache[key]
+            shared = _cache.get(_key(ref, dev)) if precision == "fast" else None
+        size = model_size.check(ref, limits.max_bytes) if limits is not None else _size(ref)
+        if shared is None:  # new weights come in: make room for them first
+            _make_room(size or 0, key, ref.text if limits is not None else None)
+        if limits is not None and limits.before_load is not None:
+            limits.before_load(ref)
         if precision == "fast":
-            with _guard:
-                shared = _cache.get(_key(ref, dev))
             if shared is not None:  # the exact model is loaded already: share its weights (never released)
                 loaded = make_fast(shared)
             else:  # weights of its own, which the app releases once compiled (`engine.release_weights`)
@@ -73,9 +189,64 @@ def load(model: str, device: str | torch.device | None = None, precision: str = 
             loaded = _visitor_safe(ref, dev)
         with _guard:
             _cache[key] = loaded
-            while len(_cache) > cache_size():
-                _cache.popitem(last=False)
+            _pin(key)
+        _make_room(0, key)  # the real bytes are known now
+        if limits is not None and limits.after_load is not None:
+            limits.after_load(ref)
     return loaded
+
+
+def _size(ref: ModelRef) -> int | None:
+    """The weight file's size for making room before an operator's model loads (None: unknown, room made after)."""
+    try:
+        return model_size.weights_bytes(ref)
+    except (model_size.SizeUnknown, ModelUnavailableError):  # the load itself will say what is wrong
+        return None
+
+
+def _make_room(incoming: int, key: Key, visitor: str | None = None) -> None:
+    """Evict least recently used models (never one in use, never `key`) until `incoming` more bytes fit the budget
+    and the count cap holds; wait up to `WAIT_S` for models in use, then raise `BusyError`. visitor: the model id a
+    visitor typed (None: the operator's), whose model is refused if larger than the whole budget (the operator's is
+    loaded, and logged)."""
+    budget = memory_budget()
+    if incoming > budget:
+        if visitor is not None:
+            raise ModelUnavailableError(
+                f"{visitor} was not loaded: its weights ({incoming / MB:,.0f} MB) do not fit this server's memory "
+                "for models. Pick a smaller model."
+            )
+        log.warning("%s: %d MiB of weights, over the model budget (%d MiB)", key[0], incoming >> 20, budget >> 20)
+    evicted: list[LoadedModel] = []
+    deadline = time.monotonic() + WAIT_S
+    mine = set(getattr(_scope, "pins", None) or ())
+    with _guard:
+        while True:
+            count = len(_cache) + (0 if key in _cache else 1)
+            if _total() + incoming <= budget and count <= cache_size():
+                break
+            victim = next((k for k in _cache if k != key and k[:2] not in _pins), None)
+            if victim is not None:
+                evicted.append(_cache.pop(victim))
+                log.info("model cache: evicted %s (%s, %s) to stay within %d MiB", *victim, budget // MB)
+                continue
+            # Everything else is in use. Wait for other requests' models (not this thread's own: it would wait on
+            # itself), unless the model is already in (then the budget holds again once they finish).
+            others = [k for k in _cache if k != key and not (k[:2] in mine and _pins[k[:2]] == 1)]
+            if not others or key in _cache:
+                break
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise BusyError(BUSY)
+            _guard.wait(left)
+    if evicted:
+        with _guard:
+            listeners = [f for r in _listeners if (f := r()) is not None]
+        for gone in evicted:
+            for listener in listeners:
+                listener(gone)
+        del evicted, gone, listeners
+        return_memory()
 
 
 def _visitor_safe(ref: ModelRef, dev: torch.device) -> LoadedModel:
@@ -92,6 +263,7 @@ def clear_cache() -> None:
     with _guard:
         _cache.clear()
         _locks.clear()
+        _pins.clear()
 
 
 def preconvert(model: str, progress: Callable[[str], None] | None = None) -> LoadedModel:

@@ -54,3 +54,28 @@ def test_every_flag_is_in_the_help():
     for s in config.SETTINGS:
         if s.flag:
             assert s.flag in text and s.env in text
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("VTDEMO_MODEL_MEMORY_MB", "lots", "VTDEMO_MODEL_MEMORY_MB='lots' is not a whole number"),
+        ("VTDEMO_MODEL_MEMORY_MB", "-5", "VTDEMO_MODEL_MEMORY_MB must be at least 1"),
+        ("VTDEMO_MAX_MODEL_MB", "0", "VTDEMO_MAX_MODEL_MB must be at least 1"),
+        ("VTDEMO_DOWNLOAD_CACHE_MB", "99999999999", "VTDEMO_DOWNLOAD_CACHE_MB must be at most 1048576"),
+    ],
+)
+def test_budgets_that_are_not_numbers_negative_or_absurd_are_refused_naming_the_variable(
+    monkeypatch, variable, value, said
+):
+    """Issue 21: one line at start-up that names the variable."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SystemExit, match=said.replace("*", r"\*")) as caught:
+        config.from_args([])
+    assert "\n" not in str(caught.value)
+
+
+def test_budgets_default_and_set():
+    cfg = config.from_args(["--model-memory-mb", "3000", "--max-model-mb", "100"])
+    assert (cfg.model_memory_mb, cfg.max_model_mb) == (3000, 100)
+    assert config.AppConfig().download_cache_mb == 10240 and config.AppConfig().model_memory_mb is None

@@ -107,7 +107,7 @@ def rss_mb(trim: bool = False) -> float:
     """Resident memory of this process in MB (Linux /proc; elsewhere the peak from `resource`); trim: collect
     garbage and hand freed heap pages back to the OS first (what `release_weights` does)."""
     if trim:
-        from ..engine.fast import return_memory
+        from ..memory import return_memory
 
         return_memory()
     try:

@@ -53,6 +53,17 @@ def release_weights(loaded: LoadedModel) -> bool:
     return isinstance(loaded.model, FastModel) and loaded.model.release_weights()
 
 
+def resident_bytes(loaded: LoadedModel, seen: set[int] | None = None) -> int:
+    """Bytes a loaded model holds in memory: its PyTorch parameters and buffers, and a fast model's compiled graphs;
+    storages in `seen` are counted once across calls (`vtdemo.memory.module_bytes`)."""
+    from ..memory import module_bytes
+    from .fast import FastModel
+
+    if isinstance(loaded.model, FastModel):
+        return loaded.model.resident_bytes(seen)
+    return module_bytes(loaded.model, seen)
+
+
 def exact_model(loaded: LoadedModel) -> LoadedModel:
     """The exact (fp32 PyTorch, parity-tested) version of a loaded model; itself if it is exact already."""
     from .fast import FastModel

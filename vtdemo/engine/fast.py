@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..memory import module_bytes, return_memory
 from ..settings import env_text
 from . import graphs, openvino_runtime
 
@@ -137,22 +138,6 @@ def _floats(out: Any) -> Any:
     return out
 
 
-def return_memory() -> None:
-    """Hand freed heap pages back to the OS (glibc's malloc_trim), so that released weights leave the RSS."""
-    import ctypes
-    import ctypes.util
-    import gc
-
-    gc.collect()
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        if libc is not None and hasattr(libc, "malloc_trim"):
-            libc.malloc_trim(0)
-    except OSError:  # not glibc (macOS, musl): the allocator keeps the pages for reuse, nothing else to do
-        pass
-
-
 class FastModel(nn.Module):
     """Our model on the fast engine; called like the PyTorch module and returning the same records.
 
@@ -213,6 +198,13 @@ class FastModel(nn.Module):
         return_memory()
         log.info("%s: PyTorch weights released (the OpenVINO graph holds the model; exact reloads them)", self.model_id)
         return True
+
+    def resident_bytes(self, seen: set[int] | None = None) -> int:
+        """Bytes this model holds: its PyTorch weights unless released (storages in `seen` count once, see
+        `vtdemo.memory.module_bytes`) plus each compiled graph's weights."""
+        with self._lock:
+            graphs_bytes = sum(g.weights_bytes() for g in self._graphs.values())
+        return module_bytes(self.skeleton, seen) + graphs_bytes
 
     def _graph_kind(self, return_attn: bool) -> bool:
         # Classifiers: one graph with attention outputs serves both calls (measured no slower than the plain graph,

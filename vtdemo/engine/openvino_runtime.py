@@ -110,6 +110,15 @@ class CompiledGraph:
         self._lock = threading.Lock()
         self._running = 0
         self._weights_file = weights_file  # its mapped pages are dropped after the first call (`drop_file_pages`)
+        try:
+            self._weights_bytes = weights_file.stat().st_size if weights_file is not None else 0
+        except OSError:
+            self._weights_bytes = 0
+
+    def weights_bytes(self) -> int:
+        """What the compiled graph holds for its weights, estimated by the size of its IR weight file (0 if unknown);
+        counted in the loader's model memory budget."""
+        return self._weights_bytes
 
     def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         try:

@@ -10,6 +10,8 @@ The app (`vtdemo.ui`), the CLI, `evaluate` and the benchmarks use this package; 
 vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
 
 - models: `load_model`, `is_loaded`, `preconvert`, `LoadedModel`, the family registry (`FAMILIES`, the defaults),
+  the model memory budget and a visitor's limits (`set_model_memory`, `model_memory`, `models_in_use`,
+  `on_model_evicted`, `ModelLimits`, `MB`) and the disk budget of visitors' downloads (`DownloadBudget`),
   engines and precisions (`PRECISIONS`, `describe`, `exact_model`, `precision_summary`, `prepare`, `release_weights`,
   `runtime_info`), `pick_device`, `looks_like_path`;
 - photos: `load_image` (the one door for images);
@@ -26,6 +28,7 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
 from __future__ import annotations
 
 from ..device import pick_device
+from ..downloads import DownloadBudget
 from ..engine import describe, exact_model, precision_summary, prepare, release_weights
 from ..evaluate.randomisation import RandomisationCurve
 from ..evaluate.randomisation import chart as randomisation_chart
@@ -57,8 +60,14 @@ from ..images import ImageSource, load_image
 from ..input_size import TRAINED, SizeChoice, offered_sizes, size_note, trained_side
 from ..input_size import parse as parse_size
 from ..live import canvas, detect_frame
+from ..loader import Limits as ModelLimits
+from ..loader import in_use as models_in_use
 from ..loader import is_loaded, preconvert
 from ..loader import load as load_model
+from ..loader import memory_budget as model_memory
+from ..loader import on_evict as on_model_evicted
+from ..loader import set_memory_budget as set_model_memory
+from ..memory import MB
 from ..models.dinov2 import registers_partner
 from ..postprocess_panoptic import PanopticResult, Segment
 from ..records import ClassifyResult, Detection, DetectResult, Prediction, detections, no_head_note, predictions
@@ -92,6 +101,7 @@ __all__ = [
     "FUSIONS",
     "GRID_STEPS",
     "MAX_PATCHES",
+    "MB",
     "METHODS",
     "PANOPTIC_DETR",
     "PRECISIONS",
@@ -102,6 +112,7 @@ __all__ = [
     "DetectResult",
     "Detection",
     "DetrRun",
+    "DownloadBudget",
     "ExplainOptions",
     "Explanation",
     "ImageSource",
@@ -109,6 +120,7 @@ __all__ = [
     "MapResult",
     "Method",
     "MethodScore",
+    "ModelLimits",
     "PanopticResult",
     "Prediction",
     "RandomisationCurve",
@@ -123,10 +135,10 @@ __all__ = [
     "default_method",
     "deletion_check",
     "describe",
-    "exact_model",
     "detect",
     "detect_frame",
     "detections",
+    "exact_model",
     "explain",
     "explain_run",
     "find_outliers",
@@ -141,7 +153,10 @@ __all__ = [
     "match_output",
     "methods_for",
     "methods_for_model",
+    "model_memory",
+    "models_in_use",
     "offered_sizes",
+    "on_model_evicted",
     "parse_ground_truth",
     "parse_size",
     "pick_device",
@@ -154,6 +169,7 @@ __all__ = [
     "run_classifier",
     "run_detr",
     "runtime_info",
+    "set_model_memory",
     "size_note",
     "trained_side",
     "view_method",

@@ -81,6 +81,18 @@ def fresh(fn: Callable) -> Callable:
     return call
 
 
+def runs_models(fn: Callable) -> Callable:
+    """For a handler that loads and runs models: every model it loads stays in use until it returns, so that the model
+    cache's memory budget never evicts it under the running request (`pipeline.models_in_use`)."""
+
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        with pipeline.models_in_use():
+            return fn(*args, **kwargs)
+
+    return call
+
+
 def message(exc: BaseException) -> str:
     """One line for a visitor. Our errors already say what to do (an operator's remedy goes to the log, the visitor
     reads `for_visitor`); anything else is logged with its traceback."""
@@ -214,6 +226,22 @@ class Services:
         if config.precision not in pipeline.PRECISIONS:
             raise VtdemoError(f"precision {config.precision!r}: choose from {', '.join(pipeline.PRECISIONS)}")
         log.info("app precision: %s (gradient methods always run on the exact fp32 PyTorch model)", config.precision)
+        budget = pipeline.set_model_memory(config.model_memory_mb) // pipeline.MB
+        how = "set" if config.model_memory_mb else "default: 40 percent of this machine's memory, at most 6144"
+        log.info(
+            "model memory: at most %d MiB for the loaded models together (%s); models typed by visitors: weights of at "
+            "most %d MiB, their downloads at most %d MiB on disk",
+            budget,
+            how,
+            config.max_model_mb,
+            config.download_cache_mb,
+        )
+        configured = {config.vit_model, config.swin_model, config.detr_model}
+        self.downloads = pipeline.DownloadBudget(config.download_cache_mb * pipeline.MB, configured)
+        self.limits = pipeline.ModelLimits(
+            config.max_model_mb * pipeline.MB, self.downloads.before_load, self.downloads.after_load
+        )
+        pipeline.on_model_evicted(self._model_evicted)  # held weakly: an app that is gone is not called
         self.fallbacks: dict[str, str] = {}  # model id -> why the fast engine could not convert it (it runs exact)
 
     def default_model(self, family: str) -> str:
@@ -233,12 +261,13 @@ class Services:
                 f"'{model_id}': local folders can only be chosen by whoever runs the app "
                 "(--vit-model / --swin-model / --detr-model); type a Hugging Face repo id instead"
             )
+        limits = None if model_id in configured else self.limits  # the operator's models: counted, not limited
         precision = self.config.precision
         first = not pipeline.is_loaded(model_id, self.device, precision)
         if first and progress is not None:
             progress(0.05, desc=f"Loading {model_id} (first use: downloads the weights if they are not cached)…")
         started = time.perf_counter()
-        loaded = pipeline.load_model(model_id, device=self.device, precision=precision)
+        loaded = pipeline.load_model(model_id, device=self.device, precision=precision, limits=limits)
         if family == "detr" and loaded.family != "detr":
             raise VtdemoError(
                 f"{model_id} is an image classifier ({pipeline.FAMILIES[loaded.family].display}): pick a DETR model "
@@ -251,6 +280,13 @@ class Services:
         if first and time.perf_counter() - started > 1.0:
             gr.Info(f"Loaded {model_id} on {self.device.type.upper()} in {time.perf_counter() - started:.1f} s")
         return loaded
+
+    def _model_evicted(self, loaded: pipeline.LoadedModel) -> None:
+        """The model cache evicted `loaded` for the memory budget: release the cached runs that still point at it, so
+        that its memory really goes (a view control on one of them asks for the photo again, `RELEASED`)."""
+        n = self.runs.release_model(loaded.id)
+        if n:
+            log.info("%s was evicted from the model cache: released %d cached run(s) using it", loaded.id, n)
 
     def _convert(self, loaded: pipeline.LoadedModel, progress: Any) -> pipeline.LoadedModel:
         """Convert the fast graph now (cached on disk; shown as progress) and release the PyTorch weights; or,

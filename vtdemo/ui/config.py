@@ -56,7 +56,7 @@ def live_default(precision: str) -> tuple[int, str]:
 class Setting:
     """One app setting. name: the `AppConfig` field; flag: its command-line flag (None: variable only); env: its
     variable; kind: str | int | bool; default: the value when neither is given (what the docs show: `shown`);
-    fallback: another variable read when `env` is unset (Gradio's own); minimum: the smallest int accepted."""
+    fallback: another variable read when `env` is unset (Gradio's own); minimum / maximum: the int range accepted."""
 
     name: str
     flag: str | None
@@ -68,11 +68,15 @@ class Setting:
     fallback: str | None = None
     choices: tuple[str, ...] | None = None
     minimum: int | None = None
+    maximum: int | None = None
 
     @property
     def default_text(self) -> str:
         return self.shown or ("off" if self.default is False else str(self.default))
 
+
+#: A MiB figure past this (1 TiB) is a typo, not a budget: refused at start-up.
+ABSURD_MB = 2**20
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("vit_model", "--vit-model", "VTDEMO_VIT_MODEL", str, pipeline.DEFAULT_VIT, "ViT/DeiT repo id or folder"),
@@ -103,6 +107,40 @@ SETTINGS: tuple[Setting, ...] = (
         2048,
         "memory for all visitors' cached runs together, in MiB (0: keep only the newest run)",
         minimum=0,
+    ),
+    Setting(
+        "model_memory_mb",
+        "--model-memory-mb",
+        "VTDEMO_MODEL_MEMORY_MB",
+        int,
+        None,
+        "memory for the loaded models together (weights and fast-engine graphs), in MiB; the least recently used "
+        "model is evicted past it, never one in use",
+        shown="40 percent of the machine's memory, at most 6144",
+        minimum=1,
+        maximum=ABSURD_MB,
+    ),
+    Setting(
+        "max_model_mb",
+        "--max-model-mb",
+        "VTDEMO_MAX_MODEL_MB",
+        int,
+        2048,
+        "largest weight file of a model typed by a visitor, in MiB (checked before downloading; the configured "
+        "models have no such limit)",
+        minimum=1,
+        maximum=ABSURD_MB,
+    ),
+    Setting(
+        "download_cache_mb",
+        "--download-cache-mb",
+        "VTDEMO_DOWNLOAD_CACHE_MB",
+        int,
+        10240,
+        "disk for the models fetched for visitors and their engine-cache entries, in MiB; the least recently "
+        "loaded are deleted first past it (never the configured models)",
+        minimum=0,
+        maximum=ABSURD_MB,
     ),
     Setting(
         "max_sessions",
@@ -171,6 +209,9 @@ class AppConfig:
     queue_size: int = _default("queue_size")
     concurrency: int = _default("concurrency")
     cache_mb: int = _default("cache_mb")
+    model_memory_mb: int | None = _default("model_memory_mb")
+    max_model_mb: int = _default("max_model_mb")
+    download_cache_mb: int = _default("download_cache_mb")
     max_sessions: int = _default("max_sessions")
     live_size: int = _default("live_size")
     webcam_limit: int = _default("webcam_limit")
@@ -245,14 +286,17 @@ def _from_env(s: Setting) -> Any:
 
 
 def _value(s: Setting, flags: argparse.Namespace) -> Any:
-    """Flag, then variable, then default; an int below its minimum is refused in one line."""
+    """Flag, then variable, then default; an int outside its range is refused in one line."""
     value = getattr(flags, s.name, None)
+    where = s.flag if value is not None else s.env  # what the refusal names: the flag or the variable given
     if value is None:
         value = _from_env(s)
     if value is None:
         value = s.default
     if s.kind is int and s.minimum is not None and value is not None and value != s.default and value < s.minimum:
-        raise SystemExit(f"error: {s.flag or s.env} must be at least {s.minimum}")
+        raise SystemExit(f"error: {where} must be at least {s.minimum}")
+    if s.kind is int and s.maximum is not None and value is not None and value > s.maximum:
+        raise SystemExit(f"error: {where} must be at most {s.maximum}")
     return value
 
 

@@ -70,6 +70,12 @@ class _Entry:
     nbytes: int
 
 
+def _model_of(state: Any) -> str | None:
+    """The id of the model whose run a state holds (None: no run, e.g. a webcam session)."""
+    loaded = getattr(getattr(state, "run", None), "loaded", None)
+    return getattr(loaded, "id", None)
+
+
 class RunIndex:
     """Cached runs by (session, slot): released when their session ends, and kept within `budget_bytes` together
     (least recently used released first). Thread-safe; holds weak references only."""
@@ -147,6 +153,15 @@ class RunIndex:
             if key is not None and (entry := self._entries.get(key)) is not None and entry.ref() is state:
                 self._entries.pop(key)
             self._release([state])
+
+    def release_model(self, model_id: str) -> int:
+        """Release every run made by the model `model_id` (the model cache evicted it: the runs would keep its
+        memory). Returns how many were released."""
+        with self._lock:
+            keys = [k for k, e in self._entries.items() if _model_of(e.ref()) == model_id]
+            victims = [self._entries.pop(k).ref() for k in keys]
+            self._prune()
+            return self._release(victims)
 
     def _release(self, states: list[Any]) -> int:
         """(Under the lock, so that a run is never seen as gone from the index but not yet released.)"""

@@ -183,8 +183,11 @@ class WebcamTab:
             pixels = np.asarray(
                 pipeline.load_image(frame, "the camera frame")
             )  # the pixel limit applies before decoding, as for photos
-            loaded = self.s.load(model_id, "detr")
-            drawn = process_frame(session, loaded, pixels, float(threshold), int(live_size or self.s.config.live_size))
+            with pipeline.models_in_use():  # never evicted under this frame
+                loaded = self.s.load(model_id, "detr")
+                drawn = process_frame(
+                    session, loaded, pixels, float(threshold), int(live_size or self.s.config.live_size)
+                )
         except Exception as exc:  # noqa: BLE001
             return gr.skip(), status(message(exc), "warn"), session
         last = session.last_frame

@@ -30,6 +30,7 @@ from ..common import (
     fresh,
     heads_choice,
     message,
+    runs_models,
     status,
     with_details,
 )
@@ -283,6 +284,7 @@ class ClassifierColumn:
 
     # --------------------------------------------------------------------------------------------- handlers
 
+    @runs_models
     def classify(
         self,
         image_path: str | bytes | None,

@@ -32,6 +32,7 @@ from ..common import (
     message,
     not_yet,
     photo_input,
+    runs_models,
     safe_stem,
     status,
     with_details,
@@ -272,6 +273,7 @@ class DetectTab:
 
     # --------------------------------------------------------------------------------------------- handlers
 
+    @runs_models
     def detect(
         self,
         image_path: str | bytes | None,
