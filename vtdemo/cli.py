@@ -197,8 +197,11 @@ def _check_explain_options(loaded: Any, args: argparse.Namespace) -> None:
     from .explain import registry
 
     if args.method == "all":
-        if args.deletion or args.out is not None:
-            raise ExplainError("--method all scores every map itself and writes no overlay: drop --deletion / --out")
+        if args.deletion or args.out is not None or args.mask_outliers:
+            raise ExplainError(
+                "--method all scores every map itself, writes no overlay and masks no tokens: drop --deletion / "
+                "--out / --mask-outliers"
+            )
         kinds = [m for m in registry.methods_for(loaded.family) if "target_kind" in m.controls]
         method = kinds[0] if kinds else registry.default_for(loaded.family)
     else:
@@ -300,39 +303,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             point = _parse_point(args.point)
             _check_explain_options(loaded, args)
 
+            opts = pipeline.ExplainOptions(
+                class_index=args.class_index,
+                head_fusion=args.head_fusion,
+                discard=args.discard,
+                start_layer=args.start_layer,
+                head=args.head,
+                point=point,
+                layer=args.layer,
+                target_kind=args.target,
+                mask_outliers=args.mask_outliers,
+            )
+
             def explain_one(image: str) -> Any:
                 if args.method == "all":
-                    opts = pipeline.ExplainOptions(
-                        class_index=args.class_index,
-                        head_fusion=args.head_fusion,
-                        discard=args.discard,
-                        start_layer=args.start_layer,
-                        head=args.head,
-                        point=point,
-                        layer=args.layer,
-                        target_kind=args.target,
-                    )
                     return pipeline.compare_image(
                         image, loaded, opts, detection=args.detection, threshold=args.threshold
                     )
                 result = pipeline.explain(
                     image,
                     loaded,
-                    method=args.method,
-                    class_index=args.class_index,
-                    head_fusion=args.head_fusion,
-                    discard=args.discard,
-                    start_layer=args.start_layer,
+                    args.method,
+                    opts,
                     detection=args.detection,
                     threshold=args.threshold,
-                    point=point,
-                    head=args.head,
                     deletion=args.deletion,
-                    target_kind=args.target,
-                    layer=args.layer,
                     input_size=args.input_size,
                     keep_aspect=args.keep_aspect,
-                    mask_outliers=args.mask_outliers,
                 )
                 if args.out is not None:
                     output.save_overlay(result, args.out, args.opacity)

@@ -169,35 +169,14 @@ def explain_run(
 
 
 def classifier_map(
-    run: ClassifierRun,
-    method: str | None = None,
-    class_index: int | None = None,
-    head_fusion: str = "mean",
-    discard: float = 0.0,
-    start_layer: int = 0,
-    head: int | None = None,
-    point: tuple[float, float] | None = None,
-    block: int | None = None,
-    mask_outliers: bool = False,
+    run: ClassifierRun, method: str | None = None, options: ExplainOptions | None = None, **fields: Any
 ) -> tuple[torch.Tensor, dict]:
     """A relevance map [rows, cols] (max 1) and its target for a cached classifier run (see `explain_run`).
 
-    method: a registered method of the run's family (default: rollout for ViT, swin-rollout for Swin); class_index:
-    the class (default: the top class); head: one head instead of the fusion (cls-attention, swin-window); point:
-    (x, y) original-image pixels for swin-window; block: Swin block for swin-window (default
-    `explain.swin.default_block`).
+    method: a registered method of the run's family (default: rollout for ViT, swin-rollout for Swin); options: an
+    `ExplainOptions`, or its fields as keywords (`class_index=...`, `head=...`), applied on top.
     """
-    opts = ExplainOptions(
-        class_index=class_index,
-        head_fusion=head_fusion,
-        discard=discard,
-        start_layer=start_layer,
-        head=head,
-        point=point,
-        block=block,
-        mask_outliers=mask_outliers,
-    )
-    result = explain_run(run, method, opts)
+    result = explain_run(run, method, replace(options or ExplainOptions(), **fields))
     return result.map, result.target
 
 

@@ -168,79 +168,49 @@ def explain(
     image: ImageSource,
     model: str | LoadedModel = DEFAULT_VIT,
     method: str | None = None,
-    class_index: int | None = None,
-    head_fusion: str = "mean",
-    discard: float = 0.0,
-    start_layer: int = 0,
+    options: ExplainOptions | None = None,
+    *,
     detection: int = 0,
     threshold: float = postprocess.DEFAULT_THRESHOLD,
-    point: tuple[float, float] | None = None,
-    head: int | None = None,
     name: str | None = None,
     deletion: bool = False,
-    target_kind: str = "class",
-    layer: int = -1,
-    block: int | None = None,
-    direction: str = "row",
     input_size: int | None = None,
     keep_aspect: bool = False,
-    mask_outliers: bool = False,
+    **fields: Any,
 ) -> Explanation:
     """One explanation map for one image (the CLI's `explain`); see `explain_run` for the methods' options.
 
-    detection / threshold: which detection a DETR detection method explains (the K-th kept by score).
-    deletion: also run the deletion and insertion checks (classifiers only); the result goes to
-    `Explanation.deletion`. input_size / keep_aspect: a ViT at another input size (`runs.run_classifier`);
-    mask_outliers: the ViT rollout with the high-norm artefact tokens masked out.
+    options: an `ExplainOptions`; `fields` are its fields given as keywords instead (`class_index=281`, `head=3`,
+    ...), applied on top. detection / threshold: which detection a DETR detection method explains (the K-th kept by
+    score). deletion: also run the deletion and insertion checks (classifiers only); the result goes to
+    `Explanation.deletion`. input_size / keep_aspect: a ViT at another input size (`runs.run_classifier`).
     """
     loaded = _as_loaded(model)
     rgb = load_image(image)
     label = _name(image, name)
-    opts = ExplainOptions(
-        class_index=class_index,
-        head_fusion=head_fusion,
-        discard=discard,
-        start_layer=start_layer,
-        head=head,
-        point=point,
-        block=block,
-        layer=layer,
-        direction=direction,
-        target_kind=target_kind,
-        mask_outliers=mask_outliers,
-    )
-    if loaded.family != "detr":
-        meth = registry.get(method, loaded.family)
+    opts = replace(options or ExplainOptions(), **fields)
+    meth = registry.get(method, loaded.family)
+    check = None
+    if loaded.family == "detr":
+        run: Any = run_detr(loaded, rgb)
+        if meth.target == "detection":
+            try:
+                opts = replace(opts, query=pick_detection(run, detection, threshold))
+            except ExplainError as exc:
+                raise ExplainError(f"{label}: {exc}") from None
+        result = explain_run(run, meth.name, opts)
+    else:
         run = run_classifier(loaded, rgb, input_size, keep_aspect)
         result = explain_run(run, meth.name, opts)
         check = deletion_check(run, result.map, result.target["index"]) if deletion else None
-        return Explanation(
-            label,
-            loaded.id,
-            meth.name,
-            result.target,
-            result.map,
-            run.region,
-            check,
-            result.maps,
-            runtime_info(loaded, meth.name),
-        )
-    meth = registry.get(method, "detr")
-    drun = run_detr(loaded, rgb)
-    if meth.target == "detection":
-        try:
-            opts = replace(opts, query=pick_detection(drun, detection, threshold))
-        except ExplainError as exc:
-            raise ExplainError(f"{label}: {exc}") from None
-    result = explain_run(drun, meth.name, opts)
     return Explanation(
         label,
         loaded.id,
         meth.name,
         result.target,
         result.map,
-        drun.region,
-        None,
+        run.region,
+        check,
         result.maps,
         runtime_info(loaded, meth.name),
     )
