@@ -27,7 +27,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..errors import UnsupportedModelError
-from .vit_config import ViTConfig
+from .vit_config import ViTConfig, square_side
 
 __all__ = ["PRESETS", "config_from_hf", "config_from_timm", "registers_partner", "SUPPORTED"]
 
@@ -80,11 +80,7 @@ def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, 
     extra: dict[str, Any] = {}
     for key, value in (model_args or {}).items():
         if key in _TIMM_ARGS:
-            if key == "img_size" and isinstance(value, (list, tuple)):
-                if len(set(value)) != 1:
-                    raise UnsupportedModelError(f"timm model argument img_size={value}: only square training sizes")
-                value = value[0]
-            extra[key] = value
+            extra[key] = square_side(value, "timm model argument img_size") if key == "img_size" else value
         elif key not in _IGNORED:
             raise UnsupportedModelError(f"timm model argument '{key}={value}' is not supported for DINOv2")
     cfg = replace(PRESETS[base], num_classes=num_classes, dynamic_img_size=True, **extra)
@@ -100,20 +96,15 @@ def config_from_hf(config: dict[str, Any]) -> ViTConfig:
         raise UnsupportedModelError(_GIANT)
     if config.get("hidden_act", "gelu") != "gelu":
         raise UnsupportedModelError(f"DINOv2 with activation '{config['hidden_act']}' is not supported (only gelu)")
-    image_size, patch_size = config.get("image_size", 518), config.get("patch_size", 14)
-    if isinstance(image_size, (list, tuple)):
-        if len(set(image_size)) != 1:
-            raise UnsupportedModelError(f"DINOv2 image_size={image_size}: only square training sizes are supported")
-        image_size = image_size[0]
-    if isinstance(patch_size, (list, tuple)):
-        patch_size = patch_size[0]
+    image_size = square_side(config.get("image_size", 518), "DINOv2 image_size")
+    patch_size = square_side(config.get("patch_size", 14), "DINOv2 patch_size")
     registers = int(config.get("num_register_tokens", 0)) if config.get("model_type") == "dinov2_with_registers" else 0
     classifier = any(a.endswith("ForImageClassification") for a in config.get("architectures") or [])
     num_classes = (len(config.get("id2label") or {}) or int(config.get("num_labels", 2))) if classifier else 0
     hidden = int(config.get("hidden_size", 768))
     return ViTConfig(
-        img_size=int(image_size),
-        patch_size=int(patch_size),
+        img_size=image_size,
+        patch_size=patch_size,
         in_chans=int(config.get("num_channels", 3)),
         embed_dim=hidden,
         depth=int(config.get("num_hidden_layers", 12)),

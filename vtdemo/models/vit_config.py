@@ -192,6 +192,15 @@ _DEFAULT_ONLY = {
 _IGNORED = {"num_classes", "dynamic_img_size"}
 
 
+def square_side(value: Any, what: str) -> int:
+    """An image or patch size given as one number or as (height, width) -> one side; only squares are supported."""
+    if isinstance(value, (list, tuple)):
+        if len(set(value)) != 1:
+            raise UnsupportedModelError(f"{what}={list(value)}: only square sizes are supported")
+        value = value[0]
+    return int(value)
+
+
 def supported_timm_architectures() -> list[str]:
     """Every timm architecture name `config_from_timm` knows, sorted."""
     return sorted(PRESETS)
@@ -208,14 +217,10 @@ def config_from_timm(architecture: str, num_classes: int, model_args: dict[str, 
             "vit_medium_patch16_reg4_gap_256"
         )
     cfg = replace(PRESETS[base], num_classes=num_classes, dynamic_img_size=True)
-    extra = {}
+    extra: dict[str, Any] = {}
     for key, value in (model_args or {}).items():
         if key in _TIMM_ARGS:
-            if key == "img_size" and isinstance(value, (list, tuple)):
-                if len(set(value)) != 1:
-                    raise UnsupportedModelError(f"timm model argument img_size={value}: only square training sizes")
-                value = value[0]
-            extra[_TIMM_ARGS[key]] = value
+            extra[_TIMM_ARGS[key]] = square_side(value, "timm model argument img_size") if key == "img_size" else value
         elif key not in _IGNORED and _DEFAULT_ONLY.get(key, object()) != value:
             raise UnsupportedModelError(f"timm model argument '{key}={value}' is not supported by our ViT")
     if "distilled" in extra:

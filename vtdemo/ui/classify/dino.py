@@ -14,10 +14,10 @@ import gradio as gr
 
 from ... import pipeline
 from ...errors import VtdemoError
-from ..common import MODEL, fresh, message, status
+from ..common import MODEL, fresh, runs_models
 from ..components import upload_name
 from .panel_views import feature_strip, heads_grid, registers_pair
-from .views import ClassifyState, ColumnView
+from .views import ClassifyState, ColumnView, kept_view
 
 HEADS_CAPTION = (
     "For each attention head: where the CLS token looks in the last layer, and next to it DINO's mask, the "
@@ -85,26 +85,13 @@ class DinoPanel:
             self.registers, [column.state], outputs, api_name=f"dino_registers_{self.family}", **MODEL
         )
 
-    def _shown(self, state: ClassifyState | None, key: str, make: Any) -> dict:
-        """The view `key` of the cached run (made once per photo), or one line saying what went wrong."""
-        state = self.column.s.cached(state)
-        if state is None or state.run is None:
-            return {self.image: None, self.text: status("Upload a photo first.", "info")}
-        try:
-            kept = state.panels.get(key)
-            if kept is None:
-                kept = state.panels[key] = make(state.run)
-        except Exception as exc:  # noqa: BLE001 - one line for the user
-            return {self.image: None, self.text: status(message(exc), "warn")}
-        return {self.image: kept[0], self.text: kept[1], self.column.state: state}
-
     @fresh
     def heads(self, state: ClassifyState | None) -> dict:
         def make(run: pipeline.ClassifierRun) -> tuple[Any, str]:
             maps, masks = run.heads()
             return heads_grid(_crop(run), maps, masks), HEADS_CAPTION.format(kept=pipeline.MASS_KEPT)
 
-        return self._shown(state, "dino-heads", make)
+        return kept_view(self.column, state, "dino-heads", make, self.image, self.text)
 
     @fresh
     def features(self, state: ClassifyState | None, second: str | None) -> dict:
@@ -118,9 +105,10 @@ class DinoPanel:
                 two=TWO_PHOTOS if second else ""
             )
 
-        return self._shown(state, f"dino-features-{second or ''}", make)
+        return kept_view(self.column, state, f"dino-features-{second or ''}", make, self.image, self.text)
 
     @fresh
+    @runs_models  # the partner model stays loaded while this view uses it
     def registers(self, state: ClassifyState | None) -> dict:
         def make(run: pipeline.ClassifierRun) -> tuple[Any, str]:
             partner_id = pipeline.registers_partner(run.loaded.id)
@@ -147,4 +135,4 @@ class DinoPanel:
             )
             return registers_pair(_crop(run), maps, titles), text
 
-        return self._shown(state, "dino-registers", make)
+        return kept_view(self.column, state, "dino-registers", make, self.image, self.text)

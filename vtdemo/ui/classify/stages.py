@@ -8,12 +8,14 @@ One more forward pass (without attention) on request; the result is kept in the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
-from ...pipeline import StagePCA
-from ..common import MODEL, fresh, message, status
+from ...pipeline import ClassifierRun, StagePCA
+from ..common import MODEL, fresh
 from .panel_views import stage_strip
-from .views import ClassifyState, ColumnView
+from .views import ClassifyState, ColumnView, kept_view
 
 
 def stages_caption(stages: list[StagePCA]) -> str:
@@ -61,16 +63,10 @@ class StagesPanel:
     @fresh
     def show(self, state: ClassifyState | None) -> dict:
         """The strip for the cached run (computed once per photo)."""
-        state = self.column.s.cached(state)
-        if state is None or state.run is None:
-            return {self.image: None, self.text: status("Upload a photo first.", "info")}
-        try:
-            kept = state.panels.get("stages")
-            if kept is None:
-                run = state.run
-                stages = run.stage_pca()
-                crop = run.image.crop(tuple(round(v) for v in run.region))
-                kept = state.panels["stages"] = (stage_strip(crop, stages), stages_caption(stages))
-        except Exception as exc:  # noqa: BLE001 - one line for the user
-            return {self.image: None, self.text: status(message(exc), "warn")}
-        return {self.image: kept[0], self.text: kept[1], self.column.state: state}
+
+        def make(run: ClassifierRun) -> tuple[Any, str]:
+            stages = run.stage_pca()
+            crop = run.image.crop(tuple(round(v) for v in run.region))
+            return stage_strip(crop, stages), stages_caption(stages)
+
+        return kept_view(self.column, state, "stages", make, self.image, self.text)

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 from ... import pipeline, render
 from ...errors import ExplainError
 from ...pipeline import ClassifierRun, ExplainOptions
+from ..common import message, status
 from ..engine_text import gradient_note
 
 
@@ -140,3 +141,18 @@ def class_index_of(run: ClassifierRun, name: str) -> int:
         return run.loaded.labels.index(name)
     except ValueError:
         raise ExplainError(f"'{name}' is not a class of {run.loaded.id}") from None
+
+
+def kept_view(column: ColumnView, state: Any, key: str, make: Any, image: Any, text: Any) -> dict:
+    """A panel's (image, caption) for the column's cached run, made once per photo by `make(run)` and kept in the
+    state under `key`; "Upload a photo first." without a run, one line when `make` fails."""
+    state = column.s.cached(state)
+    if state is None or state.run is None:
+        return {image: None, text: status("Upload a photo first.", "info")}
+    try:
+        kept = state.panels.get(key)
+        if kept is None:
+            kept = state.panels[key] = make(state.run)
+    except Exception as exc:  # noqa: BLE001 - one line for the user
+        return {image: None, text: status(message(exc), "warn")}
+    return {image: kept[0], text: kept[1], column.state: state}
