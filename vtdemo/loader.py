@@ -176,8 +176,8 @@ def load(
                 return _cache[key]
             shared = _cache.get(_key(ref, dev)) if precision == "fast" else None
         size = model_size.check(ref, limits.max_bytes) if limits is not None else _size(ref)
-        if shared is None:  # new weights come in: make room for them first
-            _make_room(size or 0, key, ref.text if limits is not None else None)
+        if shared is None and size:  # new weights of a known size come in: make room for them first
+            _make_room(size, key, ref.text if limits is not None else None)
         if limits is not None and limits.before_load is not None:
             limits.before_load(ref)
         if precision == "fast":
@@ -206,9 +206,10 @@ def _size(ref: ModelRef) -> int | None:
 
 def _make_room(incoming: int, key: Key, visitor: str | None = None) -> None:
     """Evict least recently used models (never one in use, never `key`) until `incoming` more bytes fit the budget
-    and the count cap holds; wait up to `WAIT_S` for models in use, then raise `BusyError`. visitor: the model id a
-    visitor typed (None: the operator's), whose model is refused if larger than the whole budget (the operator's is
-    loaded, and logged)."""
+    and the cached models keep the count cap (checked once `key` is in: before, only bytes of a known size make
+    room); wait up to `WAIT_S` for models in use, then raise `BusyError`. visitor: the model id a visitor typed
+    (None: the operator's), whose model is refused if larger than the whole budget (the operator's is loaded, and
+    logged)."""
     budget = memory_budget()
     if incoming > budget:
         if visitor is not None:
@@ -222,8 +223,8 @@ def _make_room(incoming: int, key: Key, visitor: str | None = None) -> None:
     mine = set(getattr(_scope, "pins", None) or ())
     with _guard:
         while True:
-            count = len(_cache) + (0 if key in _cache else 1)
-            if _total() + incoming <= budget and count <= cache_size():
+            # the count cap is kept once a model is in (a load that fails must not have evicted anything for it)
+            if _total() + incoming <= budget and len(_cache) <= cache_size():
                 break
             victim = next((k for k in _cache if k != key and k[:2] not in _pins), None)
             if victim is not None:

@@ -201,3 +201,24 @@ def test_eviction_frees_the_memory(tiny_hub, tmp_path, monkeypatch):
     finally:
         loader.clear_cache()
         loader.set_memory_budget(None)
+
+
+def test_a_model_that_cannot_load_evicts_nothing(hub, monkeypatch):
+    """At the count cap, a load that fails (a repo that is not there, a visitor's typo) leaves every cached model in
+    place: room is made for what comes in, not for an id (the first-visit tier lost the shown result this way)."""
+    monkeypatch.setenv("VTDEMO_MODEL_CACHE", "2")
+    loader.load(hub["vit"], "cpu")
+    loader.load(hub["swin"], "cpu")
+    told: list[str] = []
+
+    def listener(gone) -> None:  # noqa: ANN001
+        told.append(gone.id)
+
+    loader.on_evict(listener)
+    with pytest.raises(Exception, match="nobody/no-such-model"):
+        loader.load("nobody/no-such-model", "cpu", limits=loader.Limits(max_bytes=2**31))
+    with pytest.raises(Exception, match="nobody/no-such-model"):
+        loader.load("nobody/no-such-model", "cpu")  # an operator's or a script's id: the same
+    assert loader.is_loaded(hub["vit"], "cpu") and loader.is_loaded(hub["swin"], "cpu") and told == []
+    loader.load(hub["detr"], "cpu")  # a real third model still keeps the cap of two
+    assert told == [hub["vit"]] and not loader.is_loaded(hub["vit"], "cpu")
