@@ -55,7 +55,7 @@ def _image(value) -> Image.Image:
 
 
 @pytest.mark.parametrize("precision", ["fast", "exact"])
-def test_views_on_a_dinov2_classifier_and_backbone(dino_hub, precision):
+def test_views_on_a_dinov2_classifier_and_backbone(dino_hub, precision, tmp_path):
     with launched_app(dino_hub, vit_model=CLASSIFIER, precision=precision) as (_, url):
         client = Client(url, verbose=False, download_files=False)
         out = client.predict(handle_file(CAT), CLASSIFIER, "rollout", 0.5, api_name="/classify_vit")
@@ -68,6 +68,10 @@ def test_views_on_a_dinov2_classifier_and_backbone(dino_hub, precision):
         assert "One PCA is fitted on both photos" in text
         pair = _image(image)
         assert pair.height > pair.width  # two rows: the two photos, each with its colours
+        fake = tmp_path / "holiday.jpg"
+        fake.write_text("a text file with a photo's name\n")
+        image, text = client.predict(handle_file(str(fake)), api_name="/dino_features_vit")
+        assert image is None and "holiday.jpg: unsupported format" in text and "/tmp" not in text
         image, text = client.predict(api_name="/dino_registers_vit")
         assert image is not None and CLASSIFIER in text and "with-registers" in text and "outlier" in text
 

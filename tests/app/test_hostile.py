@@ -155,6 +155,7 @@ IMAGE_APIS = {
     "classify_vit": lambda p: [p, "", "rollout", 0.5],
     "classify_swin": lambda p: [p, "", "swin-rollout", 0.5],
     "webcam": lambda p: [p, 0.7, 384, ""],
+    "dino_features_vit": lambda p: [p],  # the second photo of the DINO feature colours
 }
 
 

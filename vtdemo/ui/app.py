@@ -21,6 +21,7 @@ writes into Gradio's cache (box views, exports) are deleted by Gradio an hour af
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +31,7 @@ from .. import pipeline
 from ..assets import example_photos, examples_dir
 from . import howto
 from .classify.tab import ClassifyTab
-from .common import COLORBAR_CSS, Services
+from .common import COLORBAR_CSS, Services, image_limits
 from .config import AppConfig
 from .detect.matching import MatchingPanel
 from .detect.tab import DetectTab
@@ -95,13 +96,6 @@ def example_paths() -> list[str]:
     return [str(p) for p in example_photos()]
 
 
-def image_limits(config: AppConfig) -> dict[str, Any]:
-    """What every image input accepts besides uploads (the examples) and how large a data URL may be."""
-    from gradio.utils import _parse_file_size
-
-    return {"allowed": [EXAMPLES], "max_bytes": _parse_file_size(config.max_file_size) or 20 * 2**20}
-
-
 def _howto_tab() -> None:
     figures = howto.figures()
     for text, key in ((howto.VIT_TEXT, "vit"), (howto.SWIN_TEXT, "swin"), (howto.DETR_TEXT, "detr")):
@@ -129,8 +123,21 @@ class VtdemoApp:
         return self.demo.launch(**{**launch_options(self.services.config), **overrides})
 
 
+def log_to_console() -> None:
+    """vtdemo's own log lines (INFO and up: the model budget at start-up, loads, evictions, an operator's remedy) on
+    the console of `python app.py` / `vtdemo serve`, once; other libraries' loggers are left as they are (httpx
+    would log every request)."""
+    ours = logging.getLogger("vtdemo")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+
+
 def create_app(config: AppConfig | None = None) -> VtdemoApp:
     """The whole app. Loads no model: each one loads on first use and stays cached (`vtdemo.loader`)."""
+    log_to_console()
     config = config or AppConfig()
     services = Services(config)
     examples, limits = example_paths(), image_limits(config)

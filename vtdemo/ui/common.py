@@ -27,6 +27,7 @@ import torch
 from gradio.utils import get_upload_folder
 
 from .. import pipeline
+from ..assets import examples_dir
 from ..errors import VtdemoError, for_visitor
 from .components import Click, safe_image
 from .config import AppConfig
@@ -162,6 +163,13 @@ def click_point(evt: Click) -> tuple[float, float] | None:
 def heads_choice(value: str | None) -> int | None:
     """A head picker's value ("mean" or "3") -> None or the head index."""
     return None if value in (None, "", "mean") else int(value)
+
+
+def image_limits(config: AppConfig) -> dict[str, Any]:
+    """What every image input accepts besides uploads (the examples) and how large a data URL may be (`safe_image`)."""
+    from gradio.utils import _parse_file_size
+
+    return {"allowed": [examples_dir()], "max_bytes": _parse_file_size(config.max_file_size) or 20 * 2**20}
 
 
 def photo_input(

@@ -109,7 +109,7 @@ class ClassifierColumn:
                 self.opacity = Slider(0.0, 1.0, value=0.5, step=0.05, label="Opacity", elem_id=f"{family}-opacity")
                 self.sizes = SizeControls(family)
             self.panels = [SanityPanel(family), ComparePanel(family)] + (
-                [StagesPanel(family)] if family == "swin" else [DinoPanel(family)]
+                [StagesPanel(family)] if family == "swin" else [DinoPanel(family, services)]
             )
             self.inspector = Inspector(family) if family == "vit" else None
             self.status = gr.Markdown(elem_classes="vt-status", elem_id=f"{family}-status")

@@ -8,14 +8,15 @@ CLS token; they are what DINO and DINOv2 made famous, and look like their papers
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import gradio as gr
 
 from ... import pipeline
 from ...errors import VtdemoError
-from ..common import MODEL, fresh, runs_models
-from ..components import upload_name
+from ..common import MODEL, Services, fresh, image_limits, runs_models
+from ..components import safe_image, upload_name
 from .panel_views import feature_strip, heads_grid, registers_pair
 from .views import ClassifyState, ColumnView, kept_view
 
@@ -44,7 +45,7 @@ def _same_size(run: pipeline.ClassifierRun) -> int | None:
 class DinoPanel:
     """The accordion with the three views (ViT columns only)."""
 
-    def __init__(self, family: str) -> None:
+    def __init__(self, family: str, services: Services) -> None:
         self.family = family
         with gr.Accordion("What a self-supervised ViT sees (DINO, DINOv2, registers)", open=False):
             gr.Markdown(
@@ -56,12 +57,12 @@ class DinoPanel:
                 self.heads_button = gr.Button("Heads and DINO masks", size="sm")
                 self.features_button = gr.Button("Patch features as colours", size="sm")
                 self.registers_button = gr.Button("With and without registers", size="sm")
-            self.second = gr.Image(
+            self.second = safe_image(  # the app's one door for images: uploads (and examples) only
                 label="A second photo for the features (optional: one PCA on both)",
-                type="filepath",
-                sources=["upload"],
+                sources=["upload", "clipboard"],
                 height=140,
                 elem_id=f"{family}-dino-second",
+                **image_limits(services.config),
             )
             self.image = gr.Image(
                 label="Self-supervised views",
@@ -94,7 +95,14 @@ class DinoPanel:
         return kept_view(self.column, state, "dino-heads", make, self.image, self.text)
 
     @fresh
-    def features(self, state: ClassifyState | None, second: str | None) -> dict:
+    def features(self, state: ClassifyState | None, second: str | bytes | None) -> dict:
+        """One photo's feature colours, or two photos' with one PCA; only the latest pair is kept for the photo."""
+        key = "dino-features" + (f"-{hashlib.sha1(str(second).encode()).hexdigest()}" if second else "")
+        cached = self.column.s.cached(state)
+        for old in [k for k in (cached.panels if cached is not None else {}) if k.startswith("dino-features-")]:
+            if old != key:
+                del cached.panels[old]
+
         def make(run: pipeline.ClassifierRun) -> tuple[Any, str]:
             runs = [run]
             if second:
@@ -105,7 +113,7 @@ class DinoPanel:
                 two=TWO_PHOTOS if second else ""
             )
 
-        return kept_view(self.column, state, f"dino-features-{second or ''}", make, self.image, self.text)
+        return kept_view(self.column, state, key, make, self.image, self.text)
 
     @fresh
     @runs_models  # the partner model stays loaded while this view uses it
