@@ -273,3 +273,27 @@ def test_fresh_drops_outputs_when_the_run_is_replaced_during_the_work():
     # a run derived from a replaced one (the same photo at another size) is not held over the newer run
     assert not index.hold("s", "vit", FakeRun(np.zeros(1, np.uint8)), replacing=old)
     assert index.hold("s", "vit", FakeRun(np.zeros(1, np.uint8)), replacing=None)
+
+
+@dataclasses.dataclass
+class FakeState:
+    run: object
+    released: bool = False
+    superseded: bool = False
+
+    def release(self) -> None:
+        self.released = True
+
+
+def test_an_evicted_model_releases_only_its_own_runs():
+    """The fast model and its exact twin (loaded for a gradient method) share an id, not their memory: evicting the
+    twin leaves the runs of the fast one (the first-visit tier lost the shown top 5 when it did not)."""
+    fast, twin, other = (SimpleNamespace(id="org/vit") for _ in range(3))
+    index = RunIndex(budget_bytes=10**6)
+    shown, derived = FakeState(SimpleNamespace(loaded=fast)), FakeState(SimpleNamespace(loaded=other))
+    resized = FakeState(SimpleNamespace(loaded=SimpleNamespace(id="org/vit"), model_as_loaded=fast))
+    index.hold("s", "vit", shown, nbytes=1)
+    index.hold("s", "swin", resized, nbytes=1)
+    index.hold("t", "vit", derived, nbytes=1)
+    assert index.release_model(twin) == 0 and not (shown.released or resized.released or derived.released)
+    assert index.release_model(fast) == 2 and shown.released and resized.released and not derived.released

@@ -292,7 +292,7 @@ class Services:
     def _model_evicted(self, loaded: pipeline.LoadedModel) -> None:
         """The model cache evicted `loaded` for the memory budget: release the cached runs that still point at it, so
         that its memory really goes (a view control on one of them asks for the photo again, `RELEASED`)."""
-        n = self.runs.release_model(loaded.id)
+        n = self.runs.release_model(loaded)
         if n:
             log.info("%s was evicted from the model cache: released %d cached run(s) using it", loaded.id, n)
 

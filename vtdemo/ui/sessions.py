@@ -70,10 +70,14 @@ class _Entry:
     nbytes: int
 
 
-def _model_of(state: Any) -> str | None:
-    """The id of the model whose run a state holds (None: no run, e.g. a webcam session)."""
-    loaded = getattr(getattr(state, "run", None), "loaded", None)
-    return getattr(loaded, "id", None)
+def _uses(state: Any, loaded: Any) -> bool:
+    """Does the run a state holds use this very model object (the run's own, or the one it was derived from, such
+    as a Swin rebuilt for another input size)? By identity: the fast model and its exact twin share an id but not
+    their memory, and evicting one must not release the other's runs."""
+    run = getattr(state, "run", None)
+    return run is not None and (
+        getattr(run, "loaded", None) is loaded or getattr(run, "model_as_loaded", None) is loaded
+    )
 
 
 class RunIndex:
@@ -154,11 +158,11 @@ class RunIndex:
                 self._entries.pop(key)
             self._release([state])
 
-    def release_model(self, model_id: str) -> int:
-        """Release every run made by the model `model_id` (the model cache evicted it: the runs would keep its
+    def release_model(self, loaded: Any) -> int:
+        """Release every run made by the model object `loaded` (the model cache evicted it: the runs would keep its
         memory). Returns how many were released."""
         with self._lock:
-            keys = [k for k, e in self._entries.items() if _model_of(e.ref()) == model_id]
+            keys = [k for k, e in self._entries.items() if _uses(e.ref(), loaded)]
             victims = [self._entries.pop(k).ref() for k in keys]
             self._prune()
             return self._release(victims)
