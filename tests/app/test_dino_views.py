@@ -77,7 +77,11 @@ def test_views_on_a_dinov2_classifier_and_backbone(dino_hub, precision, tmp_path
 
         out = client.predict(handle_file(CAT), BACKBONE, "rollout", 0.5, api_name="/classify_vit")
         label, status = out[0], out[3]
-        assert not (label or {}).get("confidences") and "feature model (no classifier head)" in status
+        assert (
+            label["label"] == "No classes: a feature model"
+            and not label.get("confidences")
+            and "feature model (no classifier head)" in status
+        )
         assert out[1] is not None  # the rollout map still shows
         chart, text = client.predict(api_name="/deletion_vit")
         assert chart is None and "no classifier head" in text

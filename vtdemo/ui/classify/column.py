@@ -53,6 +53,10 @@ from .views import (
 # ------------------------------------------------------------------------------------------------- one column
 
 
+#: What the top-5 box shows for a model without a classifier head (its status line says more).
+NO_CLASSES = "No classes: a feature model"
+
+
 def _skip(outputs: dict) -> dict:
     """The same outputs, each left as it is on the page."""
     return dict.fromkeys(outputs, gr.skip())
@@ -332,7 +336,7 @@ class ClassifierColumn:
             return self._empty(text)
         self.s.runs.hold(getattr(request, "session_hash", None), self.family, state)
         return {
-            self.label: {p.label: p.score for p in state.predictions},
+            self.label: {p.label: p.score for p in state.predictions} if loaded.labels else NO_CLASSES,
             **shown,
             self.status: status(
                 with_details(
@@ -398,7 +402,7 @@ class ClassifierColumn:
     def class_clicked(self, state: ClassifyState | None, opacity: float, evt: Click) -> dict:
         """A click on a class in the top 5: the class-specific map for it."""
         state = self.s.cached(state)
-        if state is None or state.run is None:
+        if state is None or state.run is None or not state.predictions:  # no photo yet, or a feature model
             return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         name = evt.value if isinstance(evt.value, str) else (evt.value or {}).get("label")
         method = class_method(state.run.family)

@@ -49,8 +49,8 @@ class DinoPanel:
         self.family = family
         with gr.Accordion("What a self-supervised ViT sees (DINO, DINOv2, registers)", open=False):
             gr.Markdown(
-                "Best with a DINOv2 model in the picker above, e.g. `facebook/dinov2-small-imagenet1k-1-layer` or "
-                "`facebook/dinov2-with-registers-small-imagenet1k-1-layer`.",
+                "Best with a DINOv2 model in the picker above: `facebook/dinov2-small-imagenet1k-1-layer`, or "
+                "`facebook/dinov2-with-registers-small-imagenet1k-1-layer` with registers",
                 elem_classes="vt-caption",
             )
             with gr.Row():
