@@ -11,7 +11,8 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
 
 - models: `load_model`, `is_loaded`, `preconvert`, `LoadedModel`, the family registry (`FAMILIES`, the defaults),
   the model memory budget and a visitor's limits (`set_model_memory`, `model_memory`, `models_in_use`,
-  `on_model_evicted`, `ModelLimits`, `MB`) and the disk budget of visitors' downloads (`DownloadBudget`),
+  `on_model_evicted`, `ModelLimits`, `MB`), the disk budget of visitors' downloads (`DownloadBudget`), the model
+  slots and the downloads beside them (`set_model_slots`, `set_download_slots`, `downloads_under_way`),
   engines and precisions (`PRECISIONS`, `describe`, `exact_model`, `precision_summary`, `prepare`, `release_weights`,
   `runtime_info`), `pick_device`, `looks_like_path`;
 - photos: `load_image` (the one door for images);
@@ -55,6 +56,8 @@ from ..explain.stages import StagePCA
 from ..explain.swin import window_box
 from ..explain.vit import FUSIONS
 from ..families import DEFAULT_DETR, DEFAULT_SWIN, DEFAULT_THRESHOLD, DEFAULT_VIT, FAMILIES, PANOPTIC_DETR
+from ..fetching import set_download_slots
+from ..fetching import under_way as downloads_under_way
 from ..hub import LoadedModel, looks_like_path
 from ..images import ImageSource, load_image
 from ..input_size import TRAINED, SizeChoice, offered_sizes, size_note, trained_side
@@ -62,7 +65,7 @@ from ..input_size import parse as parse_size
 from ..live import canvas, detect_frame
 from ..loader import Limits as ModelLimits
 from ..loader import in_use as models_in_use
-from ..loader import is_loaded, preconvert
+from ..loader import is_loaded, preconvert, set_model_slots
 from ..loader import load as load_model
 from ..loader import memory_budget as model_memory
 from ..loader import on_evict as on_model_evicted
@@ -138,6 +141,7 @@ __all__ = [
     "detect",
     "detect_frame",
     "detections",
+    "downloads_under_way",
     "exact_model",
     "explain",
     "explain_run",
@@ -169,7 +173,9 @@ __all__ = [
     "run_classifier",
     "run_detr",
     "runtime_info",
+    "set_download_slots",
     "set_model_memory",
+    "set_model_slots",
     "size_note",
     "trained_side",
     "view_method",
