@@ -291,7 +291,7 @@ class Services:
         precision = self.config.precision
         first = not pipeline.is_loaded(model_id, self.device, precision)
         if first and progress is not None:
-            progress(0.05, desc=f"Loading {model_id} (first use: downloads the weights if they are not cached)…")
+            progress(0.02, desc=f"Loading {model_id} (first use: downloads the weights if they are not cached)…")
         started = time.perf_counter()
         say = None if progress is None else (lambda fraction, text: progress(fraction, desc=text))
         loaded = pipeline.load_model(
