@@ -16,9 +16,10 @@ pytest.importorskip("openvino")
 pytest.importorskip("timm")
 
 from vtdemo import loader, pipeline, preprocess  # noqa: E402
-from vtdemo.engine import cache, exact_model, fidelity, openvino_runtime, runtime_info  # noqa: E402
+from vtdemo.engine import cache, exact_model, openvino_runtime, runtime_info  # noqa: E402
 from vtdemo.engine.fast import FastModel, choose  # noqa: E402
 from vtdemo.models.swin import SwinAttention  # noqa: E402
+from vtdemo.pipeline import fidelity  # noqa: E402
 
 pytestmark = pytest.mark.slow  # conversions to the fast engine (OpenVINO), 5-30 s a test
 

@@ -1,11 +1,11 @@
-"""The fidelity guard's rules (`vtdemo.engine.fidelity`) on hand-made cases: what may differ between the fast and the
+"""The fidelity guard's rules (`vtdemo.pipeline.fidelity`) on hand-made cases: what may differ between the fast and the
 exact path, and what may not (issue 22 item 1)."""
 
 from __future__ import annotations
 
 import torch
 
-from vtdemo.engine.fidelity import GUARD, kept_sets_agree, within_guard
+from vtdemo.pipeline.fidelity import GUARD, kept_sets_agree, within_guard
 
 
 def test_a_score_that_moves_by_a_hair_across_the_threshold_is_not_a_different_result():

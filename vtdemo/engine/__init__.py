@@ -44,10 +44,24 @@ def make_fast(exact: LoadedModel, reload: Callable[[], torch.nn.Module] | None =
     model = FastModel(exact.model, exact.family, exact.id, exact.weights, choice, reload)
     fast = dataclasses.replace(exact, model=model, precision="fast")
     if guarded(model.choice, exact.family):  # checked against the exact model before its first result
-        from .fidelity import bf16_detr_verdict
-
-        model.guard = functools.partial(bf16_detr_verdict, fast)
+        check = _guard[0]
+        if check is None:  # nobody gave a check (vtdemo.pipeline does): no bf16 without one
+            model.choice = dataclasses.replace(model.choice, dtype="f32")
+        else:
+            model.guard = functools.partial(check, fast)
     return fast
+
+
+#: The run-time fidelity check for reduced-precision models (`set_guard`): (fast LoadedModel, progress) -> None if
+#: within the guard, else the reason.
+_guard: list[Callable[..., str | None] | None] = [None]
+
+
+def set_guard(check: Callable[..., str | None]) -> None:
+    """Give the engine its run-time fidelity check (`vtdemo.pipeline.fidelity.bf16_detr_verdict`, set when
+    `vtdemo.pipeline` is imported: the check runs the pipeline, a layer above the engine). Without one, a model
+    that would need it runs f32."""
+    _guard[0] = check
 
 
 def release_weights(loaded: LoadedModel) -> bool:

@@ -4,9 +4,10 @@
 openvino | pytorch and `VTDEMO_FAST_DTYPE` = bf16 | f32 | fp16):
 - CPU with OpenVINO installed: OpenVINO, bf16 where its CPU plugin reports bf16 units (AMX or AVX512-BF16), else
   f32. Measured (README "Fast path"): on an AMD EPYC with AVX512-BF16 and a Xeon with AMX, OpenVINO bf16 beats
-  OpenVINO f32, PyTorch bf16 autocast and PyTorch fp32 for ViT, Swin and DETR. DETR stays at OpenVINO f32 unless
-  `VTDEMO_FAST_DTYPE=bf16` is set (`dtype_for`): on our full-size fixture bf16 kept boxes within 3 px and maps
-  within 0.02 but moved class probabilities by far more than 0.02, so the fidelity guard was not shown for it;
+  OpenVINO f32, PyTorch bf16 autocast and PyTorch fp32 for ViT, Swin and DETR. A DETR at bf16 is checked against
+  its exact model before its first result (`guarded`, `FastModel.check_guard`; the check is the pipeline's
+  `vtdemo.pipeline.fidelity.bf16_detr_verdict`, given through `vtdemo.engine.set_guard`) and runs f32 outside the
+  fidelity guard (our random full-size fixture does: its class head amplifies tiny differences);
 - CPU without OpenVINO: PyTorch bf16 autocast where oneDNN has bf16 kernels, else PyTorch fp32, with a warning that
   says how to get the faster runtime;
 - CUDA: PyTorch fp16 autocast; MPS: PyTorch fp32 (nothing faster there), with a warning.
@@ -105,8 +106,7 @@ def choose(device: str) -> EngineChoice:
 
 def dtype_for(choice: EngineChoice, family: str) -> str:
     """The dtype one model family runs at: the device's choice for every family. A DETR at bf16 on the OpenVINO CPU
-    path is checked against its exact model on first use (`guarded`, `vtdemo.engine.fidelity.bf16_detr_verdict`) and
-    runs f32 if it strays outside the fidelity guard."""
+    path is checked against its exact model on first use (`guarded`) and runs f32 outside the fidelity guard."""
     return choice.dtype
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from ..device import pick_device
 from ..downloads import DownloadBudget
-from ..engine import describe, exact_model, precision_summary, prepare, release_weights
+from ..engine import describe, exact_model, precision_summary, prepare, release_weights, set_guard
 from ..evaluate.randomisation import RandomisationCurve
 from ..evaluate.randomisation import chart as randomisation_chart
 from ..explain.api import (
@@ -75,6 +75,7 @@ from ..models.dinov2 import registers_partner
 from ..postprocess_panoptic import PanopticResult, Segment
 from ..records import ClassifyResult, Detection, DetectResult, Prediction, detections, no_head_note, predictions
 from ..settings import PRECISIONS
+from .fidelity import bf16_detr_verdict
 from .results import (
     classify,
     compare_image,
@@ -87,6 +88,8 @@ from .results import (
     runtime_info,
 )
 from .runs import ClassifierRun, DetrRun, feature_colours, run_classifier, run_detr
+
+set_guard(bf16_detr_verdict)  # the engine's run-time fidelity check runs models through this package
 
 __all__ = [
     "FOREGROUND_THRESHOLD",

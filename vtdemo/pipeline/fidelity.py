@@ -2,7 +2,7 @@
 person sees.
 
 The bar (`GUARD`; tests/parity/test_engine_guard.py and tests/unit/test_engine.py check it, `bf16_detr_verdict`
-applies it at run time):
+applies it at run time; the engine calls it through `vtdemo.engine.set_guard`, given by this package):
 - classifiers: the same top-5 set, max |Δp| <= 0.02 over all classes; the default attention map (rollout for ViT,
   window-aware rollout for Swin) within 0.02 of its maximum (both maps scaled to max 1);
 - DETR, for **every query** (the threshold slider goes down to 0, so any of them can be shown): its score (the best
@@ -29,6 +29,7 @@ import torch
 from PIL import Image
 
 from ..families import DEFAULT_THRESHOLD
+from .runs import run_classifier, run_detr
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,13 @@ def _map_gap(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def classifier_gaps(exact: Any, fast: Any, image: Image.Image) -> dict[str, float | bool]:
     """{"top5_same", "dp", "map"} for one photo (exact, fast: LoadedModel of the same classifier)."""
-    from .. import pipeline
+    from ..explain.api import classifier_map
 
-    a, b = pipeline.run_classifier(exact, image), pipeline.run_classifier(fast, image)
+    a, b = run_classifier(exact, image), run_classifier(fast, image)
     pa, pb = a.logits.softmax(-1), b.logits.softmax(-1)
     same = set(pa.topk(5).indices.tolist()) == set(pb.topk(5).indices.tolist())
-    ma, _ = pipeline.classifier_map(a)
-    mb, _ = pipeline.classifier_map(b)
+    ma, _ = classifier_map(a)
+    mb, _ = classifier_map(b)
     return {"top5_same": same, "dp": float((pa - pb).abs().max()), "map": _map_gap(ma, mb)}
 
 
@@ -67,10 +68,10 @@ def detr_gaps(
 ) -> dict[str, float | bool | int]:
     """{"score", "box_px", "sets_agree", "detections", "decoder_map", "encoder_map"} for one photo (module
     docstring): the largest gaps over every query, and whether the kept sets agree at each of `THRESHOLDS`."""
-    from .. import pipeline, postprocess
+    from .. import postprocess
     from ..explain import detr as ex
 
-    a, b = pipeline.run_detr(exact, image), pipeline.run_detr(fast, image)
+    a, b = run_detr(exact, image), run_detr(fast, image)
     sa, sb = a.scored.scores.float(), b.scored.scores.float()  # [Q]
     both = postprocess.select(a.scored, threshold).tolist()
     both = [q for q in both if float(sb[q]) >= threshold]
@@ -117,7 +118,7 @@ def bf16_detr_verdict(fast: Any, progress: Callable[[str], None] | None = None) 
     if so, else the reason in one line. Kept in the engine cache per weight file and runtime version, so a model is
     checked once, not at every start."""
     from ..assets import examples_dir
-    from . import cache, exact_model, openvino_runtime
+    from ..engine import cache, exact_model, openvino_runtime
 
     model = fast.model
     key = cache.entry_key(
