@@ -23,7 +23,8 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
   draws (`Comparison`, `StagePCA`, `RandomisationCurve`, the artefact inspector's rule, a Swin window's box);
 - one image in, one result out (`results.py`): `classify`, `detect`, `match`, `explain`, `compare_image`, with
   the records `ClassifyResult`, `DetectResult`, `Prediction`, `Detection`, `Explanation`;
-- the webcam: `detect_frame`, `canvas`.
+- the webcam: `detect_frame`, `canvas`; video files: `detect_video` (an annotated H.264 mp4 and the detections of
+  each processed frame), `probe_video`, `video_frame`, `VideoLimits`, `VIDEO_SUFFIXES`, `every`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ from ..models.dinov2 import registers_partner
 from ..postprocess_panoptic import PanopticResult, Segment
 from ..records import ClassifyResult, Detection, DetectResult, Prediction, detections, no_head_note, predictions
 from ..settings import PRECISIONS
+from ..video import SUFFIXES as VIDEO_SUFFIXES
+from ..video import VideoError, VideoLimits, VideoResult, detect_video, every
+from ..video import frame_at as video_frame
+from ..video import probe as probe_video
 from .fidelity import bf16_detr_verdict
 from .results import (
     classify,
@@ -92,6 +97,14 @@ from .runs import ClassifierRun, DetrRun, feature_colours, run_classifier, run_d
 set_guard(bf16_detr_verdict)  # the engine's run-time fidelity check runs models through this package
 
 __all__ = [
+    "VIDEO_SUFFIXES",
+    "VideoError",
+    "VideoLimits",
+    "VideoResult",
+    "detect_video",
+    "every",
+    "probe_video",
+    "video_frame",
     "FOREGROUND_THRESHOLD",
     "FeatureColours",
     "MASS_KEPT",
