@@ -99,12 +99,14 @@ class VideoResult:
         }
 
 
-def _clock(seconds: float) -> str:
+def clock(seconds: float) -> str:
+    """'45 s', '2 min', '2 min 5 s', '3 h 0 min' (whole seconds past a minute)."""
     if seconds >= 3600:
         return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
     if seconds >= 60:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{seconds:.1f} s"
+        rest = int(seconds % 60)
+        return f"{int(seconds // 60)} min" + (f" {rest} s" if rest else "")
+    return f"{seconds:.3g} s"
 
 
 def _open(path: str | Path, name: str) -> Any:
@@ -124,9 +126,14 @@ def probe(path: str | Path, limits: VideoLimits, name: str = "the video") -> Vid
 
 
 def _info(container: Any, limits: VideoLimits, name: str) -> VideoInfo:
+    form = str(container.format.name)
+    if form.endswith("_pipe") or form == "image2":  # FFmpeg's still-image readers: a photo, not a clip
+        kind = form.removesuffix("_pipe") if form != "image2" else "image"
+        raise VideoError(f"{name} is a photo ({kind}), not a video: open it as a photo")
     if not container.streams.video:
-        kinds = ", ".join(sorted({s.type for s in container.streams})) or "nothing"
-        raise VideoError(f"{name} has no video stream (it holds {kinds}): use a video clip")
+        kinds = ", ".join(sorted({s.type for s in container.streams}))
+        held = f"it holds {kinds}" if kinds else "it is empty"
+        raise VideoError(f"{name} has no video stream ({held}): use a video clip")
     stream = container.streams.video[0]
     width, height = int(stream.codec_context.width or 0), int(stream.codec_context.height or 0)
     if width <= 0 or height <= 0:
@@ -143,7 +150,7 @@ def _info(container: Any, limits: VideoLimits, name: str) -> VideoInfo:
     elif container.duration is not None:
         seconds = container.duration / 1_000_000  # microseconds (av.time_base)
     if seconds > limits.max_seconds:
-        raise VideoError(f"{name} lasts {_clock(seconds)}: this server takes clips up to {_clock(limits.max_seconds)}")
+        raise VideoError(f"{name} lasts {clock(seconds)}: this server takes clips up to {clock(limits.max_seconds)}")
     frames = int(stream.frames or 0) or max(1, round(seconds * fps))
     return VideoInfo(width, height, fps, frames, seconds, stream.codec_context.name or "?")
 
@@ -163,7 +170,7 @@ def frames(path: str | Path, limits: VideoLimits, name: str = "the video") -> It
             for index, frame in enumerate(container.decode(stream)):
                 if index >= most:
                     raise VideoError(
-                        f"{name} holds more frames than {_clock(limits.max_seconds)} at {info.fps:.0f} frames/s "
+                        f"{name} holds more frames than {clock(limits.max_seconds)} at {info.fps:.0f} frames/s "
                         "(its header says less): this server takes clips up to that length"
                     )
                 t = (

@@ -1,4 +1,4 @@
-"""The whole app: four tabs (Classify, Detect with its set-matching panel, Webcam, How it works) assembled into one
+"""The whole app: five tabs (Classify, Detect with its set-matching panel, Webcam, Video, How it works) assembled into one
 `gr.Blocks`, and what Gradio 6 takes in `launch()`.
 
 `create_app(config)` returns a `VtdemoApp` (the Blocks, the shared `Services` and the tab objects) without loading
@@ -37,6 +37,7 @@ from .common import COLORBAR_CSS, Services, hold_model_slots, image_limits
 from .config import AppConfig
 from .detect.matching import MatchingPanel
 from .detect.tab import DetectTab
+from .video import VideoTab
 from .webcam import WebcamTab
 
 EXAMPLES = examples_dir()  # the checkout's assets/examples, or the installed package's copy
@@ -44,7 +45,7 @@ EXAMPLES = examples_dir()  # the checkout's assets/examples, or the installed pa
 INTRO = """# vtdemo · see what vision transformers see
 Upload a photo (or pick an example). **Classify** compares ViT and Swin and shows where each looked; **Detect** finds
 objects with DETR and shows what each detection attended to (with a panoptic DETR, its **Masks** view shows each
-segment, things vs stuff); **Webcam** runs DETR live; **How it works** explains the three models in one picture
+segment, things vs stuff); **Webcam** runs DETR live and **Video** on a clip; **How it works** explains the three models in one picture
 each. Models load on first use (the first run takes longer)."""
 
 START = (
@@ -158,6 +159,8 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
                 detect.wire()
             with gr.Tab("Webcam", id="webcam", elem_id="webcam-tab"):
                 webcam = WebcamTab(services, detect, tabs, limits)
+            with gr.Tab("Video", id="video", elem_id="video-tab"):
+                VideoTab(services, detect, tabs)
             with gr.Tab("How it works", id="howto", elem_id="howto-tab"):
                 _howto_tab()
         gr.Markdown(
@@ -190,6 +193,14 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
     return VtdemoApp(demo=demo, services=services, classify=classify, detect=detect, webcam=webcam)
 
 
+def upload_limit(config: AppConfig) -> int:
+    """Gradio's one upload limit, in bytes: the larger of the photos' and the video clips' (each input checks its
+    own: `SafeImage`, `SafeVideo`)."""
+    from gradio.utils import _parse_file_size
+
+    return max(_parse_file_size(config.max_file_size) or 20 * 2**20, config.video_max_mb * 2**20)
+
+
 def launch_options(config: AppConfig) -> dict[str, Any]:
     """Keyword arguments for `demo.launch()` (Gradio 6 takes theme and css here).
 
@@ -206,7 +217,7 @@ def launch_options(config: AppConfig) -> dict[str, Any]:
         server_name=config.server_name,
         server_port=config.server_port,
         share=config.share,
-        max_file_size=config.max_file_size,
+        max_file_size=upload_limit(config),
         show_error=True,
         state_session_capacity=config.max_sessions,
         theme=gr.themes.Soft(primary_hue="orange", secondary_hue="sky"),

@@ -7,6 +7,8 @@
   `vtdemo.images.load_image`: format allow-list, the pixel limit checked from the header before decoding, and a
   one-line reason for anything it cannot use. (Gradio 6 checks "was this uploaded?" only for payloads that carry
   `meta`; an `ImageData` payload `{"path": ...}` without it would otherwise reach the component.)
+- `SafeVideo`: the door for video clips: an uploaded file's path (inside Gradio's upload folder, within the size
+  limit) and nothing else; Gradio's own FFmpeg conversion of uploads is skipped (`vtdemo.video` reads the clip).
 - `Slider`, `Number`, `Checkbox`, `MultiChoice`: the stock components, but a value sent through the API that is not
   a finite number in range, not a boolean, or not a list of names (a plain string counts as a one-element list) is
   refused with one line naming the parameter and what is allowed (stock Gradio gives a bare "Error", or lets NaN in).
@@ -81,6 +83,8 @@ class SafeImage(gr.Image):
         if not isinstance(payload.path, str) or not _inside(payload.path, folders):
             log.warning("refused an image input outside the upload folder")
             raise gr.Error(NOT_UPLOADED)
+        if os.path.getsize(payload.path) > self.max_bytes:  # the upload limit is the video's when that is larger
+            raise gr.Error(f"the image is larger than {self.max_bytes / 2**20:.0f} MB: upload a smaller file")
         return payload.path
 
     def _data_url(self, url: str) -> bytes:
@@ -101,6 +105,36 @@ def safe_image(allowed: Sequence[str | Path] = (), max_bytes: int = 20 * 2**20, 
     image.allowed = tuple(Path(os.path.abspath(a)) for a in allowed)
     image.max_bytes = int(max_bytes)
     return image
+
+
+class SafeVideo(gr.Video):
+    """`gr.Video` that hands over the path of an uploaded clip (inside Gradio's upload folder, at most `max_bytes`)
+    and nothing else, converting nothing (no FFmpeg run on the server before the app's own checks: the clip is read
+    by `vtdemo.video`, which checks its header first). Set with `safe_video`."""
+
+    max_bytes: int = 100 * 2**20
+
+    def get_block_name(self) -> str:
+        return "video"
+
+    def preprocess(self, payload: Any) -> str | None:  # type: ignore[override]
+        if payload is None:
+            return None
+        path = getattr(payload, "path", None)
+        folders = (Path(os.path.abspath(get_upload_folder())),)
+        if not isinstance(path, str) or not _inside(path, folders):
+            log.warning("refused a video input outside the upload folder")
+            raise gr.Error("not an uploaded file: upload the clip and try again")
+        if os.path.getsize(path) > self.max_bytes:
+            raise gr.Error(f"the clip is larger than {self.max_bytes / 2**20:.0f} MB: upload a shorter or smaller one")
+        return path
+
+
+def safe_video(max_bytes: int, **kwargs: Any) -> SafeVideo:
+    """A `SafeVideo` that accepts uploads up to `max_bytes`."""
+    video = SafeVideo(**kwargs)
+    video.max_bytes = int(max_bytes)
+    return video
 
 
 def upload_name(source: str | bytes | None, default: str = "pasted image") -> str:

@@ -162,6 +162,46 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     Setting(
+        "video_max_mb",
+        "--video-max-mb",
+        "VTDEMO_VIDEO_MAX_MB",
+        int,
+        100,
+        "video tab: largest clip upload, in MB",
+        minimum=1,
+        maximum=4096,
+    ),
+    Setting(
+        "video_max_seconds",
+        "--video-max-seconds",
+        "VTDEMO_VIDEO_MAX_SECONDS",
+        int,
+        60,
+        "video tab: longest clip, in seconds (checked from its header, and again while decoding)",
+        minimum=1,
+        maximum=3600,
+    ),
+    Setting(
+        "video_max_side",
+        "--video-max-side",
+        "VTDEMO_VIDEO_MAX_SIDE",
+        int,
+        3840,
+        "video tab: largest frame, long side in px (short side at most 9/16 of it: 3840 takes 4K, refuses 8K)",
+        minimum=64,
+        maximum=8192,
+    ),
+    Setting(
+        "video_budget_s",
+        "--video-budget-s",
+        "VTDEMO_VIDEO_BUDGET_S",
+        int,
+        60,
+        "video tab: DETR runs on every k-th frame, k chosen so that a clip takes about this many seconds",
+        minimum=5,
+        maximum=3600,
+    ),
+    Setting(
         "live_size",
         "--live-size",
         "VTDEMO_LIVE_SIZE",
@@ -224,6 +264,10 @@ class AppConfig:
     max_model_mb: int = _default("max_model_mb")
     download_cache_mb: int = _default("download_cache_mb")
     max_sessions: int = _default("max_sessions")
+    video_max_mb: int = _default("video_max_mb")
+    video_max_seconds: int = _default("video_max_seconds")
+    video_max_side: int = _default("video_max_side")
+    video_budget_s: int = _default("video_budget_s")
     live_size: int = _default("live_size")
     webcam_limit: int = _default("webcam_limit")
     webcam_sessions: int = _default("webcam_sessions")
