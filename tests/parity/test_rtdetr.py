@@ -12,12 +12,13 @@ slow.
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from tests.support.hubcache import write_transformers_repo
-from vtdemo import pipeline
+from vtdemo import pipeline, postprocess
 
 transformers = pytest.importorskip("transformers")
 
@@ -119,15 +120,27 @@ def capture_sampling(model) -> tuple[list[torch.Tensor], Callable[[], None]]:
     return seen, lambda: [h.remove() for h in handles] and None
 
 
-def pair_queries(ours: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
-    """For each of our queries' initial boxes [Q, 4], the index of transformers' query with the nearest one; the
-    pairing is one to one except between queries whose boxes are equal (equal boxes make equal queries)."""
-    distance = (ours[:, None, :] - theirs[None, :, :]).abs().amax(-1)  # [Q, Q]
-    order = distance.argmin(1)  # [Q]
-    for q, j in enumerate(order.tolist()):
-        twins = (order == j).nonzero().flatten()
-        assert len(twins) == 1 or bool((ours[twins] == ours[q]).all()), "two queries paired with one"
-    return order
+def selection_pairs(ours_index: torch.Tensor, ref_scores: torch.Tensor, Q: int) -> tuple[list[int], list[int], int]:
+    """Pair our queries with transformers' by the encoder position each was selected from.
+
+    ours_index [Q]: our selected positions; ref_scores [N]: transformers' selection score per position (max class
+    logit). Positions with equal scores may leave top-k in another order (the decoder treats its queries as a set).
+    A position selected by one side only must sit at the top-Q boundary (its score within 1e-4 of the Q-th): two
+    near-equal scores there are an ill-conditioned input for any two implementations. Returns (our queries, their
+    queries) of the common positions, and how many positions differ.
+    """
+    ref_index = ref_scores.topk(Q).indices
+    cutoff = float(ref_scores[ref_index[-1]])
+    where = {int(p): q for q, p in enumerate(ref_index.tolist())}
+    ours_q, ref_q, swapped = [], [], 0
+    for q, p in enumerate(ours_index.tolist()):
+        if p in where:
+            ours_q.append(q)
+            ref_q.append(where[p])
+        else:
+            swapped += 1
+            assert abs(float(ref_scores[p]) - cutoff) < 1e-4, "a position far from the boundary selected by us only"
+    return ours_q, ref_q, swapped
 
 
 def match_detections(ref: dict, ours: list) -> tuple[float, float]:
@@ -174,36 +187,46 @@ def check_parity(ref_model, repo: str, image, size: int) -> dict[str, float]:
 
     diffs["encoder_maps"] = max(rel(a, b) for a, b in zip(out.encoder_maps, ref.encoder_last_hidden_state, strict=True))
     assert diffs["encoder_maps"] < 1e-4
-    # The same positions are selected; positions with equal scores may come out of top-k in another order, and the
-    # decoder treats its queries as a set, so ours are paired with transformers' by their initial box.
-    order = pair_queries(out.init_boxes[0], ref.enc_topk_bboxes[0])  # ours[q] = transformers'[order[q]]
-    diffs["init_boxes"] = float((out.init_boxes[0] - ref.enc_topk_bboxes[0, order]).abs().max())
+    Q = out.logits.shape[1]
+    ours_q, ref_q, swapped = selection_pairs(out.query_index[0], ref.enc_outputs_class[0].max(-1).values, Q)
+    diffs["boundary_swaps"] = swapped
+    # With a swap, every query's self-attention sees one other key: per-query values move a little (checked loosely).
+    tol = 1e-4 if swapped == 0 else 5e-2
+    diffs["init_boxes"] = float((out.init_boxes[0, ours_q] - ref.enc_topk_bboxes[0, ref_q]).abs().max())
     assert diffs["init_boxes"] < 1e-4
     for i, logits in enumerate(out.layer_logits):
-        diffs[f"logits_layer{i}"] = float((logits[0] - ref.intermediate_logits[0, i, order]).abs().max())
-        assert diffs[f"logits_layer{i}"] < 1e-3
-    diffs["boxes"] = float((out.boxes[0] - ref.pred_boxes[0, order]).abs().max())
-    assert diffs["boxes"] < 1e-4
-    Q, nh = out.logits.shape[1], out.sampling_weights[0].shape[2]
+        diffs[f"logits_layer{i}"] = float((logits[0, ours_q] - ref.intermediate_logits[0, i, ref_q]).abs().max())
+        assert diffs[f"logits_layer{i}"] < 10 * tol
+    diffs["boxes"] = float((out.boxes[0, ours_q] - ref.pred_boxes[0, ref_q]).abs().max())
+    assert diffs["boxes"] < tol
+    nh = out.sampling_weights[0].shape[2]
     for i, (locations, weights) in enumerate(zip(out.sampling_locations, out.sampling_weights, strict=True)):
-        ref_weights = ref.cross_attentions[i][0, order].reshape(weights.shape[1:])  # v2 gives [B, Q, nh, L*P]
-        diffs[f"weights_layer{i}"] = float((weights[0] - ref_weights).abs().max())
-        ref_locations = seen[i][0, order].reshape(locations.shape[1:])
-        diffs[f"locations_layer{i}"] = float((locations[0] - ref_locations).abs().max())
-        assert diffs[f"weights_layer{i}"] < 1e-4 and diffs[f"locations_layer{i}"] < 1e-4
+        ref_weights = ref.cross_attentions[i][0, ref_q].reshape(weights[0, ours_q].shape)  # v2: [B, Q, nh, L*P]
+        diffs[f"weights_layer{i}"] = float((weights[0, ours_q] - ref_weights).abs().max())
+        ref_locations = seen[i][0, ref_q].reshape(locations[0, ours_q].shape)
+        diffs[f"locations_layer{i}"] = float((locations[0, ours_q] - ref_locations).abs().max())
+        assert diffs[f"weights_layer{i}"] < tol and diffs[f"locations_layer{i}"] < tol
         assert weights.shape[:3] == (1, Q, nh)
     (aifi,) = out.aifi_attn
     diffs["aifi_attn"] = float((aifi - ref.encoder_attentions[0]).abs().max())
     assert diffs["aifi_attn"] < 1e-4
 
     height, width = image.height, image.width
-    everything = proc.post_process_object_detection(ref, threshold=0.0, target_sizes=[(height, width)])[0]
+    logits, boxes = ref.logits, ref.pred_boxes
+    if swapped:  # the detections of the common queries only: the others' logits to -inf on both sides (score 0)
+        logits = logits.clone()
+        logits[0, [q for q in range(Q) if q not in set(ref_q)]] = float("-inf")
+        ours_logits = out.logits[0].clone()
+        ours_logits[[q for q in range(Q) if q not in set(ours_q)]] = float("-inf")
+        run.scored = postprocess.rtdetr_scores(ours_logits, out.boxes[0], image.size)
+    reference = SimpleNamespace(logits=logits, pred_boxes=boxes)
+    everything = proc.post_process_object_detection(reference, threshold=0.0, target_sizes=[(height, width)])[0]
     top = everything["scores"].sort(descending=True).values
     middle = float(top[len(top) // 3] + top[len(top) // 3 + 1]) / 2  # a threshold that keeps about a third
     for key, threshold in (("all", 0.0), ("third", middle)):
-        expected = proc.post_process_object_detection(ref, threshold=threshold, target_sizes=[(height, width)])[0]
+        expected = proc.post_process_object_detection(reference, threshold=threshold, target_sizes=[(height, width)])
         ours = run.detections(run.select(threshold))
-        score, box = match_detections(expected, ours)
+        score, box = match_detections(expected[0], ours)
         assert score <= SCORE_TOL and box <= BOX_TOL, (threshold, score, box)
         diffs[f"scores_{key}"], diffs[f"boxes_px_{key}"], diffs[f"count_{key}"] = score, box, len(ours)
     return diffs
@@ -256,7 +279,7 @@ def test_detect_gives_the_same_detections_as_the_run(hf_cache, tmp_path, photos)
 
 def _full_size(model_type: str) -> torch.nn.Module:
     if model_type == "rt_detr":  # transformers' defaults: RT-DETR R50vd
-        return randomise_rtdetr(transformers.RTDetrForObjectDetection(transformers.RTDetrConfig()), 0)
+        return randomise_rtdetr(transformers.RTDetrForObjectDetection(transformers.RTDetrConfig(num_labels=80)), 0)
     backbone = dict(  # RT-DETRv2 R18vd (PekingU/rtdetr_v2_r18vd's sizes)
         model_type="rt_detr_resnet",
         depths=[2, 2, 2, 2],
@@ -265,7 +288,11 @@ def _full_size(model_type: str) -> torch.nn.Module:
         out_indices=[2, 3, 4],
     )
     config = transformers.RTDetrV2Config(
-        backbone_config=backbone, encoder_in_channels=[128, 256, 512], hidden_expansion=0.5, decoder_layers=3
+        backbone_config=backbone,
+        encoder_in_channels=[128, 256, 512],
+        hidden_expansion=0.5,
+        decoder_layers=3,
+        num_labels=80,
     )
     return randomise_rtdetr(transformers.RTDetrV2ForObjectDetection(config), 0)
 
@@ -279,3 +306,31 @@ def test_full_size_random_weights_match_transformers(model_type, hf_cache, tmp_p
     diffs = check_parity(ref_model, f"test/full-{model_type}", photos["astronaut"], 640)
     assert diffs["count_all"] == 300
     print(model_type, {k: round(v, 7) for k, v in diffs.items()})
+
+
+def test_cli_detect_prints_detections_and_refuses_what_it_cannot_do(hf_cache, tmp_path, capsys):
+    """`python -m vtdemo detect photo --model <RT-DETR repo>`, in process: the table, the JSON, --save; explain and
+    classify with an RT-DETR model end in one line."""
+    import json
+
+    from tests.conftest import EXAMPLES
+    from vtdemo import cli
+
+    ref_model = hf_model("rt_detr", BASIC, "default", seed=5)
+    write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-cli", ref_model)
+    photo = str(EXAMPLES / "rocket.jpg")
+    assert cli.main(["detect", "--model", "test/tiny-rtdetr-cli", "--threshold", "0.3", photo]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert "detections with score >= 0.3" in table[0] and len(table) > 2
+    out_dir = tmp_path / "saved"
+    args = ["detect", "--model", "test/tiny-rtdetr-cli", "--threshold", "0", "--json", "--save", str(out_dir), photo]
+    assert cli.main(args) == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    assert set(item) == {"image", "model", "size", "detections", "runtime"}
+    assert len(item["detections"]) == TINY["num_queries"] and item["runtime"]["precision"] == "exact"
+    assert {d["label"] for d in item["detections"]} <= {f"LABEL_{i}" for i in range(TINY["num_labels"])}
+    assert list(out_dir.iterdir())
+    for command in ("explain", "classify"):
+        assert cli.main([command, "--model", "test/tiny-rtdetr-cli", photo]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error:") and "\n" not in err and "Traceback" not in err

@@ -11,7 +11,9 @@ Reference implementations: fundamentalvision/Deformable-DETR (`ms_deform_attn_co
 (`rtdetrv2_pytorch/src/zoo/rtdetr/rtdetrv2_decoder.py`, with its `discrete` method) and huggingface/transformers
 (`modeling_rt_detr.py`, `modeling_rt_detr_v2.py`). Differences: one function for both methods; the bilinear one is
 the same `grid_sample` call (align_corners=False, zero padding); the discrete one (RT-DETRv2's option for
-deployment without grid_sample) rounds each location to its nearest cell, clamped to the map, with a `gather`.
+deployment without grid_sample) reads one cell per point with a `gather`: column floor(x * w + 0.5), row
+floor(y * h + 0.5), clamped into the map. As in the reference, that puts cell j at x = j / w, half a cell left (and
+up) of where the bilinear method puts its centre, (j + 0.5) / w.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def deformable_sample(
     value: [B, N, nh, hd], the projected values of every level flattened row-major and concatenated
     (N = sum of h_l * w_l over `shapes`, the (h, w) of each level). locations: [B, Q, nh, L, P, 2], (x, y) in [0, 1].
     weights: [B, Q, nh, L, P], each head's weights over its L*P points (they sum to 1 in the model; any values work).
-    method: "default" (bilinear, zero outside the map) or "discrete" (nearest cell, clamped into the map).
+    method: "default" (bilinear, zero outside the map) or "discrete" (one cell, see the module docstring).
 
     Returns [B, Q, nh * hd]: per head sum_{l,p} weight * value(location), heads concatenated.
     """
@@ -55,8 +57,8 @@ def deformable_sample(
             grid = 2 * loc - 1  # [B*nh, Q, P, 2] in [-1, 1]: grid_sample's coordinates
             sampled.append(F.grid_sample(v, grid, mode="bilinear", padding_mode="zeros", align_corners=False))
         else:
-            # The cell under the point: floor(x * w + 0.5) clamped into [0, w - 1] (RT-DETRv2 truncates toward zero
-            # instead of flooring; the two differ only below 0, where the clamp gives 0 either way).
+            # Column floor(x * w + 0.5), row floor(y * h + 0.5), clamped into the map (RT-DETRv2 truncates toward
+            # zero instead of flooring; the two differ only below 0, where the clamp gives 0 either way).
             x = (loc[..., 0] * w + 0.5).floor().clamp(0, w - 1).long()  # [B*nh, Q, P]
             y = (loc[..., 1] * h + 0.5).floor().clamp(0, h - 1).long()  # [B*nh, Q, P]
             index = (y * w + x).flatten(1)[:, None, :].expand(-1, hd, -1)  # [B*nh, hd, Q*P]

@@ -159,7 +159,7 @@ def config_from_hf(config: Mapping[str, Any]) -> RtDetrConfig:
     if method not in ("default", "discrete"):
         raise UnsupportedModelError(f"RT-DETRv2 with decoder_method={method!r} is not supported (default, discrete)")
     id2label = config.get("id2label") or {}
-    num_classes = max(int(k) for k in id2label) + 1 if id2label else int(config.get("num_labels", 80))
+    num_classes = max(int(k) for k in id2label) + 1 if id2label else int(config.get("num_labels", 2))  # as transformers
     proj = _ints(config.get("encode_proj_layers", [2]), "encode_proj_layers")
     if any(not 0 <= i < len(in_channels) for i in proj):
         raise UnsupportedModelError(f"RT-DETR with encode_proj_layers {list(proj)} outside its levels is not supported")
