@@ -334,3 +334,57 @@ def test_cli_detect_prints_detections_and_refuses_what_it_cannot_do(hf_cache, tm
         assert cli.main([command, "--model", "test/tiny-rtdetr-cli", photo]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
+
+
+def test_evaluate_coco_equals_pycocotools_on_the_processors_detections(hf_cache, tmp_path, capsys, photos):
+    """`python -m vtdemo evaluate coco` with an RT-DETR model (in process): its 12 numbers equal pycocotools' on
+    transformers' post-processed detections (threshold 0, classes mapped to the file's categories by name; a class
+    the file does not name is dropped). The ground truth is two of transformers' own boxes per image, so AP is
+    neither 0 nor 1."""
+    import json
+    import shutil
+
+    from tests.conftest import EXAMPLES
+    from vtdemo import cli
+    from vtdemo.evaluate import coco as cc
+
+    ref_model = hf_model("rt_detr_v2", BOTTLENECK, "default", seed=9)
+    write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-coco", ref_model)
+    names = ["astronaut.png", "rocket.jpg"]
+    proc = processor(320)
+    unnamed = TINY["num_labels"] - 1  # the annotation file has no category of this name
+    expected, truth = [], []
+    for i, name in enumerate(names):
+        image = photos[name.split(".")[0]]
+        with torch.no_grad():
+            out = ref_model(**proc(images=image, return_tensors="pt"))
+        found = proc.post_process_object_detection(out, 0.0, [(image.height, image.width)])[0]
+        rows = zip(found["scores"].tolist(), found["labels"].tolist(), found["boxes"].tolist(), strict=True)
+        named = []
+        for score, label, (x0, y0, x1, y1) in rows:
+            if label != unnamed:
+                bbox = [x0, y0, x1 - x0, y1 - y0]
+                named.append({"image_id": i + 1, "category_id": 10 + 3 * label, "bbox": bbox, "score": score})
+        expected += named
+        for k, det in enumerate((named[3], named[12])):  # ranked 4th and 13th: some precision lost before them
+            truth.append({"id": 10 * i + k + 1, **{key: det[key] for key in ("image_id", "category_id", "bbox")}})
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in names:
+        shutil.copy(EXAMPLES / name, images / name)
+    annotations = {
+        "images": [{"id": i + 1, "file_name": n, "width": 1, "height": 1} for i, n in enumerate(names)],
+        "categories": [{"id": 10 + 3 * i, "name": f"label_{i}"} for i in range(unnamed)],  # ids != class indices
+        "annotations": truth,
+    }
+    (tmp_path / "ann.json").write_text(json.dumps(annotations))
+    args = ["evaluate", "coco", "--model", "test/tiny-rtdetr-coco", "--images", str(images)]
+    args += ["--annotations", str(tmp_path / "ann.json"), "--json", "--detections", str(tmp_path / "det.json")]
+    assert cli.main(args) == 0
+    numbers = json.loads(capsys.readouterr().out)
+    ours = json.loads((tmp_path / "det.json").read_text())
+    assert len(ours) == len(expected) and all(d["category_id"] != 10 + 3 * unnamed for d in ours)
+    reference = cc.evaluate(cc.check_annotations(annotations), expected, [1, 2])
+    assert numbers == pytest.approx(reference, abs=1e-6)
+    assert 0 < numbers["AP50"] < 1
