@@ -388,3 +388,22 @@ def test_evaluate_coco_equals_pycocotools_on_the_processors_detections(hf_cache,
     reference = cc.evaluate(cc.check_annotations(annotations), expected, [1, 2])
     assert numbers == pytest.approx(reference, abs=1e-6)
     assert 0 < numbers["AP50"] < 1
+
+
+def test_odd_images_are_squashed_at_a_bounded_cost(hf_cache, tmp_path):
+    """Very thin, tiny, grey and transparent photos: squashed to the input size like any other (no aspect limit
+    applies: the input is always 320x320 here), boxes in the photo's own pixels."""
+    from PIL import Image
+
+    ref_model = hf_model("rt_detr", BASIC, "default", seed=4)
+    write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-odd", ref_model)
+    for image in (
+        Image.new("RGB", (4000, 2), (200, 10, 10)),
+        Image.new("RGB", (1, 1), (0, 0, 0)),
+        Image.new("L", (50, 900), 128),
+        Image.new("RGBA", (64, 48), (0, 255, 0, 0)),
+    ):
+        result = pipeline.detect(image, "test/tiny-rtdetr-odd", threshold=0.0)
+        assert result.size == list(image.size) and len(result.detections) == TINY["num_queries"]
+        x0, y0, x1, y1 = result.detections[0].box
+        assert x1 >= x0 and y1 >= y0 and all(abs(v) < 10 * max(image.size) for v in (x0, y0, x1, y1))
