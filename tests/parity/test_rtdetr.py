@@ -422,3 +422,38 @@ def test_the_app_refuses_an_rt_detr_model_in_one_line_until_it_is_wired(hf_cache
         with pytest.raises(VtdemoError, match="does not run RT-DETR yet") as exc:
             services.load("test/tiny-rtdetr-app", family)
         assert "\n" not in str(exc.value)
+
+
+def test_gradients_equal_finite_differences(hf_cache, tmp_path):
+    """The backward pass relevance methods will use: d(sum of logits) / d(encoder maps) equals central finite
+    differences (float64) at its largest entries and at an entry the decoder never reads (0). Nothing is detached,
+    so these are the outputs' true derivatives (the references detach the selected queries and the reference boxes
+    for training; transformers 5.25's backward matches neither its own finite differences nor ours here)."""
+    ref_model = hf_model("rt_detr_v2", BASIC, "default", seed=1)
+    write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-grad", ref_model)
+    model = pipeline.load_model("test/tiny-rtdetr-grad").model.double()
+    x = torch.rand(1, 3, 320, 320, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        maps, _ = model.encode(x)
+    original = model.encode
+
+    def loss(levels: list[torch.Tensor]) -> torch.Tensor:
+        model.encode = lambda _x, _attn=False: (list(levels), [])
+        try:
+            return model(x).logits.sum()
+        finally:
+            model.encode = original
+
+    with torch.enable_grad():
+        leaves = [m.clone().requires_grad_(True) for m in maps]
+        loss(leaves).backward()
+    grad = leaves[1].grad
+    picks = [tuple(int(v) for v in torch.unravel_index(i, grad.shape)) for i in grad.abs().flatten().topk(3).indices]
+    picks.append(tuple(int(v) for v in torch.unravel_index(grad.abs().flatten().argmin(), grad.shape)))
+    for idx in picks:
+        plus, minus = [m.clone() for m in maps], [m.clone() for m in maps]
+        plus[1][idx] += 1e-6
+        minus[1][idx] -= 1e-6
+        with torch.no_grad():
+            numeric = float(loss(plus) - loss(minus)) / 2e-6
+        assert numeric == pytest.approx(float(grad[idx]), rel=1e-4, abs=1e-9), idx

@@ -23,6 +23,7 @@ Reference implementations: lyuwenyu/RT-DETR (`rtdetr_pytorch/src/zoo/rtdetr/hybr
   original precomputes the same values for that size);
 - anchors are made for the actual feature sizes (transformers' `anchor_image_size`, when set, fixes them to a size:
   the same at the size the processor gives, 640x640);
+- nothing is detached (see `RtDetrOutput`): gradients are the outputs' true derivatives;
 - v1 and v2 share one deformable attention (v1 = offset scale 0.5, bilinear): their formulas are the same;
 - the output carries what the explanations need, cheaply: every decoder layer's sampling locations, attention
   weights and reference boxes (always), AIFI's attention (with `return_attn=True`).
@@ -60,7 +61,10 @@ class RtDetrOutput:
     sampling_locations: per decoder layer [B, Q, nh, L, P, 2], (x, y) in [0, 1] of the input.
     sampling_weights: per decoder layer [B, Q, nh, L, P], softmax over each head's L*P points.
     aifi_attn: per AIFI layer [B, nh, N, N] over the top map's N = h*w cells (row-major), softmax rows; only with
-    `return_attn=True` (else None). All tensors stay in the autograd graph when gradients are on.
+    `return_attn=True` (else None). All tensors stay in the autograd graph when gradients are on, and nothing is
+    detached: the references detach the selected queries and each layer's reference box (a training device; the
+    values are the same), here gradients are the true derivatives of the outputs (checked against finite
+    differences in tests/parity/test_rtdetr.py).
     """
 
     logits: Tensor
@@ -358,8 +362,9 @@ class RTDETR(nn.Module):
             out.reference_boxes.append(reference)
             out.sampling_locations.append(locations)
             out.sampling_weights.append(weights)
-            reference = (box_head(tgt) + inverse_sigmoid(reference)).sigmoid()  # [B, Q, 4] refined
-            out.layer_boxes.append(reference)
+            refined = (box_head(tgt) + inverse_sigmoid(reference)).sigmoid()  # [B, Q, 4]
+            out.layer_boxes.append(refined)
             out.layer_logits.append(class_head(tgt))  # [B, Q, K]
+            reference = refined
         out.logits, out.boxes = out.layer_logits[-1], out.layer_boxes[-1]
         return out
