@@ -52,7 +52,8 @@ CASES = [
 
 
 def randomise_rtdetr(model: torch.nn.Module, seed: int, gain: float = 1.0) -> torch.nn.Module:
-    """Random weights that keep activations O(1) and make every tensor matter: matrices N(0, gain^2 / fan_in),
+    """Random weights that keep activations O(1) and make every tensor matter: matrices N(0, gain^2 / fan_in)
+    (query and key projections 3x that, so that attention rows are peaked, not uniform),
     vectors N(0, 0.1^2) (norm scales 1 + that), batch-norm statistics mean U(-0.2, 0.2) and variance U(0.5, 2)
     (transformers' init would leave every BN the identity and every query alike)."""
     g = torch.Generator().manual_seed(seed)
@@ -67,7 +68,8 @@ def randomise_rtdetr(model: torch.nn.Module, seed: int, gain: float = 1.0) -> to
             elif name.endswith("n_points_scale"):
                 continue  # a derived buffer (1 / points)
             elif t.dim() > 1:
-                t.copy_(torch.randn(t.shape, generator=g) * gain * t[0].numel() ** -0.5)
+                sharp = 3.0 if name.endswith(("q_proj.weight", "k_proj.weight")) else 1.0  # peaked attention rows
+                t.copy_(torch.randn(t.shape, generator=g) * gain * sharp * t[0].numel() ** -0.5)
             elif "norm" in name.rsplit(".", 2)[-2] and name.endswith("weight"):
                 t.copy_(1 + 0.1 * torch.randn(t.shape, generator=g))
             else:
