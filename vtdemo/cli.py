@@ -2,6 +2,7 @@
 
     python -m vtdemo classify [--model MODEL] [--top-k K] [--json] IMAGE [IMAGE ...]
     python -m vtdemo detect [--model MODEL] [--threshold T] [--json] [--save DIR] IMAGE [IMAGE ...]
+    python -m vtdemo detect clip.mp4 --out annotated.mp4 [--every K] [--live-size PX] [--json]
     python -m vtdemo explain [--model MODEL] [--method METHOD|all] [--class INDEX] [--head-fusion mean|max|min]
                              [--discard RATIO] [--detection K] [--target class|box] [--threshold T] [--point X,Y]
                              [--layer L] [--deletion] [--out DIR] [--json] IMAGE...
@@ -65,8 +66,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     d.add_argument("--save", type=Path, metavar="DIR", help="write each annotated image into DIR")
+    d.add_argument(
+        "--out", type=Path, metavar="MP4", help="a video's annotated H.264 mp4 (default: CLIP.detected.mp4 here)"
+    )
+    d.add_argument("--every", type=int, default=1, metavar="K", help="a video: DETR on every K-th frame (default 1)")
+    d.add_argument(
+        "--live-size", type=int, default=480, metavar="PX", help="a video: DETR's input short side (default 480)"
+    )
     _precision_flag(d)
-    d.add_argument("images", nargs="+", metavar="IMAGE")
+    d.add_argument("images", nargs="+", metavar="IMAGE", help="photos, or video clips (.mp4, .webm, .mov, ...)")
 
     e = sub.add_parser("explain", help="what the model looked at: a relevance map per image")
     e.add_argument("--model", default=DEFAULT_VIT, help=f"repo id, repo@revision or folder (default {DEFAULT_VIT})")
@@ -349,14 +357,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not 0.0 <= args.threshold <= 1.0:
             raise VtdemoError("--threshold must be between 0 and 1")
 
+        videos = [i for i in args.images if i.lower().endswith(pipeline.VIDEO_SUFFIXES)]
+        if args.out is not None and len(videos) != 1:
+            raise VtdemoError("--out names one annotated video: pass exactly one clip with it")
+        if args.every < 1 or not 64 <= args.live_size <= 1333:
+            raise VtdemoError("--every must be at least 1 and --live-size between 64 and 1333")
+
         def work(image: str) -> Any:
+            if image in videos:
+                out = args.out or Path(Path(image).stem + ".detected.mp4")
+                clip = pipeline.detect_video(
+                    image,
+                    loaded,
+                    out,
+                    args.threshold,
+                    args.live_size,
+                    stride=args.every,
+                    progress=output.progress_line,
+                    name=Path(image).name,
+                )
+                logging.getLogger("vtdemo.cli").info("wrote %s", out)
+                return clip
             result = pipeline.detect(image, loaded, threshold=args.threshold)
             if args.save is not None:
                 saved = output.save_annotated(result, args.save)
                 logging.getLogger("vtdemo.cli").info("wrote %s", saved)
             return result
 
-        return _run_images(args.images, work, args.json, lambda r: output.detect_rows(r, args.threshold), loaded.id)
+        def rows(result: Any) -> list[str]:
+            if isinstance(result, pipeline.VideoResult):
+                return output.video_rows(result, args.threshold)
+            return output.detect_rows(result, args.threshold)
+
+        return _run_images(args.images, work, args.json, rows, loaded.id)
     except VtdemoError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_MODEL

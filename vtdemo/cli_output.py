@@ -29,6 +29,31 @@ def detect_rows(result: Any, threshold: float) -> list[str]:
     return lines
 
 
+def video_rows(result: Any, threshold: float) -> list[str]:
+    """A video: what was read and written, and how often each class was seen on the processed frames."""
+    from collections import Counter
+
+    from .video import every
+
+    seen: Counter[str] = Counter(d["label"] for f in result.per_frame for d in f["detections"])
+    info = result.info
+    lines = [
+        f"{result.path}: {result.frames} frames of {info.width}x{info.height} at {info.fps:.1f} frames/s; DETR on "
+        f"{every(result.stride)} ({result.processed} frames, {result.seconds:.1f} s, {result.engine}); "
+        f"score >= {threshold:g}"
+    ]
+    for label, count in seen.most_common(10):
+        lines.append(f"  {label:<16} {count} detection{'' if count == 1 else 's'}")
+    return lines
+
+
+def progress_line(fraction: float, text: str) -> None:
+    """A video's progress on stderr, on one line rewritten in place."""
+    import sys
+
+    print(f"\r{text} ({fraction:.0%})", end="" if fraction < 1 else "\n", file=sys.stderr, flush=True)
+
+
 def save_annotated(result: Any, directory: Path) -> Path:
     from . import render  # imported on use: `vtdemo --version` stays quick
     from .images import load_image

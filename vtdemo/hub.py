@@ -21,6 +21,7 @@ import logging
 import re
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,9 @@ def unavailable(where: str) -> str:
     )
 
 
-def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | None:
-    """Path of `filename` in the folder or the Hub repo (downloaded into the cache if needed).
+def fetch_file(ref: ModelRef, filename: str, required: bool = True, tqdm_class: type | None = None) -> Path | None:
+    """Path of `filename` in the folder or the Hub repo (downloaded into the cache if needed; tqdm_class: the
+    progress bar `hf_hub_download` uses, see `prefetch`).
 
     A missing optional file gives None; a missing required file raises `ModelUnavailableError`.
     """
@@ -156,6 +158,7 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
                 revision=ref.revision,
                 cache_dir=env_text("HF_HUB_CACHE"),
                 local_files_only=offline,
+                tqdm_class=tqdm_class,
             )
         )
     except Exception as exc:  # huggingface_hub raises many types; each becomes one readable line
@@ -164,6 +167,68 @@ def fetch_file(ref: ModelRef, filename: str, required: bool = True) -> Path | No
             raise ModelUnavailableError(message, visitor=unavailable(ref.text)) from None
         log.debug("optional %s not available: %s", filename, message)
         return None
+
+
+def files_missing(ref: ModelRef) -> bool:
+    """Would loading this Hub model download something: its config.json or weights not in the local cache yet?
+    False for a folder and when the Hub is not reachable (then nothing can be downloaded; the load says why)."""
+    repo = ref.repo
+    if repo is None or hub_offline():
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> str | None | object:
+        return try_to_load_from_cache(repo, filename, cache_dir=env_text("HF_HUB_CACHE"), revision=ref.revision)
+
+    if not isinstance(cached("config.json"), str):
+        return True
+    for filename in WEIGHT_FILES:  # the first that exists is the one read (`read_weights`)
+        found = cached(filename)
+        if isinstance(found, str):
+            return False
+        if found is None:  # not known to be absent: it may be on the Hub
+            return True
+    return True
+
+
+def prefetch(ref: ModelRef, report: Callable[[int, int | None], None] | None = None) -> None:
+    """Download the files `build` reads (config.json, preprocessor_config.json if any, the weights) into the Hub
+    cache without loading them, calling `report(bytes so far, total bytes or None)` as the weights come in. Errors
+    are those of `fetch_file` (one line each)."""
+    fetch_file(ref, "config.json")
+    fetch_file(ref, "preprocessor_config.json", required=False)
+    bar = None if report is None else _reporting_bar(report)
+    for filename in WEIGHT_FILES:
+        if fetch_file(ref, filename, required=False, tqdm_class=bar) is not None:
+            return
+
+
+def _reporting_bar(report: Callable[[int, int | None], None]) -> type:
+    """A silent tqdm class for `hf_hub_download` that hands its byte counts to `report`."""
+    from tqdm import tqdm
+
+    class Reporting(tqdm):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            kwargs.pop("name", None)
+            super().__init__(*args, **{**kwargs, "disable": False, "file": _Nowhere()})
+            report(int(self.n), self.total)
+
+        def update(self, n: float | None = 1) -> bool | None:
+            done = super().update(n)
+            report(int(self.n), self.total)
+            return done
+
+    return Reporting
+
+
+class _Nowhere:
+    """A file that swallows tqdm's bar (the visitor sees the app's progress, not the server's stderr)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
 
 
 def hub_offline() -> bool:

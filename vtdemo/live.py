@@ -24,9 +24,12 @@ from .records import Detection, detections
 ASPECT = 4 / 3  # width / height of the canvas: webcams deliver 4:3 (640x480) unless asked otherwise
 
 
-def canvas(short_side: int) -> tuple[int, int]:
-    """(height, width) of the fixed DETR input for a short side, e.g. 384 -> (384, 512)."""
-    return int(short_side), round(int(short_side) * ASPECT)
+def canvas(short_side: int, aspect: float = ASPECT) -> tuple[int, int]:
+    """(height, width) of the fixed DETR input for a short side, e.g. 384 -> (384, 512); aspect: width / height (a
+    video file's own; a portrait clip's short side is its width)."""
+    if aspect >= 1:
+        return int(short_side), round(int(short_side) * aspect)
+    return round(int(short_side) / aspect), int(short_side)
 
 
 def fit(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
@@ -37,11 +40,11 @@ def fit(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
 
 
 def inputs(
-    image: Image.Image, cfg: preprocess.PreprocessConfig, short_side: int
+    image: Image.Image, cfg: preprocess.PreprocessConfig, short_side: int, aspect: float = ASPECT
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
     """A frame -> (pixel_values [1, 3, H, W], pixel_mask [1, H, W] bool True = frame, (w, h) of the frame inside);
-    H x W = `canvas(short_side)` whatever the frame's size."""
-    H, W = canvas(short_side)
+    H x W = `canvas(short_side, aspect)` whatever the frame's size."""
+    H, W = canvas(short_side, aspect)
     w, h = fit(image.size, (H, W))
     resized = image.resize((w, h), Image.Resampling.BILINEAR) if (w, h) != image.size else image
     # DETR's normalisation, no further resize: at this short side and no long-side limit the rule keeps (h, w)
@@ -54,10 +57,13 @@ def inputs(
     return pixel_values, pixel_mask, (w, h)
 
 
-def detect_frame(loaded: hub.LoadedModel, frame: np.ndarray, short_side: int, threshold: float) -> list[Detection]:
-    """Detections (score >= threshold) on an RGB frame [h, w, 3] uint8, boxes in the frame's pixels."""
+def detect_frame(
+    loaded: hub.LoadedModel, frame: np.ndarray, short_side: int, threshold: float, aspect: float = ASPECT
+) -> list[Detection]:
+    """Detections (score >= threshold) on an RGB frame [h, w, 3] uint8, boxes in the frame's pixels; the canvas
+    has the webcam's 4:3 `aspect` unless told (a video file gives its own)."""
     image = Image.fromarray(frame)
-    pixel_values, pixel_mask, _ = inputs(image, loaded.preprocess, short_side)
+    pixel_values, pixel_mask, _ = inputs(image, loaded.preprocess, short_side, aspect)
     with inference(loaded.device):
         out = loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=False)
     scored = postprocess.detr_scores(out.logits[0].float().cpu(), out.boxes[0].float().cpu(), image.size)

@@ -36,11 +36,11 @@ from dataclasses import dataclass
 
 import torch
 
-from . import model_size
+from . import fetching, model_size
 from .device import pick_device
 from .engine import make_fast, prepare, resident_bytes
 from .errors import BusyError, CheckpointError, ModelUnavailableError, UnsupportedModelError
-from .hub import LoadedModel, ModelRef, build, parse_model_id, unavailable
+from .hub import LoadedModel, ModelRef, build, files_missing, parse_model_id, unavailable
 from .memory import MB, default_budget_mb, return_memory
 from .settings import PRECISIONS, env_int
 
@@ -59,6 +59,7 @@ _pins: Counter[tuple[str, str]] = Counter()  # (model, device) -> running blocks
 _scope = threading.local()  # this thread's `in_use` block: the pins it holds
 _listeners: list[weakref.ref] = []  # weak: an app that is gone is not kept alive by the cache
 _budget: list[int | None] = [None]  # bytes; None: the default (`vtdemo.memory.default_budget_mb`)
+_slots: list[threading.Semaphore | None] = [None]  # the model slots (`set_model_slots`); None: no limit
 
 
 @dataclass(frozen=True)
@@ -114,15 +115,20 @@ def _total() -> int:
 
 
 @contextlib.contextmanager
-def in_use() -> Iterator[None]:
+def in_use(slot: bool = False) -> Iterator[None]:
     """Every model `load` returns inside this block (in this thread) is in use until the block ends: never evicted
-    under a running request. Blocks nest."""
+    under a running request. Blocks nest. slot: also hold one of the model slots (`set_model_slots`) for the block,
+    waiting for one first (the app's model calls; a download inside steps out of it, `vtdemo.fetching`)."""
     outer = getattr(_scope, "pins", None)
     pins: list[tuple[str, str]] = []
     _scope.pins = pins
+    held = _take_slot() if slot and not getattr(_scope, "slot", None) else None
     try:
         yield
     finally:
+        if held is not None:
+            _scope.slot = None
+            held.release()
         _scope.pins = outer
         with _guard:
             for pin in pins:
@@ -130,6 +136,33 @@ def in_use() -> Iterator[None]:
                 if _pins[pin] <= 0:
                     del _pins[pin]
             _guard.notify_all()
+
+
+def set_model_slots(n: int | None) -> None:
+    """Let `n` blocks `in_use(slot=True)` run at once (the app's `VTDEMO_CONCURRENCY`); None: no limit."""
+    _slots[0] = None if n is None else threading.Semaphore(max(1, int(n)))
+
+
+def _take_slot() -> threading.Semaphore | None:
+    slots = _slots[0]
+    if slots is not None:
+        slots.acquire()
+        _scope.slot = slots
+    return slots
+
+
+@contextlib.contextmanager
+def _slot_set_aside() -> Iterator[None]:
+    """Give this thread's model slot to others for the block (a download), then wait for it again."""
+    slots = getattr(_scope, "slot", None)
+    if slots is None:
+        yield
+        return
+    slots.release()
+    try:
+        yield
+    finally:
+        slots.acquire()
 
 
 def _pin(key: Key) -> None:
@@ -152,12 +185,19 @@ def is_loaded(model: str, device: str | torch.device | None = None, precision: s
 
 
 def load(
-    model: str, device: str | torch.device | None = None, precision: str = "exact", limits: Limits | None = None
+    model: str,
+    device: str | torch.device | None = None,
+    precision: str = "exact",
+    limits: Limits | None = None,
+    progress: fetching.Progress | None = None,
+    session: str | None = None,
 ) -> LoadedModel:
     """Load (once) and return the model named by a repo id, `repo@revision` or a folder; cached per device and
     precision within the memory budget (module docstring). precision: "exact" (fp32 PyTorch, the parity-tested path)
     or "fast" (`vtdemo.engine`: an optimized runtime at reduced precision, converted on first use). limits: a
-    visitor's model (`Limits`); None: the operator's or a script's, no size limit."""
+    visitor's model (`Limits`); None: the operator's or a script's, no size limit. Files not in the Hub cache yet
+    are downloaded out of the model slot (`vtdemo.fetching`: progress(fraction, text) hears how far; session: the
+    visitor's, one download each)."""
     if precision not in PRECISIONS:
         raise UnsupportedModelError(f"precision '{precision}' is not one of {', '.join(PRECISIONS)}")
     ref = parse_model_id(model)
@@ -169,17 +209,22 @@ def load(
             _cache.move_to_end(key)
             return _cache[key]
         lock = _locks.setdefault(key, threading.Lock())
+    # refused before anything is downloaded: by the file's size, then by the whole memory budget
+    size = model_size.check(ref, limits.max_bytes) if limits is not None else _size(ref)
+    if limits is not None:
+        _refuse_larger_than_budget(size, ref.text)
+        if limits.before_load is not None:
+            limits.before_load(ref)
+    if files_missing(ref):  # out of the model slot, a few at once, one per visitor
+        fetching.download(ref, session, progress, _slot_set_aside)
     with lock:  # one load per key at a time (two visitors asking for one new model: one load, both served)
         with _guard:
             if key in _cache:
                 _pin(key)
                 return _cache[key]
             shared = _cache.get(_key(ref, dev)) if precision == "fast" else None
-        size = model_size.check(ref, limits.max_bytes) if limits is not None else _size(ref)
         if shared is None and size:  # new weights of a known size come in: make room for them first
-            _make_room(size, key, ref.text if limits is not None else None)
-        if limits is not None and limits.before_load is not None:
-            limits.before_load(ref)
+            _make_room(size, key)
         if precision == "fast":
             if shared is not None:  # the exact model is loaded already: share its weights (never released)
                 loaded = make_fast(shared)
@@ -204,19 +249,22 @@ def _size(ref: ModelRef) -> int | None:
         return None
 
 
-def _make_room(incoming: int, key: Key, visitor: str | None = None) -> None:
+def _refuse_larger_than_budget(size: int | None, visitor: str) -> None:
+    """A visitor's model whose weights alone exceed the whole model memory budget is refused (before downloading)."""
+    if size is not None and size > memory_budget():
+        raise ModelUnavailableError(
+            f"{visitor} was not loaded: its weights ({size / MB:,.0f} MB) do not fit this server's memory "
+            "for models. Pick a smaller model."
+        )
+
+
+def _make_room(incoming: int, key: Key) -> None:
     """Evict least recently used models (never one in use, never `key`) until `incoming` more bytes fit the budget
     and the cached models keep the count cap (checked once `key` is in: before, only bytes of a known size make
-    room); wait up to `WAIT_S` for models in use, then raise `BusyError`. visitor: the model id a visitor typed
-    (None: the operator's), whose model is refused if larger than the whole budget (the operator's is loaded, and
-    logged)."""
+    room); wait up to `WAIT_S` for models in use, then raise `BusyError`. An operator's model larger than the whole
+    budget is loaded, and logged (a visitor's was refused before, `_refuse_larger_than_budget`)."""
     budget = memory_budget()
     if incoming > budget:
-        if visitor is not None:
-            raise ModelUnavailableError(
-                f"{visitor} was not loaded: its weights ({incoming / MB:,.0f} MB) do not fit this server's memory "
-                "for models. Pick a smaller model."
-            )
         log.warning("%s: %d MiB of weights, over the model budget (%d MiB)", key[0], incoming >> 20, budget >> 20)
     evicted: list[LoadedModel] = []
     deadline = time.monotonic() + WAIT_S

@@ -1,5 +1,5 @@
 """The fidelity guard of the fast path on full-size models (ViT-B/16, Swin-T, DETR-R50; random weights in the real
-Hub formats, tests/support/full_models.py), on the example photos: fast vs exact, the issue's bar (`engine.fidelity`).
+Hub formats, tests/support/full_models.py), on the example photos: fast vs exact, the issue's bar (`pipeline.fidelity`).
 
 The exact path is pinned to timm / transformers by the parity tests; this pins the fast path to the exact one.
 Slow (three conversions, ~1-3 min each on two busy cores); the engine cache is per test session.
@@ -14,7 +14,8 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 
 from vtdemo import loader  # noqa: E402
-from vtdemo.engine import fidelity, runtime_info  # noqa: E402
+from vtdemo.engine import runtime_info  # noqa: E402
+from vtdemo.pipeline import fidelity  # noqa: E402
 
 pytestmark = pytest.mark.slow  # full-size models and three conversions to the fast engine
 

@@ -16,9 +16,10 @@ pytest.importorskip("openvino")
 pytest.importorskip("timm")
 
 from vtdemo import loader, pipeline, preprocess  # noqa: E402
-from vtdemo.engine import cache, exact_model, fidelity, openvino_runtime, runtime_info  # noqa: E402
+from vtdemo.engine import cache, exact_model, openvino_runtime, runtime_info  # noqa: E402
 from vtdemo.engine.fast import FastModel, choose  # noqa: E402
 from vtdemo.models.swin import SwinAttention  # noqa: E402
+from vtdemo.pipeline import fidelity  # noqa: E402
 
 pytestmark = pytest.mark.slow  # conversions to the fast engine (OpenVINO), 5-30 s a test
 
@@ -245,3 +246,79 @@ def test_cli_precision_flag_and_convert(tiny):
         root=root,
     )
     assert json.loads(proc.stdout)[0]["runtime"]["gradients"] == "exact"
+
+
+@pytest.fixture
+def bf16_chosen(tiny, tmp_path, monkeypatch):
+    """As on a CPU with bf16 units: the fast engine picks OpenVINO bf16 (here the hint is accepted and runs f32,
+    so the numbers are f32's: the tests below perturb them), with an engine cache of the test's own."""
+    from dataclasses import replace
+
+    from vtdemo.engine import fast as fast_module
+
+    real = fast_module.choose
+    monkeypatch.setattr(fast_module, "choose", lambda device: replace(real(device), dtype="bf16"))
+    monkeypatch.setenv("VTDEMO_ENGINE_CACHE", str(tmp_path / "engine"))
+    monkeypatch.delenv("VTDEMO_FAST_DTYPE", raising=False)
+    loader.clear_cache()
+    yield tiny[1]
+    loader.clear_cache()
+
+
+def _count_gaps(monkeypatch) -> list[str]:
+    seen: list[str] = []
+    real = fidelity.detr_gaps
+
+    def counted(exact, fast, image, threshold=fidelity.DEFAULT_THRESHOLD):
+        seen.append(image.size)
+        return real(exact, fast, image, threshold)
+
+    monkeypatch.setattr(fidelity, "detr_gaps", counted)
+    return seen
+
+
+def test_bf16_detr_within_the_guard_runs_bf16_and_the_verdict_is_kept(bf16_chosen, monkeypatch):
+    checked = _count_gaps(monkeypatch)
+    fast = loader.load(bf16_chosen["detr"], precision="fast")
+    assert fast.model.guard is not None  # pending until the first result
+    pipeline.prepare(fast)
+    assert len(checked) == 4  # the four example photos
+    assert fast.model.choice.dtype == "bf16" and fast.model.guard_note is None
+    loader.clear_cache()  # another process, same weights: the verdict comes from the engine cache
+    again = loader.load(bf16_chosen["detr"], precision="fast")
+    pipeline.prepare(again)
+    assert len(checked) == 4 and again.model.choice.dtype == "bf16"
+
+
+def test_bf16_detr_outside_the_guard_falls_back_to_f32_and_says_why(bf16_chosen, monkeypatch, photos):
+    """bf16 perturbed as a CPU's bf16 units could: one class probability of every query raised by ~0.1."""
+    real_forward = FastModel.forward
+
+    def strayed(self, *inputs, **kwargs):
+        out = real_forward(self, *inputs, **kwargs)
+        if self.family == "detr" and self.choice.dtype == "bf16":
+            out.logits = out.logits.clone()
+            out.logits[..., 1] += 0.5
+        return out
+
+    monkeypatch.setattr(FastModel, "forward", strayed)
+    hints: list[str] = []
+    real_load = openvino_runtime.load_graph
+
+    def spy(*args, **kwargs):
+        hints.append(args[5])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(openvino_runtime, "load_graph", spy)
+    fast = loader.load(bf16_chosen["detr"], precision="fast")
+    exact = loader.load(bf16_chosen["detr"])
+    run = pipeline.run_detr(fast, photos["astronaut"])  # the first result: checked before it is given out
+    assert hints[0] == "bf16" and hints[-1] == "f32"
+    assert fast.model.choice.dtype == "f32" and "outside the fidelity guard" in fast.model.guard_note
+    assert "score gap" in fast.model.guard_note
+    assert pipeline.describe(fast).endswith("(fast; bf16 was outside the fidelity guard)")
+    assert runtime_info(fast)["dtype"] == "f32"
+    reference = pipeline.run_detr(exact, photos["astronaut"])
+    assert (run.scored.scores - reference.scored.scores).abs().max() <= 0.02  # the shown result is f32's
+    for name, image in photos.items():
+        assert fidelity.within_guard(fidelity.detr_gaps(exact, fast, image)), name

@@ -22,6 +22,7 @@ BENCHES: dict[str, Callable[[int], list[Timing]]] = {
     "vit": models.bench_vit,
     "swin": models.bench_swin,
     "detr": models.bench_detr,
+    "dinov2": models.bench_dinov2,
     "vit-explain": models.bench_vit_explain,
     "swin-explain": models.bench_swin_explain,
     "vit-relevance": models.bench_vit_relevance,
@@ -43,6 +44,7 @@ def _fast_bench(name: str) -> Callable[[int], list[Timing]]:
 BENCHES.update(
     {
         "fast": _fast_bench("bench_fast"),
+        "dinov2-fast": _fast_bench("bench_dinov2_fast"),
         "webcam": _fast_bench("bench_webcam"),
         "fast-memory": _fast_bench("bench_fast_memory"),
     }

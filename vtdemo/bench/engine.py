@@ -171,6 +171,87 @@ def bench_fast(runs: int) -> list[Any]:
     ]
 
 
+def _loaded_dinov2(width: int, depth: int, heads: int, side: int) -> tuple[Any, Any, Any]:
+    """(transformers `Dinov2ForImageClassification` with 1000 classes, its `BitImageProcessor` cropping `side` px,
+    our exact LoadedModel with the same weights and preprocessing)."""
+    import transformers
+
+    from .. import labels, preprocess
+    from ..convert import dinov2 as conv
+    from ..hub import LoadedModel
+    from ..models import dinov2, vit
+    from .harness import saved_state_dict
+
+    config = transformers.Dinov2Config(  # type: ignore[call-arg]  # num_labels and architectures: PretrainedConfig's
+        hidden_size=width,
+        num_hidden_layers=depth,
+        num_attention_heads=heads,
+        image_size=518,
+        num_labels=1000,
+        architectures=["Dinov2ForImageClassification"],
+    )
+    ref = transformers.Dinov2ForImageClassification(config).eval()
+    pp: dict[str, Any] = {
+        "size": {"shortest_edge": side * 8 // 7},  # 256 for a 224 crop, as the Hub's files say
+        "crop_size": {"height": side, "width": side},
+        "do_center_crop": True,
+        "resample": 3,
+        "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225],
+    }
+    processor: Any = transformers.BitImageProcessor(**pp)
+    cfg = dinov2.config_from_hf(config.to_dict())
+    ours = vit.VisionTransformer(cfg).eval().requires_grad_(False)
+    ours.load_state_dict(conv.from_hf(saved_state_dict(ref)), strict=True)
+    loaded = LoadedModel(
+        id=f"bench/dinov2-{width}-{side}",
+        family="vit",
+        format="transformers",
+        model=ours,
+        config=cfg,
+        labels=labels.for_classes(1000, None),
+        preprocess=preprocess.config_from_hf(pp),
+        device=torch.device("cpu"),
+    )
+    return ref, processor, loaded
+
+
+@_with_engine_cache
+def bench_dinov2_fast(runs: int) -> list[Any]:
+    """DINOv2 ViT-S/14 at 224 and ViT-B/14 at 448 with a linear head (the `*-imagenet1k-1-layer` kind), classify
+    from a decoded photo: ours exact and fast against transformers fp32 (`BitImageProcessor`, forward, softmax
+    top-5), same weights."""
+    from .. import pipeline
+    from .harness import Timing, median_ms
+    from .models import DINOV2_CASES
+
+    photo = _photo()
+    rows = []
+    for _, (width, depth, heads), side in DINOV2_CASES:
+        ref, processor, exact = _loaded_dinov2(width, depth, heads, side)
+        fast = _fast(exact)
+
+        def hf_e2e(ref: Any = ref, processor: Any = processor) -> Any:
+            return ref(**processor(images=photo, return_tensors="pt")).logits.softmax(-1).topk(5)
+
+        e, f, r = median_ms(
+            [
+                functools.partial(pipeline.classify, photo, exact),
+                functools.partial(pipeline.classify, photo, fast),
+                hf_e2e,
+            ],
+            runs if side <= 224 else max(3, runs // 2),
+            warmup=1,
+        )
+        label = f"DINOv2 {'S' if width == 384 else 'B'}/14 {side} classify"
+        rows += [
+            Timing(f"{label} exact", e, r, "transformers fp32"),
+            Timing(f"{label} fast", f, r, "transformers fp32"),
+        ]
+        del ref, exact, fast
+    return rows
+
+
 #: Short sides the webcam benchmark times (the app's `vtdemo.ui.config.LIVE_SIZES` up to 640).
 WEBCAM_SIZES = (256, 320, 384, 480, 640)
 

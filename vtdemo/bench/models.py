@@ -16,6 +16,7 @@ image of each `vtdemo evaluate` protocol (run it with `--threads 1` for images/s
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 import torch
@@ -67,6 +68,37 @@ def bench_detr(runs: int) -> list[Timing]:
         [lambda: ours(x, mask), lambda: ref(pixel_values=x, pixel_mask=mask.long())], max(3, runs // 2), warmup=1
     )
     return [Timing("DETR-R50 800x1066", o, r, "transformers")]
+
+
+#: DINOv2 sizes the benchmark times (issue 24): (timm name, transformers size, input side).
+DINOV2_CASES = (("vit_small_patch14_dinov2", (384, 12, 6), 224), ("vit_base_patch14_dinov2", (768, 12, 12), 448))
+
+
+def bench_dinov2(runs: int) -> list[Timing]:
+    """DINOv2 ViT-S/14 at 224 and ViT-B/14 at 448 (518-px positions resampled to the input, as every reference does
+    at another size): our forward against transformers' `Dinov2Model` and timm's (`dynamic_img_size`), all three
+    with the same weights (transformers' random ones, converted to ours, which are timm's names)."""
+    import timm
+    import transformers
+
+    from ..convert import dinov2 as conv
+    from ..models import dinov2, vit
+
+    rows = []
+    for name, (width, depth, heads), side in DINOV2_CASES:
+        hf_config = transformers.Dinov2Config(
+            hidden_size=width, num_hidden_layers=depth, num_attention_heads=heads, image_size=518, patch_size=14
+        )
+        hf = transformers.Dinov2Model(hf_config).eval()
+        ours = vit.VisionTransformer(dinov2.config_from_hf(hf_config.to_dict())).eval()
+        ours.load_state_dict(conv.from_hf(saved_state_dict(hf)), strict=True)
+        ref = timm.create_model(name, pretrained=False, dynamic_img_size=True).eval()
+        ref.load_state_dict(ours.state_dict(), strict=True)
+        x = torch.randn(1, 3, side, side)
+        o, h, r = median_ms([partial(ours, x), partial(hf, pixel_values=x), partial(ref, x)], runs)
+        label = f"DINOv2 {'S' if width == 384 else 'B'}/14 {side}"
+        rows += [Timing(label, o, h, "transformers"), Timing(label, o, r, "timm")]
+    return rows
 
 
 def bench_swin_explain(runs: int) -> list[Timing]:

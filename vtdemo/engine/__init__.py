@@ -16,6 +16,7 @@ the attention maps stay available, `vtdemo.engine.openvino_runtime` for the inpu
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,7 @@ def make_fast(exact: LoadedModel, reload: Callable[[], torch.nn.Module] | None =
     """The fast twin of an exact LoadedModel (shares its PyTorch module; converts nothing yet). reload: where the
     PyTorch module comes from again after `release_weights` (None: its weights are never released). A panoptic
     DETR stays exact: its masks come from the PyTorch mask head only."""
-    from .fast import FastModel, choose
+    from .fast import FastModel, choose, guarded
 
     if exact.family == "rtdetr":  # no fast graph written for RT-DETR yet
         log.info("%s: RT-DETR has no fast graph yet; it runs exact", exact.id)
@@ -44,7 +45,26 @@ def make_fast(exact: LoadedModel, reload: Callable[[], torch.nn.Module] | None =
         return exact
     choice = choose(str(exact.device))
     model = FastModel(exact.model, exact.family, exact.id, exact.weights, choice, reload)
-    return dataclasses.replace(exact, model=model, precision="fast")
+    fast = dataclasses.replace(exact, model=model, precision="fast")
+    if guarded(model.choice, exact.family):  # checked against the exact model before its first result
+        check = _guard[0]
+        if check is None:  # nobody gave a check (vtdemo.pipeline does): no bf16 without one
+            model.choice = dataclasses.replace(model.choice, dtype="f32")
+        else:
+            model.guard = functools.partial(check, fast)
+    return fast
+
+
+#: The run-time fidelity check for reduced-precision models (`set_guard`): (fast LoadedModel, progress) -> None if
+#: within the guard, else the reason.
+_guard: list[Callable[..., str | None] | None] = [None]
+
+
+def set_guard(check: Callable[..., str | None]) -> None:
+    """Give the engine its run-time fidelity check (`vtdemo.pipeline.fidelity.bf16_detr_verdict`, set when
+    `vtdemo.pipeline` is imported: the check runs the pipeline, a layer above the engine). Without one, a model
+    that would need it runs f32."""
+    _guard[0] = check
 
 
 def release_weights(loaded: LoadedModel) -> bool:
@@ -99,10 +119,13 @@ def runtime_info(loaded: LoadedModel) -> dict[str, Any]:
 
 
 def describe(loaded: LoadedModel) -> str:
-    """One line for a footer, e.g. 'OpenVINO 2026.4.1 bf16 on cpu (fast)' or 'PyTorch 2.14.1 f32 on cpu (exact)'."""
+    """One line for a footer, e.g. 'OpenVINO 2026.4.1 bf16 on cpu (fast)' or 'PyTorch 2.14.1 f32 on cpu (exact)';
+    a DETR that the fidelity guard kept at f32 says so ('... f32 on cpu (fast; bf16 was outside the fidelity
+    guard)')."""
     info = runtime_info(loaded)
     name = {"openvino": "OpenVINO", "pytorch": "PyTorch"}[info["engine"]]
-    return f"{name} {info['version']} {info['dtype']} on {info['device']} ({info['precision']})"
+    note = "; bf16 was outside the fidelity guard" if getattr(loaded.model, "guard_note", None) else ""
+    return f"{name} {info['version']} {info['dtype']} on {info['device']} ({info['precision']}{note})"
 
 
 def prepare(loaded: LoadedModel, with_attention: bool = True, progress: Callable[[str], None] | None = None) -> None:
@@ -115,15 +138,14 @@ def prepare(loaded: LoadedModel, with_attention: bool = True, progress: Callable
 
 
 def precision_summary(precision: str, device: torch.device) -> str:
-    """The words for an app's precision, e.g. 'fast: OpenVINO 2026.4.1 bf16 (DETR f32) on CPU; gradient methods on
-    the exact fp32 PyTorch model' or 'exact: PyTorch 2.x f32 on CPU'."""
+    """The words for an app's precision, e.g. 'fast: OpenVINO 2026.4.1 bf16 (DETR bf16 within the fidelity guard,
+    else f32) on CPU; gradient methods on the exact fp32 PyTorch model' or 'exact: PyTorch 2.x f32 on CPU'."""
     kind = device.type.upper()
     if precision != "fast":
         return f"exact: PyTorch {torch.__version__} f32 on {kind}"
-    from .fast import choose, dtype_for
+    from .fast import choose, guarded
 
     choice = choose(str(device))
     name = {"openvino": "OpenVINO", "pytorch": "PyTorch"}[choice.engine]
-    detr = dtype_for(choice, "detr")
-    dtype = choice.dtype if detr == choice.dtype else f"{choice.dtype} (DETR {detr})"
+    dtype = choice.dtype + (" (DETR bf16 within the fidelity guard, else f32)" if guarded(choice, "detr") else "")
     return f"fast: {name} {choice.version} {dtype} on {kind}; gradient methods on the exact fp32 PyTorch model"

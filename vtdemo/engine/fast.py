@@ -4,9 +4,10 @@
 openvino | pytorch and `VTDEMO_FAST_DTYPE` = bf16 | f32 | fp16):
 - CPU with OpenVINO installed: OpenVINO, bf16 where its CPU plugin reports bf16 units (AMX or AVX512-BF16), else
   f32. Measured (README "Fast path"): on an AMD EPYC with AVX512-BF16 and a Xeon with AMX, OpenVINO bf16 beats
-  OpenVINO f32, PyTorch bf16 autocast and PyTorch fp32 for ViT, Swin and DETR. DETR stays at OpenVINO f32 unless
-  `VTDEMO_FAST_DTYPE=bf16` is set (`dtype_for`): on our full-size fixture bf16 kept boxes within 3 px and maps
-  within 0.02 but moved class probabilities by far more than 0.02, so the fidelity guard was not shown for it;
+  OpenVINO f32, PyTorch bf16 autocast and PyTorch fp32 for ViT, Swin and DETR. A DETR at bf16 is checked against
+  its exact model before its first result (`guarded`, `FastModel.check_guard`; the check is the pipeline's
+  `vtdemo.pipeline.fidelity.bf16_detr_verdict`, given through `vtdemo.engine.set_guard`) and runs f32 outside the
+  fidelity guard (our random full-size fixture does: its class head amplifies tiny differences);
 - CPU without OpenVINO: PyTorch bf16 autocast where oneDNN has bf16 kernels, else PyTorch fp32, with a warning that
   says how to get the faster runtime;
 - CUDA: PyTorch fp16 autocast; MPS: PyTorch fp32 (nothing faster there), with a warning.
@@ -104,16 +105,20 @@ def choose(device: str) -> EngineChoice:
 
 
 def dtype_for(choice: EngineChoice, family: str) -> str:
-    """The dtype one model family runs at: the device's choice, except DETR on the OpenVINO CPU path, which stays
-    f32 unless VTDEMO_FAST_DTYPE asks otherwise (the fidelity guard failed for bf16 DETR class probabilities)."""
-    if (
+    """The dtype one model family runs at: the device's choice for every family. A DETR at bf16 on the OpenVINO CPU
+    path is checked against its exact model on first use (`guarded`) and runs f32 outside the fidelity guard."""
+    return choice.dtype
+
+
+def guarded(choice: EngineChoice, family: str) -> bool:
+    """Does this model's reduced precision need the run-time fidelity check? DETR at bf16 on OpenVINO, unless
+    VTDEMO_FAST_DTYPE forces the dtype (the operator decided)."""
+    return (
         family == "detr"
         and choice.engine == "openvino"
         and choice.dtype == "bf16"
         and not env_text("VTDEMO_FAST_DTYPE")
-    ):
-        return "f32"
-    return choice.dtype
+    )
 
 
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -163,14 +168,13 @@ class FastModel(nn.Module):
         self.model_id = model_id
         self.weights = weights
         self.choice = replace(choice, dtype=dtype_for(choice, family))
-        if self.choice.dtype != choice.dtype:
-            log.info(
-                "%s: fast precision runs %s %s (not %s): see vtdemo.engine.fast.dtype_for",
-                model_id,
-                choice.engine,
-                self.choice.dtype,
-                choice.dtype,
-            )
+        #: Why this model runs f32 although the device chose bf16 (the fidelity guard said so), else None.
+        self.guard_note: str | None = None
+        #: The run-time fidelity check still to run on first use (`vtdemo.engine.make_fast` sets it): progress -> None
+        #: (within the guard) or the reason it is not.
+        self.guard: Callable[[Callable[[str], None] | None], str | None] | None = None
+        self._guard_lock = threading.RLock()  # re-entrant: the check itself runs this model
+        self._checking = False
         self._graphs: dict[bool, openvino_runtime.CompiledGraph] = {}
         self._lock = threading.Lock()
         self._told_gradients = False
@@ -215,7 +219,36 @@ class FastModel(nn.Module):
         return self.released and True in self._graphs and False not in self._graphs
 
     def graph(self, return_attn: bool, progress: Callable[[str], None] | None = None) -> openvino_runtime.CompiledGraph:
-        """The compiled OpenVINO graph (converted or read from the engine cache on first use)."""
+        """The compiled OpenVINO graph (converted or read from the engine cache on first use); a guarded model is
+        checked against its exact twin before its first result is given out (`check_guard`)."""
+        if self.guard is not None:
+            self.check_guard(progress)
+        return self._compiled(return_attn, progress)
+
+    def check_guard(self, progress: Callable[[str], None] | None = None) -> bool:
+        """Run the pending fidelity check once (other threads wait for it; the check's own calls pass); outside the
+        guard, drop the bf16 graphs and run f32 from now on. Returns whether it fell back."""
+        with self._guard_lock:
+            guard = self.guard
+            if guard is None or self._checking:
+                return False
+            self._checking = True
+            try:
+                reason = guard(progress)
+            finally:
+                self._checking = False
+                self.guard = None
+            if reason is None:
+                log.info("%s: bf16 is within the fidelity guard on the example photos: it runs bf16", self.model_id)
+                return False
+            log.warning("%s: %s; it runs f32", self.model_id, reason)
+            with self._lock:
+                self.choice = replace(self.choice, dtype="f32")
+                self.guard_note = reason
+                self._graphs.clear()
+            return True
+
+    def _compiled(self, return_attn: bool, progress: Callable[[str], None] | None) -> openvino_runtime.CompiledGraph:
         kind = self._graph_kind(return_attn)
         with self._lock:
             if kind not in self._graphs:

@@ -11,7 +11,8 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
 
 - models: `load_model`, `is_loaded`, `preconvert`, `LoadedModel`, the family registry (`FAMILIES`, the defaults),
   the model memory budget and a visitor's limits (`set_model_memory`, `model_memory`, `models_in_use`,
-  `on_model_evicted`, `ModelLimits`, `MB`) and the disk budget of visitors' downloads (`DownloadBudget`),
+  `on_model_evicted`, `ModelLimits`, `MB`), the disk budget of visitors' downloads (`DownloadBudget`), the model
+  slots and the downloads beside them (`set_model_slots`, `set_download_slots`, `downloads_under_way`),
   engines and precisions (`PRECISIONS`, `describe`, `exact_model`, `precision_summary`, `prepare`, `release_weights`,
   `runtime_info`), `pick_device`, `looks_like_path`;
 - photos: `load_image` (the one door for images);
@@ -23,14 +24,15 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
   draws (`Comparison`, `StagePCA`, `RandomisationCurve`, the artefact inspector's rule, a Swin window's box);
 - one image in, one result out (`results.py`): `classify`, `detect`, `match`, `explain`, `compare_image`, with
   the records `ClassifyResult`, `DetectResult`, `Prediction`, `Detection`, `Explanation`;
-- the webcam: `detect_frame`, `canvas`.
+- the webcam: `detect_frame`, `canvas`; video files: `detect_video` (an annotated H.264 mp4 and the detections of
+  each processed frame), `probe_video`, `video_frame`, `VideoLimits`, `VIDEO_SUFFIXES`, `every`.
 """
 
 from __future__ import annotations
 
 from ..device import pick_device
 from ..downloads import DownloadBudget
-from ..engine import describe, exact_model, precision_summary, prepare, release_weights
+from ..engine import describe, exact_model, precision_summary, prepare, release_weights, set_guard
 from ..evaluate.randomisation import RandomisationCurve
 from ..evaluate.randomisation import chart as randomisation_chart
 from ..explain.api import (
@@ -64,6 +66,8 @@ from ..families import (
     FAMILIES,
     PANOPTIC_DETR,
 )
+from ..fetching import set_download_slots
+from ..fetching import under_way as downloads_under_way
 from ..hub import LoadedModel, looks_like_path
 from ..images import ImageSource, load_image
 from ..input_size import TRAINED, SizeChoice, offered_sizes, size_note, trained_side
@@ -71,7 +75,7 @@ from ..input_size import parse as parse_size
 from ..live import canvas, detect_frame
 from ..loader import Limits as ModelLimits
 from ..loader import in_use as models_in_use
-from ..loader import is_loaded, preconvert
+from ..loader import is_loaded, preconvert, set_model_slots
 from ..loader import load as load_model
 from ..loader import memory_budget as model_memory
 from ..loader import on_evict as on_model_evicted
@@ -81,6 +85,11 @@ from ..models.dinov2 import registers_partner
 from ..postprocess_panoptic import PanopticResult, Segment
 from ..records import ClassifyResult, Detection, DetectResult, Prediction, detections, no_head_note, predictions
 from ..settings import PRECISIONS
+from ..video import SUFFIXES as VIDEO_SUFFIXES
+from ..video import VideoError, VideoLimits, VideoResult, detect_video, every
+from ..video import frame_at as video_frame
+from ..video import probe as probe_video
+from .fidelity import bf16_detr_verdict
 from .results import (
     classify,
     compare_image,
@@ -95,7 +104,17 @@ from .results import (
 )
 from .runs import ClassifierRun, DetrRun, RtDetrRun, feature_colours, run_classifier, run_detector, run_detr, run_rtdetr
 
+set_guard(bf16_detr_verdict)  # the engine's run-time fidelity check runs models through this package
+
 __all__ = [
+    "VIDEO_SUFFIXES",
+    "VideoError",
+    "VideoLimits",
+    "VideoResult",
+    "detect_video",
+    "every",
+    "probe_video",
+    "video_frame",
     "FOREGROUND_THRESHOLD",
     "FeatureColours",
     "MASS_KEPT",
@@ -150,6 +169,7 @@ __all__ = [
     "detect",
     "detect_frame",
     "detections",
+    "downloads_under_way",
     "exact_model",
     "explain",
     "explain_run",
@@ -184,7 +204,9 @@ __all__ = [
     "run_detr",
     "run_rtdetr",
     "runtime_info",
+    "set_download_slots",
     "set_model_memory",
+    "set_model_slots",
     "size_note",
     "trained_side",
     "view_method",

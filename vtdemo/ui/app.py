@@ -6,7 +6,9 @@ any model (each loads on first use); `VtdemoApp.launch()` starts it with `launch
 `api_name`, so the app is also a `gradio_client` API; events driven by clicks are undocumented twins of a documented
 endpoint that takes plain values (e.g. `/detection_map` takes a query index).
 
-Concurrency: model calls share the "model" group (`config.concurrency` at once, 1 on a 2-core CPU); re-renders from
+Concurrency: model calls share the "model" group and hold one of `config.concurrency` model slots (1 on a 2-core
+CPU); a visitor's model download runs beside them, out of the slot (`config.downloads` at once, one per session,
+`vtdemo.fetching`), so other visitors' runs on loaded models go on; re-renders from
 the cache run in a "view" group of their own so they never wait behind someone else's model call; webcam streams
 have their own group. The queue holds at most `config.queue_size` waiting requests; beyond that a request is
 refused at once: the browser shows Gradio's "This application is currently busy. Please try again.",
@@ -31,7 +33,7 @@ from .. import pipeline
 from ..assets import example_photos, examples_dir
 from . import howto
 from .classify.tab import ClassifyTab
-from .common import COLORBAR_CSS, Services, image_limits
+from .common import COLORBAR_CSS, Services, hold_model_slots, image_limits
 from .config import AppConfig
 from .detect.matching import MatchingPanel
 from .detect.tab import DetectTab
@@ -182,7 +184,9 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
             api_visibility="private",
         )
         demo.unload(services.end_session)  # the session is over: release its cached runs now (not an hour later)
-    demo.queue(default_concurrency_limit=config.concurrency, max_size=config.queue_size)
+    hold_model_slots(demo)  # every model call holds one of `config.concurrency` slots; downloads step out of it
+    # the "model" group admits the slots' holders and the downloads beside them (other events are light)
+    demo.queue(default_concurrency_limit=config.concurrency + config.downloads, max_size=config.queue_size)
     return VtdemoApp(demo=demo, services=services, classify=classify, detect=detect, webcam=webcam)
 
 

@@ -83,15 +83,28 @@ def fresh(fn: Callable) -> Callable:
 
 
 def runs_models(fn: Callable) -> Callable:
-    """For a handler that loads and runs models: every model it loads stays in use until it returns, so that the model
-    cache's memory budget never evicts it under the running request (`pipeline.models_in_use`)."""
+    """For a handler that loads and runs models: it holds one of the app's model slots (`VTDEMO_CONCURRENCY`; a
+    download inside steps out of it, `vtdemo.fetching`), and every model it loads stays in use until it returns, so
+    that the model cache's memory budget never evicts it under the running request (`pipeline.models_in_use`)."""
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with pipeline.models_in_use():
+        with pipeline.models_in_use(slot=True):
             return fn(*args, **kwargs)
 
     return call
+
+
+def hold_model_slots(demo: gr.Blocks) -> int:
+    """Every event of the "model" group holds a model slot while it runs (`runs_models`), wrapped here in one place
+    so that none is missed. Gradio admits `concurrency + downloads` of them at once: those downloading a model wait
+    outside the slots, so the others' runs on loaded models go on. Returns how many events were wrapped."""
+    wrapped = 0
+    for block_fn in demo.fns.values():
+        if block_fn.concurrency_id == MODEL["concurrency_id"] and block_fn.fn is not None:
+            block_fn.fn = runs_models(block_fn.fn)
+            wrapped += 1
+    return wrapped
 
 
 def message(exc: BaseException) -> str:
@@ -250,14 +263,19 @@ class Services:
             config.max_model_mb * pipeline.MB, self.downloads.before_load, self.downloads.after_load
         )
         pipeline.on_model_evicted(self._model_evicted)  # held weakly: an app that is gone is not called
+        pipeline.set_model_slots(config.concurrency)  # model calls at once; downloads wait beside them
+        pipeline.set_download_slots(config.downloads)
         self.fallbacks: dict[str, str] = {}  # model id -> why the fast engine could not convert it (it runs exact)
 
     def default_model(self, family: str) -> str:
         return {"vit": self.config.vit_model, "swin": self.config.swin_model, "detr": self.config.detr_model}[family]
 
-    def load(self, model_id: Any, family: str, progress: Any = None) -> pipeline.LoadedModel:
+    def load(
+        self, model_id: Any, family: str, progress: Any = None, session: str | None = None
+    ) -> pipeline.LoadedModel:
         """Load (once, then cached by `vtdemo.loader`) at the app's precision, with a visible message on first use and
-        on conversion; check the family fits. A fast model is converted here (DETR: its graph with attention
+        on conversion; check the family fits. A download runs out of the model slot with its progress shown, one per
+        visitor (`session`), `config.downloads` at once (`vtdemo.fetching`). A fast model is converted here (DETR: its graph with attention
         outputs, which the webcam shares) and keeps no PyTorch weights of its own (`pipeline.release_weights`); one
         the fast engine cannot convert runs exact (logged, shown, and named in `engine_line`)."""
         if model_id is not None and not isinstance(model_id, str):
@@ -273,9 +291,12 @@ class Services:
         precision = self.config.precision
         first = not pipeline.is_loaded(model_id, self.device, precision)
         if first and progress is not None:
-            progress(0.05, desc=f"Loading {model_id} (first use: downloads the weights if they are not cached)…")
+            progress(0.02, desc=f"Loading {model_id} (first use: downloads the weights if they are not cached)…")
         started = time.perf_counter()
-        loaded = pipeline.load_model(model_id, device=self.device, precision=precision, limits=limits)
+        say = None if progress is None else (lambda fraction, text: progress(fraction, desc=text))
+        loaded = pipeline.load_model(
+            model_id, device=self.device, precision=precision, limits=limits, progress=say, session=session
+        )
         if loaded.family == "rtdetr":  # not offered by the app yet (issue 23): the CLI and the Python API run it
             raise VtdemoError(
                 f"{model_id} is an RT-DETR model: the app does not run RT-DETR yet (the command line and the Python "

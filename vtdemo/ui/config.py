@@ -100,6 +100,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("concurrency", "--concurrency", "VTDEMO_CONCURRENCY", int, 1, "model calls run at once", minimum=1),
     Setting(
+        "downloads",
+        "--downloads",
+        "VTDEMO_DOWNLOADS",
+        int,
+        2,
+        "models downloaded at once for visitors, beside the model calls (one per visitor)",
+        minimum=1,
+        maximum=16,
+    ),
+    Setting(
         "cache_mb",
         "--cache-mb",
         "VTDEMO_CACHE_MB",
@@ -208,6 +218,7 @@ class AppConfig:
     max_file_size: str = _default("max_file_size")
     queue_size: int = _default("queue_size")
     concurrency: int = _default("concurrency")
+    downloads: int = _default("downloads")
     cache_mb: int = _default("cache_mb")
     model_memory_mb: int | None = _default("model_memory_mb")
     max_model_mb: int = _default("max_model_mb")

@@ -184,7 +184,7 @@ class WebcamTab:
                 pipeline.load_image(frame, "the camera frame")
             )  # the pixel limit applies before decoding, as for photos
             with pipeline.models_in_use():  # never evicted under this frame
-                loaded = self.s.load(model_id, "detr")
+                loaded = self.s.load(model_id, "detr", session=getattr(request, "session_hash", None))
                 drawn = process_frame(
                     session, loaded, pixels, float(threshold), int(live_size or self.s.config.live_size)
                 )

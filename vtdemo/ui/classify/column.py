@@ -312,7 +312,7 @@ class ClassifierColumn:
                 gr.Warning(text)
             return self._empty(text if self.family == "vit" else "")
         try:
-            loaded = self.s.load(model_id, self.family, progress)
+            loaded = self.s.load(model_id, self.family, progress, getattr(request, "session_hash", None))
         except VtdemoError as exc:  # a model that cannot be loaded: the previous result stays, and says whose it is
             return self._model_refused(model_id, exc, previous)
         try:

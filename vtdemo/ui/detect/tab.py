@@ -298,7 +298,7 @@ class DetectTab:
         try:
             image = pipeline.load_image(image_path, upload_name(image_path))
             try:
-                loaded = self.s.load(model_id, "detr", progress)
+                loaded = self.s.load(model_id, "detr", progress, getattr(request, "session_hash", None))
             except VtdemoError as exc:
                 text = f"'{str(model_id or '').strip()[:80]}' was not loaded: {message(exc)}"
                 if previous is None or previous.run is None or previous.released:

@@ -1,0 +1,43 @@
+"""The fidelity guard's rules (`vtdemo.pipeline.fidelity`) on hand-made cases: what may differ between the fast and the
+exact path, and what may not (issue 22 item 1)."""
+
+from __future__ import annotations
+
+import torch
+
+from vtdemo.pipeline.fidelity import GUARD, kept_sets_agree, within_guard
+
+
+def test_a_score_that_moves_by_a_hair_across_the_threshold_is_not_a_different_result():
+    exact = torch.tensor([0.701, 0.699, 0.95, 0.10])
+    fast = torch.tensor([0.699, 0.701, 0.95, 0.10])  # queries 0 and 1 swap sides of 0.7
+    assert kept_sets_agree(exact, fast, 0.7)
+
+
+def test_a_detection_that_appears_or_vanishes_far_from_the_threshold_is():
+    exact = torch.tensor([0.75, 0.30])
+    assert not kept_sets_agree(exact, torch.tensor([0.69, 0.30]), 0.7)  # exact 0.05 above: lost by fast
+    assert not kept_sets_agree(exact, torch.tensor([0.75, 0.71]), 0.7)  # exact 0.40 below: gained by fast
+    assert kept_sets_agree(exact, torch.tensor([0.69, 0.30]), 0.7, tol=0.06)  # a looser bar would let it pass
+
+
+def _detr(**changes: float | bool) -> dict:
+    gaps = {"score": 0.0, "box_px": 0.0, "sets_agree": True, "detections": 3, "decoder_map": 0.0, "encoder_map": 0.0}
+    return {**gaps, **changes}
+
+
+def test_within_guard_reads_every_bar_of_the_detr_guard():
+    assert within_guard(_detr(score=0.02, box_px=3.0, decoder_map=0.02, encoder_map=0.02))  # on the bar: within
+    assert not within_guard(_detr(score=0.021))
+    assert not within_guard(_detr(box_px=3.01))
+    assert not within_guard(_detr(decoder_map=0.03))
+    assert not within_guard(_detr(encoder_map=0.03))
+    assert not within_guard(_detr(sets_agree=False))
+    assert GUARD["score"] == GUARD["map"] == 0.02 and GUARD["box_px"] == 3.0  # the issue's numbers
+
+
+def test_within_guard_reads_every_bar_of_the_classifier_guard():
+    assert within_guard({"top5_same": True, "dp": 0.02, "map": 0.02})
+    assert not within_guard({"top5_same": False, "dp": 0.0, "map": 0.0})
+    assert not within_guard({"top5_same": True, "dp": 0.021, "map": 0.0})
+    assert not within_guard({"top5_same": True, "dp": 0.0, "map": 0.021})

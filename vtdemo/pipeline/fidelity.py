@@ -1,0 +1,152 @@
+"""The fidelity guard: how far the fast path's results are from the exact path's, on real photos, judged on what a
+person sees.
+
+The bar (`GUARD`; tests/parity/test_engine_guard.py and tests/unit/test_engine.py check it, `bf16_detr_verdict`
+applies it at run time; the engine calls it through `vtdemo.engine.set_guard`, given by this package):
+- classifiers: the same top-5 set, max |Δp| <= 0.02 over all classes; the default attention map (rollout for ViT,
+  window-aware rollout for Swin) within 0.02 of its maximum (both maps scaled to max 1);
+- DETR, for **every query** (the threshold slider goes down to 0, so any of them can be shown): its score (the best
+  class probability) within 0.02 and its box within 3 px (xyxy, original pixels); at each threshold of `THRESHOLDS`
+  the kept sets may differ only by detections whose exact score lies within 0.02 of that threshold (a score that
+  moves by 0.001 across the threshold is not a different result); for every detection kept by both at the default
+  threshold, its decoder cross-attention map and the encoder map at its box centre within 0.02 of their maximum.
+The exact path is the one that the parity tests pin to timm / transformers.
+
+Reduced precision for DETR sits behind this guard at run time: a DETR compiled at bf16 (the CPU has bf16 units) is
+checked against its exact model on the example photos when it is first prepared (`bf16_detr_verdict`, once per weight
+file: the verdict is kept in the engine cache); outside the guard it runs f32 instead, and says why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..families import DEFAULT_THRESHOLD
+from .runs import run_classifier, run_detr
+
+log = logging.getLogger(__name__)
+
+GUARD = {"top5": True, "dp": 0.02, "score": 0.02, "map": 0.02, "box_px": 3.0}
+#: The thresholds at which DETR's kept sets are compared (the default, 0.7, among them).
+THRESHOLDS = (0.3, 0.5, DEFAULT_THRESHOLD, 0.9)
+
+
+def _map_gap(a: torch.Tensor, b: torch.Tensor) -> float:
+    from ..explain import normalize_map
+
+    return float((normalize_map(a.float()) - normalize_map(b.float())).abs().max())
+
+
+def classifier_gaps(exact: Any, fast: Any, image: Image.Image) -> dict[str, float | bool]:
+    """{"top5_same", "dp", "map"} for one photo (exact, fast: LoadedModel of the same classifier)."""
+    from ..explain.api import classifier_map
+
+    a, b = run_classifier(exact, image), run_classifier(fast, image)
+    pa, pb = a.logits.softmax(-1), b.logits.softmax(-1)
+    same = set(pa.topk(5).indices.tolist()) == set(pb.topk(5).indices.tolist())
+    ma, _ = classifier_map(a)
+    mb, _ = classifier_map(b)
+    return {"top5_same": same, "dp": float((pa - pb).abs().max()), "map": _map_gap(ma, mb)}
+
+
+def kept_sets_agree(exact: torch.Tensor, fast: torch.Tensor, threshold: float, tol: float = GUARD["score"]) -> bool:
+    """Do the detections kept at `threshold` (score >= threshold) agree, up to queries whose exact score lies within
+    `tol` of the threshold? exact, fast: [Q] scores of the same queries."""
+    differ = (exact >= threshold) ^ (fast >= threshold)  # [Q]: kept by one only
+    return bool(((exact[differ] - threshold).abs() <= tol).all())
+
+
+def detr_gaps(
+    exact: Any, fast: Any, image: Image.Image, threshold: float = DEFAULT_THRESHOLD
+) -> dict[str, float | bool | int]:
+    """{"score", "box_px", "sets_agree", "detections", "decoder_map", "encoder_map"} for one photo (module
+    docstring): the largest gaps over every query, and whether the kept sets agree at each of `THRESHOLDS`."""
+    from .. import postprocess
+    from ..explain import detr as ex
+
+    a, b = run_detr(exact, image), run_detr(fast, image)
+    sa, sb = a.scored.scores.float(), b.scored.scores.float()  # [Q]
+    both = postprocess.select(a.scored, threshold).tolist()
+    both = [q for q in both if float(sb[q]) >= threshold]
+    out: dict[str, float | bool | int] = {
+        "score": float((sa - sb).abs().max()),
+        "box_px": float((a.scored.boxes - b.scored.boxes).abs().max()),
+        "sets_agree": all(kept_sets_agree(sa, sb, t) for t in sorted({*THRESHOLDS, threshold})),
+        "detections": len(both),
+        "decoder_map": 0.0,
+        "encoder_map": 0.0,
+    }
+    w, h = image.size
+    for q in both:
+        out["decoder_map"] = max(
+            out["decoder_map"], _map_gap(ex.decoder_attention(a.output, q), ex.decoder_attention(b.output, q))
+        )
+        x0, y0, x1, y1 = a.scored.boxes[q].tolist()
+        point = (min(max((x0 + x1) / 2 / w, 0.0), 0.999), min(max((y0 + y1) / 2 / h, 0.0), 0.999))
+        out["encoder_map"] = max(
+            out["encoder_map"], _map_gap(ex.encoder_attention(a.output, point), ex.encoder_attention(b.output, point))
+        )
+    return out
+
+
+def within_guard(gaps: dict[str, Any]) -> bool:
+    """True if one photo's gaps (either kind) meet the bar in `GUARD`."""
+    if "top5_same" in gaps:
+        return bool(gaps["top5_same"]) and gaps["dp"] <= GUARD["dp"] and gaps["map"] <= GUARD["map"]
+    return (
+        bool(gaps["sets_agree"])
+        and gaps["score"] <= GUARD["score"]
+        and gaps["box_px"] <= GUARD["box_px"]
+        and gaps["decoder_map"] <= GUARD["map"]
+        and gaps["encoder_map"] <= GUARD["map"]
+    )
+
+
+#: Bump when the guard's rules change: verdicts kept in the engine cache are then not read.
+GUARD_VERSION = 1
+
+
+def bf16_detr_verdict(fast: Any, progress: Callable[[str], None] | None = None) -> str | None:
+    """Is this fast DETR (compiled at bf16) within the guard against its exact model on the example photos? None
+    if so, else the reason in one line. Kept in the engine cache per weight file and runtime version, so a model is
+    checked once, not at every start."""
+    from ..assets import examples_dir
+    from ..engine import cache, exact_model, openvino_runtime
+
+    model = fast.model
+    key = cache.entry_key(
+        model.model_id, model.weights, "openvino", openvino_runtime.version(), "bf16-guard", f"v{GUARD_VERSION}"
+    )
+    folder = cache.lookup(key)
+    if folder is not None:
+        verdict = json.loads((folder / "verdict.json").read_text(encoding="utf-8"))
+        return verdict["reason"]
+    if progress is not None:
+        progress(f"Checking the fast engine's bf16 {model.model_id} against the exact model (first use only)…")
+    exact = exact_model(fast)
+    reason = None
+    for path in sorted(p for p in examples_dir().iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"}):
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+        gaps = detr_gaps(exact, fast, image)
+        log.info("%s bf16 vs f32 exact on %s: %s", model.model_id, path.name, gaps)
+        if not within_guard(gaps):
+            reason = (
+                f"bf16 is outside the fidelity guard on {path.name} (score gap {gaps['score']:.3f}, box "
+                f"{gaps['box_px']:.1f} px, maps {max(gaps['decoder_map'], gaps['encoder_map']):.3f}; bar 0.02 / 3 px / "
+                "0.02)"
+            )
+            break
+
+    def write(folder: Path) -> None:
+        (folder / "verdict.json").write_text(json.dumps({"reason": reason}), encoding="utf-8")
+
+    cache.store(key, write)
+    return reason
