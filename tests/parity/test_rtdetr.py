@@ -459,3 +459,16 @@ def test_gradients_equal_finite_differences(hf_cache, tmp_path):
         with torch.no_grad():
             numeric = float(loss(plus) - loss(minus)) / 2e-6
         assert numeric == pytest.approx(float(grad[idx]), rel=1e-4, abs=1e-9), idx
+
+
+def test_a_video_clip_with_an_rt_detr_model_is_refused_in_one_line(hf_cache, tmp_path, capsys):
+    """Clips go through DETR's fixed-shape webcam call: an RT-DETR model gets one line before anything is read."""
+    from vtdemo import cli
+
+    write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-clip", hf_model("rt_detr", BASIC, "default", seed=7))
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not read")
+    capsys.readouterr()  # save_pretrained's progress bar
+    assert cli.main(["detect", "--model", "test/tiny-rtdetr-clip", str(clip)]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "RT-DETR" in err and "\n" not in err and "Traceback" not in err
