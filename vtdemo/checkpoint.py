@@ -59,6 +59,18 @@ CONFIG_BOUNDS = {
     "num_queries": 4096,
     "mlp_ratio": 16,
     "in_chans": 16,
+    # RT-DETR (`vtdemo.models.rtdetr_config`; its backbone's `depths` and `hidden_sizes` are checked too)
+    "hidden_sizes": 8192,
+    "embedding_size": 1024,
+    "encoder_in_channels": 8192,
+    "decoder_in_channels": 8192,
+    "encoder_hidden_dim": 8192,
+    "encoder_ffn_dim": 65536,
+    "decoder_ffn_dim": 65536,
+    "encoder_heads": 256,
+    "decoder_heads": 256,
+    "num_levels": 8,
+    "num_points": 64,
 }
 #: Fields that may be 0: a ViT without a head (`num_classes=0`, a feature model such as DINOv2's backbones).
 MAY_BE_ZERO = {"num_classes"}
@@ -67,6 +79,10 @@ MAY_BE_ZERO = {"num_classes"}
 def check_config_bounds(cfg: Any, source: str) -> None:
     """Refuse a config whose sizes are not positive or exceed `CONFIG_BOUNDS` (tuples: their sum / each entry)."""
     for field in dataclasses.fields(cfg):
+        nested = getattr(cfg, field.name)
+        if dataclasses.is_dataclass(nested) and not isinstance(nested, type):  # e.g. RT-DETR's backbone config
+            check_config_bounds(nested, source)
+            continue
         limit = CONFIG_BOUNDS.get(field.name)
         if limit is None:
             continue

@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
     _precision_flag(c)
     c.add_argument("images", nargs="+", metavar="IMAGE")
 
-    d = sub.add_parser("detect", help="objects with DETR")
+    d = sub.add_parser("detect", help="objects with DETR or RT-DETR / RT-DETRv2")
     d.add_argument("--model", default=DEFAULT_DETR, help=f"repo id, repo@revision or folder (default {DEFAULT_DETR})")
     d.add_argument(
         "--threshold",

@@ -24,7 +24,7 @@ from .errors import UnsupportedModelError
 class Family:
     """A model family as the app and the explanations see it."""
 
-    name: str  # "vit" | "swin" | "detr"
+    name: str  # "vit" | "swin" | "detr" | "rtdetr"
     display: str
     task: str  # "classify" | "detect"
     default: str  # the default Hub repo
@@ -65,6 +65,7 @@ class Architecture:
 DEFAULT_VIT = "timm/vit_base_patch16_224.augreg2_in21k_ft_in1k"
 DEFAULT_SWIN = "timm/swin_tiny_patch4_window7_224.ms_in1k"
 DEFAULT_DETR = "facebook/detr-resnet-50"
+DEFAULT_RTDETR = "PekingU/rtdetr_r18vd"
 PANOPTIC_DETR = "facebook/detr-resnet-50-panoptic"  # offered in the Detect picker for the Masks view
 #: The detectors' default confidence threshold (DETR's own demos; the CLI, the API and the app's sliders start here).
 DEFAULT_THRESHOLD = 0.7
@@ -109,6 +110,24 @@ FAMILIES: dict[str, Family] = {
         task="detect",
         default=DEFAULT_DETR,
         known=(DEFAULT_DETR, "facebook/detr-resnet-101", PANOPTIC_DETR, "facebook/detr-resnet-50@no_timm"),
+    ),
+    "rtdetr": Family(
+        name="rtdetr",
+        display="RT-DETR",
+        task="detect",
+        default=DEFAULT_RTDETR,
+        known=(
+            DEFAULT_RTDETR,
+            "PekingU/rtdetr_r34vd",
+            "PekingU/rtdetr_r50vd",
+            "PekingU/rtdetr_r101vd",
+            "PekingU/rtdetr_r50vd_coco_o365",
+            "PekingU/rtdetr_r101vd_coco_o365",
+            "PekingU/rtdetr_v2_r18vd",
+            "PekingU/rtdetr_v2_r34vd",
+            "PekingU/rtdetr_v2_r50vd",
+            "PekingU/rtdetr_v2_r101vd",
+        ),
     ),
 }
 
@@ -171,11 +190,20 @@ ARCHITECTURES: tuple[Architecture, ...] = (
         converter="detr",
         hf_model_types=("detr",),
     ),
+    Architecture(
+        name="rtdetr",
+        family="rtdetr",
+        model="rtdetr",
+        model_class="RTDETR",
+        converter="rtdetr",
+        hf_model_types=("rt_detr", "rt_detr_v2", "d_fine"),  # d_fine: config_from_hf refuses it in one line
+    ),
 )
 
 SUPPORTED = (
     "timm vit_*/deit_*/deit3_*/vit_*_reg*_gap_*/vit_*_patch14_*dinov2/swin_*/swinv2_* repos and transformers ViT, "
-    "DeiT, DINOv2 (with or without registers), Swin, Swin V2 and DETR (ResNet-50/101, detection or panoptic) repos"
+    "DeiT, DINOv2 (with or without registers), Swin, Swin V2, DETR (ResNet-50/101, detection or panoptic) and "
+    "RT-DETR / RT-DETRv2 (ResNet-vd R18/R34/R50/R101) repos"
 )
 
 

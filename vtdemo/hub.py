@@ -7,7 +7,8 @@ A model id is a Hugging Face repo id (`timm/vit_base_patch16_224.augreg2_in21k_f
 expect. Supported formats:
 
 - timm: `config.json` with `architecture` (vit_*, deit_*, swin_*) + `pretrained_cfg`; weights already in our names.
-- transformers: `config.json` with `model_type` vit / deit / swin / detr, plus `preprocessor_config.json`.
+- transformers: `config.json` with `model_type` vit / deit / swin / detr / rt_detr / rt_detr_v2, plus
+  `preprocessor_config.json`.
 
 Weights: `model.safetensors` first, else `pytorch_model.bin` read with `torch.load(weights_only=True)`; nothing else is
 ever unpickled and no remote code runs. Every failure is a `VtdemoError` that names the repo or file and what to do.
@@ -53,7 +54,7 @@ class LoadedModel:
     """A ready model: weights loaded, `.eval()`, on `device`, with the preprocessing and labels of its source."""
 
     id: str
-    family: str  # "vit" | "swin" | "detr"
+    family: str  # "vit" | "swin" | "detr" | "rtdetr"
     format: str  # "timm" | "transformers"
     model: nn.Module
     config: Any
@@ -322,14 +323,17 @@ def build(ref: ModelRef, device: torch.device) -> LoadedModel:
         convert = conv.from_timm
     else:
         cfg = arch.config_from_hf(config)
-        if pp is None:  # no preprocessor file: the defaults of the matching transformers image processor
-            pp = {
-                "size": {"height": config.get("image_size", 224), "width": config.get("image_size", 224)},
-                "resample": 3 if family == "swin" else 2,
-            }
-            if family == "swin":
-                pp.update(image_mean=list(preprocess.IMAGENET_MEAN), image_std=list(preprocess.IMAGENET_STD))
-        prep = preprocess.config_from_hf(pp, detr=family == "detr")
+        if family == "rtdetr":  # RTDetrImageProcessor: squash to 640x640, x / 255 (its defaults without a file)
+            prep = preprocess.config_from_rtdetr(pp)
+        else:
+            if pp is None:  # no preprocessor file: the defaults of the matching transformers image processor
+                pp = {
+                    "size": {"height": config.get("image_size", 224), "width": config.get("image_size", 224)},
+                    "resample": 3 if family == "swin" else 2,
+                }
+                if family == "swin":
+                    pp.update(image_mean=list(preprocess.IMAGENET_MEAN), image_std=list(preprocess.IMAGENET_STD))
+            prep = preprocess.config_from_hf(pp, detr=family == "detr")
         names = label_names.for_classes(cfg.num_classes, config.get("id2label"), detection=family == "detr")
         convert = conv.from_hf
 

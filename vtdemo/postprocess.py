@@ -1,9 +1,15 @@
-"""Model outputs -> predictions: top-k classes, and DETR's set of boxes.
+"""Model outputs -> predictions: top-k classes, and DETR's and RT-DETR's sets of boxes.
 
 DETR post-processing follows the paper and `DetrImageProcessor.post_process_object_detection`: softmax over the
 K+1 classes, drop the last ("no object"), score and label = max over the rest, boxes (cx, cy, w, h) normalised to
 the un-padded image -> (x0, y0, x1, y1) pixels of the *original* image. We also clip boxes to the image and sort by
 score; no NMS is needed by design, but a class-aware NMS (`torchvision.ops.batched_nms`) is offered as an option.
+
+RT-DETR post-processing follows `RTDetrImageProcessor.post_process_object_detection` (focal scores): sigmoid of every
+query x class logit, the top Q pairs over the flattened [Q * K] (label = index % K, query = index // K, so one query
+can give several detections), boxes cxcywh -> xyxy scaled by (w, h, w, h) of the original image and **not clipped**
+(`rtdetr_scores`). The reference keeps score > threshold; `select` keeps score >= threshold (equal scores aside, the
+same set).
 """
 
 from __future__ import annotations
@@ -25,11 +31,19 @@ def top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 @dataclass
 class DetrScores:
-    """Per-query scores of one image, before any threshold. scores/labels: [Q]; boxes: [Q, 4] xyxy pixels."""
+    """Per-query scores of one image, before any threshold. scores/labels: [Q]; boxes: [Q, 4] xyxy pixels.
+
+    queries: None for DETR (entry i is query i); for RT-DETR [M], the query each (query, class) entry comes from.
+    """
 
     scores: torch.Tensor
     labels: torch.Tensor
     boxes: torch.Tensor
+    queries: torch.Tensor | None = None
+
+    def query_of(self, entry: int) -> int:
+        """The decoder query behind entry `entry` (an index into scores / labels / boxes)."""
+        return int(entry if self.queries is None else self.queries[entry])
 
 
 def detr_scores(logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]) -> DetrScores:
@@ -43,6 +57,20 @@ def detr_scores(logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int
     xyxy = box_convert(boxes.float(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h], dtype=torch.float32)
     xyxy = clip_boxes_to_image(xyxy, (h, w))  # [Q, 4]
     return DetrScores(scores=scores, labels=labels, boxes=xyxy)
+
+
+def rtdetr_scores(logits: torch.Tensor, boxes: torch.Tensor, image_size: tuple[int, int]) -> DetrScores:
+    """logits: [Q, K] (sigmoid focal logits); boxes: [Q, 4] normalised cxcywh; image_size: (width, height) of the
+    original image. Returns the Q best (query, class) pairs by sigmoid score, descending, boxes xyxy in original
+    pixels, not clipped (as `RTDetrImageProcessor.post_process_object_detection`); `queries` names each pair's query.
+    """
+    Q, K = logits.shape
+    probs = logits.float().sigmoid().flatten()  # [Q*K]
+    scores, index = probs.topk(Q)  # [Q]
+    labels, queries = index % K, torch.div(index, K, rounding_mode="floor")  # [Q], [Q]
+    w, h = image_size
+    xyxy = box_convert(boxes.float(), "cxcywh", "xyxy") * torch.tensor([w, h, w, h], dtype=torch.float32)  # [Q, 4]
+    return DetrScores(scores=scores, labels=labels, boxes=xyxy[queries], queries=queries)
 
 
 def select(

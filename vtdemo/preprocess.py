@@ -10,6 +10,9 @@ Three recipes (timm's `transforms_factory.transforms_imagenet_eval`, transformer
 - DETR (`preprocessor_config.json`, old `size`/`max_size` or new `shortest_edge`/`longest_edge` form): short side to
   800 unless the long side would pass 1333, torchvision bilinear, ImageNet mean/std; images of a batch are padded
   bottom-right with zeros and a pixel mask marks the real pixels.
+- RT-DETR (`RTDetrImageProcessor`'s `preprocessor_config.json`): squash to 640x640 (its `size`; aspect not kept),
+  torchvision bilinear with antialias, rescale by 1/255 and no normalisation unless the file sets `do_normalize`:
+  the transformers recipe above with mean 0 and std 1 (`config_from_rtdetr`).
 
 `for_input_size` derives the recipe for another model input size from a checkpoint's own (a square of another
 side, or the photo's aspect ratio kept), for models that accept other sizes (ViT/DeiT).
@@ -38,7 +41,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 from torchvision.transforms import InterpolationMode
 
-from .errors import ImageError
+from .errors import ImageError, UnsupportedModelError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -154,6 +157,32 @@ def config_from_hf(pp: dict[str, Any], detr: bool = False) -> PreprocessConfig:
         std=std,
         resize=(int(size["height"]), int(size["width"])),
         crop=crop,
+    )
+
+
+def config_from_rtdetr(pp: dict[str, Any] | None) -> PreprocessConfig:
+    """From an `RTDetrImageProcessor` `preprocessor_config.json` dict (None: its defaults): squash to `size`
+    (640x640), bilinear, x / 255, normalised only when `do_normalize` is true. Runs through `classifier_input`."""
+    pp = pp or {}
+    if pp.get("do_resize", True) is False or pp.get("do_pad"):
+        raise UnsupportedModelError("an RT-DETR processor without resizing, or with padding, is not supported")
+    factor = float(pp.get("rescale_factor", 1 / 255)) if pp.get("do_rescale", True) else 1.0
+    if abs(factor * 255 - 1) > 1e-6:
+        raise UnsupportedModelError(f"an RT-DETR processor rescaling by {factor} is not supported (only 1/255)")
+    size = pp.get("size") or {"height": 640, "width": 640}
+    if not isinstance(size, dict) or "height" not in size or "width" not in size:
+        raise UnsupportedModelError(f"an RT-DETR processor with size {size!r} is not supported (height and width)")
+    height, width = int(size["height"]), int(size["width"])
+    if not (32 <= height <= 4096 and 32 <= width <= 4096) or height % 32 or width % 32:
+        raise UnsupportedModelError(f"an RT-DETR processor size {width}x{height} is not supported (multiples of 32)")
+    normalise = bool(pp.get("do_normalize", False))
+    return PreprocessConfig(
+        mode="hf",
+        interpolation=_RESAMPLE_NAMES.get(int(pp.get("resample", 2)), "bilinear"),
+        mean=tuple(pp.get("image_mean", IMAGENET_MEAN)) if normalise else (0.0, 0.0, 0.0),
+        std=tuple(pp.get("image_std", IMAGENET_STD)) if normalise else (1.0, 1.0, 1.0),
+        resize=(height, width),
+        resize_short=False,
     )
 
 

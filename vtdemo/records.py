@@ -78,14 +78,15 @@ def no_head_note(loaded: LoadedModel) -> str | None:
 
 
 def detections(loaded: LoadedModel, scored: postprocess.DetrScores, keep: torch.Tensor) -> list[Detection]:
-    """Selected queries -> Detection records (box rounded to 0.01 px)."""
+    """Selected entries of `scored` -> Detection records (box rounded to 0.01 px); `query` is the decoder query behind
+    each (for RT-DETR an entry is a (query, class) pair: `DetrScores.query_of`)."""
     return [
         Detection(
             label_id=int(scored.labels[q]),
             label=loaded.labels[int(scored.labels[q])],
             score=float(scored.scores[q]),
             box=[round(float(v), 2) for v in scored.boxes[q]],
-            query=int(q),
+            query=scored.query_of(int(q)),
         )
         for q in keep
     ]

@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from . import live, render
-from .errors import ImageError
+from .errors import ImageError, VtdemoError
 from .hub import LoadedModel
 from .records import Detection
 
@@ -258,6 +258,8 @@ def detect_video(
     slot per frame, so other visitors' photos go between them)."""
     from .engine import describe
 
+    if loaded.family != "detr":  # the frames go through DETR's fixed-shape call (`vtdemo.live`)
+        raise VtdemoError(f"{loaded.id}: video clips run DETR models only for now; RT-DETR detects photos")
     info = probe(path, limits, name)
     started = time.perf_counter()
     aspect = info.width / info.height

@@ -37,6 +37,9 @@ def make_fast(exact: LoadedModel, reload: Callable[[], torch.nn.Module] | None =
     DETR stays exact: its masks come from the PyTorch mask head only."""
     from .fast import FastModel, choose, guarded
 
+    if exact.family == "rtdetr":  # no fast graph written for RT-DETR yet
+        log.info("%s: RT-DETR has no fast graph yet; it runs exact", exact.id)
+        return exact
     if hasattr(exact.model, "mask_head"):  # the fast graphs return boxes and attention, not panoptic masks
         log.info("%s: a panoptic model has no fast graph (no masks there); it runs exact", exact.id)
         return exact

@@ -82,7 +82,7 @@ def add_evaluate_parser(sub: Any) -> None:
         help="a map whose Spearman correlation with the original stays >= this after every block is "
         "randomised fails the check (default 0.5)",
     )
-    c = proto.add_parser("coco", help="COCO box AP of a DETR model (pycocotools)")
+    c = proto.add_parser("coco", help="COCO box AP of a DETR or RT-DETR model (pycocotools)")
     _common(c, DEFAULT_DETR, methods=False)
     c.add_argument("--annotations", type=Path, required=True, metavar="FILE.json", help="COCO instances file")
     c.add_argument(
@@ -147,7 +147,7 @@ def _classifier(args: argparse.Namespace) -> Any:
     from ..errors import VtdemoError
 
     loaded = pipeline.load_model(args.model, device=args.device)
-    if loaded.family == "detr":
+    if loaded.family in ("detr", "rtdetr"):
         raise VtdemoError(f"{loaded.id} is a detection model: use `evaluate coco` (or pick a ViT/DeiT/Swin model)")
     return loaded
 
@@ -269,10 +269,13 @@ def coco(args: argparse.Namespace) -> int:
     from .. import pipeline
 
     loaded = pipeline.load_model(args.model, device=args.device)
-    if loaded.family != "detr":
-        raise VtdemoError(f"{loaded.id} is an image classifier: COCO AP needs a DETR model")
+    if loaded.family not in ("detr", "rtdetr"):
+        raise VtdemoError(f"{loaded.id} is an image classifier: COCO AP needs a DETR or RT-DETR model")
+    options: dict[str, Any] = {"ids": ids}
+    if loaded.family == "rtdetr":
+        options["categories"] = cc.category_ids(loaded.labels, annotations)
     sink = _sink(args, lambda r: (r["image"], "detections"), loaded.id)
-    stats = _execute("coco", args, names, ["detections"], {"ids": ids}, loaded, sink, args.batch_size or 2)
+    stats = _execute("coco", args, names, ["detections"], options, loaded, sink, args.batch_size or 2)
     wanted = set(names)
     done = [r for r in sink.records if r["image"] in wanted]
     results = [d for r in done for d in r["detections"]]
@@ -283,9 +286,8 @@ def coco(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(numbers))
     else:
-        print(
-            f"{loaded.id}: COCO box AP over {_count(len(done), 'image')} ({len(results)} detections, every query kept)"
-        )
+        kept = "every query kept" if loaded.family == "detr" else "the top (query, class) pairs kept"
+        print(f"{loaded.id}: COCO box AP over {_count(len(done), 'image')} ({len(results)} detections, {kept})")
         print("\n".join(cc.table(numbers)))
         if target is not None:
             print(f"detections (COCO results format): {target}")

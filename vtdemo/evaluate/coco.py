@@ -1,11 +1,16 @@
-"""COCO box AP of DETR, as DETR's own evaluation computes it (facebookresearch/detr `models/detr.py` `PostProcess`,
-`datasets/coco_eval.py` `CocoEvaluator`), with the official COCO API (`pycocotools.cocoeval.COCOeval`, iouType bbox).
+"""COCO box AP of DETR (and RT-DETR), as DETR's own evaluation computes it (facebookresearch/detr `models/detr.py`
+`PostProcess`, `datasets/coco_eval.py` `CocoEvaluator`), with the official COCO API (`pycocotools.cocoeval.COCOeval`,
+iouType bbox).
 
 - Every one of the Q queries of an image becomes one detection, no threshold and no NMS: score and label = the
   largest softmax probability over the real classes (the last, "no object", dropped); DETR's class indices are COCO
   category ids (1..90), so a label goes into the results as it is. COCO keeps at most 100 detections per image
   (`maxDets`), exactly DETR's 100 queries.
 - Boxes: normalised (cx, cy, w, h) -> (x, y, w, h) in pixels of the original image, not clipped (DETR does not clip).
+- RT-DETR (`rtdetr_detections`): as its processor's post-processing, the top Q (query, class) pairs by sigmoid
+  score (COCO keeps the best 100 per image), boxes not clipped; its class indices are 0..K-1 (`id2label`), so each
+  is mapped to the annotation file's category of the same name (`category_ids`), and a class the file does not
+  name gives no detection.
 - Images are matched to the annotation file's `images` by `file_name` (the path relative to the image folder, or
   its base name); the evaluation runs on the images that were actually evaluated (`params.imgIds`).
 - The 12 numbers are `COCOeval.stats`, keyed as `KEYS`, in 0..1 (-1 where a size range has no ground truth).
@@ -110,6 +115,40 @@ def detections(logits: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int],
         }
         for c, b, s in zip(labels, xywh, scores, strict=False)
     ]
+
+
+def category_ids(labels: Sequence[str], annotations: dict[str, Any]) -> list[int | None]:
+    """For each model class name, the id of the annotation file's category of the same name (case and spaces
+    ignored), or None. A VtdemoError in one line when no name matches at all (a model of other classes)."""
+    by_name = {str(c.get("name", "")).strip().lower(): c["id"] for c in annotations["categories"]}
+    ids = [by_name.get(str(label).strip().lower()) for label in labels]
+    if labels and all(i is None for i in ids):
+        raise VtdemoError(
+            f"none of the model's class names ({', '.join(labels[:3])}, ...) is a category name of the annotations; "
+            "an RT-DETR model's classes are matched to the COCO categories by name"
+        )
+    return ids
+
+
+def rtdetr_detections(
+    logits: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], image_id: int, categories: Sequence[int | None]
+) -> list[dict[str, Any]]:
+    """One image's RT-DETR output -> COCO results: the top Q (query, class) pairs (`postprocess.rtdetr_scores`).
+
+    logits: [Q, K] sigmoid logits; boxes: [Q, 4] normalised cxcywh; size: (width, height) of the original image;
+    categories: the COCO category id of each class index (None: dropped). At most Q results.
+    """
+    from ..postprocess import rtdetr_scores
+
+    scored = rtdetr_scores(logits, boxes, size)  # xyxy pixels, unclipped
+    xywh = box_convert(scored.boxes, "xyxy", "xywh")  # [Q, 4]
+    results = []
+    for c, b, s in zip(scored.labels.tolist(), xywh, scored.scores, strict=True):
+        category = categories[c]
+        if category is not None:
+            bbox = [round(float(v), 4) for v in b]
+            results.append({"image_id": image_id, "category_id": category, "bbox": bbox, "score": round(float(s), 6)})
+    return results
 
 
 def _coco(dataset: dict[str, Any]) -> Any:

@@ -43,13 +43,26 @@ def randomisation(loaded: Any, options: dict[str, Any]) -> Work:
 
 
 def coco(loaded: Any, options: dict[str, Any]) -> Work:
-    """options: ids ({name: COCO image id}). One DETR forward pass per batch of images (padded, as DETR's eval)."""
-    from ..pipeline import forward_detr
-    from .coco import detections
+    """options: ids ({name: COCO image id}) and, for RT-DETR, categories (the COCO id of each class index). One DETR
+    forward pass per batch of images (padded, as DETR's eval); RT-DETR runs image by image (`forward_rtdetr`)."""
+    from ..pipeline import forward_detr, forward_rtdetr
+    from .coco import detections, rtdetr_detections
 
     ids = options["ids"]
 
     def work(items: list[Item]) -> list[dict[str, Any]]:
+        if loaded.family == "rtdetr":
+            records = []
+            for name, image, _ in items:
+                out = forward_rtdetr(loaded, image)
+                found = rtdetr_detections(
+                    out.logits[0].cpu(), out.boxes[0].cpu(), image.size, ids[name], options["categories"]
+                )
+                size = list(image.size)
+                records.append(
+                    {"image": name, "model": loaded.id, "image_id": ids[name], "size": size, "detections": found}
+                )
+            return records
         out = forward_detr(loaded, [image for _, image, _ in items])
         return [
             {

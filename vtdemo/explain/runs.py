@@ -2,7 +2,8 @@
 change of class, head or layer) is computed without running the model again, except for the methods that need a
 backward pass of their own (`Method.needs_gradients`).
 
-`ClassifierRun` (ViT / DeiT, Swin) and `DetrRun` (DETR) are what every registered method function receives.
+`ClassifierRun` (ViT / DeiT, Swin) and `DetrRun` (DETR) are what every registered method function receives;
+`RtDetrRun` (RT-DETR, RT-DETRv2) keeps the sampling points and AIFI's attention for the views to come.
 """
 
 from __future__ import annotations
@@ -173,6 +174,45 @@ class DetrRun:
         """The model input again (pixel_values [1, 3, H, W], pixel_mask [1, H, W] bool), on the model's device."""
         values, mask = preprocess.detr_inputs([self.image], self.loaded.preprocess)
         return values.to(self.loaded.device), mask.to(self.loaded.device)
+
+
+@dataclass
+class RtDetrRun:
+    """One RT-DETR forward pass (batch of one) kept for re-thresholding and, later, explanations.
+
+    x: the model input [1, 3, H, W]; output: `vtdemo.models.rtdetr.RtDetrOutput` with AIFI's attention (its tensors
+    on the model's device, batch of one); scored: the top (query, class) pairs in original pixels
+    (`postprocess.rtdetr_scores`).
+    """
+
+    loaded: hub.LoadedModel
+    image: Image.Image
+    x: torch.Tensor
+    output: Any
+    scored: postprocess.DetrScores
+
+    @property
+    def family(self) -> str:
+        return "rtdetr"
+
+    @property
+    def region(self) -> tuple[float, float, float, float]:
+        """RT-DETR sees the whole image (squashed to its input size): (0, 0, width, height)."""
+        return (0.0, 0.0, float(self.image.width), float(self.image.height))
+
+    @property
+    def decoder_layers(self) -> int:
+        return len(self.output.sampling_locations)
+
+
+def run_rtdetr(loaded: hub.LoadedModel, image: Image.Image) -> RtDetrRun:
+    """Forward once (AIFI attention kept); per (query, class) pair scores and boxes in original-image pixels."""
+    x = preprocess.classifier_input(image, loaded.preprocess).to(loaded.device)  # [1, 3, H, W], squashed
+    with inference(loaded.device):
+        out = loaded.model(x, return_attn=True)
+    out.logits, out.boxes = out.logits.float(), out.boxes.float()
+    scored = postprocess.rtdetr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), image.size)
+    return RtDetrRun(loaded=loaded, image=image, x=x, output=out, scored=scored)
 
 
 #: Most patch tokens a ViT run may have at another input size (the attention of every layer is kept: 1024 patches

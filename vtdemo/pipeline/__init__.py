@@ -17,7 +17,8 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
   `runtime_info`), `pick_device`, `looks_like_path`;
 - photos: `load_image` (the one door for images);
 - runs (`runs.py`): `run_classifier` (at any input size the model allows: `SizeChoice`, `parse_size`, ...),
-  `run_detr`; the records' methods give predictions / detections, methods, maps, sanity checks, comparisons;
+  `run_detr`, `run_rtdetr` (RT-DETR / RT-DETRv2; `run_detector` picks by family); the records' methods give
+  predictions / detections, methods, maps, sanity checks, comparisons;
 - explanations: `ExplainOptions`, `Method`, `methods_for`, `get_method`, `default_method`, `view_method` (the
   method behind a detector tab's fixed view), and the pieces a view
   draws (`Comparison`, `StagePCA`, `RandomisationCurve`, the artefact inspector's rule, a Swin window's box);
@@ -56,7 +57,15 @@ from ..explain.runs import MAX_PATCHES
 from ..explain.stages import StagePCA
 from ..explain.swin import window_box
 from ..explain.vit import FUSIONS
-from ..families import DEFAULT_DETR, DEFAULT_SWIN, DEFAULT_THRESHOLD, DEFAULT_VIT, FAMILIES, PANOPTIC_DETR
+from ..families import (
+    DEFAULT_DETR,
+    DEFAULT_RTDETR,
+    DEFAULT_SWIN,
+    DEFAULT_THRESHOLD,
+    DEFAULT_VIT,
+    FAMILIES,
+    PANOPTIC_DETR,
+)
 from ..fetching import set_download_slots
 from ..fetching import under_way as downloads_under_way
 from ..hub import LoadedModel, looks_like_path
@@ -88,11 +97,12 @@ from .results import (
     explain,
     forward_classifier,
     forward_detr,
+    forward_rtdetr,
     match,
     match_output,
     runtime_info,
 )
-from .runs import ClassifierRun, DetrRun, feature_colours, run_classifier, run_detr
+from .runs import ClassifierRun, DetrRun, RtDetrRun, feature_colours, run_classifier, run_detector, run_detr, run_rtdetr
 
 set_guard(bf16_detr_verdict)  # the engine's run-time fidelity check runs models through this package
 
@@ -113,6 +123,7 @@ __all__ = [
     "registers_partner",
     "ARTEFACTS_CAPTION",
     "DEFAULT_DETR",
+    "DEFAULT_RTDETR",
     "DEFAULT_SWIN",
     "DEFAULT_THRESHOLD",
     "DEFAULT_VIT",
@@ -131,6 +142,7 @@ __all__ = [
     "DetectResult",
     "Detection",
     "DetrRun",
+    "RtDetrRun",
     "DownloadBudget",
     "ExplainOptions",
     "Explanation",
@@ -164,6 +176,7 @@ __all__ = [
     "find_outliers",
     "forward_classifier",
     "forward_detr",
+    "forward_rtdetr",
     "get_method",
     "is_loaded",
     "load_image",
@@ -187,7 +200,9 @@ __all__ = [
     "randomisation_chart",
     "release_weights",
     "run_classifier",
+    "run_detector",
     "run_detr",
+    "run_rtdetr",
     "runtime_info",
     "set_download_slots",
     "set_model_memory",

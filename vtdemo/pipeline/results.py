@@ -20,7 +20,7 @@ from ..explain import registry
 from ..explain.api import Explanation, deletion_check, explain_run, pick_detection
 from ..explain.compare import Comparison, compare
 from ..explain.registry import ExplainOptions
-from ..families import DEFAULT_DETR, DEFAULT_VIT
+from ..families import DEFAULT_DETR, DEFAULT_VIT, FAMILIES
 from ..hub import LoadedModel
 from ..images import ImageSource, load_image
 from ..models.outputs import ClassifierOutput
@@ -29,11 +29,17 @@ from .runs import run_classifier, run_detr
 
 
 def _as_loaded(model: str | LoadedModel, family: str | None = None) -> LoadedModel:
+    """The loaded model, checked for a use: "classifier", "detect" (DETR or RT-DETR) or "detr" (DETR only)."""
     loaded = model if isinstance(model, LoadedModel) else loader.load(model)
-    if family == "classifier" and loaded.family == "detr":
+    detector = FAMILIES[loaded.family].task == "detect"
+    if family == "classifier" and detector:
         raise VtdemoError(f"{loaded.id} is a detection model; use detect (or pick a ViT/DeiT/Swin model)")
-    if family == "detr" and loaded.family != "detr":
+    if family in ("detr", "detect") and not detector:
         raise VtdemoError(f"{loaded.id} is an image classifier; use classify (or pick a DETR model)")
+    if family == "detr" and loaded.family != "detr":
+        raise VtdemoError(
+            f"{loaded.id} is an RT-DETR model; set matching and explanations are implemented for DETR models only"
+        )
     return loaded
 
 
@@ -71,6 +77,15 @@ def forward_detr(loaded: LoadedModel, images: Sequence[Image.Image], return_attn
     return out
 
 
+def forward_rtdetr(loaded: LoadedModel, image: Image.Image, return_attn: bool = False) -> Any:
+    """RGB image -> RT-DETR's raw output (see `vtdemo.models.rtdetr.RtDetrOutput`), batch of one, logits fp32."""
+    x = preprocess.classifier_input(image, loaded.preprocess).to(loaded.device)  # [1, 3, 640, 640], squashed
+    with inference(loaded.device):
+        out = loaded.model(x, return_attn=return_attn)
+    out.logits, out.boxes = out.logits.float(), out.boxes.float()
+    return out
+
+
 def classify(
     image: ImageSource, model: str | LoadedModel = DEFAULT_VIT, top_k: int = 5, name: str | None = None
 ) -> ClassifyResult:
@@ -95,11 +110,16 @@ def detect(
     nms_iou: float | None = None,
     name: str | None = None,
 ) -> DetectResult:
-    """DETR detections of one image, score >= threshold, sorted by score; boxes in original-image pixels."""
-    loaded = _as_loaded(model, "detr")
+    """DETR or RT-DETR detections of one image, score >= threshold, sorted by score; boxes in original-image pixels
+    (DETR's clipped to the image, RT-DETR's as its processor gives them, unclipped)."""
+    loaded = _as_loaded(model, "detect")
     rgb = load_image(image)
-    out = forward_detr(loaded, [rgb])
-    scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size)
+    if loaded.family == "rtdetr":
+        out = forward_rtdetr(loaded, rgb)
+        scored = postprocess.rtdetr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size)
+    else:
+        out = forward_detr(loaded, [rgb])
+        scored = postprocess.detr_scores(out.logits[0].cpu(), out.boxes[0].cpu(), rgb.size)
     keep = postprocess.select(scored, threshold, classes, max_detections, nms_iou)
     return DetectResult(
         image=_name(image, name),
@@ -186,6 +206,8 @@ def explain(
     `Explanation.deletion`. input_size / keep_aspect: a ViT at another input size (`runs.run_classifier`).
     """
     loaded = _as_loaded(model)
+    if loaded.family == "rtdetr":
+        raise ExplainError(f"{loaded.id}: RT-DETR explanations are not implemented yet; use detect for its boxes")
     rgb = load_image(image)
     label = _name(image, name)
     opts = replace(options or ExplainOptions(), **fields)
@@ -228,6 +250,8 @@ def compare_image(
     """image -> `compare` (the CLI's `explain --method all`): one forward pass with attention, then every method.
     model: repo id, folder or loaded model; detection / threshold: which DETR detection (K-th kept by score)."""
     loaded = _as_loaded(model)
+    if loaded.family == "rtdetr":
+        raise ExplainError(f"{loaded.id}: RT-DETR explanations are not implemented yet; use detect for its boxes")
     rgb = load_image(image)
     label = _name(image, name)
     options = options or ExplainOptions()

@@ -1,6 +1,7 @@
 """Run records: one forward pass of one model on one photo, kept, that answers everything asked of it afterwards.
 
-`run_classifier(loaded, image, input_size, keep_aspect)` -> `ClassifierRun`; `run_detr(loaded, image)` -> `DetrRun`.
+`run_classifier(loaded, image, input_size, keep_aspect)` -> `ClassifierRun`; `run_detr(loaded, image)` -> `DetrRun`;
+`run_rtdetr(loaded, image)` -> `RtDetrRun` (`run_detector` picks by family).
 A record knows its predictions or detections, the methods that apply to it, its maps (`explain(method, options)`),
 its sanity checks and its comparison grid; it calls the model again only where a method needs it (a backward pass,
 block outputs, stage colours, a randomised copy). The data of a run and the pure functions on it live in
@@ -20,7 +21,7 @@ from .. import input_size as sizes
 from .. import postprocess
 from ..errors import ExplainError
 from ..evaluate.randomisation import RandomisationCurve, map_randomisation
-from ..explain import api, artefacts, compare, dino, stages
+from ..explain import api, artefacts, compare, dino, registry, stages
 from ..explain import runs as base
 from ..explain.registry import ExplainOptions, Method
 from ..hub import LoadedModel
@@ -139,6 +140,28 @@ class DetrRun(base.DetrRun):
         return api.explain_run(self, method, options)
 
 
+class RtDetrRun(base.RtDetrRun):
+    """An RT-DETR / RT-DETRv2 run (see `vtdemo.explain.runs.RtDetrRun`: loaded, image, x, output, scored), with the
+    same face as `DetrRun` for detections: `select` then `detections`. Its entries are (query, class) pairs."""
+
+    def select(
+        self,
+        threshold: float = postprocess.DEFAULT_THRESHOLD,
+        classes: set[int] | None = None,
+        max_detections: int | None = None,
+        nms_iou: float | None = None,
+    ) -> torch.Tensor:
+        """Indices of the entries shown at these settings, by score (`postprocess.select`)."""
+        return postprocess.select(self.scored, threshold, classes, max_detections, nms_iou)
+
+    def detections(self, keep: torch.Tensor) -> list[Detection]:
+        return detections(self.loaded, self.scored, keep)
+
+    def methods(self) -> list[Method]:
+        """None registered yet for RT-DETR (its views are issue 23's item 4): an empty list."""
+        return registry.methods_for(self.family)
+
+
 def _as(cls: type, run: Any) -> Any:
     return cls(**{f.name: getattr(run, f.name) for f in dataclasses.fields(run)})
 
@@ -167,3 +190,15 @@ def run_detr(loaded: LoadedModel, image: Image.Image, keep_dtype: torch.dtype | 
     """Forward once with attention; per-query scores and boxes in original pixels (`explain.runs.run_detr`)."""
     run: DetrRun = _as(DetrRun, base.run_detr(loaded, image, keep_dtype))
     return run
+
+
+def run_rtdetr(loaded: LoadedModel, image: Image.Image) -> RtDetrRun:
+    """Forward once (AIFI attention and every decoder layer's sampling points kept); the top (query, class) pairs
+    in original pixels (`explain.runs.run_rtdetr`)."""
+    run: RtDetrRun = _as(RtDetrRun, base.run_rtdetr(loaded, image))
+    return run
+
+
+def run_detector(loaded: LoadedModel, image: Image.Image) -> DetrRun | RtDetrRun:
+    """`run_detr` or `run_rtdetr`, by the model's family: the detection face (`select`, `detections`) is the same."""
+    return run_rtdetr(loaded, image) if loaded.family == "rtdetr" else run_detr(loaded, image)

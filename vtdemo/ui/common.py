@@ -297,6 +297,11 @@ class Services:
         loaded = pipeline.load_model(
             model_id, device=self.device, precision=precision, limits=limits, progress=say, session=session
         )
+        if loaded.family == "rtdetr":  # not offered by the app yet (issue 23): the CLI and the Python API run it
+            raise VtdemoError(
+                f"{model_id} is an RT-DETR model: the app does not run RT-DETR yet (the command line and the Python "
+                f"API do); pick a DETR model here, e.g. {pipeline.DEFAULT_DETR}"
+            )
         if family == "detr" and loaded.family != "detr":
             raise VtdemoError(
                 f"{model_id} is an image classifier ({pipeline.FAMILIES[loaded.family].display}): pick a DETR model "
