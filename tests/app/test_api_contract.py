@@ -183,6 +183,9 @@ EXPECTED = {
         ["image", "markdown", "image", "dropdown", "dropdown"],
         "public",
     ),
+    # added with the Video tab (a clip in, DETR on its frames; a frame handed to the Detect tab)
+    "detect_video": (["video", "slider", "dropdown"], ["video", "markdown", "file", "slider", "button"], "public"),
+    "video_frame": (["slider"], ["image", "tabs"], "public"),
     "segment_click": (
         ["dropdown", "dropdown", "radio", "slider"],
         ["image", "markdown", "image", "dropdown", "dropdown"],

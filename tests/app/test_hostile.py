@@ -30,7 +30,7 @@ pytest.importorskip("transformers")
 httpx = pytest.importorskip("httpx")
 
 from tests.support.apps import launched_app  # noqa: E402
-from vtdemo.ui.components import NOT_UPLOADED  # noqa: E402
+from vtdemo.ui.components import CLIP_NOT_UPLOADED, NOT_UPLOADED  # noqa: E402
 
 pytestmark = pytest.mark.slow  # the app launched on the tiny checkpoints: its start-up and a model run per test
 
@@ -195,6 +195,39 @@ def test_server_paths_are_refused_and_never_read(app, tmp_path):
     assert meta[0] == "error" and "not uploaded" in str(meta[1]).lower(), meta
     assert OPENS.seen == [], f"files outside the upload folder were opened: {OPENS.seen}"
     assert secret.read_bytes()  # (the sentinel itself is fine)
+
+
+def test_a_clip_outside_the_upload_folder_is_refused_and_never_read(app, tmp_path):
+    """The Video tab's door: a server path (existing or not, or a link out of the upload folder) is refused, the
+    same way whether the file exists, and nothing outside the upload folder is opened. (A video payload without
+    Gradio's `meta` is refused by Gradio's own model validation; with it, by Gradio's upload check; a path that
+    passes both, a link inside the folder, by ours.)"""
+    from gradio.utils import get_upload_folder
+
+    _, url = app
+    secret = tmp_path / "secret.mp4"
+    secret.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(64))
+    link = Path(get_upload_folder()) / f"vtdemo-test-clip-{os.getpid()}.mp4"
+    link.unlink(missing_ok=True)
+    link.symlink_to(secret)
+    OPENS.seen.clear()
+    OPENS.prefixes = (str(tmp_path), os.path.realpath(tmp_path))
+    try:
+        paths = (str(secret), str(tmp_path / "missing.mp4"), str(link), "/etc/passwd")
+        answers = [
+            call(url, "detect_video", [{"path": path, "meta": {"_type": "gradio.FileData"}, **bare}, 0.7, ""])
+            for path in paths
+            for bare in ({}, {"meta": None})
+        ]
+    finally:
+        OPENS.prefixes = ()
+        link.unlink(missing_ok=True)
+    assert all(kind == "error" for kind, _ in answers), answers
+    # with `meta`: Gradio's own words, which echo the path the client sent (no other), the same whether it exists
+    with_meta = [str(answers[2 * i][1]).replace(path, "PATH") for i, path in enumerate(paths)]
+    assert with_meta[0] == with_meta[1] == with_meta[3] and "not uploaded" in with_meta[0], with_meta
+    assert with_meta[2] in (with_meta[0], CLIP_NOT_UPLOADED)  # the link inside the upload folder: Gradio's or ours
+    assert OPENS.seen == [], f"files outside the upload folder were opened: {OPENS.seen}"
 
 
 def test_uploads_and_examples_still_work(app, photo):

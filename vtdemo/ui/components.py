@@ -48,6 +48,7 @@ MASK_MAX = 480  # long side of the box masks; the browser stretches them over th
 
 
 NOT_UPLOADED = "not an uploaded file: upload the image (or pick an example) and try again"
+CLIP_NOT_UPLOADED = "not an uploaded file: upload the clip and try again"
 
 
 def _inside(path: str, folders: Sequence[Path]) -> bool:
@@ -124,7 +125,7 @@ class SafeVideo(gr.Video):
         folders = (Path(os.path.abspath(get_upload_folder())),)
         if not isinstance(path, str) or not _inside(path, folders):
             log.warning("refused a video input outside the upload folder")
-            raise gr.Error("not an uploaded file: upload the clip and try again")
+            raise gr.Error(CLIP_NOT_UPLOADED)
         if os.path.getsize(path) > self.max_bytes:
             raise gr.Error(f"the clip is larger than {self.max_bytes / 2**20:.0f} MB: upload a shorter or smaller one")
         return path

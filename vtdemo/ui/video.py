@@ -110,7 +110,7 @@ class VideoTab:
         except Exception as exc:  # noqa: BLE001 - one line for the visitor
             text = message(exc)
             return None, status(text, "warn"), None, gr.update(), gr.update(), previous
-        data = {"video": name, "model": loaded.id, "threshold": float(threshold), **result.to_dict()}
+        data = {"clip": name, "model": loaded.id, "threshold": float(threshold), **result.to_dict()}
         json_path = write_json(folder / f"{safe_stem(name)}-detections.json", data)
         info = result.info
         line = (

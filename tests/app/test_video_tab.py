@@ -1,0 +1,76 @@
+"""The Video tab through gradio_client (issue 22 item 5), on the tiny DETR: a clip in, an annotated H.264 video and
+the per-frame JSON out, a frame handed to the Detect tab; bad clips get one line and the app keeps serving; the
+video door takes only uploads within the size limit."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+av = pytest.importorskip("av")
+pytest.importorskip("timm")
+gradio_client = pytest.importorskip("gradio_client")
+
+from gradio_client import Client, handle_file  # noqa: E402
+
+from tests.support.apps import launched_app  # noqa: E402
+from tests.unit.test_video import write_clip  # noqa: E402
+
+pytestmark = pytest.mark.slow  # the app launched, DETR on frames
+
+SERVER_PATH = re.compile(r"(/tmp/|/home/|/root/|\.cache|snapshots)")
+
+
+@pytest.fixture(scope="module")
+def app(tiny_hub):
+    with launched_app(tiny_hub, video_max_mb=1, video_budget_s=5) as launched:
+        yield launched
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory, photos) -> Path:
+    frame = np.asarray(photos["astronaut"].resize((320, 240)))
+    return write_clip(tmp_path_factory.mktemp("clips") / "street.mp4", [np.roll(frame, 6 * i, 1) for i in range(8)])
+
+
+def test_a_clip_gives_a_video_the_browser_plays_its_detections_and_a_frame_for_the_detect_tab(app, clip):
+    _, url = app
+    client = Client(url, verbose=False)
+    played, line, detections, frame = client.predict(handle_file(str(clip)), 0.3, "", api_name="/detect_video")
+    with av.open(played["video"] if isinstance(played, dict) else played) as written:
+        stream = written.streams.video[0]
+        assert stream.codec_context.name == "h264" and sum(1 for _ in written.decode(stream)) == 8
+    data = json.loads(Path(detections).read_text())
+    assert data["clip"] == "street.mp4" and data["threshold"] == 0.3 and data["video"]["frames"] == 8
+    assert data["frames"][0]["frame"] == 0 and data["processed_frames"] == len(data["frames"]) >= 2
+    assert data["runtime"]
+    assert "street.mp4: 8 frames of 320x240 at 10 frames/s · DETR on every" in line, line
+    assert not SERVER_PATH.search(line)
+    assert frame["maximum"] == 7 and frame["interactive"] is True  # (gradio_client leaves out the button's update)
+
+    image = client.predict(5, api_name="/video_frame")  # (gradio_client leaves out the Tabs' update)
+    assert Path(image).name == "street-frame-5.png"
+    out = client.predict(
+        handle_file(image), "", 0.3, [], 100, False, 0.5, "mean", "last", "where it looks", 0.55, api_name="/detect"
+    )
+    assert out[0] is not None  # the Detect tab runs on the handed frame
+
+
+def test_bad_clips_get_one_line_and_the_app_keeps_serving(app, clip, tmp_path):
+    _, url = app
+    client = Client(url, verbose=False)
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    _, line, detections, _ = client.predict(handle_file(str(text)), 0.7, "", api_name="/detect_video")
+    assert "notes.mp4 could not be read as a video" in line and detections is None
+    assert "\n" not in line.strip() and not SERVER_PATH.search(line)
+    big = tmp_path / "big.mp4"
+    big.write_bytes(clip.read_bytes() + bytes(2 * 2**20))  # over the 1 MB the app was given
+    with pytest.raises(Exception, match="the clip is larger than 1 MB"):
+        client.predict(handle_file(str(big)), 0.7, "", api_name="/detect_video")
+    _, line, _, _ = client.predict(handle_file(str(clip)), 0.7, "", api_name="/detect_video")
+    assert "8 frames" in line  # still serving
