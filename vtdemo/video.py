@@ -195,11 +195,17 @@ def frame_at(path: str | Path, wanted: int, limits: VideoLimits, name: str = "th
     raise VideoError(f"{name} has no frame {wanted}")
 
 
-def stride_for(frames: int, per_frame_s: float, budget_s: float) -> int:
-    """Process every k-th frame so that `frames` frames at `per_frame_s` each take at most `budget_s` (k >= 1)."""
-    if budget_s <= 0 or per_frame_s <= 0:
+def stride_for(frames: int, model_s: float, other_s: float, budget_s: float) -> int:
+    """The k >= 1 for which running the model on every k-th of `frames` frames (`model_s` each) while every frame
+    is decoded, drawn and encoded (`other_s` each) takes at most `budget_s`: frames / k * model_s + frames * other_s
+    <= budget_s. When the frames alone take the budget, the model runs on the fewest frames that still follow the
+    clip (every `frames`-th: once)."""
+    if frames <= 0 or model_s <= 0:
         return 1
-    return max(1, math.ceil(frames * per_frame_s / budget_s))
+    left = budget_s - frames * other_s  # what the model calls may take
+    if left <= 0:
+        return max(1, frames)
+    return max(1, min(frames, math.ceil(frames * model_s / left)))
 
 
 def shrink(rgb: np.ndarray, max_side: int = OUT_MAX) -> np.ndarray:
@@ -265,9 +271,16 @@ def detect_video(
     aspect = info.width / info.height
     writer: H264Writer | None = None
     shown: list[Detection] = []
+    lap = model_s = 0.0
     result = VideoResult(Path(out), info, stride or 1, 0, 0, 0.0, describe(loaded))
     try:
         for index, t, rgb in frames(path, limits, name):
+            if stride is None and index == 2:  # frame 1 was timed whole (frame 0 may compile): set the stride
+                spent = time.perf_counter() - started
+                result.stride = stride_for(
+                    info.frames - 2, model_s, time.perf_counter() - lap - model_s, budget_s - spent
+                )
+            lap = time.perf_counter()
             small = shrink(rgb)
             if writer is None:
                 writer = H264Writer(out, info.fps, small.shape[1], small.shape[0])
@@ -275,8 +288,7 @@ def detect_video(
                 begun = time.perf_counter()
                 with per_frame():
                     shown = live.detect_frame(loaded, small, short_side, threshold, aspect=aspect)
-                if stride is None and index == 1:  # the second frame's time (the first may compile) sets the stride
-                    result.stride = stride_for(info.frames, time.perf_counter() - begun, budget_s)
+                model_s = time.perf_counter() - begun
                 result.processed += 1
                 result.per_frame.append(
                     {

@@ -104,10 +104,13 @@ def test_a_large_clip_is_drawn_at_1280_and_its_boxes_are_given_in_the_original_p
 
 
 def test_the_stride_keeps_a_clip_within_its_time_budget():
-    assert video.stride_for(300, 0.5, 60.0) == 3  # 150 s of work -> every 3rd frame: 50 s
-    assert video.stride_for(100, 0.5, 60.0) == 1  # 50 s: every frame
-    assert video.stride_for(1500, 2.0, 60.0) == 50
-    assert video.stride_for(10, 0.0, 60.0) == 1
+    assert video.stride_for(300, 0.5, 0.0, 60.0) == 3  # 150 s of model time -> every 3rd frame: 50 s
+    assert video.stride_for(100, 0.5, 0.0, 60.0) == 1  # 50 s: every frame
+    assert video.stride_for(1500, 2.0, 0.0, 60.0) == 50
+    # every frame is decoded, drawn and encoded anyway: 300 x 0.1 s = 30 s of the 60; the model gets 30 s
+    assert video.stride_for(300, 0.5, 0.1, 60.0) == 5  # 60 x 0.5 = 30 s
+    assert video.stride_for(300, 0.5, 0.25, 60.0) == 300  # the frames alone take the budget: the model runs once
+    assert video.stride_for(10, 0.0, 0.0, 60.0) == 1
     words = [video.every(k) for k in (1, 2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111)]
     assert words == [
         "every frame",
@@ -128,10 +131,13 @@ def test_the_stride_keeps_a_clip_within_its_time_budget():
 def test_the_stride_is_chosen_from_the_measured_time_per_frame(detr, tmp_path, street, monkeypatch):
     clip = write_clip(tmp_path / "clip.mp4", _moving(street, 20))
     loaded = detr
-    monkeypatch.setattr(video, "stride_for", lambda frames, per_frame_s, budget_s: 6)
+    asked = []
+    monkeypatch.setattr(video, "stride_for", lambda *args: asked.append(args) or 6)
     result = pipeline.detect_video(clip, loaded, tmp_path / "out.mp4", 0.5, 256, budget_s=1.0)
     assert [f["frame"] for f in result.per_frame] == [0, 1, 6, 12, 18]  # the first two timed, then every 6th
     assert result.frames == 20
+    ((frames, model_s, other_s, budget_s),) = asked
+    assert frames == 18 and model_s > 0 and other_s > 0 and budget_s < 1.0  # frame 1's times; the budget left
 
 
 # ------------------------------------------------------------------------------------------------ bad clips
