@@ -68,3 +68,26 @@ def detect_frame(
         out = loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=False)
     scored = postprocess.detr_scores(out.logits[0].float().cpu(), out.boxes[0].float().cpu(), image.size)
     return detections(loaded, scored, postprocess.select(scored, threshold))
+
+
+def detect_frame_map(
+    loaded: hub.LoadedModel, frame: np.ndarray, short_side: int, threshold: float, aspect: float = ASPECT
+) -> tuple[list[Detection], torch.Tensor | None]:
+    """`detect_frame`, plus where the most confident detection looked: its last-layer decoder cross-attention
+    (heads averaged) over the frame's part of the canvas, [h', w'] feature cells (None when nothing is kept). The
+    fast engine's graph with attention outputs gives the map in the same call (what the webcam's map switch uses)."""
+    from .explain.detr import decoder_attention
+
+    image = Image.fromarray(frame)
+    pixel_values, pixel_mask, _ = inputs(image, loaded.preprocess, short_side, aspect)
+    with inference(loaded.device):
+        out = loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=True)
+    scored = postprocess.detr_scores(out.logits[0].float().cpu(), out.boxes[0].float().cpu(), image.size)
+    kept = postprocess.select(scored, threshold)  # best first
+    dets = detections(loaded, scored, kept)
+    if not len(kept):
+        return dets, None
+    attention = decoder_attention(out, int(kept[0])).float().cpu()  # [h, w] over the whole canvas
+    mask = out.feature_mask[0]  # [h, w] True = frame (not padding)
+    rows, cols = int(mask[:, 0].sum()), int(mask[0, :].sum())
+    return dets, attention[:rows, :cols]  # [rows, cols]: the frame's cells only

@@ -103,7 +103,8 @@ EXPECTED = {
     "load_ground_truth": (["file"], ["dataframe"], "public"),
     "match": (["dataframe"], ["image", "dataframe", "markdown"], "public"),
     "export_detect": (["slider"], ["file"], "public"),
-    "webcam": (["image", "slider", "dropdown", "dropdown"], ["image", "markdown"], "public"),
+    # (+ the checkbox of the live map: where the best detection looks, on every frame)
+    "webcam": (["image", "slider", "dropdown", "dropdown", "checkbox"], ["image", "markdown"], "public"),
     "freeze": ([], ["image", "tabs"], "public"),
     "end_session": ([], [], "private"),
     # added for the first visit: a start button, the Detect tab offering the classified photo, a clicked

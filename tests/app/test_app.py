@@ -282,7 +282,7 @@ def test_webcam_frames_and_freeze(app, in_event, tmp_path):
     frame = tmp_frame(ASTRONAUT, (1920, 1440))  # a frame as the webcam component hands it over (a file path)
     session = None
     for _ in range(3):
-        out, text, session = h.live(frame, 0.5, 320, "", session)
+        out, text, session = h.live(frame, 0.5, 320, "", False, session)
     assert out.shape == (480, 640, 3) and out.dtype == np.uint8
     assert "frames/s processed" in text and "DETR input 427×320 (fixed)" in text and session.frames == 3
     assert "PyTorch" in text and "(exact)" in text  # the engine that ran the frames
@@ -311,7 +311,7 @@ def test_every_event_has_an_api_name_and_limits_are_set(app):
     ):
         assert documented in names
     assert vt.services.config.queue_size == 32  # what create_app hands to demo.queue(max_size=...)
-    assert demo.max_file_size == 20 * 1024 * 1024
+    assert demo.max_file_size == 100 * 1024 * 1024  # Gradio's one limit: the video clips' (photos: 20 MB, ours)
 
 
 def test_serves_nothing_outside_its_files(app):
@@ -330,11 +330,15 @@ def test_upload_size_is_limited(app, client, tmp_path):
     import httpx
 
     big = tmp_path / "big.jpg"
-    big.write_bytes(b"\xff\xd8" + bytes(21 * 1024 * 1024))
-    with pytest.raises(Exception, match="maximum file size"):  # gradio_client checks first ...
+    big.write_bytes(b"\xff\xd8" + bytes(21 * 1024 * 1024))  # over the photos' 20 MB: our image door says so
+    with pytest.raises(Exception, match="the image is larger than 20 MB"):
         client.predict(handle_file(str(big)), "", "rollout", 0.5, api_name="/classify_vit")
-    with big.open("rb") as f:  # ... and the server refuses it anyway
-        response = httpx.post(f"{app[1].rstrip('/')}/gradio_api/upload", files={"files": ("big.jpg", f, "image/jpeg")})
+    huge = tmp_path / "huge.jpg"
+    huge.write_bytes(b"\xff\xd8" + bytes(101 * 1024 * 1024))  # over Gradio's one limit (the clips' 100 MB)
+    with pytest.raises(Exception, match="maximum file size"):  # gradio_client checks first ...
+        client.predict(handle_file(str(huge)), "", "rollout", 0.5, api_name="/classify_vit")
+    with huge.open("rb") as f:  # ... and the server refuses it anyway
+        response = httpx.post(f"{app[1].rstrip('/')}/gradio_api/upload", files={"files": ("huge.jpg", f, "image/jpeg")})
     assert response.status_code == 413
 
 

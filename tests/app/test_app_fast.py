@@ -170,7 +170,7 @@ def test_webcam_names_the_engine_and_feeds_one_shape(app, in_event, tmp_path, mo
     for size in ((1920, 1440), (1280, 720), (480, 640)):  # 4:3, 16:9 and a portrait frame
         path = tmp_path / f"frame{size[0]}.png"
         Image.open(ASTRONAUT).convert("RGB").resize(size).save(path)
-        out, text, session = h.live(str(path), 0.5, 320, "", session)
+        out, text, session = h.live(str(path), 0.5, 320, "", False, session)
         assert isinstance(out, np.ndarray), text
     assert shapes == [(1, 3, 320, 427)] * 3  # one input shape for OpenVINO, whatever the frame
     assert "frames/s processed" in text and "DETR input 427×320 (fixed)" in text

@@ -154,7 +154,7 @@ IMAGE_APIS = {
     "detect": lambda p: detect_args(p),
     "classify_vit": lambda p: [p, "", "rollout", 0.5],
     "classify_swin": lambda p: [p, "", "swin-rollout", 0.5],
-    "webcam": lambda p: [p, 0.7, 384, ""],
+    "webcam": lambda p: [p, 0.7, 384, "", False],
     "dino_features_vit": lambda p: [p],  # the second photo of the DINO feature colours
 }
 
@@ -255,7 +255,7 @@ def test_data_urls_are_read_by_our_reader_with_its_limits(app):
     webcam = next(b for b in vt.demo.blocks.values() if getattr(b, "elem_id", None) == "webcam-in")
     frame = webcam.preprocess(webcam.data_model(url=bomb))
     assert isinstance(frame, bytes)
-    _, stats, _ = vt.webcam.live(frame, 0.7, 384, "", None)
+    _, stats, _ = vt.webcam.live(frame, 0.7, 384, "", False, None)
     assert "resize the photo to at most 40 megapixels" in stats
     assert_clear(call(url, "detect", detect_args({"url": "data:image/png;base64,%%%"})), "base64")
 

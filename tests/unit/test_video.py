@@ -96,7 +96,8 @@ def test_a_large_clip_is_drawn_at_1280_and_its_boxes_are_given_in_the_original_p
             1280,
             720,
         )
-    small = video.shrink(next(rgb for _, _, rgb in video.frames(clip, VideoLimits())))
+    small = next(rgb for _, _, rgb in video.frames(clip, VideoLimits(), max_side=1280))
+    assert small.shape == (720, 1280, 3)
     expected = live.detect_frame(loaded, small, 256, 0.3, aspect=1920 / 1080)
     assert expected, "the tiny DETR finds something at 0.3"
     got = [d["box"] for d in result.per_frame[0]["detections"]]

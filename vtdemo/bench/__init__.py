@@ -45,6 +45,7 @@ BENCHES.update(
     {
         "fast": _fast_bench("bench_fast"),
         "dinov2-fast": _fast_bench("bench_dinov2_fast"),
+        "grid-fast": _fast_bench("bench_grid_fast"),
         "webcam": _fast_bench("bench_webcam"),
         "fast-memory": _fast_bench("bench_fast_memory"),
     }

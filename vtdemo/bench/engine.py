@@ -252,6 +252,34 @@ def bench_dinov2_fast(runs: int) -> list[Any]:
     return rows
 
 
+@_with_engine_cache
+def bench_grid_fast(runs: int) -> list[Any]:
+    """The Classify tab's comparison grid of ViT-B/16 as the app computes it at precision fast (the run and the
+    deletion / insertion curves on the fast engine, batched; gradient methods on the exact model), against one exact
+    forward pass (issue 22 targets: the whole grid <= 20x, its first step, maps + agreement matrix, <= 10x)."""
+    from .. import pipeline
+    from ..explain.compare import GRID_STEPS, compare, compare_maps
+    from .harness import Timing, median_ms
+
+    _, exact = _loaded_classifier("vit")
+    fast = _fast(exact)
+    photo = _photo()
+    x = pipeline.run_classifier(exact, photo).x
+    options = pipeline.ExplainOptions(class_index=3)
+
+    def maps() -> Any:
+        return compare_maps(pipeline.run_classifier(fast, photo), options)
+
+    def grid() -> Any:
+        return compare(pipeline.run_classifier(fast, photo), options, steps=GRID_STEPS)
+
+    m, g, r = median_ms([maps, grid, functools.partial(exact.model, x)], max(3, runs // 2), warmup=1)
+    return [
+        Timing("ViT-B/16 grid fast: maps+matrix", m, r, "exact forward"),
+        Timing(f"ViT-B/16 grid fast: + AUCs ({GRID_STEPS + 1} pt)", g, r, "exact forward"),
+    ]
+
+
 #: Short sides the webcam benchmark times (the app's `vtdemo.ui.config.LIVE_SIZES` up to 640).
 WEBCAM_SIZES = (256, 320, 384, 480, 640)
 
@@ -274,6 +302,7 @@ def bench_webcam(runs: int) -> list[Any]:
     """The live path (`vtdemo.live.detect_frame`: a 640x480 frame into the fixed canvas, forward, selection) at
     each of `WEBCAM_SIZES`, fast (as the app holds it) against exact, alternately in one run."""
     import numpy as np
+    from PIL import Image
 
     from .. import live
     from .harness import Timing, median_ms
@@ -293,6 +322,24 @@ def bench_webcam(runs: int) -> list[Any]:
         )
         h, w = live.canvas(size)
         rows.append(Timing(f"webcam {w}x{h} fast ({1000 / f:.1f} f/s)", f, e, f"our exact ({1000 / e:.1f} f/s)"))
+    # the live map (issue 22 item 4: at most 15 % of the frame rate): the same frame with the best detection's
+    # decoder attention from the same call, drawn as the tab draws it
+    from .. import render
+
+    def with_map(size: int) -> Any:
+        dets, attention = live.detect_frame_map(fast, frame, size, 0.0)
+        return (
+            render.overlay(Image.fromarray(frame), attention.numpy(), opacity=0.45) if attention is not None else dets
+        )
+
+    for size in (256, 320):
+        m, f = median_ms(
+            [functools.partial(with_map, size), functools.partial(live.detect_frame, fast, frame, size, 0.0)],
+            max(3, runs),
+            warmup=1,
+        )
+        h, w = live.canvas(size)
+        rows.append(Timing(f"webcam {w}x{h} fast + map", m, f, "fast without the map"))
     return rows
 
 

@@ -24,8 +24,9 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
   draws (`Comparison`, `StagePCA`, `RandomisationCurve`, the artefact inspector's rule, a Swin window's box);
 - one image in, one result out (`results.py`): `classify`, `detect`, `match`, `explain`, `compare_image`, with
   the records `ClassifyResult`, `DetectResult`, `Prediction`, `Detection`, `Explanation`;
-- the webcam: `detect_frame`, `canvas`; video files: `detect_video` (an annotated H.264 mp4 and the detections of
-  each processed frame), `probe_video`, `video_frame`, `VideoLimits`, `VIDEO_SUFFIXES`, `every`.
+- the webcam: `detect_frame`, `detect_frame_map` (with where the best detection looked), `canvas`; video files:
+  `detect_video` (an annotated H.264 mp4 and the detections of each processed frame), `probe_video`, `video_frame`,
+  `VideoLimits`, `VIDEO_SUFFIXES`, `every`.
 """
 
 from __future__ import annotations
@@ -72,7 +73,7 @@ from ..hub import LoadedModel, looks_like_path
 from ..images import ImageSource, load_image
 from ..input_size import TRAINED, SizeChoice, offered_sizes, size_note, trained_side
 from ..input_size import parse as parse_size
-from ..live import canvas, detect_frame
+from ..live import canvas, detect_frame, detect_frame_map
 from ..loader import Limits as ModelLimits
 from ..loader import in_use as models_in_use
 from ..loader import is_loaded, preconvert, set_model_slots
@@ -168,6 +169,7 @@ __all__ = [
     "describe",
     "detect",
     "detect_frame",
+    "detect_frame_map",
     "detections",
     "downloads_under_way",
     "exact_model",

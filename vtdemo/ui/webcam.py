@@ -18,7 +18,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from .. import pipeline
+from .. import pipeline, render
 from .common import VIEW, Services, export_dir, message, session_of, status
 from .components import Slider, safe_image
 from .config import LIVE_SIZES, live_default
@@ -26,6 +26,7 @@ from .detect.tab import DetectTab, draw_detections
 
 WINDOW_S = 3.0  # FPS is measured over this many seconds
 FRAME_MAX = 640  # frames are shrunk to this long side first (the fake camera of the browser tests sends 1920x1440)
+MAP_OPACITY = 0.45  # the live map over the frame
 
 
 @dataclass
@@ -84,13 +85,21 @@ def process_frame(
     threshold: float,
     short_side: int,
     max_side: int = FRAME_MAX,
+    show_map: bool = False,
 ) -> np.ndarray:
     """Detect on one frame (RGB uint8 [H, W, 3]) at the fixed input `pipeline.canvas(short_side)` and return it with
-    boxes drawn, at most `max_side` px wide/high."""
+    boxes drawn, at most `max_side` px wide/high; show_map: under the boxes, where the most confident detection
+    looked (its decoder cross-attention, from the same call)."""
     started = time.perf_counter()
     small = shrink_frame(np.ascontiguousarray(frame[..., :3]), max_side)
-    dets = pipeline.detect_frame(loaded, small, short_side, threshold)
-    drawn = np.asarray(draw_detections(Image.fromarray(small), dets))
+    shown = Image.fromarray(small)
+    if show_map:
+        dets, attention = pipeline.detect_frame_map(loaded, small, short_side, threshold)
+        if attention is not None:
+            shown = render.overlay(shown, attention.numpy(), opacity=MAP_OPACITY)
+    else:
+        dets = pipeline.detect_frame(loaded, small, short_side, threshold)
+    drawn = np.asarray(draw_detections(shown, dets))
     session.last_frame = frame
     session.detections = len(dets)
     h, w = pipeline.canvas(short_side)
@@ -146,6 +155,11 @@ class WebcamTab:
                 elem_id="webcam-threshold",
             )
             live_size = gr.Dropdown(choices=sorted({*LIVE_SIZES, size}), value=size, label="DETR input short side (px)")
+            show_map = gr.Checkbox(
+                value=False,
+                label="Show where the best detection looks (its decoder attention, on every frame)",
+                elem_id="webcam-map",
+            )
             freeze = gr.Button("Freeze: explain this frame", variant="secondary")
         stats = gr.Markdown(
             "Click the camera, allow access, then press **Record**.", elem_classes="vt-count", elem_id="webcam-stats"
@@ -154,7 +168,7 @@ class WebcamTab:
         config = services.config
         cam.stream(
             self.live,
-            inputs=[cam, threshold, live_size, detect.model, session],
+            inputs=[cam, threshold, live_size, detect.model, show_map, session],
             outputs=[out, stats, session],
             stream_every=0.15,
             time_limit=config.webcam_limit,
@@ -171,6 +185,7 @@ class WebcamTab:
         threshold: float,
         live_size: Any,
         model_id: str,
+        show_map: bool,
         session: LiveSession | None,
         request: gr.Request | None = None,
     ) -> tuple:
@@ -186,7 +201,12 @@ class WebcamTab:
             with pipeline.models_in_use():  # never evicted under this frame
                 loaded = self.s.load(model_id, "detr", session=getattr(request, "session_hash", None))
                 drawn = process_frame(
-                    session, loaded, pixels, float(threshold), int(live_size or self.s.config.live_size)
+                    session,
+                    loaded,
+                    pixels,
+                    float(threshold),
+                    int(live_size or self.s.config.live_size),
+                    show_map=bool(show_map),
                 )
         except Exception as exc:  # noqa: BLE001
             return gr.skip(), status(message(exc), "warn"), session
