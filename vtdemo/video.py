@@ -81,6 +81,7 @@ class VideoResult:
     seconds: float
     engine: str
     per_frame: list[dict[str, Any]] = field(default_factory=list)
+    expected_s: float = 0.0  # the whole clip's time as estimated after frame 1 (0: a stride was given)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -261,9 +262,10 @@ def detect_video(
     name: str = "the video",
 ) -> VideoResult:
     """DETR on the frames of a clip (module docstring): the annotated H.264 mp4 written to `out`, the detections of
-    each processed frame in the result. stride: process every k-th frame (None: chosen after timing the first frame
-    so that the whole clip takes about `budget_s`). per_frame: a context for each model call (the app holds a model
-    slot per frame, so other visitors' photos go between them)."""
+    each processed frame in the result. stride: process every k-th frame (None: chosen after timing the first
+    frames so that the whole clip takes about `budget_s`, but at least one frame per second of video: when decoding
+    and encoding alone take longer, the clip takes longer, and the progress says how long). per_frame: a context for
+    each model call (the app holds a model slot per frame, so other visitors' photos go between them)."""
     from .engine import describe
 
     if loaded.family != "detr":  # the frames go through DETR's fixed-shape call (`vtdemo.live`)
@@ -274,14 +276,16 @@ def detect_video(
     writer: H264Writer | None = None
     shown: list[Detection] = []
     lap = model_s = 0.0
+    max_stride = max(1, round(info.fps))
     result = VideoResult(Path(out), info, stride or 1, 0, 0, 0.0, describe(loaded))
     try:
         for index, t, small in frames(path, limits, name, max_side=OUT_MAX):
             if stride is None and index == 2:  # frame 1 was timed whole (frame 0 may compile): set the stride
-                spent = time.perf_counter() - started
-                result.stride = stride_for(
-                    info.frames - 2, model_s, time.perf_counter() - lap - model_s, budget_s - spent
-                )
+                now = time.perf_counter()
+                rest, other_s = info.frames - 2, now - lap - model_s
+                # at least one detection per second of video, even when decoding and encoding alone overrun
+                result.stride = min(stride_for(rest, model_s, other_s, budget_s - (now - started)), max_stride)
+                result.expected_s = now - started + rest * other_s + math.ceil(rest / result.stride) * model_s
             lap = time.perf_counter()
             if writer is None:
                 writer = H264Writer(out, info.fps, small.shape[1], small.shape[0])
@@ -303,7 +307,8 @@ def detect_video(
             if progress is not None:
                 progress(
                     min(result.frames / max(info.frames, 1), 1.0),
-                    f"Frame {result.frames} of {info.frames} (DETR on {every(result.stride)})",
+                    f"Frame {result.frames} of {info.frames} (DETR on {every(result.stride)}"
+                    + (f"; about {clock(result.expected_s)} in all)" if result.expected_s else ")"),
                 )
     finally:
         if writer is not None:

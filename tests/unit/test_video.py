@@ -219,3 +219,18 @@ def test_limits_are_settings(tmp_path, street):
     clip = write_clip(tmp_path / "clip.mp4", _moving(street, 30), fps=10)  # 3 s, 320x240
     assert _refused(clip, VideoLimits(max_seconds=2)) == "clip.mp4 lasts 3 s: this server takes clips up to 2 s"
     assert _refused(clip, VideoLimits(max_side=256)) == "clip.mp4 is 320x240: this server takes videos up to 256x144"
+
+
+def test_at_least_one_frame_per_second_of_video_and_the_progress_says_how_long(detr, tmp_path, street, monkeypatch):
+    """When decoding and encoding alone overrun the budget, DETR still runs once per second of video (here 10 frames
+    at 10 frames/s), and the progress line gives the expected time of the whole clip."""
+    clip = write_clip(tmp_path / "clip.mp4", _moving(street, 25), fps=10)
+    monkeypatch.setattr(video, "stride_for", lambda *args: 1000)  # 'the model once': the budget is overrun
+    heard: list[str] = []
+    result = pipeline.detect_video(
+        clip, detr, tmp_path / "out.mp4", 0.5, 256, budget_s=0.1, progress=lambda f, text: heard.append(text)
+    )
+    assert result.stride == 10 and [f["frame"] for f in result.per_frame] == [0, 1, 10, 20]
+    assert result.expected_s > 0
+    assert heard[-1].startswith("Frame 25 of 25 (DETR on every 10th frame; about ") and heard[-1].endswith(" in all)")
+    assert heard[0] == "Frame 1 of 25 (DETR on every frame)"  # before the stride is known
