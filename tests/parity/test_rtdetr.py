@@ -411,8 +411,9 @@ def test_odd_images_are_squashed_at_a_bounded_cost(hf_cache, tmp_path):
         assert x1 >= x0 and y1 >= y0 and all(abs(v) < 10 * max(image.size) for v in (x0, y0, x1, y1))
 
 
-def test_the_app_refuses_an_rt_detr_model_in_one_line_until_it_is_wired(hf_cache, tmp_path):
-    """A visitor typing an RT-DETR repo into the Detect or the Classify tab gets one line (the app runs DETR only)."""
+def test_the_app_loads_an_rt_detr_model_for_detection_only(hf_cache, tmp_path):
+    """The Detect tab's loader takes an RT-DETR repo (its family is a detector); the Classify tab refuses it in one
+    line, naming the Detect tab."""
     pytest.importorskip("gradio")
     from vtdemo.errors import VtdemoError
     from vtdemo.ui.common import Services
@@ -420,10 +421,10 @@ def test_the_app_refuses_an_rt_detr_model_in_one_line_until_it_is_wired(hf_cache
 
     write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-app", hf_model("rt_detr", BASIC, "default", seed=6))
     services = Services(AppConfig(device="cpu"))
-    for family in ("detr", "vit"):
-        with pytest.raises(VtdemoError, match="does not run RT-DETR yet") as exc:
-            services.load("test/tiny-rtdetr-app", family)
-        assert "\n" not in str(exc.value)
+    assert services.load("test/tiny-rtdetr-app", "detr").family == "rtdetr"
+    with pytest.raises(VtdemoError, match=r"is a detection model \(RT-DETR\): use it in the Detect tab") as exc:
+        services.load("test/tiny-rtdetr-app", "vit")
+    assert "\n" not in str(exc.value)
 
 
 def test_gradients_equal_finite_differences(hf_cache, tmp_path):

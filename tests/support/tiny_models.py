@@ -252,3 +252,26 @@ def write_tiny_panoptic(cache: Path) -> str:
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "out/hub")
     print(write_tiny_repos(target), write_tiny_panoptic(target))
+
+
+RTDETR_REPO = "test/tiny-rtdetr-app"
+
+
+def write_tiny_rtdetr(cache: Path) -> str:
+    """A tiny transformers RT-DETR repo (`RTDetrForObjectDetection`, ResNet-vd basic blocks, width 32, 30 queries,
+    2 decoder layers, 2 heads, the 80 COCO names, input 320x320) with the random weights of the parity tests
+    (tests/parity/test_rtdetr.py), written with `save_pretrained` into the Hub cache `cache`. Returns the repo id."""
+    import transformers
+
+    from tests.parity.test_rtdetr import BASIC, hf_model, processor
+    from tests.support.hubcache import write_transformers_repo
+    from vtdemo.labels import coco
+
+    names = [n for n in coco() if n != "N/A"]
+    model = hf_model("rt_detr", BASIC, "default", seed=31, num_labels=len(names))
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {n: i for i, n in enumerate(names)}
+    assert isinstance(model, transformers.RTDetrForObjectDetection)
+    with tempfile.TemporaryDirectory() as d:
+        write_transformers_repo(cache, RTDETR_REPO, model, Path(d), preprocessor=processor(320).to_dict())
+    return RTDETR_REPO
