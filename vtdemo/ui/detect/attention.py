@@ -228,6 +228,7 @@ class AttentionView:
         if not isinstance(index, int) or not 0 <= index < len(state.dets):
             return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         state.method, state.query = attention_method(state.run), state.dets[index].query
+        state.label_id = state.dets[index].label_id
         return {**self.render(state, head, layer, direction, opacity), self.pick: gr.Dropdown(value=state.query)}
 
     @fresh
@@ -245,7 +246,7 @@ class AttentionView:
         if state is None:
             return {self.attn: None, self.caption: "Detect objects first.", self.state: None}
         state.method = attention_method(state.run)
-        state.query = None if query in (None, "") else int(query)
+        state.query, state.label_id = None if query in (None, "") else int(query), None
         return self.render(state, head, layer, direction, opacity)
 
     @fresh

@@ -334,6 +334,7 @@ class DetectTab:
             state.method = pipeline.view_method(run.family, "detection").name  # the attention view comes first
             state.dets = select(run, state.opts)
             state.query = state.dets[0].query if state.dets else None
+            state.label_id = state.dets[0].label_id if state.dets else None
             boxes = self._boxes(state)
         except Exception as exc:  # noqa: BLE001
             text = message(exc)

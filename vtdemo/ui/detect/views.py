@@ -56,6 +56,7 @@ class DetectState:
         ""  # the method on screen: the detection attention view's, or the point view's after a click (`attention.py`)
     )
     query: int | None = None
+    label_id: int | None = None  # the clicked detection's class: RT-DETR entries are (query, class) pairs
     point: tuple[float, float] | None = None
     relevance: torch.Tensor | None = None
     released: bool = False
@@ -71,9 +72,11 @@ class DetectState:
 
 
 def chosen_detection(state: DetectState) -> pipeline.Detection | None:
-    """The detection of the chosen query: one of those shown, or, for a segment picked in the Masks view that the
+    """The detection of the chosen query (and class, when one was clicked: an RT-DETR query may be shown with several
+    classes): one of those shown, or, for a segment picked in the Masks view that the
     box options hide (class filter, max detections, NMS), its record from the cached scores."""
-    det = next((d for d in state.dets if d.query == state.query), None)
+    same = [d for d in state.dets if d.query == state.query]
+    det = next((d for d in same if d.label_id == state.label_id), same[0] if same else None)
     if det is None and state.run is not None and state.query is not None and state.query == state.segment:
         det = pipeline.detections(state.run.loaded, state.run.scored, torch.tensor([state.query]))[0]
     return det
