@@ -311,8 +311,8 @@ def test_full_size_random_weights_match_transformers(model_type, hf_cache, tmp_p
 
 
 def test_cli_detect_prints_detections_and_refuses_what_it_cannot_do(hf_cache, tmp_path, capsys):
-    """`python -m vtdemo detect photo --model <RT-DETR repo>`, in process: the table, the JSON, --save; explain and
-    classify with an RT-DETR model end in one line."""
+    """`python -m vtdemo detect photo --model <RT-DETR repo>`, in process: the table, the JSON, --save; `explain`
+    with each RT-DETR method; `explain --method all` and classify with an RT-DETR model end in one line."""
     import json
 
     from tests.conftest import EXAMPLES
@@ -332,8 +332,13 @@ def test_cli_detect_prints_detections_and_refuses_what_it_cannot_do(hf_cache, tm
     assert len(item["detections"]) == TINY["num_queries"] and item["runtime"]["precision"] == "exact"
     assert {d["label"] for d in item["detections"]} <= {f"LABEL_{i}" for i in range(TINY["num_labels"])}
     assert list(out_dir.iterdir())
-    for command in ("explain", "classify"):
-        assert cli.main([command, "--model", "test/tiny-rtdetr-cli", photo]) == 2
+    for method in ("rtdetr-sampling", "rtdetr-aifi", "rtdetr-gradcam"):
+        args = ["explain", "--model", "test/tiny-rtdetr-cli", "--method", method, "--threshold", "0", "--json"]
+        assert cli.main([*args, "--point", "100,80", photo]) == 0
+        (item,) = json.loads(capsys.readouterr().out)
+        assert item["method"] == method and item["grid"] == ([10, 10] if method == "rtdetr-aifi" else [40, 40])
+    for args in (["explain", "--method", "all"], ["classify"]):
+        assert cli.main([*args, "--model", "test/tiny-rtdetr-cli", photo]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
 
