@@ -308,20 +308,20 @@ def rtdetr_figure() -> Image.Image:
         [(0.3, 0.35), (0.65, 0.4), (0.45, 0.15)],
         [(0.45, 0.3), (0.3, 0.5)],
     )
-    y: float = top
+    y = top
     for size, grid, pts, color, name in zip(sizes, cells, points, (SKY, BLUE, VERMILLION), ("8", "16", "32")):
         canvas.paste(photo.resize((size, size), Image.Resampling.BICUBIC), (x0, y))
         step = size / grid
         for k in range(grid + 1):
             draw.line((x0 + k * step, y, x0 + k * step, y + size), fill=(235, 235, 235), width=1)
             draw.line((x0, y + k * step, x0 + size, y + k * step), fill=(235, 235, 235), width=1)
-        a, b, c, d = (v * size for v in ref)
-        for k in range(int(a), int(c), 8):
-            draw.line((x0 + k, y + b, x0 + min(k + 4, c), y + b), fill=PAPER, width=2)
-            draw.line((x0 + k, y + d, x0 + min(k + 4, c), y + d), fill=PAPER, width=2)
-        for k in range(int(b), int(d), 8):
-            draw.line((x0 + a, y + k, x0 + a, y + min(k + 4, d)), fill=PAPER, width=2)
-            draw.line((x0 + c, y + k, x0 + c, y + min(k + 4, d)), fill=PAPER, width=2)
+        rx0, ry0, rx1, ry1 = (v * size for v in ref)
+        for k in range(int(rx0), int(rx1), 8):
+            draw.line((x0 + k, y + ry0, x0 + min(k + 4, rx1), y + ry0), fill=PAPER, width=2)
+            draw.line((x0 + k, y + ry1, x0 + min(k + 4, rx1), y + ry1), fill=PAPER, width=2)
+        for k in range(int(ry0), int(ry1), 8):
+            draw.line((x0 + rx0, y + k, x0 + rx0, y + min(k + 4, ry1)), fill=PAPER, width=2)
+            draw.line((x0 + rx1, y + k, x0 + rx1, y + min(k + 4, ry1)), fill=PAPER, width=2)
         for px, py in pts:
             r = 5
             cx, cy = x0 + px * size, y + py * size
