@@ -71,7 +71,7 @@ class AttentionView:
                 colorbar("detect-colorbar")
                 self.caption = gr.Markdown(elem_classes="vt-caption", elem_id="detect-caption")
             with gr.Column(scale=1, min_width=260):
-                self.pick = gr.Dropdown(choices=[], label="Detection", info="Decoder cross-attention of this query")
+                self.pick = gr.Dropdown(choices=[], label="Detection", info="Where this detection's query looked")
                 with gr.Row():
                     self.head = gr.Dropdown(["mean"], value="mean", label="Head")
                     # DETR-R50's six layers until a photo's run says how many its model has (`layers`)

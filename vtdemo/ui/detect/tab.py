@@ -1,7 +1,8 @@
-"""The Detect tab: DETR boxes with a threshold, class filter, max detections and optional NMS, and what each
-detection attended to.
+"""The Detect tab: DETR or RT-DETR boxes with a threshold, class filter, max detections and optional NMS, and what
+each detection attended to.
 
-DETR runs once per photo with attention (`vtdemo.pipeline.run_detr`); the threshold, filter, NMS and every map then
+The detector runs once per photo with attention (`vtdemo.pipeline.run_detr`, or `run_rtdetr` for an RT-DETR repo:
+its boxes are clipped to the photo for display only); the threshold, filter, NMS and every map then
 re-render from the cached run (a few ms; the model is not called again). The attention row below
 (`vtdemo.ui.detect.attention`) shows what a clicked detection attended to and its relevance; its head and layer
 pickers are built from the run (its heads, its decoder layers).
@@ -301,7 +302,7 @@ class DetectTab:
         request: Any = None,
         previous: DetectState | None = None,
     ) -> dict:
-        """Run DETR once (with attention) and show the boxes and the best detection's attention. previous: the
+        """Run the detector once (with attention) and show the boxes and the best detection's view. previous: the
         tab's state before (kept on screen when the model cannot be loaded)."""
         if not image_path:
             return self._empty("")
