@@ -62,3 +62,11 @@ def tiny_panoptic(tiny_hub):
     from tests.support.tiny_models import write_tiny_panoptic
 
     return write_tiny_panoptic(tiny_hub.cache)
+
+
+@pytest.fixture(scope="session")
+def tiny_rtdetr(tiny_hub):
+    """`tiny_hub` with a tiny RT-DETR (`tests.support.tiny_models.write_tiny_rtdetr`) added; its repo id."""
+    from tests.support.tiny_models import write_tiny_rtdetr
+
+    return write_tiny_rtdetr(tiny_hub.cache)

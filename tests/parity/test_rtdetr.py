@@ -276,7 +276,7 @@ def test_detect_gives_the_same_detections_as_the_run(hf_cache, tmp_path, photos)
     kept = run.detections(run.select(0.3))
     assert [(d.label_id, d.query) for d in result.detections] == [(d.label_id, d.query) for d in kept]
     assert result.detections and result.size == list(photos["coffee"].size)
-    assert run.methods() == []
+    assert [m.name for m in run.methods()] == ["rtdetr-sampling", "rtdetr-aifi", "rtdetr-gradcam"]
 
 
 def _full_size(model_type: str) -> torch.nn.Module:
@@ -311,8 +311,8 @@ def test_full_size_random_weights_match_transformers(model_type, hf_cache, tmp_p
 
 
 def test_cli_detect_prints_detections_and_refuses_what_it_cannot_do(hf_cache, tmp_path, capsys):
-    """`python -m vtdemo detect photo --model <RT-DETR repo>`, in process: the table, the JSON, --save; explain and
-    classify with an RT-DETR model end in one line."""
+    """`python -m vtdemo detect photo --model <RT-DETR repo>`, in process: the table, the JSON, --save; `explain`
+    with each RT-DETR method; `explain --method all` and classify with an RT-DETR model end in one line."""
     import json
 
     from tests.conftest import EXAMPLES
@@ -332,8 +332,13 @@ def test_cli_detect_prints_detections_and_refuses_what_it_cannot_do(hf_cache, tm
     assert len(item["detections"]) == TINY["num_queries"] and item["runtime"]["precision"] == "exact"
     assert {d["label"] for d in item["detections"]} <= {f"LABEL_{i}" for i in range(TINY["num_labels"])}
     assert list(out_dir.iterdir())
-    for command in ("explain", "classify"):
-        assert cli.main([command, "--model", "test/tiny-rtdetr-cli", photo]) == 2
+    for method in ("rtdetr-sampling", "rtdetr-aifi", "rtdetr-gradcam"):
+        args = ["explain", "--model", "test/tiny-rtdetr-cli", "--method", method, "--threshold", "0", "--json"]
+        assert cli.main([*args, "--point", "100,80", photo]) == 0
+        (item,) = json.loads(capsys.readouterr().out)
+        assert item["method"] == method and item["grid"] == ([10, 10] if method == "rtdetr-aifi" else [40, 40])
+    for args in (["explain", "--method", "all"], ["classify"]):
+        assert cli.main([*args, "--model", "test/tiny-rtdetr-cli", photo]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("error:") and "\n" not in err and "Traceback" not in err
 
@@ -411,8 +416,9 @@ def test_odd_images_are_squashed_at_a_bounded_cost(hf_cache, tmp_path):
         assert x1 >= x0 and y1 >= y0 and all(abs(v) < 10 * max(image.size) for v in (x0, y0, x1, y1))
 
 
-def test_the_app_refuses_an_rt_detr_model_in_one_line_until_it_is_wired(hf_cache, tmp_path):
-    """A visitor typing an RT-DETR repo into the Detect or the Classify tab gets one line (the app runs DETR only)."""
+def test_the_app_loads_an_rt_detr_model_for_detection_only(hf_cache, tmp_path):
+    """The Detect tab's loader takes an RT-DETR repo (its family is a detector); the Classify tab refuses it in one
+    line, naming the Detect tab."""
     pytest.importorskip("gradio")
     from vtdemo.errors import VtdemoError
     from vtdemo.ui.common import Services
@@ -420,10 +426,10 @@ def test_the_app_refuses_an_rt_detr_model_in_one_line_until_it_is_wired(hf_cache
 
     write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-app", hf_model("rt_detr", BASIC, "default", seed=6))
     services = Services(AppConfig(device="cpu"))
-    for family in ("detr", "vit"):
-        with pytest.raises(VtdemoError, match="does not run RT-DETR yet") as exc:
-            services.load("test/tiny-rtdetr-app", family)
-        assert "\n" not in str(exc.value)
+    assert services.load("test/tiny-rtdetr-app", "detr").family == "rtdetr"
+    with pytest.raises(VtdemoError, match=r"is a detection model \(RT-DETR\): use it in the Detect tab") as exc:
+        services.load("test/tiny-rtdetr-app", "vit")
+    assert "\n" not in str(exc.value)
 
 
 def test_gradients_equal_finite_differences(hf_cache, tmp_path):

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from PIL import Image
 
 from tests.support.hubcache import write_repo, write_timm_repo
 from tests.support.weights import randomise_classifier, randomise_detr
@@ -252,3 +253,36 @@ def write_tiny_panoptic(cache: Path) -> str:
 if __name__ == "__main__":
     target = Path(sys.argv[1] if len(sys.argv) > 1 else "out/hub")
     print(write_tiny_repos(target), write_tiny_panoptic(target))
+
+
+RTDETR_REPO = "test/tiny-rtdetr-app"
+
+
+def write_tiny_rtdetr(cache: Path) -> str:
+    """A tiny transformers RT-DETR repo (`RTDetrForObjectDetection`, ResNet-vd basic blocks, width 32, 30 queries,
+    2 decoder layers, 2 heads, the 80 COCO names, input 320x320) with the random weights of the parity tests
+    (tests/parity/test_rtdetr.py), written with `save_pretrained` into the Hub cache `cache`. Returns the repo id."""
+    import transformers
+
+    from tests.parity.test_rtdetr import BASIC, hf_model, processor
+    from tests.support.hubcache import write_transformers_repo
+    from vtdemo.labels import coco
+
+    names = [n for n in coco() if n != "N/A"]
+    model = hf_model("rt_detr", BASIC, "default", seed=31, num_labels=len(names))
+    model.config.id2label = dict(enumerate(names))
+    model.config.label2id = {n: i for i, n in enumerate(names)}
+    assert isinstance(model, transformers.RTDetrForObjectDetection)
+    # Random weights give one class the same score everywhere: re-scale the last class head so that, on the example
+    # photos, the top pairs' scores spread (about 0.4 to 0.9) over several classes (the threshold slider has work).
+    examples = Path(__file__).resolve().parents[2] / "assets" / "examples"
+    pixels = processor(320)(images=Image.open(examples / "astronaut.png").convert("RGB"), return_tensors="pt")
+    head = model.model.decoder.class_embed[-1]
+    with torch.no_grad():
+        logits = model(pixel_values=pixels["pixel_values"]).logits[0]  # [Q, K]
+        scale = 1.5 / (logits - logits.mean(0)).std().clamp(min=1e-6)
+        head.weight.mul_(scale)
+        head.bias.copy_(scale * (head.bias - logits.mean(0)) - 4.5)
+    with tempfile.TemporaryDirectory() as d:
+        write_transformers_repo(cache, RTDETR_REPO, model, Path(d), preprocessor=processor(320).to_dict())
+    return RTDETR_REPO

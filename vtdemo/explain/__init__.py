@@ -6,6 +6,8 @@
 - `detr`: decoder cross-attention per detection, encoder self-attention at a pixel.
 - `gradcam`: Grad-CAM (Selvaraju et al. 2017) on ViT / DeiT tokens and Swin's last stage.
 - `detr_relevance`: relevance per DETR detection, class or box edges (Chefer, Gur & Wolf, ICCV 2021).
+- `rtdetr`: RT-DETR's views: a detection's deformable sampling points, AIFI's attention at a point, Grad-CAM on the
+  hybrid encoder's fused maps.
 - `stages`: the first three principal components of each Swin stage's tokens, as colours.
 - `matching`: DETR's Hungarian set matching and loss terms against ground-truth boxes.
 - `deletion`: sanity checks for any map (deletion and insertion curves and their areas).

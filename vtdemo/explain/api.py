@@ -23,7 +23,7 @@ from ..device import inference
 from ..errors import ExplainError
 from . import normalize_map, registry
 from .registry import ExplainOptions, Method
-from .runs import ClassifierRun, DetrRun
+from .runs import ClassifierRun, DetrRun, RtDetrRun
 
 
 @dataclass
@@ -84,7 +84,7 @@ def methods_for_model(loaded: hub.LoadedModel) -> list[Method]:
     return [m for m in registry.methods_for(loaded.family) if m.why_not(loaded) is None]
 
 
-def methods_for_run(run: ClassifierRun | DetrRun) -> list[Method]:
+def methods_for_run(run: ClassifierRun | DetrRun | RtDetrRun) -> list[Method]:
     """The methods that apply to one cached run (e.g. the ViT LRP walks only at the trained input size)."""
     return [m for m in registry.methods_for(run.family) if m.why_not(run.loaded, run) is None]
 
@@ -121,7 +121,29 @@ def detection_target(run: DetrRun, query: int) -> dict[str, Any]:
     }
 
 
-def on_exact_model(run: ClassifierRun | DetrRun) -> Any:
+def rtdetr_target(run: RtDetrRun, query: int, class_index: int | None) -> dict[str, Any]:
+    """{"query", "label_id", "label", "score", "box"} of one RT-DETR decoder query and class (None = the query's
+    best class): sigmoid score, box xyxy in original pixels (not clipped, as the detections)."""
+    logits = run.output.logits[0].detach().float().cpu()  # [Q, K]
+    Q, K = logits.shape
+    if not 0 <= int(query) < Q:
+        raise ExplainError(f"query {query} is out of range: {run.loaded.id} has {Q} queries (0..{Q - 1})")
+    label_id = int(logits[query].argmax()) if class_index is None else int(class_index)
+    if not 0 <= label_id < K:
+        raise ExplainError(f"class index {label_id} is out of range: {run.loaded.id} has {K} classes (0..{K - 1})")
+    w, h = run.image.size
+    cx, cy, bw, bh = run.output.boxes[0, query].detach().float().cpu().tolist()
+    box = [(cx - bw / 2) * w, (cy - bh / 2) * h, (cx + bw / 2) * w, (cy + bh / 2) * h]
+    return {
+        "query": int(query),
+        "label_id": label_id,
+        "label": run.loaded.labels[label_id],
+        "score": float(logits[query, label_id].sigmoid()),
+        "box": [round(v, 2) for v in box],
+    }
+
+
+def on_exact_model(run: ClassifierRun | DetrRun | RtDetrRun) -> Any:
     """The run with its model on the exact fp32 PyTorch path (itself for an exact model): gradient methods (and
     anything that walks the module, such as LRP, Grad-CAM hooks or DETR relevance) run there, never on the fast
     engine's compiled graph; the cached forward outputs are kept."""
@@ -131,12 +153,13 @@ def on_exact_model(run: ClassifierRun | DetrRun) -> Any:
 
 
 def explain_run(
-    run: ClassifierRun | DetrRun, method: str | None = None, options: ExplainOptions | None = None
+    run: ClassifierRun | DetrRun | RtDetrRun, method: str | None = None, options: ExplainOptions | None = None
 ) -> MapResult:
     """One registered method on a cached run. method None = the family's default.
 
     Classifiers: the target is the class `options.class_index` (None = the top class), reported for every method.
     DETR: a detection method needs `options.query`; a point method `options.point` (original pixels).
+    RT-DETR: as DETR; `options.query` is the decoder query, `options.class_index` its class (None = its best).
     Raises ExplainError (one line) for a method that does not apply, a class out of range, a missing point/query.
     """
     options = options or ExplainOptions()
@@ -148,7 +171,17 @@ def explain_run(
         raise ExplainError(f"target '{options.target_kind}' is unknown; choose from {', '.join(registry.TARGET_KINDS)}")
     if options.mask_outliers and "mask_outliers" not in meth.controls:
         raise ExplainError("masking high-norm outliers applies to the ViT rollout only")
-    if isinstance(run, DetrRun):
+    if isinstance(run, RtDetrRun):
+        if meth.target == "detection":
+            if options.query is None:
+                raise ExplainError(f"{meth.name} needs a detection (query index)")
+            target = rtdetr_target(run, options.query, options.class_index)
+            options = replace(options, class_index=target["label_id"])
+            if "target_kind" in meth.controls:
+                target["kind"] = options.target_kind
+        else:
+            target = {"point": list(options.point) if options.point else None}
+    elif isinstance(run, DetrRun):
         if meth.target == "detection":
             if options.query is None:
                 raise ExplainError(f"{meth.name} needs a detection (query index)")

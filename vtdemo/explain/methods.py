@@ -1,5 +1,5 @@
 """The built-in explanation methods as registry entries: each a small adapter from (run, options) to the pure
-tensor function that implements it (`vtdemo.explain.vit`, `swin`, `detr`, `gradcam`, `detr_relevance`).
+tensor function that implements it (`vtdemo.explain.vit`, `swin`, `detr`, `gradcam`, `detr_relevance`, `rtdetr`).
 
 The API (`vtdemo.explain.api`) resolves the target before calling an adapter: `options.class_index` is the class
 to explain (never None here) and, for DETR detections, `options.query` is the decoder query of the detection.
@@ -15,7 +15,7 @@ from torch import Tensor
 
 from ..errors import ExplainError
 from .registry import ExplainOptions, method
-from .runs import ClassifierRun, DetrRun
+from .runs import ClassifierRun, DetrRun, RtDetrRun
 
 ABNAR = "Abnar & Zuidema 2020, Quantifying Attention Flow in Transformers (arXiv 2005.00928)"
 CHEFER = "Chefer, Gur & Wolf, CVPR 2021, Transformer Interpretability Beyond Attention Visualization (arXiv 2012.09838)"
@@ -377,4 +377,73 @@ def _detr_relevance(run: DetrRun, o: ExplainOptions) -> Tensor | dict[str, Tenso
         raise ExplainError("detr-relevance needs a detection (query index)")
     values, mask = run.inputs()
     maps = detr_relevance.relevance_maps(run.loaded.model, values, mask, o.query, o.target_kind)
+    return maps["class"] if o.target_kind == "class" else maps
+
+
+# ----------------------------------------------------------------------------------------------- RT-DETR
+
+RTDETR = "Zhao et al., CVPR 2024, DETRs Beat YOLOs on Real-time Object Detection (arXiv 2304.08069)"
+DEFORMABLE = "Zhu et al., ICLR 2021, Deformable DETR (arXiv 2010.04159)"
+
+
+@method(
+    name="rtdetr-sampling",
+    label="Where the detection looked (sampling points)",
+    note="The points the detection's query sampled in one decoder layer, every head and feature level, weighted by "
+    "their attention (deformable attention has no full map; as a map: the weights splatted on the stride-8 grid).",
+    paper=f"{RTDETR}; {DEFORMABLE}, Fig. 5",
+    families={"rtdetr"},
+    target="detection",
+    controls={"query", "layer", "head"},
+)
+def _rtdetr_sampling(run: RtDetrRun, o: ExplainOptions) -> Tensor:
+    from . import rtdetr
+
+    if o.query is None:
+        raise ExplainError("rtdetr-sampling needs a detection (query index)")
+    try:
+        points = rtdetr.sampling_points(run.output, o.query, layer=o.layer)
+        return rtdetr.sampling_splat(points, run.feature_size, head=o.head)
+    except ValueError as exc:
+        raise ExplainError(str(exc)) from None
+
+
+@method(
+    name="rtdetr-aifi",
+    label="Encoder self-attention at a point (AIFI)",
+    note="Click the image: where that position looks in AIFI, the one dense self-attention (on the stride-32 level), "
+    "('row'), or who looks at it ('column').",
+    paper=f"{RTDETR}, §4.2",
+    families={"rtdetr"},
+    target="point",
+    controls={"point", "layer", "head", "direction"},
+)
+def _rtdetr_aifi(run: RtDetrRun, o: ExplainOptions) -> Tensor:
+    from . import rtdetr
+
+    x, y = _need_point("rtdetr-aifi", o)
+    w, h = run.image.size
+    try:
+        return rtdetr.aifi_attention(run.output, (x / w, y / h), layer=o.layer, head=o.head, direction=o.direction)
+    except ValueError as exc:
+        raise ExplainError(str(exc)) from None
+
+
+@method(
+    name="rtdetr-gradcam",
+    label="Relevance for the detection (Grad-CAM on the encoder)",
+    note="Grad-CAM on the hybrid encoder's fused maps (every level, summed on the stride-8 grid) for the detection's "
+    "class logit, or with target 'box' for each box edge: the features every decoder layer samples from.",
+    paper=f"{GRADCAM}, on {RTDETR}",
+    families={"rtdetr"},
+    target="detection",
+    needs_gradients=True,
+    controls={"query", "class_index", "target_kind"},
+)
+def _rtdetr_gradcam(run: RtDetrRun, o: ExplainOptions) -> Tensor | dict[str, Tensor]:
+    from . import rtdetr
+
+    if o.query is None or o.class_index is None:
+        raise ExplainError("rtdetr-gradcam needs a detection (query index)")
+    maps = rtdetr.encoder_gradcam(run.loaded.model, run.x, o.query, o.class_index, o.target_kind)
     return maps["class"] if o.target_kind == "class" else maps

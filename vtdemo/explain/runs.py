@@ -3,7 +3,8 @@ change of class, head or layer) is computed without running the model again, exc
 backward pass of their own (`Method.needs_gradients`).
 
 `ClassifierRun` (ViT / DeiT, Swin) and `DetrRun` (DETR) are what every registered method function receives;
-`RtDetrRun` (RT-DETR, RT-DETRv2) keeps the sampling points and AIFI's attention for the views to come.
+`RtDetrRun` (RT-DETR, RT-DETRv2) keeps every decoder layer's sampling points and AIFI's attention for its views
+(`vtdemo.explain.rtdetr`).
 """
 
 from __future__ import annotations
@@ -178,7 +179,7 @@ class DetrRun:
 
 @dataclass
 class RtDetrRun:
-    """One RT-DETR forward pass (batch of one) kept for re-thresholding and, later, explanations.
+    """One RT-DETR forward pass (batch of one) kept for re-thresholding and explanations.
 
     x: the model input [1, 3, H, W]; output: `vtdemo.models.rtdetr.RtDetrOutput` with AIFI's attention (its tensors
     on the model's device, batch of one); scored: the top (query, class) pairs in original pixels
@@ -203,6 +204,30 @@ class RtDetrRun:
     @property
     def decoder_layers(self) -> int:
         return len(self.output.sampling_locations)
+
+    @property
+    def encoder_layers(self) -> int:
+        """AIFI layers (the one dense self-attention, on the top level)."""
+        return len(self.output.aifi_attn or [])
+
+    @property
+    def num_heads(self) -> int:
+        """Decoder heads (each samples its own points): [B, Q, nh, L, P, 2]."""
+        return int(self.output.sampling_locations[-1].shape[2])
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        """(h, w) of the finest (stride-8) level, the grid the detection maps live on."""
+        return tuple(self.output.shapes[0])
+
+    @property
+    def masks(self) -> None:
+        """RT-DETR has no mask head (the Detect tab's Masks view asks)."""
+        return None
+
+    def unpadded(self, relevance: torch.Tensor) -> torch.Tensor:
+        """The photo is squashed to the input, never padded: every cell covers the photo."""
+        return relevance
 
 
 def run_rtdetr(loaded: hub.LoadedModel, image: Image.Image) -> RtDetrRun:

@@ -21,7 +21,7 @@ from .. import input_size as sizes
 from .. import postprocess
 from ..errors import ExplainError
 from ..evaluate.randomisation import RandomisationCurve, map_randomisation
-from ..explain import api, artefacts, compare, dino, registry, stages
+from ..explain import api, artefacts, compare, dino, rtdetr, stages
 from ..explain import runs as base
 from ..explain.registry import ExplainOptions, Method
 from ..hub import LoadedModel
@@ -158,8 +158,21 @@ class RtDetrRun(base.RtDetrRun):
         return detections(self.loaded, self.scored, keep)
 
     def methods(self) -> list[Method]:
-        """None registered yet for RT-DETR (its views are issue 23's item 4): an empty list."""
-        return registry.methods_for(self.family)
+        """The registered RT-DETR methods (sampling points, AIFI at a point, Grad-CAM on the encoder)."""
+        return api.methods_for_run(self)
+
+    def explain(self, method: str | None = None, options: ExplainOptions | None = None) -> api.MapResult:
+        """One map (max 1) with the target it explains (`vtdemo.explain.api.explain_run`): `options.query` is the
+        decoder query, `options.class_index` its class (None = its best)."""
+        return api.explain_run(self, method, options)
+
+    def sampling_points(self, query: int, layer: int = -1) -> rtdetr.SamplingPoints:
+        """Where decoder query `query` looked in one decoder layer (-1 = the last): its points, weights and reference
+        box (`vtdemo.explain.rtdetr.sampling_points`); one line when the query or layer is out of range."""
+        try:
+            return rtdetr.sampling_points(self.output, int(query), layer)
+        except ValueError as exc:
+            raise ExplainError(str(exc)) from None
 
 
 def _as(cls: type, run: Any) -> Any:

@@ -101,7 +101,12 @@ def example_paths() -> list[str]:
 
 def _howto_tab() -> None:
     figures = howto.figures()
-    for text, key in ((howto.VIT_TEXT, "vit"), (howto.SWIN_TEXT, "swin"), (howto.DETR_TEXT, "detr")):
+    for text, key in (
+        (howto.VIT_TEXT, "vit"),
+        (howto.SWIN_TEXT, "swin"),
+        (howto.DETR_TEXT, "detr"),
+        (howto.RTDETR_TEXT, "rtdetr"),
+    ):
         gr.Markdown(text)
         gr.Image(value=figures[key], show_label=False, interactive=False, format="png", buttons=[], container=False)
     gr.Markdown(GLOSSARY, elem_id="glossary")

@@ -297,18 +297,18 @@ class Services:
         loaded = pipeline.load_model(
             model_id, device=self.device, precision=precision, limits=limits, progress=say, session=session
         )
-        if loaded.family == "rtdetr":  # not offered by the app yet (issue 23): the CLI and the Python API run it
+        detectors = ("detr", "rtdetr")  # family "detr" here: the Detect tab's detectors, DETR or RT-DETR
+        if family == "detr" and loaded.family not in detectors:
             raise VtdemoError(
-                f"{model_id} is an RT-DETR model: the app does not run RT-DETR yet (the command line and the Python "
-                f"API do); pick a DETR model here, e.g. {pipeline.DEFAULT_DETR}"
+                f"{model_id} is an image classifier ({pipeline.FAMILIES[loaded.family].display}): pick a DETR or "
+                f"RT-DETR model here, e.g. {pipeline.DEFAULT_DETR} or {pipeline.DEFAULT_RTDETR}, and use the Classify "
+                "tab for classifiers"
             )
-        if family == "detr" and loaded.family != "detr":
+        if family != "detr" and loaded.family in detectors:
             raise VtdemoError(
-                f"{model_id} is an image classifier ({pipeline.FAMILIES[loaded.family].display}): pick a DETR model "
-                f"here, e.g. {pipeline.DEFAULT_DETR}, and use the Classify tab for classifiers"
+                f"{model_id} is a detection model ({pipeline.FAMILIES[loaded.family].display}): use it in the "
+                "Detect tab"
             )
-        if family != "detr" and loaded.family == "detr":
-            raise VtdemoError(f"{model_id} is a detection model (DETR): use it in the Detect tab")
         if loaded.precision == "fast":
             loaded = self._convert(loaded, progress)
         if first and time.perf_counter() - started > 1.0:

@@ -19,11 +19,17 @@ import numpy as np
 from PIL import Image
 
 from .. import pipeline, render
+from ..errors import VtdemoError
 from .common import VIEW, Services, export_dir, message, session_of, status
 from .components import Slider, safe_image
 from .config import LIVE_SIZES, live_default
 from .detect.tab import DetectTab, draw_detections
 
+#: The webcam runs DETR's fixed-shape call on every frame; RT-DETR is not wired into it (one line when picked).
+WEBCAM_DETR_ONLY = (
+    "{model} is an RT-DETR model: the webcam runs DETR only for now (its per-frame call is DETR's); detect with "
+    "RT-DETR in the Detect tab, or pick " + pipeline.DEFAULT_DETR + " here"
+)
 WINDOW_S = 3.0  # FPS is measured over this many seconds
 FRAME_MAX = 640  # frames are shrunk to this long side first (the fake camera of the browser tests sends 1920x1440)
 MAP_OPACITY = 0.45  # the live map over the frame
@@ -200,6 +206,8 @@ class WebcamTab:
             )  # the pixel limit applies before decoding, as for photos
             with pipeline.models_in_use():  # never evicted under this frame
                 loaded = self.s.load(model_id, "detr", session=getattr(request, "session_hash", None))
+                if loaded.family != "detr":
+                    raise VtdemoError(WEBCAM_DETR_ONLY.format(model=loaded.id))
                 drawn = process_frame(
                     session,
                     loaded,

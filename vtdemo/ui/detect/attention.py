@@ -1,5 +1,8 @@
 """The Detect tab's attention row: what one detection attended to, and why it was kept.
 
+RT-DETR runs show the registry's RT-DETR views in the same places: a detection's sampling points (deformable
+attention has no full map), AIFI's self-attention at a clicked point, and Grad-CAM on the encoder as its relevance.
+
 A click on a detection (its label under the photo, a table row, or the Detection picker) shows its decoder
 cross-attention; a click on the attention image (or x, y) the encoder self-attention at that point; "Show its
 relevance" the detection's relevance for its class or box edges (Chefer, Gur & Wolf, ICCV 2021; one backward pass on
@@ -21,11 +24,14 @@ from .views import (
     DIRECTIONS,
     RELEVANCE_CAPTION,
     RELEVANCE_TARGETS,
+    RTDETR_RELEVANCE_CAPTION,
+    SAMPLING_CAPTION,
     DetectState,
     chosen_detection,
     detr_overlay,
     edge_panels,
     layer_index,
+    sampling_image,
 )
 
 #: Browser-side: scroll the attention row into view (as little as needed) after a detection is clicked.
@@ -65,7 +71,7 @@ class AttentionView:
                 colorbar("detect-colorbar")
                 self.caption = gr.Markdown(elem_classes="vt-caption", elem_id="detect-caption")
             with gr.Column(scale=1, min_width=260):
-                self.pick = gr.Dropdown(choices=[], label="Detection", info="Decoder cross-attention of this query")
+                self.pick = gr.Dropdown(choices=[], label="Detection", info="Where this detection's query looked")
                 with gr.Row():
                     self.head = gr.Dropdown(["mean"], value="mean", label="Head")
                     # DETR-R50's six layers until a photo's run says how many its model has (`layers`)
@@ -146,11 +152,13 @@ class AttentionView:
         """Redraw the current map (decoder attention of the chosen detection, or encoder attention at a point)."""
         run = state.run
         assert run is not None
+        rt = run.family == "rtdetr"
         try:
             encoder = state.method == point_method(run) and state.point is not None
             options = ExplainOptions(
                 head=heads_choice(head),
-                layer=layer_index(run, layer, encoder),
+                # AIFI is one layer on the top level: the layer picker is the decoder's
+                layer=-1 if rt and encoder else layer_index(run, layer, encoder),
                 direction=DIRECTIONS.get(direction or "", "row"),
                 point=state.point,
                 query=state.query,
@@ -159,9 +167,16 @@ class AttentionView:
                 assert state.point is not None
                 state.relevance = run.explain(point_method(run), options).map
                 x, y = state.point
-                caption = f"**Encoder self-attention at ({x:.0f}, {y:.0f})**: " + (
-                    "where this position looks." if options.direction == "row" else "which positions look at it."
-                )
+                what = "where this position looks." if options.direction == "row" else "which positions look at it."
+                if rt:
+                    th, tw = run.output.shapes[-1]
+                    caption = (
+                        f"**AIFI self-attention at ({x:.0f}, {y:.0f})**: {what} AIFI is RT-DETR's one dense "
+                        f"attention, on the top (stride-32, {th}×{tw}) level; the finer levels are fused by "
+                        "convolutions (CCFF), not attention."
+                    )
+                else:
+                    caption = f"**Encoder self-attention at ({x:.0f}, {y:.0f})**: {what}"
                 image = detr_overlay(run, state.relevance, opacity, point=state.point)
             else:
                 det = chosen_detection(state)
@@ -174,12 +189,23 @@ class AttentionView:
                         self.state: state,
                     }
                 state.relevance = run.explain(attention_method(run), options).map
-                caption = (
-                    f"**Decoder cross-attention of query {det.query}** ({det.label} {det.score:.2f}): the "
-                    "image positions this object query read to place its box. Click the photo here to see "
-                    "the encoder self-attention at a point."
-                )
-                image = detr_overlay(run, state.relevance, opacity, box=det.box)
+                if rt:
+                    points = run.sampling_points(det.query, options.layer)
+                    nh, levels, per = points.weights.shape
+                    heads = "every head" if options.head is None else f"head {options.head}"
+                    caption = (
+                        f"**Where query {det.query} looked** ({det.label} {det.score:.2f}): decoder layer "
+                        f"{points.layer + 1} of {run.decoder_layers}, {heads} ({nh} heads × {levels} levels × "
+                        f"{per} points). {SAMPLING_CAPTION}"
+                    )
+                    image = sampling_image(run, points, options.head, det.box, opacity)
+                else:
+                    caption = (
+                        f"**Decoder cross-attention of query {det.query}** ({det.label} {det.score:.2f}): the "
+                        "image positions this object query read to place its box. Click the photo here to see "
+                        "the encoder self-attention at a point."
+                    )
+                    image = detr_overlay(run, state.relevance, opacity, box=det.box)
         except Exception as exc:  # noqa: BLE001
             return {self.attn: None, self.caption: status(message(exc), "warn"), self.state: state}
         return {self.attn: image, self.caption: caption, self.state: state}
@@ -202,6 +228,7 @@ class AttentionView:
         if not isinstance(index, int) or not 0 <= index < len(state.dets):
             return {self.state: gr.skip()}  # no change ({} reads as a missing output)
         state.method, state.query = attention_method(state.run), state.dets[index].query
+        state.label_id = state.dets[index].label_id
         return {**self.render(state, head, layer, direction, opacity), self.pick: gr.Dropdown(value=state.query)}
 
     @fresh
@@ -219,7 +246,7 @@ class AttentionView:
         if state is None:
             return {self.attn: None, self.caption: "Detect objects first.", self.state: None}
         state.method = attention_method(state.run)
-        state.query = None if query in (None, "") else int(query)
+        state.query, state.label_id = None if query in (None, "") else int(query), None
         return self.render(state, head, layer, direction, opacity)
 
     @fresh
@@ -289,20 +316,24 @@ class AttentionView:
                 self.state: state,
             }
         kind = RELEVANCE_TARGETS.get(target or "class", "class")
+        rt = state.run.family == "rtdetr"
         try:
             method = relevance_method(state.run)
-            result = state.run.explain(method, ExplainOptions(query=det.query, target_kind=kind))
+            chosen = ExplainOptions(query=det.query, target_kind=kind, class_index=det.label_id if rt else None)
+            result = state.run.explain(method, chosen)
         except Exception as exc:  # noqa: BLE001
             return {self.attn: None, self.caption: status(message(exc), "warn"), self.state: state}
         state.method, state.relevance = method, result.map
         what = f"query {det.query} ({det.label} {det.score:.2f}){gradient_note(state.run.loaded, method)}"
+        note = RTDETR_RELEVANCE_CAPTION if rt else RELEVANCE_CAPTION
         if kind == "class" or not result.maps:
             image = detr_overlay(state.run, result.map, opacity, box=det.box)
-            caption = f"**Relevance of {what} for its class.** {RELEVANCE_CAPTION}"
+            caption = f"**Relevance of {what} for its class.** {note}"
         else:
             image = edge_panels(state.run, result.maps, opacity, det.box)
+            pushed = "pushed that edge right (x0, x1) or down (y0, y1)" if rt else "pushed that edge outwards"
             caption = (
                 f"**Relevance of {what} for each box edge** (x0 left, y0 top, x1 right, y1 bottom): which "
-                f"positions pushed that edge outwards. {RELEVANCE_CAPTION}"
+                f"positions {pushed}. {note}"
             )
         return {self.attn: image, self.caption: caption, self.state: state}

@@ -166,6 +166,12 @@ class MatchingPanel:
                     "add at least one ground-truth box (label, x0, y0, x1, y1), or press 'Use the detections'"
                 )
             run = state.run
+            if run.family != "detr":
+                raise ExplainError(
+                    f"set matching shows DETR's Hungarian matching (softmax class cost); {run.loaded.id} is "
+                    f"{pipeline.FAMILIES[run.family].display}, whose matcher (focal class cost) is not drawn here: "
+                    f"pick a DETR model, e.g. {pipeline.DEFAULT_DETR}"
+                )
             result = pipeline.match_output(
                 run.loaded,
                 run.output.logits[0].detach().cpu(),

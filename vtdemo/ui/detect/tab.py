@@ -1,7 +1,8 @@
-"""The Detect tab: DETR boxes with a threshold, class filter, max detections and optional NMS, and what each
-detection attended to.
+"""The Detect tab: DETR or RT-DETR boxes with a threshold, class filter, max detections and optional NMS, and what
+each detection attended to.
 
-DETR runs once per photo with attention (`vtdemo.pipeline.run_detr`); the threshold, filter, NMS and every map then
+The detector runs once per photo with attention (`vtdemo.pipeline.run_detr`, or `run_rtdetr` for an RT-DETR repo:
+its boxes are clipped to the photo for display only); the threshold, filter, NMS and every map then
 re-render from the cached run (a few ms; the model is not called again). The attention row below
 (`vtdemo.ui.detect.attention`) shows what a clicked detection attended to and its relevance; its head and layer
 pickers are built from the run (its heads, its decoder layers).
@@ -22,7 +23,6 @@ from gradio.utils import get_upload_folder
 from ... import pipeline, render
 from ...errors import VtdemoError
 from ...labels import coco
-from ...pipeline import DetrRun
 from ..common import (
     MODEL,
     VIEW,
@@ -56,6 +56,7 @@ from .views import (
     DetectState,
     box_label,
     class_ids,
+    clipped,
     count_text,
     detection_classes,
     detection_rows,
@@ -70,12 +71,18 @@ __all__ = ["DetectOptions", "DetectState", "DetectTab", "draw_detections"]
 # ------------------------------------------------------------------------------------------------- the tab
 
 
+def detector_choices(services: Services) -> list[str]:
+    """The Detect picker: the configured DETR and DETR's known repos, then RT-DETR's (the PekingU checkpoints)."""
+    detr = services.config.choices("detr")
+    return detr + [m for m in pipeline.FAMILIES["rtdetr"].known if m not in detr]
+
+
 class DetectTab:
     """Photo and options, the box view and table, the attention view, export; the matching panel attaches here."""
 
     def __init__(self, services: Services, examples: list[str], image_limits: dict[str, Any]) -> None:
         self.s = services
-        choices = services.config.choices("detr")
+        choices = detector_choices(services)
         with gr.Row(equal_height=False):
             with gr.Column(scale=1, min_width=280):
                 self.image = photo_input("detect-photo", 260, examples, image_limits, "Examples")
@@ -245,13 +252,17 @@ class DetectTab:
         """Select from the cached scores and build the box view, the count line, the table and the picker."""
         assert state.run is not None and state.canvas is not None
         state.dets = select(state.run, state.opts)
-        boxes = [(d.query, d.box, render.color_for(d.label_id), box_label(d, i)) for i, d in enumerate(state.dets)]
+        size = state.run.image.size
+        boxes = [
+            (d.query, clipped(d.box, size), render.color_for(d.label_id), box_label(d, i))
+            for i, d in enumerate(state.dets)
+        ]
         colors = {label: hex_color(d.label_id) for (_, _, _, label), d in zip(boxes, state.dets)}
         picks = [(box_label(d, i), d.query) for i, d in enumerate(state.dets)]
         return {
             self.boxes: gr.AnnotatedImage(value=BoxView(state.canvas, boxes), color_map=colors),
             self.count: count_text(state.run, state.dets, state.opts),
-            self.table: detection_rows(state.dets),
+            self.table: detection_rows(state.dets, size),
             self.pick: gr.Dropdown(
                 choices=picks, value=state.query if any(q == state.query for _, q in picks) else None
             ),
@@ -291,7 +302,7 @@ class DetectTab:
         request: Any = None,
         previous: DetectState | None = None,
     ) -> dict:
-        """Run DETR once (with attention) and show the boxes and the best detection's attention. previous: the
+        """Run the detector once (with attention) and show the boxes and the best detection's view. previous: the
         tab's state before (kept on screen when the model cannot be loaded)."""
         if not image_path:
             return self._empty("")
@@ -309,7 +320,10 @@ class DetectTab:
             if progress is not None:
                 progress(0.5, desc=f"Running {loaded.id}…")
             started = time.perf_counter()
-            run = pipeline.run_detr(loaded, image, keep_dtype=torch.float16)  # halves a session's memory
+            if loaded.family == "rtdetr":  # boxes unclipped (as transformers); clipped for display only
+                run: Any = pipeline.run_rtdetr(loaded, image)
+            else:
+                run = pipeline.run_detr(loaded, image, keep_dtype=torch.float16)  # halves a session's memory
             seconds = time.perf_counter() - started
             shown, scale = render.fit(image)
             state = DetectState(
@@ -321,6 +335,7 @@ class DetectTab:
             state.method = pipeline.view_method(run.family, "detection").name  # the attention view comes first
             state.dets = select(run, state.opts)
             state.query = state.dets[0].query if state.dets else None
+            state.label_id = state.dets[0].label_id if state.dets else None
             boxes = self._boxes(state)
         except Exception as exc:  # noqa: BLE001
             text = message(exc)
@@ -328,10 +343,16 @@ class DetectTab:
             return self._empty(text)
         self.s.runs.hold(getattr(request, "session_hash", None), "detect", state)
         h, w = run.feature_size
+        grid = (
+            f"input {run.x.shape[-1]}×{run.x.shape[-2]} (squashed) · levels "
+            + ", ".join(f"{a}×{b}" for a, b in run.output.shapes)
+            + f" · top {run.scored.scores.numel()} (query, class) pairs"
+            if loaded.family == "rtdetr"
+            else f"feature grid {h}×{w} · {run.scored.scores.numel()} queries"
+        )
         info = with_details(
             f"{loaded.id} · {seconds:.2f} s",
-            f"on {self.s.device.type.upper()} · feature grid {h}×{w} · {run.scored.scores.numel()} queries · "
-            + self.s.engine_line(loaded),
+            f"on {self.s.device.type.upper()} · {grid} · " + self.s.engine_line(loaded),
         )
         return {
             **boxes,
@@ -345,7 +366,7 @@ class DetectTab:
         }
 
     @staticmethod
-    def _layers(run: DetrRun) -> list[str]:
+    def _layers(run: Any) -> list[str]:
         return ["last"] + [str(i) for i in range(1, max(run.decoder_layers, run.encoder_layers) + 1)]
 
     @fresh
