@@ -145,5 +145,5 @@ def test_what_does_not_apply_says_so_in_one_line(app, client, in_event):
     gt = {"headers": ["label", "x0", "y0", "x1", "y1"], "data": rows["data"][:1], "metadata": None}
     image, _, text = client.predict(gt, api_name="/match")
     assert image is None and "set matching shows DETR's" in text and "\n" not in text
-    out, text, _ = app[0].webcam.live(ASTRONAUT, 0.5, 320, app[2], None)
+    out, text, _ = app[0].webcam.live(ASTRONAUT, 0.5, 320, app[2], False, None)
     assert "webcam runs DETR only" in text and "Detect tab" in text
