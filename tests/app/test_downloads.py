@@ -5,6 +5,7 @@ is refused in one line until the first is in. Every event of the "model" group h
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import time
 from pathlib import Path
@@ -47,9 +48,14 @@ def test_every_model_event_holds_a_model_slot_and_the_group_admits_the_downloads
     app = create_app(AppConfig(vit_model=tiny_hub.repos["vit"], device="cpu", concurrency=1, downloads=3))
     model_events = [f for f in app.demo.fns.values() if f.concurrency_id == "model"]
     assert len(model_events) >= 15  # classify x2, detect, export, the panels' runs, ...
+    generators = 0
     for block_fn in model_events:
         code = getattr(block_fn.fn, "__code__", None)
-        assert code is not None and code.co_name == "call" and hasattr(block_fn.fn, "__wrapped__"), block_fn.name
+        assert code is not None and code.co_name in ("call", "steps"), block_fn.name
+        # a generator handler stays one (Gradio would otherwise get an un-run generator as its output)
+        assert inspect.isgeneratorfunction(block_fn.fn) == inspect.isgeneratorfunction(block_fn.fn.__wrapped__)
+        generators += inspect.isgeneratorfunction(block_fn.fn)
+    assert generators >= 2  # the comparisons of both columns show their steps
     assert app.demo._queue.default_concurrency_limit == 4  # 1 model slot + 3 downloads beside it
     loader.set_model_slots(None)
 

@@ -85,7 +85,25 @@ def fresh(fn: Callable) -> Callable:
 def runs_models(fn: Callable) -> Callable:
     """For a handler that loads and runs models: it holds one of the app's model slots (`VTDEMO_CONCURRENCY`; a
     download inside steps out of it, `vtdemo.fetching`), and every model it loads stays in use until it returns, so
-    that the model cache's memory budget never evicts it under the running request (`pipeline.models_in_use`)."""
+    that the model cache's memory budget never evicts it under the running request (`pipeline.models_in_use`).
+
+    A generator handler (a panel that shows its steps as they come) holds them for each step: Gradio runs each
+    step with `next()` in a worker thread of its own, and the slot and the pins belong to the thread that runs the
+    step; between two steps other visitors' model calls may go."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def steps(*args: Any, **kwargs: Any) -> Any:
+            made = fn(*args, **kwargs)
+            while True:
+                with pipeline.models_in_use(slot=True):
+                    try:
+                        out = next(made)
+                    except StopIteration:
+                        return
+                yield out
+
+        return steps
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:

@@ -176,7 +176,7 @@ class WebcamTab:
             self.live,
             inputs=[cam, threshold, live_size, detect.model, show_map, session],
             outputs=[out, stats, session],
-            stream_every=0.15,
+            stream_every=0.05,
             time_limit=config.webcam_limit,
             concurrency_limit=config.webcam_sessions,
             concurrency_id="webcam",
