@@ -38,13 +38,13 @@ def test_percentiles_interpolate_between_ranks_like_numpy():
     assert report.percentile(ys, 95) == pytest.approx(1.67)  # rank 5.7 of 0.1 0.1 0.2 0.35 0.4 0.9 2.0
 
 
-def test_rss_growth_from_the_first_warm_sample_to_the_median_of_the_last_three():
+def test_rss_growth_from_the_first_three_warm_samples_to_the_last_three():
     samples = [sample(0, 500), sample(10, 900), sample(20, 1000), sample(30, 1040), sample(40, 1500), sample(50, 1060),
                sample(60, 1080)]  # fmt: skip
     warm, end = report.rss_warm_and_end(samples, warmup_end_s=20)
-    assert warm == 1000  # the loads before the warm-up's end do not count
+    assert warm == 1040  # median of 1000, 1040, 1500; the loads before the warm-up's end do not count
     assert end == 1080  # median of 1500, 1060, 1080: one sample taken mid-request does not decide
-    assert report.growth_pct(warm, end) == pytest.approx(8.0)
+    assert report.growth_pct(warm, end) == pytest.approx(100 * 40 / 1040)
     assert report.rss_warm_and_end(samples, warmup_end_s=999) == (None, None)
     assert report.growth_pct(None, 5) is None
 
@@ -66,8 +66,8 @@ def test_summary_counts_and_targets_on_hand_made_rows():
     assert (by["classify_vit"].completed, by["classify_vit"].busy, by["classify_vit"].p50_s) == (1, 1, 0.5)
     assert by["detect"].failed == 1 and by["detect"].p50_s is None  # latency of completed requests only
     assert by["rerender"].p50_s == pytest.approx(0.55) and by["rerender"].p95_s == pytest.approx(0.955)
-    assert s.rss_warm_mib == 1030 and s.rss_end_mib == 1110  # median of 1100, 1110, 1120
-    assert s.rss_growth_pct == pytest.approx(100 * 80 / 1030)
+    assert s.rss_warm_mib == 1040 and s.rss_end_mib == 1110  # medians of 1030..1050 and of 1100..1120
+    assert s.rss_growth_pct == pytest.approx(100 * 70 / 1040)
     assert s.temp_mib_per_hour == pytest.approx(60.0)  # 1 MiB a minute
     assert s.temp_mib_projected == pytest.approx(90.0)  # x 1.5 h, Gradio's longest keep
     assert s.failures == ["1 x boom"]

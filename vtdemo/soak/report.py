@@ -133,13 +133,12 @@ def slope_per_s(points: Sequence[tuple[float, float]]) -> float | None:
 
 
 def rss_warm_and_end(samples: Sequence[Sample], warmup_end_s: float) -> tuple[float | None, float | None]:
-    """RSS once warm (the first sample at or after the warm-up's end) and at the end (the median of the last three
-    samples, so that one sample taken mid-request does not decide)."""
+    """RSS once warm (the median of the first three samples at or after the warm-up's end) and at the end (the median
+    of the last three), so that one sample taken in the middle of a request decides neither."""
     after = [s for s in samples if s.t_s >= warmup_end_s]
     if not after:
         return None, None
-    end = statistics.median(s.rss_mib for s in after[-3:])
-    return after[0].rss_mib, end
+    return statistics.median(s.rss_mib for s in after[:3]), statistics.median(s.rss_mib for s in after[-3:])
 
 
 def endpoint_stats(requests: Iterable[Request]) -> list[EndpointStats]:
