@@ -47,7 +47,6 @@ class Session:
         self.setup, self.visitor, self.number, self.rng = setup, visitor, number, rng
         self.state = plan.VisitorState(model={f: setup.models.of(f)[0] for f in plan.FAMILIES})
         self.client: Any = None
-        self.recordings = 0
 
     # ------------------------------------------------------------------------------------------ plumbing
 
@@ -227,12 +226,12 @@ class Session:
         return self.timed(action, "webcam", model, expect, send)[0]
 
     def webcam_session(self) -> str:
-        """A session hash of its own for each recording. The browser streams in its page's session over the
-        session's own event stream; a script's `/gradio_api/call` stream in the session of a `gradio_client` Client
-        was seen to leave the next recording waiting for a webcam slot until its timeout (2 of 137 requests in a
-        1.5-minute soak), which three concurrent recordings alone never did."""
-        self.recordings += 1
-        return f"{getattr(self.client, 'session_hash', 'soak')}-webcam-{self.recordings}"
+        """The session hash of the page's webcam recordings: one per visitor session, beside the Client's own. The
+        browser streams in its page's session over the session's own event stream; a script's `/gradio_api/call`
+        stream in the session of a `gradio_client` Client was seen to leave the next recording waiting for a webcam
+        slot until its timeout (2 of 137 requests in a 1.5-minute soak), which recordings in a session of their own
+        never did."""
+        return f"{getattr(self.client, 'session_hash', 'soak')}-webcam"
 
     def _bad(self, action: str, family: str, photo: Path | None, model: str) -> None:
         """A bad input where the page says why: a bad photo goes to the ViT column, the Detect tab or the webcam (the
