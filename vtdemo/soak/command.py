@@ -65,8 +65,9 @@ def add_soak_parser(sub: Any) -> None:
     s.add_argument("--max-threshold-p95", type=float, default=0.5, help="target: p95 of a threshold change, s (0.5)")
 
 
-def app_api(url: str) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]]]:
-    """The app's default model per family, its explanation methods and its suggested models, from its API."""
+def app_api(url: str) -> tuple[dict[str, str], dict[str, list[str]], dict[str, list[str]], list[Any]]:
+    """The app's default model per family, its explanation methods, its suggested models, and the defaults of the
+    webcam's parameters after the first four (frame, threshold, live size, model), from its API."""
     from gradio_client import Client
 
     client = Client(url, verbose=False, download_files=False)
@@ -86,7 +87,8 @@ def app_api(url: str) -> tuple[dict[str, str], dict[str, list[str]], dict[str, l
         choices[family] = list(model.get("type", {}).get("enum", []))
         if family != "detr":
             methods[family] = list(param(endpoint, "method")["type"]["enum"])
-    return defaults, methods, choices
+    webcam_extra = [p.get("parameter_default") for p in endpoints["/webcam"]["parameters"][4:]]
+    return defaults, methods, choices, webcam_extra
 
 
 def cpu_name() -> str:
@@ -124,7 +126,7 @@ def run_soak(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     url = args.url if args.url.endswith("/") else args.url + "/"
     try:
-        defaults, methods, choices = app_api(url)
+        defaults, methods, choices, webcam_extra = app_api(url)
         models = plan.parse_models(args.models, defaults, choices)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -173,6 +175,7 @@ def run_soak(args: argparse.Namespace) -> int:
             url=url,
             models=models,
             methods=methods,
+            webcam_extra=webcam_extra,
             photos=photos,
             bad_text=bad_text,
             bad_truncated=bad_truncated,

@@ -141,6 +141,7 @@ def attention_args(head: str = "mean", layer: str = "last", direction: str = "wh
     return (head, layer, direction, VIEW[3])
 
 
-def webcam_args(frame: Any, threshold: float, live_size: int, model: str) -> tuple:
-    """/webcam: frame, threshold, live input size, model id."""
-    return (frame, threshold, live_size, model)
+def webcam_args(frame: Any, threshold: float, live_size: int, model: str, extra: Sequence[Any] = ()) -> tuple:
+    """/webcam: frame, threshold, live input size, model id, then `extra`: the defaults of any later parameter the
+    app's API lists (e.g. a map overlay switch), read by the soak from the app."""
+    return (frame, threshold, live_size, model, *extra)

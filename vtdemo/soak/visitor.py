@@ -26,6 +26,7 @@ class Setup:
     url: str
     models: plan.Models
     methods: dict[str, list[str]]  # family -> the app's explanation methods
+    webcam_extra: list[Any]  # the defaults of /webcam's parameters after frame, threshold, live size and model
     photos: list[Path]  # the example photos
     bad_text: Path  # a text file named .jpg
     bad_truncated: Path  # the first bytes of a JPEG
@@ -221,7 +222,8 @@ class Session:
         url, timeout = self.setup.url, self.setup.timeout_s
 
         def send() -> Any:
-            return stream.send(list(plan.webcam_args(raw.upload(url, path, timeout), 0.7, size, model)))
+            photo = raw.upload(url, path, timeout)
+            return stream.send(list(plan.webcam_args(photo, 0.7, size, model, self.setup.webcam_extra)))
 
         return self.timed(action, "webcam", model, expect, send)[0]
 
