@@ -11,6 +11,8 @@
                             fast,webcam,fast-memory,evaluate]
     python -m vtdemo convert MODEL [MODEL ...]   (pre-convert for --precision fast, e.g. while a Space is built)
     python -m vtdemo evaluate {faithfulness,randomisation,coco} ...
+    python -m vtdemo soak --url URL [--minutes M] [--visitors N] [--out DIR] [--models [FAMILY=]REPO ...]
+                          (drive a running app like real traffic; see docs/deployment.md, "Soak test")
 
 classify, detect and explain take `--precision {exact,fast}` (default exact: fp32 PyTorch; fast: see
 `vtdemo.engine`); every JSON result carries a "runtime" object naming the engine and precision that produced it.
@@ -160,6 +162,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_evaluate_parser(sub)
 
+    from .soak.command import add_soak_parser  # soak: a running app under N visitors
+
+    add_soak_parser(sub)
+
     v = sub.add_parser("convert", help="convert models for --precision fast now (into the engine cache)")
     v.add_argument("models", nargs="+", metavar="MODEL", help="repo id, repo@revision or folder")
     return p
@@ -293,6 +299,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .evaluate.cli import run_evaluate
 
             return run_evaluate(args)
+        if args.command == "soak":
+            from .soak.command import run_soak
+
+            return run_soak(args)
 
         if args.command == "convert":
             from . import pipeline

@@ -45,6 +45,7 @@ pytest.importorskip("gradio_client")
 
 from tests.support.apps import launched_app, wait_until  # noqa: E402
 from vtdemo import loader, pipeline  # noqa: E402
+from vtdemo.soak.plan import METHODS  # noqa: E402  (the endpoints and methods the visitors use)
 
 pytestmark = pytest.mark.slow  # 20 clients against a launched app (~70 s)
 
@@ -53,8 +54,6 @@ EXAMPLES = ROOT / "assets" / "examples"
 CLIENTS = 20
 REQUESTS = 5
 THRESHOLD = 0.3  # low enough that every photo has a few detections that tell it from the others
-VIEW = ("mean", "last", "where it looks", 0.55)  # head, layer, encoder direction, opacity
-METHODS = {"classify_vit": "rollout", "classify_swin": "swin-rollout"}
 STORM_S = 60.0  # every request has its answer by then, or it counts as lost
 SESSION_END_S = 15.0  # the server notices closed clients within this long (heartbeat below)
 HEARTBEAT_S = "0.5"  # Gradio's heartbeat interval for this test (default 15 s): closed clients are noticed fast

@@ -21,14 +21,14 @@ from typing import Any
 from gradio_client import Client, handle_file
 from gradio_client.utils import QueueError
 
-VIEW = ("mean", "last", "where it looks", 0.55)  # head, layer, encoder direction, opacity
-METHODS = {"classify_vit": "rollout", "classify_swin": "swin-rollout"}
+from vtdemo.soak.plan import METHODS, classify_args, detect_args  # the arguments the soak's visitors send too
 
 
 def submit(client: Client, endpoint: str, photo: str, threshold: float):
+    """Each endpoint's request with the app's default model ("" picks the picker's model)."""
     if endpoint == "detect":
-        return client.submit(handle_file(photo), "", threshold, [], 100, False, 0.5, *VIEW, api_name="/detect")
-    return client.submit(handle_file(photo), "", METHODS[endpoint], 0.5, api_name=f"/{endpoint}")
+        return client.submit(*detect_args(handle_file(photo), "", threshold), api_name="/detect")
+    return client.submit(*classify_args(handle_file(photo), "", METHODS[endpoint]), api_name=f"/{endpoint}")
 
 
 def answer(endpoint: str, output: Any) -> Any:
