@@ -176,7 +176,7 @@ class WebcamTab:
             self.live,
             inputs=[cam, threshold, live_size, detect.model, show_map, session],
             outputs=[out, stats, session],
-            stream_every=0.05,
+            stream_every=0.1,  # a frame every 100 ms at most: 10 frames/s possible, ~0.5 MB/s of uplink
             time_limit=config.webcam_limit,
             concurrency_limit=config.webcam_sessions,
             concurrency_id="webcam",
