@@ -23,6 +23,7 @@ BENCHES: dict[str, Callable[[int], list[Timing]]] = {
     "swin": models.bench_swin,
     "detr": models.bench_detr,
     "dinov2": models.bench_dinov2,
+    "rtdetr": models.bench_rtdetr,
     "vit-explain": models.bench_vit_explain,
     "swin-explain": models.bench_swin_explain,
     "vit-relevance": models.bench_vit_relevance,

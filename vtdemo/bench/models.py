@@ -101,6 +101,44 @@ def bench_dinov2(runs: int) -> list[Timing]:
     return rows
 
 
+def bench_rtdetr(runs: int) -> list[Timing]:
+    """RT-DETR R18vd (RT-DETRv2's sizes, as `PekingU/rtdetr_v2_r18vd`) and RT-DETR R50vd at 640x640: our forward
+    against transformers' (issue 23: exact <= 1.0x), same weights (transformers' random ones converted to ours), and
+    the R18's frames/s at that input (the webcam question)."""
+    import transformers
+
+    from ..convert import rtdetr as conv
+    from ..models import rtdetr, rtdetr_config
+
+    T: Any = transformers  # num_labels is PretrainedConfig's: the configs' stubs do not list it
+
+    r18 = dict(model_type="rt_detr_resnet", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512], layer_type="basic")
+    cases: list[tuple[str, Any]] = [
+        (
+            "RT-DETRv2 R18vd 640",
+            T.RTDetrV2ForObjectDetection(
+                T.RTDetrV2Config(
+                    backbone_config={**r18, "out_indices": [2, 3, 4]},
+                    encoder_in_channels=[128, 256, 512],
+                    hidden_expansion=0.5,
+                    decoder_layers=3,
+                    num_labels=80,
+                )
+            ),
+        ),
+        ("RT-DETR R50vd 640", T.RTDetrForObjectDetection(T.RTDetrConfig(num_labels=80))),
+    ]
+    rows = []
+    for label, ref in cases:
+        ref = ref.eval()
+        ours = rtdetr.RTDETR(rtdetr_config.config_from_hf(ref.config.to_dict())).eval()
+        ours.load_state_dict(conv.from_hf(saved_state_dict(ref)), strict=True)
+        x = torch.rand(1, 3, 640, 640)
+        o, r = median_ms([partial(ours, x), partial(ref, pixel_values=x)], max(3, runs // 2), warmup=1)
+        rows.append(Timing(f"{label} ({1000 / o:.1f} f/s)", o, r, "transformers"))
+    return rows
+
+
 def bench_swin_explain(runs: int) -> list[Timing]:
     from ..explain import swin as ex_swin
     from ..models import swin
