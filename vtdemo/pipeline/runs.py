@@ -117,8 +117,12 @@ class ClassifierRun(base.ClassifierRun):
         return stages.run_stage_pca(self)
 
 
-class DetrRun(base.DetrRun):
-    """A DETR run (see `vtdemo.explain.runs.DetrRun`: loaded, image, output, scored, masks)."""
+class DetectorFace:
+    """What DETR and RT-DETR runs answer alike: the detections shown at given settings (`select`, then
+    `detections`), their methods and maps. Mixed into the run records below, which hold `loaded` and `scored`."""
+
+    loaded: Any
+    scored: Any
 
     def select(
         self,
@@ -127,44 +131,30 @@ class DetrRun(base.DetrRun):
         max_detections: int | None = None,
         nms_iou: float | None = None,
     ) -> torch.Tensor:
-        """Indices of the queries shown at these settings, by score (`postprocess.select`)."""
+        """Indices of the entries shown at these settings, by score (`postprocess.select`): DETR's queries,
+        RT-DETR's (query, class) pairs."""
         return postprocess.select(self.scored, threshold, classes, max_detections, nms_iou)
 
     def detections(self, keep: torch.Tensor) -> list[Detection]:
         return detections(self.loaded, self.scored, keep)
 
     def methods(self) -> list[Method]:
-        return api.methods_for_run(self)
-
-    def explain(self, method: str | None = None, options: ExplainOptions | None = None) -> api.MapResult:
-        return api.explain_run(self, method, options)
-
-
-class RtDetrRun(base.RtDetrRun):
-    """An RT-DETR / RT-DETRv2 run (see `vtdemo.explain.runs.RtDetrRun`: loaded, image, x, output, scored), with the
-    same face as `DetrRun` for detections: `select` then `detections`. Its entries are (query, class) pairs."""
-
-    def select(
-        self,
-        threshold: float = postprocess.DEFAULT_THRESHOLD,
-        classes: set[int] | None = None,
-        max_detections: int | None = None,
-        nms_iou: float | None = None,
-    ) -> torch.Tensor:
-        """Indices of the entries shown at these settings, by score (`postprocess.select`)."""
-        return postprocess.select(self.scored, threshold, classes, max_detections, nms_iou)
-
-    def detections(self, keep: torch.Tensor) -> list[Detection]:
-        return detections(self.loaded, self.scored, keep)
-
-    def methods(self) -> list[Method]:
-        """The registered RT-DETR methods (sampling points, AIFI at a point, Grad-CAM on the encoder)."""
-        return api.methods_for_run(self)
+        """The registered methods of the run's family."""
+        return api.methods_for_run(self)  # type: ignore[arg-type]
 
     def explain(self, method: str | None = None, options: ExplainOptions | None = None) -> api.MapResult:
         """One map (max 1) with the target it explains (`vtdemo.explain.api.explain_run`): `options.query` is the
-        decoder query, `options.class_index` its class (None = its best)."""
-        return api.explain_run(self, method, options)
+        decoder query (RT-DETR: `options.class_index` its class, None = its best)."""
+        return api.explain_run(self, method, options)  # type: ignore[arg-type]
+
+
+class DetrRun(DetectorFace, base.DetrRun):
+    """A DETR run (see `vtdemo.explain.runs.DetrRun`: loaded, image, output, scored, masks)."""
+
+
+class RtDetrRun(DetectorFace, base.RtDetrRun):
+    """An RT-DETR / RT-DETRv2 run (see `vtdemo.explain.runs.RtDetrRun`: loaded, image, x, output, scored), with the
+    same face as `DetrRun` for detections: `select` then `detections`. Its entries are (query, class) pairs."""
 
     def sampling_points(self, query: int, layer: int = -1) -> rtdetr.SamplingPoints:
         """Where decoder query `query` looked in one decoder layer (-1 = the last): its points, weights and reference
