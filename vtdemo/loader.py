@@ -10,7 +10,8 @@ Two limits keep the cache, least recently used evicted first:
   6144 MiB, `vtdemo.memory`): the parameters and buffers of every cached model plus a fast model's compiled graphs,
   shared weights counted once. Room is made before a model is built (its weight file's size is known by then) and
   checked again after;
-- count (`VTDEMO_MODEL_CACHE`, default 6): kept as a second, simpler cap for scripts and the CLI.
+- count (`VTDEMO_MODEL_CACHE`, default 12): kept as a second, simpler cap for scripts and the CLI (at precision
+  fast a model and its exact twin count as two).
 
 A model in use is never evicted: code that runs a model wraps the run in `in_use()`, and every model loaded inside
 that block (in this thread) stays until the block ends. A load that cannot make room because the rest is in use waits
@@ -74,8 +75,10 @@ class Limits:
 
 
 def cache_size() -> int:
-    """How many loaded models are kept per process ($VTDEMO_MODEL_CACHE, default 6), read when a model loads."""
-    return env_int("VTDEMO_MODEL_CACHE", 6, minimum=1)
+    """How many loaded models are kept per process ($VTDEMO_MODEL_CACHE, default 12: at precision fast a model and
+    the exact twin its gradient methods load count as two, and the bytes budget is what bounds memory), read when a
+    model loads."""
+    return env_int("VTDEMO_MODEL_CACHE", 12, minimum=1)
 
 
 def set_memory_budget(mb: int | None) -> int:
@@ -277,7 +280,12 @@ def _make_room(incoming: int, key: Key) -> None:
             victim = next((k for k in _cache if k != key and k[:2] not in _pins), None)
             if victim is not None:
                 evicted.append(_cache.pop(victim))
-                log.info("model cache: evicted %s (%s, %s) to stay within %d MiB", *victim, budget // MB)
+                why = (
+                    f"to keep at most {cache_size()} models (VTDEMO_MODEL_CACHE)"
+                    if len(_cache) > cache_size()
+                    else f"to stay within {budget // MB} MiB"
+                )
+                log.info("model cache: evicted %s (%s, %s) %s", *victim, why)
                 continue
             # Everything else is in use. Wait for other requests' models (not this thread's own: it would wait on
             # itself), unless the model is already in (then the budget holds again once they finish).

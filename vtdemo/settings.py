@@ -4,7 +4,7 @@ import), so that a script or a test can change them before a call.
 | variable | default | what |
 |---|---|---|
 | `VTDEMO_MAX_PIXELS` | 40,000,000 | largest image accepted (checked from the header before decoding) |
-| `VTDEMO_MODEL_CACHE` | 6 | loaded models kept per process (beside the memory budget, `vtdemo.loader`) |
+| `VTDEMO_MODEL_CACHE` | 12 | loaded models kept per process (beside the memory budget, `vtdemo.loader`) |
 | `VTDEMO_DEVICE` | (best available) | cuda, mps or cpu |
 | `VTDEMO_AUTOCAST` | 1 | fp16 autocast on CUDA (0 turns it off) |
 | `VTDEMO_ENGINE_CACHE` | next to the Hub cache | where the fast engine keeps converted models (`vtdemo.engine.cache`) |
