@@ -70,3 +70,15 @@ def tiny_rtdetr(tiny_hub):
     from tests.support.tiny_models import write_tiny_rtdetr
 
     return write_tiny_rtdetr(tiny_hub.cache)
+
+
+@pytest.fixture(scope="module")
+def detr(tiny_hub):
+    """The tiny DETR (exact, on the CPU), loaded from `tiny_hub` (the video and live-map tests)."""
+    from vtdemo import loader
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_CACHE", str(tiny_hub.cache))
+        loader.clear_cache()
+        yield loader.load(tiny_hub.repos["detr"], device="cpu")
+        loader.clear_cache()

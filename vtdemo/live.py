@@ -24,12 +24,17 @@ from .records import Detection, detections
 ASPECT = 4 / 3  # width / height of the canvas: webcams deliver 4:3 (640x480) unless asked otherwise
 
 
+#: The canvas's long side at most (DETR's own `longest_edge`): a 3840x2 clip must not make a 480 x 921600 input.
+LONGEST = 1333
+
+
 def canvas(short_side: int, aspect: float = ASPECT) -> tuple[int, int]:
     """(height, width) of the fixed DETR input for a short side, e.g. 384 -> (384, 512); aspect: width / height (a
-    video file's own; a portrait clip's short side is its width)."""
-    if aspect >= 1:
-        return int(short_side), round(int(short_side) * aspect)
-    return round(int(short_side) / aspect), int(short_side)
+    video file's own; a portrait clip's short side is its width). The long side stays within `LONGEST` (a thinner
+    frame is fitted inside with padding, `fit`)."""
+    short = int(short_side)
+    long = min(LONGEST, round(short * max(aspect, 1 / aspect)))
+    return (short, long) if aspect >= 1 else (long, short)
 
 
 def fit(size: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:

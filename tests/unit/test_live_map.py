@@ -4,20 +4,10 @@ detects, over the frame's part of the fixed canvas."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from vtdemo import live, loader
+from vtdemo import live
 from vtdemo.explain.detr import decoder_attention
-
-
-@pytest.fixture(scope="module")
-def detr(tiny_hub):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_CACHE", str(tiny_hub.cache))
-        loader.clear_cache()
-        yield loader.load(tiny_hub.repos["detr"], device="cpu")
-        loader.clear_cache()
 
 
 def test_the_map_is_the_best_detections_decoder_attention_over_the_frame(detr, photos):

@@ -12,7 +12,7 @@ import pytest
 
 av = pytest.importorskip("av")
 
-from vtdemo import live, loader, pipeline, video  # noqa: E402
+from vtdemo import live, pipeline, video  # noqa: E402
 from vtdemo.video import VideoError, VideoLimits  # noqa: E402
 
 
@@ -32,16 +32,6 @@ def write_clip(path: Path, frames: list[np.ndarray], fps: int = 10, codec: str =
 
 def _moving(photo: np.ndarray, n: int) -> list[np.ndarray]:
     return [np.roll(photo, 8 * i, axis=1) for i in range(n)]
-
-
-@pytest.fixture(scope="module")
-def detr(tiny_hub):
-    """The tiny DETR (exact), loaded from the tiny Hub cache."""
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("HF_HUB_CACHE", str(tiny_hub.cache))
-        loader.clear_cache()
-        yield loader.load(tiny_hub.repos["detr"], device="cpu")
-        loader.clear_cache()
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +224,21 @@ def test_at_least_one_frame_per_second_of_video_and_the_progress_says_how_long(d
     assert result.expected_s > 0
     assert heard[-1].startswith("Frame 25 of 25 (DETR on every 10th frame; about ") and heard[-1].endswith(" in all)")
     assert heard[0] == "Frame 1 of 25 (DETR on every frame)"  # before the stride is known
+
+
+def test_a_thin_clip_keeps_detrs_input_bounded(detr, tmp_path):
+    """A 3840x2 clip (within the size limits) would make a 480 x 921600 canvas at its own aspect ratio: the canvas's
+    long side stays within DETR's 1333 px, and the clip is processed."""
+    path = tmp_path / "thin.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=5)
+        stream.width, stream.height, stream.pix_fmt = 3840, 2, "yuv420p"
+        for i in range(3):
+            frame = av.VideoFrame.from_ndarray(np.full((2, 3840, 3), 50 * i, np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert live.canvas(480, 3840 / 2) == (480, 1333) and live.canvas(480, 2 / 3840) == (1333, 480)
+    result = pipeline.detect_video(path, detr, tmp_path / "out.mp4", 0.5, 480, stride=1)
+    assert result.frames == 3 and result.processed == 3
