@@ -230,6 +230,14 @@ def test_a_clip_outside_the_upload_folder_is_refused_and_never_read(app, tmp_pat
     assert OPENS.seen == [], f"files outside the upload folder were opened: {OPENS.seen}"
 
 
+def test_the_live_map_switch_takes_only_true_or_false(app, photo):
+    """The webcam's map switch, sent a string by a script, is refused in one line (a stock checkbox would count
+    any non-empty string as on)."""
+    _, url = app
+    kind, text = call(url, "webcam", [photo, 0.7, 320, "", "yes please"])
+    assert kind == "error" and "must be true or false, not 'yes please'" in str(text), (kind, text)
+
+
 def test_uploads_and_examples_still_work(app, photo):
     _, url = app
     event, out = call(url, "classify_vit", [photo, "", "rollout", 0.5])

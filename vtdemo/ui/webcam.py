@@ -21,7 +21,7 @@ from PIL import Image
 from .. import pipeline, render
 from ..errors import VtdemoError
 from .common import VIEW, Services, export_dir, message, session_of, status
-from .components import Slider, safe_image
+from .components import Checkbox, Slider, safe_image
 from .config import LIVE_SIZES, live_default
 from .detect.tab import DetectTab, draw_detections
 
@@ -161,7 +161,7 @@ class WebcamTab:
                 elem_id="webcam-threshold",
             )
             live_size = gr.Dropdown(choices=sorted({*LIVE_SIZES, size}), value=size, label="DETR input short side (px)")
-            show_map = gr.Checkbox(
+            show_map = Checkbox(
                 value=False,
                 label="Show where the best detection looks (its decoder attention, on every frame)",
                 elem_id="webcam-map",
