@@ -106,3 +106,23 @@ def test_time_frame_warms_up_then_keeps_the_best_call(monkeypatch):
     monkeypatch.setattr(webcam_default.pipeline, "detect_frame", lambda *args: seen.append(args[3]))
     assert time_frame(Loaded(DETR), FRAME, 320) == pytest.approx(0.2)
     assert len(seen) == 1 + webcam_default.RUNS == 3
+
+
+def test_a_candidate_that_cannot_run_is_left_out_and_tried_again_later():
+    """No room for RT-DETR beside DETR (the loader's BusyError): the webcam runs DETR, nothing is kept, and the next
+    frame compares them once both can run."""
+    from vtdemo.errors import BusyError
+
+    default, load, calls, _ = chooser({DETR: 0.140, RTDETR: 0.095})
+    busy = [True]
+
+    def tight(model_id):
+        if model_id == RTDETR and busy[0]:
+            raise BusyError("the server is busy")
+        return load(model_id)
+
+    verdict = default.choose(tight, FRAME, 320)
+    assert verdict.chosen == DETR and not verdict.measured and default.verdicts == {}
+    assert verdict.text() == f"Default: {DETR} ({RTDETR} could not be run to compare; tried again later)"
+    busy[0] = False
+    assert default.choose(tight, FRAME, 320).chosen == RTDETR and default.verdicts

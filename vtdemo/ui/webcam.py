@@ -237,7 +237,9 @@ class WebcamTab:
     def default_choice(self, model_id: Any, pixels: np.ndarray, size: int, who: str | None) -> Verdict | None:
         """The webcam's default (`WebcamDefault.choose`, timed on this frame as the webcam shrinks it) when the
         Detect picker is empty or at its first entry, the configured DETR; None when the visitor picked a model."""
-        picked = model_id.strip() if isinstance(model_id, str) else model_id
+        if model_id is not None and not isinstance(model_id, str):
+            return None  # not a model id: `Services.load` refuses it in one line
+        picked = (model_id or "").strip()
         if picked and picked != self.s.config.detr_model:
             return None
         small = shrink_frame(np.ascontiguousarray(pixels[..., :3]))

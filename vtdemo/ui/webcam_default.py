@@ -7,14 +7,17 @@ the local cache: nothing is downloaded just to compare) runs one warm-up call an
 (`time_frame`, the best of `RUNS` calls); the faster one is the default from then on, for every visitor, until the
 process ends. The verdict is kept per (candidates on the server, DETR input size), since DETR's time depends on the
 size; when only one candidate is on the server there is nothing to compare and nothing is kept, so the comparison
-happens once the other one arrives (e.g. a visitor loads it in the Detect tab). What was measured is said in the
-tab (`Verdict.text`). Tests inject the timer.
+happens once the other one arrives (e.g. a visitor loads it in the Detect tab). A candidate that cannot be loaded or
+run for the measurement (no room in the model memory, a broken file) is left out of that frame's comparison, logged,
+and nothing is kept: the webcam runs the other, and a later frame tries again. What was measured is said in the tab
+(`Verdict.text`). Tests inject the timer.
 
 No Gradio here: the rule (`faster`) and the cache (`WebcamDefault`) are plain Python.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -24,7 +27,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import pipeline
+from ..errors import VtdemoError
 
+log = logging.getLogger(__name__)
 #: Timed calls per candidate after the warm-up (the best is kept: the least disturbed by other work).
 RUNS = 2
 
@@ -107,9 +112,19 @@ class WebcamDefault:
         key = (tuple(here), int(short_side))
         with self._lock:
             verdict = self.verdicts.get(key)
-            if verdict is None:
-                timings = {m: float(self.timer(load(m), frame, int(short_side))) for m in here}
-                chosen = faster(timings, here)
-                ranked = sorted(timings.items(), key=lambda item: (item[0] != chosen, item[1]))
-                verdict = self.verdicts[key] = Verdict(chosen, tuple(ranked))
+            if verdict is not None:
+                return verdict
+            timings: dict[str, float] = {}
+            for m in here:
+                try:
+                    timings[m] = float(self.timer(load(m), frame, int(short_side)))
+                except VtdemoError as exc:  # e.g. no room for both: compare later, run what can run now
+                    log.warning("webcam default: %s could not be timed (%s); not compared this time", m, exc)
+            if len(timings) < 2:
+                left = [m for m in here if m not in timings]
+                chosen = next(iter(timings), here[0])
+                return Verdict(chosen, why=f"{' and '.join(left)} could not be run to compare; tried again later")
+            chosen = faster(timings, here)
+            ranked = sorted(timings.items(), key=lambda item: (item[0] != chosen, item[1]))
+            verdict = self.verdicts[key] = Verdict(chosen, tuple(ranked))
         return verdict
