@@ -145,8 +145,9 @@ class WebcamTab:
         gr.Markdown(
             f"Live DETR or RT-DETR on your camera. Frames go to DETR at one fixed size, **{w}×{h} px** (short side "
             f"{size}; photos use 800), so the engine sees one input shape.{why} Change it below. RT-DETR sees them "
-            "as it sees photos, squashed to its fixed 640×640. A frame that arrives while another is being processed "
-            "is dropped, so the picture never falls behind. **Freeze** sends the current frame to the Detect "
+            "as it sees photos, squashed to its processor's fixed size (640×640 for the PekingU models). A frame "
+            "that arrives while another is being processed is dropped, so the picture never falls behind. "
+            "**Freeze** sends the current frame to the Detect "
             "tab, at full resolution, for explanations. The model is the one picked in the Detect tab; left at "
             f"its first entry, the webcam runs whichever of {detr} and {rtdetr} is faster on this machine, timed on "
             "the first frame that needs it (only models already on this server are compared: nothing is downloaded "
@@ -177,7 +178,11 @@ class WebcamTab:
                 label="Confidence threshold",
                 elem_id="webcam-threshold",
             )
-            live_size = gr.Dropdown(choices=sorted({*LIVE_SIZES, size}), value=size, label="DETR input short side (px)")
+            live_size = gr.Dropdown(
+                choices=sorted({*LIVE_SIZES, size}),
+                value=size,
+                label="DETR input short side (px; RT-DETR keeps its processor's size)",
+            )
             show_map = Checkbox(
                 value=False,
                 label="Show where the best detection looks (DETR: its decoder attention; RT-DETR: its sampling "
