@@ -126,3 +126,16 @@ def test_a_candidate_that_cannot_run_is_left_out_and_tried_again_later():
     assert verdict.text() == f"Default: {DETR} ({RTDETR} could not be run to compare; tried again later)"
     busy[0] = False
     assert default.choose(tight, FRAME, 320).chosen == RTDETR and default.verdicts
+
+
+def test_available_means_loaded_or_on_disk_never_a_download(tiny_hub, monkeypatch):
+    """`pipeline.is_available` (what the default compares among): the files in the local Hub cache or a folder with
+    its config.json; a repo not in the cache, or not a valid id, is not (and nothing is fetched to find out)."""
+    from vtdemo import hub, pipeline
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tiny_hub.cache))
+    monkeypatch.setattr(hub, "fetch_file", lambda *a, **k: pytest.fail("nothing is fetched"))
+    assert pipeline.is_available(tiny_hub.repos["detr"], "cpu")
+    assert not pipeline.is_available("PekingU/not-in-this-cache", "cpu")
+    assert not pipeline.is_available("not a repo id!", "cpu")
+    assert not pipeline.is_available(str(tiny_hub.cache), "cpu")  # a folder without config.json
