@@ -67,6 +67,7 @@ def tiny_panoptic(tiny_hub):
 @pytest.fixture(scope="session")
 def tiny_rtdetr(tiny_hub):
     """`tiny_hub` with a tiny RT-DETR (`tests.support.tiny_models.write_tiny_rtdetr`) added; its repo id."""
+    pytest.importorskip("transformers")  # written with its `save_pretrained`
     from tests.support.tiny_models import write_tiny_rtdetr
 
     return write_tiny_rtdetr(tiny_hub.cache)
@@ -81,4 +82,16 @@ def detr(tiny_hub):
         mp.setenv("HF_HUB_CACHE", str(tiny_hub.cache))
         loader.clear_cache()
         yield loader.load(tiny_hub.repos["detr"], device="cpu")
+        loader.clear_cache()
+
+
+@pytest.fixture(scope="module")
+def rtdetr(tiny_hub, tiny_rtdetr):
+    """The tiny RT-DETR (exact, on the CPU; input 320x320), loaded from `tiny_hub` (the webcam and video tests)."""
+    from vtdemo import loader
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HF_HUB_CACHE", str(tiny_hub.cache))
+        loader.clear_cache()
+        yield loader.load(tiny_rtdetr, device="cpu")
         loader.clear_cache()

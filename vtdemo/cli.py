@@ -71,9 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--out", type=Path, metavar="MP4", help="a video's annotated H.264 mp4 (default: CLIP.detected.mp4 here)"
     )
-    d.add_argument("--every", type=int, default=1, metavar="K", help="a video: DETR on every K-th frame (default 1)")
     d.add_argument(
-        "--live-size", type=int, default=480, metavar="PX", help="a video: DETR's input short side (default 480)"
+        "--every", type=int, default=1, metavar="K", help="a video: the detector on every K-th frame (default 1)"
+    )
+    d.add_argument(
+        "--live-size",
+        type=int,
+        default=480,
+        metavar="PX",
+        help="a video: DETR's input short side (default 480; RT-DETR runs at its processor's size)",
     )
     _precision_flag(d)
     d.add_argument("images", nargs="+", metavar="IMAGE", help="photos, or video clips (.mp4, .webm, .mov, ...)")

@@ -38,8 +38,9 @@ def video_rows(result: Any, threshold: float) -> list[str]:
     seen: Counter[str] = Counter(d["label"] for f in result.per_frame for d in f["detections"])
     info = result.info
     lines = [
-        f"{result.path}: {result.frames} frames of {info.width}x{info.height} at {info.fps:.1f} frames/s; DETR on "
-        f"{every(result.stride)} ({result.processed} frames, {result.seconds:.1f} s, {result.engine}); "
+        f"{result.path}: {result.frames} frames of {info.width}x{info.height} at {info.fps:.1f} frames/s; "
+        f"{result.detector} on {every(result.stride)} ({result.processed} frames, {result.seconds:.1f} s, "
+        f"{result.engine}); "
         f"score >= {threshold:g}"
     ]
     for label, count in seen.most_common(10):

@@ -191,6 +191,23 @@ def files_missing(ref: ModelRef) -> bool:
     return True
 
 
+def on_disk(ref: ModelRef) -> bool:
+    """Can this model be built without downloading anything: a folder with its config.json, or a Hub repo whose
+    config.json and weights are in the local cache? (Reads the disk only; never asks the Hub.)"""
+    if ref.folder is not None:
+        return (ref.folder / "config.json").is_file()
+    from huggingface_hub import try_to_load_from_cache
+
+    repo = ref.repo
+    assert repo is not None
+
+    def cached(filename: str) -> bool:
+        found = try_to_load_from_cache(repo, filename, cache_dir=env_text("HF_HUB_CACHE"), revision=ref.revision)
+        return isinstance(found, str)
+
+    return cached("config.json") and any(cached(f) for f in WEIGHT_FILES)
+
+
 def prefetch(ref: ModelRef, report: Callable[[int, int | None], None] | None = None) -> None:
     """Download the files `build` reads (config.json, preprocessor_config.json if any, the weights) into the Hub
     cache without loading them, calling `report(bytes so far, total bytes or None)` as the weights come in. Errors

@@ -1,4 +1,5 @@
-"""DETR on live frames at one fixed input shape: the webcam tab's model call, and what its benchmark times.
+"""DETR and RT-DETR on live frames at one fixed input shape: the webcam's and the video files' model call, and what
+its benchmark times.
 
 A photo goes to DETR at its own aspect ratio (short side 800), so every photo is a new input shape. Live frames go
 into a fixed canvas instead: `canvas(short_side)` = short_side x 4/3 short_side (height x width, a 4:3 webcam frame
@@ -7,11 +8,20 @@ with `pixel_mask` marking the padding (DETR's own batching pads the same way, Ca
 ignores padded positions). The runtime then sees one shape for the whole stream: OpenVINO's dynamic-shape graph
 compiles its kernels for that shape once instead of per frame size. DETR's boxes are relative to the unpadded image
 (as in facebookresearch/detr's `PostProcess`), so they map back onto the frame directly.
+
+RT-DETR needs no canvas: its processor squashes every image to one size (640x640, aspect not kept, no padding, no
+normalisation: `preprocess.config_from_rtdetr`), so a frame goes in exactly as a photo does in the Detect tab and the
+input shape is fixed already; `short_side` and `aspect` do not apply to it (`input_size` says what the model saw).
+Its live map is the Detect tab's "where the detection looked" (`rtdetr-sampling`): the most confident detection's
+last-layer sampling points, every head and level, their weights splatted on the stride-8 grid. RT-DETR returns its
+sampling locations and weights on every call, so the map costs one splat of nh x L x P points (96 for R18), not
+another forward pass.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,12 +72,35 @@ def inputs(
     return pixel_values, pixel_mask, (w, h)
 
 
+def input_size(loaded: hub.LoadedModel, short_side: int, aspect: float = ASPECT) -> tuple[int, int]:
+    """(width, height) of the input the model sees for live frames: DETR's canvas (`canvas`), RT-DETR's processor
+    size whatever the short side and aspect (the frame is squashed into it)."""
+    if loaded.family == "rtdetr":
+        h, w = preprocess.trained_input_size(loaded.preprocess)
+        return w, h
+    h, w = canvas(short_side, aspect)
+    return w, h
+
+
+def _rtdetr(loaded: hub.LoadedModel, image: Image.Image) -> tuple[Any, postprocess.DetrScores]:
+    """RT-DETR on a frame as on a photo (squashed to its processor's size): (raw output, per-pair scores with boxes
+    in the frame's pixels). The sampling locations and weights come with every call."""
+    x = preprocess.classifier_input(image, loaded.preprocess)  # [1, 3, 640, 640], squashed
+    with inference(loaded.device):
+        out = loaded.model(x.to(loaded.device), return_attn=False)
+    return out, postprocess.rtdetr_scores(out.logits[0].float().cpu(), out.boxes[0].float().cpu(), image.size)
+
+
 def detect_frame(
     loaded: hub.LoadedModel, frame: np.ndarray, short_side: int, threshold: float, aspect: float = ASPECT
 ) -> list[Detection]:
     """Detections (score >= threshold) on an RGB frame [h, w, 3] uint8, boxes in the frame's pixels; the canvas
-    has the webcam's 4:3 `aspect` unless told (a video file gives its own)."""
+    has the webcam's 4:3 `aspect` unless told (a video file gives its own). An RT-DETR model runs at its
+    processor's fixed size (`short_side` and `aspect` do not apply)."""
     image = Image.fromarray(frame)
+    if loaded.family == "rtdetr":
+        _, scored = _rtdetr(loaded, image)
+        return detections(loaded, scored, postprocess.select(scored, threshold))
     pixel_values, pixel_mask, _ = inputs(image, loaded.preprocess, short_side, aspect)
     with inference(loaded.device):
         out = loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=False)
@@ -80,10 +113,22 @@ def detect_frame_map(
 ) -> tuple[list[Detection], torch.Tensor | None]:
     """`detect_frame`, plus where the most confident detection looked: its last-layer decoder cross-attention
     (heads averaged) over the frame's part of the canvas, [h', w'] feature cells (None when nothing is kept). The
-    fast engine's graph with attention outputs gives the map in the same call (what the webcam's map switch uses)."""
+    fast engine's graph with attention outputs gives the map in the same call (what the webcam's map switch uses).
+    RT-DETR: the map is its most confident detection's last-layer sampling points splatted on the stride-8 grid
+    ([h', w'] over the whole frame, which it squashes: `explain.rtdetr.sampling_splat`)."""
     from .explain.detr import decoder_attention
 
     image = Image.fromarray(frame)
+    if loaded.family == "rtdetr":
+        from .explain.rtdetr import sampling_points, sampling_splat
+
+        raw, scored = _rtdetr(loaded, image)
+        picked = postprocess.select(scored, threshold)  # best first
+        found = detections(loaded, scored, picked)
+        if not found:
+            return found, None
+        points = sampling_points(raw, found[0].query)  # the last decoder layer
+        return found, sampling_splat(points, tuple(raw.shapes[0]))  # [h', w'] over the frame
     pixel_values, pixel_mask, _ = inputs(image, loaded.preprocess, short_side, aspect)
     with inference(loaded.device):
         out = loaded.model(pixel_values.to(loaded.device), pixel_mask.to(loaded.device), return_attn=True)

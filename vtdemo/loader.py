@@ -41,7 +41,7 @@ from . import fetching, model_size
 from .device import pick_device
 from .engine import make_fast, prepare, resident_bytes
 from .errors import BusyError, CheckpointError, ModelUnavailableError, UnsupportedModelError
-from .hub import LoadedModel, ModelRef, build, files_missing, parse_model_id, unavailable
+from .hub import LoadedModel, ModelRef, build, files_missing, on_disk, parse_model_id, unavailable
 from .memory import MB, default_budget_mb, return_memory
 from .settings import PRECISIONS, env_int
 
@@ -185,6 +185,17 @@ def is_loaded(model: str, device: str | torch.device | None = None, precision: s
     key = _key(ref, torch.device(device) if device is not None else pick_device(), precision)
     with _guard:
         return key in _cache
+
+
+def is_available(model: str, device: str | torch.device | None = None, precision: str = "exact") -> bool:
+    """Can this model be had without a download: loaded already, or its files on this machine (`hub.on_disk`)?
+    False for ids that are not valid."""
+    if is_loaded(model, device, precision):
+        return True
+    try:
+        return on_disk(parse_model_id(model))
+    except ModelUnavailableError:
+        return False
 
 
 def load(

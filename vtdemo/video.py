@@ -1,10 +1,11 @@
-"""DETR on a video file: every frame (or every k-th, chosen so that it finishes in a stated time), an annotated H.264
-video that plays in browsers, and the detections of each processed frame.
+"""DETR or RT-DETR on a video file: every frame (or every k-th, chosen so that it finishes in a stated time), an
+annotated H.264 video that plays in browsers, and the detections of each processed frame.
 
 Frames are read one at a time with PyAV (FFmpeg's libraries: any container and codec FFmpeg reads, mp4 / webm / mov
 among them) and never held together: memory stays at a few frames whatever the clip's length. Each processed frame
-goes to DETR on the webcam's path (`vtdemo.live`: one fixed input shape for the whole clip, here with the clip's own
-aspect ratio, so the fast engine compiles its kernels once); the frames in between carry the last detections. The
+goes to the detector on the webcam's path (`vtdemo.live`: one fixed input shape for the whole clip, for DETR here with
+the clip's own aspect ratio, so the fast engine compiles its kernels once; RT-DETR's processor size, 640x640, the
+frame squashed as a photo is); the frames in between carry the last detections. The
 annotated video is encoded with libx264 (yuv420p, `+faststart`): H.264 in mp4 is what every browser plays (OpenCV's
 `mp4v` is not).
 
@@ -82,6 +83,7 @@ class VideoResult:
     engine: str
     per_frame: list[dict[str, Any]] = field(default_factory=list)
     expected_s: float = 0.0  # the whole clip's time as estimated after frame 1 (0: a stride was given)
+    detector: str = "DETR"  # which kind of detector ran: "DETR" or "RT-DETR" (what the status lines name)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -261,15 +263,16 @@ def detect_video(
     per_frame: Callable[[], contextlib.AbstractContextManager[Any]] = contextlib.nullcontext,
     name: str = "the video",
 ) -> VideoResult:
-    """DETR on the frames of a clip (module docstring): the annotated H.264 mp4 written to `out`, the detections of
-    each processed frame in the result. stride: process every k-th frame (None: chosen after timing the first
-    frames so that the whole clip takes about `budget_s`, but at least one frame per second of video: when decoding
-    and encoding alone take longer, the clip takes longer, and the progress says how long). per_frame: a context for
-    each model call (the app holds a model slot per frame, so other visitors' photos go between them)."""
+    """DETR or RT-DETR on the frames of a clip (module docstring): the annotated H.264 mp4 written to `out`, the
+    detections of each processed frame in the result. stride: process every k-th frame (None: chosen after timing
+    the first frames so that the whole clip takes about `budget_s`, but at least one frame per second of video: when
+    decoding and encoding alone take longer, the clip takes longer, and the progress says how long). per_frame: a
+    context for each model call (the app holds a model slot per frame, so other visitors' photos go between them)."""
     from .engine import describe
 
-    if loaded.family != "detr":  # the frames go through DETR's fixed-shape call (`vtdemo.live`)
-        raise VtdemoError(f"{loaded.id}: video clips run DETR models only for now; RT-DETR detects photos")
+    if loaded.family not in ("detr", "rtdetr"):
+        raise VtdemoError(f"{loaded.id} is not a detector: video clips run DETR or RT-DETR models")
+    detector = "RT-DETR" if loaded.family == "rtdetr" else "DETR"  # what the progress line names
     info = probe(path, limits, name)
     started = time.perf_counter()
     aspect = info.width / info.height
@@ -277,7 +280,7 @@ def detect_video(
     shown: list[Detection] = []
     lap = model_s = 0.0
     max_stride = max(1, round(info.fps))
-    result = VideoResult(Path(out), info, stride or 1, 0, 0, 0.0, describe(loaded))
+    result = VideoResult(Path(out), info, stride or 1, 0, 0, 0.0, describe(loaded), detector=detector)
     try:
         for index, t, small in frames(path, limits, name, max_side=OUT_MAX):
             if stride is None and index == 2:  # frame 1 was timed whole (frame 0 may compile): set the stride
@@ -307,7 +310,7 @@ def detect_video(
             if progress is not None:
                 progress(
                     min(result.frames / max(info.frames, 1), 1.0),
-                    f"Frame {result.frames} of {info.frames} (DETR on {every(result.stride)}"
+                    f"Frame {result.frames} of {info.frames} ({detector} on {every(result.stride)}"
                     + (f"; about {clock(result.expected_s)} in all)" if result.expected_s else ")"),
                 )
     finally:

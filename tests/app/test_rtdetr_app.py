@@ -2,7 +2,8 @@
 `save_pretrained` into the offline Hub cache: a typed repo id runs; boxes are clipped to the photo on screen (the
 JSON keeps the model's boxes, as transformers' post-processing); threshold, class filter and max detections re-select
 without a model call; the sampling points, AIFI at a point and Grad-CAM relevance views; export; the panels that do
-not apply (set matching, masks, the webcam) say so in one line."""
+not apply (set matching, masks) say so in one line; the webcam streams RT-DETR (boxes, its live map) and its default
+is whichever configured detector is faster here (timings injected)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ VIEW = ("mean", "last", "where it looks", 0.55)  # head, layer, encoder directio
 
 @pytest.fixture(scope="module")
 def app(tiny_hub, tiny_rtdetr):
-    with launched_app(tiny_hub) as (vt, url):
+    with launched_app(tiny_hub, rtdetr_model=tiny_rtdetr) as (vt, url):  # the webcam's other default candidate
         yield vt, url, tiny_rtdetr
 
 
@@ -145,5 +146,63 @@ def test_what_does_not_apply_says_so_in_one_line(app, client, in_event):
     gt = {"headers": ["label", "x0", "y0", "x1", "y1"], "data": rows["data"][:1], "metadata": None}
     image, _, text = client.predict(gt, api_name="/match")
     assert image is None and "set matching shows DETR's" in text and "\n" not in text
-    out, text, _ = app[0].webcam.live(ASTRONAUT, 0.5, 320, app[2], False, None)
-    assert "webcam runs DETR only" in text and "Detect tab" in text
+
+
+def _frame(tmp_path, size=(1280, 960)) -> str:
+    """A camera frame as the webcam component hands it over (a file path)."""
+    path = tmp_path / "frame.png"
+    Image.open(ASTRONAUT).convert("RGB").resize(size).save(path)
+    return str(path)
+
+
+def test_the_webcam_streams_rtdetr_with_boxes_and_its_live_map(app, in_event, tmp_path):
+    """A picked RT-DETR model on the webcam: boxes on the frame (RT-DETR's on that frame as a photo, at its
+    processor's fixed size whatever the DETR size), the threshold re-selects, the map switch draws the best
+    detection's sampling points, the status names what ran; Freeze still hands the frame over."""
+    vt, _, repo = app
+    frame = _frame(tmp_path)
+    session = None
+    for _ in range(2):
+        plain, text, session = vt.webcam.live(frame, 0.3, 256, repo, False, session)
+    assert plain.shape == (480, 640, 3) and plain.dtype == np.uint8 and session.frames == 2
+    assert "RT-DETR input 320×320 (fixed, squashed)" in text and "PyTorch" in text and "Default:" not in text
+    shrunk = np.asarray(Image.open(frame).convert("RGB").resize((640, 480), Image.Resampling.BOX))
+    expected = pipeline.detect(shrunk, repo, threshold=0.3).detections
+    assert session.detections > 0 and abs(session.detections - len(expected)) <= 1  # (resampling: one at the edge)
+    assert f"{session.detections} box" in text
+    _, text, session = vt.webcam.live(frame, 0.8, 256, repo, False, session)
+    assert session.detections < len(expected)
+    mapped, text, session = vt.webcam.live(frame, 0.3, 256, repo, True, session)
+    assert mapped.shape == plain.shape and np.abs(mapped.astype(int) - plain.astype(int)).mean() > 5  # a map under
+    path, _ = vt.webcam.freeze(session)
+    assert Image.open(path).size == (1280, 960)
+
+
+def test_the_webcams_default_is_the_faster_detector_measured_once_and_said(app, in_event, tmp_path, monkeypatch):
+    """The Detect picker empty or at its first entry (the configured DETR): the webcam runs whichever of the
+    configured DETR and RT-DETR was faster on the first frame (timings injected), says so, and keeps the verdict."""
+    vt, _, repo = app
+    webcam, detr = vt.webcam, vt.services.config.detr_model
+    caption = next(b.value for b in vt.demo.blocks.values() if getattr(b, "elem_id", None) == "webcam-why")
+    assert f"whichever of {detr} and {repo} is faster on this machine" in caption
+    timings = {detr: 0.140, repo: 0.095}
+    timed: list[str] = []
+
+    def timer(loaded, frame, size):
+        timed.append(loaded.id)
+        return timings[loaded.id]
+
+    monkeypatch.setattr(webcam.default, "timer", timer)
+    monkeypatch.setattr(webcam.default, "verdicts", {})
+    frame = _frame(tmp_path)
+    _, text, session = webcam.live(frame, 0.3, 320, "", False, None)
+    said = f"Default: {repo} — on this machine 95 ms per frame vs {detr} 140 ms (measured at first use)"
+    assert "RT-DETR input 320×320" in text and said in text and sorted(timed) == sorted(timings)
+    timings.update({detr: 0.010})  # kept for the process: not measured again
+    _, text, session = webcam.live(frame, 0.3, 320, detr, False, session)
+    assert "RT-DETR input" in text and said in text and len(timed) == 2
+    _, text, session = webcam.live(frame, 0.3, 320, repo, False, session)  # a picked model: no default line
+    assert "Default:" not in text
+    # DETR faster at another size (a new measurement for it): DETR runs
+    _, text, session = webcam.live(frame, 0.3, 256, "", False, session)
+    assert "DETR input 341×256 (fixed)" in text and f"Default: {detr} — on this machine 10 ms" in text

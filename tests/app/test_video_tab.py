@@ -74,3 +74,16 @@ def test_bad_clips_get_one_line_and_the_app_keeps_serving(app, clip, tmp_path):
         client.predict(handle_file(str(big)), 0.7, "", api_name="/detect_video")
     _, line, _, _ = client.predict(handle_file(str(clip)), 0.7, "", api_name="/detect_video")
     assert "8 frames" in line  # still serving
+
+
+def test_an_rtdetr_model_runs_on_a_clip(app, clip, tiny_rtdetr):
+    """The Detect tab's picker holding an RT-DETR model: the clip runs through it (issue 23 item 3)."""
+    _, url = app
+    client = Client(url, verbose=False)
+    played, line, detections, frame = client.predict(handle_file(str(clip)), 0.3, tiny_rtdetr, api_name="/detect_video")
+    assert "street.mp4: 8 frames of 320x240 at 10 frames/s · RT-DETR on every" in line and "PyTorch" in line, line
+    data = json.loads(Path(detections).read_text())
+    assert data["model"] == tiny_rtdetr and data["processed_frames"] == len(data["frames"]) >= 2
+    assert data["frames"][0]["detections"], "the tiny RT-DETR finds something at 0.3"
+    with av.open(played["video"] if isinstance(played, dict) else played) as written:
+        assert sum(1 for _ in written.decode(written.streams.video[0])) == 8

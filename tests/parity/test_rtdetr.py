@@ -467,14 +467,35 @@ def test_gradients_equal_finite_differences(hf_cache, tmp_path):
         assert numeric == pytest.approx(float(grad[idx]), rel=1e-4, abs=1e-9), idx
 
 
-def test_a_video_clip_with_an_rt_detr_model_is_refused_in_one_line(hf_cache, tmp_path, capsys):
-    """Clips go through DETR's fixed-shape webcam call: an RT-DETR model gets one line before anything is read."""
+@pytest.mark.slow  # a model written, a clip encoded, the CLI twice
+def test_the_cli_detects_on_a_video_clip_with_an_rt_detr_model(hf_cache, tmp_path, capsys, photos):
+    """`python -m vtdemo detect clip.mp4 --out x.mp4` with an RT-DETR model: the annotated H.264 video and the
+    per-frame detections, each processed frame RT-DETR's on it as a photo; the summary names RT-DETR."""
+    import json
+
+    import numpy as np
+
+    av = pytest.importorskip("av")
+    from tests.unit.test_video import write_clip
     from vtdemo import cli
 
-    write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-clip", hf_model("rt_detr", BASIC, "default", seed=7))
-    clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"not read")
+    repo = "test/tiny-rtdetr-clip"
+    write_repo(hf_cache, tmp_path, repo, hf_model("rt_detr", BASIC, "default", seed=7))
+    frame = np.asarray(photos["astronaut"].resize((320, 240)))
+    clip = write_clip(tmp_path / "clip.mp4", [np.roll(frame, 6 * i, 1) for i in range(4)])
+    out = tmp_path / "annotated.mp4"
     capsys.readouterr()  # save_pretrained's progress bar
-    assert cli.main(["detect", "--model", "test/tiny-rtdetr-clip", str(clip)]) != 0
-    err = capsys.readouterr().err.strip()
-    assert "RT-DETR" in err and "\n" not in err and "Traceback" not in err
+    args = ["detect", "--model", repo, "--threshold", "0", "--every", "2", "--out", str(out), str(clip)]
+    assert cli.main(args) == 0
+    printed = capsys.readouterr().out
+    assert "RT-DETR on every 2nd frame (2 frames" in printed, printed
+    with av.open(str(out)) as written:
+        assert sum(1 for _ in written.decode(written.streams.video[0])) == 4
+    assert cli.main([*args, "--json"]) == 0
+    (item,) = json.loads(capsys.readouterr().out)
+    assert [f["frame"] for f in item["frames"]] == [0, 2]
+    first = pipeline.video_frame(clip, 0, pipeline.VideoLimits())
+    expected = pipeline.detect(first, repo, threshold=0.0).detections
+    got = item["frames"][0]["detections"]
+    assert len(got) == len(expected) > 0 and [d["label"] for d in got] == [d.label for d in expected]
+    assert np.allclose([d["box"] for d in got], [d.box for d in expected], atol=0.1)

@@ -242,3 +242,30 @@ def test_a_thin_clip_keeps_detrs_input_bounded(detr, tmp_path):
     assert live.canvas(480, 3840 / 2) == (480, 1333) and live.canvas(480, 2 / 3840) == (1333, 480)
     result = pipeline.detect_video(path, detr, tmp_path / "out.mp4", 0.5, 480, stride=1)
     assert result.frames == 3 and result.processed == 3
+
+
+@pytest.mark.slow  # the tiny RT-DETR is written with transformers (its import: ~10 s)
+def test_an_rtdetr_clip_runs_each_processed_frame_as_a_photo(rtdetr, tmp_path, street):
+    """RT-DETR on a clip (issue 23 item 3): each processed frame's detections are RT-DETR's on that frame as a photo
+    (its processor's fixed size; the DETR short side does not apply), and the progress names RT-DETR."""
+    clip = write_clip(tmp_path / "clip.mp4", _moving(street, 6))
+    heard: list[str] = []
+    result = pipeline.detect_video(
+        clip, rtdetr, tmp_path / "out.mp4", 0.3, 480, stride=2, progress=lambda _f, text: heard.append(text)
+    )
+    assert (result.frames, result.processed, result.detector) == (6, 3, "RT-DETR")
+    assert heard[-1] == "Frame 6 of 6 (RT-DETR on every 2nd frame)"
+    frame2 = dict((i, rgb) for i, _, rgb in video.frames(clip, VideoLimits()))[2]
+    expected = pipeline.detect(frame2, rtdetr, threshold=0.3).detections
+    got = result.per_frame[1]["detections"]
+    assert expected and [d["label"] for d in got] == [d.label for d in expected]
+    assert np.allclose([d["box"] for d in got], [d.box for d in expected], atol=0.1)
+
+
+def test_a_classifier_is_refused_in_one_line(tmp_path, street):
+    from vtdemo.errors import VtdemoError
+
+    clip = write_clip(tmp_path / "clip.mp4", _moving(street, 2))
+    classifier = type("Loaded", (), {"family": "vit", "id": "timm/some-vit"})()
+    with pytest.raises(VtdemoError, match="timm/some-vit is not a detector"):
+        pipeline.detect_video(clip, classifier, tmp_path / "out.mp4", 0.5, 256)

@@ -9,7 +9,8 @@
 The app (`vtdemo.ui`), the CLI, `evaluate` and the benchmarks use this package; the app imports nothing else of
 vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
 
-- models: `load_model`, `is_loaded`, `preconvert`, `LoadedModel`, the family registry (`FAMILIES`, the defaults),
+- models: `load_model`, `is_loaded`, `is_available` (loaded, or on this machine: no download), `preconvert`,
+  `LoadedModel`, the family registry (`FAMILIES`, the defaults),
   the model memory budget and a visitor's limits (`set_model_memory`, `model_memory`, `models_in_use`,
   `on_model_evicted`, `ModelLimits`, `MB`), the disk budget of visitors' downloads (`DownloadBudget`), the model
   slots and the downloads beside them (`set_model_slots`, `set_download_slots`, `downloads_under_way`),
@@ -24,7 +25,8 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
   draws (`Comparison`, `StagePCA`, `RandomisationCurve`, the artefact inspector's rule, a Swin window's box);
 - one image in, one result out (`results.py`): `classify`, `detect`, `match`, `explain`, `compare_image`, with
   the records `ClassifyResult`, `DetectResult`, `Prediction`, `Detection`, `Explanation`;
-- the webcam: `detect_frame`, `detect_frame_map` (with where the best detection looked), `canvas`; video files:
+- the webcam (DETR or RT-DETR): `detect_frame`, `detect_frame_map` (with where the best detection looked), `canvas`,
+  `live_input_size` (what the model sees); video files:
   `detect_video` (an annotated H.264 mp4 and the detections of each processed frame), `probe_video`, `video_frame`,
   `VideoLimits`, `VIDEO_SUFFIXES`, `every`.
 """
@@ -74,9 +76,10 @@ from ..images import ImageSource, load_image
 from ..input_size import TRAINED, SizeChoice, offered_sizes, size_note, trained_side
 from ..input_size import parse as parse_size
 from ..live import canvas, detect_frame, detect_frame_map
+from ..live import input_size as live_input_size
 from ..loader import Limits as ModelLimits
 from ..loader import in_use as models_in_use
-from ..loader import is_loaded, preconvert, set_model_slots
+from ..loader import is_available, is_loaded, preconvert, set_model_slots
 from ..loader import load as load_model
 from ..loader import memory_budget as model_memory
 from ..loader import on_evict as on_model_evicted
@@ -180,8 +183,10 @@ __all__ = [
     "forward_detr",
     "forward_rtdetr",
     "get_method",
+    "is_available",
     "is_loaded",
     "load_image",
+    "live_input_size",
     "load_model",
     "looks_like_path",
     "match",

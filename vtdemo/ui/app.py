@@ -171,7 +171,7 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
         gr.Markdown(
             f"Running on **{services.device.type.upper()}** · precision {pipeline.precision_summary(config.precision, services.device)}"
             f" · models: {config.vit_model}, "
-            f"{config.swin_model}, {config.detr_model} (any supported repo id or folder can be typed in the "
+            f"{config.swin_model}, {config.detr_model}, {config.rtdetr_model} (any supported repo id or folder can be typed in the "
             "pickers) · example photos from scikit-image (CC0 / public domain) · every action is also an "
             "API (*Use via API* below).",
             elem_classes="vt-caption",

@@ -275,7 +275,7 @@ class Services:
             config.max_model_mb,
             config.download_cache_mb,
         )
-        configured = {config.vit_model, config.swin_model, config.detr_model}
+        configured = {config.vit_model, config.swin_model, config.detr_model, config.rtdetr_model}
         self.downloads = pipeline.DownloadBudget(config.download_cache_mb * pipeline.MB, configured)
         self.limits = pipeline.ModelLimits(
             config.max_model_mb * pipeline.MB, self.downloads.before_load, self.downloads.after_load
@@ -299,11 +299,11 @@ class Services:
         if model_id is not None and not isinstance(model_id, str):
             raise VtdemoError("the model must be a Hugging Face repo id (org/name[@revision]) or empty for the default")
         model_id = (model_id or "").strip() or self.default_model(family)
-        configured = {self.config.vit_model, self.config.swin_model, self.config.detr_model}
+        configured = {self.config.vit_model, self.config.swin_model, self.config.detr_model, self.config.rtdetr_model}
         if model_id not in configured and not self.config.allow_typed_folders and _is_path(model_id):
             raise VtdemoError(
                 f"'{model_id}': local folders can only be chosen by whoever runs the app "
-                "(--vit-model / --swin-model / --detr-model); type a Hugging Face repo id instead"
+                "(--vit-model / --swin-model / --detr-model / --rtdetr-model); type a Hugging Face repo id instead"
             )
         limits = None if model_id in configured else self.limits  # the operator's models: counted, not limited
         precision = self.config.precision

@@ -83,6 +83,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("swin_model", "--swin-model", "VTDEMO_SWIN_MODEL", str, pipeline.DEFAULT_SWIN, "Swin repo id or folder"),
     Setting("detr_model", "--detr-model", "VTDEMO_DETR_MODEL", str, pipeline.DEFAULT_DETR, "DETR repo id or folder"),
     Setting(
+        "rtdetr_model",
+        "--rtdetr-model",
+        "VTDEMO_RTDETR_MODEL",
+        str,
+        pipeline.DEFAULT_RTDETR,
+        "RT-DETR repo id or folder: the Detect picker's first RT-DETR; the webcam runs whichever of this and the DETR "
+        "model is faster here (measured at first use, if both are on the server)",
+    ),
+    Setting(
         "host",
         "--host",
         "VTDEMO_HOST",
@@ -252,6 +261,7 @@ class AppConfig:
     vit_model: str = _default("vit_model")
     swin_model: str = _default("swin_model")
     detr_model: str = _default("detr_model")
+    rtdetr_model: str = _default("rtdetr_model")
     host: str | None = _default("host")
     port: int | None = _default("port")
     share: bool = _default("share")

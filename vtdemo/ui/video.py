@@ -1,9 +1,9 @@
-"""The Video tab: a clip in, DETR on its frames, an annotated video that plays in the browser, the detections of
+"""The Video tab: a clip in, DETR or RT-DETR on its frames, an annotated video that plays in the browser, the detections of
 each processed frame as JSON, and any frame handed to the Detect tab for explanations (as the webcam's Freeze does).
 
 The work is `pipeline.detect_video` (frame by frame, never the whole clip in memory). The tab's own event group runs
 one clip at a time; each frame's model call holds a model slot, so other visitors' photos go between the frames.
-DETR runs on every k-th frame, k chosen after timing the first frames so that the clip takes about
+The detector runs on every k-th frame, k chosen after timing the first frames so that the clip takes about
 `config.video_budget_s`; the status says which and why.
 """
 
@@ -20,7 +20,8 @@ from ..errors import VtdemoError
 from .common import VIEW, Services, export_dir, message, safe_stem, status, write_json
 from .components import Slider, safe_video, upload_name
 
-#: The DETR input short side for video frames (the webcam's 4:3 canvas, here with the clip's own aspect ratio).
+#: The DETR input short side for video frames (the webcam's 4:3 canvas, here with the clip's own aspect ratio);
+#: RT-DETR runs at its processor's 640x640 whatever this is.
 VIDEO_SIZE = 480
 
 
@@ -32,12 +33,13 @@ class VideoTab:
         config = services.config
         self.limits = pipeline.VideoLimits(float(config.video_max_seconds), config.video_max_side)
         gr.Markdown(
-            f"DETR on a video clip (mp4, webm or mov; at most {config.video_max_seconds} s, "
+            f"DETR or RT-DETR on a video clip (mp4, webm or mov; at most {config.video_max_seconds} s, "
             f"{self.limits.max_side}x{self.limits.max_short} px and {config.video_max_mb} MB). Frames go to DETR at "
-            f"one fixed size (short side {VIDEO_SIZE} px, the clip's own aspect ratio); so that a clip takes about "
-            f"{config.video_budget_s} s here, DETR runs on every k-th frame and the frames between keep the last "
-            "boxes: the status says which. The model is the one picked in the Detect tab. Pick any frame below and "
-            "**Explain this frame** to see why DETR found what it found.",
+            f"one fixed size (short side {VIDEO_SIZE} px, the clip's own aspect ratio), to RT-DETR as photos do "
+            f"(squashed to 640×640); so that a clip takes about {config.video_budget_s} s here, the detector runs on "
+            "every k-th frame and the frames between keep the last boxes: the status says which. The model is the "
+            "one picked in the Detect tab. Pick any frame below and **Explain this frame** to see why the detector "
+            "found what it found.",
             elem_classes="vt-caption",
             elem_id="video-why",
         )
@@ -86,7 +88,7 @@ class VideoTab:
         request: gr.Request | None = None,
         progress: Any = gr.Progress(),
     ) -> tuple:
-        """DETR on the clip; returns (annotated mp4, status, JSON file, frame slider, explain button, state)."""
+        """The picked detector on the clip; returns (annotated mp4, status, JSON file, frame slider, explain button, state)."""
         if not clip:
             raise gr.Error("Upload a video clip first.")
         name = upload_name(clip, "the video")
@@ -114,7 +116,7 @@ class VideoTab:
         json_path = write_json(folder / f"{safe_stem(name)}-detections.json", data)
         info = result.info
         line = (
-            f"{name}: {result.frames} frames of {info.width}x{info.height} at {info.fps:.0f} frames/s · DETR on "
+            f"{name}: {result.frames} frames of {info.width}x{info.height} at {info.fps:.0f} frames/s · {result.detector} on "
             f"{pipeline.every(result.stride)} ({result.processed} frames) in {result.seconds:.0f} s · "
             f"{pipeline.describe(loaded)}"
         )
@@ -132,7 +134,7 @@ class VideoTab:
     def explain(self, state: dict | None, frame: float) -> tuple:
         """Hand the chosen frame (full resolution) to the Detect tab and switch to it."""
         if not state:
-            raise gr.Error("Run DETR on a clip first, then pick a frame.")
+            raise gr.Error("Run the detector on a clip first, then pick a frame.")
         index = int(min(max(frame, 0), state["frames"] - 1))
         try:
             rgb = pipeline.video_frame(state["clip"], index, self.limits, state["name"])

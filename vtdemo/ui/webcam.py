@@ -1,10 +1,19 @@
-"""The Webcam tab: live DETR on the browser camera, one frame in, one annotated frame out, with honest speed figures.
+"""The Webcam tab: live DETR or RT-DETR on the browser camera, one frame in, one annotated frame out, with honest
+speed figures.
 
 Gradio's `.stream` keeps only the newest frame that arrives while one is being processed (the browser posts each
 frame to the running event, which overwrites the previous one), so frames are dropped, never queued: the picture is
 at most one processing time behind the camera. `LiveSession` measures what that gives: processed frames per second
 over the last few seconds, and the time spent on the last frame. Frames come through the same `SafeImage` door as
-photos (the pixel limit applies before decoding); DETR sees them at a reduced input size (`live_model`).
+photos (the pixel limit applies before decoding); DETR sees them at a reduced input size in a fixed canvas
+(`pipeline.canvas`), RT-DETR at its processor's fixed 640x640, as in the Detect tab (`pipeline.live_input_size`).
+
+The model is the Detect tab's picker; left at its first entry (or empty), the webcam runs its default: whichever of
+the configured DETR and RT-DETR is faster on this machine, measured on the first frame that needs it
+(`webcam_default.WebcamDefault`) and said under the picture. The live map (the map switch) is, for DETR, the most
+confident detection's decoder cross-attention; for RT-DETR, which has no full attention map, that detection's
+sampling points splatted on the stride-8 grid, the Detect tab's "where the detection looked" (free: RT-DETR returns
+its sampling points with every call).
 """
 
 from __future__ import annotations
@@ -19,17 +28,12 @@ import numpy as np
 from PIL import Image
 
 from .. import pipeline, render
-from ..errors import VtdemoError
 from .common import VIEW, Services, export_dir, message, session_of, status
 from .components import Checkbox, Slider, safe_image
 from .config import LIVE_SIZES, live_default
 from .detect.tab import DetectTab, draw_detections
+from .webcam_default import Verdict, WebcamDefault
 
-#: The webcam runs DETR's fixed-shape call on every frame; RT-DETR is not wired into it (one line when picked).
-WEBCAM_DETR_ONLY = (
-    "{model} is an RT-DETR model: the webcam runs DETR only for now (its per-frame call is DETR's); detect with "
-    "RT-DETR in the Detect tab, or pick " + pipeline.DEFAULT_DETR + " here"
-)
 WINDOW_S = 3.0  # FPS is measured over this many seconds
 FRAME_MAX = 640  # frames are shrunk to this long side first (the fake camera of the browser tests sends 1920x1440)
 MAP_OPACITY = 0.45  # the live map over the frame
@@ -43,7 +47,9 @@ class LiveSession:
     frames: int = 0
     latency_ms: float = 0.0
     last_frame: np.ndarray | None = None
-    input_size: tuple[int, int] | None = None  # (width, height) DETR saw: the fixed canvas
+    input_size: tuple[int, int] | None = None  # (width, height) the model saw: DETR's canvas, RT-DETR's 640x640
+    detector: str = "DETR"  # "DETR" or "RT-DETR": which kind ran the last frame
+    default: str = ""  # the default's verdict (`Verdict.text`) when the webcam runs it, else ""
     engine: str = ""  # what ran DETR, e.g. "OpenVINO 2026.4.1 f32 on cpu (fast)"
     detections: int = 0
     released: bool = False
@@ -69,7 +75,8 @@ class LiveSession:
         boxes = f"{self.detections} box{'es' if self.detections != 1 else ''}"
         return (
             f"**{self.fps():.1f} frames/s processed** · {self.latency_ms:.0f} ms per frame · "
-            f"DETR input {size} (fixed) · {boxes} · frame {self.frames} · {self.engine}"
+            f"{self.detector} input {size} ({'fixed' if self.detector == 'DETR' else 'fixed, squashed'}) · {boxes} · "
+            f"frame {self.frames} · {self.engine}" + (f"  \n{self.default}" if self.default else "")
         )
 
 
@@ -93,9 +100,10 @@ def process_frame(
     max_side: int = FRAME_MAX,
     show_map: bool = False,
 ) -> np.ndarray:
-    """Detect on one frame (RGB uint8 [H, W, 3]) at the fixed input `pipeline.canvas(short_side)` and return it with
-    boxes drawn, at most `max_side` px wide/high; show_map: under the boxes, where the most confident detection
-    looked (its decoder cross-attention, from the same call)."""
+    """Detect on one frame (RGB uint8 [H, W, 3]) at the fixed input (DETR: `pipeline.canvas(short_side)`; RT-DETR:
+    its processor's size) and return it with boxes drawn, at most `max_side` px wide/high; show_map: under the
+    boxes, where the most confident detection looked (DETR: its decoder cross-attention; RT-DETR: its sampling
+    points; from the same call)."""
     started = time.perf_counter()
     small = shrink_frame(np.ascontiguousarray(frame[..., :3]), max_side)
     shown = Image.fromarray(small)
@@ -108,8 +116,8 @@ def process_frame(
     drawn = np.asarray(draw_detections(shown, dets))
     session.last_frame = frame
     session.detections = len(dets)
-    h, w = pipeline.canvas(short_side)
-    session.input_size = (w, h)
+    session.input_size = pipeline.live_input_size(loaded, short_side)
+    session.detector = "RT-DETR" if loaded.family == "rtdetr" else "DETR"
     session.engine = pipeline.describe(loaded)
     session.record(started, time.perf_counter())
     return drawn
@@ -129,11 +137,21 @@ class WebcamTab:
             if size == default
             else " (Set by whoever runs the app.)"
         )
+        config = services.config
+        detr, rtdetr = config.detr_model, config.rtdetr_model
+        self.default = WebcamDefault(
+            [detr, rtdetr], lambda m: pipeline.is_available(m, services.device, config.precision)
+        )
         gr.Markdown(
-            f"Live DETR on your camera. Frames go to DETR at one fixed size, **{w}×{h} px** (short side {size}; "
-            f"photos use 800), so the engine sees one input shape.{why} Change it below. A frame that arrives while another is being processed "
-            "is dropped, so the picture never falls behind. **Freeze** sends the current frame to the Detect "
-            "tab, at full resolution, for explanations. The model is the one picked in the Detect tab.",
+            f"Live DETR or RT-DETR on your camera. Frames go to DETR at one fixed size, **{w}×{h} px** (short side "
+            f"{size}; photos use 800), so the engine sees one input shape.{why} Change it below. RT-DETR sees them "
+            "as it sees photos, squashed to its processor's fixed size (640×640 for the PekingU models). A frame "
+            "that arrives while another is being processed is dropped, so the picture never falls behind. "
+            "**Freeze** sends the current frame to the Detect "
+            "tab, at full resolution, for explanations. The model is the one picked in the Detect tab; left at "
+            f"its first entry, the webcam runs whichever of {detr} and {rtdetr} is faster on this machine, timed on "
+            "the first frame that needs it (only models already on this server are compared: nothing is downloaded "
+            "to measure) and said under the picture.",
             elem_classes="vt-caption",
             elem_id="webcam-why",
         )
@@ -160,10 +178,15 @@ class WebcamTab:
                 label="Confidence threshold",
                 elem_id="webcam-threshold",
             )
-            live_size = gr.Dropdown(choices=sorted({*LIVE_SIZES, size}), value=size, label="DETR input short side (px)")
+            live_size = gr.Dropdown(
+                choices=sorted({*LIVE_SIZES, size}),
+                value=size,
+                label="DETR input short side (px; RT-DETR keeps its processor's size)",
+            )
             show_map = Checkbox(
                 value=False,
-                label="Show where the best detection looks (its decoder attention, on every frame)",
+                label="Show where the best detection looks (DETR: its decoder attention; RT-DETR: its sampling "
+                "points; on every frame)",
                 elem_id="webcam-map",
             )
             freeze = gr.Button("Freeze: explain this frame", variant="secondary")
@@ -171,7 +194,6 @@ class WebcamTab:
             "Click the camera, allow access, then press **Record**.", elem_classes="vt-count", elem_id="webcam-stats"
         )
         session = services.state()
-        config = services.config
         cam.stream(
             self.live,
             inputs=[cam, threshold, live_size, detect.model, show_map, session],
@@ -204,23 +226,29 @@ class WebcamTab:
             pixels = np.asarray(
                 pipeline.load_image(frame, "the camera frame")
             )  # the pixel limit applies before decoding, as for photos
+            size = int(live_size or self.s.config.live_size)
+            who = getattr(request, "session_hash", None)
             with pipeline.models_in_use():  # never evicted under this frame
-                loaded = self.s.load(model_id, "detr", session=getattr(request, "session_hash", None))
-                if loaded.family != "detr":
-                    raise VtdemoError(WEBCAM_DETR_ONLY.format(model=loaded.id))
-                drawn = process_frame(
-                    session,
-                    loaded,
-                    pixels,
-                    float(threshold),
-                    int(live_size or self.s.config.live_size),
-                    show_map=bool(show_map),
-                )
+                verdict = self.default_choice(model_id, pixels, size, who)
+                loaded = self.s.load(verdict.chosen if verdict else model_id, "detr", session=who)
+                drawn = process_frame(session, loaded, pixels, float(threshold), size, show_map=bool(show_map))
+            session.default = verdict.text() if verdict else ""
         except Exception as exc:  # noqa: BLE001
             return gr.skip(), status(message(exc), "warn"), session
         last = session.last_frame
         self.s.runs.hold(session_of(request), "webcam", session, nbytes=last.nbytes if last is not None else 0)
         return drawn, session.text(), session
+
+    def default_choice(self, model_id: Any, pixels: np.ndarray, size: int, who: str | None) -> Verdict | None:
+        """The webcam's default (`WebcamDefault.choose`, timed on this frame as the webcam shrinks it) when the
+        Detect picker is empty or at its first entry, the configured DETR; None when the visitor picked a model."""
+        if model_id is not None and not isinstance(model_id, str):
+            return None  # not a model id: `Services.load` refuses it in one line
+        picked = (model_id or "").strip()
+        if picked and picked != self.s.config.detr_model:
+            return None
+        small = shrink_frame(np.ascontiguousarray(pixels[..., :3]))
+        return self.default.choose(lambda m: self.s.load(m, "detr", session=who), small, size)
 
     def freeze(self, session: LiveSession | None) -> tuple:
         """Hand the last webcam frame to the Detect tab (full resolution there). Returns (image, tabs)."""

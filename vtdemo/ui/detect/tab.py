@@ -72,9 +72,11 @@ __all__ = ["DetectOptions", "DetectState", "DetectTab", "draw_detections"]
 
 
 def detector_choices(services: Services) -> list[str]:
-    """The Detect picker: the configured DETR and DETR's known repos, then RT-DETR's (the PekingU checkpoints)."""
+    """The Detect picker: the configured DETR and DETR's known repos, then the configured RT-DETR and RT-DETR's
+    (the PekingU checkpoints)."""
     detr = services.config.choices("detr")
-    return detr + [m for m in pipeline.FAMILIES["rtdetr"].known if m not in detr]
+    rtdetr = [services.config.rtdetr_model, *pipeline.FAMILIES["rtdetr"].known]
+    return detr + [m for m in dict.fromkeys(rtdetr) if m not in detr]
 
 
 class DetectTab:
