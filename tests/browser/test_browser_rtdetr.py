@@ -2,7 +2,8 @@
 
 Type an RT-DETR repo id into the model picker, upload a photo, drag the threshold slider with the mouse and see the
 count change, click a detection and see where it looked (its sampling points), click the photo for AIFI's attention
-at a point, and ask for its relevance (Grad-CAM on the encoder). Screenshots go to artifacts/screenshots/rtdetr_*.png
+at a point, and ask for its relevance (Grad-CAM on the encoder). Then the Webcam tab on Chromium's fake camera with
+that RT-DETR: frames keep arriving at its fixed input, with the live map switched on by the mouse. Screenshots go to artifacts/screenshots/rtdetr_*.png
 (look at them).
 """
 
@@ -27,7 +28,7 @@ def _count(page) -> int:
 
 @pytest.fixture(scope="module")
 def page(tiny_hub, tiny_rtdetr):
-    with launched_app(tiny_hub) as (_, url), browser_page(url) as page:
+    with launched_app(tiny_hub) as (_, url), browser_page(url, permissions=["camera"]) as page:
         expect(page.get_by_text("see what vision transformers see")).to_be_visible()
         yield page
 
@@ -79,3 +80,28 @@ def test_rtdetr_typed_threshold_dragged_detection_clicked(page, tiny_rtdetr):
     page.get_by_role("button", name="Show its relevance").click()
     expect(caption).to_contain_text("Grad-CAM", timeout=SLOW)
     page.screenshot(path=str(SHOTS / "rtdetr_relevance.png"), full_page=True)
+
+
+def test_rtdetr_on_the_webcam_with_its_live_map(page, tiny_rtdetr):
+    page.get_by_role("tab", name="Detect").click()
+    picker = page.locator("#detect-model input")
+    picker.fill(tiny_rtdetr)
+    picker.press("Enter")
+    page.get_by_role("tab", name="Webcam").click()
+    page.get_by_text("Click to Access Webcam").click()
+    page.locator("#webcam-in").get_by_text("Record", exact=True).click()
+    stats = page.locator("#webcam-stats")
+    expect(stats).to_contain_text("frames/s processed", timeout=SLOW)
+    expect(stats).to_contain_text("RT-DETR input 320×320 (fixed, squashed)")  # the tiny model's processor size
+
+    def frame() -> int:
+        match = re.search(r"frame (\d+)", stats.inner_text())
+        return int(match.group(1)) if match else -1
+
+    page.locator("#webcam-map").get_by_text("Show where the best detection looks").click()  # by mouse
+    switched = frame()
+    assert wait_until(lambda: frame() >= switched + 3, 60), stats.inner_text()  # frames go on with the map on
+    assert "Error" not in stats.inner_text()
+    expect(page.locator("#webcam-out img")).to_be_visible()
+    page.screenshot(path=str(SHOTS / "rtdetr_webcam_map.png"), full_page=True)
+    page.locator("#webcam-in").get_by_text("Stop", exact=True).click()

@@ -44,9 +44,9 @@ EXAMPLES = examples_dir()  # the checkout's assets/examples, or the installed pa
 
 INTRO = """# vtdemo · see what vision transformers see
 Upload a photo (or pick an example). **Classify** compares ViT and Swin and shows where each looked; **Detect** finds
-objects with DETR and shows what each detection attended to (with a panoptic DETR, its **Masks** view shows each
-segment, things vs stuff); **Webcam** runs DETR live and **Video** on a clip; **How it works** explains the three models in one picture
-each. Models load on first use (the first run takes longer)."""
+objects with DETR or RT-DETR and shows what each detection attended to (with a panoptic DETR, its **Masks** view
+shows each segment, things vs stuff); **Webcam** runs the detector live and **Video** on a clip; **How it works**
+explains the models in one picture each. Models load on first use (the first run takes longer)."""
 
 START = (
     "**New here?** Try the cat: two transformers name what they see and show where they looked. "
