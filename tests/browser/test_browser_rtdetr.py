@@ -4,8 +4,7 @@ Type an RT-DETR repo id into the model picker, upload a photo, drag the threshol
 count change, click a detection and see where it looked (its sampling points), click the photo for AIFI's attention
 at a point, and ask for its relevance (Grad-CAM on the encoder). Then the Webcam tab on Chromium's fake camera with
 that RT-DETR: frames keep arriving at its fixed input, with the live map switched on by the mouse. Screenshots go to
-artifacts/screenshots/rtdetr_*.png
-(look at them).
+artifacts/screenshots/rtdetr_*.png (look at them).
 """
 
 from __future__ import annotations
