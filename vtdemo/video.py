@@ -9,6 +9,10 @@ frame squashed as a photo is); the frames in between carry the last detections. 
 annotated video is encoded with libx264 (yuv420p, `+faststart`): H.264 in mp4 is what every browser plays (OpenCV's
 `mp4v` is not).
 
+Every processed frame keeps all its scored detections (`FrameDetections`, a few arrays), so that another threshold
+re-draws the clip from them (`redraw_video`: frames decoded and encoded again, the model not run): the threshold is
+a view, as in the Detect tab.
+
 Limits (`VideoLimits`; the app's settings) are checked from the container's header before any frame is decoded, and
 again while decoding (a header may lie): duration, resolution, and frames decoded. Every refusal is one line
 (`VideoError`): not a video, no video stream (an audio file), no frames, too long, too large.
@@ -69,6 +73,45 @@ class VideoInfo:
     codec: str
 
 
+@dataclass(frozen=True)
+class FrameDetections:
+    """Every scored detection of one processed frame (score >= 0: DETR's 100 queries, RT-DETR's top pairs), best
+    first: `boxes` [n, 4] xyxy in the processed frame's pixels (long side at most OUT_MAX), `scores` [n],
+    `label_ids` [n]; `labels` {label_id: name}. A threshold is a view of it (`at`)."""
+
+    index: int
+    time_s: float
+    boxes: np.ndarray
+    scores: np.ndarray
+    label_ids: np.ndarray
+    labels: dict[int, str]
+
+    @classmethod
+    def of(cls, index: int, time_s: float, dets: list[Detection]) -> FrameDetections:
+        return cls(
+            index,
+            time_s,
+            np.asarray([d.box for d in dets], dtype=np.float32).reshape(-1, 4),  # [n, 4]
+            np.asarray([d.score for d in dets], dtype=np.float32),
+            np.asarray([d.label_id for d in dets], dtype=np.int32),
+            {d.label_id: d.label for d in dets},
+        )
+
+    def at(self, threshold: float) -> list[Detection]:
+        """The detections with score >= threshold, best first."""
+        return [
+            Detection(int(i), self.labels[int(i)], float(s), [float(v) for v in b])
+            for b, s, i in zip(self.boxes, self.scores, self.label_ids, strict=True)
+            if s >= threshold
+        ]
+
+    def to_dict(self, threshold: float, scale: float) -> dict[str, Any]:
+        """The JSON of this frame at `threshold`, boxes in the original video's pixels (`scale`: processed / original
+        width)."""
+        dets = [_detection(d, scale) for d in self.at(threshold)]
+        return {"frame": self.index, "time_s": round(self.time_s, 3), "detections": dets}
+
+
 @dataclass
 class VideoResult:
     """The annotated video (`path`), what was read (`info`), every `stride`-th frame processed (`processed` of
@@ -84,6 +127,7 @@ class VideoResult:
     per_frame: list[dict[str, Any]] = field(default_factory=list)
     expected_s: float = 0.0  # the whole clip's time as estimated after frame 1 (0: a stride was given)
     detector: str = "DETR"  # which kind of detector ran: "DETR" or "RT-DETR" (what the status lines name)
+    kept: list[FrameDetections] = field(default_factory=list)  # every score of each processed frame (`redraw_video`)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -295,17 +339,13 @@ def detect_video(
             if index % result.stride == 0:
                 begun = time.perf_counter()
                 with per_frame():
-                    shown = live.detect_frame(loaded, small, short_side, threshold, aspect=aspect)
+                    scored = FrameDetections.of(index, t, live.detect_frame(loaded, small, short_side, 0.0, aspect))
                 model_s = time.perf_counter() - begun
                 result.processed += 1
-                result.per_frame.append(
-                    {
-                        "frame": index,
-                        "time_s": round(t, 3),
-                        "detections": [_detection(d, small.shape[1] / info.width) for d in shown],
-                    }
-                )
-            writer.write(np.asarray(render.draw_boxes(Image.fromarray(small), *_drawn(shown))) if shown else small)
+                result.kept.append(scored)
+                result.per_frame.append(scored.to_dict(threshold, small.shape[1] / info.width))
+                shown = scored.at(threshold)
+            writer.write(_annotated(small, shown))
             result.frames = index + 1
             if progress is not None:
                 progress(
@@ -320,8 +360,45 @@ def detect_video(
     return result
 
 
-def _drawn(dets: list[Detection]) -> tuple[list[list[float]], list[str], list[int]]:
-    return [d.box for d in dets], [render.detection_label(d.label, d.score) for d in dets], [d.label_id for d in dets]
+def redraw_video(
+    path: str | Path,
+    kept: list[FrameDetections],
+    threshold: float,
+    out: str | Path,
+    limits: VideoLimits = VideoLimits(),
+    progress: Callable[[float, str], None] | None = None,
+    name: str = "the video",
+) -> list[dict[str, Any]]:
+    """The annotated clip again at another threshold, from the detections a `detect_video` run kept (the model is
+    not run): frames decoded and drawn as that run drew them (a frame between processed frames carries the last
+    processed frame's boxes), written to `out`. Returns the per-frame JSON at the new threshold."""
+    info = probe(path, limits, name)
+    by_index = {k.index: k for k in kept}
+    writer: H264Writer | None = None
+    shown: list[Detection] = []
+    per_frame = []
+    try:
+        for index, _, small in frames(path, limits, name, max_side=OUT_MAX):
+            if writer is None:
+                writer = H264Writer(out, info.fps, small.shape[1], small.shape[0])
+            if index in by_index:
+                shown = by_index[index].at(threshold)
+                per_frame.append(by_index[index].to_dict(threshold, small.shape[1] / info.width))
+            writer.write(_annotated(small, shown))
+            if progress is not None:
+                progress(min((index + 1) / max(info.frames, 1), 1.0), f"Drawing frame {index + 1} of {info.frames}")
+    finally:
+        if writer is not None:
+            writer.close()
+    return per_frame
+
+
+def _annotated(small: np.ndarray, dets: list[Detection]) -> np.ndarray:
+    """A frame [h, w, 3] uint8 with its detections drawn (the frame itself when there are none)."""
+    if not dets:
+        return small
+    boxes, labels = [d.box for d in dets], [render.detection_label(d.label, d.score) for d in dets]
+    return np.asarray(render.draw_boxes(Image.fromarray(small), boxes, labels, [d.label_id for d in dets]))
 
 
 def _detection(d: Detection, scale: float) -> dict[str, Any]:

@@ -187,6 +187,7 @@ EXPECTED = {
     # added with the Video tab (a clip in, DETR on its frames; a frame handed to the Detect tab)
     "detect_video": (["video", "slider", "dropdown"], ["video", "markdown", "file", "slider", "button"], "public"),
     "video_frame": (["slider"], ["image", "tabs"], "public"),
+    "redraw_video": (["slider"], ["video", "markdown", "file"], "public"),
     "segment_click": (
         ["dropdown", "dropdown", "radio", "slider"],
         ["image", "markdown", "image", "dropdown", "dropdown"],

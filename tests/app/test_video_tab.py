@@ -60,6 +60,33 @@ def test_a_clip_gives_a_video_the_browser_plays_its_detections_and_a_frame_for_t
     assert out[0] is not None  # the Detect tab runs on the handed frame
 
 
+def test_a_threshold_moved_after_a_run_redraws_the_clip_from_the_kept_detections(app, clip):
+    _, url = app
+    client = Client(url, verbose=False)
+    before = client.predict(0.2, api_name="/redraw_video")  # no run yet in this session: nothing changes
+    assert all(out in (None, {"__type__": "update"}) for out in before)  # left as they are (no video, no line)
+    _, line, at07, _ = client.predict(handle_file(str(clip)), 0.7, "", api_name="/detect_video")
+    played, redrawn, at03 = client.predict(0.3, api_name="/redraw_video")
+    assert redrawn.startswith(line.strip().rstrip(".")[:40]) and "threshold 0.30: drawn again" in redrawn, redrawn
+    assert "the model did not run again" in redrawn and not SERVER_PATH.search(redrawn)
+    with av.open(played["video"] if isinstance(played, dict) else played) as written:
+        assert sum(1 for _ in written.decode(written.streams.video[0])) == 8
+    kept07, kept03 = json.loads(Path(at07).read_text()), json.loads(Path(at03).read_text())
+    assert kept03["threshold"] == 0.3 and kept03["stride"] == kept07["stride"]
+    fresh = json.loads(Path(client.predict(handle_file(str(clip)), 0.3, "", api_name="/detect_video")[2]).read_text())
+    if fresh["stride"] == kept03["stride"]:  # (the stride is timed per run) the same frames: the same detections
+        assert kept03["frames"] == fresh["frames"]
+    assert sum(map(len, (f["detections"] for f in kept03["frames"]))) >= sum(
+        map(len, (f["detections"] for f in kept07["frames"]))
+    )
+    try:  # out of range: Gradio's slider check or ours, one line either way; the app keeps serving
+        _, bad, _ = client.predict(1.5, api_name="/redraw_video")
+    except Exception as exc:  # noqa: BLE001 - gradio_client's AppError carries Gradio's message
+        bad = str(exc)
+    assert ("1.5" in bad or "threshold" in bad) and "Traceback" not in bad, bad
+    assert client.predict(0.5, api_name="/redraw_video")[1].count("threshold 0.50") == 1
+
+
 def test_bad_clips_get_one_line_and_the_app_keeps_serving(app, clip, tmp_path):
     _, url = app
     client = Client(url, verbose=False)

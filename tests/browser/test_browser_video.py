@@ -1,8 +1,9 @@
 """The Video tab in a real browser (headless system Chromium, Playwright), at the app's default precision (fast), on the
 tiny DETR: upload a clip, click "Detect in the video", and check that Chromium itself **plays** the annotated video
-(its <video> element decodes frames: H.264 in mp4, issue 22 item 5), that the per-frame JSON is offered, that the
-frame slider can be dragged with the mouse, and that "Explain this frame" hands that frame to the Detect tab.
-Screenshots go to artifacts/screenshots/video_*.png (look at them).
+(its <video> element decodes frames: H.264 in mp4, issue 22 item 5), that the per-frame JSON is offered, that a
+threshold dragged after the run draws the clip again (from the kept detections) and goes quiet, that the frame
+slider can be dragged with the mouse, and that "Explain this frame" hands that frame to the Detect tab. Screenshots
+go to artifacts/screenshots/video_*.png (look at them).
 """
 
 from __future__ import annotations
@@ -79,6 +80,25 @@ def test_a_clip_plays_in_the_browser_and_a_dragged_frame_goes_to_the_detect_tab(
     assert played["duration"] > 0.5 and played["time"] > 0, played
     expect(page.locator("#video-json")).to_contain_text("pan-detections")  # the name, shown as "pan-detections .json"
     page.screenshot(path=str(SHOTS / "video_result.png"), full_page=True)
+
+    # the threshold dragged with the mouse after the run: the clip is drawn again from the kept detections, once
+    threshold = page.locator("#video-threshold input[type=range]")
+    threshold.scroll_into_view_if_needed()
+    box = threshold.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.7, y)  # the thumb sits at 0.7
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.95, y, steps=6)
+    page.mouse.up()
+    expect(status).to_contain_text("drawn again from the kept detections", timeout=SLOW)
+    settled = page.locator("#video-threshold input[type=number]").input_value()
+    expect(status).to_contain_text(f"threshold {float(settled):.2f}: drawn again", timeout=SLOW)
+    line = status.inner_text()
+    page.wait_for_timeout(3000)
+    assert status.inner_text() == line  # quiet: no further redraws after the drag
+    played = _played(page)
+    assert played["found"] and played["error"] is None and played["width"] == 320, played
+    page.screenshot(path=str(SHOTS / "video_redrawn.png"), full_page=True)
 
     track = page.locator("#video-frame input[type=range]")  # drag the frame slider with the mouse to the end
     track.scroll_into_view_if_needed()  # below the fold at 1400x1000: mouse coordinates are the viewport's

@@ -76,6 +76,28 @@ def test_the_annotated_video_is_h264_yuv420p_with_its_index_first_and_every_fram
     assert np.allclose([d["box"] for d in got], [d.box for d in expected], atol=0.1)
 
 
+def test_another_threshold_redraws_the_clip_as_a_run_at_that_threshold_would_without_the_model(detr, tmp_path, street):
+    clip = write_clip(tmp_path / "clip.mp4", _moving(street, 7))
+    first = pipeline.detect_video(clip, detr, tmp_path / "at07.mp4", 0.7, 256, stride=3)
+    direct = pipeline.detect_video(clip, detr, tmp_path / "at02.mp4", 0.2, 256, stride=3)
+    calls = []
+    real = detr.model.forward
+    with pytest.MonkeyPatch.context() as mp:  # the redraw must not run the model
+        mp.setattr(detr.model, "forward", lambda *a, **k: calls.append(1) or real(*a, **k))
+        again = pipeline.redraw_video(clip, first.kept, 0.2, tmp_path / "redrawn.mp4")
+    assert calls == []
+    assert [f["frame"] for f in again] == [0, 3, 6]
+    assert again == direct.per_frame  # the same JSON as running the model at 0.2
+    assert sum(len(f["detections"]) for f in again) > sum(len(f["detections"]) for f in first.per_frame)
+    with av.open(str(tmp_path / "redrawn.mp4")) as a, av.open(str(tmp_path / "at02.mp4")) as b:
+        fa = [f.to_ndarray(format="rgb24") for f in a.decode(a.streams.video[0])]
+        fb = [f.to_ndarray(format="rgb24") for f in b.decode(b.streams.video[0])]
+    assert len(fa) == len(fb) == 7
+    assert max(float(np.abs(x.astype(int) - y.astype(int)).mean()) for x, y in zip(fa, fb, strict=True)) < 1.0
+    # and back up: at 1.0 nothing is drawn (DETR's scores are below 1), each frame is the plain frame
+    assert all(f["detections"] == [] for f in pipeline.redraw_video(clip, first.kept, 1.0, tmp_path / "none.mp4"))
+
+
 def test_a_large_clip_is_drawn_at_1280_and_its_boxes_are_given_in_the_original_pixels(detr, tmp_path, photos):
     big = np.asarray(photos["astronaut"].resize((1920, 1080)))
     clip = write_clip(tmp_path / "hd.mp4", [big, big])

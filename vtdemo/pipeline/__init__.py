@@ -27,7 +27,8 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
   the records `ClassifyResult`, `DetectResult`, `Prediction`, `Detection`, `Explanation`;
 - the webcam (DETR or RT-DETR): `detect_frame`, `detect_frame_map` (with where the best detection looked), `canvas`,
   `live_input_size` (what the model sees); video files:
-  `detect_video` (an annotated H.264 mp4 and the detections of each processed frame), `probe_video`, `video_frame`,
+  `detect_video` (an annotated H.264 mp4 and the detections of each processed frame), `redraw_video` (the same clip
+  at another threshold, from the kept detections), `probe_video`, `video_frame`,
   `VideoLimits`, `VIDEO_SUFFIXES`, `every`.
 """
 
@@ -90,7 +91,7 @@ from ..postprocess_panoptic import PanopticResult, Segment
 from ..records import ClassifyResult, Detection, DetectResult, Prediction, detections, no_head_note, predictions
 from ..settings import PRECISIONS
 from ..video import SUFFIXES as VIDEO_SUFFIXES
-from ..video import VideoError, VideoLimits, VideoResult, detect_video, every
+from ..video import VideoError, VideoLimits, VideoResult, detect_video, every, redraw_video
 from ..video import frame_at as video_frame
 from ..video import probe as probe_video
 from .fidelity import bf16_detr_verdict
@@ -116,6 +117,7 @@ __all__ = [
     "VideoLimits",
     "VideoResult",
     "detect_video",
+    "redraw_video",
     "every",
     "probe_video",
     "video_frame",
