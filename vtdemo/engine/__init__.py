@@ -139,7 +139,8 @@ def prepare(loaded: LoadedModel, with_attention: bool = True, progress: Callable
 
 def precision_summary(precision: str, device: torch.device) -> str:
     """The words for an app's precision, e.g. 'fast: OpenVINO 2026.4.1 bf16 (DETR bf16 within the fidelity guard,
-    else f32) on CPU; gradient methods on the exact fp32 PyTorch model' or 'exact: PyTorch 2.x f32 on CPU'."""
+    else f32; RT-DETR f32) on CPU; gradient methods on the exact fp32 PyTorch model' or 'exact: PyTorch 2.x f32 on
+    CPU'."""
     kind = device.type.upper()
     if precision != "fast":
         return f"exact: PyTorch {torch.__version__} f32 on {kind}"
@@ -147,5 +148,6 @@ def precision_summary(precision: str, device: torch.device) -> str:
 
     choice = choose(str(device))
     name = {"openvino": "OpenVINO", "pytorch": "PyTorch"}[choice.engine]
-    dtype = choice.dtype + (" (DETR bf16 within the fidelity guard, else f32)" if guarded(choice, "detr") else "")
+    note = " (DETR bf16 within the fidelity guard, else f32; RT-DETR f32)" if guarded(choice, "detr") else ""
+    dtype = choice.dtype + note
     return f"fast: {name} {choice.version} {dtype} on {kind}; gradient methods on the exact fp32 PyTorch model"
