@@ -1,14 +1,14 @@
-"""Benchmarks of the fast path, for `python -m vtdemo bench --only fast,webcam,fast-memory`.
+"""Benchmarks of the fast path, for `python -m vtdemo bench --only fast,rtdetr-fast,webcam,fast-memory`.
 
-End to end from a decoded photo (an RGB PIL image of `assets/examples`): ours = `pipeline.classify` /
-`pipeline.detect` (preprocess, forward, post-process) with precision exact and fast; references = timm fp32 (its
-own data transform from `resolve_data_config`, forward, softmax top-5) and transformers fp32 (`DetrImageProcessor`,
-forward, `post_process_object_detection`), same random weights, timed alternately in one run. Conversion happens
-before timing, into a temporary engine cache (these random models are never reused). The webcam rows time the live
-path (`vtdemo.live.detect_frame`: a 640x480 frame into the fixed canvas, forward, selection; what the webcam tab runs
-without drawing) at several short sides, fast as the app holds it against exact. The memory row is the resident
-memory of ViT-B/16, Swin-T and DETR-R50 as the app holds them at precision fast (OpenVINO graphs with attention
-outputs, PyTorch weights released) against exact (the PyTorch models), each in a fresh process.
+End to end from a decoded photo (an RGB PIL image of `assets/examples`): ours = `pipeline.classify` / `pipeline.detect`
+(preprocess, forward, post-process) with precision exact and fast; references = timm fp32 (its own data transform from
+`resolve_data_config`, forward, softmax top-5) and transformers fp32 (`DetrImageProcessor` / `RTDetrImageProcessor`,
+forward, `post_process_object_detection`), same random weights, timed alternately in one run. Conversion happens before
+timing, into a temporary engine cache (these random models are never reused). The webcam rows time the live path
+(`vtdemo.live.detect_frame`: a 640x480 frame into the fixed canvas, forward, selection; what the webcam tab runs without
+drawing) at several short sides, fast as the app holds it against exact. The memory row is the resident memory of
+ViT-B/16, Swin-T and DETR-R50 as the app holds them at precision fast (OpenVINO graphs with attention outputs, PyTorch
+weights released) against exact (the PyTorch models), each in a fresh process.
 """
 
 from __future__ import annotations
