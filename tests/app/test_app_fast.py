@@ -146,6 +146,40 @@ def test_detect_status_export_and_relevance_say_what_ran(client, app):
     assert runtime["gradients"] == "exact" and set(data[0]) == {"image", "model", "size", "detections", "runtime"}
 
 
+def test_an_rtdetr_model_detects_on_the_fast_engine_with_its_views(client, app, tiny_rtdetr):
+    """An RT-DETR repo in the Detect tab at precision fast: OpenVINO ran it (status line, export), the detections
+    are the exact model's (each named by label and the encoder position its query came from: near-equal selection
+    scores may number the queries differently), the sampling and AIFI views answer, and relevance (Grad-CAM) runs
+    on the exact PyTorch model."""
+    import re
+
+    out = client.predict(handle_file(ASTRONAUT), tiny_rtdetr, 0.3, [], 100, False, 0.5, *VIEW, api_name="/detect")
+    status = next(o for o in out if isinstance(o, str) and tiny_rtdetr in o)
+    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", status), status
+    fast = loader.load(tiny_rtdetr, "cpu", precision="fast")
+    assert isinstance(fast.model, FastModel) and fast.model.released  # the app keeps OpenVINO's copy only
+    image = pipeline.load_image(ASTRONAUT)
+    run_f = pipeline.run_rtdetr(fast, image)  # the same graph as the app's
+    run_e = pipeline.run_rtdetr(loader.load(tiny_rtdetr, "cpu"), image)
+    pos_f, pos_e = run_f.output.query_index[0].tolist(), run_e.output.query_index[0].tolist()
+    rows = out[2]["data"]
+    shown = {(r[1], pos_f[r[7]]): r[2] for r in rows}
+    expected = {(d.label, pos_e[d.query]): d.score for d in run_e.detections(run_e.select(0.3))}
+    assert rows and set(shown) == set(expected)
+    assert all(abs(shown[k] - expected[k]) <= 0.02 for k in shown)
+
+    query = rows[0][-1]
+    picture, caption = client.predict(query, *VIEW, api_name="/detection_map")
+    assert picture is not None and f"Where query {query} looked" in caption
+    picture, caption = client.predict(100, 80, *VIEW, api_name="/encoder_map")
+    assert picture is not None and "AIFI self-attention" in caption
+    picture, caption = client.predict("class", 0.5, api_name="/relevance_map")
+    assert picture is not None and "Grad-CAM" in caption and "computed on the exact fp32 PyTorch model" in caption
+    files = [_path(f) for f in client.predict(0.55, api_name="/export_detect")]
+    data = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
+    assert data[0]["model"] == tiny_rtdetr and data[0]["runtime"]["engine"] == "openvino"
+
+
 @pytest.fixture
 def in_event():
     """Call handlers directly as the server does: inside an event listener (as tests/app/test_app.py does)."""

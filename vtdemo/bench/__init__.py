@@ -45,6 +45,7 @@ def _fast_bench(name: str) -> Callable[[int], list[Timing]]:
 BENCHES.update(
     {
         "fast": _fast_bench("bench_fast"),
+        "rtdetr-fast": _fast_bench("bench_rtdetr_fast"),
         "dinov2-fast": _fast_bench("bench_dinov2_fast"),
         "grid-fast": _fast_bench("bench_grid_fast"),
         "webcam": _fast_bench("bench_webcam"),

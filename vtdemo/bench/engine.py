@@ -1,14 +1,14 @@
-"""Benchmarks of the fast path, for `python -m vtdemo bench --only fast,webcam,fast-memory`.
+"""Benchmarks of the fast path, for `python -m vtdemo bench --only fast,rtdetr-fast,webcam,fast-memory`.
 
-End to end from a decoded photo (an RGB PIL image of `assets/examples`): ours = `pipeline.classify` /
-`pipeline.detect` (preprocess, forward, post-process) with precision exact and fast; references = timm fp32 (its
-own data transform from `resolve_data_config`, forward, softmax top-5) and transformers fp32 (`DetrImageProcessor`,
-forward, `post_process_object_detection`), same random weights, timed alternately in one run. Conversion happens
-before timing, into a temporary engine cache (these random models are never reused). The webcam rows time the live
-path (`vtdemo.live.detect_frame`: a 640x480 frame into the fixed canvas, forward, selection; what the webcam tab runs
-without drawing) at several short sides, fast as the app holds it against exact. The memory row is the resident
-memory of ViT-B/16, Swin-T and DETR-R50 as the app holds them at precision fast (OpenVINO graphs with attention
-outputs, PyTorch weights released) against exact (the PyTorch models), each in a fresh process.
+End to end from a decoded photo (an RGB PIL image of `assets/examples`): ours = `pipeline.classify` / `pipeline.detect`
+(preprocess, forward, post-process) with precision exact and fast; references = timm fp32 (its own data transform from
+`resolve_data_config`, forward, softmax top-5) and transformers fp32 (`DetrImageProcessor` / `RTDetrImageProcessor`,
+forward, `post_process_object_detection`), same random weights, timed alternately in one run. Conversion happens before
+timing, into a temporary engine cache (these random models are never reused). The webcam rows time the live path
+(`vtdemo.live.detect_frame`: a 640x480 frame into the fixed canvas, forward, selection; what the webcam tab runs without
+drawing) at several short sides, fast as the app holds it against exact. The memory row is the resident memory of
+ViT-B/16, Swin-T and DETR-R50 as the app holds them at precision fast (OpenVINO graphs with attention outputs, PyTorch
+weights released) against exact (the PyTorch models), each in a fresh process.
 """
 
 from __future__ import annotations
@@ -169,6 +169,84 @@ def bench_fast(runs: int) -> list[Any]:
         Timing("DETR-R50 800 detect exact", e, r, "transformers fp32"),
         Timing("DETR-R50 800 detect fast", f, r, "transformers fp32"),
     ]
+
+
+def _loaded_rtdetr(r50: bool) -> tuple[Any, Any, Any]:
+    """(transformers reference, its `RTDetrImageProcessor` at 640x640, our exact LoadedModel with the same weights):
+    RT-DETRv2 R18vd (`PekingU/rtdetr_v2_r18vd`'s sizes, as `models.bench_rtdetr`) or RT-DETR R50vd (transformers'
+    defaults), random weights."""
+    import transformers
+
+    from .. import labels, preprocess
+    from ..convert import rtdetr as conv
+    from ..hub import LoadedModel
+    from ..models import rtdetr, rtdetr_config
+    from .harness import saved_state_dict
+
+    T: Any = transformers
+    if r50:
+        ref = T.RTDetrForObjectDetection(T.RTDetrConfig(num_labels=80)).eval()
+    else:
+        r18 = dict(model_type="rt_detr_resnet", depths=[2, 2, 2, 2], hidden_sizes=[64, 128, 256, 512])
+        config = T.RTDetrV2Config(
+            backbone_config={**r18, "layer_type": "basic", "out_indices": [2, 3, 4]},
+            encoder_in_channels=[128, 256, 512],
+            hidden_expansion=0.5,
+            decoder_layers=3,
+            num_labels=80,
+        )
+        ref = T.RTDetrV2ForObjectDetection(config).eval()
+    cfg = rtdetr_config.config_from_hf(ref.config.to_dict())
+    ours = rtdetr.RTDETR(cfg).eval().requires_grad_(False)
+    ours.load_state_dict(conv.from_hf(saved_state_dict(ref)), strict=True)
+    processor: Any = T.RTDetrImageProcessor(size={"height": 640, "width": 640})
+    loaded = LoadedModel(
+        id=f"bench/rtdetr-{'r50vd' if r50 else 'v2-r18vd'}",
+        family="rtdetr",
+        format="transformers",
+        model=ours,
+        config=cfg,
+        labels=labels.for_classes(cfg.num_classes, None, detection=True),
+        preprocess=preprocess.config_from_rtdetr(processor.to_dict()),
+        device=torch.device("cpu"),
+    )
+    return ref, processor, loaded
+
+
+@_with_engine_cache
+def bench_rtdetr_fast(runs: int) -> list[Any]:
+    """Detect with RT-DETRv2 R18vd and RT-DETR R50vd at 640x640 from a decoded photo: `pipeline.detect` at precision
+    exact and fast against transformers fp32 (`RTDetrImageProcessor`, forward, `post_process_object_detection`), the
+    same threshold (0.5) and random weights; frames/s of each in the row's name."""
+    from .. import pipeline
+    from .harness import Timing, median_ms
+
+    street = _photo("astronaut.png")
+    rows = []
+    for r50, label in ((False, "RT-DETRv2 R18vd 640 detect"), (True, "RT-DETR R50vd 640 detect")):
+        ref, processor, exact = _loaded_rtdetr(r50)
+        fast = _fast(exact)
+
+        def hf_e2e(ref: Any = ref, processor: Any = processor) -> Any:
+            inputs = processor(images=street, return_tensors="pt")
+            out = ref(**inputs)
+            return processor.post_process_object_detection(out, threshold=0.5, target_sizes=[street.size[::-1]])
+
+        e, f, r = median_ms(
+            [
+                functools.partial(pipeline.detect, street, exact, 0.5),
+                functools.partial(pipeline.detect, street, fast, 0.5),
+                hf_e2e,
+            ],
+            runs,
+            warmup=1,
+        )
+        rows += [
+            Timing(f"{label} exact ({1000 / e:.1f} f/s)", e, r, "transformers fp32"),
+            Timing(f"{label} fast ({1000 / f:.1f} f/s)", f, r, "transformers fp32"),
+        ]
+        del ref, processor, exact, fast
+    return rows
 
 
 def _loaded_dinov2(width: int, depth: int, heads: int, side: int) -> tuple[Any, Any, Any]:

@@ -34,17 +34,17 @@ log = logging.getLogger(__name__)
 def make_fast(exact: LoadedModel, reload: Callable[[], torch.nn.Module] | None = None) -> LoadedModel:
     """The fast twin of an exact LoadedModel (shares its PyTorch module; converts nothing yet). reload: where the
     PyTorch module comes from again after `release_weights` (None: its weights are never released). A panoptic
-    DETR stays exact: its masks come from the PyTorch mask head only."""
+    DETR stays exact: its masks come from the PyTorch mask head only. An RT-DETR's graph is converted for its
+    processor's fixed input size (640x640 for the published checkpoints)."""
+    from ..preprocess import trained_input_size
     from .fast import FastModel, choose, guarded
 
-    if exact.family == "rtdetr":  # no fast graph written for RT-DETR yet
-        log.info("%s: RT-DETR has no fast graph yet; it runs exact", exact.id)
-        return exact
     if hasattr(exact.model, "mask_head"):  # the fast graphs return boxes and attention, not panoptic masks
         log.info("%s: a panoptic model has no fast graph (no masks there); it runs exact", exact.id)
         return exact
     choice = choose(str(exact.device))
-    model = FastModel(exact.model, exact.family, exact.id, exact.weights, choice, reload)
+    size = trained_input_size(exact.preprocess) if exact.family == "rtdetr" else None
+    model = FastModel(exact.model, exact.family, exact.id, exact.weights, choice, reload, size)
     fast = dataclasses.replace(exact, model=model, precision="fast")
     if guarded(model.choice, exact.family):  # checked against the exact model before its first result
         check = _guard[0]
@@ -139,7 +139,8 @@ def prepare(loaded: LoadedModel, with_attention: bool = True, progress: Callable
 
 def precision_summary(precision: str, device: torch.device) -> str:
     """The words for an app's precision, e.g. 'fast: OpenVINO 2026.4.1 bf16 (DETR bf16 within the fidelity guard,
-    else f32) on CPU; gradient methods on the exact fp32 PyTorch model' or 'exact: PyTorch 2.x f32 on CPU'."""
+    else f32; RT-DETR f32) on CPU; gradient methods on the exact fp32 PyTorch model' or 'exact: PyTorch 2.x f32 on
+    CPU'."""
     kind = device.type.upper()
     if precision != "fast":
         return f"exact: PyTorch {torch.__version__} f32 on {kind}"
@@ -147,5 +148,6 @@ def precision_summary(precision: str, device: torch.device) -> str:
 
     choice = choose(str(device))
     name = {"openvino": "OpenVINO", "pytorch": "PyTorch"}[choice.engine]
-    dtype = choice.dtype + (" (DETR bf16 within the fidelity guard, else f32)" if guarded(choice, "detr") else "")
+    note = " (DETR bf16 within the fidelity guard, else f32; RT-DETR f32)" if guarded(choice, "detr") else ""
+    dtype = choice.dtype + note
     return f"fast: {name} {choice.version} {dtype} on {kind}; gradient methods on the exact fp32 PyTorch model"

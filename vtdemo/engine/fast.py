@@ -7,18 +7,21 @@ openvino | pytorch and `VTDEMO_FAST_DTYPE` = bf16 | f32 | fp16):
   OpenVINO f32, PyTorch bf16 autocast and PyTorch fp32 for ViT, Swin and DETR. A DETR at bf16 is checked against
   its exact model before its first result (`guarded`, `FastModel.check_guard`; the check is the pipeline's
   `vtdemo.pipeline.fidelity.bf16_detr_verdict`, given through `vtdemo.engine.set_guard`) and runs f32 outside the
-  fidelity guard (our random full-size fixture does: its class head amplifies tiny differences);
+  fidelity guard (our random full-size fixture does: its class head amplifies tiny differences). RT-DETR has no
+  run-time guard: where the device would pick bf16 it runs f32 (`dtype_for`, logged once), unless
+  VTDEMO_FAST_DTYPE forces the dtype;
 - CPU without OpenVINO: PyTorch bf16 autocast where oneDNN has bf16 kernels, else PyTorch fp32, with a warning that
   says how to get the faster runtime;
 - CUDA: PyTorch fp16 autocast; MPS: PyTorch fp32 (nothing faster there), with a warning.
 
 `FastModel` wraps our PyTorch module and is called exactly like it (`model(x, return_attn=...)`,
 `model(pixel_values, pixel_mask, return_attn=...)`), returning the same records (`ClassifierOutput` with ViT tensors
-or `SwinAttention` records, `DetrOutput`). With gradients enabled (gradient rollout, relevance, LRP) it runs the
-exact PyTorch module instead, so gradient methods always see fp32 PyTorch (logged once per model). Conversion
-happens on the first fast call (or `prepare()`), never at import or load. `release_weights()` frees the PyTorch
-weights once a graph is compiled (the app does, to keep one copy of each model); `exact` then loads them again
-on demand through the `reload` it was given (`vtdemo.loader.load` at precision exact).
+or `SwinAttention` records, `DetrOutput`, `RtDetrOutput`). With gradients enabled (gradient rollout, relevance, LRP,
+RT-DETR's Grad-CAM) it runs the exact PyTorch module instead, so gradient methods always see fp32 PyTorch (logged
+once per model). Conversion happens on the first fast call (or `prepare()`), never at import or load.
+`release_weights()` frees the PyTorch weights once a graph is compiled (the app does, to keep one copy of each
+model); `exact` then loads them again on demand through the `reload` it was given (`vtdemo.loader.load` at
+precision exact).
 """
 
 from __future__ import annotations
@@ -105,9 +108,20 @@ def choose(device: str) -> EngineChoice:
 
 
 def dtype_for(choice: EngineChoice, family: str) -> str:
-    """The dtype one model family runs at: the device's choice for every family. A DETR at bf16 on the OpenVINO CPU
-    path is checked against its exact model on first use (`guarded`) and runs f32 outside the fidelity guard."""
+    """The dtype one model family runs at: the device's choice, except RT-DETR on the OpenVINO CPU path, which runs
+    f32 where the device would pick bf16 (it has no run-time fidelity check, as DETR has: `guarded`), unless
+    VTDEMO_FAST_DTYPE forces the dtype. A DETR at bf16 is checked against its exact model on first use and runs f32
+    outside the fidelity guard."""
+    forced = env_text("VTDEMO_FAST_DTYPE")
+    if family == "rtdetr" and choice.engine == "openvino" and choice.dtype == "bf16" and not forced:
+        _say_rtdetr_f32()
+        return "f32"
     return choice.dtype
+
+
+@functools.cache
+def _say_rtdetr_f32() -> None:
+    log.info("fast precision: RT-DETR runs OpenVINO f32 (no bf16 fidelity check written for it; DETR has one)")
 
 
 def guarded(choice: EngineChoice, family: str) -> bool:
@@ -137,8 +151,22 @@ def _floats(out: Any) -> Any:
         return out
     for name in ("logits", "boxes"):
         setattr(out, name, getattr(out, name).float())
-    for name in ("encoder_attn", "decoder_self_attn", "decoder_cross_attn"):
-        if getattr(out, name) is not None:
+    for name in ("init_boxes", "query_index"):  # RT-DETR
+        if hasattr(out, name) and getattr(out, name).is_floating_point():
+            setattr(out, name, getattr(out, name).float())
+    for name in (
+        "encoder_attn",
+        "decoder_self_attn",
+        "decoder_cross_attn",
+        "encoder_maps",  # RT-DETR from here on
+        "layer_logits",
+        "layer_boxes",
+        "reference_boxes",
+        "sampling_locations",
+        "sampling_weights",
+        "aifi_attn",
+    ):
+        if getattr(out, name, None) is not None:
             setattr(out, name, [a.float() for a in getattr(out, name)])
     return out
 
@@ -149,6 +177,7 @@ class FastModel(nn.Module):
     exact: the PyTorch module (fp32, the parity-tested path); it also runs whenever gradients are enabled.
     skeleton: the same module for its structure (config, Swin geometry), which stays after `release_weights`.
     reload: where `exact` comes from once the weights were released (`vtdemo.loader.load` at precision exact).
+    input_size: RT-DETR's fixed input (height, width), from its processor (`make_fast`).
     """
 
     def __init__(
@@ -159,8 +188,11 @@ class FastModel(nn.Module):
         weights: Path | None,
         choice: EngineChoice,
         reload: Callable[[], nn.Module] | None = None,
+        input_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
+        #: (height, width) an RT-DETR's graph is converted for (its processor's fixed size); None for the others.
+        self.input_size = input_size
         self.skeleton = exact
         self._reload = reload
         self.released = False
@@ -211,8 +243,9 @@ class FastModel(nn.Module):
         return module_bytes(self.skeleton, seen) + graphs_bytes
 
     def _graph_kind(self, return_attn: bool) -> bool:
-        # Classifiers: one graph with attention outputs serves both calls (measured no slower than the plain graph,
-        # and one copy of the weights); DETR: the 800-px encoder maps are ~140 MB, so detection alone has its own,
+        # Classifiers and RT-DETR: one graph with attention outputs serves both calls (measured no slower than the
+        # plain graph, and one copy of the weights; RT-DETRv2 R18vd at 640: 0.98x the plain graph, AIFI's attention
+        # over 20x20 cells is small); DETR: the 800-px encoder maps are ~140 MB, so detection alone has its own,
         # except once the weights were released: then the attention graph serves plain calls too (one copy).
         if self.family != "detr" or return_attn:
             return True
@@ -261,6 +294,7 @@ class FastModel(nn.Module):
                     self.choice.dtype,
                     progress,
                     source=lambda: self.exact,  # the weights, should this graph need converting
+                    input_size=self.input_size,
                 )
             return self._graphs[kind]
 
@@ -274,9 +308,12 @@ class FastModel(nn.Module):
         return self.choice.engine != "openvino" or bool(self._graphs)
 
     def _trained_shape(self, x: torch.Tensor) -> bool:
-        """Does a classifier input have the size the graph was converted for (DETR graphs take any size)?"""
+        """Does a classifier's or RT-DETR's input have the size the graph was converted for (DETR graphs take any
+        size)?"""
         if self.family == "detr":
             return True
+        if self.family == "rtdetr":
+            return self.input_size is not None and tuple(x.shape[-2:]) == tuple(self.input_size)
         size = getattr(self.skeleton.cfg, "img_size", None)
         return size is None or tuple(x.shape[-2:]) == (size, size)
 
@@ -304,5 +341,8 @@ class FastModel(nn.Module):
                 mask = torch.ones(pixel_values.shape[0], *pixel_values.shape[-2:])
             arrays = self.graph(return_attn)([pixel_values, mask.float()])
             return graphs.detr_output(self.skeleton, arrays, return_attn)
+        if self.family == "rtdetr":
+            arrays = self.graph(return_attn)([inputs[0]])
+            return graphs.rtdetr_output(self.skeleton, arrays, return_attn)
         arrays = self.graph(return_attn)([inputs[0]])
         return graphs.classifier_output(self.skeleton, arrays if return_attn else arrays[:1], return_attn)

@@ -11,7 +11,10 @@ Input-shape policy (part of the cache key):
   runs batches of 8): `static-SxS-batch-dynamic`;
 - DETR: dynamic batch, height and width (`dynamic-hw`): one conversion serves every photo size the preprocessing
   produces (short side 800, long side <= 1333, any aspect ratio) and the webcam's fixed size; OpenVINO's CPU plugin
-  keeps compiled kernels per shape it has seen, so a repeated size (the webcam's) costs nothing extra.
+  keeps compiled kernels per shape it has seen, so a repeated size (the webcam's) costs nothing extra;
+- RT-DETR: its processor's fixed size (640x640 for the published checkpoints; every photo is squashed to it),
+  dynamic batch, as classifiers: `static-HxW-batch-dynamic` (the level shapes, anchors and query selection are
+  then fixed in the graph; another input size runs the exact model, `FastModel._trained_shape`).
 Where we differ from the plain recipe: our graphs (`vtdemo.engine.graphs`) add the attention probabilities as
 outputs, so explanations still work from the compiled model.
 """
@@ -57,17 +60,27 @@ def cpu_capabilities() -> list[str]:
     return [str(c) for c in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
 
 
-def shape_policy(family: str, model: nn.Module) -> str:
+def shape_policy(family: str, model: nn.Module, input_size: tuple[int, int] | None = None) -> str:
+    """The input-shape policy (module docstring); input_size: (height, width) of an RT-DETR's processor."""
     if family == "detr":
         return "dynamic-hw"
+    if family == "rtdetr":
+        if input_size is None:
+            raise ValueError("an RT-DETR graph needs its processor's input size")
+        return f"static-{input_size[0]}x{input_size[1]}-batch-dynamic"
     cfg: Any = model.cfg
     size = cfg.img_size
     return f"static-{size}x{size}-batch-dynamic"
 
 
 def _trace_inputs(
-    family: str, model: nn.Module, return_attn: bool
+    family: str, model: nn.Module, return_attn: bool, input_size: tuple[int, int] | None = None
 ) -> tuple[nn.Module, tuple[torch.Tensor, ...], list[tuple[str, list[int]]]]:
+    if family == "rtdetr":
+        if input_size is None:
+            raise ValueError("an RT-DETR graph needs its processor's input size")
+        x = graphs.rtdetr_example(input_size)
+        return graphs.RtDetrGraph(model, return_attn), (x,), [("x", [-1, 3, *input_size])]
     if family == "detr":
         return (
             graphs.DetrGraph(model, return_attn),
@@ -78,11 +91,14 @@ def _trace_inputs(
     return graphs.ClassifierGraph(model, return_attn), (x,), [("x", [-1, *x.shape[1:]])]
 
 
-def convert(family: str, model: nn.Module, return_attn: bool, folder: Path) -> None:
-    """Trace `model` (as its flat graph) and write `model.xml` / `model.bin` into `folder` (weights kept fp32)."""
+def convert(
+    family: str, model: nn.Module, return_attn: bool, folder: Path, input_size: tuple[int, int] | None = None
+) -> None:
+    """Trace `model` (as its flat graph) and write `model.xml` / `model.bin` into `folder` (weights kept fp32);
+    input_size: (height, width), for RT-DETR."""
     import openvino as ov
 
-    module, example, inputs = _trace_inputs(family, model, return_attn)
+    module, example, inputs = _trace_inputs(family, model, return_attn, input_size)
     with warnings.catch_warnings():  # the tracer warns about every Python bool/int it freezes (shape checks)
         warnings.simplefilter("ignore")
         with torch.no_grad():
@@ -193,16 +209,17 @@ def load_graph(
     hint: str,
     progress: Callable[[str], None] | None = None,
     source: Callable[[], nn.Module] | None = None,
+    input_size: tuple[int, int] | None = None,
 ) -> CompiledGraph:
     """The compiled graph of `model`: read from the engine cache, or converted (and cached) first.
 
     hint: "bf16" or "f32" (OpenVINO's INFERENCE_PRECISION_HINT). model: for the shape policy (and the weights
-    unless `source` gives them: only a conversion calls it). A cache entry OpenVINO cannot read is removed and
+    unless `source` gives them: only a conversion calls it). input_size: (height, width) of an RT-DETR's processor
+    (its shape policy). A cache entry OpenVINO cannot read is removed and
     rebuilt once; a failing conversion raises (the caller reports it: no silent fallback).
     """
-    key = cache.entry_key(
-        model_id, weights, "openvino", version(), "attn" if return_attn else "plain", shape_policy(family, model)
-    )
+    graph = "attn" if return_attn else "plain"
+    key = cache.entry_key(model_id, weights, "openvino", version(), graph, shape_policy(family, model, input_size))
     core = _ov_core()
     for attempt in (1, 2):
         folder = cache.lookup(key)
@@ -216,7 +233,8 @@ def load_graph(
                 progress(f"Preparing the fast engine for {model_id} (first use only)…")
             t0 = time.perf_counter()
             module = source() if source is not None else model  # the weights (`model` may be a skeleton)
-            folder = cache.store(key, functools.partial(convert, family, module, return_attn))
+            sized: dict[str, Any] = {"input_size": input_size} if input_size is not None else {}
+            folder = cache.store(key, functools.partial(convert, family, module, return_attn, **sized))
             log.info("converted %s in %.1f s", model_id, time.perf_counter() - t0)
         try:
             ir = core.read_model(str(folder / "model.xml"))

@@ -9,7 +9,14 @@ applies it at run time; the engine calls it through `vtdemo.engine.set_guard`, g
   class probability) within 0.02 and its box within 3 px (xyxy, original pixels); at each threshold of `THRESHOLDS`
   the kept sets may differ only by detections whose exact score lies within 0.02 of that threshold (a score that
   moves by 0.001 across the threshold is not a different result); for every detection kept by both at the default
-  threshold, its decoder cross-attention map and the encoder map at its box centre within 0.02 of their maximum.
+  threshold, its decoder cross-attention map and the encoder map at its box centre within 0.02 of their maximum;
+- RT-DETR (`rtdetr_gaps`), queries paired by the encoder position they were selected from: every (query, class)
+  score (sigmoid) within 0.02 and every query's box within 3 px; the kept (query, class) sets at each threshold of
+  `THRESHOLDS` differ only by pairs whose exact score lies within 0.02 of it; every decoder layer's sampling
+  locations within 3 px of the photo and its sampling weights within 0.02; AIFI's attention at each kept
+  detection's box centre within 0.02 of its maximum. A position selected by one path only must be among the last
+  1% of that path's selection (a near-tie at the top-Q boundary of the query selection, which the parity tests
+  against transformers allow too; its query is not compared).
 The exact path is the one that the parity tests pin to timm / transformers.
 
 Reduced precision for DETR sits behind this guard at run time: a DETR compiled at bf16 (the CPU has bf16 units) is
@@ -29,11 +36,11 @@ import torch
 from PIL import Image
 
 from ..families import DEFAULT_THRESHOLD
-from .runs import run_classifier, run_detr
+from .runs import run_classifier, run_detr, run_rtdetr
 
 log = logging.getLogger(__name__)
 
-GUARD = {"top5": True, "dp": 0.02, "score": 0.02, "map": 0.02, "box_px": 3.0}
+GUARD = {"top5": True, "dp": 0.02, "score": 0.02, "map": 0.02, "box_px": 3.0, "boundary": 0.01}
 #: The thresholds at which DETR's kept sets are compared (the default, 0.7, among them).
 THRESHOLDS = (0.3, 0.5, DEFAULT_THRESHOLD, 0.9)
 
@@ -96,10 +103,79 @@ def detr_gaps(
     return out
 
 
+def rtdetr_gaps(
+    exact: Any, fast: Any, image: Image.Image, threshold: float = DEFAULT_THRESHOLD
+) -> dict[str, float | bool | int]:
+    """{"score", "box_px", "sets_agree", "detections", "unpaired", "unpaired_depth", "sampling_px", "sampling_weight",
+    "aifi_map"} for one photo (module docstring): the largest gaps over every paired query and decoder layer. Queries
+    are paired by their encoder position (`query_index`): equal scores may leave top-k in another order; `unpaired`
+    counts the positions selected by one path only (their queries are not compared) and `unpaired_depth` is how far
+    from the end of its path's selection (sorted by selection score) the earliest of them lies, as a fraction of Q."""
+    from torchvision.ops import box_convert
+
+    from ..explain import rtdetr as ex
+
+    a, b = run_rtdetr(exact, image), run_rtdetr(fast, image)
+    oa, ob = a.output, b.output
+    pos_a, pos_b = oa.query_index[0].tolist(), ob.query_index[0].tolist()
+    where = {int(p): q for q, p in enumerate(pos_b)}
+    qa, qb = [], []
+    for q, p in enumerate(pos_a):
+        if int(p) in where:
+            qa.append(q)
+            qb.append(where[int(p)])
+    Q = len(pos_a)
+    alone = [q for q in range(Q) if q not in set(qa)] + [q for q in range(Q) if q not in set(qb)]
+    ia, ib = torch.tensor(qa, dtype=torch.long), torch.tensor(qb, dtype=torch.long)
+    sa, sb = oa.logits[0, ia].float().sigmoid(), ob.logits[0, ib].float().sigmoid()  # [Q', K]
+    w, h = image.size
+    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
+    ba = box_convert(oa.boxes[0, ia].float(), "cxcywh", "xyxy") * scale  # [Q', 4] pixels
+    bb = box_convert(ob.boxes[0, ib].float(), "cxcywh", "xyxy") * scale
+    px = torch.tensor([float(w), float(h)])
+    sampling_px = max(
+        float(((la[0, ia] - lb[0, ib]).float() * px).abs().max())
+        for la, lb in zip(oa.sampling_locations, ob.sampling_locations, strict=True)
+    )
+    sampling_weight = max(
+        float((wa[0, ia] - wb[0, ib]).float().abs().max())
+        for wa, wb in zip(oa.sampling_weights, ob.sampling_weights, strict=True)
+    )
+    kept = (sa >= threshold) & (sb >= threshold)  # [Q', K]: detections kept by both at the threshold
+    out: dict[str, float | bool | int] = {
+        "score": float((sa - sb).abs().max()),
+        "box_px": float((ba - bb).abs().max()),
+        "sets_agree": all(kept_sets_agree(sa.flatten(), sb.flatten(), t) for t in sorted({*THRESHOLDS, threshold})),
+        "detections": int(kept.sum()),
+        "unpaired": Q - len(qa),
+        "unpaired_depth": (Q - min(alone)) / Q if alone else 0.0,
+        "sampling_px": sampling_px,
+        "sampling_weight": sampling_weight,
+        "aifi_map": 0.0,
+    }
+    if oa.aifi_attn:
+        for i in kept.any(-1).nonzero().flatten().tolist():
+            x0, y0, x1, y1 = ba[i].tolist()
+            point = (min(max((x0 + x1) / 2 / w, 0.0), 0.999), min(max((y0 + y1) / 2 / h, 0.0), 0.999))
+            gap = _map_gap(ex.aifi_attention(oa, point), ex.aifi_attention(ob, point))
+            out["aifi_map"] = max(out["aifi_map"], gap)
+    return out
+
+
 def within_guard(gaps: dict[str, Any]) -> bool:
-    """True if one photo's gaps (either kind) meet the bar in `GUARD`."""
+    """True if one photo's gaps (any kind) meet the bar in `GUARD`."""
     if "top5_same" in gaps:
         return bool(gaps["top5_same"]) and gaps["dp"] <= GUARD["dp"] and gaps["map"] <= GUARD["map"]
+    if "sampling_px" in gaps:  # RT-DETR
+        return (
+            bool(gaps["sets_agree"])
+            and gaps["unpaired_depth"] <= GUARD["boundary"]
+            and gaps["score"] <= GUARD["score"]
+            and gaps["box_px"] <= GUARD["box_px"]
+            and gaps["sampling_px"] <= GUARD["box_px"]
+            and gaps["sampling_weight"] <= GUARD["score"]
+            and gaps["aifi_map"] <= GUARD["map"]
+        )
     return (
         bool(gaps["sets_agree"])
         and gaps["score"] <= GUARD["score"]
