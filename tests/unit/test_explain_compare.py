@@ -97,3 +97,64 @@ def test_cli_all_methods(tiny_cache):  # noqa: F811
     (item,) = json.loads(proc.stdout)
     assert [m["method"] for m in item["methods"]] == ["detr-decoder", "detr-relevance"]
     assert list(item["skipped"]) == ["detr-encoder"] and "query" in item["target"]
+
+
+def test_the_grids_one_stream_gives_the_areas_of_the_plain_curves(monkeypatch):
+    """`score_maps` runs every curve's images as one batched stream of distinct images (`deletion.CurveStream`) and
+    takes the full image's probability from the run: at precision exact the areas are those of each curve computed
+    alone, one image at a time (within 1e-6), and a map ranked like another adds no image."""
+    from vtdemo.explain import deletion
+    from vtdemo.explain.api import class_probability
+    from vtdemo.explain.registry import ExplainOptions
+    from vtdemo.models.vit import VisionTransformer, ViTConfig
+
+    torch.manual_seed(0)
+    model = VisionTransformer(
+        ViTConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=5)
+    ).eval()
+    loaded = SimpleNamespace(
+        id="tiny", family="vit", labels=tuple(f"c{i}" for i in range(5)), device=torch.device("cpu"), model=model
+    )
+    loaded.config = model.cfg
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        out = model(x, return_attn=True)
+    run = ClassifierRun(loaded=loaded, image=None, x=x, logits=out.logits[0], attentions=[a[0] for a in out.attentions])
+    rollout = registry.get("rollout", "vit")
+    monkeypatch.setitem(
+        registry.METHODS,
+        "rollout-again",
+        Method("rollout-again", "again", "n", "p", frozenset({"vit"}), "class", False, frozenset(), rollout.fn),
+    )
+    names = ["rollout", "cls-attention", "gradcam", "rollout-again"]
+    options = ExplainOptions(class_index=3)
+    seen = {"images": 0}
+    probability = class_probability(run, 3)
+
+    def counted(run_, index):
+        def p(images):
+            seen["images"] += images.shape[0]
+            return probability(images)
+
+        return p
+
+    monkeypatch.setattr("vtdemo.explain.compare.class_probability", counted)
+    steps = 4
+    result = compare(run, options, steps=steps, methods=names)
+    # 3 distinct maps + the random order, 2 curves x 3 interior images each, and the empty image (the full one is the
+    # run's); fewer only if two of them share a perturbed image
+    assert seen["images"] <= 4 * 2 * (steps - 1) + 1
+    order = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    plain = {}
+    for curve in (deletion.deletion_curve, deletion.insertion_curve):
+        frac, p = curve(probability, x, order, (4, 4), steps, batch_size=1)
+        plain[curve] = deletion.area_under_curve(frac, p)
+    for score in result.scores:
+        assert score.random_deletion_auc == pytest.approx(plain[deletion.deletion_curve], abs=1e-6)
+        assert score.random_insertion_auc == pytest.approx(plain[deletion.insertion_curve], abs=1e-6)
+        o = deletion.patch_order(score.map)
+        frac, d = deletion.deletion_curve(probability, x, o, (4, 4), steps, batch_size=1)
+        _, ins = deletion.insertion_curve(probability, x, o, (4, 4), steps, batch_size=1)
+        assert score.deletion_auc == pytest.approx(deletion.area_under_curve(frac, d), abs=1e-6)
+        assert score.insertion_auc == pytest.approx(deletion.area_under_curve(frac, ins), abs=1e-6)
+    assert result.scores[0].deletion_auc == result.scores[3].deletion_auc

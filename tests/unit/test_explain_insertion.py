@@ -84,3 +84,43 @@ def test_known_end_points_give_the_same_curves_with_fewer_images():
         torch.testing.assert_close(known, plain)
     _, one_step = deletion.deletion_curve(prob, x, order, (4, 4), steps=1, ends=ends)  # nothing in between
     torch.testing.assert_close(one_step, torch.tensor(ends))
+
+
+def test_one_stream_gives_each_curve_as_alone_with_each_distinct_image_run_once():
+    """`CurveStream` (the comparison grid's batched stream) gives every order's deletion and insertion curves exactly
+    as `deletion_curve` / `insertion_curve` alone, while an image that two curves share runs once: the end points,
+    and every image of an order given twice (two maps that rank the patches alike)."""
+    important = [0, 5, 10, 15]
+    model = PatchSum(important)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) + 0.5
+    seen = {"images": 0, "calls": 0}
+
+    def prob(images):
+        seen["images"] += images.shape[0]
+        seen["calls"] += 1
+        return model(images).softmax(-1)[:, 0]
+
+    g = torch.Generator().manual_seed(2)
+    orders = [torch.randperm(16, generator=g) for _ in range(3)]
+    orders.append(orders[1].clone())  # the same order again: nothing new to run
+    stream = deletion.CurveStream(prob, x, steps=8, batch_size=5)
+    handles = [stream.add(order, (4, 4)) for order in orders]
+    curves = [stream.curves(h) for h in handles]
+    # 3 distinct orders x 2 curves x 7 interior images, plus the full and the empty image once
+    assert seen["images"] == stream.images_run == 3 * 2 * 7 + 2
+    assert seen["calls"] == -(-(3 * 2 * 7 + 2) // 5)  # batches of 5 across orders
+    for order, (frac, d, ins) in zip(orders, curves, strict=True):
+        frac0, d0 = deletion.deletion_curve(prob, x, order, (4, 4), steps=8)
+        _, ins0 = deletion.insertion_curve(prob, x, order, (4, 4), steps=8)
+        torch.testing.assert_close(frac, frac0)
+        torch.testing.assert_close(d, d0, rtol=0, atol=1e-6)
+        torch.testing.assert_close(ins, ins0, rtol=0, atol=1e-6)
+    # the full image's probability, when known, is not run again; another grid's orders share the end points too
+    stream = deletion.CurveStream(prob, x, steps=4, batch_size=8, full=float(prob(x)[0]))
+    seen["images"] = 0
+    h4, h2 = stream.add(orders[0], (4, 4)), stream.add(torch.tensor([3, 1, 0, 2]), (2, 2))
+    frac, d, ins = stream.curves(h2)
+    assert seen["images"] == 2 * 2 * 3 + 1  # two grids x two curves x 3 interior images, and the empty image
+    frac0, d0 = deletion.deletion_curve(prob, x, torch.tensor([3, 1, 0, 2]), (2, 2), steps=4)
+    torch.testing.assert_close(d, d0, rtol=0, atol=1e-6)
+    torch.testing.assert_close(stream.curves(h4)[2], deletion.insertion_curve(prob, x, orders[0], (4, 4), steps=4)[1])

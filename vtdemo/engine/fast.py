@@ -344,5 +344,6 @@ class FastModel(nn.Module):
         if self.family == "rtdetr":
             arrays = self.graph(return_attn)([inputs[0]])
             return graphs.rtdetr_output(self.skeleton, arrays, return_attn)
-        arrays = self.graph(return_attn)([inputs[0]])
-        return graphs.classifier_output(self.skeleton, arrays if return_attn else arrays[:1], return_attn)
+        if return_attn:
+            return graphs.classifier_output(self.skeleton, self.graph(True)([inputs[0]]), True)
+        return graphs.classifier_output(self.skeleton, self.graph(False)([inputs[0]], outputs=1), False)  # logits

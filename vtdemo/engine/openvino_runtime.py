@@ -136,7 +136,9 @@ class CompiledGraph:
         counted in the loader's model memory budget."""
         return self._weights_bytes
 
-    def __call__(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    def __call__(self, inputs: Sequence[torch.Tensor], outputs: int | None = None) -> list[torch.Tensor]:
+        """Run the graph; returns its outputs as tensors (copies), or only the first `outputs` of them (the others,
+        e.g. the attention maps of a call that asked for logits only, are then not copied out of OpenVINO)."""
         try:
             request = self._idle.get_nowait()
         except queue.Empty:
@@ -144,8 +146,12 @@ class CompiledGraph:
         with self._lock:
             self._running += 1
         try:
-            result = request.infer([t.detach().cpu().float().contiguous().numpy() for t in inputs])
-            return [torch.from_numpy(result[out]) for out in self.compiled.outputs]  # copies (share_outputs=False)
+            arrays = [t.detach().cpu().float().contiguous().numpy() for t in inputs]
+            if outputs is None:
+                result = request.infer(arrays)
+                return [torch.from_numpy(result[out]) for out in self.compiled.outputs]  # copies (share_outputs=False)
+            result = request.infer(arrays, share_outputs=True)  # views of the request's buffers: copy what is kept
+            return [torch.from_numpy(result[out].copy()) for out in self.compiled.outputs[:outputs]]
         finally:
             self._idle.put(request)
             with self._lock:

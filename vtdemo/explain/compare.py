@@ -10,9 +10,10 @@ detection's query gives its predicted class (the query stays the same slot under
 
 Cost: the run's forward pass (with attention) is shared by every attention method; a gradient method runs its own
 forward and backward pass once; each map's curves then cost (steps - 1) perturbed images each (every curve starts
-and ends at the same two images, the full one and the empty one, which run once: `deletion.end_points`), and the
-random order's curves are computed once per grid size. Methods that explain a point are included only when a point
-is given (they are listed under `skipped` otherwise).
+and ends at the same two images, the full one and the empty one: the empty one runs once, the full one's probability
+is the run's own), and the random order's curves are computed once per grid size. All of them go through the model
+as one batched stream of distinct images (`deletion.CurveStream`: an image two curves share runs once). Methods that
+explain a point are included only when a point is given (they are listed under `skipped` otherwise).
 """
 
 from __future__ import annotations
@@ -222,26 +223,29 @@ def score_maps(
     """Phase two: each map's deletion and insertion curves (and the random order's, once per grid), filled into
     `result`'s scores in place; returns `result`."""
     options = options or ExplainOptions()
-    x, probability, n_steps, batch = _measure(run, options, result.target, steps)
-    ends = deletion.end_points(probability, x)  # shared by every curve
-    random_curves: dict[tuple[int, int], tuple[float, float]] = {}
+    x, probability, n_steps, batch, full = _measure(run, options, result.target, steps)
+    # every curve's images in one batched stream; an image shared by curves (the end points, the same kept patches
+    # under two orders) runs once, and the full image's probability is the run's own
+    stream = deletion.CurveStream(probability, x, n_steps, batch_size=batch, full=full)
+    random_orders: dict[tuple[int, int], int] = {}
+    handles: list[tuple[int, int]] = []  # (random order's handle, map's handle) per score
     for i, score in enumerate(result.scores):
         if progress is not None:
             progress(i, len(result.scores), f"{score.method} curves")
         grid = (int(score.map.shape[0]), int(score.map.shape[1]))
-        if grid not in random_curves:
+        if grid not in random_orders:  # the random order's curves, once per grid size
             order = torch.randperm(grid[0] * grid[1], generator=torch.Generator().manual_seed(seed))
-            frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
-            _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
-            random_curves[grid] = (deletion.area_under_curve(frac, d), deletion.area_under_curve(frac, ins))
-        order = deletion.patch_order(score.map)
-        frac, d = deletion.deletion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
-        _, ins = deletion.insertion_curve(probability, x, order, grid, n_steps, batch_size=batch, ends=ends)
+            random_orders[grid] = stream.add(order, grid)
+        handles.append((random_orders[grid], stream.add(deletion.patch_order(score.map), grid)))
+    for score, (random_handle, handle) in zip(result.scores, handles, strict=True):
+        frac, d, ins = stream.curves(handle)
         score.deletion_auc, score.insertion_auc = (
             deletion.area_under_curve(frac, d),
             deletion.area_under_curve(frac, ins),
         )
-        score.random_deletion_auc, score.random_insertion_auc = random_curves[grid]
+        frac, d, ins = stream.curves(random_handle)
+        score.random_deletion_auc = deletion.area_under_curve(frac, d)
+        score.random_insertion_auc = deletion.area_under_curve(frac, ins)
     if progress is not None:
         progress(len(result.scores), len(result.scores), "scored")
     return result
@@ -249,10 +253,13 @@ def score_maps(
 
 def _measure(
     run: ClassifierRun | DetrRun, options: ExplainOptions, target: dict[str, Any], steps: int | None
-) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], int, int]:
-    """(model input, probability of the target, curve steps, batch size) for the perturbation curves."""
+) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor], int, int, float | None]:
+    """(model input, probability of the target, curve steps, batch size, the probability of the unperturbed input
+    when the run already knows it) for the perturbation curves."""
     if isinstance(run, DetrRun):
         assert options.query is not None
         x, _ = run.inputs()
-        return x, detection_probability(run, options.query, int(target["label_id"])), steps or 10, 2
-    return run.x, class_probability(run, int(target["index"])), steps or 20, 8
+        return x, detection_probability(run, options.query, int(target["label_id"])), steps or 10, 2, None
+    index = int(target["index"])
+    full = float(run.logits.float().softmax(-1)[index])  # the run's own forward pass of run.x: no need to run it again
+    return run.x, class_probability(run, index), steps or 20, 8, full
