@@ -34,13 +34,17 @@ from torch import Tensor, nn
 from ..models.outputs import ClassifierOutput
 
 
-class ClassifierGraph(nn.Module):
-    """ViT / DeiT / Swin -> flat tuple (logits, *attention tensors) (`return_attn` fixed at construction)."""
+class _Graph(nn.Module):
+    """One of our models wrapped for tracing, `return_attn` fixed at construction."""
 
     def __init__(self, model: nn.Module, return_attn: bool) -> None:
         super().__init__()
         self.model = model
         self.return_attn = return_attn
+
+
+class ClassifierGraph(_Graph):
+    """ViT / DeiT / Swin -> flat tuple (logits, *attention tensors) (`return_attn` fixed at construction)."""
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         out = self.model(x, return_attn=self.return_attn)
@@ -49,17 +53,12 @@ class ClassifierGraph(nn.Module):
         return (out.logits, *[getattr(a, "attn", a) for a in out.attentions])
 
 
-class DetrGraph(nn.Module):
+class DetrGraph(_Graph):
     """DETR -> flat tuple (logits, boxes, feature_mask, *encoder, *decoder self, *decoder cross attention).
 
     Always runs the key-padding-mask path of the attention (traced with a padded example), which for an unpadded
     image masks nothing and gives the same probabilities as the unmasked path.
     """
-
-    def __init__(self, model: nn.Module, return_attn: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.return_attn = return_attn
 
     def forward(self, pixel_values: Tensor, pixel_mask: Tensor) -> tuple[Tensor, ...]:
         model: Any = self.model
@@ -72,16 +71,11 @@ class DetrGraph(nn.Module):
         return (*head, *out.encoder_attn, *out.decoder_self_attn, *out.decoder_cross_attn)
 
 
-class RtDetrGraph(nn.Module):
+class RtDetrGraph(_Graph):
     """RT-DETR / RT-DETRv2 -> flat tuple (query_index, init_boxes, *encoder_maps, *layer_logits, *layer_boxes,
     *reference_boxes, *sampling_locations, *sampling_weights[, *aifi_attn]) (`return_attn` fixed at construction).
     The query selection (top-k over the encoder positions, gathers) and the deformable sampling (grid_sample, or
     RT-DETRv2's discrete gather) are part of the graph."""
-
-    def __init__(self, model: nn.Module, return_attn: bool) -> None:
-        super().__init__()
-        self.model = model
-        self.return_attn = return_attn
 
     def forward(self, x: Tensor) -> tuple[Tensor, ...]:
         out = self.model(x, return_attn=self.return_attn)
