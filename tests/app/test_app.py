@@ -9,9 +9,13 @@ serve.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 import statistics
+import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,10 +27,12 @@ pytest.importorskip("timm")
 pytest.importorskip("transformers")
 gradio_client = pytest.importorskip("gradio_client")
 
+from gradio import processing_utils  # noqa: E402
 from gradio_client import Client, handle_file  # noqa: E402
 
 from tests.support.apps import counting_forward, launched_app  # noqa: E402
 from vtdemo import loader, pipeline  # noqa: E402
+from vtdemo.ui.components import box_folder  # noqa: E402
 
 pytestmark = pytest.mark.slow  # the app launched on the tiny checkpoints: its start-up and a model run per test
 
@@ -148,7 +154,7 @@ def in_event():
 
 
 def test_rerender_server_time_for_a_1280x720_photo(app, tmp_path, in_event):
-    """The re-render handler plus Gradio's postprocessing of its outputs, in the server process: < 50 ms."""
+    """The re-render handler plus Gradio's postprocessing of its outputs, in the server process: < 80 ms."""
     vt, _ = app
     demo, tab = vt.demo, vt.detect
     photo = tmp_path / "wide.jpg"
@@ -158,16 +164,23 @@ def test_rerender_server_time_for_a_1280x720_photo(app, tmp_path, in_event):
     table_block = next(
         b for b in demo.blocks.values() if type(b).__name__ == "Dataframe" and b.headers and b.headers[0] == "#"
     )
-    times = []
+    times, shown = [], []
     for t in [0.3, 0.5, 0.7, 0.9, 0.0, 0.6] * 3:
         started = time.perf_counter()
         out = tab.rerender(state, t, [], 100, False, 0.5)
-        boxes_block.postprocess(out[tab.boxes].constructor_args["value"])  # the update's value, as Gradio does
+        data = boxes_block.postprocess(out[tab.boxes].constructor_args["value"])  # the update's value, as Gradio does
+        sent = asyncio.run(processing_utils.async_move_files_to_cache(data, boxes_block, postprocess=True))
         table_block.postprocess(out[tab.table])
         times.append(time.perf_counter() - started)
+        shown.append(len(sent["annotations"]))
     median = statistics.median(times) * 1000
     print(f"\nre-render server time for 1280x720: median {median:.1f} ms, max {max(times) * 1000:.1f} ms")
-    assert median < 50
+    assert max(shown) >= 20  # threshold 0: many boxes, one mask file each
+    assert median < 80  # with Gradio's per-file checks on every mask (before the static box folder): ~3x more
+    # the box files are served where they are (a static path: no per-file checks, no copy) and expire with the cache
+    files = [sent["image"]["path"], *(a["image"]["path"] for a in sent["annotations"])]
+    assert all(Path(f).parent.parent == box_folder() for f in files)
+    assert set(files) <= boxes_block.temp_files
 
 
 def test_detection_and_encoder_maps(client):
@@ -373,3 +386,19 @@ def test_try_the_cat_works_from_any_working_directory(app, tmp_path, monkeypatch
     kind, outputs = call(app[1], "try_cat", [])
     assert kind == "complete", outputs
     assert Path(_path(outputs[1])).name == "chelsea.png"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+def test_model_calls_run_below_the_event_loop(client, app):
+    """After a model call (default `VTDEMO_MODEL_NICE` 10) every thread of the server but its event loop and the main
+    thread runs at nice >= 10, so that the loop's light events (a threshold change) are scheduled first."""
+    from vtdemo.ui import priority
+
+    assert app[0].services.config.model_nice == 10
+    _detect(client)
+    loops = priority.event_loops()
+    assert loops, "the model call found no event loop"
+    nice = {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}
+    main = threading.main_thread().native_id
+    assert all(nice[t] < 10 for t in loops if t in nice) and nice[main] < 10
+    assert any(v >= 10 for t, v in nice.items() if t not in loops and t != main)  # the model's own threads

@@ -29,6 +29,7 @@ from gradio.utils import get_upload_folder
 from .. import pipeline
 from ..assets import examples_dir
 from ..errors import VtdemoError, for_visitor
+from . import priority
 from .components import Click, safe_image
 from .config import AppConfig
 from .sessions import RunIndex
@@ -97,6 +98,7 @@ def runs_models(fn: Callable) -> Callable:
             made = fn(*args, **kwargs)
             while True:
                 with pipeline.models_in_use(slot=True):
+                    priority.yield_to_event_loop()
                     try:
                         out = next(made)
                     except StopIteration:
@@ -108,6 +110,7 @@ def runs_models(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
         with pipeline.models_in_use(slot=True):
+            priority.yield_to_event_loop()
             return fn(*args, **kwargs)
 
     return call
@@ -282,6 +285,12 @@ class Services:
         )
         pipeline.on_model_evicted(self._model_evicted)  # held weakly: an app that is gone is not called
         pipeline.set_model_slots(config.concurrency)  # model calls at once; downloads wait beside them
+        priority.configure(config.model_nice)  # model calls give way to the event loop's light events
+        if config.model_nice:
+            log.info(
+                "model calls run at nice %d, below the event loop (light events first); 0 turns it off",
+                config.model_nice,
+            )
         pipeline.set_download_slots(config.downloads)
         self.fallbacks: dict[str, str] = {}  # model id -> why the fast engine could not convert it (it runs exact)
 

@@ -17,7 +17,11 @@
   reuses it: re-thresholding a 1280x720 photo then costs a few milliseconds instead of one full-size PNG per box
   (which is what `gr.AnnotatedImage.postprocess` writes). Its files stay where they are until Gradio's own cache
   expiry (`delete_cache` in `vtdemo.ui.app`), also when the same visitor runs another photo: a client may still
-  be downloading the previous result.
+  be downloading the previous result. They live in one folder of Gradio's upload folder (`box_folder()`) that the
+  app declares a static path: Gradio then serves them as they are, without its per-file checks on every output
+  (about ten `realpath` calls per file, on the event loop: 100-300 ms for a threshold change that shows 60 boxes,
+  measured, during which no other visitor's event moves); `BoxImage` enters them in its own list of temporary files
+  so that the cache expiry still deletes them.
 """
 
 from __future__ import annotations
@@ -222,6 +226,14 @@ class Click(gr.EventData):
         self.value: Any = data.get("value")
 
 
+_STATIC: set[Path] = set()  # the box folders declared static in this process
+
+
+def box_folder() -> Path:
+    """Where `BoxCanvas` writes: `<Gradio's upload folder>/vtdemo/boxes`, nothing else (a static path of the app)."""
+    return Path(get_upload_folder()) / "vtdemo" / "boxes"
+
+
 @dataclass
 class BoxCanvas:
     """One photo's files for `BoxImage`: the display copy and a mask per query, written on first use."""
@@ -233,8 +245,8 @@ class BoxCanvas:
     masks: dict[int, Path] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, cache_dir: str | Path, shown: Image.Image, scale: float) -> "BoxCanvas":
-        folder = Path(cache_dir) / "vtdemo" / uuid.uuid4().hex
+    def create(cls, shown: Image.Image, scale: float) -> "BoxCanvas":
+        folder = box_folder() / uuid.uuid4().hex
         folder.mkdir(parents=True, exist_ok=True)
         base = folder / "photo.jpg"
         shown.convert("RGB").save(base, quality=90)
@@ -278,7 +290,16 @@ class BoxView:
 
 
 class BoxImage(gr.AnnotatedImage):
-    """`gr.AnnotatedImage` fed with a `BoxView` (anything else goes to the original postprocess)."""
+    """`gr.AnnotatedImage` fed with a `BoxView` (anything else goes to the original postprocess). Its files are served
+    from `box_folder()`, a static path: Gradio neither checks nor copies them per output."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        folder = box_folder()
+        folder.mkdir(parents=True, exist_ok=True)
+        if folder not in _STATIC:  # Gradio keeps a list and checks every entry for every file it returns
+            gr.set_static_paths([folder])
+            _STATIC.add(folder)
 
     def get_block_name(self) -> str:
         return "annotatedimage"
@@ -287,8 +308,7 @@ class BoxImage(gr.AnnotatedImage):
         if not isinstance(value, BoxView):
             return super().postprocess(value)
         canvas = value.canvas
-        annotations = [
-            Annotation(image=FileData(path=str(canvas.mask(q, box, color))), label=label)
-            for q, box, color, label in value.boxes
-        ]
+        masks = [str(canvas.mask(q, box, color)) for q, box, color, _ in value.boxes]
+        self.temp_files.update([str(canvas.base), *masks])  # deleted by Gradio's cache expiry, as its own files
+        annotations = [Annotation(image=FileData(path=m), label=b[3]) for m, b in zip(masks, value.boxes)]
         return AnnotatedImageData(image=FileData(path=str(canvas.base)), annotations=annotations)

@@ -109,6 +109,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("concurrency", "--concurrency", "VTDEMO_CONCURRENCY", int, 1, "model calls run at once", minimum=1),
     Setting(
+        "model_nice",
+        "--model-nice",
+        "VTDEMO_MODEL_NICE",
+        int,
+        10,
+        "CPU priority (nice) of model calls below the server's event loop, on Linux; 0: off",
+        minimum=0,
+        maximum=19,
+    ),
+    Setting(
         "downloads",
         "--downloads",
         "VTDEMO_DOWNLOADS",
@@ -269,6 +279,7 @@ class AppConfig:
     queue_size: int = _default("queue_size")
     concurrency: int = _default("concurrency")
     downloads: int = _default("downloads")
+    model_nice: int = _default("model_nice")
     cache_mb: int = _default("cache_mb")
     model_memory_mb: int | None = _default("model_memory_mb")
     max_model_mb: int = _default("max_model_mb")

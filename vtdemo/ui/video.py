@@ -18,6 +18,7 @@ from PIL import Image
 
 from .. import checks, pipeline
 from ..errors import VtdemoError
+from . import priority
 from .common import VIEW, Services, export_dir, message, safe_stem, status, write_json
 from .components import Slider, safe_video, upload_name
 
@@ -104,6 +105,7 @@ class VideoTab:
         name = upload_name(clip, "the video")
         try:
             with pipeline.models_in_use():
+                priority.yield_to_event_loop()
                 loaded = self.s.load(model_id, "detr", progress, getattr(request, "session_hash", None))
                 folder = export_dir()
                 out = folder / f"{safe_stem(name)}-detected.mp4"

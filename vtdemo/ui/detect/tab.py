@@ -18,7 +18,6 @@ from typing import Any
 
 import gradio as gr
 import torch
-from gradio.utils import get_upload_folder
 
 from ... import pipeline, render
 from ...errors import VtdemoError
@@ -331,7 +330,7 @@ class DetectTab:
             state = DetectState(
                 run=run,
                 name=upload_name(image_path),
-                canvas=BoxCanvas.create(get_upload_folder(), shown, scale),
+                canvas=BoxCanvas.create(shown, scale),
                 opts=self._options(threshold, classes, max_det, nms, nms_iou, loaded.labels),
             )
             state.method = pipeline.view_method(run.family, "detection").name  # the attention view comes first

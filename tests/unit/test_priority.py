@@ -1,0 +1,66 @@
+"""`vtdemo.ui.priority`: a model call raises the nice of every thread but the event loop's and the main thread's.
+
+Run in a subprocess so that the test session's own threads keep their priority. The layout mimics the app: an event
+loop (anyio) in a thread of its own, a handler in one of its worker threads, and a thread pool of the kind PyTorch
+and OpenVINO start (a thread that exists before the call)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
+
+SCRIPT = r"""
+import json, os, sys, threading
+import anyio, anyio.to_thread
+from vtdemo.ui import priority
+
+priority.configure(int(sys.argv[1]))
+nice = lambda tid: os.getpriority(os.PRIO_PROCESS, tid)
+pool_ready, stop = threading.Event(), threading.Event()
+ids = {"main": threading.get_native_id()}
+
+def pool():  # a compute thread that exists before the model call
+    ids["pool"] = threading.get_native_id(); pool_ready.set(); stop.wait()
+
+def handler():
+    ids["worker"] = threading.get_native_id()
+    return priority.yield_to_event_loop()
+
+async def serve():
+    ids["loop"] = threading.get_native_id()
+    ids["changed"] = await anyio.to_thread.run_sync(handler)
+    ids["after"] = {k: nice(v) for k, v in ids.items() if k != "changed"}  # every thread still alive
+
+threading.Thread(target=pool, daemon=True).start(); pool_ready.wait()
+direct = priority.yield_to_event_loop()  # not from a worker of an event loop: nothing to spare, nothing changed
+server = threading.Thread(target=anyio.run, args=(serve,)); server.start(); server.join()
+base = os.getpriority(os.PRIO_PROCESS, 0)
+print(json.dumps({"nice": ids["after"], "changed": ids["changed"], "direct": direct, "base": base}))
+stop.set()
+"""
+
+
+def run(nice: int) -> dict:
+    done = subprocess.run([sys.executable, "-c", SCRIPT, str(nice)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_model_threads_yield_to_the_event_loop():
+    got = run(10)
+    base = got["base"]
+    assert base < 10  # the test needs a process not already at nice 10
+    assert got["direct"] == 0
+    assert got["nice"]["loop"] == base and got["nice"]["main"] == base  # spared
+    assert got["nice"]["worker"] == 10 and got["nice"]["pool"] == 10  # the model call's thread and the pool
+    assert got["changed"] >= 2
+
+
+def test_zero_turns_it_off():
+    got = run(0)
+    assert got["changed"] == 0 and set(got["nice"].values()) == {got["base"]}
