@@ -402,3 +402,20 @@ def test_model_calls_run_below_the_event_loop(client, app):
     main = threading.main_thread().native_id
     assert all(nice[t] < 10 for t in loops if t in nice) and nice[main] < 10
     assert any(v >= 10 for t, v in nice.items() if t not in loops and t != main)  # the model's own threads
+
+
+def test_box_files_are_served_to_the_browser(client, app):
+    """The photo and every box mask of the Detect view load from their URLs (the box folder is a static path);
+    a file beside it that the app did not return is still refused."""
+    import httpx
+
+    boxes = _detect(client, threshold=0.3)[0]
+    value = boxes.get("value", boxes)
+    urls = [value["image"]["url"], *(a["image"]["url"] for a in value["annotations"])]
+    assert len(urls) >= 2
+    base = app[1].rstrip("/")
+    for url in urls:
+        got = httpx.get(url if url.startswith("http") else base + url, timeout=30)
+        assert got.status_code == 200 and got.content[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb")
+    refused = httpx.get(f"{base}/gradio_api/file=/etc/passwd", timeout=30)
+    assert refused.status_code in (403, 404)
