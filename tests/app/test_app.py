@@ -389,19 +389,27 @@ def test_try_the_cat_works_from_any_working_directory(app, tmp_path, monkeypatch
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread nice values are Linux's")
-def test_model_calls_run_below_the_event_loop(client, app):
-    """After a model call (default `VTDEMO_MODEL_NICE` 10) every thread of the server but its event loop and the main
-    thread runs at nice >= 10, so that the loop's light events (a threshold change) are scheduled first."""
+def test_model_calls_run_below_the_event_loop(tiny_hub, monkeypatch):
+    """On a Space (`SPACE_ID` set, `VTDEMO_MODEL_NICE` unset: nice 10), after a model call every thread of the server
+    but its event loop and the main thread runs at nice >= 10, so that the loop's light events (a threshold change)
+    are scheduled first. (The mechanism alone, in a process of its own: tests/unit/test_priority.py.)"""
     from vtdemo.ui import priority
 
-    assert app[0].services.config.model_nice == 10
-    _detect(client)
-    loops = priority.event_loops()
-    assert loops, "the model call found no event loop"
-    nice = {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}
-    main = threading.main_thread().native_id
-    assert all(nice[t] < 10 for t in loops if t in nice) and nice[main] < 10
-    assert any(v >= 10 for t, v in nice.items() if t not in loops and t != main)  # the model's own threads
+    monkeypatch.setenv("SPACE_ID", "someone/vtdemo")
+    try:
+        with launched_app(tiny_hub) as (vt, url):
+            assert vt.services.config.model_nice is None  # the default: decided by the host
+            Client(url, verbose=False, download_files=False).predict(
+                handle_file(ASTRONAUT), "", 0.7, [], 100, False, 0.5, *VIEW, api_name="/detect"
+            )
+            loops = priority.event_loops()
+            assert loops, "the model call found no event loop"
+            nice = {int(t): os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}
+            main = threading.main_thread().native_id
+            assert all(nice[t] < 10 for t in loops if t in nice) and nice[main] < 10
+            assert any(v >= 10 for t, v in nice.items() if t not in loops and t != main)  # the model's threads
+    finally:
+        priority.configure(0)  # the apps after this one in the test run: the desktop default
 
 
 def test_box_files_are_served_to_the_browser(client, app):

@@ -64,3 +64,17 @@ def test_model_threads_yield_to_the_event_loop():
 def test_zero_turns_it_off():
     got = run(0)
     assert got["changed"] == 0 and set(got["nice"].values()) == {got["base"]}
+
+
+def test_on_by_default_on_a_space_only(monkeypatch):
+    from vtdemo.ui.config import AppConfig, from_args, model_nice_default
+
+    monkeypatch.delenv("VTDEMO_MODEL_NICE", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert model_nice_default() == 0 and AppConfig().model_nice is None
+    monkeypatch.setenv("SPACE_ID", "someone/vtdemo")
+    assert model_nice_default() == 10
+    monkeypatch.setenv("VTDEMO_MODEL_NICE", "0")
+    assert from_args([]).model_nice == 0  # an operator's value wins
+    with pytest.raises(SystemExit, match="at most 19"):
+        from_args(["--model-nice", "25"])

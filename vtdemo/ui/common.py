@@ -31,7 +31,7 @@ from ..assets import examples_dir
 from ..errors import VtdemoError, for_visitor
 from . import priority
 from .components import Click, safe_image
-from .config import AppConfig
+from .config import AppConfig, model_nice_default
 from .sessions import RunIndex
 
 log = logging.getLogger(__name__)
@@ -285,12 +285,10 @@ class Services:
         )
         pipeline.on_model_evicted(self._model_evicted)  # held weakly: an app that is gone is not called
         pipeline.set_model_slots(config.concurrency)  # model calls at once; downloads wait beside them
-        priority.configure(config.model_nice)  # model calls give way to the event loop's light events
-        if config.model_nice:
-            log.info(
-                "model calls run at nice %d, below the event loop (light events first); 0 turns it off",
-                config.model_nice,
-            )
+        nice = model_nice_default() if config.model_nice is None else config.model_nice
+        priority.configure(nice)  # model calls give way to the event loop's light events
+        if nice:
+            log.info("model calls run at nice %d, below the event loop (light events first); 0 turns it off", nice)
         pipeline.set_download_slots(config.downloads)
         self.fallbacks: dict[str, str] = {}  # model id -> why the fast engine could not convert it (it runs exact)
 

@@ -246,7 +246,11 @@ class BoxCanvas:
 
     @classmethod
     def create(cls, shown: Image.Image, scale: float) -> "BoxCanvas":
-        folder = box_folder() / uuid.uuid4().hex
+        root = box_folder()
+        if root not in _STATIC:  # Gradio keeps a list and checks every entry for every file it returns
+            gr.set_static_paths([root])
+            _STATIC.add(root)
+        folder = root / uuid.uuid4().hex
         folder.mkdir(parents=True, exist_ok=True)
         base = folder / "photo.jpg"
         shown.convert("RGB").save(base, quality=90)
@@ -292,14 +296,6 @@ class BoxView:
 class BoxImage(gr.AnnotatedImage):
     """`gr.AnnotatedImage` fed with a `BoxView` (anything else goes to the original postprocess). Its files are served
     from `box_folder()`, a static path: Gradio neither checks nor copies them per output."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        folder = box_folder()
-        folder.mkdir(parents=True, exist_ok=True)
-        if folder not in _STATIC:  # Gradio keeps a list and checks every entry for every file it returns
-            gr.set_static_paths([folder])
-            _STATIC.add(folder)
 
     def get_block_name(self) -> str:
         return "annotatedimage"

@@ -52,6 +52,12 @@ def live_default(precision: str) -> tuple[int, str]:
     return LIVE_DEFAULTS[precision], LIVE_WHY[precision]
 
 
+def model_nice_default() -> int:
+    """10 on a Hugging Face Space (`SPACE_ID` set: a host that serves visitors and nothing else), else 0: on a desktop
+    the app's model calls keep their share against the visitor's own browser and programs."""
+    return 10 if env_text("SPACE_ID") else 0
+
+
 @dataclass(frozen=True)
 class Setting:
     """One app setting. name: the `AppConfig` field; flag: its command-line flag (None: variable only); env: its
@@ -113,8 +119,9 @@ SETTINGS: tuple[Setting, ...] = (
         "--model-nice",
         "VTDEMO_MODEL_NICE",
         int,
-        10,
+        None,
         "CPU priority (nice) of model calls below the server's event loop, on Linux; 0: off",
+        shown="10 on a Space, else 0",
         minimum=0,
         maximum=19,
     ),
@@ -279,7 +286,7 @@ class AppConfig:
     queue_size: int = _default("queue_size")
     concurrency: int = _default("concurrency")
     downloads: int = _default("downloads")
-    model_nice: int = _default("model_nice")
+    model_nice: int | None = _default("model_nice")  # None: `model_nice_default()`
     cache_mb: int = _default("cache_mb")
     model_memory_mb: int | None = _default("model_memory_mb")
     max_model_mb: int = _default("max_model_mb")
