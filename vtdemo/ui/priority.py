@@ -1,31 +1,28 @@
-"""Model calls give way to the server's event loop: every thread of the process but the event loop's runs at a lower
-CPU priority (a higher `nice`) once a model call starts.
+"""Model calls give way to the server's event loop: once a model call starts, every thread of the process but the
+event loop's (and the main thread) runs at a lower CPU priority, a higher `nice`.
 
 Why: Gradio's event loop does the work of every visitor's light events (a threshold change, a view of a cached run):
 it takes the request, post-processes the outputs and streams them back. On a 2-core host a model call keeps both cores
-busy for seconds (PyTorch's and OpenVINO's worker threads), and a threshold change waited for a core behind it: in the
-30-minute soak its p95 was 0.51 s against an idle 0.2 s. With the model's threads at nice 10 the scheduler lets the
-event loop in first, and the model loses only the few milliseconds the loop needs; measured on the 2-core AMD EPYC
-with two visitors running models (docs/deployment.md, "Soak test"): a threshold change's p50 0.24 s -> 0.16 s and p95
-0.31 s -> 0.22 s.
+busy for seconds (PyTorch's and OpenVINO's worker threads), and a threshold change waited for a core behind it. With
+the model's threads at nice 10 the scheduler lets the event loop in first, and the model loses only the milliseconds
+the loop needs. Measured on the 2-core AMD EPYC (AVX2), two clients running models while a third changes the
+threshold 60 times: p50 0.20 -> 0.16 s, p95 0.27 -> 0.22 s (docs/deployment.md, `VTDEMO_MODEL_NICE`).
 
 How: Linux gives each thread its own nice value, and a thread starts with its creator's. At each model call,
-`yield_to_event_loop()` raises the nice of every thread of the process but the event loops' and the main thread's
-to `VTDEMO_MODEL_NICE` (default 10; 0 turns it off): the calling worker, the thread pools of PyTorch and OpenVINO,
-and Gradio's other workers. The main thread is left as it is (under `python app.py` it only waits; a program that
-embeds the app, or a test run, keeps its own priority, and so do the processes it starts). Raising a nice value needs no privilege; it is never lowered again (that would), so a worker thread that
-later runs a light event runs it at the same nice as the models, as before. Not Linux, or no event loop found: nothing
-is changed.
+`yield_to_event_loop()` raises the nice of every thread of the process but the event loops' and the main thread's to
+the configured value: the calling worker, the thread pools of PyTorch and OpenVINO, and Gradio's other workers. The
+main thread is left as it is (under `python app.py` it only waits; a program that embeds the app, or a test run,
+keeps its own priority, and so do the processes it starts). Raising a nice value needs no privilege; it is never
+lowered again (that would), so a worker thread that later runs a light event runs it at the models' nice, as before.
+The value is the app's `VTDEMO_MODEL_NICE`: 10 on a Hugging Face Space, 0 (off) elsewhere (`ui.config`). Not Linux,
+or no event loop found: nothing is changed.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import threading
-
-log = logging.getLogger(__name__)
 
 _NICE = 0  # set by `configure` (the app's setting); 0: off
 _LOOPS: set[int] = set()  # native ids of the event loop threads seen (one per app in the process)
