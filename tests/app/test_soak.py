@@ -76,6 +76,10 @@ def test_a_short_soak_has_no_failures_and_a_consistent_report(soak_hub, tmp_path
     assert {r.action for r in refusals} == {"bad_text_jpg", "bad_truncated_jpg", "bad_model_id"}
     assert all(r.message.startswith("⚠") and "\n" not in r.message for r in refusals if r.outcome == "ok"), refusals
     assert len({(r.visitor, r.session) for r in rows}) >= 4  # the tour's session and at least one per visitor
+    warm = {(r.endpoint, r.model) for r in rows if r.phase == "warmup" and r.outcome == "ok"}
+    later = {(r.endpoint, r.model) for r in rows if r.phase == "soak" and r.expect == "result"}
+    assert {e for e, _ in later} <= {e for e, _ in warm}, later - warm  # every kind of request was warmed up first
+    assert {p for p in later if p[0].startswith("compare_")} <= warm  # and each model's grid (its first-use memory)
 
     # the summary is the CSVs' summary
     assert summary["requests"] == len(rows)

@@ -269,7 +269,9 @@ class Session:
 
 def tour(setup: Setup, seed: int) -> None:
     """The warm-up's first part: one session that runs every model once and every kind of request once (bad inputs
-    included), so that the models are loaded before the visitors come."""
+    included), so that the models are loaded, and each one's first-use memory taken, before the visitors come: a
+    classifier's comparison grid on each classifier model too (its first one builds the fast engine's logits-only
+    copy, a step of ~0.5 GB for the full-size models that fell after the warm-up when the tour left it out)."""
     session = Session(setup, 0, 1, random.Random(seed))
     if not session.open():
         return
@@ -279,6 +281,7 @@ def tour(setup: Setup, seed: int) -> None:
                 session.detect(action="switch_model", model=model)
             else:
                 session.classify(family, action="switch_model", model=model)
+                session.compare(family)  # the model just classified with
         session.state.model = {f: setup.models.of(f)[0] for f in plan.FAMILIES}
         for family in ("vit", "swin"):
             session.classify(family)
