@@ -34,6 +34,7 @@ from ..assets import example_photos, examples_dir
 from . import howto
 from .classify.tab import ClassifyTab
 from .common import COLORBAR_CSS, Services, hold_model_slots, image_limits
+from .components import BOX_FILES
 from .config import AppConfig
 from .detect.matching import MatchingPanel
 from .detect.tab import DetectTab
@@ -192,6 +193,7 @@ def create_app(config: AppConfig | None = None) -> VtdemoApp:
             api_visibility="private",
         )
         demo.unload(services.end_session)  # the session is over: release its cached runs now (not an hour later)
+    demo.temp_file_sets.append(BOX_FILES)  # the Detect view's box files expire with Gradio's own (`delete_cache`)
     hold_model_slots(demo)  # every model call holds one of `config.concurrency` slots; downloads step out of it
     # the "model" group admits the slots' holders and the downloads beside them (other events are light)
     demo.queue(default_concurrency_limit=config.concurrency + config.downloads, max_size=config.queue_size)

@@ -20,8 +20,10 @@
   be downloading the previous result. They live in one folder of Gradio's upload folder (`box_folder()`) that the
   app declares a static path: Gradio then serves them as they are, without its per-file checks on every output
   (about ten `realpath` calls per file, on the event loop: 100-300 ms for a threshold change that shows 60 boxes,
-  measured, during which no other visitor's event moves); `BoxImage` enters them in its own list of temporary files
-  so that the cache expiry still deletes them.
+  measured, during which no other visitor's event moves); `BoxImage` enters them in `BOX_FILES`, a set the app
+  hands to Gradio with its blocks' temporary files, so that the cache expiry still deletes them (a component's own
+  `temp_files` would not do: Gradio post-processes an update with a per-session copy of the component, whose set it
+  does not know).
 """
 
 from __future__ import annotations
@@ -227,6 +229,7 @@ class Click(gr.EventData):
 
 
 _STATIC: set[Path] = set()  # the box folders declared static in this process
+BOX_FILES: set[str] = set()  # every file `BoxImage` returned: in each app's `demo.temp_file_sets` (vtdemo.ui.app)
 
 
 def box_folder() -> Path:
@@ -305,6 +308,6 @@ class BoxImage(gr.AnnotatedImage):
             return super().postprocess(value)
         canvas = value.canvas
         masks = [str(canvas.mask(q, box, color)) for q, box, color, _ in value.boxes]
-        self.temp_files.update([str(canvas.base), *masks])  # deleted by Gradio's cache expiry, as its own files
+        BOX_FILES.update([str(canvas.base), *masks])  # deleted by Gradio's cache expiry, as its own files
         annotations = [Annotation(image=FileData(path=m), label=b[3]) for m, b in zip(masks, value.boxes)]
         return AnnotatedImageData(image=FileData(path=str(canvas.base)), annotations=annotations)
