@@ -417,9 +417,10 @@ def test_model_calls_run_below_the_event_loop(tiny_hub, monkeypatch):
         priority.configure(0)  # the apps after this one in the test run: the desktop default
 
 
-def test_box_files_are_served_to_the_browser(client, app):
-    """The photo and every box mask of the Detect view load from their URLs (the box folder is a static path);
-    a file beside it that the app did not return is still refused."""
+def test_box_files_are_served_to_the_browser(client, app, tmp_path):
+    """The photo and every box mask of the Detect view load from their URLs (the box folder is a static path); a
+    path that walks out of it, or any file outside Gradio's upload folder, is still refused. (Inside the upload
+    folder Gradio serves any file by its path, as it always did: the box folder's names are random uuids.)"""
     import httpx
 
     boxes = _detect(client, threshold=0.3)[0]
@@ -430,6 +431,15 @@ def test_box_files_are_served_to_the_browser(client, app):
     for url in urls:
         got = httpx.get(url if url.startswith("http") else base + url, timeout=30)
         assert got.status_code == 200 and got.content[:4] in (b"\x89PNG", b"\xff\xd8\xff\xe0", b"\xff\xd8\xff\xdb")
-    for outside in ("/etc/passwd", f"{box_folder()}/../../../../../../etc/passwd", f"{box_folder().parent}/x.json"):
+    # ".." sent percent-encoded, so that the client does not remove it and the server's file route sees it: a walk
+    # that ends on a box file is served (the control), one that leaves the box folder is not
+    photo = Path(value["image"]["path"])
+    up = "/%2E%2E"
+    control = httpx.get(f"{base}/gradio_api/file={photo.parent}{up}/{photo.parent.name}/{photo.name}", timeout=30)
+    assert control.status_code == 200
+    depth = len(photo.parent.parts)
+    beside = tmp_path / "not-returned.json"  # a readable file outside Gradio's upload folder, never returned
+    beside.write_text("{}")
+    for outside in ("/etc/passwd", f"{photo.parent}{up * depth}/etc/passwd", str(beside)):
         refused = httpx.get(f"{base}/gradio_api/file={outside}", timeout=30)
         assert refused.status_code in (403, 404), outside

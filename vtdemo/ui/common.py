@@ -10,6 +10,7 @@ run says so (`RELEASED`) and asks for the photo again.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import json
@@ -17,7 +18,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,16 @@ def fresh(fn: Callable) -> Callable:
     return call
 
 
+@contextlib.contextmanager
+def model_call(slot: bool = False) -> Iterator[None]:
+    """The model work of a handler: every model it loads stays in use until the block ends (never evicted under it,
+    `pipeline.models_in_use`; `slot`: it also holds one of the app's model slots), and the server's threads give way
+    to the event loop while it runs (`ui.priority`)."""
+    with pipeline.models_in_use(slot=slot):
+        priority.yield_to_event_loop()
+        yield
+
+
 def runs_models(fn: Callable) -> Callable:
     """For a handler that loads and runs models: it holds one of the app's model slots (`VTDEMO_CONCURRENCY`; a
     download inside steps out of it, `vtdemo.fetching`), and every model it loads stays in use until it returns, so
@@ -97,8 +108,7 @@ def runs_models(fn: Callable) -> Callable:
         def steps(*args: Any, **kwargs: Any) -> Any:
             made = fn(*args, **kwargs)
             while True:
-                with pipeline.models_in_use(slot=True):
-                    priority.yield_to_event_loop()
+                with model_call(slot=True):
                     try:
                         out = next(made)
                     except StopIteration:
@@ -109,8 +119,7 @@ def runs_models(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with pipeline.models_in_use(slot=True):
-            priority.yield_to_event_loop()
+        with model_call(slot=True):
             return fn(*args, **kwargs)
 
     return call

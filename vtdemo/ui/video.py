@@ -18,8 +18,7 @@ from PIL import Image
 
 from .. import checks, pipeline
 from ..errors import VtdemoError
-from . import priority
-from .common import VIEW, Services, export_dir, message, safe_stem, status, write_json
+from .common import VIEW, Services, export_dir, message, model_call, safe_stem, status, write_json
 from .components import Slider, safe_video, upload_name
 
 #: The DETR input short side for video frames (the webcam's 4:3 canvas, here with the clip's own aspect ratio);
@@ -104,8 +103,7 @@ class VideoTab:
             raise gr.Error("Upload a video clip first.")
         name = upload_name(clip, "the video")
         try:
-            with pipeline.models_in_use():
-                priority.yield_to_event_loop()
+            with model_call():
                 loaded = self.s.load(model_id, "detr", progress, getattr(request, "session_hash", None))
                 folder = export_dir()
                 out = folder / f"{safe_stem(name)}-detected.mp4"

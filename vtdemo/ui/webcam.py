@@ -28,8 +28,7 @@ import numpy as np
 from PIL import Image
 
 from .. import pipeline, render
-from . import priority
-from .common import VIEW, Services, export_dir, message, session_of, status
+from .common import VIEW, Services, export_dir, message, model_call, session_of, status
 from .components import Checkbox, Slider, safe_image
 from .config import LIVE_SIZES, live_default
 from .detect.tab import DetectTab, draw_detections
@@ -229,8 +228,7 @@ class WebcamTab:
             )  # the pixel limit applies before decoding, as for photos
             size = int(live_size or self.s.config.live_size)
             who = getattr(request, "session_hash", None)
-            with pipeline.models_in_use():  # never evicted under this frame
-                priority.yield_to_event_loop()
+            with model_call():  # never evicted under this frame
                 verdict = self.default_choice(model_id, pixels, size, who)
                 loaded = self.s.load(verdict.chosen if verdict else model_id, "detr", session=who)
                 drawn = process_frame(session, loaded, pixels, float(threshold), size, show_map=bool(show_map))
