@@ -48,15 +48,21 @@ def one_of(value: Any, name: str, allowed: Iterable[str]) -> str:
     return value
 
 
-def names(value: Any, name: str) -> list[str]:
-    """A list of names: None or "" is empty, a plain string is a one-element list, else a list of strings."""
+def names(value: Any, name: str, allowed: Iterable[str] | None = None) -> list[str]:
+    """A list of names: None or "" is empty, a plain string is a one-element list, else a list of strings; with
+    `allowed`, each must be one of them (the refusal names the first stranger, shortened, and how many there are)."""
     if value is None or value == "":
         return []
     if isinstance(value, str):
-        return [value]
-    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-        return list(value)
-    raise InputError(f"{name} must be a list of names (or one name), not {_show(value)}")
+        value = [value]
+    if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+        raise InputError(f"{name} must be a list of names (or one name), not {_show(value)}")
+    if allowed is not None:
+        known = set(allowed)
+        stranger = next((v for v in value if v not in known), None)
+        if stranger is not None:
+            raise InputError(f"{name}: {_show(stranger)} is not one of its {len(known)} choices")
+    return list(value)
 
 
 def flag(value: Any, name: str) -> bool:

@@ -192,13 +192,15 @@ class Checkbox(gr.Checkbox):
 
 
 class MultiChoice(gr.Dropdown):
-    """A multiselect `gr.Dropdown` that takes a plain string as a one-element list and refuses non-names."""
+    """A multiselect `gr.Dropdown` that takes a plain string as a one-element list and refuses non-names, and names
+    not among its choices in one short line (stock Gradio echoes the value and lists every choice)."""
 
     def get_block_name(self) -> str:
         return "dropdown"
 
     def preprocess(self, payload: Any) -> Any:  # type: ignore[override]
-        value = _checked(lambda: checks.names(payload, self.label or "the choice"))
+        allowed = None if self.allow_custom_value else [str(c[1]) for c in self.choices]  # choices: (label, value)
+        value = _checked(lambda: checks.names(payload, self.label or "the choice", allowed))
         return super().preprocess(value)
 
 
