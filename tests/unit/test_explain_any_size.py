@@ -88,7 +88,7 @@ def test_maps_follow_the_grid_of_a_run_at_another_size(tiny_repos, photos):
     loaded = loader.load(repo)
     run = pipeline.run_classifier(loaded, photos["astronaut"], input_size=64)  # trained at 32: grid 4x4 -> 8x8
     assert run.grid == (8, 8) and run.input_size == (64, 64) and run.trained_size == (32, 32)
-    assert "trained at 32x32" in run.size_note and "8x8 patches" in run.size_note
+    assert "trained at 32 px, running at 64 px (8x8 patches)" in run.size_note
     offered = [m.name for m in run.methods()]
     assert {"rollout", "grad-rollout", "cls-attention", "gradcam"} <= set(offered)
     for method in offered:
@@ -104,6 +104,20 @@ def test_maps_follow_the_grid_of_a_run_at_another_size(tiny_repos, photos):
     assert pipeline.run_classifier(loaded, photos["chelsea"]).size_note is None
     with pytest.raises(VtdemoError, match="at most 1024"):
         pipeline.run_classifier(loaded, photos["chelsea"], input_size=8 * 40)
+
+
+def test_a_size_chosen_for_another_model_runs_where_it_can_else_at_the_trained_size(tiny_repos, photos):
+    """`run_classifier_at` (the Classify column keeps its size across models): 64 px runs on the tiny patch-8 ViT
+    trained at 32; 68 px (not a multiple of the patch) runs at the trained size, and the run's note says why."""
+    loaded = loader.load(tiny_repos["vit_tiny_patch16_224"][0])
+    run = pipeline.run_classifier_at(loaded, photos["astronaut"], pipeline.SizeChoice(64))
+    assert run.input_size == (64, 64) and run.choice == pipeline.SizeChoice(64) and run.refused is None
+    refused = pipeline.run_classifier_at(loaded, photos["astronaut"], pipeline.SizeChoice(68))
+    assert refused.input_size == (32, 32) and refused.choice == pipeline.SizeChoice()
+    assert refused.size_note is not None and refused.size_note.endswith("; running at the trained size")
+    assert "not 68" in refused.size_note and "patch size (8 px)" in refused.size_note
+    trained = pipeline.run_classifier_at(loaded, photos["astronaut"], None)
+    assert trained.input_size == (32, 32) and trained.size_note is None
 
 
 def test_register_model_maps_use_the_mean_of_patch_rows(tiny_repos, photos):

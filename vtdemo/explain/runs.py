@@ -62,18 +62,6 @@ class ClassifierRun:
         return preprocess.trained_input_size(self.loaded.preprocess)
 
     @property
-    def size_note(self) -> str | None:
-        """One line for the UI when this run's input size is not the trained one; None when it is."""
-        if self.input_size == self.trained_size:
-            return None
-        (h, w), (th, tw) = self.input_size, self.trained_size
-        grid = f" ({self.grid[0]}x{self.grid[1]} patches)" if self.grid else ""
-        return (
-            f"input {w}x{h} px{grid}; the model was trained at {tw}x{th} px: position embeddings are "
-            "interpolated, so predictions may differ from the trained size"
-        )
-
-    @property
     def num_heads(self) -> int:
         """Heads of the last attention layer (ViT tensors [nh, N, N]; Swin records `.attn` [nW, nh, N, N])."""
         last = self.attentions[-1]

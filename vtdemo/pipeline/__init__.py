@@ -17,7 +17,8 @@ vtdemo's inner modules (a test reads the import graph). What it offers, by kind:
   engines and precisions (`PRECISIONS`, `describe`, `exact_model`, `precision_summary`, `prepare`, `release_weights`,
   `runtime_info`), `pick_device`, `looks_like_path`;
 - photos: `load_image` (the one door for images);
-- runs (`runs.py`): `run_classifier` (at any input size the model allows: `SizeChoice`, `parse_size`, ...),
+- runs (`runs.py`): `run_classifier` (at any input size the model allows: `SizeChoice`, `parse_size`, ...;
+  `run_classifier_at` falls back to the trained size and says why),
   `run_detr`, `run_rtdetr` (RT-DETR / RT-DETRv2; `run_detector` picks by family); the records' methods give
   predictions / detections, methods, maps, sanity checks, comparisons;
 - explanations: `ExplainOptions`, `Method`, `methods_for`, `get_method`, `default_method`, `view_method` (the
@@ -107,7 +108,17 @@ from .results import (
     match_output,
     runtime_info,
 )
-from .runs import ClassifierRun, DetrRun, RtDetrRun, feature_colours, run_classifier, run_detector, run_detr, run_rtdetr
+from .runs import (
+    ClassifierRun,
+    DetrRun,
+    RtDetrRun,
+    feature_colours,
+    run_classifier,
+    run_classifier_at,
+    run_detector,
+    run_detr,
+    run_rtdetr,
+)
 
 set_guard(bf16_detr_verdict)  # the engine's run-time fidelity check runs models through this package
 
@@ -209,6 +220,7 @@ __all__ = [
     "randomisation_chart",
     "release_weights",
     "run_classifier",
+    "run_classifier_at",
     "run_detector",
     "run_detr",
     "run_rtdetr",

@@ -1,6 +1,7 @@
 """Run records: one forward pass of one model on one photo, kept, that answers everything asked of it afterwards.
 
-`run_classifier(loaded, image, input_size, keep_aspect)` -> `ClassifierRun`; `run_detr(loaded, image)` -> `DetrRun`;
+`run_classifier(loaded, image, input_size, keep_aspect)` -> `ClassifierRun` (`run_classifier_at`: at a size chosen
+for another model, or else at the trained size, saying why); `run_detr(loaded, image)` -> `DetrRun`;
 `run_rtdetr(loaded, image)` -> `RtDetrRun` (`run_detector` picks by family).
 A record knows its predictions or detections, the methods that apply to it, its maps (`explain(method, options)`),
 its sanity checks and its comparison grid; it calls the model again only where a method needs it (a backward pass,
@@ -19,7 +20,7 @@ from PIL import Image
 
 from .. import input_size as sizes
 from .. import postprocess
-from ..errors import ExplainError
+from ..errors import ExplainError, VtdemoError
 from ..evaluate.randomisation import RandomisationCurve, map_randomisation
 from ..explain import api, artefacts, compare, dino, rtdetr, stages
 from ..explain import runs as base
@@ -31,7 +32,17 @@ Progress = Callable[[int, int, str], None]
 
 
 class ClassifierRun(base.ClassifierRun):
-    """A classifier's run (see `vtdemo.explain.runs.ClassifierRun` for its fields: loaded, image, x, logits, ...)."""
+    """A classifier's run (see `vtdemo.explain.runs.ClassifierRun` for its fields: loaded, image, x, logits, ...),
+    with the input size it was asked for (`choice`) and, when that was refused, why (`refused`)."""
+
+    choice: sizes.SizeChoice = sizes.SizeChoice()  # the size it ran at ("trained" or a side in px; the aspect flag)
+    refused: str | None = None  # why the size asked for was not used (`run_classifier_at`)
+
+    @property
+    def size_note(self) -> str | None:
+        """One line when the run is not at the trained input size, or the size asked for was refused; else None
+        (`vtdemo.input_size.size_note`)."""
+        return self.refused or sizes.size_note(self.model_as_loaded, self)
 
     @property
     def model_as_loaded(self) -> LoadedModel:
@@ -180,6 +191,22 @@ def run_classifier(
     else:
         choice = sizes.SizeChoice(input_size, keep_aspect)
     run: ClassifierRun = _as(ClassifierRun, sizes.run_at(loaded, image, choice))
+    run.choice = choice
+    return run
+
+
+def run_classifier_at(loaded: LoadedModel, image: Image.Image, choice: sizes.SizeChoice | None) -> ClassifierRun:
+    """`run_classifier` at a size chosen before the model was (the Classify column keeps its size across models):
+    at `choice` if this model runs at it, else at its trained size with the reason in the run's `size_note`."""
+    choice = choice if isinstance(choice, sizes.SizeChoice) else sizes.SizeChoice()
+    refused = None
+    try:
+        side = sizes.TRAINED if choice.size is None else str(choice.size)
+        choice = sizes.parse(loaded, side, choice.keep_aspect)
+    except VtdemoError as exc:
+        choice, refused = sizes.SizeChoice(), f"{exc}; running at the trained size"
+    run = run_classifier(loaded, image, choice.size, choice.keep_aspect)
+    run.refused = refused
     return run
 
 
@@ -202,6 +229,7 @@ def run_rtdetr(loaded: LoadedModel, image: Image.Image) -> RtDetrRun:
     return run
 
 
-def run_detector(loaded: LoadedModel, image: Image.Image) -> DetrRun | RtDetrRun:
-    """`run_detr` or `run_rtdetr`, by the model's family: the detection face (`select`, `detections`) is the same."""
-    return run_rtdetr(loaded, image) if loaded.family == "rtdetr" else run_detr(loaded, image)
+def run_detector(loaded: LoadedModel, image: Image.Image, keep_dtype: torch.dtype | None = None) -> DetrRun | RtDetrRun:
+    """`run_detr` or `run_rtdetr`, by the model's family: the detection face (`select`, `detections`) is the same.
+    keep_dtype: what a DETR run keeps its attention maps in (e.g. float16 to halve a cached run's memory)."""
+    return run_rtdetr(loaded, image) if loaded.family == "rtdetr" else run_detr(loaded, image, keep_dtype)

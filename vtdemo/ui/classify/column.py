@@ -318,17 +318,8 @@ class ClassifierColumn:
         try:
             if progress is not None:
                 progress(0.5, desc=f"Running {loaded.id}…")
-            choice, refused = self.sizes.fit(loaded, size)
-            run = pipeline.run_classifier(loaded, image, choice.size, choice.keep_aspect)
-            names = [m.name for m in run.methods()]
-            state = ClassifyState(
-                run=run,
-                name=upload_name(image_path),
-                method=method if method in names else names[0],
-                opacity=float(opacity),
-                predictions=pipeline.predictions(loaded, run.logits, 5),
-                size_note=refused or pipeline.size_note(loaded, run),
-            )
+            run = pipeline.run_classifier_at(loaded, image, size)  # the column's size, or the trained one and why
+            state = ClassifyState.of(run, upload_name(image_path), method, opacity=opacity)
             shown = self.render(state)
         except Exception as exc:  # noqa: BLE001 - every failure becomes one line for the user
             text = message(exc)

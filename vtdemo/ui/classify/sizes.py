@@ -19,7 +19,6 @@ from typing import Any
 import gradio as gr
 
 from ... import checks, pipeline
-from ...errors import VtdemoError
 from ...pipeline import TRAINED, SizeChoice
 from ..common import MODEL, VIEW, fresh, message, session_of, status
 from ..components import Checkbox
@@ -67,7 +66,7 @@ class SizeControls:
         self.column = column
         classified.then(
             self.refresh,
-            inputs=[column.state, self.state],
+            inputs=[column.state],
             outputs=[*self.controls(), self.state],
             api_name=f"sizes_{self.family}",
             api_visibility="private",
@@ -94,26 +93,15 @@ class SizeControls:
             **MODEL,
         )
 
-    def fit(self, loaded: pipeline.LoadedModel, choice: SizeChoice | None) -> tuple[SizeChoice, str | None]:
-        """The choice if this model runs at it, else the trained size and why (a new model may not)."""
-        choice = choice if isinstance(choice, SizeChoice) else SizeChoice()
-        try:
-            return pipeline.parse_size(
-                loaded, TRAINED if choice.size is None else str(choice.size), choice.keep_aspect
-            ), None
-        except VtdemoError as exc:
-            return SizeChoice(), f"{exc}; running at the trained size"
-
     @fresh
-    def refresh(self, state: ClassifyState | None, choice: SizeChoice | None) -> dict:
+    def refresh(self, state: ClassifyState | None) -> dict:
         """After a classify: the sizes of the model now loaded, showing the size it ran at."""
         run = getattr(state, "run", None)
         if run is None:
             return {self.state: gr.skip()}  # no change ({} reads as a missing output)
-        loaded = run.model_as_loaded
-        choice, _ = self.fit(loaded, choice)
+        choice = run.choice  # the size it ran at: the column's choice, or the trained size where refused
         value = TRAINED if choice.size is None else str(choice.size)
-        out: dict = {self.size: gr.Dropdown(choices=choices(loaded), value=value), self.state: choice}
+        out: dict = {self.size: gr.Dropdown(choices=choices(run.model_as_loaded), value=value), self.state: choice}
         if self.aspect is not None:
             out[self.aspect] = choice.keep_aspect
         return out
@@ -134,16 +122,8 @@ class SizeControls:
             loaded = state.run.model_as_loaded
             choice = pipeline.parse_size(loaded, size, keep_aspect)
             run = pipeline.run_classifier(loaded, state.run.image, choice.size, choice.keep_aspect)
-            names = [m.name for m in run.methods()]  # the ViT LRP walks need the trained size
-            new = ClassifyState(
-                run=run,
-                name=state.name,
-                method=state.method if state.method in names else names[0],
-                options=state.options,
-                opacity=float(checks.number(opacity, "Opacity", 0.0, 1.0)),
-                predictions=pipeline.predictions(run.loaded, run.logits, 5),
-                size_note=pipeline.size_note(loaded, run),
-            )
+            opacity = checks.number(opacity, "Opacity", 0.0, 1.0)
+            new = ClassifyState.of(run, state.name, state.method, state.options, opacity)
             if new.options.mask_outliers and run.family == "vit":
                 run.with_block_outputs()
             shown = col.render(new)

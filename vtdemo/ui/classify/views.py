@@ -65,8 +65,16 @@ class ClassifyState:
     predictions: list[pipeline.Prediction] = field(default_factory=list)
     released: bool = False
     superseded: bool = False  # a newer run of this session replaced it (`RunIndex.hold`)
-    size_note: str | None = None  # set when the run is not at the trained input size (`vtdemo.ui.classify.sizes`)
     panels: dict[str, Any] = field(default_factory=dict)  # what the column's panels computed for this photo
+
+    @classmethod
+    def of(
+        cls, run: ClassifierRun, name: str, method: str, options: ExplainOptions | None = None, opacity: float = 0.5
+    ) -> ClassifyState:
+        """A new run's state: `method` if it applies to the run (else the run's first method), its top 5."""
+        names = [m.name for m in run.methods()]  # e.g. the ViT LRP walks need the trained size
+        chosen = method if method in names else names[0]
+        return cls(run, name, chosen, options or ExplainOptions(), float(opacity), predictions=run.predictions(5))
 
     def release(self) -> None:
         """Drop the run and the map (the session ended, or the memory budget needs the room)."""
@@ -118,7 +126,7 @@ def caption(state: ClassifyState) -> str:
         text += f" · stage {rec.stage + 1}, block {rec.block + 1}{' (shifted)' if rec.shift else ''}"
     if o.mask_outliers and "mask_outliers" in method.controls:
         text += " · high-norm outlier tokens masked out"
-    size = f" *Input size: {state.size_note}.*" if state.size_note else ""
+    size = f" *Input size: {run.size_note}.*" if run.size_note else ""
     return f"{text}{gradient_note(run.loaded, method.name)}. {method.note}{size}{empty_note(state.relevance)}"
 
 

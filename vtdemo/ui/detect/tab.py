@@ -321,10 +321,7 @@ class DetectTab:
             if progress is not None:
                 progress(0.5, desc=f"Running {loaded.id}…")
             started = time.perf_counter()
-            if loaded.family == "rtdetr":  # boxes unclipped (as transformers); clipped for display only
-                run: Any = pipeline.run_rtdetr(loaded, image)
-            else:
-                run = pipeline.run_detr(loaded, image, keep_dtype=torch.float16)  # halves a session's memory
+            run: Any = pipeline.run_detector(loaded, image, keep_dtype=torch.float16)  # DETR's maps: half the memory
             seconds = time.perf_counter() - started
             shown, scale = render.fit(image)
             state = DetectState(
