@@ -224,7 +224,13 @@ def check_parity(ref_model, repo: str, image, size: int) -> dict[str, float]:
     reference = SimpleNamespace(logits=logits, pred_boxes=boxes)
     everything = proc.post_process_object_detection(reference, threshold=0.0, target_sizes=[(height, width)])[0]
     top = everything["scores"].sort(descending=True).values
-    middle = float(top[len(top) // 3] + top[len(top) // 3 + 1]) / 2  # a threshold that keeps about a third
+    # A threshold that keeps about a third, in the widest gap between neighbouring scores near the third: random
+    # full-size weights crowd scores within 1e-7 of each other, and a threshold between two of those is decided by
+    # float rounding (the kept sets may then differ by one detection on either side of it with both sides correct).
+    third = len(top) // 3
+    near = range(max(0, third - 10), min(len(top) - 1, third + 10))
+    i = max(near, key=lambda i: float(top[i] - top[i + 1]))
+    middle = float(top[i] + top[i + 1]) / 2
     for key, threshold in (("all", 0.0), ("third", middle)):
         expected = proc.post_process_object_detection(reference, threshold=threshold, target_sizes=[(height, width)])
         ours = run.detections(run.select(threshold))
@@ -242,7 +248,7 @@ def test_tiny_checkpoints_match_transformers(name, model_type, backbone, method,
     for photo in ("astronaut", "rocket"):
         diffs = check_parity(ref_model, repo, photos[photo], 320)
         assert diffs["count_all"] == TINY["num_queries"]  # threshold 0: the top Q (query, class) pairs
-        assert diffs["count_third"] == TINY["num_queries"] // 3 + 1
+        assert abs(diffs["count_third"] - TINY["num_queries"] // 3) <= 10  # about a third (see `check_parity`)
         print(name, photo, {k: float(f"{v:.3g}") for k, v in diffs.items()})
 
 
