@@ -119,3 +119,38 @@ def test_full_size_r18vd_fast_matches_exact(hf_cache, tmp_path, engine_cache, ph
     ref = _full_size("rt_detr_v2")
     write_repo(hf_cache, tmp_path, "test/full-fast-rtdetr-v2", ref, size=640)
     _assert_fast_matches_exact("test/full-fast-rtdetr-v2", photos, min_detections=1)
+
+
+@pytest.mark.slow  # two CLI processes and one conversion
+def test_cli_convert_prepares_what_detect_then_uses(hf_cache, tmp_path, engine_cache):
+    """`python -m vtdemo convert <RT-DETR repo>` fills the engine cache (e.g. while a Space is built); a later
+    `detect --precision fast` in another process runs OpenVINO from that entry: nothing converted again."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import EXAMPLES, ROOT
+
+    write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-convert", hf_model("rt_detr_v2", BOTTLENECK, "default", seed=2))
+    env = dict(os.environ, HF_HUB_CACHE=str(hf_cache), HF_HUB_OFFLINE="1", VTDEMO_ENGINE_CACHE=str(engine_cache))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "vtdemo", *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=600
+        )
+
+    converted = cli("convert", "test/tiny-rtdetr-convert")
+    assert converted.returncode == 0 and "test/tiny-rtdetr-convert: ready (OpenVINO" in converted.stdout, converted
+
+    def entries() -> dict[str, int]:  # every file of the cache, with when it was written
+        return {str(p.relative_to(engine_cache)): p.stat().st_mtime_ns for p in engine_cache.rglob("*") if p.is_file()}
+
+    written = entries()
+    assert any(name.endswith(".xml") for name in written), f"convert wrote no graph: {sorted(written)}"
+    photo = str(EXAMPLES / "rocket.jpg")
+    detected = cli("detect", "--model", "test/tiny-rtdetr-convert", "--precision", "fast", "--json", photo)
+    assert detected.returncode == 0, detected.stderr
+    (item,) = json.loads(detected.stdout)
+    assert item["runtime"]["engine"] == "openvino" and item["runtime"]["precision"] == "fast"
+    assert entries() == written  # the converted graph was read, not written again (a conversion rewrites it)
