@@ -33,7 +33,7 @@ Progress = Callable[[int, int, str], None]
 
 class ClassifierRun(base.ClassifierRun):
     """A classifier's run (see `vtdemo.explain.runs.ClassifierRun` for its fields: loaded, image, x, logits, ...),
-    with the input size it was asked for (`choice`) and, when that was refused, why (`refused`)."""
+    with the input size it ran at (`choice`) and, when the size asked for was refused, why (`refused`)."""
 
     choice: sizes.SizeChoice = sizes.SizeChoice()  # the size it ran at ("trained" or a side in px; the aspect flag)
     refused: str | None = None  # why the size asked for was not used (`run_classifier_at`)
