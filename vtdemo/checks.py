@@ -27,8 +27,10 @@ def number(value: Any, name: str, lo: float | None = None, hi: float | None = No
         x = float(value)
     except ValueError:
         raise InputError(f"{name} must be a number{_range(lo, hi, lo_open)}, not {_show(value)}") from None
-    if not math.isfinite(x) or (lo is not None and (x < lo or (lo_open and x == lo))) or (hi is not None and x > hi):
+    if not math.isfinite(x):
         raise InputError(f"{name} must be a finite number{_range(lo, hi, lo_open)}, not {_show(value)}")
+    if (lo is not None and (x < lo or (lo_open and x == lo))) or (hi is not None and x > hi):
+        raise InputError(f"{name} must be a number{_range(lo, hi, lo_open)}, not {_show(value)}")
     return x
 
 
