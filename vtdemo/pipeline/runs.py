@@ -190,6 +190,11 @@ def run_classifier(
         choice = sizes.parse(loaded, input_size or sizes.TRAINED, keep_aspect)
     else:
         choice = sizes.SizeChoice(input_size, keep_aspect)
+    return _run_at(loaded, image, choice)
+
+
+def _run_at(loaded: LoadedModel, image: Image.Image, choice: sizes.SizeChoice) -> ClassifierRun:
+    """One forward pass at a checked size choice (`input_size.run_at`), recorded on the run."""
     run: ClassifierRun = _as(ClassifierRun, sizes.run_at(loaded, image, choice))
     run.choice = choice
     return run
@@ -205,7 +210,7 @@ def run_classifier_at(loaded: LoadedModel, image: Image.Image, choice: sizes.Siz
         choice = sizes.parse(loaded, side, choice.keep_aspect)
     except VtdemoError as exc:
         choice, refused = sizes.SizeChoice(), f"{exc}; running at the trained size"
-    run = run_classifier(loaded, image, choice.size, choice.keep_aspect)
+    run = _run_at(loaded, image, choice)  # checked above: not parsed a second time
     run.refused = refused
     return run
 
