@@ -148,7 +148,7 @@ def parse(loaded: LoadedModel, value: Any, keep_aspect: Any = False) -> SizeChoi
             raise InputError(f"the input size must be a multiple of {loaded.id}'s patch size ({patch} px), not {size}")
     else:
         allowed = sizes(_exact(loaded), SWIN_LARGEST * trained)
-        size = checks.whole(value, "the input size", 1)
+        size = checks.whole(value, "the input size", 1, 10 * max(allowed))  # bounded: a huge number is not echoed whole
         if size not in allowed:
             raise InputError(f"{loaded.id} runs at {', '.join(map(str, allowed))} px only, not {size}")
     return SizeChoice(None if size == trained else size, aspect)

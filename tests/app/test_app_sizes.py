@@ -162,6 +162,8 @@ def test_bad_sizes_are_refused_in_one_line(app):
     assert_clear(call(url, "resize_vit", ["448", "yes", 0.5], session), "true or false")
     assert_clear(call(url, "resize_vit", ["448", False, math.inf], session), "Opacity must be")
     assert_clear(call(url, "resize_swin", ["480", 0.5], session), "runs at 224, 448 px only")
+    huge = assert_clear(call(url, "resize_swin", ["1e308", 0.5], session), "must be a number from 1 to")
+    assert len(huge) <= 200  # not the 309 digits of the number echoed back
     assert call(url, "resize_vit", ["448", False, 0.5], session)[0] == "complete"  # and it still works
 
 
