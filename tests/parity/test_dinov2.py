@@ -105,6 +105,46 @@ def test_transformers_at_other_input_sizes(registers, side, hf_cache, tmp_path, 
     torch.testing.assert_close(run.attentions[-1], out_ref.attentions[-1][0], atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow  # a conversion to OpenVINO
+@pytest.mark.parametrize("registers", [False, True], ids=["plain", "registers"])
+def test_fast_engine_runs_dinov2_at_its_processors_size(registers, hf_cache, tmp_path, photos, monkeypatch):
+    """A DINOv2 checkpoint's positions are for another size (here 70 px, 5x5 patches; the Hub's for 518 px) than its
+    processor's crop (224): at precision fast the OpenVINO graph is converted for the crop, with the positions
+    resampled into it, and runs it, giving transformers' classes and attention maps; another input size runs the
+    exact model, and the runtime and the status line say so."""
+    pytest.importorskip("openvino")
+    from vtdemo.engine import openvino_runtime
+
+    ref = _hf_model(registers, True, seed=7)
+    repo = f"test/dinov2-fast-{registers}"
+    write_transformers_repo(hf_cache, repo, ref, tmp_path, preprocessor=BIT_PREPROCESSOR)
+    fast = loader.load(repo, precision="fast")
+    shapes: list[tuple[int, ...]] = []  # the input shape of every call of a compiled OpenVINO graph
+    real = openvino_runtime.CompiledGraph.__call__
+
+    def spy(self, inputs, outputs=None):
+        shapes.append(tuple(inputs[0].shape))
+        return real(self, inputs, outputs)
+
+    monkeypatch.setattr(openvino_runtime.CompiledGraph, "__call__", spy)
+    processor = transformers.AutoImageProcessor.from_pretrained(str(_snapshot(hf_cache, repo)))
+    photo = photos["chelsea"]
+    ours = pipeline.forward_classifier(fast, photo, return_attn=True)
+    assert shapes == [(1, 3, 224, 224)]  # the graph ran, at the processor's crop
+    with torch.inference_mode():
+        out_ref = ref(processor(photo, return_tensors="pt")["pixel_values"], output_attentions=True)
+    assert (ours.logits.softmax(-1) - out_ref.logits.softmax(-1)).abs().max() <= 1e-4
+    for mine, theirs in zip(ours.attentions, out_ref.attentions, strict=True):
+        torch.testing.assert_close(mine, theirs, atol=1e-4, rtol=0)  # f32 on another engine: ~2e-5 seen
+    assert pipeline.runtime_info(fast)["engine"] == "openvino"
+
+    run = pipeline.run_classifier(fast, photo, input_size=448)
+    assert len(shapes) == 1  # 448 px is not the graph's size: the exact model ran
+    assert pipeline.runtime_info(fast, None, run.input_size)["precision"] == "exact"
+    assert pipeline.describe(fast, run.input_size).endswith("(exact): this input size runs on the exact model")
+    assert pipeline.describe(fast, (224, 224)).endswith("(fast)")
+
+
 def _snapshot(cache, repo):
     from tests.support.hubcache import repo_dir
 

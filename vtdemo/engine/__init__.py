@@ -34,8 +34,9 @@ log = logging.getLogger(__name__)
 def make_fast(exact: LoadedModel, reload: Callable[[], torch.nn.Module] | None = None) -> LoadedModel:
     """The fast twin of an exact LoadedModel (shares its PyTorch module; converts nothing yet). reload: where the
     PyTorch module comes from again after `release_weights` (None: its weights are never released). A panoptic
-    DETR stays exact: its masks come from the PyTorch mask head only. An RT-DETR's graph is converted for its
-    processor's fixed input size (640x640 for the published checkpoints)."""
+    DETR stays exact: its masks come from the PyTorch mask head only. A classifier's or an RT-DETR's graph is
+    converted for the input size its processor gives (224x224 for most classifiers, DINOv2's included although its
+    positions are for 518 px; 640x640 for the published RT-DETRs); DETR's takes any size."""
     from ..preprocess import trained_input_size
     from .fast import FastModel, choose, guarded
 
@@ -43,7 +44,7 @@ def make_fast(exact: LoadedModel, reload: Callable[[], torch.nn.Module] | None =
         log.info("%s: a panoptic model has no fast graph (no masks there); it runs exact", exact.id)
         return exact
     choice = choose(str(exact.device))
-    size = trained_input_size(exact.preprocess) if exact.family == "rtdetr" else None
+    size = None if exact.family == "detr" else trained_input_size(exact.preprocess)
     model = FastModel(exact.model, exact.family, exact.id, exact.weights, choice, reload, size)
     fast = dataclasses.replace(exact, model=model, precision="fast")
     if guarded(model.choice, exact.family):  # checked against the exact model before its first result
@@ -96,16 +97,27 @@ def exact_model(loaded: LoadedModel) -> LoadedModel:
     return loaded
 
 
-def runtime_info(loaded: LoadedModel) -> dict[str, Any]:
-    """Which engine and precision produce this model's outputs (the `runtime` field of every JSON result).
+def exact_at(loaded: LoadedModel, size: tuple[int, int] | None) -> bool:
+    """Does this fast model run an input of `size` (height, width) on its exact PyTorch twin? A classifier's or an
+    RT-DETR's graph has one input size, its processor's (`FastModel.runs_fast`). False for exact models and for
+    size None (the processor's own size)."""
+    from .fast import FastModel
+
+    return size is not None and isinstance(loaded.model, FastModel) and not loaded.model.runs_fast(size)
+
+
+def runtime_info(loaded: LoadedModel, size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Which engine and precision produce this model's outputs (the `runtime` field of every JSON result) for an
+    input of `size` (height, width; None: the processor's own size).
 
     {"precision": "exact" | "fast", "engine": "pytorch" | "openvino", "version": str, "dtype": "f32" | "bf16" |
-    "fp16", "device": str}. Exact on CUDA reports fp16 (the pipeline's autocast there, VTDEMO_AUTOCAST=0: f32).
+    "fp16", "device": str}. Exact on CUDA reports fp16 (the pipeline's autocast there, VTDEMO_AUTOCAST=0: f32). A
+    fast model at an input size its graph was not converted for reports what ran: exact (`exact_at`).
     """
     from .fast import FastModel
 
     model = loaded.model
-    if isinstance(model, FastModel):
+    if isinstance(model, FastModel) and not exact_at(loaded, size):
         c = model.choice
         return {"precision": "fast", "engine": c.engine, "version": c.version, "dtype": c.dtype, "device": c.device}
     cuda_half = loaded.device.type == "cuda" and env_flag("VTDEMO_AUTOCAST", True)
@@ -118,14 +130,17 @@ def runtime_info(loaded: LoadedModel) -> dict[str, Any]:
     }
 
 
-def describe(loaded: LoadedModel) -> str:
+def describe(loaded: LoadedModel, size: tuple[int, int] | None = None) -> str:
     """One line for a footer, e.g. 'OpenVINO 2026.4.1 bf16 on cpu (fast)' or 'PyTorch 2.14.1 f32 on cpu (exact)';
     a DETR that the fidelity guard kept at f32 says so ('... f32 on cpu (fast; bf16 was outside the fidelity
-    guard)')."""
-    info = runtime_info(loaded)
+    guard)'), a fast model at an input size its graph does not take says that it ran exact (`exact_at`)."""
+    info = runtime_info(loaded, size)
     name = {"openvino": "OpenVINO", "pytorch": "PyTorch"}[info["engine"]]
+    head = f"{name} {info['version']} {info['dtype']} on {info['device']}"
+    if exact_at(loaded, size):
+        return f"{head} (exact): this input size runs on the exact model"
     note = "; bf16 was outside the fidelity guard" if getattr(loaded.model, "guard_note", None) else ""
-    return f"{name} {info['version']} {info['dtype']} on {info['device']} ({info['precision']}{note})"
+    return f"{head} ({info['precision']}{note})"
 
 
 def prepare(loaded: LoadedModel, with_attention: bool = True, progress: Callable[[str], None] | None = None) -> None:

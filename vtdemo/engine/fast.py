@@ -177,7 +177,8 @@ class FastModel(nn.Module):
     exact: the PyTorch module (fp32, the parity-tested path); it also runs whenever gradients are enabled.
     skeleton: the same module for its structure (config, Swin geometry), which stays after `release_weights`.
     reload: where `exact` comes from once the weights were released (`vtdemo.loader.load` at precision exact).
-    input_size: RT-DETR's fixed input (height, width), from its processor (`make_fast`).
+    input_size: the graph's fixed input (height, width), the size the processor gives (`make_fast`; None for DETR,
+    whose graph takes any size): another size runs the exact model (`runs_fast`).
     """
 
     def __init__(
@@ -191,7 +192,7 @@ class FastModel(nn.Module):
         input_size: tuple[int, int] | None = None,
     ) -> None:
         super().__init__()
-        #: (height, width) an RT-DETR's graph is converted for (its processor's fixed size); None for the others.
+        #: (height, width) a classifier's or an RT-DETR's graph is converted for (its processor's size); None for DETR.
         self.input_size = input_size
         self.skeleton = exact
         self._reload = reload
@@ -307,18 +308,22 @@ class FastModel(nn.Module):
     def converted(self) -> bool:
         return self.choice.engine != "openvino" or bool(self._graphs)
 
-    def _trained_shape(self, x: torch.Tensor) -> bool:
-        """Does a classifier's or RT-DETR's input have the size the graph was converted for (DETR graphs take any
-        size)?"""
-        if self.family == "detr":
+    def runs_fast(self, size: tuple[int, int]) -> bool:
+        """Does an input of `size` (height, width) run on the fast engine? DETR's graph takes any size; a classifier's
+        or an RT-DETR's only the size it was converted for (its processor's): another runs the exact model."""
+        if self.family == "detr" or self.choice.engine != "openvino":
             return True
-        if self.family == "rtdetr":
-            return self.input_size is not None and tuple(x.shape[-2:]) == tuple(self.input_size)
-        size = getattr(self.skeleton.cfg, "img_size", None)
-        return size is None or tuple(x.shape[-2:]) == (size, size)
+        if self.input_size is not None:
+            return tuple(size) == tuple(self.input_size)
+        img_size = getattr(self.skeleton.cfg, "img_size", None)  # a classifier made without its processor's size
+        return self.family != "rtdetr" and (img_size is None or tuple(size) == (img_size, img_size))
 
     def forward(self, *inputs: torch.Tensor, return_attn: bool = False, return_tokens: bool = False) -> Any:
-        if torch.is_grad_enabled() or return_tokens or not self._trained_shape(inputs[0]):
+        if (
+            torch.is_grad_enabled()
+            or return_tokens
+            or not self.runs_fast((int(inputs[0].shape[-2]), int(inputs[0].shape[-1])))
+        ):
             if not self._told_gradients:
                 log.info(
                     "%s: gradients, block outputs or another input size asked for: running the exact PyTorch "

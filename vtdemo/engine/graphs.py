@@ -92,11 +92,11 @@ class RtDetrGraph(_Graph):
         return (*flat, *out.aifi_attn) if self.return_attn else flat
 
 
-def classifier_example(model: nn.Module, batch: int = 1) -> Tensor:
-    """A random input of the size the classifier was built for: [batch, 3, S, S]."""
+def classifier_example(model: nn.Module, batch: int = 1, size: tuple[int, int] | None = None) -> Tensor:
+    """A random input of `size` (height, width), by default the size the classifier was built for: [batch, 3, H, W]."""
     cfg: Any = model.cfg
-    size = int(cfg.img_size)
-    return torch.randn(batch, int(cfg.in_chans), size, size, generator=torch.Generator().manual_seed(0))
+    height, width = size if size is not None else (int(cfg.img_size), int(cfg.img_size))
+    return torch.randn(batch, int(cfg.in_chans), height, width, generator=torch.Generator().manual_seed(0))
 
 
 def detr_example(height: int = 320, width: int = 416) -> tuple[Tensor, Tensor]:

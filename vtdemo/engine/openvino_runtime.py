@@ -7,14 +7,16 @@ IR (`model.xml` + `model.bin`, `openvino.save_model`) and compiles it for the CP
 AMX or AVX512-BF16; `"f32"` keeps float32) and `"PERFORMANCE_HINT": "LATENCY"` (one image at a time, all cores).
 
 Input-shape policy (part of the cache key):
-- classifiers: the checkpoint's own square size (fixed, as our models require), dynamic batch (the deletion check
-  runs batches of 8): `static-SxS-batch-dynamic`;
+- classifiers: the size the checkpoint's own preprocessing gives (its processor's crop: fixed, as our models require;
+  a DINOv2 with positions for 518 px is cropped to 224, and its graph holds the positions resampled for 224),
+  dynamic batch (the deletion check runs batches of 8): `static-HxW-batch-dynamic`; another input size (a visitor's
+  choice) runs the exact model, `FastModel.runs_fast`;
 - DETR: dynamic batch, height and width (`dynamic-hw`): one conversion serves every photo size the preprocessing
   produces (short side 800, long side <= 1333, any aspect ratio) and the webcam's fixed size; OpenVINO's CPU plugin
   keeps compiled kernels per shape it has seen, so a repeated size (the webcam's) costs nothing extra;
 - RT-DETR: its processor's fixed size (640x640 for the published checkpoints; every photo is squashed to it),
   dynamic batch, as classifiers: `static-HxW-batch-dynamic` (the level shapes, anchors and query selection are
-  then fixed in the graph; another input size runs the exact model, `FastModel._trained_shape`).
+  then fixed in the graph; another input size runs the exact model, as for classifiers).
 Where we differ from the plain recipe: our graphs (`vtdemo.engine.graphs`) add the attention probabilities as
 outputs, so explanations still work from the compiled model.
 """
@@ -61,16 +63,15 @@ def cpu_capabilities() -> list[str]:
 
 
 def shape_policy(family: str, model: nn.Module, input_size: tuple[int, int] | None = None) -> str:
-    """The input-shape policy (module docstring); input_size: (height, width) of an RT-DETR's processor."""
+    """The input-shape policy (module docstring); input_size: (height, width) of the processor's input (RT-DETR:
+    required; classifiers: the model's own `img_size` if None)."""
     if family == "detr":
         return "dynamic-hw"
-    if family == "rtdetr":
-        if input_size is None:
-            raise ValueError("an RT-DETR graph needs its processor's input size")
-        return f"static-{input_size[0]}x{input_size[1]}-batch-dynamic"
+    if family == "rtdetr" and input_size is None:
+        raise ValueError("an RT-DETR graph needs its processor's input size")
     cfg: Any = model.cfg
-    size = cfg.img_size
-    return f"static-{size}x{size}-batch-dynamic"
+    height, width = input_size if input_size is not None else (cfg.img_size, cfg.img_size)
+    return f"static-{height}x{width}-batch-dynamic"
 
 
 def _trace_inputs(
@@ -87,7 +88,7 @@ def _trace_inputs(
             graphs.detr_example(),
             [("pixel_values", [-1, 3, -1, -1]), ("pixel_mask", [-1, -1, -1])],
         )
-    x = graphs.classifier_example(model)
+    x = graphs.classifier_example(model, size=input_size)
     return graphs.ClassifierGraph(model, return_attn), (x,), [("x", [-1, *x.shape[1:]])]
 
 
@@ -95,7 +96,7 @@ def convert(
     family: str, model: nn.Module, return_attn: bool, folder: Path, input_size: tuple[int, int] | None = None
 ) -> None:
     """Trace `model` (as its flat graph) and write `model.xml` / `model.bin` into `folder` (weights kept fp32);
-    input_size: (height, width), for RT-DETR."""
+    input_size: (height, width) of the graph's input (RT-DETR: required; classifiers: their `img_size` if None)."""
     import openvino as ov
 
     module, example, inputs = _trace_inputs(family, model, return_attn, input_size)
@@ -220,8 +221,8 @@ def load_graph(
     """The compiled graph of `model`: read from the engine cache, or converted (and cached) first.
 
     hint: "bf16" or "f32" (OpenVINO's INFERENCE_PRECISION_HINT). model: for the shape policy (and the weights
-    unless `source` gives them: only a conversion calls it). input_size: (height, width) of an RT-DETR's processor
-    (its shape policy). A cache entry OpenVINO cannot read is removed and
+    unless `source` gives them: only a conversion calls it). input_size: (height, width) of a classifier's or an
+    RT-DETR's processor (its shape policy). A cache entry OpenVINO cannot read is removed and
     rebuilt once; a failing conversion raises (the caller reports it: no silent fallback).
     """
     graph = "attn" if return_attn else "plain"

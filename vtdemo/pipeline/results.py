@@ -49,11 +49,14 @@ def _name(src: ImageSource, name: str | None) -> str:
     return str(src) if isinstance(src, (str,)) or hasattr(src, "__fspath__") else "image"
 
 
-def runtime_info(loaded: LoadedModel, method: str | None = None) -> dict[str, Any]:
-    """Which engine and precision produced a result (`vtdemo.engine.runtime_info`). For a method that needs
-    gradients on a fast model, the forward pass is fast but the map comes from the exact PyTorch model (the fast
-    engine runs it whenever gradients are on): `"gradients": "exact"`."""
-    out = engine.runtime_info(loaded)
+def runtime_info(
+    loaded: LoadedModel, method: str | None = None, input_size: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """Which engine and precision produced a result (`vtdemo.engine.runtime_info`) at model input `input_size`
+    (height, width; None: the processor's own). For a method that needs gradients on a fast model, the forward pass
+    is fast but the map comes from the exact PyTorch model (the fast engine runs it whenever gradients are on):
+    `"gradients": "exact"`."""
+    out = engine.runtime_info(loaded, input_size)
     if method in registry.METHODS and registry.METHODS[method].needs_gradients and out["precision"] == "fast":
         out["gradients"] = "exact"
     return out
@@ -210,7 +213,7 @@ def explain(
     label = _name(image, name)
     opts = replace(options or ExplainOptions(), **fields)
     meth = registry.get(method, loaded.family)
-    check = None
+    check, size = None, None  # size: a classifier's input (height, width), which decides its engine
     if loaded.family in ("detr", "rtdetr"):
         run: Any = run_rtdetr(loaded, rgb) if loaded.family == "rtdetr" else run_detr(loaded, rgb)
         if meth.target == "detection":
@@ -224,6 +227,7 @@ def explain(
         result = explain_run(run, meth.name, opts)
     else:
         run = run_classifier(loaded, rgb, input_size, keep_aspect)
+        size = run.input_size
         result = explain_run(run, meth.name, opts)
         check = deletion_check(run, result.map, result.target["index"]) if deletion else None
     return Explanation(
@@ -235,7 +239,7 @@ def explain(
         run.region,
         check,
         result.maps,
-        runtime_info(loaded, meth.name),
+        runtime_info(loaded, meth.name, size),
     )
 
 

@@ -373,11 +373,11 @@ class Services:
         pipeline.release_weights(loaded)
         return loaded
 
-    def engine_line(self, loaded: pipeline.LoadedModel, exact_size: bool = False) -> str:
-        """What produced a result of `loaded`, for a status line (`vtdemo.ui.engine_text.engine_line`)."""
+    def engine_line(self, loaded: pipeline.LoadedModel, size: tuple[int, int] | None = None) -> str:
+        """What produced a result of `loaded` at input `size`, for a status line (`vtdemo.ui.engine_text.engine_line`)."""
         from .engine_text import engine_line
 
-        return engine_line(loaded, self.fallbacks.get(loaded.id), exact_size)
+        return engine_line(loaded, self.fallbacks.get(loaded.id), size)
 
     def cached(self, state: Any) -> Any:
         """The state if its run is still held (marked as just used); None, with a toast, if it was released."""

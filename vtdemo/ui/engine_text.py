@@ -10,21 +10,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from .. import pipeline
 
 EXACT_NOTE = "computed on the exact fp32 PyTorch model"
 
 
-def engine_line(loaded: pipeline.LoadedModel, fallback: str | None = None, exact_size: bool = False) -> str:
+def engine_line(loaded: pipeline.LoadedModel, fallback: str | None = None, size: tuple[int, int] | None = None) -> str:
     """The status-line part naming what produced a result, e.g. 'OpenVINO 2026.4.1 bf16 on cpu (fast)'.
 
-    fallback: why a model asked for at fast precision runs exact (the converter failed); exact_size: the fast model
-    ran its exact PyTorch twin because the input is not the size it was converted at (a ViT at another size)."""
-    if exact_size and loaded.precision == "fast":
-        return f"PyTorch {torch.__version__} f32 on {loaded.device} (exact): this input size runs on the exact model"
-    text = pipeline.describe(loaded)
+    fallback: why a model asked for at fast precision runs exact (the converter failed); size: the run's input
+    (height, width): a fast model runs its exact PyTorch twin at a size its graph was not converted for, and says so
+    (`vtdemo.pipeline.describe`)."""
+    text = pipeline.describe(loaded, size)
     if fallback:
         text += f": the fast engine could not convert this model ({fallback}), so it runs exact"
     return text

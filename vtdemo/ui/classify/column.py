@@ -332,8 +332,7 @@ class ClassifierColumn:
             self.status: status(
                 with_details(
                     pipeline.no_head_note(loaded) or f"{loaded.id}",
-                    f"{loaded.family} · {run.x.shape[-2]}px input · "
-                    + self.s.engine_line(loaded, exact_size=run.input_size != run.trained_size),
+                    f"{loaded.family} · {run.x.shape[-2]}px input · " + self.s.engine_line(loaded, run.input_size),
                 )
             ),
             self.state: state,

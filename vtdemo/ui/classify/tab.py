@@ -70,7 +70,10 @@ class ClassifyTab:
                 folder / f"{stem}.classify.json",
                 [
                     pipeline.ClassifyResult(
-                        s.name, s.run.loaded.id, s.predictions, pipeline.runtime_info(s.run.loaded, s.method)
+                        s.name,
+                        s.run.loaded.id,
+                        s.predictions,
+                        pipeline.runtime_info(s.run.loaded, s.method, s.run.input_size),
                     ).to_dict()
                     for s in states
                     if s.run is not None
