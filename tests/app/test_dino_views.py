@@ -60,6 +60,9 @@ def test_views_on_a_dinov2_classifier_and_backbone(dino_hub, precision, tmp_path
         client = Client(url, verbose=False, download_files=False)
         out = client.predict(handle_file(CAT), CLASSIFIER, "rollout", 0.5, api_name="/classify_vit")
         assert out[0]["confidences"] and out[1] is not None  # a classifier: its top 5, and a map
+        # positions for 518 px, processor's crop 224: at precision fast the graph runs the crop (it once ran exact
+        # while saying OpenVINO)
+        assert ("OpenVINO" in out[3] and "(fast)" in out[3]) == (precision == "fast") and "224x224px input" in out[3]
         image, text = client.predict(api_name="/dino_heads_vit")
         assert "DINO's mask" in text and _image(image).width > 300  # 2 heads: attention + mask each
         image, text = client.predict(None, api_name="/dino_features_vit")
@@ -83,6 +86,10 @@ def test_views_on_a_dinov2_classifier_and_backbone(dino_hub, precision, tmp_path
             and "feature model (no classifier head)" in status
         )
         assert out[1] is not None  # the rollout map still shows
+        label, status = (out := client.predict("448", False, 0.5, api_name="/resize_vit"))[0], out[3]
+        assert label["label"] == "No classes: a feature model" and "feature model (no classifier head)" in status
+        ran = "(exact): this input size runs on the exact model" if precision == "fast" else "f32 on cpu (exact)"
+        assert "448x448px input" in status and ran in status  # a new size says what ran it, as a new photo does
         chart, text = client.predict(api_name="/deletion_vit")
         assert chart is None and "no classifier head" in text
         image, text = client.predict(api_name="/dino_heads_vit")

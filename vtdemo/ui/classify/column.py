@@ -327,17 +327,28 @@ class ClassifierColumn:
             return self._empty(text)
         self.s.runs.hold(getattr(request, "session_hash", None), self.family, state)
         return {
-            self.label: {p.label: p.score for p in state.predictions} if loaded.labels else NO_CLASSES,
             **shown,
-            self.status: status(
-                with_details(
-                    pipeline.no_head_note(loaded) or f"{loaded.id}",
-                    f"{loaded.family} · {run.x.shape[-2]}px input · " + self.s.engine_line(loaded, run.input_size),
-                )
-            ),
+            **self.result_lines(state),  # after `shown`: its status line wins
             self.state: state,
             self.method: gr.Dropdown(choices=[(m.label, m.name) for m in run.methods()], value=state.method),
             **self.control_updates(state, state.method),
+        }
+
+    def result_lines(self, state: ClassifyState) -> dict:
+        """The top 5 (or why a feature model has none) and the status line of a run, with what produced it in its
+        details: the same after a new photo and after a new input size."""
+        run = state.run
+        assert run is not None
+        loaded = run.model_as_loaded
+        h, w = run.input_size
+        return {
+            self.label: {p.label: p.score for p in state.predictions} if loaded.labels else NO_CLASSES,
+            self.status: status(
+                with_details(
+                    pipeline.no_head_note(loaded) or f"{loaded.id}",
+                    f"{loaded.family} · {w}x{h}px input · " + self.s.engine_line(loaded, run.input_size),
+                )
+            ),
         }
 
     @fresh

@@ -50,7 +50,8 @@ class DinoPanel:
         with gr.Accordion("What a self-supervised ViT sees (DINO, DINOv2, registers)", open=False):
             gr.Markdown(
                 "Best with a DINOv2 model in the picker above: `facebook/dinov2-small-imagenet1k-1-layer`, or "
-                "`facebook/dinov2-with-registers-small-imagenet1k-1-layer` with registers",
+                "`facebook/dinov2-with-registers-small-imagenet1k-1-layer` with registers. For the patch features, "
+                "a second photo (optional) gets one PCA fitted on both, so that matching parts share colours.",
                 elem_classes="vt-caption",
             )
             with gr.Row():
@@ -58,9 +59,9 @@ class DinoPanel:
                 self.features_button = gr.Button("Patch features as colours", size="sm")
                 self.registers_button = gr.Button("With and without registers", size="sm")
             self.second = safe_image(  # the app's one door for images: uploads (and examples) only
-                label="A second photo for the features (optional: one PCA on both)",
+                label="Second photo (optional)",  # one short line: a longer label covers the drop zone
                 sources=["upload", "clipboard"],
-                height=140,
+                height=160,
                 elem_id=f"{family}-dino-second",
                 **image_limits(services.config),
             )

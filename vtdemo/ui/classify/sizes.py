@@ -131,11 +131,9 @@ class SizeControls:
             return {col.status: status(message(exc), "warn")}
         if not col.s.runs.hold(session_of(request), self.family, new, replacing=state):
             return {col.state: gr.skip()}  # a newer photo arrived meanwhile: it stays (see `fresh`)
-        h, w = run.input_size
         return {
-            col.label: {p.label: p.score for p in new.predictions},
             **shown,
-            col.status: status(f"{loaded.id} · {loaded.family} · {w}x{h}px input"),
+            **col.result_lines(new),  # after `shown`: its status line wins
             col.state: new,
             col.method: gr.Dropdown(choices=[(m.label, m.name) for m in run.methods()], value=new.method),
             self.state: choice,

@@ -50,6 +50,8 @@ class ColumnView(Protocol):
 
     def control_updates(self, state: ClassifyState | None, method_name: str) -> dict: ...
 
+    def result_lines(self, state: ClassifyState) -> dict: ...
+
 
 @dataclass
 class ClassifyState:
