@@ -154,3 +154,80 @@ def test_cli_convert_prepares_what_detect_then_uses(hf_cache, tmp_path, engine_c
     (item,) = json.loads(detected.stdout)
     assert item["runtime"]["engine"] == "openvino" and item["runtime"]["precision"] == "fast"
     assert entries() == written  # the converted graph was read, not written again (a conversion rewrites it)
+
+
+@pytest.fixture
+def bf16_chosen(engine_cache, monkeypatch):
+    """As on a CPU with bf16 units: the fast engine picks OpenVINO bf16 (on this project's AVX2 machines the hint is
+    accepted and runs f32, so the numbers are f32's: the outside-the-guard test perturbs them)."""
+    from dataclasses import replace
+
+    from vtdemo.engine import fast as fast_module
+
+    real = fast_module.choose
+    monkeypatch.setattr(fast_module, "choose", lambda device: replace(real(device), dtype="bf16"))
+    monkeypatch.delenv("VTDEMO_FAST_DTYPE", raising=False)
+    loader.clear_cache()
+    yield
+    loader.clear_cache()
+
+
+def test_bf16_rtdetr_within_the_guard_runs_bf16_and_the_verdict_is_kept(bf16_chosen, hf_cache, tmp_path, monkeypatch):
+    """An RT-DETR at bf16 is checked against its exact model on the four example photos before its first result
+    (it once ran f32 wherever the CPU would pick bf16); within the guard it stays bf16, and the next process reads
+    the verdict from the engine cache instead of checking again."""
+    write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-bf16", hf_model("rt_detr", BASIC, "default", seed=4))
+    checked: list[tuple[int, int]] = []
+    real = fidelity.rtdetr_gaps
+
+    def counted(exact, fast, image, threshold=fidelity.DEFAULT_THRESHOLD):
+        checked.append(image.size)
+        return real(exact, fast, image, threshold)
+
+    monkeypatch.setattr(fidelity, "rtdetr_gaps", counted)
+    fast = loader.load("test/tiny-rtdetr-bf16", precision="fast")
+    assert fast.model.guard is not None and fast.model.choice.dtype == "bf16"  # pending until the first result
+    pipeline.prepare(fast)
+    assert len(checked) == 4 and fast.model.choice.dtype == "bf16" and fast.model.guard_note is None
+    assert runtime_info(fast)["dtype"] == "bf16" and pipeline.describe(fast).endswith("bf16 on cpu (fast)")
+    loader.clear_cache()  # another process, same weights: the verdict comes from the engine cache
+    again = loader.load("test/tiny-rtdetr-bf16", precision="fast")
+    pipeline.prepare(again)
+    assert len(checked) == 4 and again.model.choice.dtype == "bf16"
+
+
+def test_bf16_rtdetr_outside_the_guard_falls_back_to_f32_and_says_why(
+    bf16_chosen, hf_cache, tmp_path, monkeypatch, photos
+):
+    """bf16 perturbed as a CPU's bf16 units could: one class logit of every query raised by 1 (a sigmoid score moves
+    by up to 0.25). The first result is checked before it is given out; it and every later one are f32's."""
+    write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-bf16-off", hf_model("rt_detr", BASIC, "default", seed=4))
+    real_forward = FastModel.forward
+
+    def strayed(self, *inputs, **kwargs):
+        out = real_forward(self, *inputs, **kwargs)
+        if self.family == "rtdetr" and self.choice.dtype == "bf16":
+            out.logits = out.logits.clone()
+            out.logits[..., 1] += 1.0
+        return out
+
+    monkeypatch.setattr(FastModel, "forward", strayed)
+    hints: list[str] = []
+    real_load = openvino_runtime.load_graph
+
+    def spy(*args, **kwargs):
+        hints.append(args[5])
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(openvino_runtime, "load_graph", spy)
+    fast = loader.load("test/tiny-rtdetr-bf16-off", precision="fast")
+    exact = loader.load("test/tiny-rtdetr-bf16-off")
+    run = pipeline.run_rtdetr(fast, photos["astronaut"])  # the first result: checked before it is given out
+    assert hints[0] == "bf16" and hints[-1] == "f32"
+    note = fast.model.guard_note
+    assert fast.model.choice.dtype == "f32" and note.startswith("bf16 is outside the fidelity guard on ")
+    assert "score gap" in note and "sampling points" in note and len(note) < 300
+    assert pipeline.describe(fast).endswith("(fast; bf16 was outside the fidelity guard)")
+    assert runtime_info(fast)["dtype"] == "f32"
+    reference = pipeline.run_rtdetr(exact, photos["astronaut"])
+    assert (run.output.logits.sigmoid() - reference.output.logits.sigmoid()).abs().max() <= 0.02  # f32's result

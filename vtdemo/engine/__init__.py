@@ -62,7 +62,7 @@ _guard: list[Callable[..., str | None] | None] = [None]
 
 
 def set_guard(check: Callable[..., str | None]) -> None:
-    """Give the engine its run-time fidelity check (`vtdemo.pipeline.fidelity.bf16_detr_verdict`, set when
+    """Give the engine its run-time fidelity check (`vtdemo.pipeline.fidelity.bf16_verdict`, set when
     `vtdemo.pipeline` is imported: the check runs the pipeline, a layer above the engine). Without one, a model
     that would need it runs f32."""
     _guard[0] = check
@@ -153,8 +153,8 @@ def prepare(loaded: LoadedModel, with_attention: bool = True, progress: Callable
 
 
 def precision_summary(precision: str, device: torch.device) -> str:
-    """The words for an app's precision, e.g. 'fast: OpenVINO 2026.4.1 bf16 (DETR bf16 within the fidelity guard,
-    else f32; RT-DETR f32) on CPU; gradient methods on the exact fp32 PyTorch model' or 'exact: PyTorch 2.x f32 on
+    """The words for an app's precision, e.g. 'fast: OpenVINO 2026.4.1 bf16 (DETR and RT-DETR bf16 within the
+    fidelity guard, else f32) on CPU; gradient methods on the exact fp32 PyTorch model' or 'exact: PyTorch 2.x f32 on
     CPU'."""
     kind = device.type.upper()
     if precision != "fast":
@@ -163,6 +163,6 @@ def precision_summary(precision: str, device: torch.device) -> str:
 
     choice = choose(str(device))
     name = {"openvino": "OpenVINO", "pytorch": "PyTorch"}[choice.engine]
-    note = " (DETR bf16 within the fidelity guard, else f32; RT-DETR f32)" if guarded(choice, "detr") else ""
+    note = " (DETR and RT-DETR bf16 within the fidelity guard, else f32)" if guarded(choice, "detr") else ""
     dtype = choice.dtype + note
     return f"fast: {name} {choice.version} {dtype} on {kind}; gradient methods on the exact fp32 PyTorch model"

@@ -4,11 +4,10 @@
 openvino | pytorch and `VTDEMO_FAST_DTYPE` = bf16 | f32 | fp16):
 - CPU with OpenVINO installed: OpenVINO, bf16 where its CPU plugin reports bf16 units (AMX or AVX512-BF16), else
   f32. Measured (README "Fast path"): on an AMD EPYC with AVX512-BF16 and a Xeon with AMX, OpenVINO bf16 beats
-  OpenVINO f32, PyTorch bf16 autocast and PyTorch fp32 for ViT, Swin and DETR. A DETR at bf16 is checked against
-  its exact model before its first result (`guarded`, `FastModel.check_guard`; the check is the pipeline's
-  `vtdemo.pipeline.fidelity.bf16_detr_verdict`, given through `vtdemo.engine.set_guard`) and runs f32 outside the
-  fidelity guard (our random full-size fixture does: its class head amplifies tiny differences). RT-DETR has no
-  run-time guard: where the device would pick bf16 it runs f32 (`dtype_for`, logged once), unless
+  OpenVINO f32, PyTorch bf16 autocast and PyTorch fp32 for ViT, Swin and DETR. A DETR or RT-DETR at bf16 is
+  checked against its exact model before its first result (`guarded`, `FastModel.check_guard`; the check is the
+  pipeline's `vtdemo.pipeline.fidelity.bf16_verdict`, given through `vtdemo.engine.set_guard`) and runs f32 outside
+  the fidelity guard (our random full-size DETR fixture does: its class head amplifies tiny differences), unless
   VTDEMO_FAST_DTYPE forces the dtype;
 - CPU without OpenVINO: PyTorch bf16 autocast where oneDNN has bf16 kernels, else PyTorch fp32, with a warning that
   says how to get the faster runtime;
@@ -107,28 +106,15 @@ def choose(device: str) -> EngineChoice:
     return choice
 
 
-def dtype_for(choice: EngineChoice, family: str) -> str:
-    """The dtype one model family runs at: the device's choice, except RT-DETR on the OpenVINO CPU path, which runs
-    f32 where the device would pick bf16 (it has no run-time fidelity check, as DETR has: `guarded`), unless
-    VTDEMO_FAST_DTYPE forces the dtype. A DETR at bf16 is checked against its exact model on first use and runs f32
-    outside the fidelity guard."""
-    forced = env_text("VTDEMO_FAST_DTYPE")
-    if family == "rtdetr" and choice.engine == "openvino" and choice.dtype == "bf16" and not forced:
-        _say_rtdetr_f32()
-        return "f32"
-    return choice.dtype
-
-
-@functools.cache
-def _say_rtdetr_f32() -> None:
-    log.info("fast precision: RT-DETR runs OpenVINO f32 (no bf16 fidelity check written for it; DETR has one)")
+#: The families whose reduced precision is checked at run time (`guarded`): detectors, whose scores a threshold cuts.
+GUARDED_FAMILIES = ("detr", "rtdetr")
 
 
 def guarded(choice: EngineChoice, family: str) -> bool:
-    """Does this model's reduced precision need the run-time fidelity check? DETR at bf16 on OpenVINO, unless
-    VTDEMO_FAST_DTYPE forces the dtype (the operator decided)."""
+    """Does this model's reduced precision need the run-time fidelity check? DETR and RT-DETR at bf16 on OpenVINO,
+    unless VTDEMO_FAST_DTYPE forces the dtype (the operator decided)."""
     return (
-        family == "detr"
+        family in GUARDED_FAMILIES
         and choice.engine == "openvino"
         and choice.dtype == "bf16"
         and not env_text("VTDEMO_FAST_DTYPE")
@@ -200,7 +186,7 @@ class FastModel(nn.Module):
         self.family = family
         self.model_id = model_id
         self.weights = weights
-        self.choice = replace(choice, dtype=dtype_for(choice, family))
+        self.choice = choice
         #: Why this model runs f32 although the device chose bf16 (the fidelity guard said so), else None.
         self.guard_note: str | None = None
         #: The run-time fidelity check still to run on first use (`vtdemo.engine.make_fast` sets it): progress -> None

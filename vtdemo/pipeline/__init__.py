@@ -95,7 +95,7 @@ from ..video import SUFFIXES as VIDEO_SUFFIXES
 from ..video import VideoError, VideoLimits, VideoResult, detect_video, every, redraw_video
 from ..video import frame_at as video_frame
 from ..video import probe as probe_video
-from .fidelity import bf16_detr_verdict
+from .fidelity import bf16_verdict
 from .results import (
     classify,
     compare_image,
@@ -120,7 +120,7 @@ from .runs import (
     run_rtdetr,
 )
 
-set_guard(bf16_detr_verdict)  # the engine's run-time fidelity check runs models through this package
+set_guard(bf16_verdict)  # the engine's run-time fidelity check runs models through this package
 
 __all__ = [
     "VIDEO_SUFFIXES",

@@ -1,7 +1,7 @@
 """The fidelity guard: how far the fast path's results are from the exact path's, on real photos, judged on what a
 person sees.
 
-The bar (`GUARD`; tests/parity/test_engine_guard.py and tests/unit/test_engine.py check it, `bf16_detr_verdict`
+The bar (`GUARD`; tests/parity/test_engine_guard.py and tests/unit/test_engine.py check it, `bf16_verdict`
 applies it at run time; the engine calls it through `vtdemo.engine.set_guard`, given by this package):
 - classifiers: the same top-5 set, max |Δp| <= 0.02 over all classes; the default attention map (rollout for ViT,
   window-aware rollout for Swin) within 0.02 of its maximum (both maps scaled to max 1);
@@ -19,9 +19,9 @@ applies it at run time; the engine calls it through `vtdemo.engine.set_guard`, g
   against transformers allow too; its query is not compared).
 The exact path is the one that the parity tests pin to timm / transformers.
 
-Reduced precision for DETR sits behind this guard at run time: a DETR compiled at bf16 (the CPU has bf16 units) is
-checked against its exact model on the example photos when it is first prepared (`bf16_detr_verdict`, once per weight
-file: the verdict is kept in the engine cache); outside the guard it runs f32 instead, and says why.
+Reduced precision for the detectors sits behind this guard at run time: a DETR or RT-DETR compiled at bf16 (the CPU
+has bf16 units) is checked against its exact model on the example photos when it is first prepared (`bf16_verdict`,
+once per weight file: the verdict is kept in the engine cache); outside the guard it runs f32 instead, and says why.
 """
 
 from __future__ import annotations
@@ -189,10 +189,29 @@ def within_guard(gaps: dict[str, Any]) -> bool:
 GUARD_VERSION = 1
 
 
-def bf16_detr_verdict(fast: Any, progress: Callable[[str], None] | None = None) -> str | None:
-    """Is this fast DETR (compiled at bf16) within the guard against its exact model on the example photos? None
-    if so, else the reason in one line. Kept in the engine cache per weight file and runtime version, so a model is
-    checked once, not at every start."""
+def _outside(name: str, gaps: dict[str, Any]) -> str:
+    """The one line that says why bf16 is outside the guard on photo `name`, with the gaps that decide it."""
+    if "sampling_px" in gaps:  # RT-DETR
+        measured = (
+            f"score gap {gaps['score']:.3f}, box {gaps['box_px']:.1f} px, sampling points {gaps['sampling_px']:.1f} px "
+            f"/ weights {gaps['sampling_weight']:.3f}, AIFI map {gaps['aifi_map']:.3f}"
+        )
+        if not gaps["sets_agree"] or gaps["unpaired_depth"] > GUARD["boundary"]:
+            measured += ", other detections kept"
+    else:
+        measured = (
+            f"score gap {gaps['score']:.3f}, box {gaps['box_px']:.1f} px, maps "
+            f"{max(gaps['decoder_map'], gaps['encoder_map']):.3f}"
+        )
+        if not gaps["sets_agree"]:
+            measured += ", other detections kept"
+    return f"bf16 is outside the fidelity guard on {name} ({measured}; bar 0.02 / 3 px / 0.02)"
+
+
+def bf16_verdict(fast: Any, progress: Callable[[str], None] | None = None) -> str | None:
+    """Is this fast DETR or RT-DETR (compiled at bf16) within the guard against its exact model on the example
+    photos (`detr_gaps`, `rtdetr_gaps`)? None if so, else the reason in one line. Kept in the engine cache per weight
+    file and runtime version, so a model is checked once, not at every start."""
     from ..assets import examples_dir
     from ..engine import cache, exact_model, openvino_runtime
 
@@ -207,18 +226,15 @@ def bf16_detr_verdict(fast: Any, progress: Callable[[str], None] | None = None) 
     if progress is not None:
         progress(f"Checking the fast engine's bf16 {model.model_id} against the exact model (first use only)…")
     exact = exact_model(fast)
+    gaps_of = rtdetr_gaps if fast.family == "rtdetr" else detr_gaps
     reason = None
     for path in sorted(p for p in examples_dir().iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"}):
         with Image.open(path) as opened:
             image = opened.convert("RGB")
-        gaps = detr_gaps(exact, fast, image)
+        gaps = gaps_of(exact, fast, image)
         log.info("%s bf16 vs f32 exact on %s: %s", model.model_id, path.name, gaps)
         if not within_guard(gaps):
-            reason = (
-                f"bf16 is outside the fidelity guard on {path.name} (score gap {gaps['score']:.3f}, box "
-                f"{gaps['box_px']:.1f} px, maps {max(gaps['decoder_map'], gaps['encoder_map']):.3f}; bar 0.02 / 3 px / "
-                "0.02)"
-            )
+            reason = _outside(path.name, gaps)
             break
 
     def write(folder: Path) -> None:
