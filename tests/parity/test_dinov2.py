@@ -143,6 +143,9 @@ def test_fast_engine_runs_dinov2_at_its_processors_size(registers, hf_cache, tmp
     assert pipeline.runtime_info(fast, None, run.input_size)["precision"] == "exact"
     assert pipeline.describe(fast, run.input_size).endswith("(exact): this input size runs on the exact model")
     assert pipeline.describe(fast, (224, 224)).endswith("(fast)")
+    # the CLI's `explain` (and its JSON) reports the same: fast at the processor's size, exact at another
+    assert pipeline.explain(photo, fast, "rollout").runtime["engine"] == "openvino"
+    assert pipeline.explain(photo, fast, "rollout", input_size=448).runtime["precision"] == "exact"
 
 
 def _snapshot(cache, repo):
