@@ -238,6 +238,20 @@ def test_the_live_map_switch_takes_only_true_or_false(app, photo):
     assert kind == "error" and "must be true or false, not 'yes please'" in str(text), (kind, text)
 
 
+def test_refused_values_leave_no_traceback_in_the_log(app, photo, capfd):
+    """A value our components refuse is the client's mistake, answered in one line: the server logs no traceback
+    for it (a script sending bad values over and over would otherwise fill the log with them)."""
+    _, url = app
+    capfd.readouterr()
+    for _ in range(3):
+        kind, text = call(url, "webcam", [photo, 0.7, 320, "", "yes please"])
+        assert kind == "error" and "must be true or false" in str(text), (kind, text)
+    kind, text = call(url, "classify_vit", IMAGE_APIS["classify_vit"]({"path": "/etc/passwd"}))
+    assert kind == "error" and "upload" in str(text).lower(), (kind, text)  # a server path: refused, not read
+    logged = capfd.readouterr()
+    assert "Traceback" not in logged.err + logged.out
+
+
 def test_uploads_and_examples_still_work(app, photo):
     _, url = app
     event, out = call(url, "classify_vit", [photo, "", "rollout", 0.5])

@@ -89,20 +89,20 @@ class SafeImage(gr.Image):
         folders = (Path(os.path.abspath(get_upload_folder())), *self.allowed)
         if not isinstance(payload.path, str) or not _inside(payload.path, folders):
             log.warning("refused an image input outside the upload folder")
-            raise gr.Error(NOT_UPLOADED)
+            raise refusal(NOT_UPLOADED)
         if os.path.getsize(payload.path) > self.max_bytes:  # the upload limit is the video's when that is larger
-            raise gr.Error(f"the image is larger than {self.max_bytes / 2**20:.0f} MB: upload a smaller file")
+            raise refusal(f"the image is larger than {self.max_bytes / 2**20:.0f} MB: upload a smaller file")
         return payload.path
 
     def _data_url(self, url: str) -> bytes:
         """The bytes of a base64 `data:` URL (what the browser sends for pasted images and webcam frames)."""
         header, _, body = url.partition(",")
         if ";base64" not in header or len(body) > self.max_bytes * 4 // 3 + 4:
-            raise gr.Error(f"the image data is not base64 or larger than {self.max_bytes // 2**20} MB")
+            raise refusal(f"the image data is not base64 or larger than {self.max_bytes // 2**20} MB")
         try:
             return base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
-            raise gr.Error("the image data is not valid base64") from None
+            raise refusal("the image data is not valid base64") from None
 
 
 def safe_image(allowed: Sequence[str | Path] = (), max_bytes: int = 20 * 2**20, **kwargs: Any) -> SafeImage:
@@ -131,9 +131,9 @@ class SafeVideo(gr.Video):
         folders = (Path(os.path.abspath(get_upload_folder())),)
         if not isinstance(path, str) or not _inside(path, folders):
             log.warning("refused a video input outside the upload folder")
-            raise gr.Error(CLIP_NOT_UPLOADED)
+            raise refusal(CLIP_NOT_UPLOADED)
         if os.path.getsize(path) > self.max_bytes:
-            raise gr.Error(f"the clip is larger than {self.max_bytes / 2**20:.0f} MB: upload a shorter or smaller one")
+            raise refusal(f"the clip is larger than {self.max_bytes / 2**20:.0f} MB: upload a shorter or smaller one")
         return path
 
 
@@ -149,12 +149,18 @@ def upload_name(source: str | bytes | None, default: str = "pasted image") -> st
     return Path(source).name if isinstance(source, str) else default
 
 
+def refusal(text: str) -> gr.Error:
+    """A visitor's (or a script's) input refused in one line: Gradio shows it, and logs no traceback for it (a
+    client sending bad values is not a fault of the server, and its tracebacks would fill the log)."""
+    return gr.Error(text, print_exception=False)
+
+
 def _checked(check: Any) -> Any:
     """Run a `vtdemo.checks` function, turning its `InputError` into Gradio's visible one-line error."""
     try:
         return check()
     except InputError as exc:
-        raise gr.Error(str(exc)) from None
+        raise refusal(str(exc)) from None
 
 
 class Slider(gr.Slider):
@@ -216,7 +222,7 @@ class Table(gr.Dataframe):
             return super().preprocess(payload)
         except (ValueError, TypeError, KeyError, AttributeError):
             columns = ", ".join(str(h) for h in (self.headers or []))
-            raise gr.Error(f"{self.label or 'the table'}: every row needs the columns {columns}") from None
+            raise refusal(f"{self.label or 'the table'}: every row needs the columns {columns}") from None
 
 
 class Click(gr.EventData):

@@ -19,7 +19,7 @@ from PIL import Image
 from .. import checks, pipeline
 from ..errors import VtdemoError
 from .common import VIEW, Services, export_dir, message, model_call, safe_stem, status, write_json
-from .components import Slider, safe_video, upload_name
+from .components import Slider, refusal, safe_video, upload_name
 
 #: The DETR input short side for video frames (the webcam's 4:3 canvas, here with the clip's own aspect ratio);
 #: RT-DETR runs at its processor's 640x640 whatever this is.
@@ -100,7 +100,7 @@ class VideoTab:
     ) -> tuple:
         """The picked detector on the clip; returns (annotated mp4, status, JSON file, frame slider, explain button, state)."""
         if not clip:
-            raise gr.Error("Upload a video clip first.")
+            raise refusal("Upload a video clip first.")
         name = upload_name(clip, "the video")
         try:
             with model_call():
@@ -174,12 +174,12 @@ class VideoTab:
     def explain(self, state: dict | None, frame: float) -> tuple:
         """Hand the chosen frame (full resolution) to the Detect tab and switch to it."""
         if not state:
-            raise gr.Error("Run the detector on a clip first, then pick a frame.")
+            raise refusal("Run the detector on a clip first, then pick a frame.")
         index = int(min(max(frame, 0), state["frames"] - 1))
         try:
             rgb = pipeline.video_frame(state["clip"], index, self.limits, state["name"])
         except VtdemoError as exc:
-            raise gr.Error(message(exc)) from None
+            raise refusal(message(exc)) from None
         path = export_dir() / f"{safe_stem(state['name'])}-frame-{index}.png"
         Image.fromarray(np.ascontiguousarray(rgb)).save(path)
         return str(path), gr.Tabs(selected="detect")

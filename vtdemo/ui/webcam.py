@@ -29,7 +29,7 @@ from PIL import Image
 
 from .. import pipeline, render
 from .common import VIEW, Services, export_dir, message, model_call, session_of, status
-from .components import Checkbox, Slider, safe_image
+from .components import Checkbox, Slider, refusal, safe_image
 from .config import LIVE_SIZES, live_default
 from .detect.tab import DetectTab, draw_detections
 from .webcam_default import Verdict, WebcamDefault
@@ -253,7 +253,7 @@ class WebcamTab:
     def freeze(self, session: LiveSession | None) -> tuple:
         """Hand the last webcam frame to the Detect tab (full resolution there). Returns (image, tabs)."""
         if session is None or session.last_frame is None:
-            raise gr.Error("No webcam frame yet: start the camera and press Record first.")
+            raise refusal("No webcam frame yet: start the camera and press Record first.")
         path = export_dir() / f"webcam-{time.strftime('%H%M%S')}.png"
         Image.fromarray(np.ascontiguousarray(session.last_frame[..., :3])).save(path)
         return str(path), gr.Tabs(selected="detect")

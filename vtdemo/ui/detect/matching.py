@@ -18,7 +18,7 @@ from ... import pipeline, render
 from ...errors import ExplainError, VtdemoError
 from ...labels import coco
 from ..common import VIEW, Services, message, not_yet, status
-from ..components import Table
+from ..components import Table, refusal
 from .tab import DetectState, DetectTab
 
 GT_HEADERS = ["label", "x0", "y0", "x1", "y1"]
@@ -149,9 +149,9 @@ class MatchingPanel:
         try:
             gt = pipeline.parse_ground_truth(Path(path).read_text(encoding="utf-8"), labels)
         except (OSError, UnicodeDecodeError) as exc:
-            raise gr.Error(f"cannot read the file: {exc}") from None
+            raise refusal(f"cannot read the file: {exc}") from None
         except VtdemoError as exc:
-            raise gr.Error(str(exc)) from None
+            raise refusal(str(exc)) from None
         return [[labels[int(c)], *[round(float(v), 1) for v in box]] for c, box in zip(gt.labels, gt.boxes)]
 
     def match(self, state: DetectState | None, rows: Any) -> tuple:
