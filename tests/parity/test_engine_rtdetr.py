@@ -18,6 +18,7 @@ pytest.importorskip("openvino")
 pytest.importorskip("transformers")
 
 from tests.parity.test_rtdetr import BASIC, BOTTLENECK, _full_size, hf_model, write_repo  # noqa: E402
+from tests.support.bf16 import choose_bf16, stray  # noqa: E402
 from vtdemo import loader, pipeline  # noqa: E402
 from vtdemo.engine import cache, openvino_runtime, runtime_info  # noqa: E402
 from vtdemo.engine.fast import FastModel  # noqa: E402
@@ -160,13 +161,7 @@ def test_cli_convert_prepares_what_detect_then_uses(hf_cache, tmp_path, engine_c
 def bf16_chosen(engine_cache, monkeypatch):
     """As on a CPU with bf16 units: the fast engine picks OpenVINO bf16 (on this project's AVX2 machines the hint is
     accepted and runs f32, so the numbers are f32's: the outside-the-guard test perturbs them)."""
-    from dataclasses import replace
-
-    from vtdemo.engine import fast as fast_module
-
-    real = fast_module.choose
-    monkeypatch.setattr(fast_module, "choose", lambda device: replace(real(device), dtype="bf16"))
-    monkeypatch.delenv("VTDEMO_FAST_DTYPE", raising=False)
+    choose_bf16(monkeypatch)
     loader.clear_cache()
     yield
     loader.clear_cache()
@@ -202,24 +197,7 @@ def test_bf16_rtdetr_outside_the_guard_falls_back_to_f32_and_says_why(
     """bf16 perturbed as a CPU's bf16 units could: one class logit of every query raised by 1 (a sigmoid score moves
     by up to 0.25). The first result is checked before it is given out; it and every later one are f32's."""
     write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-bf16-off", hf_model("rt_detr", BASIC, "default", seed=4))
-    real_forward = FastModel.forward
-
-    def strayed(self, *inputs, **kwargs):
-        out = real_forward(self, *inputs, **kwargs)
-        if self.family == "rtdetr" and self.choice.dtype == "bf16":
-            out.logits = out.logits.clone()
-            out.logits[..., 1] += 1.0
-        return out
-
-    monkeypatch.setattr(FastModel, "forward", strayed)
-    hints: list[str] = []
-    real_load = openvino_runtime.load_graph
-
-    def spy(*args, **kwargs):
-        hints.append(args[5])
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(openvino_runtime, "load_graph", spy)
+    hints = stray(monkeypatch, "rtdetr", 1.0)
     fast = loader.load("test/tiny-rtdetr-bf16-off", precision="fast")
     exact = loader.load("test/tiny-rtdetr-bf16-off")
     run = pipeline.run_rtdetr(fast, photos["astronaut"])  # the first result: checked before it is given out

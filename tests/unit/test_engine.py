@@ -15,6 +15,7 @@ import torch
 pytest.importorskip("openvino")
 pytest.importorskip("timm")
 
+from tests.support.bf16 import choose_bf16, stray  # noqa: E402
 from vtdemo import loader, pipeline, preprocess  # noqa: E402
 from vtdemo.engine import cache, exact_model, openvino_runtime, runtime_info  # noqa: E402
 from vtdemo.engine.fast import FastModel, choose  # noqa: E402
@@ -252,14 +253,8 @@ def test_cli_precision_flag_and_convert(tiny):
 def bf16_chosen(tiny, tmp_path, monkeypatch):
     """As on a CPU with bf16 units: the fast engine picks OpenVINO bf16 (here the hint is accepted and runs f32,
     so the numbers are f32's: the tests below perturb them), with an engine cache of the test's own."""
-    from dataclasses import replace
-
-    from vtdemo.engine import fast as fast_module
-
-    real = fast_module.choose
-    monkeypatch.setattr(fast_module, "choose", lambda device: replace(real(device), dtype="bf16"))
+    choose_bf16(monkeypatch)
     monkeypatch.setenv("VTDEMO_ENGINE_CACHE", str(tmp_path / "engine"))
-    monkeypatch.delenv("VTDEMO_FAST_DTYPE", raising=False)
     loader.clear_cache()
     yield tiny[1]
     loader.clear_cache()
@@ -292,24 +287,7 @@ def test_bf16_detr_within_the_guard_runs_bf16_and_the_verdict_is_kept(bf16_chose
 
 def test_bf16_detr_outside_the_guard_falls_back_to_f32_and_says_why(bf16_chosen, monkeypatch, photos):
     """bf16 perturbed as a CPU's bf16 units could: one class probability of every query raised by ~0.1."""
-    real_forward = FastModel.forward
-
-    def strayed(self, *inputs, **kwargs):
-        out = real_forward(self, *inputs, **kwargs)
-        if self.family == "detr" and self.choice.dtype == "bf16":
-            out.logits = out.logits.clone()
-            out.logits[..., 1] += 0.5
-        return out
-
-    monkeypatch.setattr(FastModel, "forward", strayed)
-    hints: list[str] = []
-    real_load = openvino_runtime.load_graph
-
-    def spy(*args, **kwargs):
-        hints.append(args[5])
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(openvino_runtime, "load_graph", spy)
+    hints = stray(monkeypatch, "detr", 0.5)
     fast = loader.load(bf16_chosen["detr"], precision="fast")
     exact = loader.load(bf16_chosen["detr"])
     run = pipeline.run_detr(fast, photos["astronaut"])  # the first result: checked before it is given out
