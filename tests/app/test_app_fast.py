@@ -26,6 +26,7 @@ pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 
 from tests.support.apps import launched_app  # noqa: E402
+from tests.support.bf16 import fast_line  # noqa: E402
 from vtdemo import engine, loader, pipeline  # noqa: E402
 from vtdemo.engine import openvino_runtime  # noqa: E402
 from vtdemo.engine.fast import FastModel  # noqa: E402
@@ -127,10 +128,9 @@ def test_gradient_map_of_a_fast_model_is_the_exact_models(client, app):
 
 
 def test_detect_status_export_and_relevance_say_what_ran(client, app):
-    import re
 
     out = client.predict(handle_file(ASTRONAUT), "", 0.5, [], 100, False, 0.5, *VIEW, api_name="/detect")
-    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", out[4] if isinstance(out[4], str) else str(out))
+    assert fast_line("detr").search(out[4] if isinstance(out[4], str) else str(out))
     query = out[2]["data"][0][-1]
     client.predict(query, *VIEW, api_name="/detection_map")
     _, caption = client.predict("class", 0.5, api_name="/relevance_map")
@@ -138,10 +138,11 @@ def test_detect_status_export_and_relevance_say_what_ran(client, app):
     files = [_path(f) for f in client.predict(0.55, api_name="/export_detect")]
     data = json.loads(Path(next(f for f in files if f.endswith(".json"))).read_text())
     runtime = data[0]["runtime"]
+    ran = loader.load(app[0].repos["detr"], "cpu", precision="fast").model.choice.dtype  # after the guard, if any
     assert {k: runtime[k] for k in ("precision", "engine", "dtype")} == {
         "precision": "fast",
         "engine": "openvino",
-        "dtype": "f32",
+        "dtype": ran,
     }
     assert runtime["gradients"] == "exact" and set(data[0]) == {"image", "model", "size", "detections", "runtime"}
 
@@ -151,11 +152,10 @@ def test_an_rtdetr_model_detects_on_the_fast_engine_with_its_views(client, app, 
     are the exact model's (each named by label and the encoder position its query came from: near-equal selection
     scores may number the queries differently), the sampling and AIFI views answer, and relevance (Grad-CAM) runs
     on the exact PyTorch model."""
-    import re
 
     out = client.predict(handle_file(ASTRONAUT), tiny_rtdetr, 0.3, [], 100, False, 0.5, *VIEW, api_name="/detect")
     status = next(o for o in out if isinstance(o, str) and tiny_rtdetr in o)
-    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", status), status
+    assert fast_line("rtdetr").search(status), status
     fast = loader.load(tiny_rtdetr, "cpu", precision="fast")
     assert isinstance(fast.model, FastModel) and fast.model.released  # the app keeps OpenVINO's copy only
     image = pipeline.load_image(ASTRONAUT)
@@ -208,7 +208,7 @@ def test_webcam_names_the_engine_and_feeds_one_shape(app, in_event, tmp_path, mo
         assert isinstance(out, np.ndarray), text
     assert shapes == [(1, 3, 320, 427)] * 3  # one input shape for OpenVINO, whatever the frame
     assert "frames/s processed" in text and "DETR input 427×320 (fixed)" in text
-    assert "OpenVINO" in text and "f32 on cpu (fast)" in text
+    assert fast_line("detr").search(text), text
 
 
 def test_a_model_the_converter_fails_on_runs_exact_and_says_why(tiny_hub, tmp_path, monkeypatch, caplog):

@@ -29,6 +29,7 @@ pytest.importorskip("transformers")
 from playwright.sync_api import expect, sync_playwright  # noqa: E402
 
 from tests.support.apps import launched_app, wait_until  # noqa: E402
+from tests.support.bf16 import fast_line  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "artifacts" / "screenshots"
@@ -115,7 +116,7 @@ def test_detect_threshold_click_and_point(page):
     cat = page.locator("#detect-boxes img").first.get_attribute("src")
     page.locator("#detect-photo input[type=file]").set_input_files(ASTRONAUT)
     expect(page.locator("#detect-boxes img").first).not_to_have_attribute("src", cat or "", timeout=SLOW)
-    expect(page.locator("#detect-status")).to_contain_text(re.compile(r"OpenVINO \S+ f32 on cpu \(fast\)"))
+    expect(page.locator("#detect-status")).to_contain_text(fast_line("detr"))
     expect(page.locator("#detect-boxes .legend-item").first).to_be_visible()
     before = _count(page)
     assert before >= 1
@@ -175,7 +176,7 @@ def test_webcam_streams_annotated_frames_and_freezes(page):
     print(f"\nwebcam (tiny DETR, fake camera): {fps:.1f} processed frames/s after {frames} frames")
     assert frames >= 3
     text = stats.inner_text()  # the engine that ran the frames, and the one fixed input shape it saw
-    assert re.search(r"OpenVINO \S+ f32 on cpu \(fast\)", text) and f"DETR input {w}×{h} (fixed)" in text
+    assert fast_line("detr").search(text) and f"DETR input {w}×{h} (fixed)" in text
     assert fps > 0
     footer = page.locator("#footer-runtime").inner_text()
     assert "precision fast: OpenVINO" in footer and "gradient methods on the exact fp32 PyTorch model" in footer

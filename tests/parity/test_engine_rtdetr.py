@@ -18,10 +18,10 @@ pytest.importorskip("openvino")
 pytest.importorskip("transformers")
 
 from tests.parity.test_rtdetr import BASIC, BOTTLENECK, _full_size, hf_model, write_repo  # noqa: E402
-from tests.support.bf16 import choose_bf16, stray  # noqa: E402
+from tests.support.bf16 import choose_bf16, faithful, stray  # noqa: E402
 from vtdemo import loader, pipeline  # noqa: E402
 from vtdemo.engine import cache, openvino_runtime, runtime_info  # noqa: E402
-from vtdemo.engine.fast import FastModel  # noqa: E402
+from vtdemo.engine.fast import FastModel, choose  # noqa: E402
 from vtdemo.pipeline import fidelity  # noqa: E402
 
 
@@ -38,7 +38,7 @@ def test_rtdetr_gets_a_fast_model_keyed_by_its_input_size(hf_cache, tmp_path, en
     exact = loader.load("test/tiny-rtdetr-fast-key")
     fast = loader.load("test/tiny-rtdetr-fast-key", precision="fast")
     assert isinstance(fast.model, FastModel) and fast.model.input_size == (320, 320)
-    assert runtime_info(fast)["engine"] == "openvino" and runtime_info(fast)["dtype"] == "f32"
+    assert runtime_info(fast)["engine"] == "openvino" and runtime_info(fast)["dtype"] == choose("cpu").dtype
 
     policies = {
         openvino_runtime.shape_policy("rtdetr", exact.model, (640, 640)),
@@ -159,8 +159,8 @@ def test_cli_convert_prepares_what_detect_then_uses(hf_cache, tmp_path, engine_c
 
 @pytest.fixture
 def bf16_chosen(engine_cache, monkeypatch):
-    """As on a CPU with bf16 units: the fast engine picks OpenVINO bf16 (on this project's AVX2 machines the hint is
-    accepted and runs f32, so the numbers are f32's: the outside-the-guard test perturbs them)."""
+    """As on a CPU with bf16 units: the fast engine picks OpenVINO bf16 (its numbers pinned to f32's by the tests,
+    `tests/support/bf16.py`)."""
     choose_bf16(monkeypatch)
     loader.clear_cache()
     yield
@@ -172,6 +172,7 @@ def test_bf16_rtdetr_within_the_guard_runs_bf16_and_the_verdict_is_kept(bf16_cho
     (it once ran f32 wherever the CPU would pick bf16); within the guard it stays bf16, and the next process reads
     the verdict from the engine cache instead of checking again."""
     write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-bf16", hf_model("rt_detr", BASIC, "default", seed=4))
+    faithful(monkeypatch)  # f32's numbers: within the guard on every CPU (a CPU's real bf16 moves the tiny model's)
     checked: list[tuple[int, int]] = []
     real = fidelity.rtdetr_gaps
 
@@ -209,3 +210,29 @@ def test_bf16_rtdetr_outside_the_guard_falls_back_to_f32_and_says_why(
     assert runtime_info(fast)["dtype"] == "f32"
     reference = pipeline.run_rtdetr(exact, photos["astronaut"])
     assert (run.output.logits.sigmoid() - reference.output.logits.sigmoid()).abs().max() <= 0.02  # f32's result
+
+
+def test_bf16_rtdetr_selecting_other_positions_falls_back_without_failing(
+    bf16_chosen, hf_cache, tmp_path, monkeypatch, photos
+):
+    """bf16 that selects its queries from other encoder positions than the exact model (seen on a CPU with AMX, on
+    a random full-size RT-DETR whose selection scores nearly tie): no query pairs with one of the exact model's, so
+    nothing is compared. That once failed inside the check (max() of nothing) and the model did not load; it is
+    outside the guard, says so, and runs f32."""
+
+    write_repo(hf_cache, tmp_path, "test/tiny-rtdetr-bf16-moved", hf_model("rt_detr", BASIC, "default", seed=4))
+    real_forward = FastModel.forward
+
+    def moved(self, *inputs, **kwargs):
+        out = real_forward(self, *inputs, **kwargs)
+        if self.choice.dtype == "bf16":
+            out.query_index = out.query_index + 10_000  # [B, Q]: positions the exact model never selects
+        return out
+
+    monkeypatch.setattr(FastModel, "forward", moved)
+    faithful(monkeypatch)
+    fast = loader.load("test/tiny-rtdetr-bf16-moved", precision="fast")
+    pipeline.run_rtdetr(fast, photos["astronaut"])
+    note = fast.model.guard_note
+    assert fast.model.choice.dtype == "f32" and note.startswith("bf16 is outside the fidelity guard on ")
+    assert "queries selected from other encoder positions" in note, note

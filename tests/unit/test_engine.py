@@ -15,7 +15,7 @@ import torch
 pytest.importorskip("openvino")
 pytest.importorskip("timm")
 
-from tests.support.bf16 import choose_bf16, stray  # noqa: E402
+from tests.support.bf16 import choose_bf16, faithful, stray  # noqa: E402
 from vtdemo import loader, pipeline, preprocess  # noqa: E402
 from vtdemo.engine import cache, exact_model, openvino_runtime, runtime_info  # noqa: E402
 from vtdemo.engine.fast import FastModel, choose  # noqa: E402
@@ -251,8 +251,8 @@ def test_cli_precision_flag_and_convert(tiny):
 
 @pytest.fixture
 def bf16_chosen(tiny, tmp_path, monkeypatch):
-    """As on a CPU with bf16 units: the fast engine picks OpenVINO bf16 (here the hint is accepted and runs f32,
-    so the numbers are f32's: the tests below perturb them), with an engine cache of the test's own."""
+    """As on a CPU with bf16 units: the fast engine picks OpenVINO bf16 (the tests below pin its numbers to f32's,
+    `tests/support/bf16.py`, and perturb them), with an engine cache of the test's own."""
     choose_bf16(monkeypatch)
     monkeypatch.setenv("VTDEMO_ENGINE_CACHE", str(tmp_path / "engine"))
     loader.clear_cache()
@@ -273,6 +273,7 @@ def _count_gaps(monkeypatch) -> list[str]:
 
 
 def test_bf16_detr_within_the_guard_runs_bf16_and_the_verdict_is_kept(bf16_chosen, monkeypatch):
+    faithful(monkeypatch)  # f32's numbers: within the guard on every CPU (a CPU's real bf16 moves the tiny DETR's)
     checked = _count_gaps(monkeypatch)
     fast = loader.load(bf16_chosen["detr"], precision="fast")
     assert fast.model.guard is not None  # pending until the first result
