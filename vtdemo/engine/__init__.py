@@ -144,8 +144,8 @@ def describe(loaded: LoadedModel, size: tuple[int, int] | None = None) -> str:
 
 
 def prepare(loaded: LoadedModel, with_attention: bool = True, progress: Callable[[str], None] | None = None) -> None:
-    """Convert and compile the fast graphs now (DETR: the one with attention outputs, and the plain one if
-    `with_attention` is False); nothing to do for exact models or PyTorch engines."""
+    """Convert and compile a fast graph now: the one with attention outputs, or if `with_attention` is False the
+    plain one (DETR and classifiers; RT-DETR has one graph); nothing to do for exact models or PyTorch engines."""
     from .fast import FastModel
 
     if isinstance(loaded.model, FastModel):
