@@ -340,7 +340,7 @@ def bench_grid_fast(runs: int) -> list[Any]:
     from .harness import Timing, median_ms
 
     _, exact = _loaded_classifier("vit")
-    fast = _fast(exact)
+    fast = _app_fast(exact)  # as the app holds it: one graph, with attention outputs, serving the curves too
     photo = _photo()
     x = pipeline.run_classifier(exact, photo).x
     options = pipeline.ExplainOptions(class_index=3)
