@@ -22,7 +22,7 @@ SHAPES = [(2, 3)]
 
 def sample(points: list[tuple[float, float]], weights: list[float], method: str = "default") -> float:
     """The weighted sample of GRID at normalised (x, y) points."""
-    value = GRID.reshape(1, 6, 1, 1)  # [B, N, nh, hd], row-major
+    value = GRID.reshape(1, 1, 1, 6)  # [B, nh, hd, N], row-major
     locations = torch.tensor(points).view(1, 1, 1, 1, len(points), 2)  # [B, Q, nh, L, P, 2]
     w = torch.tensor(weights).view(1, 1, 1, 1, len(points))  # [B, Q, nh, L, P]
     return float(deformable_sample(value, SHAPES, locations, w, method)[0, 0, 0])
@@ -65,7 +65,7 @@ def test_deformable_sample_equals_a_loop_over_points_and_levels():
     g = torch.Generator().manual_seed(0)
     shapes = [(3, 4), (2, 2)]
     B, Q, nh, hd, P = 2, 3, 2, 5, 3
-    value = torch.randn(B, 16, nh, hd, generator=g)
+    value = torch.randn(B, nh, hd, 16, generator=g)  # channels first
     locations = torch.rand(B, Q, nh, 2, P, 2, generator=g) * 1.2 - 0.1
     weights = torch.rand(B, Q, nh, 2, P, generator=g)
     out = deformable_sample(value, shapes, locations, weights)  # [B, Q, nh*hd]
@@ -87,7 +87,7 @@ def test_deformable_sample_equals_a_loop_over_points_and_levels():
             for head in range(nh):
                 expected = torch.zeros(hd)
                 for level, (h, w) in enumerate(shapes):
-                    grid = value[b, starts[level] : starts[level] + h * w, head].reshape(h, w, hd)
+                    grid = value[b, head, :, starts[level] : starts[level] + h * w].T.reshape(h, w, hd)
                     for p in range(P):
                         x, y = locations[b, q, head, level, p].tolist()
                         expected += weights[b, q, head, level, p] * bilinear(grid, x, y)

@@ -222,11 +222,15 @@ class DeformableAttention(nn.Module):
     def forward(
         self, query: Tensor, reference: Tensor, memory: Tensor, shapes: list[tuple[int, int]]
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """query [B, Q, C] (positions added); reference [B, Q, 4] normalised cxcywh; memory [B, N, C] (levels
-        flattened). Returns the output [B, Q, C], locations [B, Q, nh, L, P, 2] and weights [B, Q, nh, L, P]."""
+        """query [B, Q, C] (positions added); reference [B, Q, 4] normalised cxcywh; memory [B, C, N] (levels
+        flattened, channels first). Returns the output [B, Q, C], locations [B, Q, nh, L, P, 2] and weights
+        [B, Q, nh, L, P]."""
         B, Q, C = query.shape
         nh, L, P = self.num_heads, self.num_levels, self.num_points
-        value = self.value_proj(memory).view(B, memory.shape[1], nh, C // nh)  # [B, N, nh, hd]
+        # value_proj on channels-first memory, as a 1x1 convolution (W @ memory + b: a runtime's convolution kernels
+        # take it at reduced precision, where a matrix product with the weights on the left stayed f32)
+        value = F.conv1d(memory, self.value_proj.weight[:, :, None], self.value_proj.bias)  # [B, C, N]
+        value = value.view(B, nh, C // nh, memory.shape[-1])  # [B, nh, hd, N]
         offsets = self.sampling_offsets(query).view(B, Q, nh, L, P, 2)  # [B, Q, nh, L, P, 2]
         weights = self.attention_weights(query).view(B, Q, nh, L * P).softmax(-1)  # [B, Q, nh, L*P]
         weights = weights.view(B, Q, nh, L, P)  # [B, Q, nh, L, P]
@@ -253,7 +257,8 @@ class DecoderLayer(nn.Module):
     def forward(
         self, tgt: Tensor, query_pos: Tensor, reference: Tensor, memory: Tensor, shapes: list[tuple[int, int]]
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """tgt, query_pos [B, Q, C]; reference [B, Q, 4]; memory [B, N, C] -> tgt, locations, weights."""
+        """tgt, query_pos [B, Q, C]; reference [B, Q, 4]; memory [B, C, N] (channels first) -> tgt, locations,
+        weights."""
         qk = tgt + query_pos
         y, _ = self.self_attn(qk, qk, tgt)
         tgt = self.self_attn_norm(tgt + y)
@@ -329,7 +334,8 @@ class RTDETR(nn.Module):
         encoder_maps, aifi_attn = self.encode(pixel_values, return_attn)
         sources = [proj(m) for proj, m in zip(self.decoder_proj, encoder_maps, strict=True)]  # [B, d, h_l, w_l]
         shapes = [(int(s.shape[-2]), int(s.shape[-1])) for s in sources]
-        memory = torch.cat([s.flatten(2).transpose(1, 2) for s in sources], dim=1)  # [B, N, d]
+        memory_cf = torch.cat([s.flatten(2) for s in sources], dim=2)  # [B, d, N]: the decoder's values read this
+        memory = memory_cf.transpose(1, 2)  # [B, N, d]: query selection's
         B, N, d = memory.shape
         Q = self.cfg.num_queries
         if N < Q:
@@ -358,7 +364,7 @@ class RTDETR(nn.Module):
         )
         reference = out.init_boxes  # [B, Q, 4]
         for layer, class_head, box_head in zip(self.decoder, self.class_heads, self.box_heads, strict=True):
-            tgt, locations, weights = layer(tgt, self.query_pos_head(reference), reference, memory, shapes)
+            tgt, locations, weights = layer(tgt, self.query_pos_head(reference), reference, memory_cf, shapes)
             out.reference_boxes.append(reference)
             out.sampling_locations.append(locations)
             out.sampling_weights.append(weights)
