@@ -25,19 +25,21 @@ def diverging(rho: float | None) -> tuple[int, int, int]:
 
 def agreement_heatmap(labels: Sequence[str], matrix: Sequence[Sequence[float | None]], cell: int = 60) -> Image.Image:
     """The M x M Spearman matrix as a heat map with the value in each cell ("n/a" for a constant map), rows named
-    in full, columns by number."""
+    in full, columns by number; a blank band on top, where the image's download button sits (it hid column M's
+    number)."""
     M = len(labels)
     small = render.font(15)
     probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
     names = [f"{i + 1}. {name}" for i, name in enumerate(labels)]
     left = int(max((probe.textlength(n, font=small) for n in names), default=0)) + 12
-    top = 22
+    band = 40  # under the download button
+    top = band + 22
     img = Image.new("RGB", (left + M * cell + 8, top + M * cell + 8), "white")
     draw = ImageDraw.Draw(img)
     for j in range(M):
         text = str(j + 1)
         x = left + j * cell + cell / 2 - draw.textlength(text, font=small) / 2
-        draw.text((x, 4), text, fill=(60, 60, 60), font=small)
+        draw.text((x, band + 4), text, fill=(60, 60, 60), font=small)
     for i in range(M):
         draw.text((4, top + i * cell + cell / 2 - 7), names[i], fill=(40, 40, 40), font=small)
         for j in range(M):
