@@ -71,11 +71,11 @@ def run_bench(runs: int = 10, only: list[str] | None = None, threads: int | None
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU fp32, batch 1, median of {runs} runs, "
         f"CPU {cpu_name() or platform.processor()}"
     )
-    print(f"{'model':<28} {'ours ms':>9} {'ref ms':>9} {'ratio':>6}  reference")
+    print(f"{'model':<52} {'ours ms':>9} {'ref ms':>9} {'ratio':>6}  reference")
     for name in only or list(BENCHES):
         if name not in BENCHES:
             raise VtdemoError(f"unknown benchmark '{name}'; choose from {', '.join(BENCHES)}")
         for t in BENCHES[name](runs):
-            print(f"{t.name:<28} {t.ours_ms:9.1f} {t.ref_ms:9.1f} {t.ratio:6.2f}  {t.reference}")
+            print(f"{t.name:<52} {t.ours_ms:9.1f} {t.ref_ms:9.1f} {t.ratio:6.2f}  {t.reference}")
             sys.stdout.flush()
     return 0

@@ -106,6 +106,15 @@ def _fast(loaded: Any) -> Any:
     return fast
 
 
+def _ran(fast: Any) -> str:
+    """What a fast row ran at, for its name: "bf16", or "f32" ("f32 (guard)" where the run-time fidelity check
+    found bf16 outside the guard and kept a detector at f32; `VTDEMO_FAST_DTYPE` skips that check)."""
+    from ..engine import runtime_info
+
+    dtype = str(runtime_info(fast)["dtype"])
+    return f"{dtype} (guard)" if getattr(fast.model, "guard_note", None) else dtype
+
+
 def _with_engine_cache(fn: Any) -> Any:
     """Run `fn` with a temporary engine cache (bench models are random, never worth keeping)."""
 
@@ -150,7 +159,7 @@ def bench_fast(runs: int) -> list[Any]:
             ],
             runs,
         )
-        rows += [Timing(f"{label} exact", e, r, "timm fp32"), Timing(f"{label} fast", f, r, "timm fp32")]
+        rows += [Timing(f"{label} exact", e, r, "timm fp32"), Timing(f"{label} fast {_ran(fast)}", f, r, "timm fp32")]
         del ref, exact, fast
     ref, processor, exact = _loaded_detr()
     fast = _fast(exact)
@@ -167,7 +176,7 @@ def bench_fast(runs: int) -> list[Any]:
     )
     return rows + [
         Timing("DETR-R50 800 detect exact", e, r, "transformers fp32"),
-        Timing("DETR-R50 800 detect fast", f, r, "transformers fp32"),
+        Timing(f"DETR-R50 800 detect fast {_ran(fast)}", f, r, "transformers fp32"),
     ]
 
 
@@ -243,7 +252,7 @@ def bench_rtdetr_fast(runs: int) -> list[Any]:
         )
         rows += [
             Timing(f"{label} exact ({1000 / e:.1f} f/s)", e, r, "transformers fp32"),
-            Timing(f"{label} fast ({1000 / f:.1f} f/s)", f, r, "transformers fp32"),
+            Timing(f"{label} fast {_ran(fast)} ({1000 / f:.1f} f/s)", f, r, "transformers fp32"),
         ]
         del ref, processor, exact, fast
     return rows
@@ -324,7 +333,7 @@ def bench_dinov2_fast(runs: int) -> list[Any]:
         label = f"DINOv2 {'S' if width == 384 else 'B'}/14 {side} classify"
         rows += [
             Timing(f"{label} exact", e, r, "transformers fp32"),
-            Timing(f"{label} fast", f, r, "transformers fp32"),
+            Timing(f"{label} fast {_ran(fast)}", f, r, "transformers fp32"),
         ]
         del ref, exact, fast
     return rows
