@@ -336,8 +336,8 @@ def clear_cache() -> None:
 
 def preconvert(model: str, progress: Callable[[str], None] | None = None) -> LoadedModel:
     """Load `model` with precision "fast" and convert every graph the app and the CLI use into the engine cache
-    (`python -m vtdemo convert`, e.g. while a Hugging Face Space is built): the one with attention outputs, and
-    but for RT-DETR (one graph) the plain one."""
+    (`python -m vtdemo convert`, e.g. while a Hugging Face Space is built): the one with attention outputs and,
+    except for RT-DETR (which has one graph), the plain one."""
     loaded = load(model, device="cpu", precision="fast")
     prepare(loaded, True, progress)
     if loaded.family != "rtdetr":

@@ -5,8 +5,8 @@ The bar (`GUARD`; tests/parity/test_engine_guard.py and tests/unit/test_engine.p
 applies it at run time; the engine calls it through `vtdemo.engine.set_guard`, given by this package):
 - classifiers: the same top-5 set, up to classes whose exact probability lies within 0.02 of the fifth's (two
   classes a hair apart may swap places 5 and 6, as a DETR score may cross a threshold), max |Δp| <= 0.02 over all
-  classes; the default attention map (rollout for ViT,
-  window-aware rollout for Swin) within 0.02 of its maximum (both maps scaled to max 1);
+  classes; the default attention map (rollout for ViT, window-aware rollout for Swin) within 0.02 of its maximum
+  (both maps scaled to max 1);
 - DETR, for **every query** (the threshold slider goes down to 0, so any of them can be shown): its score (the best
   class probability) within 0.02 and its box within 3 px (xyxy, original pixels); at each threshold of `THRESHOLDS`
   the kept sets may differ only by detections whose exact score lies within 0.02 of that threshold (a score that
