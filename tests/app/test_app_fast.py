@@ -128,7 +128,6 @@ def test_gradient_map_of_a_fast_model_is_the_exact_models(client, app):
 
 
 def test_detect_status_export_and_relevance_say_what_ran(client, app):
-
     out = client.predict(handle_file(ASTRONAUT), "", 0.5, [], 100, False, 0.5, *VIEW, api_name="/detect")
     assert fast_line("detr").search(out[4] if isinstance(out[4], str) else str(out))
     query = out[2]["data"][0][-1]
@@ -152,7 +151,6 @@ def test_an_rtdetr_model_detects_on_the_fast_engine_with_its_views(client, app, 
     are the exact model's (each named by label and the encoder position its query came from: near-equal selection
     scores may number the queries differently), the sampling and AIFI views answer, and relevance (Grad-CAM) runs
     on the exact PyTorch model."""
-
     out = client.predict(handle_file(ASTRONAUT), tiny_rtdetr, 0.3, [], 100, False, 0.5, *VIEW, api_name="/detect")
     status = next(o for o in out if isinstance(o, str) and tiny_rtdetr in o)
     assert fast_line("rtdetr").search(status), status

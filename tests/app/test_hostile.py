@@ -402,6 +402,13 @@ def test_bad_ground_truth(app, photo, tmp_path):
     result = call(url, "load_ground_truth", [upload(url, "nested.json", nested.encode())], session)
     assert result[0] == "error"
     assert_clear(result, "nested too deeply")
+    for name, data, expected in (
+        ("binary.json", b"\xff\xfe\x00 not text", "cannot read binary.json: upload a UTF-8 JSON text file"),
+        ("long-label.json", json.dumps([["x" * 300, 0, 0, 10, 10]]).encode(), "unknown class name 'xxx"),
+    ):
+        kind, text = call(url, "load_ground_truth", [upload(url, name, data)], session)
+        assert kind == "error" and expected in str(text) and len(str(text)) <= 200, (kind, text)
+        assert "/tmp/" not in str(text) and "codec" not in str(text)
     ok = {"headers": ["label", "x0", "y0", "x1", "y1"], "data": [["cat", 10, 10, 200, 150]]}
     event, out = call(url, "match", [ok], session)
     assert event == "complete" and "matched" in text_of(out), out

@@ -81,7 +81,7 @@ def parse_ground_truth(data: Any, label_names: Sequence[str]) -> GroundTruth:
             raise ExplainError(f"the label of ground-truth entry {_short(item)} must be a class id or name")
         if isinstance(label, str) and not label.strip().lstrip("-").isdigit():
             if label.strip().lower() not in by_name:
-                raise ExplainError(f"unknown class name '{label}' in the ground truth")
+                raise ExplainError(f"unknown class name {_short(label)} in the ground truth")
             label = by_name[label.strip().lower()]
         label = int(label)
         if not 0 <= label < len(label_names):

@@ -18,7 +18,7 @@ from ... import pipeline, render
 from ...errors import ExplainError, VtdemoError
 from ...labels import coco
 from ..common import VIEW, Services, message, not_yet, status
-from ..components import Table, refusal
+from ..components import Table, refusal, upload_name
 from .tab import DetectState, DetectTab
 
 GT_HEADERS = ["label", "x0", "y0", "x1", "y1"]
@@ -148,8 +148,8 @@ class MatchingPanel:
         labels = state.run.loaded.labels if state and state.run else coco()
         try:
             gt = pipeline.parse_ground_truth(Path(path).read_text(encoding="utf-8"), labels)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise refusal(f"cannot read the file: {exc}") from None
+        except (OSError, UnicodeDecodeError):  # the exception's text names the server's folder: not shown
+            raise refusal(f"cannot read {upload_name(path, 'the file')}: upload a UTF-8 JSON text file") from None
         except VtdemoError as exc:
             raise refusal(str(exc)) from None
         return [[labels[int(c)], *[round(float(v), 1) for v in box]] for c, box in zip(gt.labels, gt.boxes)]
