@@ -7,8 +7,7 @@
                              [--discard RATIO] [--detection K] [--target class|box] [--threshold T] [--point X,Y]
                              [--layer L] [--deletion] [--out DIR] [--json] IMAGE...
     python -m vtdemo serve [--host H] [--port P] [--vit-model M] ...   (the web app, as `python app.py`)
-    python -m vtdemo bench [--runs N] [--only vit,swin,detr,vit-explain,swin-explain,vit-relevance,detr-relevance,
-                            fast,webcam,fast-memory,evaluate]
+    python -m vtdemo bench [--runs N] [--only NAME,...]   (`bench --help` lists the names)
     python -m vtdemo convert MODEL [MODEL ...]   (pre-convert for --precision fast, e.g. while a Space is built)
     python -m vtdemo evaluate {faithfulness,randomisation,coco} ...
     python -m vtdemo soak --url URL [--minutes M] [--visitors N] [--out DIR] [--models [FAMILY=]REPO ...]
@@ -155,12 +154,14 @@ def _parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time our models against timm / transformers on the same weights")
     b.add_argument("--runs", type=int, default=10, help="timed runs per model (median reported)")
+    from .bench import BENCHES, DEFAULT  # the names live with the benchmarks
+
     b.add_argument(
         "--only",
-        default="vit,swin,detr,vit-explain,swin-explain",
-        help="comma-separated subset of vit,swin,detr,vit-explain,swin-explain (default), and "
-        "vit-relevance,detr-relevance (gradient maps and DETR relevance at 800 px, with its memory), "
-        "fast,webcam,fast-memory (the fast engine), evaluate (seconds per image of each evaluate protocol)",
+        default=",".join(DEFAULT),
+        help=f"comma-separated subset of {', '.join(BENCHES)} (default {','.join(DEFAULT)}); fast, *-fast, webcam "
+        "and fast-memory time the fast engine, evaluate the seconds per image of each evaluate protocol "
+        "(docs/performance.md)",
     )
     b.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
 

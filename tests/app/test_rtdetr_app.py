@@ -140,6 +140,18 @@ def test_export_keeps_the_models_boxes_and_says_the_runtime(app, client):
     assert grid.shape == (40, 40) and grid.max() == pytest.approx(1)
 
 
+def test_use_the_detections_fills_the_boxes_the_table_shows(app, client):
+    """RT-DETR's boxes are not clipped (transformers' rule); a ground truth made from them lies inside the photo,
+    as the detections table shows them."""
+    out = _detect(client, app[2])
+    raw = [d.box for d in pipeline.detect(ASTRONAUT, app[2], threshold=0.0).detections[:5]]
+    assert any(v < 0 or v > 512 for box in raw for v in box)  # this photo's top five reach past it
+    rows = client.predict(api_name="/fill_ground_truth")["data"]
+    shown = [row[3:7] for row in out[2]["data"][:5]]  # the detections table: #, class, score, x0, y0, x1, y1, query
+    assert [row[1:] for row in rows] == shown
+    assert all(0 <= v <= 512 for row in rows for v in row[1:])
+
+
 def test_what_does_not_apply_says_so_in_one_line(app, client, in_event):
     _detect(client, app[2])
     rows = client.predict(api_name="/fill_ground_truth")

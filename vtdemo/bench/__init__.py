@@ -9,6 +9,7 @@ the same run, not absolute times across runs.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -54,6 +55,15 @@ BENCHES.update(
 )
 
 
+# What `--only` runs when it is not given: our PyTorch models and their rollout against the references.
+DEFAULT = ("vit", "swin", "detr", "vit-explain", "swin-explain")
+
+# Environment variables that change what a run measures, printed in its header when set: the precision of the fast
+# engine, and caps on the instruction set (oneDNN, as used by OpenVINO and PyTorch; PyTorch's own kernels; MKL).
+# A capped run does not stand in for a CPU of that class (docs/performance.md, "Capping the instruction set").
+_SETTINGS_IN_HEADER = ("VTDEMO_FAST_DTYPE", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def run_bench(runs: int = 10, only: list[str] | None = None, threads: int | None = None) -> int:
     """Print a table of medians and ratios; returns the exit status."""
     try:
@@ -71,8 +81,11 @@ def run_bench(runs: int = 10, only: list[str] | None = None, threads: int | None
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU fp32, batch 1, median of {runs} runs, "
         f"CPU {cpu_name() or platform.processor()}"
     )
+    settings = [f"{k}={os.environ[k]}" for k in _SETTINGS_IN_HEADER if os.environ.get(k)]
+    if settings:
+        print("set for this run: " + " ".join(settings))
     print(f"{'model':<52} {'ours ms':>9} {'ref ms':>9} {'ratio':>6}  reference")
-    for name in only or list(BENCHES):
+    for name in only or list(DEFAULT):
         if name not in BENCHES:
             raise VtdemoError(f"unknown benchmark '{name}'; choose from {', '.join(BENCHES)}")
         for t in BENCHES[name](runs):

@@ -20,6 +20,7 @@ from ...labels import coco
 from ..common import VIEW, Services, message, not_yet, status
 from ..components import Table, refusal, upload_name
 from .tab import DetectState, DetectTab
+from .views import clipped
 
 GT_HEADERS = ["label", "x0", "y0", "x1", "y1"]
 MATCH_HEADERS = ["object", "query", "predicted", "score", "cost", "class", "L1", "-GIoU"]
@@ -133,11 +134,13 @@ class MatchingPanel:
         )
 
     def fill(self, state: DetectState | None) -> Any:
-        """The shown detections as a starting ground truth (edit it to see the matching change)."""
+        """The shown detections as a starting ground truth (edit it to see the matching change): their boxes as the
+        detections table shows them, clipped to the photo (a ground-truth box lies inside it)."""
         state = self.s.cached(state)
-        if state is None or not state.dets:
+        if state is None or not state.dets or state.run is None:
             return not_yet("Detect objects first (with at least one box shown).")
-        return [[d.label, *[round(v) for v in d.box]] for d in state.dets[:5]]
+        size = state.run.image.size
+        return [[d.label, *[round(v) for v in clipped(d.box, size)]] for d in state.dets[:5]]
 
     def load(self, path: str | None, state: DetectState | None) -> Any:
         """An uploaded JSON ([[label, x0, y0, x1, y1], ...] or COCO annotations) -> table rows."""
