@@ -230,12 +230,11 @@ class FastModel(nn.Module):
         return module_bytes(self.skeleton, seen) + graphs_bytes
 
     def _graph_kind(self, return_attn: bool) -> bool:
-        # RT-DETR: one graph with attention outputs serves both calls (RT-DETRv2 R18vd at 640: 0.98x the plain
-        # graph's time, AIFI's attention over 20x20 cells is small). DETR and classifiers: a call without attention
-        # has a plain graph of its own (DETR's 800-px encoder maps are ~140 MB; a classifier's fused attention skips
-        # writing every probability: DINOv2 B/14 at 448, 1025 tokens, runs in half the time, ViT-B/16 at 224 in
-        # 0.94x, OpenVINO bf16 on AMX), except once the weights were released (the app, which keeps one copy of
-        # each model): then the attention graph serves plain calls too.
+        # RT-DETR: one graph with attention outputs serves both calls (AIFI's attention over 20x20 cells is small:
+        # the plain graph is hardly faster). DETR and classifiers: a call without attention has a plain graph of its
+        # own (DETR's 800-px encoder maps are large; a classifier's fused attention skips writing every probability,
+        # which matters most with many tokens, e.g. DINOv2 at 448 px: docs/performance.md), except once the weights
+        # were released (the app, which keeps one copy of each model): then the attention graph serves plain calls.
         if self.family == "rtdetr" or return_attn:
             return True
         return self.released and True in self._graphs and False not in self._graphs

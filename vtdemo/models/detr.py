@@ -13,8 +13,7 @@ whose weights on the Hub we load through `vtdemo.convert.detr`). Differences:
 - the backbone is torchvision's ResNet with `FrozenBatchNorm2d` (torchvision's names under `backbone.`), but we walk
   its modules ourselves: each frozen BN is folded into the preceding convolution at run time (w * s, beta - mean * s
   with s = gamma / sqrt(var + eps)), activations are channels-last and residual sums in place. Same function (to
-  ~1e-5 relative), 1.5x faster than the modules' own forward on a 2-core CPU at 800x1066 (0.85 s vs 1.3 s); the
-  whole model takes ~0.67x the time of transformers' DetrForObjectDetection there;
+  ~1e-5 relative), faster than the modules' own forward (the figures: docs/performance.md, "Speed");
 - our own multi-head attention returns per-head probabilities on request (`return_attn=True`, plain softmax);
   otherwise `F.scaled_dot_product_attention` runs with the key-padding mask;
 - padding follows the reference exactly: the backbone runs over the padded batch and the pixel mask is reduced to
