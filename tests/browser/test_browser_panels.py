@@ -54,6 +54,9 @@ def test_swin_stage_view(page):
 
 def test_vit_sanity_panel_three_curves(page):
     page.get_by_text("Sanity check: is the map faithful?").first.click()
+    expect(page.get_by_role("button", name="Run the deletion test").first).to_be_visible()
+    for chart in ("deletion", "insertion", "randomisation"):  # no empty boxes before the test has run
+        expect(page.locator(f"#vit-{chart}")).to_be_hidden()
     page.get_by_role("button", name="Run the deletion test").first.click()
     expect(page.locator("#vit-deletion img")).to_be_visible()
     expect(page.locator("#vit-insertion img")).to_be_visible()
@@ -70,3 +73,5 @@ def test_a_new_photo_clears_the_panels(page):
     expect(page.locator("#vit-compare button.thumbnail-item")).to_have_count(0)  # not the cat's maps any more
     expect(page.locator("#swin-stages img")).to_have_count(0)
     expect(page.locator("#vit-randomisation img")).to_have_count(0)
+    for result in ("vit-compare", "vit-agreement", "vit-deletion", "swin-stages"):  # emptied: they take no room
+        expect(page.locator(f"#{result}")).to_be_hidden()

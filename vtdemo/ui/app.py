@@ -83,6 +83,10 @@ footer { margin-top: 0.5em; }
 .vt-start { align-items: center; }
 .vt-details { display: inline; }
 .vt-details summary { display: inline; cursor: pointer; text-decoration: underline dotted; }
+/* a panel's result (a chart, a grid of maps) takes no room until its button has filled it: Gradio draws an empty
+   image or gallery as a large box with an icon, which reads as something that failed to load. While its event runs
+   the box shows (its status tracker, `.wrap`, is then not `.hide`), with the progress on it. */
+.vt-result:has(.empty):has(.wrap.hide) { display: none !important; }
 /* a phone: the photo, then both results (ViT above Swin, same scale), then the examples and the export */
 @media (max-width: 720px) {
   #classify-photo-col { display: contents !important; }

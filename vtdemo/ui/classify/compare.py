@@ -117,7 +117,7 @@ class ComparePanel:
                 allow_preview=False,
                 interactive=False,
                 elem_id=f"{family}-compare",
-                elem_classes="vt-thumbs",  # its caption overlay is hidden: each thumbnail has it written above
+                elem_classes=["vt-thumbs", "vt-result"],  # caption overlay hidden: each thumbnail has it above
             )
             self.matrix = gr.Image(
                 label="Agreement (Spearman)",
@@ -126,6 +126,7 @@ class ComparePanel:
                 height=300,
                 buttons=["download"],
                 elem_id=f"{family}-agreement",
+                elem_classes="vt-result",
             )
             self.text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-compare-text")
         self.views = [self.gallery, self.matrix, self.text]  # what a new photo clears

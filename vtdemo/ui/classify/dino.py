@@ -72,6 +72,7 @@ class DinoPanel:
                 show_label=False,
                 buttons=["download", "fullscreen"],
                 elem_id=f"{family}-dino",
+                elem_classes="vt-result",
             )
             self.text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-dino-text")
         self.views = [self.image, self.text]  # what a new photo clears

@@ -130,6 +130,7 @@ class Inspector:
                 height=260,
                 buttons=["download"],
                 elem_id=f"{family}-norms",
+                elem_classes="vt-result",
             )
             self.text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-norms-text")
             self.mask = Checkbox(

@@ -50,6 +50,7 @@ class SanityPanel:
                     min_width=300,  # side by side where the column is wide enough, one above the other where not
                     buttons=["download"],
                     elem_id=f"{family}-deletion",
+                    elem_classes="vt-result",
                 )
                 self.insertion_plot = gr.Image(
                     label="Insertion curve",
@@ -59,6 +60,7 @@ class SanityPanel:
                     min_width=300,
                     buttons=["download"],
                     elem_id=f"{family}-insertion",
+                    elem_classes="vt-result",
                 )
             self.check_text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-sanity-text")
             gr.Markdown(
@@ -75,6 +77,7 @@ class SanityPanel:
                 height=240,
                 buttons=["download"],
                 elem_id=f"{family}-randomisation",
+                elem_classes="vt-result",
             )
             self.random_text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-randomisation-text")
         #: what a new photo clears

@@ -46,6 +46,7 @@ class StagesPanel:
                 show_label=False,
                 buttons=["download", "fullscreen"],
                 elem_id=f"{family}-stages",
+                elem_classes="vt-result",
             )
             self.text = gr.Markdown(elem_classes="vt-caption", elem_id=f"{family}-stages-text")
         self.views = [self.image, self.text]  # what a new photo clears

@@ -123,6 +123,7 @@ class MatchingPanel:
                         interactive=False,
                         format="jpeg",
                         height=320,
+                        elem_classes="vt-result",
                     )
                     self.text = gr.Markdown()
                     self.table = gr.Dataframe(headers=MATCH_HEADERS, interactive=False, label="Matching")
