@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +238,49 @@ def test_a_model_the_converter_fails_on_runs_exact_and_says_why(tiny_hub, tmp_pa
         assert pipeline.runtime_info(loaded)["precision"] == "exact"  # and the JSON says exact
     finally:
         loader.clear_cache()
+
+
+def test_the_warm_up_prepares_the_default_models_after_the_visitors_calls(tiny_hub, tmp_path, caplog):
+    """`--warm-up` (on a Space by default): once the server listens, the configured models are loaded and converted
+    in the background, but not while a visitor's model call runs; one that cannot be loaded (here the default
+    RT-DETR, not in the offline cache) is logged with the reason and left to its first visitor."""
+    from vtdemo.ui.common import VISITORS
+
+    repos, engine_cache = tiny_hub.repos, tmp_path / "engine"
+    release = threading.Event()
+
+    def visitor() -> None:  # a visitor's model call, running until released
+        with VISITORS.call():
+            release.wait(120)
+
+    busy = threading.Thread(target=visitor)
+    busy.start()
+    try:
+        with (
+            caplog.at_level(logging.INFO, logger="vtdemo"),
+            launched_app(tiny_hub, env={"VTDEMO_ENGINE_CACHE": str(engine_cache)}, precision="fast", warm_up=True) as (
+                vt,
+                url,
+            ),
+        ):
+            assert vt.warming is not None
+            assert urllib.request.urlopen(url, timeout=30).status == 200  # the server answers meanwhile
+            time.sleep(1.5)
+            loaded = {f: loader.is_loaded(repos[f], vt.services.device, "fast") for f in ("vit", "swin", "detr")}
+            assert not any(loaded.values()), loaded  # it gives way to the visitor's call
+            release.set()
+            vt.warming.join(timeout=300)
+            assert not vt.warming.is_alive()
+            for family in ("vit", "swin", "detr"):
+                assert loader.is_loaded(repos[family], vt.services.device, "fast")
+                assert isinstance(loader.load(repos[family], "cpu", "fast").model, FastModel)
+            assert len(list(engine_cache.rglob("*.xml"))) >= 3  # converted (the attention graphs)
+    finally:
+        release.set()
+        busy.join()
+    assert "warm-up: PekingU/rtdetr_r18vd not prepared" in caplog.text
+    assert "it loads on first use" in caplog.text and "Traceback" not in caplog.text
+    assert caplog.text.count("ready in") == 3
 
 
 def test_released_weights_come_back_for_gradients_only(tiny_hub, tmp_path, monkeypatch):

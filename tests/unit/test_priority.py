@@ -78,3 +78,28 @@ def test_on_by_default_on_a_space_only(monkeypatch):
     assert from_args([]).model_nice == 0  # an operator's value wins
     with pytest.raises(SystemExit, match="at most 19"):
         from_args(["--model-nice", "25"])
+
+
+def test_the_warm_up_is_on_by_default_on_a_space_only(monkeypatch):
+    from vtdemo.ui.config import AppConfig, from_args, warm_up_default
+
+    monkeypatch.delenv("VTDEMO_WARM_UP", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    assert not warm_up_default() and not AppConfig().warms_up
+    assert from_args(["--warm-up"]).warms_up  # asked for on a desktop
+    monkeypatch.setenv("SPACE_ID", "someone/vtdemo")
+    assert warm_up_default() and AppConfig().warms_up and from_args([]).warms_up
+    monkeypatch.setenv("VTDEMO_WARM_UP", "0")
+    assert not from_args([]).warms_up  # an operator's value wins
+
+
+def test_visitor_calls_are_quiet_only_when_none_runs_and_none_ended_lately():
+    from vtdemo.ui.common import VisitorCalls
+
+    calls = VisitorCalls()
+    assert calls.quiet_for(2.0)  # none yet
+    with calls.call():
+        assert not calls.quiet_for(0.0)
+        with calls.call():
+            assert calls.running == 2
+    assert calls.running == 0 and not calls.quiet_for(60.0) and calls.quiet_for(0.0)

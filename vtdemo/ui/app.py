@@ -24,7 +24,9 @@ writes into Gradio's cache (box views, exports) are deleted by Gradio an hour af
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import gradio as gr
@@ -131,9 +133,25 @@ class VtdemoApp:
     classify: ClassifyTab
     detect: DetectTab
     webcam: WebcamTab
+    warming: threading.Thread | None = field(default=None, init=False)  # the warm-up, when the config asks for one
 
     def launch(self, **overrides: Any) -> Any:
+        """`demo.launch()` with the app's options; with `warm_up` (on a Space by default) the default models are
+        prepared in a background thread once the server listens (`Services.warm_up`)."""
+        if self.services.config.warms_up and self.warming is None:
+            self.warming = threading.Thread(target=self._warm_up, name="vtdemo-warm-up", daemon=True)
+            self.warming.start()
         return self.demo.launch(**{**launch_options(self.services.config), **overrides})
+
+    def _warm_up(self, wait_s: float = 300.0) -> None:
+        """Once the server listens (it may block the main thread from then on), prepare the default models; if it
+        never starts (e.g. its port is taken), nothing."""
+        deadline = time.monotonic() + wait_s
+        while not getattr(self.demo, "is_running", False):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.2)
+        self.services.warm_up()
 
 
 def log_to_console() -> None:
@@ -149,7 +167,8 @@ def log_to_console() -> None:
 
 
 def create_app(config: AppConfig | None = None) -> VtdemoApp:
-    """The whole app. Loads no model: each one loads on first use and stays cached (`vtdemo.loader`)."""
+    """The whole app. Loads no model: each one loads on first use and stays cached (`vtdemo.loader`), or, with
+    `warm_up` (on a Space by default), in the background once `launch` has the server listening."""
     log_to_console()
     config = config or AppConfig()
     services = Services(config)

@@ -16,6 +16,7 @@ import inspect
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -36,6 +37,9 @@ from .config import AppConfig, model_nice_default
 from .sessions import RunIndex
 
 log = logging.getLogger(__name__)
+
+#: The warm-up starts its next model only after visitors' model calls have been quiet this long.
+WARM_UP_QUIET_S = 2.0
 
 RELEASED = (
     "This photo's cached results were released (your session ended, or the server needed the memory for "
@@ -94,6 +98,35 @@ def model_call(slot: bool = False) -> Iterator[None]:
         yield
 
 
+class VisitorCalls:
+    """Visitors' model calls running or waiting for a slot, and when the last one ended: the warm-up gives way to
+    them (`Services.warm_up`)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.running = 0
+        self.last_end = 0.0
+
+    @contextlib.contextmanager
+    def call(self) -> Iterator[None]:
+        with self._lock:
+            self.running += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.running -= 1
+                self.last_end = time.monotonic()
+
+    def quiet_for(self, seconds: float) -> bool:
+        """No visitor's model call running or waiting, none ended in the last `seconds`."""
+        with self._lock:
+            return self.running == 0 and time.monotonic() - self.last_end >= seconds
+
+
+VISITORS = VisitorCalls()
+
+
 def runs_models(fn: Callable) -> Callable:
     """For a handler that loads and runs models: it holds one of the app's model slots (`VTDEMO_CONCURRENCY`; a
     download inside steps out of it, `vtdemo.fetching`), and every model it loads stays in use until it returns, so
@@ -108,7 +141,7 @@ def runs_models(fn: Callable) -> Callable:
         def steps(*args: Any, **kwargs: Any) -> Any:
             made = fn(*args, **kwargs)
             while True:
-                with model_call(slot=True):
+                with VISITORS.call(), model_call(slot=True):
                     try:
                         out = next(made)
                     except StopIteration:
@@ -119,7 +152,7 @@ def runs_models(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> Any:
-        with model_call(slot=True):
+        with VISITORS.call(), model_call(slot=True):
             return fn(*args, **kwargs)
 
     return call
@@ -305,13 +338,14 @@ class Services:
         return {"vit": self.config.vit_model, "swin": self.config.swin_model, "detr": self.config.detr_model}[family]
 
     def load(
-        self, model_id: Any, family: str, progress: Any = None, session: str | None = None
+        self, model_id: Any, family: str, progress: Any = None, session: str | None = None, announce: bool = True
     ) -> pipeline.LoadedModel:
         """Load (once, then cached by `vtdemo.loader`) at the app's precision, with a visible message on first use and
         on conversion; check the family fits. A download runs out of the model slot with its progress shown, one per
-        visitor (`session`), `config.downloads` at once (`vtdemo.fetching`). A fast model is converted here (DETR: its graph with attention
-        outputs, which the webcam shares) and keeps no PyTorch weights of its own (`pipeline.release_weights`); one
-        the fast engine cannot convert runs exact (logged, shown, and named in `engine_line`)."""
+        visitor (`session`), `config.downloads` at once (`vtdemo.fetching`). A fast model is converted here (DETR: its
+        graph with attention outputs, which the webcam shares) and keeps no PyTorch weights of its own
+        (`pipeline.release_weights`); one the fast engine cannot convert runs exact (logged, shown, and named in
+        `engine_line`). `announce`: toasts for a visitor (False outside an event: the warm-up logs instead)."""
         if model_id is not None and not isinstance(model_id, str):
             raise VtdemoError("the model must be a Hugging Face repo id (org/name[@revision]) or empty for the default")
         model_id = (model_id or "").strip() or self.default_model(family)
@@ -344,8 +378,8 @@ class Services:
                 "Detect tab"
             )
         if loaded.precision == "fast":
-            loaded = self._convert(loaded, progress)
-        if first and time.perf_counter() - started > 1.0:
+            loaded = self._convert(loaded, progress, announce)
+        if announce and first and time.perf_counter() - started > 1.0:
             gr.Info(f"Loaded {model_id} on {self.device.type.upper()} in {time.perf_counter() - started:.1f} s")
         return loaded
 
@@ -356,7 +390,7 @@ class Services:
         if n:
             log.info("%s was evicted from the model cache: released %d cached run(s) using it", loaded.id, n)
 
-    def _convert(self, loaded: pipeline.LoadedModel, progress: Any) -> pipeline.LoadedModel:
+    def _convert(self, loaded: pipeline.LoadedModel, progress: Any, announce: bool = True) -> pipeline.LoadedModel:
         """Convert the fast graph now (cached on disk; shown as progress) and release the PyTorch weights; or,
         if the converter fails, the same model on the exact path, with the reason recorded and shown."""
         if loaded.id in self.fallbacks:
@@ -368,10 +402,41 @@ class Services:
             reason = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:160]}"
             log.warning("%s: the fast engine could not convert it (%s); running it exact", loaded.id, reason)
             self.fallbacks[loaded.id] = reason
-            gr.Warning(f"{loaded.id} runs exact (fp32 PyTorch): the fast engine could not convert it ({reason})")
+            if announce:
+                gr.Warning(f"{loaded.id} runs exact (fp32 PyTorch): the fast engine could not convert it ({reason})")
             return pipeline.exact_model(loaded)
         pipeline.release_weights(loaded)
         return loaded
+
+    def warm_up(self) -> list[str]:
+        """Prepare the configured models (the Classify columns', the Detect tab's DETR, the RT-DETR the webcam may
+        pick) as their first visitor would: load, and at precision fast convert, check the fidelity guard and release
+        the PyTorch weights. One at a time, each holding a model slot as a visitor's call does, and each only once the
+        visitors' model calls have been quiet for `WARM_UP_QUIET_S`: a visitor who comes meanwhile waits for at most
+        the one model being prepared, and if it is theirs, for it instead of preparing it twice (`vtdemo.loader`). A model that cannot be prepared (no network, no weights) is logged with
+        its reason and left to load on first use, where its visitor gets the message. Returns the ids prepared."""
+        config, ready = self.config, []
+        models = (
+            ("vit", config.vit_model),
+            ("swin", config.swin_model),
+            ("detr", config.detr_model),
+            ("detr", config.rtdetr_model),
+        )
+        log.info("warm-up: preparing %s in the background", ", ".join(m for _, m in models))
+        for family, model_id in models:
+            while not VISITORS.quiet_for(WARM_UP_QUIET_S):
+                time.sleep(0.2)
+            started = time.perf_counter()
+            try:
+                with model_call(slot=True):
+                    self.load(model_id, family, announce=False)
+            except Exception as exc:  # noqa: BLE001 - any failure: this model loads on first use instead
+                why = for_visitor(exc) if isinstance(exc, VtdemoError) else f"{type(exc).__name__}: {exc}"
+                log.warning("warm-up: %s not prepared (%s); it loads on first use", model_id, why.splitlines()[0][:300])
+                continue
+            log.info("warm-up: %s ready in %.1f s", model_id, time.perf_counter() - started)
+            ready.append(model_id)
+        return ready
 
     def engine_line(self, loaded: pipeline.LoadedModel, size: tuple[int, int] | None = None) -> str:
         """What produced a result of `loaded` at input `size`, for a status line (`vtdemo.ui.engine_text.engine_line`)."""

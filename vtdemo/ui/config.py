@@ -52,6 +52,13 @@ def live_default(precision: str) -> tuple[int, str]:
     return LIVE_DEFAULTS[precision], LIVE_WHY[precision]
 
 
+def warm_up_default() -> bool:
+    """On on a Hugging Face Space (`SPACE_ID` set): a Space restarts cold (after a rebuild, or asleep and woken) and
+    has no step of its own to convert the models before visitors come; off elsewhere, where a test run or a desktop
+    start should not spend the CPU on models nobody may use (`python -m vtdemo convert` prepares them there)."""
+    return bool(env_text("SPACE_ID"))
+
+
 def model_nice_default() -> int:
     """10 on a Hugging Face Space (`SPACE_ID` set: a host that serves visitors and nothing else), else 0: on a desktop
     the app's model calls keep their share against the visitor's own browser and programs."""
@@ -124,6 +131,16 @@ SETTINGS: tuple[Setting, ...] = (
         shown="10 on a Space, else 0",
         minimum=0,
         maximum=19,
+    ),
+    Setting(
+        "warm_up",
+        "--warm-up",
+        "VTDEMO_WARM_UP",
+        bool,
+        None,
+        "prepare the configured models in the background once the server listens (load them and, at precision "
+        "fast, convert them), giving way to visitors' model calls, so that visitors do not wait for it",
+        shown="on on a Space, else off",
     ),
     Setting(
         "downloads",
@@ -287,6 +304,7 @@ class AppConfig:
     concurrency: int = _default("concurrency")
     downloads: int = _default("downloads")
     model_nice: int | None = _default("model_nice")  # None: `model_nice_default()`
+    warm_up: bool | None = _default("warm_up")  # None: `warm_up_default()`
     cache_mb: int = _default("cache_mb")
     model_memory_mb: int | None = _default("model_memory_mb")
     max_model_mb: int = _default("max_model_mb")
@@ -306,6 +324,11 @@ class AppConfig:
     def __post_init__(self) -> None:
         if not self.live_size:
             object.__setattr__(self, "live_size", live_default(self.precision)[0])
+
+    @property
+    def warms_up(self) -> bool:
+        """Does the app prepare its default models in the background at start-up (`warm_up`, else on a Space)?"""
+        return warm_up_default() if self.warm_up is None else self.warm_up
 
     @property
     def server_name(self) -> str:
