@@ -5,6 +5,8 @@ with its three curves. Screenshots go to artifacts/screenshots/classify_*.png (l
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]  # a launched app driven in Chromium
@@ -75,3 +77,11 @@ def test_a_new_photo_clears_the_panels(page):
     expect(page.locator("#vit-randomisation img")).to_have_count(0)
     for result in ("vit-compare", "vit-agreement", "vit-deletion", "swin-stages"):  # emptied: they take no room
         expect(page.locator(f"#{result}")).to_be_hidden()
+
+
+def test_the_export_downloads_show_once_made(page):
+    page.locator("#classify-tab button.label-wrap", has_text="Export").click()
+    expect(page.get_by_role("button", name="Export results").first).to_be_visible()
+    expect(page.locator("#classify-files")).to_be_hidden()  # no empty file box before the export
+    page.get_by_role("button", name="Export results").first.click()
+    expect(page.locator("#classify-files")).to_contain_text(re.compile(r"\.classify\s*\.json"))  # "x.classify .json"

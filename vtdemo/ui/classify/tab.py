@@ -42,6 +42,8 @@ class ClassifyTab:
                         label="Downloads: results JSON, overlays (PNG), raw maps (.npy)",
                         file_count="multiple",
                         interactive=False,
+                        elem_id="classify-files",
+                        elem_classes="vt-result",
                     )
             self.vit = ClassifierColumn(services, "vit", self.image)
             self.swin = ClassifierColumn(services, "swin", self.image)

@@ -228,6 +228,8 @@ class DetectTab:
                 label="Downloads: annotated PNG, results JSON, attention map (PNG, .npy)",
                 file_count="multiple",
                 interactive=False,
+                elem_id="detect-files",
+                elem_classes="vt-result",
             )
         export.click(self.export, inputs=[self.state, self.opacity], outputs=files, api_name="export_detect", **MODEL)
 
