@@ -66,6 +66,40 @@ def test_zero_turns_it_off():
     assert got["changed"] == 0 and set(got["nice"].values()) == {got["base"]}
 
 
+BACKGROUND = r"""
+import json, os, sys, threading
+from vtdemo.ui import priority
+
+priority.configure(int(sys.argv[1]))
+nice = lambda tid: os.getpriority(os.PRIO_PROCESS, tid)
+got = {}
+
+def background():  # the warm-up's thread, and a pool thread it starts (as OpenVINO's would be)
+    got["changed"] = priority.lower_this_thread()
+    got["self"] = nice(threading.get_native_id())
+    child = threading.Thread(target=lambda: got.update(child=nice(threading.get_native_id())))
+    child.start(); child.join()
+
+worker = threading.Thread(target=background); worker.start(); worker.join()
+got["main"] = nice(threading.get_native_id())
+print(json.dumps(got))
+"""
+
+
+@pytest.mark.parametrize("configured", [10, 0])
+def test_a_background_thread_lowers_itself_and_what_it_starts(configured):
+    args = [sys.executable, "-c", BACKGROUND, str(configured)]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    base = got["main"]
+    assert base < 10  # the main thread is left as it is
+    if configured:
+        assert got["changed"] and got["self"] == 10 and got["child"] == 10
+    else:
+        assert not got["changed"] and got["self"] == base and got["child"] == base
+
+
 def test_on_by_default_on_a_space_only(monkeypatch):
     from vtdemo.ui.config import AppConfig, from_args, model_nice_default
 

@@ -423,6 +423,7 @@ class Services:
             ("detr", config.rtdetr_model),
         )
         log.info("warm-up: preparing %s in the background", ", ".join(m for _, m in models))
+        priority.lower_this_thread()  # below the event loop, as a visitor's model call runs (`ui.priority`)
         for family, model_id in models:
             while not VISITORS.quiet_for(WARM_UP_QUIET_S):
                 time.sleep(0.2)

@@ -71,6 +71,22 @@ def yield_to_event_loop() -> int:
     return changed
 
 
+def lower_this_thread() -> bool:
+    """Run the calling thread at the configured nice, and with it the threads it starts from now on (a thread starts
+    with its creator's nice): for background work that is no visitor's event, such as the warm-up, so that it gives
+    way to the event loop from its first step. Returns whether the nice changed."""
+    if _NICE <= 0:
+        return False
+    try:
+        tid = threading.get_native_id()
+        if os.getpriority(os.PRIO_PROCESS, tid) < _NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, _NICE)
+            return True
+    except OSError:  # the host refuses
+        pass
+    return False
+
+
 def event_loops() -> set[int]:
     """The native ids of the event loop threads seen so far (spared by `yield_to_event_loop`)."""
     return set(_LOOPS)
