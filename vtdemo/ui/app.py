@@ -136,7 +136,7 @@ class VtdemoApp:
     warming: threading.Thread | None = field(default=None, init=False)  # the warm-up, when the config asks for one
 
     def launch(self, **overrides: Any) -> Any:
-        """`demo.launch()` with the app's options; with `warm_up` (on a Space by default) the default models are
+        """`demo.launch()` with the app's options; with `warm_up` (on a Space by default) the configured models are
         prepared in a background thread once the server listens (`Services.warm_up`)."""
         if self.services.config.warms_up and self.warming is None:
             self.warming = threading.Thread(target=self._warm_up, name="vtdemo-warm-up", daemon=True)
@@ -144,7 +144,7 @@ class VtdemoApp:
         return self.demo.launch(**{**launch_options(self.services.config), **overrides})
 
     def _warm_up(self, wait_s: float = 300.0) -> None:
-        """Once the server listens (it may block the main thread from then on), prepare the default models; if it
+        """Once the server listens (it may block the main thread from then on), prepare the configured models; if it
         never starts (e.g. its port is taken), nothing."""
         deadline = time.monotonic() + wait_s
         while not getattr(self.demo, "is_running", False):

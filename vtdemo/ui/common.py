@@ -412,8 +412,9 @@ class Services:
         """Prepare the configured models (the Classify columns', the Detect tab's DETR, the RT-DETR the webcam may
         pick) as their first visitor would: load, and at precision fast convert, check the fidelity guard and release
         the PyTorch weights. One at a time, each holding a model slot as a visitor's call does, and each only once the
-        visitors' model calls have been quiet for `WARM_UP_QUIET_S`: a visitor who comes meanwhile waits for at most
-        the one model being prepared, and if it is theirs, for it instead of preparing it twice (`vtdemo.loader`). A model that cannot be prepared (no network, no weights) is logged with
+        visitors' model calls have been quiet for `WARM_UP_QUIET_S`, at their nice below the event loop: a visitor who
+        comes meanwhile waits for at most the one model being prepared, and if it is theirs, for it instead of
+        preparing it twice (`vtdemo.loader`). A model that cannot be prepared (no network, no weights) is logged with
         its reason and left to load on first use, where its visitor gets the message. Returns the ids prepared."""
         config, ready = self.config, []
         models = (
