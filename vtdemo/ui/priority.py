@@ -60,31 +60,27 @@ def yield_to_event_loop() -> int:
     changed = 0
     for name in os.listdir("/proc/self/task"):
         tid = int(name)
-        if tid in spared:
-            continue
-        try:
-            if os.getpriority(os.PRIO_PROCESS, tid) < _NICE:
-                os.setpriority(os.PRIO_PROCESS, tid, _NICE)
-                changed += 1
-        except OSError:  # the thread has just ended, or the host refuses
-            continue
+        if tid not in spared and _lower(tid):
+            changed += 1
     return changed
+
+
+def _lower(tid: int) -> bool:
+    """Raise thread `tid` to the configured nice if it is below it (never lowered); False if unchanged."""
+    try:
+        if os.getpriority(os.PRIO_PROCESS, tid) < _NICE:
+            os.setpriority(os.PRIO_PROCESS, tid, _NICE)
+            return True
+    except OSError:  # the thread has just ended, or the host refuses
+        pass
+    return False
 
 
 def lower_this_thread() -> bool:
     """Run the calling thread at the configured nice, and with it the threads it starts from now on (a thread starts
     with its creator's nice): for background work that is no visitor's event, such as the warm-up, so that it gives
     way to the event loop from its first step. Returns whether the nice changed."""
-    if _NICE <= 0:
-        return False
-    try:
-        tid = threading.get_native_id()
-        if os.getpriority(os.PRIO_PROCESS, tid) < _NICE:
-            os.setpriority(os.PRIO_PROCESS, tid, _NICE)
-            return True
-    except OSError:  # the host refuses
-        pass
-    return False
+    return _NICE > 0 and _lower(threading.get_native_id())
 
 
 def event_loops() -> set[int]:
